@@ -1,0 +1,124 @@
+//! Secondary index definitions and the items ordered indexes keep.
+//!
+//! An ordered index is a [`Tree`](crate::avl::Tree) of [`IndexItem`]s ordered by
+//! `(attribute value, key)`; a record without the attribute is not in it. Each item caches
+//! the value's [`SortKey`], so most comparisons never dereference the record.
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use crate::record::Record;
+use crate::scalar::{Scalar, SortKey};
+
+/// The kinds of secondary index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IndexKind {
+    /// AVL tree over `(attribute, key)`: equality, range, order-by both ways, paging.
+    Ordered,
+    /// Indexed binary max-heap: top-k, peek and pop the maximum, O(n) build.
+    MaxHeap,
+}
+
+impl IndexKind {
+    /// The kind's name as users spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IndexKind::Ordered => "ordered",
+            IndexKind::MaxHeap => "max_heap",
+        }
+    }
+}
+
+/// A secondary index over one attribute.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct IndexDef {
+    /// The index's name, unique in its table.
+    pub name: String,
+    /// The attribute it indexes.
+    pub attr: String,
+    /// Its kind.
+    pub kind: IndexKind,
+}
+
+impl IndexDef {
+    /// An ordered index.
+    pub fn ordered(name: impl Into<String>, attr: impl Into<String>) -> Self {
+        IndexDef {
+            name: name.into(),
+            attr: attr.into(),
+            kind: IndexKind::Ordered,
+        }
+    }
+
+    /// A max-heap index.
+    pub fn max_heap(name: impl Into<String>, attr: impl Into<String>) -> Self {
+        IndexDef {
+            name: name.into(),
+            attr: attr.into(),
+            kind: IndexKind::MaxHeap,
+        }
+    }
+}
+
+/// One entry of a secondary index: the record and its attribute's cached sort key.
+#[derive(Clone, Debug)]
+pub(crate) struct IndexItem {
+    pub(crate) sort: SortKey,
+    pub(crate) rec: Arc<Record>,
+}
+
+impl IndexItem {
+    pub(crate) fn new(attr: &str, rec: &Arc<Record>) -> Option<Self> {
+        rec.attr(attr).map(|v| IndexItem {
+            sort: v.sort_key(),
+            rec: rec.clone(),
+        })
+    }
+}
+
+/// How a probe's key compares with keys under the same attribute value.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum KeyBound<'a> {
+    /// Before every key.
+    Min,
+    /// After every key.
+    Max,
+    /// This key.
+    Key(&'a [u8]),
+}
+
+/// Orders `value` against the attribute value of `item` (`value` on the left).
+pub(crate) fn cmp_value(attr: &str, value: &Scalar, sort: SortKey, item: &IndexItem) -> Ordering {
+    match sort.cmp(&item.sort) {
+        Ordering::Equal if sort.needs_full_compare() => match item.rec.attr(attr) {
+            Some(v) => value.cmp(v),
+            None => Ordering::Equal,
+        },
+        ord => ord,
+    }
+}
+
+/// The direction closure for a probe `(value, key)` in an ordered index over `attr`.
+pub(crate) fn probe<'a>(
+    attr: &'a str,
+    value: &'a Scalar,
+    key: KeyBound<'a>,
+) -> impl Fn(&IndexItem) -> Ordering + 'a {
+    let sort = value.sort_key();
+    move |item| {
+        cmp_value(attr, value, sort, item).then_with(|| match key {
+            KeyBound::Min => Ordering::Less,
+            KeyBound::Max => Ordering::Greater,
+            KeyBound::Key(k) => k.cmp(item.rec.key()),
+        })
+    }
+}
+
+/// Orders two items of an index over `attr`.
+pub(crate) fn cmp_items(attr: &str, a: &IndexItem, b: &IndexItem) -> Ordering {
+    match a.sort.cmp(&b.sort) {
+        Ordering::Equal if a.sort.needs_full_compare() => a.rec.attr(attr).cmp(&b.rec.attr(attr)),
+        ord => ord,
+    }
+    .then_with(|| a.rec.key().cmp(b.rec.key()))
+}

@@ -1,0 +1,73 @@
+//! Explicit, configurable limits on everything a caller controls. Every limit is checked
+//! before anything changes.
+
+use crate::error::{Result, StoreError};
+
+/// Size and count limits; [`Limits::default`] suits most services.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest key.
+    pub key_bytes_max: usize,
+    /// Longest value.
+    pub value_bytes_max: usize,
+    /// Most attributes on one record.
+    pub attrs_per_record_max: usize,
+    /// Longest attribute name; also bounds table and index names.
+    pub name_bytes_max: usize,
+    /// Longest string or bytes attribute value.
+    pub attr_value_bytes_max: usize,
+    /// Most operations in one batch.
+    pub batch_ops_max: usize,
+    /// Most key, value and attribute bytes in one batch.
+    pub batch_bytes_max: usize,
+    /// Largest page a scan or query returns.
+    pub page_records_max: usize,
+    /// Most indexes on one table.
+    pub indexes_per_table_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            key_bytes_max: 4 * 1024,
+            value_bytes_max: 1024 * 1024,
+            attrs_per_record_max: 32,
+            name_bytes_max: 128,
+            attr_value_bytes_max: 1024,
+            batch_ops_max: 10_000,
+            batch_bytes_max: 32 * 1024 * 1024,
+            page_records_max: 10_000,
+            indexes_per_table_max: 16,
+        }
+    }
+}
+
+/// Fails with [`StoreError::LimitExceeded`] when `actual > limit`.
+pub(crate) fn check(what: &'static str, actual: usize, limit: usize) -> Result<()> {
+    if actual > limit {
+        return Err(StoreError::LimitExceeded {
+            what,
+            actual,
+            limit,
+        });
+    }
+    Ok(())
+}
+
+/// Table, index and attribute names: non-empty, bounded, printable without control characters.
+pub(crate) fn check_name(what: &'static str, name: &str, limits: &Limits) -> Result<()> {
+    check(what, name.len(), limits.name_bytes_max)?;
+    if name.is_empty() {
+        return Err(StoreError::Invalid {
+            what,
+            reason: "empty".into(),
+        });
+    }
+    if name.chars().any(char::is_control) {
+        return Err(StoreError::Invalid {
+            what,
+            reason: format!("{name:?} contains control characters"),
+        });
+    }
+    Ok(())
+}

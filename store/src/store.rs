@@ -1,0 +1,392 @@
+//! The store: a partition's tables, its version, its limits, and the write path.
+//!
+//! Every write is validated whole (tables, sizes, names, conditions) before the first
+//! record changes; after validation, applying cannot fail, so a batch applies all or
+//! nothing. Versions strictly increase: [`Store::apply`] takes the next one,
+//! [`Store::apply_at`] takes the caller's (the replica passes the raft log index).
+//!
+//! Table and index definitions are not versioned writes; the replication layer orders
+//! them in its log like any other command.
+
+use std::collections::BTreeMap;
+use std::hash::BuildHasher;
+use std::sync::Arc;
+
+use crate::batch::{Condition, Op, WriteResult};
+use crate::error::{Result, StoreError};
+use crate::index::IndexDef;
+use crate::limits::{Limits, check, check_name};
+use crate::record::{Names, Record};
+use crate::scalar::Scalar;
+use crate::table::{Page, Query, Scan, Table, TableSnapshot};
+
+/// A record to bulk-load, as a snapshot or backup stream delivers it.
+#[derive(Clone, Debug)]
+pub struct LoadRecord {
+    /// Key.
+    pub key: Vec<u8>,
+    /// Value.
+    pub value: Vec<u8>,
+    /// Attributes.
+    pub attrs: Vec<(String, Scalar)>,
+    /// The version it was written at.
+    pub version: u64,
+}
+
+/// An in-memory store of tables: one partition's state.
+#[derive(Debug)]
+pub struct Store {
+    tables: BTreeMap<String, Table>,
+    version: u64,
+    limits: Limits,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store::new(Limits::default())
+    }
+}
+
+/// A consistent view of every table at one version, unchanged by later writes.
+/// Taking one costs O(number of tables and indexes), independent of the record count.
+#[derive(Clone, Debug)]
+pub struct StoreSnapshot {
+    version: u64,
+    tables: Vec<TableSnapshot>,
+}
+
+impl StoreSnapshot {
+    /// The version of the last write the snapshot includes.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Tables, by name.
+    pub fn tables(&self) -> &[TableSnapshot] {
+        &self.tables
+    }
+
+    /// One table.
+    pub fn table(&self, name: &str) -> Option<&TableSnapshot> {
+        self.tables.iter().find(|t| t.name() == name)
+    }
+}
+
+impl Store {
+    /// An empty store with these limits.
+    pub fn new(limits: Limits) -> Self {
+        Store {
+            tables: BTreeMap::new(),
+            version: 0,
+            limits,
+            hasher: foldhash::fast::RandomState::default(),
+        }
+    }
+
+    /// The version of the last applied write (0 before any).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// Creates an empty table.
+    pub fn create_table(&mut self, name: &str) -> Result<()> {
+        check_name("table name", name, &self.limits)?;
+        if self.tables.contains_key(name) {
+            return Err(StoreError::TableExists(name.into()));
+        }
+        self.tables.insert(name.into(), Table::new(name));
+        Ok(())
+    }
+
+    /// Drops a table and its records.
+    pub fn drop_table(&mut self, name: &str) -> Result<()> {
+        self.tables
+            .remove(name)
+            .map(drop)
+            .ok_or_else(|| StoreError::TableNotFound(name.into()))
+    }
+
+    /// Declares a secondary index and builds it over the table's existing records.
+    pub fn create_index(&mut self, table: &str, def: IndexDef) -> Result<()> {
+        check_name("index name", &def.name, &self.limits)?;
+        check_name("attribute name", &def.attr, &self.limits)?;
+        let max = self.limits.indexes_per_table_max;
+        let t = self.table_mut(table)?;
+        check("indexes on the table", t.index_count() + 1, max)?;
+        t.create_index(def)
+    }
+
+    /// Drops a secondary index.
+    pub fn drop_index(&mut self, table: &str, index: &str) -> Result<()> {
+        self.table_mut(table)?.drop_index(index)
+    }
+
+    /// Table names, sorted.
+    pub fn table_names(&self) -> impl Iterator<Item = &str> {
+        self.tables.keys().map(String::as_str)
+    }
+
+    /// A live table, for reads.
+    pub fn table(&self, name: &str) -> Result<&Table> {
+        self.tables
+            .get(name)
+            .ok_or_else(|| StoreError::TableNotFound(name.into()))
+    }
+
+    fn table_mut(&mut self, name: &str) -> Result<&mut Table> {
+        self.tables
+            .get_mut(name)
+            .ok_or_else(|| StoreError::TableNotFound(name.into()))
+    }
+
+    /// Point read on the live view: O(1) through the hash index.
+    pub fn get(&self, table: &str, key: &[u8]) -> Result<Option<&Arc<Record>>> {
+        Ok(self.table(table)?.get(key, self.hash(key)))
+    }
+
+    /// One page of a key-range scan.
+    pub fn scan(&self, table: &str, req: &Scan) -> Result<Page> {
+        self.table(table)?.scan(req, self.limits.page_records_max)
+    }
+
+    /// One page of an ordered-index query.
+    pub fn query(&self, table: &str, req: &Query) -> Result<Page> {
+        self.table(table)?.query(req, self.limits.page_records_max)
+    }
+
+    /// The `k` greatest records of an index, greatest first.
+    pub fn top_k(&self, table: &str, index: &str, k: usize) -> Result<Vec<Arc<Record>>> {
+        check("top-k count", k, self.limits.page_records_max)?;
+        self.table(table)?.top_k(index, k)
+    }
+
+    /// Number of records in a table.
+    pub fn count(&self, table: &str) -> Result<usize> {
+        Ok(self.table(table)?.len())
+    }
+
+    /// Bytes held by all tables.
+    pub fn memory_bytes(&self) -> usize {
+        self.tables.values().map(Table::memory_bytes).sum()
+    }
+
+    /// An O(#tables + #indexes) consistent snapshot of every table.
+    pub fn snapshot(&self) -> StoreSnapshot {
+        StoreSnapshot {
+            version: self.version,
+            tables: self.tables.values().map(Table::snapshot).collect(),
+        }
+    }
+
+    /// One unconditional put at the next version: the common case without building a batch.
+    pub fn put(
+        &mut self,
+        table: &str,
+        key: &[u8],
+        value: &[u8],
+        attrs: &[(&str, Scalar)],
+    ) -> Result<u64> {
+        self.check_record(key, value.len(), attrs.iter().map(|(n, v)| (*n, v)))?;
+        let version = self.version + 1;
+        let hash = self.hash(key);
+        let t = self.table_mut(table)?;
+        let attrs = t.names_mut().attrs(attrs.iter().map(|(n, v)| (*n, v)));
+        t.put(Record::new(hash, version, key, value, attrs));
+        self.version = version;
+        Ok(version)
+    }
+
+    /// Applies a batch atomically at the next version.
+    pub fn apply(&mut self, ops: &[Op]) -> Result<WriteResult> {
+        self.apply_at(ops, self.version + 1)
+    }
+
+    /// Applies a batch atomically at `version`, which must exceed the current version.
+    pub fn apply_at(&mut self, ops: &[Op], version: u64) -> Result<WriteResult> {
+        if version <= self.version {
+            return Err(StoreError::VersionNotIncreasing {
+                given: version,
+                current: self.version,
+            });
+        }
+        let previous = self.validate(ops)?;
+        for op in ops {
+            let hash = self.hash(op.key());
+            let Ok(t) = self.table_mut(op.table()) else {
+                continue;
+            };
+            match op {
+                Op::Put {
+                    key, value, attrs, ..
+                } => {
+                    let attrs = t
+                        .names_mut()
+                        .attrs(attrs.iter().map(|(n, v)| (n.as_str(), v)));
+                    t.put(Record::new(hash, version, key, value, attrs));
+                }
+                Op::Delete { key, .. } => {
+                    t.delete(key, hash);
+                }
+            }
+        }
+        self.version = version;
+        Ok(WriteResult { version, previous })
+    }
+
+    /// Removes and returns the greatest record of an index (a priority-queue dequeue), at
+    /// the next version.
+    pub fn pop_max(&mut self, table: &str, index: &str) -> Result<Option<Arc<Record>>> {
+        let Some(top) = self.table(table)?.peek_max(index)? else {
+            return Ok(None);
+        };
+        let hash = self.hash(top.key());
+        self.table_mut(table)?.delete(top.key(), hash);
+        self.version += 1;
+        Ok(Some(top))
+    }
+
+    /// Creates table `name` from records in strictly increasing key order, with these
+    /// indexes: O(n) for the table itself. The table must not exist. Used to install
+    /// replica snapshots and restore backups; versions come from the records, and the
+    /// store's version becomes at least the greatest of them.
+    pub fn load_table(
+        &mut self,
+        name: &str,
+        defs: &[IndexDef],
+        records: Vec<LoadRecord>,
+    ) -> Result<()> {
+        check_name("table name", name, &self.limits)?;
+        if self.tables.contains_key(name) {
+            return Err(StoreError::TableExists(name.into()));
+        }
+        for d in defs {
+            check_name("index name", &d.name, &self.limits)?;
+            check_name("attribute name", &d.attr, &self.limits)?;
+        }
+        let mut names = Names::default();
+        let mut max_version = self.version;
+        let mut built = Vec::with_capacity(records.len());
+        for r in &records {
+            self.check_record(
+                &r.key,
+                r.value.len(),
+                r.attrs.iter().map(|(n, v)| (n.as_str(), v)),
+            )?;
+            let attrs = names.attrs(r.attrs.iter().map(|(n, v)| (n.as_str(), v)));
+            max_version = max_version.max(r.version);
+            built.push(Arc::new(Record::new(
+                self.hash(&r.key),
+                r.version,
+                &r.key,
+                &r.value,
+                attrs,
+            )));
+        }
+        drop(records);
+        let table = Table::from_sorted(name, names, built, defs)?;
+        self.tables.insert(name.into(), table);
+        self.version = max_version;
+        Ok(())
+    }
+
+    /// Checks one record against the limits.
+    fn check_record<'a>(
+        &self,
+        key: &[u8],
+        value_len: usize,
+        attrs: impl ExactSizeIterator<Item = (&'a str, &'a Scalar)>,
+    ) -> Result<()> {
+        let l = &self.limits;
+        if key.is_empty() {
+            return Err(StoreError::Invalid {
+                what: "key",
+                reason: "empty".into(),
+            });
+        }
+        check("key bytes", key.len(), l.key_bytes_max)?;
+        check("value bytes", value_len, l.value_bytes_max)?;
+        check(
+            "attributes on a record",
+            attrs.len(),
+            l.attrs_per_record_max,
+        )?;
+        for (name, v) in attrs {
+            check_name("attribute name", name, l)?;
+            check(
+                "attribute value bytes",
+                v.heap_bytes(),
+                l.attr_value_bytes_max,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Validates a whole batch against limits and the current state; returns each
+    /// operation's previous version.
+    fn validate(&self, ops: &[Op]) -> Result<Vec<Option<u64>>> {
+        check("batch operations", ops.len(), self.limits.batch_ops_max)?;
+        let mut bytes = 0usize;
+        let mut previous = Vec::with_capacity(ops.len());
+        for (i, op) in ops.iter().enumerate() {
+            let t = self.table(op.table())?;
+            match op {
+                Op::Put {
+                    key, value, attrs, ..
+                } => {
+                    self.check_record(
+                        key,
+                        value.len(),
+                        attrs.iter().map(|(n, v)| (n.as_str(), v)),
+                    )?;
+                    bytes += key.len()
+                        + value.len()
+                        + attrs
+                            .iter()
+                            .map(|(n, v)| n.len() + v.heap_bytes() + 8)
+                            .sum::<usize>();
+                }
+                Op::Delete { key, .. } => {
+                    if key.is_empty() {
+                        return Err(StoreError::Invalid {
+                            what: "key",
+                            reason: "empty".into(),
+                        });
+                    }
+                    check("key bytes", key.len(), self.limits.key_bytes_max)?;
+                    bytes += key.len();
+                }
+            }
+            let current = t.get(op.key(), self.hash(op.key())).map(|r| r.version());
+            let (ok, expected) = match op.condition() {
+                Condition::None => (true, String::new()),
+                Condition::Exists => (current.is_some(), "the key to exist".into()),
+                Condition::Absent => (current.is_none(), "the key to be absent".into()),
+                Condition::Version(v) => (current == Some(*v), format!("version {v}")),
+            };
+            if !ok {
+                return Err(StoreError::ConditionFailed {
+                    op: i,
+                    table: op.table().into(),
+                    expected,
+                    found: match current {
+                        Some(v) => format!("version {v}"),
+                        None => "no record".into(),
+                    },
+                });
+            }
+            previous.push(current);
+        }
+        check("batch bytes", bytes, self.limits.batch_bytes_max)?;
+        Ok(previous)
+    }
+}
