@@ -33,13 +33,7 @@ struct Node<T> {
 
 impl<T> Node<T> {
     fn leaf(item: T) -> Self {
-        Node {
-            item,
-            left: None,
-            right: None,
-            lh: 0,
-            rh: 0,
-        }
+        Node { item, left: None, right: None, lh: 0, rh: 0 }
     }
 
     fn height(&self) -> u8 {
@@ -102,6 +96,11 @@ impl<T: Clone> Tree<T> {
 
     /// Inserts `item` where `dir` places it; an equal item is replaced and returned.
     pub(crate) fn insert(&mut self, item: T, dir: impl Fn(&T) -> Ordering) -> Option<T> {
+        // Walk the path with plain loads first: `make_mut`'s locked compare-exchange would
+        // otherwise be each node's first touch, and a locked instruction keeps later loads
+        // from issuing early, so every level's cache miss would be paid strictly in turn.
+        // (Measured on the engine benchmark's 1M random inserts; see the README.)
+        std::hint::black_box(self.get(&dir));
         let (old, _) = insert_at(&mut self.root, item, &dir);
         if old.is_none() {
             self.len += 1;
@@ -129,16 +128,8 @@ impl<T: Clone> Tree<T> {
     }
 
     /// Iterates from a seek position; `dir` describes the probe (ignored for [`Seek::Edge`]).
-    pub(crate) fn iter_from(
-        &self,
-        seek: Seek,
-        reverse: bool,
-        dir: impl Fn(&T) -> Ordering,
-    ) -> Iter<'_, T> {
-        let mut iter = Iter {
-            stack: Vec::with_capacity(48),
-            reverse,
-        };
+    pub(crate) fn iter_from(&self, seek: Seek, reverse: bool, dir: impl Fn(&T) -> Ordering) -> Iter<'_, T> {
+        let mut iter = Iter { stack: Vec::with_capacity(48), reverse };
         let mut cur = self.root.as_deref();
         while let Some(node) = cur {
             let take = match seek {
@@ -146,19 +137,11 @@ impl<T: Clone> Tree<T> {
                 // Forward: keep nodes at or after the probe; reversed: at or before it.
                 Seek::Inclusive => {
                     let ord = dir(&node.item);
-                    if reverse {
-                        ord != Ordering::Less
-                    } else {
-                        ord != Ordering::Greater
-                    }
+                    if reverse { ord != Ordering::Less } else { ord != Ordering::Greater }
                 }
                 Seek::Exclusive => {
                     let ord = dir(&node.item);
-                    if reverse {
-                        ord == Ordering::Greater
-                    } else {
-                        ord == Ordering::Less
-                    }
+                    if reverse { ord == Ordering::Greater } else { ord == Ordering::Less }
                 }
             };
             match (take, reverse) {
@@ -194,18 +177,10 @@ impl<T: Clone> Tree<T> {
             assert_eq!(node.rh, rh, "stored right height is stale");
             assert!(!node.unbalanced(), "AVL balance violated: {lh} vs {rh}");
             if let Some(l) = &node.left {
-                assert_eq!(
-                    cmp(max_item(l), &node.item),
-                    Ordering::Less,
-                    "left subtree out of order"
-                );
+                assert_eq!(cmp(max_item(l), &node.item), Ordering::Less, "left subtree out of order");
             }
             if let Some(r) = &node.right {
-                assert_eq!(
-                    cmp(min_item(r), &node.item),
-                    Ordering::Greater,
-                    "right subtree out of order"
-                );
+                assert_eq!(cmp(min_item(r), &node.item), Ordering::Greater, "right subtree out of order");
             }
             node.height()
         }
@@ -244,29 +219,17 @@ impl<'a, T> Iterator for Iter<'a, T> {
 
     fn next(&mut self) -> Option<&'a T> {
         let node = self.stack.pop()?;
-        let mut cur = if self.reverse {
-            node.left.as_deref()
-        } else {
-            node.right.as_deref()
-        };
+        let mut cur = if self.reverse { node.left.as_deref() } else { node.right.as_deref() };
         while let Some(n) = cur {
             self.stack.push(n);
-            cur = if self.reverse {
-                n.right.as_deref()
-            } else {
-                n.left.as_deref()
-            };
+            cur = if self.reverse { n.right.as_deref() } else { n.left.as_deref() };
         }
         Some(&node.item)
     }
 }
 
 /// Returns the replaced item (if the probe was present) and the new subtree height.
-fn insert_at<T: Clone>(
-    link: &mut Link<T>,
-    item: T,
-    dir: &impl Fn(&T) -> Ordering,
-) -> (Option<T>, u8) {
+fn insert_at<T: Clone>(link: &mut Link<T>, item: T, dir: &impl Fn(&T) -> Ordering) -> (Option<T>, u8) {
     let Some(arc) = link else {
         *link = Some(Arc::new(Node::leaf(item)));
         return (None, 1);
@@ -338,11 +301,7 @@ fn remove_at<T: Clone>(link: &mut Link<T>, dir: &impl Fn(&T) -> Ordering) -> (Op
         },
     };
     let node_unbalanced = link.as_deref().is_some_and(Node::unbalanced);
-    let h = if node_unbalanced {
-        rebalance(link)
-    } else {
-        link.as_deref().map_or(0, Node::height)
-    };
+    let h = if node_unbalanced { rebalance(link) } else { link.as_deref().map_or(0, Node::height) };
     (removed, h)
 }
 
@@ -364,11 +323,7 @@ fn remove_min<T: Clone>(link: &mut Link<T>) -> (Option<T>, u8) {
     let (min, h) = remove_min(&mut node.left);
     node.lh = h;
     let unbalanced = node.unbalanced();
-    let h = if unbalanced {
-        rebalance(link)
-    } else {
-        node.height()
-    };
+    let h = if unbalanced { rebalance(link) } else { node.height() };
     (min, h)
 }
 
@@ -445,13 +400,7 @@ fn build<T>(n: usize, it: &mut impl Iterator<Item = T>) -> (Link<T>, u8) {
         return (left, lh);
     };
     let (right, rh) = build(n - 1 - nl, it);
-    let node = Node {
-        item,
-        left,
-        right,
-        lh,
-        rh,
-    };
+    let node = Node { item, left, right, lh, rh };
     let h = node.height();
     (Some(Arc::new(node)), h)
 }
@@ -559,18 +508,13 @@ mod tests {
         let snap = t.clone();
         t.insert((5, 99), dir(5));
         // Untouched subtrees are still shared with the snapshot.
-        let (Some(a), Some(b)) = (&t.root, &snap.root) else {
-            panic!("empty")
-        };
+        let (Some(a), Some(b)) = (&t.root, &snap.root) else { panic!("empty") };
         assert!(!Arc::ptr_eq(a, b), "root must be copied");
         let shared = match (a.right.as_ref(), b.right.as_ref()) {
             (Some(x), Some(y)) => Arc::ptr_eq(x, y),
             _ => false,
         };
-        assert!(
-            shared,
-            "the right subtree was not on the write path and must stay shared"
-        );
+        assert!(shared, "the right subtree was not on the write path and must stay shared");
         assert_eq!(snap.get(dir(5)).map(|i| i.1), Some(5));
         assert_eq!(t.get(dir(5)).map(|i| i.1), Some(99));
     }

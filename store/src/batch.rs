@@ -50,11 +50,7 @@ pub enum Op {
 
 impl Op {
     /// An unconditional put without attributes.
-    pub fn put(
-        table: impl Into<String>,
-        key: impl Into<Vec<u8>>,
-        value: impl Into<Vec<u8>>,
-    ) -> Self {
+    pub fn put(table: impl Into<String>, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
         Op::Put {
             table: table.into(),
             key: key.into(),
@@ -66,11 +62,7 @@ impl Op {
 
     /// An unconditional delete.
     pub fn delete(table: impl Into<String>, key: impl Into<Vec<u8>>) -> Self {
-        Op::Delete {
-            table: table.into(),
-            key: key.into(),
-            condition: Condition::None,
-        }
+        Op::Delete { table: table.into(), key: key.into(), condition: Condition::None }
     }
 
     /// Adds an attribute to a put (no effect on a delete).

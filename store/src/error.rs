@@ -56,9 +56,7 @@ pub enum StoreError {
         reason: String,
     },
     /// A batch condition did not hold; nothing in the batch was applied.
-    #[error(
-        "condition failed on operation {op} (table {table:?}): expected {expected}, found {found}"
-    )]
+    #[error("condition failed on operation {op} (table {table:?}): expected {expected}, found {found}")]
     ConditionFailed {
         /// Position of the operation in the batch.
         op: usize,

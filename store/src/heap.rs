@@ -26,33 +26,41 @@ use crate::record::Record;
 #[derive(Clone, Debug)]
 pub(crate) struct MaxHeap {
     attr: Arc<str>,
-    entries: Vec<IndexItem>,
+    entries: Vec<Entry>,
     positions: HashTable<u32>,
 }
 
+/// A heap slot: the index item and its record's key hash, kept here so that moving an
+/// entry updates its position without touching the record.
+#[derive(Clone, Debug)]
+struct Entry {
+    item: IndexItem,
+    hash: u64,
+}
+
+/// A position value no slot has: marks an entry whose own position is being rewritten.
+const PARKED: u32 = u32::MAX;
+
 impl MaxHeap {
     /// Builds the heap over `records` (those without the attribute are skipped) in O(n).
-    pub(crate) fn build<'a>(
-        attr: Arc<str>,
-        records: impl Iterator<Item = &'a Arc<Record>>,
-    ) -> Self {
-        let mut entries: Vec<IndexItem> =
-            records.filter_map(|r| IndexItem::new(&attr, r)).collect();
+    pub(crate) fn build<'a>(attr: Arc<str>, records: impl Iterator<Item = &'a Arc<Record>>) -> Self {
+        let mut entries: Vec<Entry> =
+            records.filter_map(|r| IndexItem::new(&attr, r).map(|item| Entry { item, hash: r.hash() })).collect();
         entries.shrink_to_fit();
-        let mut heap = MaxHeap {
-            attr,
-            entries,
-            positions: HashTable::new(),
-        };
+        let mut heap = MaxHeap { attr, entries, positions: HashTable::new() };
         for i in (0..heap.entries.len() / 2).rev() {
-            heap.sift_down_unindexed(i);
+            let mut i = i;
+            while let Some(c) = heap.larger_child(i) {
+                heap.entries.swap(i, c);
+                i = c;
+            }
         }
-        heap.positions = HashTable::with_capacity(heap.entries.len());
-        for (i, e) in heap.entries.iter().enumerate() {
-            let entries = &heap.entries;
-            heap.positions
-                .insert_unique(e.rec.hash(), i as u32, |&p| entries[p as usize].rec.hash());
+        let entries = &heap.entries;
+        let mut positions = HashTable::with_capacity(entries.len());
+        for (i, e) in entries.iter().enumerate() {
+            positions.insert_unique(e.hash, i as u32, |&p| entries[p as usize].hash);
         }
+        heap.positions = positions;
         heap
     }
 
@@ -63,50 +71,53 @@ impl MaxHeap {
 
     /// Adds the record if it has the attribute.
     pub(crate) fn insert(&mut self, rec: &Arc<Record>) {
-        let Some(item) = IndexItem::new(&self.attr, rec) else {
-            return;
-        };
-        let i = self.entries.len();
-        self.entries.push(item);
+        let Some(item) = IndexItem::new(&self.attr, rec) else { return };
+        self.entries.push(Entry { item, hash: rec.hash() });
+        let at = self.sift_up(self.entries.len() - 1);
         let entries = &self.entries;
-        self.positions
-            .insert_unique(rec.hash(), i as u32, |&p| entries[p as usize].rec.hash());
-        self.sift_up(i);
+        self.positions.insert_unique(rec.hash(), at as u32, |&p| entries[p as usize].hash);
+    }
+
+    fn find(&self, rec: &Record) -> Option<usize> {
+        let key = rec.key();
+        self.positions.find(rec.hash(), |&p| self.entries[p as usize].item.rec.key() == key).map(|&p| p as usize)
     }
 
     /// Removes the entry of the record with this key, if any.
     pub(crate) fn remove(&mut self, old: &Record) {
-        let entries = &self.entries;
-        let key = old.key();
-        if let Some(&p) = self
-            .positions
-            .find(old.hash(), |&p| entries[p as usize].rec.key() == key)
-        {
-            self.remove_at(p as usize);
+        let Some(p) = self.find(old) else { return };
+        if let Ok(slot) = self.positions.find_entry(old.hash(), |&q| q as usize == p) {
+            slot.remove();
+        }
+        let last = self.entries.len() - 1;
+        self.entries.swap_remove(p);
+        if p < last {
+            // The former last entry now sits at `p`; its position still says `last`, a
+            // value no other entry has, so it can be found after sifting.
+            let moved = self.entries[p].hash;
+            let at = self.restore(p);
+            self.set_position(moved, last as u32, at);
         }
     }
 
     /// Replaces `old` by `new` (same key): in place when the attribute is unchanged.
     pub(crate) fn replace(&mut self, old: &Record, new: &Arc<Record>) {
-        let entries = &self.entries;
-        let key = old.key();
-        let slot = self
-            .positions
-            .find(old.hash(), |&p| entries[p as usize].rec.key() == key)
-            .copied();
-        if let (Some(p), Some(item)) = (slot, IndexItem::new(&self.attr, new)) {
-            let p = p as usize;
-            if cmp_items(&self.attr, &self.entries[p], &item) == Ordering::Equal {
-                self.entries[p] = item;
-                return;
-            }
+        let (Some(p), Some(item)) = (self.find(old), IndexItem::new(&self.attr, new)) else {
+            self.remove(old);
+            self.insert(new);
+            return;
+        };
+        let same = cmp_items(&self.attr, &self.entries[p].item, &item) == Ordering::Equal;
+        self.entries[p].item = item;
+        if !same {
+            let hash = self.entries[p].hash;
+            self.set_position(hash, p as u32, PARKED as usize);
+            let at = self.restore(p);
+            self.set_position(hash, PARKED, at);
         }
-        self.remove(old);
-        self.insert(new);
     }
-
     pub(crate) fn peek(&self) -> Option<&Arc<Record>> {
-        self.entries.first().map(|e| &e.rec)
+        self.entries.first().map(|e| &e.item.rec)
     }
 
     /// The `k` greatest records, greatest first, without changing the heap.
@@ -134,23 +145,15 @@ impl MaxHeap {
         }
         let mut out = Vec::with_capacity(k.min(self.entries.len()));
         let mut frontier = BinaryHeap::with_capacity(2 * k + 1);
-        if let Some(item) = self.entries.first() {
-            frontier.push(Cand {
-                attr: &self.attr,
-                item,
-                slot: 0,
-            });
+        if let Some(item) = self.entries.first().map(|e| &e.item) {
+            frontier.push(Cand { attr: &self.attr, item, slot: 0 });
         }
         while out.len() < k {
             let Some(c) = frontier.pop() else { break };
             out.push(c.item.rec.clone());
             for child in [2 * c.slot + 1, 2 * c.slot + 2] {
-                if let Some(item) = self.entries.get(child) {
-                    frontier.push(Cand {
-                        attr: &self.attr,
-                        item,
-                        slot: child,
-                    });
+                if let Some(item) = self.entries.get(child).map(|e| &e.item) {
+                    frontier.push(Cand { attr: &self.attr, item, slot: child });
                 }
             }
         }
@@ -159,72 +162,48 @@ impl MaxHeap {
 
     /// Bytes held: the entry vector's capacity and the position table.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.entries.capacity() * std::mem::size_of::<IndexItem>()
-            + self.positions.allocation_size()
-    }
-
-    fn remove_at(&mut self, p: usize) {
-        let last = self.entries.len() - 1;
-        if p != last {
-            self.swap(p, last);
-        }
-        if let Some(gone) = self.entries.pop()
-            && let Ok(slot) = self
-                .positions
-                .find_entry(gone.rec.hash(), |&q| q as usize == last)
-        {
-            slot.remove();
-        }
-        if p < self.entries.len() {
-            self.sift_down(p);
-            self.sift_up(p);
-        }
+        self.entries.capacity() * std::mem::size_of::<Entry>() + self.positions.allocation_size()
     }
 
     fn greater(&self, a: usize, b: usize) -> bool {
-        cmp_items(&self.attr, &self.entries[a], &self.entries[b]) == Ordering::Greater
+        cmp_items(&self.attr, &self.entries[a].item, &self.entries[b].item) == Ordering::Greater
     }
 
-    /// Swaps two slots and points their position entries at their new slots.
-    fn swap(&mut self, i: usize, j: usize) {
-        self.entries.swap(i, j);
-        let hashes = [self.entries[i].rec.hash(), self.entries[j].rec.hash()];
-        // The entry now at i still has position j recorded, and vice versa.
-        let [a, b] = self
-            .positions
-            .get_disjoint_mut(hashes, |n, &p| p as usize == if n == 0 { j } else { i });
-        if let Some(a) = a {
-            *a = i as u32;
-        }
-        if let Some(b) = b {
-            *b = j as u32;
+    /// Points the position entry of the record with `hash` that holds `from` at `to`.
+    fn set_position(&mut self, hash: u64, from: u32, to: usize) {
+        if let Some(p) = self.positions.find_mut(hash, |&p| p == from) {
+            *p = to as u32;
         }
     }
 
-    fn sift_up(&mut self, mut i: usize) {
+    /// Moves the entry at `i` up or down to its place; returns where it ends. Every entry
+    /// it passes moves one level and has its position updated once; the moving entry's own
+    /// position is the caller's to update (it is absent, parked or uniquely stale).
+    fn restore(&mut self, i: usize) -> usize {
+        let up = self.sift_up(i);
+        if up != i { up } else { self.sift_down(i) }
+    }
+
+    fn sift_up(&mut self, mut i: usize) -> usize {
         while i > 0 {
             let parent = (i - 1) / 2;
             if !self.greater(i, parent) {
                 break;
             }
-            self.swap(i, parent);
+            self.entries.swap(i, parent);
+            self.set_position(self.entries[i].hash, parent as u32, i);
             i = parent;
         }
+        i
     }
 
-    fn sift_down(&mut self, mut i: usize) {
-        while let Some(c) = self.larger_child(i) {
-            self.swap(i, c);
-            i = c;
-        }
-    }
-
-    /// Sift without position bookkeeping: only while building, before positions exist.
-    fn sift_down_unindexed(&mut self, mut i: usize) {
+    fn sift_down(&mut self, mut i: usize) -> usize {
         while let Some(c) = self.larger_child(i) {
             self.entries.swap(i, c);
+            self.set_position(self.entries[i].hash, c as u32, i);
             i = c;
         }
+        i
     }
 
     /// The child of `i` that should replace it, if one orders above it.
@@ -243,18 +222,12 @@ impl MaxHeap {
     #[cfg(test)]
     pub(crate) fn check_invariants(&self) {
         for i in 1..self.entries.len() {
-            assert!(
-                !self.greater(i, (i - 1) / 2),
-                "heap order violated at slot {i}"
-            );
+            assert!(!self.greater(i, (i - 1) / 2), "heap order violated at slot {i}");
         }
-        assert_eq!(
-            self.positions.len(),
-            self.entries.len(),
-            "one position per entry"
-        );
+        assert_eq!(self.positions.len(), self.entries.len(), "one position per entry");
         for (i, e) in self.entries.iter().enumerate() {
-            let found = self.positions.find(e.rec.hash(), |&p| p as usize == i);
+            assert_eq!(e.hash, e.item.rec.hash(), "stored hash is stale");
+            let found = self.positions.find(e.hash, |&p| p as usize == i);
             assert!(found.is_some(), "slot {i} has no position entry");
         }
     }

@@ -43,20 +43,12 @@ pub struct IndexDef {
 impl IndexDef {
     /// An ordered index.
     pub fn ordered(name: impl Into<String>, attr: impl Into<String>) -> Self {
-        IndexDef {
-            name: name.into(),
-            attr: attr.into(),
-            kind: IndexKind::Ordered,
-        }
+        IndexDef { name: name.into(), attr: attr.into(), kind: IndexKind::Ordered }
     }
 
     /// A max-heap index.
     pub fn max_heap(name: impl Into<String>, attr: impl Into<String>) -> Self {
-        IndexDef {
-            name: name.into(),
-            attr: attr.into(),
-            kind: IndexKind::MaxHeap,
-        }
+        IndexDef { name: name.into(), attr: attr.into(), kind: IndexKind::MaxHeap }
     }
 }
 
@@ -69,10 +61,7 @@ pub(crate) struct IndexItem {
 
 impl IndexItem {
     pub(crate) fn new(attr: &str, rec: &Arc<Record>) -> Option<Self> {
-        rec.attr(attr).map(|v| IndexItem {
-            sort: v.sort_key(),
-            rec: rec.clone(),
-        })
+        rec.attr(attr).map(|v| IndexItem { sort: v.sort_key(), rec: rec.clone() })
     }
 }
 
@@ -99,11 +88,7 @@ pub(crate) fn cmp_value(attr: &str, value: &Scalar, sort: SortKey, item: &IndexI
 }
 
 /// The direction closure for a probe `(value, key)` in an ordered index over `attr`.
-pub(crate) fn probe<'a>(
-    attr: &'a str,
-    value: &'a Scalar,
-    key: KeyBound<'a>,
-) -> impl Fn(&IndexItem) -> Ordering + 'a {
+pub(crate) fn probe<'a>(attr: &'a str, value: &'a Scalar, key: KeyBound<'a>) -> impl Fn(&IndexItem) -> Ordering + 'a {
     let sort = value.sort_key();
     move |item| {
         cmp_value(attr, value, sort, item).then_with(|| match key {

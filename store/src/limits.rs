@@ -45,11 +45,7 @@ impl Default for Limits {
 /// Fails with [`StoreError::LimitExceeded`] when `actual > limit`.
 pub(crate) fn check(what: &'static str, actual: usize, limit: usize) -> Result<()> {
     if actual > limit {
-        return Err(StoreError::LimitExceeded {
-            what,
-            actual,
-            limit,
-        });
+        return Err(StoreError::LimitExceeded { what, actual, limit });
     }
     Ok(())
 }
@@ -58,16 +54,10 @@ pub(crate) fn check(what: &'static str, actual: usize, limit: usize) -> Result<(
 pub(crate) fn check_name(what: &'static str, name: &str, limits: &Limits) -> Result<()> {
     check(what, name.len(), limits.name_bytes_max)?;
     if name.is_empty() {
-        return Err(StoreError::Invalid {
-            what,
-            reason: "empty".into(),
-        });
+        return Err(StoreError::Invalid { what, reason: "empty".into() });
     }
     if name.chars().any(char::is_control) {
-        return Err(StoreError::Invalid {
-            what,
-            reason: format!("{name:?} contains control characters"),
-        });
+        return Err(StoreError::Invalid { what, reason: format!("{name:?} contains control characters") });
     }
     Ok(())
 }

@@ -44,13 +44,7 @@ impl Attr {
 impl Record {
     /// Builds a record; `attrs` must be sorted by name without duplicates (the table does
     /// this) and the key no longer than `u32::MAX` (limits are far below).
-    pub(crate) fn new(
-        hash: u64,
-        version: u64,
-        key: &[u8],
-        value: &[u8],
-        attrs: Box<[Attr]>,
-    ) -> Self {
+    pub(crate) fn new(hash: u64, version: u64, key: &[u8], value: &[u8], attrs: Box<[Attr]>) -> Self {
         let mut data = Vec::with_capacity(key.len() + value.len());
         data.extend_from_slice(key);
         data.extend_from_slice(value);
@@ -85,10 +79,7 @@ impl Record {
 
     /// The value of one attribute.
     pub fn attr(&self, name: &str) -> Option<&Scalar> {
-        self.attrs
-            .iter()
-            .find(|a| &*a.name == name)
-            .map(|a| &a.value)
+        self.attrs.iter().find(|a| &*a.name == name).map(|a| &a.value)
     }
 
     pub(crate) fn hash(&self) -> u64 {
@@ -99,11 +90,7 @@ impl Record {
     /// Interned names are charged once per table, not here.
     pub(crate) fn heap_bytes(&self) -> usize {
         let arc = 2 * std::mem::size_of::<usize>() + std::mem::size_of::<Record>();
-        let attrs: usize = self
-            .attrs
-            .iter()
-            .map(|a| std::mem::size_of::<Attr>() + a.value.heap_bytes())
-            .sum();
+        let attrs: usize = self.attrs.iter().map(|a| std::mem::size_of::<Attr>() + a.value.heap_bytes()).sum();
         arc + self.data.len() + attrs
     }
 }
@@ -127,29 +114,17 @@ impl Names {
     }
 
     /// Builds a record's attribute list: interned, sorted by name, last value wins.
-    pub(crate) fn attrs<'a>(
-        &mut self,
-        attrs: impl ExactSizeIterator<Item = (&'a str, &'a Scalar)>,
-    ) -> Box<[Attr]> {
+    pub(crate) fn attrs<'a>(&mut self, attrs: impl ExactSizeIterator<Item = (&'a str, &'a Scalar)>) -> Box<[Attr]> {
         if attrs.len() == 0 {
             return Box::default();
         }
-        let mut out: Vec<Attr> = attrs
-            .map(|(n, v)| Attr {
-                name: self.intern(n),
-                value: v.clone(),
-            })
-            .collect();
+        let mut out: Vec<Attr> = attrs.map(|(n, v)| Attr { name: self.intern(n), value: v.clone() }).collect();
         // Stable sort keeps input order among equal names; keep the last of each.
         out.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut dedup: Vec<Attr> = Vec::with_capacity(out.len());
-        for a in out {
-            match dedup.last_mut() {
-                Some(last) if last.name == a.name => *last = a,
-                _ => dedup.push(a),
-            }
-        }
-        dedup.into_boxed_slice()
+        out.reverse();
+        out.dedup_by(|later, earlier| later.name == earlier.name);
+        out.reverse();
+        out.into_boxed_slice()
     }
 
     pub(crate) fn heap_bytes(&self) -> usize {

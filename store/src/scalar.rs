@@ -57,19 +57,12 @@ impl Scalar {
                 let bits = v.to_bits();
                 // IEEE total order as an unsigned integer: flip all bits of negatives,
                 // only the sign bit of positives.
-                if bits >> 63 == 1 {
-                    !bits
-                } else {
-                    bits ^ (1 << 63)
-                }
+                if bits >> 63 == 1 { !bits } else { bits ^ (1 << 63) }
             }
             Scalar::String(s) => byte_prefix(s.as_bytes()),
             Scalar::Bytes(b) => byte_prefix(b),
         };
-        SortKey {
-            rank: self.rank(),
-            prefix,
-        }
+        SortKey { rank: self.rank(), prefix }
     }
 }
 

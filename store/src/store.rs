@@ -76,12 +76,7 @@ impl StoreSnapshot {
 impl Store {
     /// An empty store with these limits.
     pub fn new(limits: Limits) -> Self {
-        Store {
-            tables: BTreeMap::new(),
-            version: 0,
-            limits,
-            hasher: foldhash::fast::RandomState::default(),
-        }
+        Store { tables: BTreeMap::new(), version: 0, limits, hasher: foldhash::fast::RandomState::default() }
     }
 
     /// The version of the last applied write (0 before any).
@@ -104,16 +99,13 @@ impl Store {
         if self.tables.contains_key(name) {
             return Err(StoreError::TableExists(name.into()));
         }
-        self.tables.insert(name.into(), Table::new(name));
+        self.tables.insert(name.into(), Table::new(name, self.hasher.clone()));
         Ok(())
     }
 
     /// Drops a table and its records.
     pub fn drop_table(&mut self, name: &str) -> Result<()> {
-        self.tables
-            .remove(name)
-            .map(drop)
-            .ok_or_else(|| StoreError::TableNotFound(name.into()))
+        self.tables.remove(name).map(drop).ok_or_else(|| StoreError::TableNotFound(name.into()))
     }
 
     /// Declares a secondary index and builds it over the table's existing records.
@@ -138,20 +130,16 @@ impl Store {
 
     /// A live table, for reads.
     pub fn table(&self, name: &str) -> Result<&Table> {
-        self.tables
-            .get(name)
-            .ok_or_else(|| StoreError::TableNotFound(name.into()))
+        self.tables.get(name).ok_or_else(|| StoreError::TableNotFound(name.into()))
     }
 
     fn table_mut(&mut self, name: &str) -> Result<&mut Table> {
-        self.tables
-            .get_mut(name)
-            .ok_or_else(|| StoreError::TableNotFound(name.into()))
+        self.tables.get_mut(name).ok_or_else(|| StoreError::TableNotFound(name.into()))
     }
 
     /// Point read on the live view: O(1) through the hash index.
     pub fn get(&self, table: &str, key: &[u8]) -> Result<Option<&Arc<Record>>> {
-        Ok(self.table(table)?.get(key, self.hash(key)))
+        Ok(self.table(table)?.get(key))
     }
 
     /// One page of a key-range scan.
@@ -182,20 +170,11 @@ impl Store {
 
     /// An O(#tables + #indexes) consistent snapshot of every table.
     pub fn snapshot(&self) -> StoreSnapshot {
-        StoreSnapshot {
-            version: self.version,
-            tables: self.tables.values().map(Table::snapshot).collect(),
-        }
+        StoreSnapshot { version: self.version, tables: self.tables.values().map(Table::snapshot).collect() }
     }
 
     /// One unconditional put at the next version: the common case without building a batch.
-    pub fn put(
-        &mut self,
-        table: &str,
-        key: &[u8],
-        value: &[u8],
-        attrs: &[(&str, Scalar)],
-    ) -> Result<u64> {
+    pub fn put(&mut self, table: &str, key: &[u8], value: &[u8], attrs: &[(&str, Scalar)]) -> Result<u64> {
         self.check_record(key, value.len(), attrs.iter().map(|(n, v)| (*n, v)))?;
         let version = self.version + 1;
         let hash = self.hash(key);
@@ -214,10 +193,7 @@ impl Store {
     /// Applies a batch atomically at `version`, which must exceed the current version.
     pub fn apply_at(&mut self, ops: &[Op], version: u64) -> Result<WriteResult> {
         if version <= self.version {
-            return Err(StoreError::VersionNotIncreasing {
-                given: version,
-                current: self.version,
-            });
+            return Err(StoreError::VersionNotIncreasing { given: version, current: self.version });
         }
         let previous = self.validate(ops)?;
         for op in ops {
@@ -226,12 +202,8 @@ impl Store {
                 continue;
             };
             match op {
-                Op::Put {
-                    key, value, attrs, ..
-                } => {
-                    let attrs = t
-                        .names_mut()
-                        .attrs(attrs.iter().map(|(n, v)| (n.as_str(), v)));
+                Op::Put { key, value, attrs, .. } => {
+                    let attrs = t.names_mut().attrs(attrs.iter().map(|(n, v)| (n.as_str(), v)));
                     t.put(Record::new(hash, version, key, value, attrs));
                 }
                 Op::Delete { key, .. } => {
@@ -259,12 +231,7 @@ impl Store {
     /// indexes: O(n) for the table itself. The table must not exist. Used to install
     /// replica snapshots and restore backups; versions come from the records, and the
     /// store's version becomes at least the greatest of them.
-    pub fn load_table(
-        &mut self,
-        name: &str,
-        defs: &[IndexDef],
-        records: Vec<LoadRecord>,
-    ) -> Result<()> {
+    pub fn load_table(&mut self, name: &str, defs: &[IndexDef], records: Vec<LoadRecord>) -> Result<()> {
         check_name("table name", name, &self.limits)?;
         if self.tables.contains_key(name) {
             return Err(StoreError::TableExists(name.into()));
@@ -277,23 +244,13 @@ impl Store {
         let mut max_version = self.version;
         let mut built = Vec::with_capacity(records.len());
         for r in &records {
-            self.check_record(
-                &r.key,
-                r.value.len(),
-                r.attrs.iter().map(|(n, v)| (n.as_str(), v)),
-            )?;
+            self.check_record(&r.key, r.value.len(), r.attrs.iter().map(|(n, v)| (n.as_str(), v)))?;
             let attrs = names.attrs(r.attrs.iter().map(|(n, v)| (n.as_str(), v)));
             max_version = max_version.max(r.version);
-            built.push(Arc::new(Record::new(
-                self.hash(&r.key),
-                r.version,
-                &r.key,
-                &r.value,
-                attrs,
-            )));
+            built.push(Arc::new(Record::new(self.hash(&r.key), r.version, &r.key, &r.value, attrs)));
         }
         drop(records);
-        let table = Table::from_sorted(name, names, built, defs)?;
+        let table = Table::from_sorted(name, self.hasher.clone(), names, built, defs)?;
         self.tables.insert(name.into(), table);
         self.version = max_version;
         Ok(())
@@ -308,25 +265,14 @@ impl Store {
     ) -> Result<()> {
         let l = &self.limits;
         if key.is_empty() {
-            return Err(StoreError::Invalid {
-                what: "key",
-                reason: "empty".into(),
-            });
+            return Err(StoreError::Invalid { what: "key", reason: "empty".into() });
         }
         check("key bytes", key.len(), l.key_bytes_max)?;
         check("value bytes", value_len, l.value_bytes_max)?;
-        check(
-            "attributes on a record",
-            attrs.len(),
-            l.attrs_per_record_max,
-        )?;
+        check("attributes on a record", attrs.len(), l.attrs_per_record_max)?;
         for (name, v) in attrs {
             check_name("attribute name", name, l)?;
-            check(
-                "attribute value bytes",
-                v.heap_bytes(),
-                l.attr_value_bytes_max,
-            )?;
+            check("attribute value bytes", v.heap_bytes(), l.attr_value_bytes_max)?;
         }
         Ok(())
     }
@@ -340,33 +286,21 @@ impl Store {
         for (i, op) in ops.iter().enumerate() {
             let t = self.table(op.table())?;
             match op {
-                Op::Put {
-                    key, value, attrs, ..
-                } => {
-                    self.check_record(
-                        key,
-                        value.len(),
-                        attrs.iter().map(|(n, v)| (n.as_str(), v)),
-                    )?;
+                Op::Put { key, value, attrs, .. } => {
+                    self.check_record(key, value.len(), attrs.iter().map(|(n, v)| (n.as_str(), v)))?;
                     bytes += key.len()
                         + value.len()
-                        + attrs
-                            .iter()
-                            .map(|(n, v)| n.len() + v.heap_bytes() + 8)
-                            .sum::<usize>();
+                        + attrs.iter().map(|(n, v)| n.len() + v.heap_bytes() + 8).sum::<usize>();
                 }
                 Op::Delete { key, .. } => {
                     if key.is_empty() {
-                        return Err(StoreError::Invalid {
-                            what: "key",
-                            reason: "empty".into(),
-                        });
+                        return Err(StoreError::Invalid { what: "key", reason: "empty".into() });
                     }
                     check("key bytes", key.len(), self.limits.key_bytes_max)?;
                     bytes += key.len();
                 }
             }
-            let current = t.get(op.key(), self.hash(op.key())).map(|r| r.version());
+            let current = t.get(op.key()).map(|r| r.version());
             let (ok, expected) = match op.condition() {
                 Condition::None => (true, String::new()),
                 Condition::Exists => (current.is_some(), "the key to exist".into()),

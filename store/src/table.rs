@@ -9,6 +9,7 @@
 //! the whole batch; once called they cannot fail, which is what makes batches atomic.
 
 use std::cmp::Ordering;
+use std::hash::BuildHasher;
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -32,20 +33,13 @@ pub(crate) struct KeyItem {
 
 impl KeyItem {
     fn new(rec: Arc<Record>) -> Self {
-        KeyItem {
-            prefix: byte_prefix(rec.key()),
-            rec,
-        }
+        KeyItem { prefix: byte_prefix(rec.key()), rec }
     }
 }
 
 fn key_dir(key: &[u8]) -> impl Fn(&KeyItem) -> Ordering + '_ {
     let prefix = byte_prefix(key);
-    move |item| {
-        prefix
-            .cmp(&item.prefix)
-            .then_with(|| key.cmp(item.rec.key()))
-    }
+    move |item| prefix.cmp(&item.prefix).then_with(|| key.cmp(item.rec.key()))
 }
 
 /// A key-range scan. Bounds are on keys; `reverse` walks from the end bound down.
@@ -66,13 +60,7 @@ pub struct Scan {
 impl Scan {
     /// Every record, ascending, in pages of `limit`.
     pub fn all(limit: usize) -> Self {
-        Scan {
-            start: Bound::Unbounded,
-            end: Bound::Unbounded,
-            reverse: false,
-            limit,
-            token: None,
-        }
+        Scan { start: Bound::Unbounded, end: Bound::Unbounded, reverse: false, limit, token: None }
     }
 }
 
@@ -189,10 +177,7 @@ impl TableData {
         self.indexes
             .iter()
             .find(|i| i.def.name == name)
-            .ok_or_else(|| StoreError::IndexNotFound {
-                table: self.name.to_string(),
-                index: name.to_string(),
-            })
+            .ok_or_else(|| StoreError::IndexNotFound { table: self.name.to_string(), index: name.to_string() })
     }
 
     /// One page of a key-range scan.
@@ -207,59 +192,24 @@ impl TableData {
             buf.push(u8::from(req.reverse));
             fingerprint(&buf)
         };
-        let resume = req
-            .token
-            .as_ref()
-            .map(|t| token::decode(t, fp))
-            .transpose()?;
-        let (from, to) = if req.reverse {
-            (&req.end, &req.start)
-        } else {
-            (&req.start, &req.end)
-        };
+        let resume = req.token.as_ref().map(|t| token::decode(t, fp)).transpose()?;
+        let (from, to) = if req.reverse { (&req.end, &req.start) } else { (&req.start, &req.end) };
         let iter = match (&resume, from) {
-            (Some(pos), _) => {
-                self.primary
-                    .iter_from(Seek::Exclusive, req.reverse, key_dir(&pos.key))
-            }
-            (None, Bound::Included(k)) => {
-                self.primary
-                    .iter_from(Seek::Inclusive, req.reverse, key_dir(k))
-            }
-            (None, Bound::Excluded(k)) => {
-                self.primary
-                    .iter_from(Seek::Exclusive, req.reverse, key_dir(k))
-            }
-            (None, Bound::Unbounded) => self
-                .primary
-                .iter_from(Seek::Edge, req.reverse, |_| Ordering::Equal),
+            (Some(pos), _) => self.primary.iter_from(Seek::Exclusive, req.reverse, key_dir(&pos.key)),
+            (None, Bound::Included(k)) => self.primary.iter_from(Seek::Inclusive, req.reverse, key_dir(k)),
+            (None, Bound::Excluded(k)) => self.primary.iter_from(Seek::Exclusive, req.reverse, key_dir(k)),
+            (None, Bound::Unbounded) => self.primary.iter_from(Seek::Edge, req.reverse, |_| Ordering::Equal),
         };
         // Within the far bound: `cmp` is key vs bound, which must not pass it.
         let within = |key: &[u8]| match to {
             Bound::Unbounded => true,
-            Bound::Included(b) => {
-                key.cmp(b.as_slice())
-                    != if req.reverse {
-                        Ordering::Less
-                    } else {
-                        Ordering::Greater
-                    }
-            }
-            Bound::Excluded(b) => {
-                key.cmp(b.as_slice())
-                    == if req.reverse {
-                        Ordering::Greater
-                    } else {
-                        Ordering::Less
-                    }
-            }
+            Bound::Included(b) => key.cmp(b.as_slice()) != if req.reverse { Ordering::Less } else { Ordering::Greater },
+            Bound::Excluded(b) => key.cmp(b.as_slice()) == if req.reverse { Ordering::Greater } else { Ordering::Less },
         };
         let mut iter = iter.map(|i| &i.rec).take_while(|r| within(r.key()));
         let records: Vec<Arc<Record>> = iter.by_ref().take(req.limit).cloned().collect();
         let next = match (records.len() == req.limit, records.last()) {
-            (true, Some(last)) if iter.next().is_some() => {
-                Some(token::encode(fp, last.key(), None))
-            }
+            (true, Some(last)) if iter.next().is_some() => Some(token::encode(fp, last.key(), None)),
             _ => None,
         };
         Ok(Page { records, next })
@@ -298,28 +248,13 @@ impl TableData {
             buf.push(u8::from(req.reverse));
             fingerprint(&buf)
         };
-        let resume = req
-            .token
-            .as_ref()
-            .map(|t| token::decode(t, fp))
-            .transpose()?;
+        let resume = req.token.as_ref().map(|t| token::decode(t, fp)).transpose()?;
         let rev = req.reverse;
-        let (from, to) = if rev {
-            (&req.end, &req.start)
-        } else {
-            (&req.start, &req.end)
-        };
+        let (from, to) = if rev { (&req.end, &req.start) } else { (&req.start, &req.end) };
         let iter = match (&resume, from) {
             (Some(pos), _) => {
-                let value = pos
-                    .value
-                    .as_ref()
-                    .ok_or(StoreError::InvalidToken("query token without a value"))?;
-                tree.iter_from(
-                    Seek::Exclusive,
-                    rev,
-                    probe(attr, value, KeyBound::Key(&pos.key)),
-                )
+                let value = pos.value.as_ref().ok_or(StoreError::InvalidToken("query token without a value"))?;
+                tree.iter_from(Seek::Exclusive, rev, probe(attr, value, KeyBound::Key(&pos.key)))
             }
             (None, Bound::Unbounded) => tree.iter_from(Seek::Edge, rev, |_| Ordering::Equal),
             // Forward from `>= v` starts before every key of v; from `> v` after every key.
@@ -333,11 +268,7 @@ impl TableData {
                 tree.iter_from(Seek::Inclusive, rev, probe(attr, v, kb))
             }
         };
-        let past = if rev {
-            Ordering::Less
-        } else {
-            Ordering::Greater
-        };
+        let past = if rev { Ordering::Less } else { Ordering::Greater };
         let within = |item: &IndexItem| match to {
             Bound::Unbounded => true,
             Bound::Included(b) => cmp_value(attr, b, b.sort_key(), item).reverse() != past,
@@ -347,15 +278,9 @@ impl TableData {
             }
         };
         let mut iter = iter.take_while(|i| within(i));
-        let records: Vec<Arc<Record>> = iter
-            .by_ref()
-            .take(req.limit)
-            .map(|i| i.rec.clone())
-            .collect();
+        let records: Vec<Arc<Record>> = iter.by_ref().take(req.limit).map(|i| i.rec.clone()).collect();
         let next = match (records.len() == req.limit, records.last()) {
-            (true, Some(last)) if iter.next().is_some() => {
-                Some(token::encode(fp, last.key(), last.attr(attr)))
-            }
+            (true, Some(last)) if iter.next().is_some() => Some(token::encode(fp, last.key(), last.attr(attr))),
             _ => None,
         };
         Ok(Page { records, next })
@@ -367,19 +292,16 @@ impl TableData {
     pub fn top_k(&self, index: &str, k: usize) -> Result<Vec<Arc<Record>>> {
         let index = self.index(index)?;
         match &index.body {
-            IndexBody::Ordered(tree) => Ok(tree
-                .iter_from(Seek::Edge, true, |_| Ordering::Equal)
-                .take(k)
-                .map(|i| i.rec.clone())
-                .collect()),
+            IndexBody::Ordered(tree) => {
+                Ok(tree.iter_from(Seek::Edge, true, |_| Ordering::Equal).take(k).map(|i| i.rec.clone()).collect())
+            }
             IndexBody::MaxHeap => Ok(select_top_k(&index.attr, self.records(), k)),
         }
     }
 
     #[cfg(test)]
     pub(crate) fn check_invariants(&self) {
-        self.primary
-            .check_invariants(|a, b| a.rec.key().cmp(b.rec.key()));
+        self.primary.check_invariants(|a, b| a.rec.key().cmp(b.rec.key()));
         for index in &self.indexes {
             if let IndexBody::Ordered(t) = &index.body {
                 t.check_invariants(|a, b| cmp_items(&index.attr, a, b));
@@ -390,10 +312,7 @@ impl TableData {
 
 fn check_limit(limit: usize, page_max: usize) -> Result<()> {
     if limit == 0 {
-        return Err(StoreError::Invalid {
-            what: "page limit",
-            reason: "must be at least 1".into(),
-        });
+        return Err(StoreError::Invalid { what: "page limit", reason: "must be at least 1".into() });
     }
     crate::limits::check("page limit", limit, page_max)
 }
@@ -402,11 +321,7 @@ fn encode_key_bound(b: &Bound<Vec<u8>>, buf: &mut Vec<u8>) {
     match b {
         Bound::Unbounded => buf.push(0),
         Bound::Included(k) | Bound::Excluded(k) => {
-            buf.push(if matches!(b, Bound::Included(_)) {
-                1
-            } else {
-                2
-            });
+            buf.push(if matches!(b, Bound::Included(_)) { 1 } else { 2 });
             buf.extend_from_slice(&(k.len() as u32).to_le_bytes());
             buf.extend_from_slice(k);
         }
@@ -414,11 +329,7 @@ fn encode_key_bound(b: &Bound<Vec<u8>>, buf: &mut Vec<u8>) {
 }
 
 /// The best `k` records by `(attr, key)`, greatest first, in one pass.
-fn select_top_k<'a>(
-    attr: &str,
-    records: impl Iterator<Item = &'a Arc<Record>>,
-    k: usize,
-) -> Vec<Arc<Record>> {
+fn select_top_k<'a>(attr: &str, records: impl Iterator<Item = &'a Arc<Record>>, k: usize) -> Vec<Arc<Record>> {
     use std::collections::BinaryHeap;
     struct Min<'a>(&'a str, IndexItem);
     impl PartialEq for Min<'_> {
@@ -447,10 +358,7 @@ fn select_top_k<'a>(
             best.pop();
         }
     }
-    best.into_sorted_vec()
-        .into_iter()
-        .map(|m| m.1.rec)
-        .collect()
+    best.into_sorted_vec().into_iter().map(|m| m.1.rec).collect()
 }
 
 /// A live table.
@@ -463,6 +371,8 @@ pub struct Table {
     names: Names,
     /// Sum of [`Record::heap_bytes`] over live records.
     record_bytes: usize,
+    /// The owning store's key hasher (records carry hashes made by it).
+    hasher: foldhash::fast::RandomState,
 }
 
 impl std::ops::Deref for Table {
@@ -474,17 +384,14 @@ impl std::ops::Deref for Table {
 }
 
 impl Table {
-    pub(crate) fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str, hasher: foldhash::fast::RandomState) -> Self {
         Table {
-            data: TableData {
-                name: Arc::from(name),
-                primary: Tree::default(),
-                indexes: Vec::new(),
-            },
+            data: TableData { name: Arc::from(name), primary: Tree::default(), indexes: Vec::new() },
             hash: HashTable::new(),
             heaps: Vec::new(),
             names: Names::default(),
             record_bytes: 0,
+            hasher,
         }
     }
 
@@ -492,6 +399,7 @@ impl Table {
     /// tree and hash index, O(n) per max-heap index, O(n log n) per ordered index (a sort).
     pub(crate) fn from_sorted(
         name: &str,
+        hasher: foldhash::fast::RandomState,
         names: Names,
         records: Vec<Arc<Record>>,
         defs: &[IndexDef],
@@ -499,7 +407,7 @@ impl Table {
         if let Some(i) = records.windows(2).position(|w| w[0].key() >= w[1].key()) {
             return Err(StoreError::UnsortedInput(i + 1));
         }
-        let mut t = Table::new(name);
+        let mut t = Table::new(name, hasher);
         t.names = names;
         t.hash = HashTable::with_capacity(records.len());
         for r in &records {
@@ -518,9 +426,9 @@ impl Table {
         &mut self.names
     }
 
-    /// Point read through the hash index: O(1).
-    pub fn get(&self, key: &[u8], hash: u64) -> Option<&Arc<Record>> {
-        self.hash.find(hash, |r| r.key() == key)
+    /// Point read through the hash index: O(1). (A snapshot's `get` walks the tree.)
+    pub fn get(&self, key: &[u8]) -> Option<&Arc<Record>> {
+        self.hash.find(self.hasher.hash_one(key), |r| r.key() == key)
     }
 
     /// An O(#indexes) snapshot of this table.
@@ -573,10 +481,7 @@ impl Table {
             .indexes
             .iter()
             .position(|i| i.def.name == name)
-            .ok_or_else(|| StoreError::IndexNotFound {
-                table: self.data.name.to_string(),
-                index: name.to_string(),
-            })
+            .ok_or_else(|| StoreError::IndexNotFound { table: self.data.name.to_string(), index: name.to_string() })
     }
 
     pub(crate) fn index_count(&self) -> usize {
@@ -586,26 +491,16 @@ impl Table {
     /// Declares an index and builds it over the existing records.
     pub(crate) fn create_index(&mut self, def: IndexDef) -> Result<()> {
         if self.data.indexes.iter().any(|i| i.def.name == def.name) {
-            return Err(StoreError::IndexExists {
-                table: self.data.name.to_string(),
-                index: def.name,
-            });
+            return Err(StoreError::IndexExists { table: self.data.name.to_string(), index: def.name });
         }
         let attr = self.names.intern(&def.attr);
         let (body, heap) = match def.kind {
             IndexKind::Ordered => {
-                let mut items: Vec<IndexItem> = self
-                    .data
-                    .records()
-                    .filter_map(|r| IndexItem::new(&attr, r))
-                    .collect();
+                let mut items: Vec<IndexItem> = self.data.records().filter_map(|r| IndexItem::new(&attr, r)).collect();
                 items.sort_unstable_by(|a, b| cmp_items(&attr, a, b));
                 (IndexBody::Ordered(Tree::from_sorted(items)), None)
             }
-            IndexKind::MaxHeap => (
-                IndexBody::MaxHeap,
-                Some(MaxHeap::build(attr.clone(), self.hash.iter())),
-            ),
+            IndexKind::MaxHeap => (IndexBody::MaxHeap, Some(MaxHeap::build(attr.clone(), self.hash.iter()))),
         };
         self.data.indexes.push(Index { def, attr, body });
         self.heaps.push(heap);
@@ -624,18 +519,14 @@ impl Table {
         let rec = Arc::new(rec);
         self.record_bytes += rec.heap_bytes();
         let key = rec.key();
-        let old = match self.hash.find_entry(rec.hash(), |r| r.key() == key) {
-            Ok(mut slot) => Some(std::mem::replace(slot.get_mut(), rec.clone())),
-            Err(absent) => {
-                absent
-                    .into_table()
-                    .insert_unique(rec.hash(), rec.clone(), |r| r.hash());
+        let old = match self.hash.entry(rec.hash(), |r| r.key() == key, |r| r.hash()) {
+            hashbrown::hash_table::Entry::Occupied(mut slot) => Some(std::mem::replace(slot.get_mut(), rec.clone())),
+            hashbrown::hash_table::Entry::Vacant(slot) => {
+                slot.insert(rec.clone());
                 None
             }
         };
-        self.data
-            .primary
-            .insert(KeyItem::new(rec.clone()), key_dir(rec.key()));
+        self.data.primary.insert(KeyItem::new(rec.clone()), key_dir(rec.key()));
         for (index, heap) in self.data.indexes.iter_mut().zip(self.heaps.iter_mut()) {
             match (&mut index.body, heap) {
                 (IndexBody::Ordered(tree), _) => {
@@ -649,10 +540,7 @@ impl Table {
                         tree.remove(probe(attr, v, KeyBound::Key(key)));
                     }
                     if let Some(v) = new_value {
-                        let item = IndexItem {
-                            sort: v.sort_key(),
-                            rec: rec.clone(),
-                        };
+                        let item = IndexItem { sort: v.sort_key(), rec: rec.clone() };
                         tree.insert(item, probe(attr, v, KeyBound::Key(key)));
                     }
                 }
@@ -694,11 +582,7 @@ impl Table {
     #[cfg(test)]
     pub(crate) fn check_all_invariants(&self) {
         self.data.check_invariants();
-        assert_eq!(
-            self.hash.len(),
-            self.data.primary.len(),
-            "hash index and tree disagree"
-        );
+        assert_eq!(self.hash.len(), self.data.primary.len(), "hash index and tree disagree");
         for h in self.heaps.iter().flatten() {
             h.check_invariants();
         }

@@ -8,10 +8,7 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 
-use crate::{
-    Condition, IndexDef, LoadRecord, Op, Query, Record, Scalar, Scan, Store, StoreError,
-    StoreSnapshot,
-};
+use crate::{Condition, IndexDef, LoadRecord, Op, Query, Record, Scalar, Scan, Store, StoreError, StoreSnapshot};
 
 #[derive(Clone, Debug, PartialEq)]
 struct M {
@@ -23,12 +20,8 @@ struct M {
 type Model = BTreeMap<Vec<u8>, M>;
 
 const T: &str = "t";
-const INDEXES: [(&str, &str, bool); 4] = [
-    ("by_a", "a", true),
-    ("heap_a", "a", false),
-    ("by_s", "s", true),
-    ("heap_s", "s", false),
-];
+const INDEXES: [(&str, &str, bool); 4] =
+    [("by_a", "a", true), ("heap_a", "a", false), ("by_s", "s", true), ("heap_s", "s", false)];
 
 fn key() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
@@ -109,18 +102,9 @@ fn model_apply(model: &mut Model, ops: &[Op], version: u64) -> Result<(), usize>
     }
     for op in ops {
         match op {
-            Op::Put {
-                key, value, attrs, ..
-            } => {
+            Op::Put { key, value, attrs, .. } => {
                 let attrs = attrs.iter().cloned().collect();
-                model.insert(
-                    key.clone(),
-                    M {
-                        value: value.clone(),
-                        attrs,
-                        version,
-                    },
-                );
+                model.insert(key.clone(), M { value: value.clone(), attrs, version });
             }
             Op::Delete { key, .. } => {
                 model.remove(key);
@@ -133,21 +117,15 @@ fn model_apply(model: &mut Model, ops: &[Op], version: u64) -> Result<(), usize>
 fn as_model(r: &Record) -> M {
     M {
         value: r.value().to_vec(),
-        attrs: r
-            .attrs()
-            .iter()
-            .map(|a| (a.name().to_string(), a.value().clone()))
-            .collect(),
+        attrs: r.attrs().iter().map(|a| (a.name().to_string(), a.value().clone())).collect(),
         version: r.version(),
     }
 }
 
 /// Model records holding `attr`, ascending by `(attr, key)`.
 fn model_index(model: &Model, attr: &str) -> Vec<(Scalar, Vec<u8>)> {
-    let mut v: Vec<(Scalar, Vec<u8>)> = model
-        .iter()
-        .filter_map(|(k, m)| m.attrs.get(attr).map(|s| (s.clone(), k.clone())))
-        .collect();
+    let mut v: Vec<(Scalar, Vec<u8>)> =
+        model.iter().filter_map(|(k, m)| m.attrs.get(attr).map(|s| (s.clone(), k.clone()))).collect();
     v.sort();
     v
 }
@@ -157,14 +135,9 @@ fn keys(records: &[Arc<Record>]) -> Vec<Vec<u8>> {
 }
 
 fn check_store(store: &Store, model: &Model, live: &[bool; 4]) -> Result<(), TestCaseError> {
-    let t = store
-        .table(T)
-        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let t = store.table(T).map_err(|e| TestCaseError::fail(e.to_string()))?;
     t.check_all_invariants();
-    let got: Model = t
-        .records()
-        .map(|r| (r.key().to_vec(), as_model(r)))
-        .collect();
+    let got: Model = t.records().map(|r| (r.key().to_vec(), as_model(r))).collect();
     prop_assert_eq!(&got, model);
     for (k, m) in model {
         let r = store.get(T, k).ok().flatten().map(|r| as_model(r));
@@ -180,14 +153,7 @@ fn check_store(store: &Store, model: &Model, live: &[bool; 4]) -> Result<(), Tes
             prop_assert_eq!(t.heap_len(name), Some(want.len()));
         }
         let top: Vec<Vec<u8>> = want.iter().rev().take(3).map(|(_, k)| k.clone()).collect();
-        prop_assert_eq!(
-            keys(
-                &store
-                    .top_k(T, name, 3)
-                    .map_err(|e| TestCaseError::fail(e.to_string()))?
-            ),
-            top
-        );
+        prop_assert_eq!(keys(&store.top_k(T, name, 3).map_err(|e| TestCaseError::fail(e.to_string()))?), top);
     }
     Ok(())
 }
@@ -201,11 +167,7 @@ fn new_store() -> Store {
 fn create_indexes(store: &mut Store, live: &mut [bool; 4]) {
     for (i, (name, attr, ordered)) in INDEXES.iter().enumerate() {
         if !live[i] {
-            let def = if *ordered {
-                IndexDef::ordered(*name, *attr)
-            } else {
-                IndexDef::max_heap(*name, *attr)
-            };
+            let def = if *ordered { IndexDef::ordered(*name, *attr) } else { IndexDef::max_heap(*name, *attr) };
             assert_eq!(store.create_index(T, def), Ok(()));
             live[i] = true;
         }
@@ -256,20 +218,12 @@ fn in_bounds<T: Ord>(v: &T, lo: &Bound<T>, hi: &Bound<T>) -> bool {
 }
 
 fn key_bound() -> impl Strategy<Value = Bound<Vec<u8>>> {
-    prop_oneof![
-        Just(Bound::Unbounded),
-        key().prop_map(Bound::Included),
-        key().prop_map(Bound::Excluded),
-    ]
+    prop_oneof![Just(Bound::Unbounded), key().prop_map(Bound::Included), key().prop_map(Bound::Excluded),]
 }
 
 fn scalar_bound() -> impl Strategy<Value = Bound<Scalar>> {
     let v = prop_oneof![(0i64..5).prop_map(Scalar::I64), Just(Scalar::F64(0.5))];
-    prop_oneof![
-        Just(Bound::Unbounded),
-        v.clone().prop_map(Bound::Included),
-        v.prop_map(Bound::Excluded)
-    ]
+    prop_oneof![Just(Bound::Unbounded), v.clone().prop_map(Bound::Included), v.prop_map(Bound::Excluded)]
 }
 
 proptest! {
@@ -479,25 +433,11 @@ proptest! {
 
 #[test]
 fn bulk_load_rejects_unsorted_input() {
-    let rec = |k: &[u8]| LoadRecord {
-        key: k.to_vec(),
-        value: vec![],
-        attrs: vec![],
-        version: 1,
-    };
+    let rec = |k: &[u8]| LoadRecord { key: k.to_vec(), value: vec![], attrs: vec![], version: 1 };
     let mut s = Store::default();
-    assert_eq!(
-        s.load_table(T, &[], vec![rec(b"b"), rec(b"a")]),
-        Err(StoreError::UnsortedInput(1))
-    );
-    assert_eq!(
-        s.load_table(T, &[], vec![rec(b"a"), rec(b"a")]),
-        Err(StoreError::UnsortedInput(1))
-    );
-    assert!(
-        s.table(T).is_err(),
-        "a failed load must leave no table behind"
-    );
+    assert_eq!(s.load_table(T, &[], vec![rec(b"b"), rec(b"a")]), Err(StoreError::UnsortedInput(1)));
+    assert_eq!(s.load_table(T, &[], vec![rec(b"a"), rec(b"a")]), Err(StoreError::UnsortedInput(1)));
+    assert!(s.table(T).is_err(), "a failed load must leave no table behind");
 }
 
 #[test]
@@ -509,35 +449,15 @@ fn bad_requests_change_nothing() {
     let big = vec![0u8; s.limits().key_bytes_max + 1];
     type Case = (Vec<Op>, fn(&StoreError) -> bool);
     let cases: Vec<Case> = vec![
-        (
-            vec![
-                Op::put(T, b"x".to_vec(), b"1".to_vec()),
-                Op::put(T, big.clone(), b"1".to_vec()),
-            ],
-            |e| {
-                matches!(
-                    e,
-                    StoreError::LimitExceeded {
-                        what: "key bytes",
-                        ..
-                    }
-                )
-            },
-        ),
-        (
-            vec![
-                Op::put(T, b"x".to_vec(), b"1".to_vec()),
-                Op::put(T, Vec::new(), b"1".to_vec()),
-            ],
-            |e| matches!(e, StoreError::Invalid { what: "key", .. }),
-        ),
-        (
-            vec![
-                Op::put(T, b"x".to_vec(), b"1".to_vec()),
-                Op::put("nope", b"y".to_vec(), b"1".to_vec()),
-            ],
-            |e| matches!(e, StoreError::TableNotFound(_)),
-        ),
+        (vec![Op::put(T, b"x".to_vec(), b"1".to_vec()), Op::put(T, big.clone(), b"1".to_vec())], |e| {
+            matches!(e, StoreError::LimitExceeded { what: "key bytes", .. })
+        }),
+        (vec![Op::put(T, b"x".to_vec(), b"1".to_vec()), Op::put(T, Vec::new(), b"1".to_vec())], |e| {
+            matches!(e, StoreError::Invalid { what: "key", .. })
+        }),
+        (vec![Op::put(T, b"x".to_vec(), b"1".to_vec()), Op::put("nope", b"y".to_vec(), b"1".to_vec())], |e| {
+            matches!(e, StoreError::TableNotFound(_))
+        }),
         (
             vec![
                 Op::put(T, b"x".to_vec(), b"1".to_vec()),
@@ -545,22 +465,12 @@ fn bad_requests_change_nothing() {
             ],
             |e| matches!(e, StoreError::ConditionFailed { op: 1, .. }),
         ),
-        (
-            vec![Op::put(T, b"x".to_vec(), b"1".to_vec()).with_attr("", 1i64)],
-            |e| {
-                matches!(
-                    e,
-                    StoreError::Invalid {
-                        what: "attribute name",
-                        ..
-                    }
-                )
-            },
-        ),
-        (
-            vec![Op::delete(T, b"k".to_vec()).with_condition(Condition::Version(before + 5))],
-            |e| matches!(e, StoreError::ConditionFailed { op: 0, .. }),
-        ),
+        (vec![Op::put(T, b"x".to_vec(), b"1".to_vec()).with_attr("", 1i64)], |e| {
+            matches!(e, StoreError::Invalid { what: "attribute name", .. })
+        }),
+        (vec![Op::delete(T, b"k".to_vec()).with_condition(Condition::Version(before + 5))], |e| {
+            matches!(e, StoreError::ConditionFailed { op: 0, .. })
+        }),
     ];
     for (ops, expect) in cases {
         match s.apply(&ops) {
@@ -572,46 +482,18 @@ fn bad_requests_change_nothing() {
         assert!(s.get(T, b"x").ok().flatten().is_none());
     }
     let too_many = vec![Op::put(T, b"x".to_vec(), b"1".to_vec()); s.limits().batch_ops_max + 1];
-    assert!(matches!(
-        s.apply(&too_many),
-        Err(StoreError::LimitExceeded {
-            what: "batch operations",
-            ..
-        })
-    ));
-    assert!(matches!(
-        s.apply_at(&[], before),
-        Err(StoreError::VersionNotIncreasing { .. })
-    ));
-    assert!(matches!(
-        s.scan(T, &Scan::all(0)),
-        Err(StoreError::Invalid { .. })
-    ));
+    assert!(matches!(s.apply(&too_many), Err(StoreError::LimitExceeded { what: "batch operations", .. })));
+    assert!(matches!(s.apply_at(&[], before), Err(StoreError::VersionNotIncreasing { .. })));
+    assert!(matches!(s.scan(T, &Scan::all(0)), Err(StoreError::Invalid { .. })));
     s.put(T, b"z", b"v", &[]).ok();
     let token = s.scan(T, &Scan::all(1)).ok().and_then(|p| p.next);
     assert!(token.is_some(), "two records in pages of one leave a token");
-    let misuse = Scan {
-        start: Bound::Included(b"a".to_vec()),
-        token,
-        ..Scan::all(1)
-    };
-    assert!(matches!(
-        s.scan(T, &misuse),
-        Err(StoreError::InvalidToken(_))
-    ));
-    let garbage = Scan {
-        token: Some(crate::Token::from_bytes(b"\x01garbage")),
-        ..Scan::all(1)
-    };
-    assert!(matches!(
-        s.scan(T, &garbage),
-        Err(StoreError::InvalidToken(_))
-    ));
+    let misuse = Scan { start: Bound::Included(b"a".to_vec()), token, ..Scan::all(1) };
+    assert!(matches!(s.scan(T, &misuse), Err(StoreError::InvalidToken(_))));
+    let garbage = Scan { token: Some(crate::Token::from_bytes(b"\x01garbage")), ..Scan::all(1) };
+    assert!(matches!(s.scan(T, &garbage), Err(StoreError::InvalidToken(_))));
     assert_eq!(s.create_table(T), Err(StoreError::TableExists(T.into())));
     s.create_index(T, IndexDef::max_heap("h", "a")).ok();
-    assert!(matches!(
-        s.query(T, &Query::all("h", 1)),
-        Err(StoreError::WrongIndexKind { .. })
-    ));
+    assert!(matches!(s.query(T, &Query::all("h", 1)), Err(StoreError::WrongIndexKind { .. })));
     assert_eq!(s.count(T), Ok(2));
 }

@@ -87,9 +87,7 @@ pub(crate) fn decode(token: &Token, fingerprint: u64) -> Result<Position> {
         return Err(StoreError::InvalidToken("unknown format version"));
     }
     if r.u64()? != fingerprint {
-        return Err(StoreError::InvalidToken(
-            "token belongs to a different request",
-        ));
+        return Err(StoreError::InvalidToken("token belongs to a different request"));
     }
     let key = r.bytes()?.to_vec();
     let value = match r.u8()? {
@@ -137,8 +135,7 @@ impl<'a> Reader<'a> {
             1 => Scalar::I64(self.u64()? as i64),
             2 => Scalar::F64(f64::from_bits(self.u64()?)),
             3 => {
-                let s = std::str::from_utf8(self.bytes()?)
-                    .map_err(|_| StoreError::InvalidToken("bad string"))?;
+                let s = std::str::from_utf8(self.bytes()?).map_err(|_| StoreError::InvalidToken("bad string"))?;
                 Scalar::String(s.into())
             }
             4 => Scalar::Bytes(self.bytes()?.into()),

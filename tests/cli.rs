@@ -1,0 +1,55 @@
+//! End-to-end checks of the `weft` binary as a process: the engine benchmark's JSON
+//! contract, and clear one-line errors with a non-zero exit on bad input.
+
+use std::process::Command;
+
+fn weft(args: &[&str]) -> std::process::Output {
+    match Command::new(env!("CARGO_BIN_EXE_weft")).args(args).output() {
+        Ok(out) => out,
+        Err(e) => panic!("could not start weft: {e}"),
+    }
+}
+
+#[test]
+fn bench_engine_json_has_every_field() {
+    let out = weft(&["bench", "engine", "--records", "20000", "--runs", "1", "--json"]);
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = match serde_json::from_slice(&out.stdout) {
+        Ok(v) => v,
+        Err(e) => panic!("stdout is not one JSON document ({e}): {}", String::from_utf8_lossy(&out.stdout)),
+    };
+    assert_eq!(v["records"], 20000);
+    for field in [
+        "insert_ms",
+        "insert_indexed_ms",
+        "get_ms",
+        "scan_ms",
+        "baseline_btreemap_insert_ms",
+        "baseline_btreemap_get_ms",
+        "baseline_btreemap_scan_ms",
+        "heap_index_build_ms",
+        "order_by_first_page_ms",
+        "order_by_page_100_ms",
+        "order_by_full_ms",
+        "top_k_100_ms",
+        "snapshot_ms",
+        "bulk_build_ms",
+        "bytes_per_record",
+        "rss_bytes_per_record",
+    ] {
+        let x = v[field].as_f64();
+        assert!(x.is_some_and(|x| x >= 0.0), "{field} missing or negative: {}", v[field]);
+    }
+    // 100-byte values and 16-byte keys: the engine cannot honestly account for less.
+    assert!(v["bytes_per_record"].as_f64().is_some_and(|b| b > 116.0));
+}
+
+#[test]
+fn bad_input_is_a_one_line_error() {
+    let out = weft(&["bench", "engine", "--records", "10", "--runs", "1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "stderr: {err}");
+    assert!(err.contains("--records"), "the error names the bad flag: {err}");
+    assert!(out.stdout.is_empty());
+}
