@@ -96,11 +96,6 @@ impl<T: Clone> Tree<T> {
 
     /// Inserts `item` where `dir` places it; an equal item is replaced and returned.
     pub(crate) fn insert(&mut self, item: T, dir: impl Fn(&T) -> Ordering) -> Option<T> {
-        // Walk the path with plain loads first: `make_mut`'s locked compare-exchange would
-        // otherwise be each node's first touch, and a locked instruction keeps later loads
-        // from issuing early, so every level's cache miss would be paid strictly in turn.
-        // (Measured on the engine benchmark's 1M random inserts; see the README.)
-        std::hint::black_box(self.get(&dir));
         let (old, _) = insert_at(&mut self.root, item, &dir);
         if old.is_none() {
             self.len += 1;
@@ -160,6 +155,11 @@ impl<T: Clone> Tree<T> {
         iter
     }
 
+    /// A read-only walk down the path to a probe, one level per [`PathWalk::step`].
+    pub(crate) fn walk(&self) -> PathWalk<'_, T> {
+        PathWalk { node: self.root.as_deref() }
+    }
+
     /// All items in order.
     pub(crate) fn iter(&self) -> Iter<'_, T> {
         self.iter_from(Seek::Edge, false, |_| Ordering::Equal)
@@ -205,6 +205,26 @@ impl<T: Clone> Tree<T> {
     #[cfg(test)]
     pub(crate) fn height(&self) -> u8 {
         self.root.as_ref().map_or(0, |n| n.height())
+    }
+}
+
+/// A read-only descent toward a probe. Stepping several walks in turn pulls several trees'
+/// paths into cache side by side, their misses overlapping, before the writes descend them
+/// with `make_mut`, whose locked compare-exchange would otherwise meet each miss alone.
+pub(crate) struct PathWalk<'a, T> {
+    node: Option<&'a Node<T>>,
+}
+
+impl<T> PathWalk<'_, T> {
+    /// Moves one level down; false once the walk has ended.
+    pub(crate) fn step(&mut self, dir: &impl Fn(&T) -> Ordering) -> bool {
+        let Some(n) = self.node else { return false };
+        self.node = match dir(&n.item) {
+            Ordering::Equal => None,
+            Ordering::Less => n.left.as_deref(),
+            Ordering::Greater => n.right.as_deref(),
+        };
+        true
     }
 }
 

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use hashbrown::HashTable;
 
-use crate::index::{IndexItem, cmp_items};
+use crate::index::{IndexItem, cmp_items, collect_items};
 use crate::record::Record;
 
 #[derive(Clone, Debug)]
@@ -44,8 +44,7 @@ const PARKED: u32 = u32::MAX;
 impl MaxHeap {
     /// Builds the heap over `records` (those without the attribute are skipped) in O(n).
     pub(crate) fn build<'a>(attr: Arc<str>, records: impl Iterator<Item = &'a Arc<Record>>) -> Self {
-        let mut entries: Vec<Entry> =
-            records.filter_map(|r| IndexItem::new(&attr, r).map(|item| Entry { item, hash: r.hash() })).collect();
+        let mut entries = collect_items(&attr, records, |item, hash| Entry { item, hash });
         entries.shrink_to_fit();
         let mut heap = MaxHeap { attr, entries, positions: HashTable::new() };
         for i in (0..heap.entries.len() / 2).rev() {

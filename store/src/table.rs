@@ -18,7 +18,7 @@ use hashbrown::HashTable;
 use crate::avl::{Seek, Tree, node_bytes};
 use crate::error::{Result, StoreError};
 use crate::heap::MaxHeap;
-use crate::index::{IndexDef, IndexItem, IndexKind, KeyBound, cmp_items, cmp_value, probe};
+use crate::index::{IndexDef, IndexItem, IndexKind, KeyBound, cmp_items, cmp_value, collect_items, probe};
 use crate::record::{Names, Record};
 use crate::scalar::{Scalar, byte_prefix};
 use crate::token::{self, Token, encode_scalar, fingerprint};
@@ -496,7 +496,7 @@ impl Table {
         let attr = self.names.intern(&def.attr);
         let (body, heap) = match def.kind {
             IndexKind::Ordered => {
-                let mut items: Vec<IndexItem> = self.data.records().filter_map(|r| IndexItem::new(&attr, r)).collect();
+                let mut items = collect_items(&attr, self.hash.iter(), |item, _| item);
                 items.sort_unstable_by(|a, b| cmp_items(&attr, a, b));
                 (IndexBody::Ordered(Tree::from_sorted(items)), None)
             }
@@ -514,8 +514,39 @@ impl Table {
         Ok(())
     }
 
+    /// Walks the paths `rec` will take in the primary tree and every ordered index in
+    /// lockstep with plain loads, so their cache misses overlap (see [`PathWalk`]).
+    fn warm_paths(&self, rec: &Record) {
+        let key = rec.key();
+        let by_key = key_dir(key);
+        let mut primary = self.data.primary.walk();
+        let mut walks: Vec<_> = self
+            .data
+            .indexes
+            .iter()
+            .filter_map(|i| match &i.body {
+                IndexBody::Ordered(t) => rec.attr(&i.attr).map(|v| (t.walk(), probe(&i.attr, v, KeyBound::Key(key)))),
+                IndexBody::MaxHeap => None,
+            })
+            .collect();
+        if walks.is_empty() {
+            // One chain alone has nothing to overlap with.
+            return;
+        }
+        loop {
+            let mut busy = primary.step(&by_key);
+            for (walk, dir) in &mut walks {
+                busy |= walk.step(dir);
+            }
+            if !busy {
+                break;
+            }
+        }
+    }
+
     /// Inserts or replaces a record (already validated). Returns the replaced record.
     pub(crate) fn put(&mut self, rec: Record) -> Option<Arc<Record>> {
+        self.warm_paths(&rec);
         let rec = Arc::new(rec);
         self.record_bytes += rec.heap_bytes();
         let key = rec.key();
