@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use hashbrown::HashTable;
 
-use crate::index::{IndexItem, cmp_items, collect_items};
+use crate::index::{IndexItem, Ranked, cmp_items, collect_items};
 use crate::record::Record;
 
 #[derive(Clone, Debug)]
@@ -121,38 +121,17 @@ impl MaxHeap {
 
     /// The `k` greatest records, greatest first, without changing the heap.
     pub(crate) fn top_k(&self, k: usize) -> Vec<Arc<Record>> {
-        struct Cand<'a> {
-            attr: &'a str,
-            item: &'a IndexItem,
-            slot: usize,
-        }
-        impl PartialEq for Cand<'_> {
-            fn eq(&self, o: &Self) -> bool {
-                self.cmp(o) == Ordering::Equal
-            }
-        }
-        impl Eq for Cand<'_> {}
-        impl PartialOrd for Cand<'_> {
-            fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-                Some(self.cmp(o))
-            }
-        }
-        impl Ord for Cand<'_> {
-            fn cmp(&self, o: &Self) -> Ordering {
-                cmp_items(self.attr, self.item, o.item)
-            }
-        }
         let mut out = Vec::with_capacity(k.min(self.entries.len()));
         let mut frontier = BinaryHeap::with_capacity(2 * k + 1);
         if let Some(item) = self.entries.first().map(|e| &e.item) {
-            frontier.push(Cand { attr: &self.attr, item, slot: 0 });
+            frontier.push(Ranked { attr: &self.attr, item, payload: 0usize });
         }
         while out.len() < k {
             let Some(c) = frontier.pop() else { break };
             out.push(c.item.rec.clone());
-            for child in [2 * c.slot + 1, 2 * c.slot + 2] {
+            for child in [2 * c.payload + 1, 2 * c.payload + 2] {
                 if let Some(item) = self.entries.get(child).map(|e| &e.item) {
-                    frontier.push(Cand { attr: &self.attr, item, slot: child });
+                    frontier.push(Ranked { attr: &self.attr, item, payload: child });
                 }
             }
         }

@@ -4,6 +4,7 @@
 //! `(attribute value, key)`; a record without the attribute is not in it. Each item caches
 //! the value's [`SortKey`], so most comparisons never dereference the record.
 
+use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::sync::Arc;
 
@@ -123,6 +124,34 @@ pub(crate) fn probe<'a>(attr: &'a str, value: &'a Scalar, key: KeyBound<'a>) -> 
             KeyBound::Max => Ordering::Greater,
             KeyBound::Key(k) => k.cmp(item.rec.key()),
         })
+    }
+}
+
+/// An index item (owned or borrowed) with a payload, ordered by `(value, key)`, for
+/// `std::collections::BinaryHeap` (wrap in `Reverse` for a min-heap).
+pub(crate) struct Ranked<'a, I, P> {
+    pub(crate) attr: &'a str,
+    pub(crate) item: I,
+    pub(crate) payload: P,
+}
+
+impl<I: Borrow<IndexItem>, P> PartialEq for Ranked<'_, I, P> {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == Ordering::Equal
+    }
+}
+
+impl<I: Borrow<IndexItem>, P> Eq for Ranked<'_, I, P> {}
+
+impl<I: Borrow<IndexItem>, P> PartialOrd for Ranked<'_, I, P> {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+impl<I: Borrow<IndexItem>, P> Ord for Ranked<'_, I, P> {
+    fn cmp(&self, o: &Self) -> Ordering {
+        cmp_items(self.attr, self.item.borrow(), o.item.borrow())
     }
 }
 

@@ -18,7 +18,7 @@ use hashbrown::HashTable;
 use crate::avl::{Seek, Tree, node_bytes};
 use crate::error::{Result, StoreError};
 use crate::heap::MaxHeap;
-use crate::index::{IndexDef, IndexItem, IndexKind, KeyBound, cmp_items, cmp_value, collect_items, probe};
+use crate::index::{IndexDef, IndexItem, IndexKind, KeyBound, Ranked, cmp_items, cmp_value, collect_items, probe};
 use crate::record::{Names, Record};
 use crate::scalar::{Scalar, byte_prefix};
 use crate::token::{self, Token, encode_scalar, fingerprint};
@@ -330,35 +330,19 @@ fn encode_key_bound(b: &Bound<Vec<u8>>, buf: &mut Vec<u8>) {
 
 /// The best `k` records by `(attr, key)`, greatest first, in one pass.
 fn select_top_k<'a>(attr: &str, records: impl Iterator<Item = &'a Arc<Record>>, k: usize) -> Vec<Arc<Record>> {
+    use std::cmp::Reverse;
     use std::collections::BinaryHeap;
-    struct Min<'a>(&'a str, IndexItem);
-    impl PartialEq for Min<'_> {
-        fn eq(&self, o: &Self) -> bool {
-            self.cmp(o) == Ordering::Equal
-        }
-    }
-    impl Eq for Min<'_> {}
-    impl PartialOrd for Min<'_> {
-        fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-            Some(self.cmp(o))
-        }
-    }
-    impl Ord for Min<'_> {
-        fn cmp(&self, o: &Self) -> Ordering {
-            cmp_items(self.0, &o.1, &self.1)
-        }
-    }
     if k == 0 {
         return Vec::new();
     }
     let mut best = BinaryHeap::with_capacity(k + 1);
     for item in records.filter_map(|r| IndexItem::new(attr, r)) {
-        best.push(Min(attr, item));
+        best.push(Reverse(Ranked { attr, item, payload: () }));
         if best.len() > k {
             best.pop();
         }
     }
-    best.into_sorted_vec().into_iter().map(|m| m.1.rec).collect()
+    best.into_sorted_vec().into_iter().map(|Reverse(r)| r.item.rec).collect()
 }
 
 /// A live table.
