@@ -218,12 +218,21 @@ impl Store {
     /// Removes and returns the greatest record of an index (a priority-queue dequeue), at
     /// the next version.
     pub fn pop_max(&mut self, table: &str, index: &str) -> Result<Option<Arc<Record>>> {
+        self.pop_max_at(table, index, self.version + 1)
+    }
+
+    /// [`Store::pop_max`] at `version`, which must exceed the current version (the replica
+    /// passes the raft log index). The version advances only when a record is removed.
+    pub fn pop_max_at(&mut self, table: &str, index: &str, version: u64) -> Result<Option<Arc<Record>>> {
+        if version <= self.version {
+            return Err(StoreError::VersionNotIncreasing { given: version, current: self.version });
+        }
         let Some(top) = self.table(table)?.peek_max(index)? else {
             return Ok(None);
         };
         let hash = self.hash(top.key());
         self.table_mut(table)?.delete(top.key(), hash);
-        self.version += 1;
+        self.version = version;
         Ok(Some(top))
     }
 

@@ -1,0 +1,225 @@
+//! The replicas one node process hosts: at most one replica per partition, each its own
+//! openraft group over the shared transport.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::{BasicNode, Config, SnapshotPolicy};
+use parking_lot::RwLock;
+use tonic::Status;
+use weft_proto::v1 as pb;
+use weft_store::Limits;
+
+use crate::log_store::VolatileLog;
+use crate::state_machine::StateMachine;
+use crate::transport::{GroupNetworkFactory, Peers, TransportConfig};
+use crate::types::{PartitionId, Raft, ReplicaId};
+
+/// Why a replica could not be opened or closed.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// The partition already has a replica here, with another id.
+    #[error("partition {partition} already has replica {existing} on this node")]
+    AlreadyOpen {
+        /// Partition.
+        partition: PartitionId,
+        /// The replica hosted.
+        existing: ReplicaId,
+    },
+    /// No replica of the partition here.
+    #[error("partition {0} has no replica on this node")]
+    NotOpen(PartitionId),
+    /// Durable logs are not built yet.
+    #[error("durable log mode is not available yet")]
+    DurableUnavailable,
+    /// openraft refused.
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+impl From<HostError> for Status {
+    fn from(e: HostError) -> Self {
+        match e {
+            HostError::AlreadyOpen { .. } => Status::already_exists(e.to_string()),
+            HostError::NotOpen(_) => Status::not_found(e.to_string()),
+            HostError::DurableUnavailable => Status::unimplemented(e.to_string()),
+            HostError::Raft(_) => Status::internal(e.to_string()),
+        }
+    }
+}
+
+/// Raft timing and log settings for every group on the node.
+#[derive(Clone, Debug)]
+pub struct RaftSettings {
+    /// Heartbeat interval.
+    pub heartbeat: Duration,
+    /// Election timeout lower bound; the upper is twice it.
+    pub election_timeout: Duration,
+    /// Log entries since the last snapshot that trigger a new one (cheap: O(1) engine snapshot).
+    pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot for slow followers.
+    pub keep_behind_snapshot: u64,
+    /// Most entries in one append message.
+    pub max_payload_entries: u64,
+}
+
+impl Default for RaftSettings {
+    fn default() -> Self {
+        RaftSettings {
+            heartbeat: Duration::from_millis(100),
+            election_timeout: Duration::from_millis(400),
+            snapshot_every: 20_000,
+            keep_behind_snapshot: 5_000,
+            max_payload_entries: 256,
+        }
+    }
+}
+
+impl RaftSettings {
+    fn config(&self) -> Result<Config, HostError> {
+        let min = self.election_timeout.as_millis() as u64;
+        Config {
+            cluster_name: "weft".into(),
+            heartbeat_interval: self.heartbeat.as_millis() as u64,
+            election_timeout_min: min,
+            election_timeout_max: min * 2,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            max_in_snapshot_log_to_keep: self.keep_behind_snapshot,
+            max_payload_entries: self.max_payload_entries,
+            enable_pre_vote: Some(true),
+            install_snapshot_timeout: 10_000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| HostError::Raft(e.to_string()))
+    }
+}
+
+/// One hosted replica.
+#[derive(Debug)]
+pub struct Replica {
+    /// Its partition.
+    pub partition: PartitionId,
+    /// Its id (this incarnation's).
+    pub id: ReplicaId,
+    /// The raft group handle.
+    pub raft: Raft,
+    /// The state machine, for reads.
+    pub sm: StateMachine,
+    /// The log, for status.
+    pub log: VolatileLog,
+}
+
+/// Every replica on this node.
+#[derive(Debug)]
+pub struct Host {
+    replicas: RwLock<HashMap<PartitionId, Arc<Replica>>>,
+    peers: Peers,
+    config: Arc<Config>,
+    limits: Limits,
+}
+
+impl Host {
+    /// A host with no replicas.
+    pub fn new(settings: &RaftSettings, transport: TransportConfig, limits: Limits) -> Result<Arc<Self>, HostError> {
+        Ok(Arc::new(Host {
+            replicas: RwLock::default(),
+            peers: Peers::new(transport),
+            config: Arc::new(settings.config()?),
+            limits,
+        }))
+    }
+
+    /// The shared peer channels.
+    pub fn peers(&self) -> &Peers {
+        &self.peers
+    }
+
+    /// The engine limits every replica enforces.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Opens a replica. With `initial`, it also initializes the group with those voters
+    /// (replica id to node address). Opening the same (partition, replica) again is a no-op.
+    pub async fn open(
+        &self,
+        partition: PartitionId,
+        id: ReplicaId,
+        mode: pb::LogMode,
+        initial: Option<BTreeMap<ReplicaId, BasicNode>>,
+    ) -> Result<Arc<Replica>, HostError> {
+        if mode == pb::LogMode::Durable {
+            return Err(HostError::DurableUnavailable);
+        }
+        if let Some(r) = self.get(partition) {
+            return if r.id == id { Ok(r) } else { Err(HostError::AlreadyOpen { partition, existing: r.id }) };
+        }
+        let sm = StateMachine::new(self.limits.clone());
+        let log = VolatileLog::new();
+        let network = GroupNetworkFactory::new(self.peers.clone(), partition);
+        let raft = Raft::new(id, self.config.clone(), network, log.clone(), sm.clone())
+            .await
+            .map_err(|e| HostError::Raft(e.to_string()))?;
+        let replica = Arc::new(Replica { partition, id, raft, sm, log });
+        let raced = {
+            let mut map = self.replicas.write();
+            match map.get(&partition) {
+                Some(r) => Some(r.id),
+                None => {
+                    map.insert(partition, replica.clone());
+                    None
+                }
+            }
+        };
+        if let Some(existing) = raced {
+            let _ = replica.raft.shutdown().await;
+            return Err(HostError::AlreadyOpen { partition, existing });
+        }
+        if let Some(members) = initial {
+            match replica.raft.initialize(members).await {
+                Ok(()) => {}
+                // Already initialized (a retried open): fine.
+                Err(openraft::error::RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => {}
+                Err(e) => return Err(HostError::Raft(e.to_string())),
+            }
+        }
+        tracing::info!(partition, replica = id, "replica opened");
+        Ok(replica)
+    }
+
+    /// Closes a partition's replica and drops its state.
+    pub async fn close(&self, partition: PartitionId) -> Result<(), HostError> {
+        let r = self.replicas.write().remove(&partition).ok_or(HostError::NotOpen(partition))?;
+        r.raft.shutdown().await.map_err(|e| HostError::Raft(e.to_string()))?;
+        tracing::info!(partition, replica = r.id, "replica closed");
+        Ok(())
+    }
+
+    /// A partition's replica, if hosted here.
+    pub fn get(&self, partition: PartitionId) -> Option<Arc<Replica>> {
+        self.replicas.read().get(&partition).cloned()
+    }
+
+    /// The replica a raft message is addressed to: the partition must be hosted here under
+    /// exactly that replica id (a message for an older incarnation is refused).
+    pub fn target(&self, t: Option<pb::Target>) -> Result<Arc<Replica>, Status> {
+        let t = t.ok_or_else(|| Status::invalid_argument("raft message without a target"))?;
+        match self.get(t.partition) {
+            Some(r) if r.id == t.replica => Ok(r),
+            Some(r) => Err(Status::not_found(format!(
+                "partition {} is hosted here as replica {}, not {}",
+                t.partition, r.id, t.replica
+            ))),
+            None => Err(Status::not_found(format!("partition {} has no replica on this node", t.partition))),
+        }
+    }
+
+    /// Every hosted replica, by partition.
+    pub fn list(&self) -> Vec<Arc<Replica>> {
+        let mut v: Vec<_> = self.replicas.read().values().cloned().collect();
+        v.sort_by_key(|r| r.partition);
+        v
+    }
+}

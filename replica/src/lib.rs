@@ -1,0 +1,28 @@
+//! One weft partition replica as an openraft group.
+//!
+//! - [`types`]: the group's openraft type configuration; replica ids are per incarnation.
+//! - [`log_store`]: the volatile (memory-only) raft log.
+//! - [`state_machine`]: applies commands to a `weft-store` engine; O(1) snapshots.
+//! - [`sessions`]: exactly-once application of retried client writes.
+//! - [`snapshot`]: the Avro snapshot stream codec.
+//! - [`wire`], [`command`]: conversions to and from the `weft.v1` protobuf messages.
+//! - [`transport`]: the raft network over gRPC, one channel per peer node for all groups,
+//!   and the server side that routes incoming messages to the addressed replica.
+//! - [`host`]: the replicas one node process hosts.
+//!
+//! openraft is pinned exactly at 0.10.0-alpha.37: the 0.10 line alone has streamed full
+//! snapshots owned by the state machine, leader transfer, read-index and lease reads and
+//! pre-vote. `openraft-multi`'s `GroupRouter` is not used: its calls carry only the target
+//! id, while our transport needs the target node's address, which openraft hands to
+//! [`openraft::RaftNetworkFactory::new_client`]; so [`transport`] implements the
+//! per-(group, target) network directly, over one shared channel per peer address.
+
+pub mod command;
+pub mod host;
+pub mod log_store;
+pub mod sessions;
+pub mod snapshot;
+pub mod state_machine;
+pub mod transport;
+pub mod types;
+pub mod wire;

@@ -1,0 +1,60 @@
+//! The openraft type configuration of a weft partition group, and short names for the
+//! openraft types the crate uses.
+//!
+//! Replica ids (`NodeId`) are unique per incarnation: the node-admin caller gives every
+//! replica that starts from empty state a fresh id, so a replica that lost its log can never
+//! vote under an id that already voted (openraft documents the split brain this prevents).
+//! A replica's `Node` is the address of the node process hosting it.
+
+use std::fmt;
+
+use weft_proto::v1 as pb;
+
+/// A replicated command: the payload of a normal raft entry.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Command(pub pb::Command);
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.0.kind {
+            Some(pb::command::Kind::Batch(b)) => return write!(f, "batch({} ops)", b.ops.len()),
+            Some(pb::command::Kind::CreateTable(_)) => "create_table",
+            Some(pb::command::Kind::DropTable(_)) => "drop_table",
+            Some(pb::command::Kind::CreateIndex(_)) => "create_index",
+            Some(pb::command::Kind::DropIndex(_)) => "drop_index",
+            Some(pb::command::Kind::PopMax(_)) => "pop_max",
+            None => "empty",
+        };
+        f.write_str(kind)
+    }
+}
+
+openraft::declare_raft_types!(
+    /// The type configuration of every partition group.
+    pub TypeConfig:
+        D = Command,
+        R = pb::CommandResult,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+);
+
+/// A replica id: unique per incarnation.
+pub type ReplicaId = u64;
+/// A partition id: the raft group id.
+pub type PartitionId = u64;
+/// Log id.
+pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
+/// Vote.
+pub type Vote = openraft::type_config::alias::VoteOf<TypeConfig>;
+/// Log entry.
+pub type Entry = openraft::type_config::alias::EntryOf<TypeConfig>;
+/// Leader id.
+pub type LeaderId = openraft::type_config::alias::LeaderIdOf<TypeConfig>;
+/// A group's membership.
+pub type Membership = openraft::Membership<ReplicaId, openraft::BasicNode>;
+/// Membership with the log id that set it.
+pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<TypeConfig>;
+/// Snapshot metadata.
+pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
+/// A raft group handle.
+pub type Raft = openraft::Raft<TypeConfig, crate::state_machine::StateMachine>;

@@ -1,0 +1,192 @@
+//! Conversions between openraft's message types and their `weft.v1` protobuf forms.
+//!
+//! Decoding is total: a message with a missing required field is a [`WireError`] naming
+//! the field, never a panic, since peers and disks are not trusted to be well formed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use openraft::BasicNode;
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
+use openraft::{EntryPayload, RaftTypeConfig};
+use weft_proto::v1 as pb;
+
+use crate::types::{Command, Entry, LeaderId, LogId, Membership, ReplicaId, StoredMembership, TypeConfig, Vote};
+
+/// A protobuf message that does not describe a valid openraft message.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("malformed {0}")]
+pub struct WireError(pub String);
+
+impl From<WireError> for tonic::Status {
+    fn from(e: WireError) -> Self {
+        tonic::Status::invalid_argument(e.to_string())
+    }
+}
+
+/// Unwraps a required message field.
+pub fn need<T>(v: Option<T>, what: &str) -> Result<T, WireError> {
+    v.ok_or_else(|| WireError(format!("message: missing {what}")))
+}
+
+/// Leader id to wire.
+pub fn leader_id_to_pb(l: &LeaderId) -> pb::LeaderId {
+    pb::LeaderId { term: l.term, node_id: l.node_id }
+}
+
+fn leader_id_from_pb(l: pb::LeaderId) -> LeaderId {
+    LeaderId { term: l.term, node_id: l.node_id }
+}
+
+/// Vote to wire.
+pub fn vote_to_pb(v: &Vote) -> pb::Vote {
+    pb::Vote { leader_id: Some(leader_id_to_pb(&v.leader_id)), committed: v.committed }
+}
+
+/// Vote from wire.
+pub fn vote_from_pb(v: Option<pb::Vote>) -> Result<Vote, WireError> {
+    let v = need(v, "vote")?;
+    Ok(Vote { leader_id: leader_id_from_pb(need(v.leader_id, "vote.leader_id")?), committed: v.committed })
+}
+
+/// Log id to wire.
+pub fn log_id_to_pb(l: &LogId) -> pb::LogId {
+    pb::LogId { leader_id: Some(leader_id_to_pb(&l.leader_id)), index: l.index }
+}
+
+/// Optional log id to wire.
+pub fn opt_log_id_to_pb(l: Option<&LogId>) -> Option<pb::LogId> {
+    l.map(log_id_to_pb)
+}
+
+/// Optional log id from wire.
+pub fn opt_log_id_from_pb(l: Option<pb::LogId>) -> Result<Option<LogId>, WireError> {
+    l.map(|l| Ok(LogId { leader_id: leader_id_from_pb(need(l.leader_id, "log_id.leader_id")?), index: l.index }))
+        .transpose()
+}
+
+/// Membership to wire.
+pub fn membership_to_pb(m: &Membership) -> pb::Membership {
+    pb::Membership {
+        configs: m.get_joint_config().iter().map(|c| pb::ReplicaSet { ids: c.iter().copied().collect() }).collect(),
+        nodes: m.nodes().map(|(id, n)| (*id, n.addr.clone())).collect(),
+    }
+}
+
+/// Membership from wire.
+pub fn membership_from_pb(m: pb::Membership) -> Result<Membership, WireError> {
+    let configs: Vec<BTreeSet<ReplicaId>> = m.configs.into_iter().map(|c| c.ids.into_iter().collect()).collect();
+    let nodes: BTreeMap<ReplicaId, BasicNode> =
+        m.nodes.into_iter().map(|(id, addr)| (id, BasicNode { addr })).collect();
+    Membership::new(configs, nodes).map_err(|e| WireError(format!("membership: {e}")))
+}
+
+/// Stored membership to wire (log id and membership).
+pub fn stored_membership_to_pb(m: &StoredMembership) -> (Option<pb::LogId>, pb::Membership) {
+    (opt_log_id_to_pb(m.log_id().as_ref()), membership_to_pb(m.membership()))
+}
+
+/// Entry to wire.
+pub fn entry_to_pb(e: &Entry) -> pb::Entry {
+    let payload = match &e.payload {
+        EntryPayload::Blank => None,
+        EntryPayload::Normal(c) => Some(pb::entry::Payload::Command(c.0.clone())),
+        EntryPayload::Membership(m) => Some(pb::entry::Payload::Membership(membership_to_pb(m))),
+    };
+    pb::Entry { log_id: Some(log_id_to_pb(&e.log_id)), payload }
+}
+
+/// Entry from wire.
+pub fn entry_from_pb(e: pb::Entry) -> Result<Entry, WireError> {
+    let log_id = need(opt_log_id_from_pb(e.log_id)?, "entry.log_id")?;
+    let payload = match e.payload {
+        None => EntryPayload::Blank,
+        Some(pb::entry::Payload::Command(c)) => EntryPayload::Normal(Command(c)),
+        Some(pb::entry::Payload::Membership(m)) => EntryPayload::Membership(membership_from_pb(m)?),
+    };
+    Ok(openraft::Entry { log_id, payload })
+}
+
+/// Append request to wire.
+pub fn append_to_pb(target: pb::Target, r: &AppendEntriesRequest<TypeConfig>) -> pb::AppendRequest {
+    pb::AppendRequest {
+        target: Some(target),
+        vote: Some(vote_to_pb(&r.vote)),
+        prev_log_id: opt_log_id_to_pb(r.prev_log_id.as_ref()),
+        entries: r.entries.iter().map(entry_to_pb).collect(),
+        leader_commit: opt_log_id_to_pb(r.leader_commit.as_ref()),
+    }
+}
+
+/// Append request from wire.
+pub fn append_from_pb(r: pb::AppendRequest) -> Result<AppendEntriesRequest<TypeConfig>, WireError> {
+    Ok(AppendEntriesRequest {
+        vote: vote_from_pb(r.vote)?,
+        prev_log_id: opt_log_id_from_pb(r.prev_log_id)?,
+        entries: r.entries.into_iter().map(entry_from_pb).collect::<Result<_, _>>()?,
+        leader_commit: opt_log_id_from_pb(r.leader_commit)?,
+    })
+}
+
+/// Append response to wire.
+pub fn append_resp_to_pb(r: &AppendEntriesResponse<TypeConfig>) -> pb::AppendResponse {
+    use pb::append_response::Result as R;
+    let result = match r {
+        AppendEntriesResponse::Success => R::Success(true),
+        AppendEntriesResponse::PartialSuccess(l) => match l {
+            Some(l) => R::Partial(log_id_to_pb(l)),
+            None => R::Success(false),
+        },
+        AppendEntriesResponse::Conflict => R::Conflict(true),
+        AppendEntriesResponse::HigherVote(v) => R::HigherVote(vote_to_pb(v)),
+    };
+    pb::AppendResponse { result: Some(result) }
+}
+
+/// Append response from wire. `Success(false)` is a partial success with nothing accepted.
+pub fn append_resp_from_pb(r: pb::AppendResponse) -> Result<AppendEntriesResponse<TypeConfig>, WireError> {
+    use pb::append_response::Result as R;
+    Ok(match need(r.result, "append response")? {
+        R::Success(true) => AppendEntriesResponse::Success,
+        R::Success(false) => AppendEntriesResponse::PartialSuccess(None),
+        R::Partial(l) => AppendEntriesResponse::PartialSuccess(opt_log_id_from_pb(Some(l))?),
+        R::Conflict(_) => AppendEntriesResponse::Conflict,
+        R::HigherVote(v) => AppendEntriesResponse::HigherVote(vote_from_pb(Some(v))?),
+    })
+}
+
+/// Vote request to wire.
+pub fn vote_req_to_pb(target: pb::Target, r: &VoteRequest<TypeConfig>, pre_vote: bool) -> pb::VoteRequest {
+    pb::VoteRequest {
+        target: Some(target),
+        vote: Some(vote_to_pb(&r.vote)),
+        last_log_id: opt_log_id_to_pb(r.last_log_id.as_ref()),
+        pre_vote,
+        leadership_transfer: r.leadership_transfer,
+    }
+}
+
+/// Vote request from wire.
+pub fn vote_req_from_pb(r: pb::VoteRequest) -> Result<VoteRequest<TypeConfig>, WireError> {
+    let mut req = VoteRequest::new(vote_from_pb(r.vote)?, opt_log_id_from_pb(r.last_log_id)?);
+    req.leadership_transfer = r.leadership_transfer;
+    Ok(req)
+}
+
+/// Vote response to wire.
+pub fn vote_resp_to_pb(r: &VoteResponse<TypeConfig>) -> pb::VoteResponse {
+    pb::VoteResponse {
+        vote: Some(vote_to_pb(&r.vote)),
+        vote_granted: r.vote_granted,
+        last_log_id: opt_log_id_to_pb(r.last_log_id.as_ref()),
+    }
+}
+
+/// Vote response from wire.
+pub fn vote_resp_from_pb(r: pb::VoteResponse) -> Result<VoteResponse<TypeConfig>, WireError> {
+    Ok(VoteResponse::new(vote_from_pb(r.vote)?, opt_log_id_from_pb(r.last_log_id)?, r.vote_granted))
+}
+
+/// The openraft node (the hosting node's address) of a replica at `addr`.
+pub fn node_of(addr: &str) -> <TypeConfig as RaftTypeConfig>::Node {
+    BasicNode { addr: addr.to_string() }
+}
