@@ -53,3 +53,16 @@ fn bad_input_is_a_one_line_error() {
     assert!(err.contains("--records"), "the error names the bad flag: {err}");
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn node_flags_not_built_yet_are_refused_by_name() {
+    for (flag, extra) in [("--durable", None), ("--metrics", Some("127.0.0.1:0"))] {
+        let mut args = vec!["node", "--id", "1", "--listen", "127.0.0.1:0", flag];
+        args.extend(extra);
+        let out = weft(&args);
+        assert!(!out.status.success(), "{flag} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim_end().lines().count(), 1, "stderr: {err}");
+        assert!(err.contains(flag), "the error names {flag}: {err}");
+    }
+}

@@ -1,0 +1,358 @@
+//! The Rust client.
+//!
+//! A [`Client`] knows some node endpoints. For each partition it caches the primary's
+//! address; a not-primary answer carries the primary's address in its metadata and the
+//! client follows it at once; an unreachable node or an answer without a hint makes it try
+//! the next endpoint after a backoff (doubling from [`ClientConfig::backoff_min`] to
+//! [`ClientConfig::backoff_max`]). Every call has an overall deadline.
+//!
+//! Writes carry a session `(client_id, seq)`: the seq is fixed before the first attempt and
+//! reused by every retry, and the state machine answers a retried seq with its first result,
+//! so a write retried after a timeout is applied at most once. A write whose every attempt
+//! failed ambiguously ends in [`ClientError::Indeterminate`]: it may or may not have applied.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tonic::transport::Channel;
+use tonic::{Code, Response, Status};
+use weft_proto::v1 as pb;
+use weft_proto::v1::store_client::StoreClient;
+use weft_replica::transport::{Peers, TransportConfig};
+
+/// Client settings.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Overall time a call may take, retries included.
+    pub deadline: Duration,
+    /// Time one attempt may take.
+    pub attempt_timeout: Duration,
+    /// First backoff between attempts.
+    pub backoff_min: Duration,
+    /// Longest backoff between attempts.
+    pub backoff_max: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            deadline: Duration::from_secs(10),
+            attempt_timeout: Duration::from_secs(3),
+            backoff_min: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Which replica may answer a read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadMode {
+    /// The primary, after confirming with a quorum that it still is (read index).
+    Linearizable,
+    /// Any replica, from its applied state; the response says it may be stale.
+    Stale,
+}
+
+/// What went wrong with a client call.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The state machine refused the command (condition failed, no such table, limits...).
+    /// Deterministic: retrying will not help.
+    #[error("refused ({code:?}): {message}")]
+    Refused {
+        /// Why.
+        code: pb::ErrorCode,
+        /// The engine's message.
+        message: String,
+    },
+    /// The request was invalid or failed for a reason retrying cannot fix.
+    #[error("{0}")]
+    Rpc(Status),
+    /// A write's outcome is unknown: no attempt got an answer before the deadline.
+    #[error("write outcome unknown after {attempts} attempts (last error: {last})")]
+    Indeterminate {
+        /// Attempts made.
+        attempts: u32,
+        /// The last error seen.
+        last: String,
+    },
+    /// A read found no primary (or no reachable replica) before the deadline.
+    #[error("no answer after {attempts} attempts (last error: {last})")]
+    Unavailable {
+        /// Attempts made.
+        attempts: u32,
+        /// The last error seen.
+        last: String,
+    },
+    /// No endpoints were given.
+    #[error("the client has no endpoints")]
+    NoEndpoints,
+}
+
+struct Inner {
+    endpoints: Vec<String>,
+    /// One lazily connected channel per node, the same way nodes reach their peers.
+    peers: Peers,
+    primaries: Mutex<HashMap<u64, String>>,
+    client_id: u64,
+    seq: AtomicU64,
+    /// Seqs of writes still waiting for an answer; the smallest bounds `acked_below`.
+    in_flight: Mutex<std::collections::BTreeSet<u64>>,
+    config: ClientConfig,
+}
+
+/// Removes a write's seq from the in-flight set however the call ends.
+struct InFlight<'a> {
+    inner: &'a Inner,
+    seq: u64,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.inner.in_flight.lock().remove(&self.seq);
+    }
+}
+
+/// A handle to a weft cluster; cheap to clone, safe to share.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+fn retryable(s: &Status) -> bool {
+    matches!(s.code(), Code::Unavailable | Code::NotFound | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown)
+}
+
+fn leader_hint(s: &Status) -> Option<String> {
+    s.metadata().get(crate::LEADER_ADDR_KEY).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+impl Client {
+    /// A client for the nodes at `endpoints` (`host:port`).
+    pub fn new(endpoints: Vec<String>, config: ClientConfig) -> Self {
+        Client {
+            inner: Arc::new(Inner {
+                endpoints,
+                peers: Peers::new(TransportConfig { connect_timeout: Duration::from_secs(1), ..Default::default() }),
+                primaries: Mutex::default(),
+                client_id: rand::random::<u64>() | 1,
+                seq: AtomicU64::new(1),
+                in_flight: Mutex::default(),
+                config,
+            }),
+        }
+    }
+
+    /// This client's session id.
+    pub fn client_id(&self) -> u64 {
+        self.inner.client_id
+    }
+
+    /// Runs one call against the partition's primary (or, for stale reads, any replica),
+    /// retrying as the module docs say.
+    async fn call<T, F, Fut>(&self, partition: u64, to_primary: bool, write: bool, f: F) -> Result<T, ClientError>
+    where
+        F: Fn(StoreClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let cfg = &self.inner.config;
+        let n = self.inner.endpoints.len();
+        if n == 0 {
+            return Err(ClientError::NoEndpoints);
+        }
+        let deadline = Instant::now() + cfg.deadline;
+        let mut backoff = cfg.backoff_min;
+        let mut next_endpoint = (self.inner.client_id as usize) % n;
+        let mut attempts = 0u32;
+        // The last address that failed without naming a primary: a hint pointing back at
+        // it (a follower still naming a dead primary before the election) is not followed.
+        let mut dead: Option<String> = None;
+        loop {
+            attempts += 1;
+            let cached = if to_primary { self.inner.primaries.lock().get(&partition).cloned() } else { None };
+            let addr = cached.unwrap_or_else(|| {
+                next_endpoint = (next_endpoint + 1) % n;
+                self.inner.endpoints[next_endpoint].clone()
+            });
+            let left = deadline.saturating_duration_since(Instant::now());
+            let outcome = match self.inner.peers.channel(&addr) {
+                Ok(ch) => {
+                    let max = self.inner.peers.config().max_message_bytes;
+                    let c = StoreClient::new(ch).max_decoding_message_size(max).max_encoding_message_size(max);
+                    match tokio::time::timeout(cfg.attempt_timeout.min(left), f(c)).await {
+                        Ok(r) => r,
+                        Err(_) => Err(Status::deadline_exceeded("attempt timed out")),
+                    }
+                }
+                Err(s) => Err(s),
+            };
+            match outcome {
+                Ok(resp) => {
+                    if to_primary {
+                        self.inner.primaries.lock().insert(partition, addr);
+                    }
+                    return Ok(resp.into_inner());
+                }
+                Err(s) if retryable(&s) => {
+                    let last = format!("{addr}: {}", s.message());
+                    let hint = leader_hint(&s).filter(|h| dead.as_ref() != Some(h));
+                    if hint.is_none() {
+                        dead = Some(addr.clone());
+                    }
+                    let follow = hint.as_ref().is_some_and(|h| *h != addr);
+                    {
+                        let mut p = self.inner.primaries.lock();
+                        match &hint {
+                            Some(h) if to_primary => {
+                                p.insert(partition, h.clone());
+                            }
+                            _ => {
+                                p.remove(&partition);
+                            }
+                        }
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(if write {
+                            ClientError::Indeterminate { attempts, last }
+                        } else {
+                            ClientError::Unavailable { attempts, last }
+                        });
+                    }
+                    if !follow {
+                        tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now()))).await;
+                        backoff = (backoff * 2).min(cfg.backoff_max);
+                    }
+                }
+                Err(s) => return Err(ClientError::Rpc(s)),
+            }
+        }
+    }
+
+    /// Applies one command to a partition, exactly once. Returns the command's result;
+    /// a refused command is [`ClientError::Refused`].
+    pub async fn write(&self, partition: u64, kind: pb::command::Kind) -> Result<pb::CommandResult, ClientError> {
+        let (session, _guard) = {
+            let mut in_flight = self.inner.in_flight.lock();
+            let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
+            in_flight.insert(seq);
+            let acked_below = in_flight.first().copied().unwrap_or(seq);
+            (pb::Session { client_id: self.inner.client_id, seq, acked_below }, InFlight { inner: &self.inner, seq })
+        };
+        let cmd = pb::Command { session: Some(session), kind: Some(kind) };
+        let resp = self
+            .call(partition, true, true, |mut c| {
+                let req = pb::WriteRequest { partition, session: Some(session), command: Some(cmd.clone()) };
+                async move { c.write(req).await }
+            })
+            .await?;
+        let result =
+            resp.result.ok_or_else(|| ClientError::Rpc(Status::internal("write response without a result")))?;
+        if let Some(pb::command_result::Outcome::Error(e)) = &result.outcome {
+            return Err(ClientError::Refused {
+                code: pb::ErrorCode::try_from(e.code).unwrap_or(pb::ErrorCode::Unspecified),
+                message: e.message.clone(),
+            });
+        }
+        Ok(result)
+    }
+
+    /// Creates a table.
+    pub async fn create_table(&self, partition: u64, table: &str) -> Result<u64, ClientError> {
+        let kind = pb::command::Kind::CreateTable(pb::CreateTable { table: table.into() });
+        Ok(self.write(partition, kind).await?.version)
+    }
+
+    /// Declares an index.
+    pub async fn create_index(&self, partition: u64, table: &str, index: pb::IndexDef) -> Result<u64, ClientError> {
+        let kind = pb::command::Kind::CreateIndex(pb::CreateIndex { table: table.into(), index: Some(index) });
+        Ok(self.write(partition, kind).await?.version)
+    }
+
+    /// Applies a batch atomically; returns its version.
+    pub async fn batch(&self, partition: u64, ops: Vec<pb::Op>) -> Result<u64, ClientError> {
+        Ok(self.write(partition, pb::command::Kind::Batch(pb::Batch { ops })).await?.version)
+    }
+
+    /// Puts one record; returns its version.
+    pub async fn put(&self, partition: u64, table: &str, key: &[u8], value: &[u8]) -> Result<u64, ClientError> {
+        let put = pb::Put {
+            table: table.into(),
+            key: key.to_vec().into(),
+            value: value.to_vec().into(),
+            ..Default::default()
+        };
+        self.batch(partition, vec![pb::Op { kind: Some(pb::op::Kind::Put(put)) }]).await
+    }
+
+    /// Deletes one record; returns the batch version.
+    pub async fn delete(&self, partition: u64, table: &str, key: &[u8]) -> Result<u64, ClientError> {
+        let del = pb::Delete { table: table.into(), key: key.to_vec().into(), condition: None };
+        self.batch(partition, vec![pb::Op { kind: Some(pb::op::Kind::Delete(del)) }]).await
+    }
+
+    /// Reads one record, with what the response says about who served it.
+    pub async fn get_with_info(
+        &self,
+        partition: u64,
+        table: &str,
+        key: &[u8],
+        mode: ReadMode,
+    ) -> Result<(Option<pb::Record>, pb::ReadInfo), ClientError> {
+        let header = header(partition, mode);
+        let resp = self
+            .call(partition, mode == ReadMode::Linearizable, false, |mut c| {
+                let req = pb::GetRequest { header: Some(header), table: table.into(), key: key.to_vec().into() };
+                async move { c.get(req).await }
+            })
+            .await?;
+        Ok((resp.record, resp.info.unwrap_or_default()))
+    }
+
+    /// Reads one record.
+    pub async fn get(
+        &self,
+        partition: u64,
+        table: &str,
+        key: &[u8],
+        mode: ReadMode,
+    ) -> Result<Option<pb::Record>, ClientError> {
+        Ok(self.get_with_info(partition, table, key, mode).await?.0)
+    }
+
+    /// One page of a key-range scan over the whole table; pass the returned token back for
+    /// the next page (empty: done).
+    pub async fn scan(
+        &self,
+        partition: u64,
+        table: &str,
+        limit: u32,
+        token: Vec<u8>,
+        mode: ReadMode,
+    ) -> Result<(Vec<pb::Record>, Vec<u8>), ClientError> {
+        let header = header(partition, mode);
+        let resp = self
+            .call(partition, mode == ReadMode::Linearizable, false, |mut c| {
+                let req = pb::ScanRequest {
+                    header: Some(header),
+                    table: table.into(),
+                    limit,
+                    token: token.clone().into(),
+                    ..Default::default()
+                };
+                async move { c.scan(req).await }
+            })
+            .await?;
+        Ok((resp.records, resp.token.to_vec()))
+    }
+}
+
+fn header(partition: u64, mode: ReadMode) -> pb::ReadHeader {
+    let mode = match mode {
+        ReadMode::Linearizable => pb::ReadMode::Linearizable,
+        ReadMode::Stale => pb::ReadMode::Stale,
+    };
+    pb::ReadHeader { partition, mode: mode as i32 }
+}

@@ -1,0 +1,23 @@
+//! weft: a partitioned, replicated, in-memory stateful store.
+//!
+//! - [`node`]: the node host: one process serving the client `Store`, internal `Raft` and
+//!   `NodeAdmin` gRPC services on one port for every replica it hosts.
+//! - [`local`]: local `weft node` processes for benchmarks and end-to-end tests.
+//! - [`client`]: the Rust client: finds a partition's primary, caches it, follows
+//!   not-primary answers with their leader hint, retries with backoff under a deadline, and
+//!   gives every write a session sequence number so a retry never applies twice.
+//! - The engine is re-exported as [`store`] for services that embed it directly.
+
+pub mod client;
+pub mod cluster_bench;
+pub mod local;
+pub mod node;
+
+pub use client::{Client, ClientError, ReadMode};
+pub use weft_proto::v1 as proto;
+pub use weft_store as store;
+
+/// gRPC metadata key carrying the current primary's node address on a not-primary answer.
+pub const LEADER_ADDR_KEY: &str = "weft-leader-addr";
+/// gRPC metadata key carrying the current primary's replica id on a not-primary answer.
+pub const LEADER_ID_KEY: &str = "weft-leader-id";

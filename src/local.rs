@@ -1,0 +1,144 @@
+//! Local `weft node` processes on loopback: how benchmarks and end-to-end tests start
+//! nodes, open a partition on them and find its primary.
+//!
+//! A node is started with `--listen 127.0.0.1:0` and its bound address is read from the
+//! one line it prints; it is SIGKILLed on [`LocalNode::kill`] and on drop. Nodes run with
+//! a 50 ms heartbeat and a 300 ms election timeout; their log filter comes from
+//! `WEFT_NODE_LOG` (default `error`).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tonic::transport::Channel;
+use weft_proto::v1 as pb;
+use weft_proto::v1::node_admin_client::NodeAdminClient;
+
+/// Why a local cluster could not be started or driven.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    /// A node process could not be started or did not report its address.
+    #[error("starting node {id}: {reason}")]
+    Start {
+        /// Node id.
+        id: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The cluster did not form or a call failed.
+    #[error("{0}")]
+    Cluster(String),
+}
+
+/// Any failure while driving the cluster, as a [`LocalError::Cluster`].
+pub fn cluster_err(e: impl std::fmt::Display) -> LocalError {
+    LocalError::Cluster(e.to_string())
+}
+
+/// One node process.
+pub struct LocalNode {
+    /// Node id.
+    pub id: u64,
+    /// The address it serves on.
+    pub addr: String,
+    child: Option<Child>,
+}
+
+impl LocalNode {
+    /// Starts `exe node` (the `weft` binary) with `extra` flags and waits for its address.
+    pub fn start(exe: &Path, id: u64, extra: &[&str]) -> Result<LocalNode, LocalError> {
+        let fail = |reason: String| LocalError::Start { id, reason };
+        let mut child = Command::new(exe)
+            .args(["node", "--id", &id.to_string(), "--listen", "127.0.0.1:0"])
+            .args(["--heartbeat-ms", "50", "--election-timeout-ms", "300"])
+            .args(extra)
+            .env("WEFT_LOG", std::env::var("WEFT_NODE_LOG").unwrap_or_else(|_| "error".into()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| fail(e.to_string()))?;
+        let stdout = child.stdout.take().ok_or_else(|| fail("no stdout".into()))?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map_err(|e| fail(e.to_string()))?;
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .ok_or_else(|| fail(format!("unexpected first line {line:?}")))?
+            .to_string();
+        Ok(LocalNode { id, addr, child: Some(child) })
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Whether it has not been killed.
+    pub fn alive(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// A node-admin client.
+    pub async fn admin(&self) -> Result<NodeAdminClient<Channel>, LocalError> {
+        NodeAdminClient::connect(format!("http://{}", self.addr)).await.map_err(cluster_err)
+    }
+
+    /// The status of its replica of `partition`, if it answers.
+    pub async fn status(&self, partition: u64) -> Option<pb::ReplicaStatus> {
+        let mut a = self.admin().await.ok()?;
+        a.status(pb::ReplicaStatusRequest { partition }).await.ok().map(|r| r.into_inner())
+    }
+}
+
+impl Drop for LocalNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A single-config membership: replica id to node address.
+pub fn membership(members: &[(u64, &str)]) -> pb::Membership {
+    pb::Membership {
+        configs: vec![pb::ReplicaSet { ids: members.iter().map(|(id, _)| *id).collect() }],
+        nodes: members.iter().map(|(id, a)| (*id, a.to_string())).collect(),
+    }
+}
+
+/// Opens `partition` on every node (replica id = `base` + node id), initialized by the
+/// first node with all of them as voters.
+pub async fn open_partition(nodes: &[&LocalNode], partition: u64, base: u64) -> Result<(), LocalError> {
+    let members: Vec<(u64, &str)> = nodes.iter().map(|n| (base + n.id, n.addr.as_str())).collect();
+    for (i, n) in nodes.iter().enumerate() {
+        let initial = (i == 0).then(|| membership(&members));
+        n.admin()
+            .await?
+            .open_replica(pb::OpenReplicaRequest { partition, replica: base + n.id, mode: 0, initial })
+            .await
+            .map_err(cluster_err)?;
+    }
+    Ok(())
+}
+
+/// Waits (polling every 20 ms, up to `timeout`) until a live node reports itself primary of
+/// `partition`; returns that replica's id.
+pub async fn primary(nodes: &[&LocalNode], partition: u64, timeout: Duration) -> Result<u64, LocalError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        for n in nodes.iter().filter(|n| n.alive()) {
+            if let Some(s) = n.status(partition).await
+                && s.role == pb::Role::Primary as i32
+            {
+                return Ok(s.replica);
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(LocalError::Cluster(format!("partition {partition} has no primary after {timeout:?}")));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,408 @@
+//! The node host: one process, one port, every replica it hosts.
+//!
+//! Serves three gRPC services: `Store` (client reads and writes, addressed by partition),
+//! `Raft` (the internal transport, see `weft_replica::transport`) and `NodeAdmin` (open
+//! and close replicas, membership changes, status). A write or linearizable read that
+//! reaches a replica that is not the primary is answered `UNAVAILABLE` with the primary's
+//! address and replica id in the response metadata ([`crate::LEADER_ADDR_KEY`]), so
+//! clients can follow it. Stale reads are served by any replica from its applied state and
+//! flagged `stale` in the response.
+//!
+//! Linearizable reads use openraft's read index (`ReadPolicy::ReadIndex`): the primary
+//! confirms its leadership with a quorum round after the read arrives, then waits until it
+//! has applied up to its commit index. Lease reads would save that round but trust bounded
+//! clock drift; weft does not assume it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::ops::Bound;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use openraft::ServerState;
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::error::{ClientWriteError, ForwardToLeader, LinearizableReadError, RaftError};
+use openraft::raft::ReadPolicy;
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Response, Status};
+use weft_proto::v1 as pb;
+use weft_replica::command::{record_to_pb, scalar_from_pb};
+use weft_replica::host::{Host, RaftSettings, Replica};
+use weft_replica::transport::{RaftService, TransportConfig};
+use weft_replica::types::{Command, TypeConfig};
+use weft_replica::wire;
+use weft_store::{Limits, Query, Scan, Token};
+
+/// How a node is started.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Node id (stable across restarts; replica ids are per incarnation).
+    pub id: u64,
+    /// Address to listen on; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// Raft timings and log policy for every hosted group.
+    pub raft: RaftSettings,
+    /// Transport settings.
+    pub transport: TransportConfig,
+    /// Engine limits.
+    pub limits: Limits,
+}
+
+/// Why the node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Binding or serving failed.
+    #[error("node transport: {0}")]
+    Io(#[from] std::io::Error),
+    /// The gRPC server failed.
+    #[error("grpc server: {0}")]
+    Server(#[from] tonic::transport::Error),
+    /// Replica host setup failed.
+    #[error(transparent)]
+    Host(#[from] weft_replica::host::HostError),
+}
+
+/// A bound node, ready to serve.
+pub struct Node {
+    host: Arc<Host>,
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+}
+
+impl Node {
+    /// Binds the listening socket.
+    pub async fn bind(config: NodeConfig) -> Result<Self, NodeError> {
+        let host = Host::new(&config.raft, config.transport.clone(), config.limits.clone())?;
+        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        let addr = listener.local_addr()?;
+        Ok(Node { host, listener, addr })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` completes.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), NodeError> {
+        let max = self.host.peers().config().max_message_bytes;
+        let store = pb::store_server::StoreServer::new(StoreService { host: self.host.clone() })
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
+        let admin = pb::node_admin_server::NodeAdminServer::new(AdminService { host: self.host.clone() });
+        let raft = RaftService::new(self.host.clone()).into_server();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.listener);
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(store)
+            .add_service(admin)
+            .add_service(raft)
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await?;
+        Ok(())
+    }
+}
+
+fn replica_of(host: &Host, partition: u64) -> Result<Arc<Replica>, Status> {
+    host.get(partition).ok_or_else(|| Status::not_found(format!("partition {partition} has no replica on this node")))
+}
+
+/// `UNAVAILABLE` with the primary's address and id attached when known.
+fn not_primary(partition: u64, f: &ForwardToLeader<TypeConfig>) -> Status {
+    let mut s = Status::unavailable(format!(
+        "not the primary of partition {partition}; primary is {}",
+        f.leader_node.as_ref().map_or("unknown", |n| n.addr.as_str())
+    ));
+    if let (Some(id), Some(node)) = (f.leader_id, f.leader_node.as_ref())
+        && let (Ok(addr), Ok(id)) =
+            (MetadataValue::try_from(node.addr.as_str()), MetadataValue::try_from(id.to_string()))
+    {
+        s.metadata_mut().insert(crate::LEADER_ADDR_KEY, addr);
+        s.metadata_mut().insert(crate::LEADER_ID_KEY, id);
+    }
+    s
+}
+
+fn write_error(partition: u64, e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> Status {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => not_primary(partition, &f),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => Status::failed_precondition(e.to_string()),
+        RaftError::APIError(ClientWriteError::PreconditionFailed(e)) => Status::failed_precondition(e.to_string()),
+        // Discarded by a leader change before it committed: not applied, safe to retry.
+        RaftError::APIError(ClientWriteError::LogEntryDiscarded(e)) => Status::unavailable(e.to_string()),
+        RaftError::Fatal(f) => Status::unavailable(format!("replica of partition {partition} stopped: {f}")),
+    }
+}
+
+/// The client Store service.
+struct StoreService {
+    host: Arc<Host>,
+}
+
+impl StoreService {
+    /// Replicates one command through the partition's primary; answers with its result.
+    async fn propose(
+        &self,
+        partition: u64,
+        session: Option<pb::Session>,
+        mut cmd: pb::Command,
+    ) -> Result<pb::WriteResponse, Status> {
+        let replica = replica_of(&self.host, partition)?;
+        if cmd.session.is_none() {
+            cmd.session = session;
+        }
+        let resp = replica.raft.client_write(Command(cmd)).await.map_err(|e| write_error(partition, e))?;
+        Ok(pb::WriteResponse { result: Some(resp.data) })
+    }
+
+    /// Waits until this replica may answer a read of the given mode, then runs `read` on
+    /// its applied state; returns the answer with what the response says about it.
+    async fn read<T>(
+        &self,
+        header: Option<pb::ReadHeader>,
+        read: impl FnOnce(&weft_store::Store) -> weft_store::Result<T>,
+    ) -> Result<(T, Option<pb::ReadInfo>), Status> {
+        let header = header.ok_or_else(|| Status::invalid_argument("read without a header"))?;
+        let replica = replica_of(&self.host, header.partition)?;
+        let stale = header.mode == pb::ReadMode::Stale as i32;
+        if !stale {
+            match replica.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+                Ok(_) => {}
+                Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
+                    return Err(not_primary(header.partition, &f));
+                }
+                Err(e) => return Err(Status::unavailable(format!("read index: {e}"))),
+            }
+        }
+        let (answer, applied) = replica.sm.read(|st| (read(&st.store), st.last_applied.map_or(0, |l| l.index)));
+        Ok((answer.map_err(engine_status)?, Some(pb::ReadInfo { stale, replica: replica.id, applied })))
+    }
+}
+
+/// A command applying `ops` as one atomic batch.
+fn batch_command(ops: Vec<pb::Op>) -> pb::Command {
+    pb::Command { session: None, kind: Some(pb::command::Kind::Batch(pb::Batch { ops })) }
+}
+
+fn page_response(page: weft_store::Page, info: Option<pb::ReadInfo>) -> pb::ScanResponse {
+    pb::ScanResponse {
+        info,
+        records: page.records.iter().map(record_to_pb).collect(),
+        token: page.next.map(|t| t.as_bytes().to_vec().into()).unwrap_or_default(),
+    }
+}
+
+fn engine_status(e: weft_store::StoreError) -> Status {
+    match e {
+        weft_store::StoreError::TableNotFound(_) | weft_store::StoreError::IndexNotFound { .. } => {
+            Status::not_found(e.to_string())
+        }
+        _ => Status::invalid_argument(e.to_string()),
+    }
+}
+
+fn key_bound(b: Option<pb::KeyBound>) -> Bound<Vec<u8>> {
+    match b {
+        None => Bound::Unbounded,
+        Some(b) if b.inclusive => Bound::Included(b.key.to_vec()),
+        Some(b) => Bound::Excluded(b.key.to_vec()),
+    }
+}
+
+fn value_bound(b: Option<pb::ValueBound>) -> Result<Bound<weft_store::Scalar>, Status> {
+    Ok(match b {
+        None => Bound::Unbounded,
+        Some(b) => {
+            let v = scalar_from_pb(b.value)?;
+            if b.inclusive { Bound::Included(v) } else { Bound::Excluded(v) }
+        }
+    })
+}
+
+fn token(t: &[u8]) -> Option<Token> {
+    (!t.is_empty()).then(|| Token::from_bytes(t))
+}
+
+#[tonic::async_trait]
+impl pb::store_server::Store for StoreService {
+    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        let req = req.into_inner();
+        let (record, info) = self.read(req.header, |s| Ok(s.get(&req.table, &req.key)?.map(record_to_pb))).await?;
+        Ok(Response::new(pb::GetResponse { info, record }))
+    }
+
+    async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::WriteResponse>, Status> {
+        let req = req.into_inner();
+        let put = req.put.ok_or_else(|| Status::invalid_argument("put request without a put"))?;
+        let cmd = batch_command(vec![pb::Op { kind: Some(pb::op::Kind::Put(put)) }]);
+        Ok(Response::new(self.propose(req.partition, req.session, cmd).await?))
+    }
+
+    async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::WriteResponse>, Status> {
+        let req = req.into_inner();
+        let del = req.delete.ok_or_else(|| Status::invalid_argument("delete request without a delete"))?;
+        let cmd = batch_command(vec![pb::Op { kind: Some(pb::op::Kind::Delete(del)) }]);
+        Ok(Response::new(self.propose(req.partition, req.session, cmd).await?))
+    }
+
+    async fn batch(&self, req: Request<pb::BatchRequest>) -> Result<Response<pb::WriteResponse>, Status> {
+        let req = req.into_inner();
+        Ok(Response::new(self.propose(req.partition, req.session, batch_command(req.ops)).await?))
+    }
+
+    async fn write(&self, req: Request<pb::WriteRequest>) -> Result<Response<pb::WriteResponse>, Status> {
+        let req = req.into_inner();
+        let cmd = req.command.ok_or_else(|| Status::invalid_argument("write request without a command"))?;
+        Ok(Response::new(self.propose(req.partition, req.session, cmd).await?))
+    }
+
+    async fn scan(&self, req: Request<pb::ScanRequest>) -> Result<Response<pb::ScanResponse>, Status> {
+        let req = req.into_inner();
+        let scan = Scan {
+            start: key_bound(req.start),
+            end: key_bound(req.end),
+            reverse: req.reverse,
+            limit: req.limit as usize,
+            token: token(&req.token),
+        };
+        let (page, info) = self.read(req.header, |s| s.scan(&req.table, &scan)).await?;
+        Ok(Response::new(page_response(page, info)))
+    }
+
+    async fn query(&self, req: Request<pb::QueryRequest>) -> Result<Response<pb::ScanResponse>, Status> {
+        let req = req.into_inner();
+        let query = Query {
+            index: req.index,
+            start: value_bound(req.lower)?,
+            end: value_bound(req.upper)?,
+            reverse: req.descending,
+            limit: req.limit as usize,
+            token: token(&req.token),
+        };
+        let (page, info) = self.read(req.header, |s| s.query(&req.table, &query)).await?;
+        Ok(Response::new(page_response(page, info)))
+    }
+
+    async fn top_k(&self, req: Request<pb::TopKRequest>) -> Result<Response<pb::TopKResponse>, Status> {
+        let req = req.into_inner();
+        let (top, info) = self.read(req.header, |s| s.top_k(&req.table, &req.index, req.k as usize)).await?;
+        Ok(Response::new(pb::TopKResponse { info, records: top.iter().map(record_to_pb).collect() }))
+    }
+}
+
+/// The node-admin service.
+struct AdminService {
+    host: Arc<Host>,
+}
+
+fn role(state: ServerState, is_voter: bool) -> pb::Role {
+    match state {
+        ServerState::Leader => pb::Role::Primary,
+        ServerState::Candidate => pb::Role::Candidate,
+        ServerState::Follower if is_voter => pb::Role::Secondary,
+        ServerState::Learner | ServerState::Follower => pb::Role::Learner,
+        _ => pb::Role::Unknown,
+    }
+}
+
+fn status_of(r: &Replica) -> pb::ReplicaStatus {
+    let m = r.raft.metrics().borrow_watched().clone();
+    let is_voter = m.membership_config.membership().voter_ids().any(|v| v == r.id);
+    let (memory, records) = r.sm.read(|st| {
+        let records = st.store.table_names().filter_map(|t| st.store.count(t).ok()).sum::<usize>();
+        (st.store.memory_bytes(), records)
+    });
+    let p = r.sm.progress();
+    pb::ReplicaStatus {
+        partition: r.partition,
+        replica: r.id,
+        role: role(m.state, is_voter) as i32,
+        term: m.current_term,
+        leader: m.current_leader.unwrap_or(0),
+        has_leader: m.current_leader.is_some(),
+        last_log_index: m.last_log_index.unwrap_or(0),
+        applied_index: m.last_applied.map_or(0, |l| l.index),
+        membership: Some(wire::membership_to_pb(m.membership_config.membership())),
+        memory_bytes: memory as u64,
+        records: records as u64,
+        mode: pb::LogMode::Volatile as i32,
+        snapshot_bytes: p.bytes.load(Ordering::Relaxed),
+        snapshot_records: p.records.load(Ordering::Relaxed),
+        snapshots_installed: p.installed.load(Ordering::Relaxed),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::node_admin_server::NodeAdmin for AdminService {
+    async fn open_replica(
+        &self,
+        req: Request<pb::OpenReplicaRequest>,
+    ) -> Result<Response<pb::OpenReplicaResponse>, Status> {
+        let req = req.into_inner();
+        let mode = pb::LogMode::try_from(req.mode).map_err(|_| Status::invalid_argument("unknown log mode"))?;
+        let initial = match req.initial {
+            None => None,
+            Some(m) => {
+                let m = wire::membership_from_pb(m)?;
+                let voters: BTreeMap<_, _> = m.nodes().map(|(id, n)| (*id, n.clone())).collect();
+                Some(voters)
+            }
+        };
+        self.host.open(req.partition, req.replica, mode, initial).await?;
+        Ok(Response::new(pb::OpenReplicaResponse {}))
+    }
+
+    async fn close_replica(
+        &self,
+        req: Request<pb::CloseReplicaRequest>,
+    ) -> Result<Response<pb::CloseReplicaResponse>, Status> {
+        self.host.close(req.into_inner().partition).await?;
+        Ok(Response::new(pb::CloseReplicaResponse {}))
+    }
+
+    async fn add_learner(
+        &self,
+        req: Request<pb::AddLearnerRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let req = req.into_inner();
+        let r = replica_of(&self.host, req.partition)?;
+        let resp = r
+            .raft
+            .add_learner(req.replica, wire::node_of(&req.addr), req.blocking)
+            .await
+            .map_err(|e| write_error(req.partition, e))?;
+        Ok(Response::new(pb::MembershipResponse { log_id: Some(wire::log_id_to_pb(&resp.log_id)) }))
+    }
+
+    async fn change_membership(
+        &self,
+        req: Request<pb::ChangeMembershipRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let req = req.into_inner();
+        let r = replica_of(&self.host, req.partition)?;
+        let voters: std::collections::BTreeSet<u64> = req.voters.into_iter().collect();
+        let resp = r.raft.change_membership(voters, req.retain).await.map_err(|e| write_error(req.partition, e))?;
+        Ok(Response::new(pb::MembershipResponse { log_id: Some(wire::log_id_to_pb(&resp.log_id)) }))
+    }
+
+    async fn transfer_leader(
+        &self,
+        req: Request<pb::TransferLeaderToRequest>,
+    ) -> Result<Response<pb::TransferLeaderToResponse>, Status> {
+        let req = req.into_inner();
+        let r = replica_of(&self.host, req.partition)?;
+        r.raft.trigger().transfer_leader(req.to).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(pb::TransferLeaderToResponse {}))
+    }
+
+    async fn status(&self, req: Request<pb::ReplicaStatusRequest>) -> Result<Response<pb::ReplicaStatus>, Status> {
+        let r = replica_of(&self.host, req.into_inner().partition)?;
+        Ok(Response::new(status_of(&r)))
+    }
+
+    async fn list(&self, _req: Request<pb::ListReplicasRequest>) -> Result<Response<pb::ListReplicasResponse>, Status> {
+        Ok(Response::new(pb::ListReplicasResponse {
+            replicas: self.host.list().iter().map(|r| status_of(r)).collect(),
+        }))
+    }
+}

@@ -1,0 +1,42 @@
+//! Test-side wrappers over `weft::local` (real `weft node` processes on loopback) that
+//! panic with a clear message instead of returning errors.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+pub use weft::local::{LocalNode, membership};
+
+/// Starts this build's `weft node`.
+pub fn start(id: u64, extra: &[&str]) -> LocalNode {
+    LocalNode::start(Path::new(env!("CARGO_BIN_EXE_weft")), id, extra).expect("start weft node")
+}
+
+/// Polls `f` every 20 ms until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Opens a partition on `nodes` (replica id = base + node id), initialized by the first,
+/// and waits for a primary. Returns the primary's replica id.
+pub async fn open_partition(nodes: &[&LocalNode], partition: u64, base: u64) -> u64 {
+    weft::local::open_partition(nodes, partition, base).await.expect("open partition");
+    primary(nodes, partition).await
+}
+
+/// Waits until one of `nodes` reports itself primary of `partition`; returns its replica id.
+pub async fn primary(nodes: &[&LocalNode], partition: u64) -> u64 {
+    weft::local::primary(nodes, partition, Duration::from_secs(20)).await.expect("a primary")
+}

@@ -1,0 +1,284 @@
+//! A 4-replica partition on real `weft node` processes: writes survive SIGKILL of a
+//! secondary and of the primary under load, a new learner is built by snapshot and joins,
+//! and stale and linearizable reads behave as documented.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{LocalNode, open_partition, primary, wait_for};
+use parking_lot::Mutex;
+use weft::client::ClientConfig;
+use weft::proto as pb;
+use weft::{Client, ClientError, ReadMode};
+
+const P: u64 = 1;
+const BASE: u64 = 100;
+/// Frequent snapshots and short logs, so a new replica must be built from a snapshot.
+const SNAP: [&str; 4] = ["--snapshot-every", "100", "--keep-behind-snapshot", "10"];
+
+/// Writes keys `prefix-i` until told to stop, recording every acknowledged write.
+fn spawn_writer(
+    client: Client,
+    prefix: String,
+    acked: Arc<Mutex<BTreeMap<String, String>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let mut i = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let (k, v) = (format!("{prefix}-{i:05}"), format!("value-{i}"));
+            match client.put(P, "t", k.as_bytes(), v.as_bytes()).await {
+                Ok(_) => {
+                    acked.lock().insert(k, v);
+                }
+                Err(ClientError::Indeterminate { .. }) => {}
+                Err(e) => panic!("write {k} failed: {e}"),
+            }
+            i += 1;
+        }
+        i
+    })
+}
+
+async fn write_for(
+    client: &Client,
+    prefix: &str,
+    acked: &Arc<Mutex<BTreeMap<String, String>>>,
+    during: impl Future<Output = ()>,
+) {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> =
+        (0..4).map(|w| spawn_writer(client.clone(), format!("{prefix}{w}"), acked.clone(), stop.clone())).collect();
+    during.await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in writers {
+        w.await.expect("writer task");
+    }
+}
+
+fn node_of(nodes: &[LocalNode], replica: u64) -> usize {
+    nodes.iter().position(|n| BASE + n.id == replica).expect("replica's node")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_survive_kills_and_a_learner_is_built_by_snapshot() {
+    let mut nodes: Vec<LocalNode> = (1..=5).map(|i| common::start(i, &SNAP)).collect();
+    let group: Vec<&LocalNode> = nodes[..4].iter().collect();
+    let first_primary = open_partition(&group, P, BASE).await;
+    let endpoints: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    let client = Client::new(endpoints, ClientConfig::default());
+    client.create_table(P, "t").await.expect("create table");
+    let acked = Arc::new(Mutex::new(BTreeMap::new()));
+
+    // Kill a secondary under load.
+    let victim = nodes.iter().position(|n| n.id <= 4 && BASE + n.id != first_primary).expect("a secondary");
+    let victim_id = nodes[victim].id;
+    write_for(&client, "a", &acked, async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        nodes[victim].kill();
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    })
+    .await;
+    let after_secondary = acked.lock().len();
+    assert!(after_secondary > 100, "too few writes acknowledged: {after_secondary}");
+
+    // Replace the dead secondary with a learner on node 5, built by snapshot.
+    let new_replica = BASE + 5;
+    nodes[4]
+        .admin()
+        .await
+        .expect("admin")
+        .open_replica(pb::OpenReplicaRequest { partition: P, replica: new_replica, mode: 0, initial: None })
+        .await
+        .expect("open learner");
+    let leader = primary(&nodes.iter().collect::<Vec<_>>(), P).await;
+    let mut admin = nodes[node_of(&nodes, leader)].admin().await.expect("admin");
+    admin
+        .add_learner(pb::AddLearnerRequest {
+            partition: P,
+            replica: new_replica,
+            addr: nodes[4].addr.clone(),
+            blocking: true,
+        })
+        .await
+        .expect("add learner");
+    let voters: Vec<u64> = (1..=5).filter(|i| *i != victim_id).map(|i| BASE + i).collect();
+    admin
+        .change_membership(pb::ChangeMembershipRequest { partition: P, voters, retain: false })
+        .await
+        .expect("change membership");
+    // The membership change commits at a quorum of the others; the new replica learns of
+    // it when the entry reaches it.
+    let st = wait_for(Duration::from_secs(10), "the new replica to become a voter", || async {
+        let st = nodes[4].status(P).await?;
+        (st.role == pb::Role::Secondary as i32).then_some(st)
+    })
+    .await;
+    assert!(st.snapshots_installed >= 1, "the new replica was not built from a snapshot: {st:?}");
+    assert!(st.snapshot_bytes > 0 && st.snapshot_records > 0, "no snapshot progress recorded: {st:?}");
+
+    // Kill the primary under load.
+    let doomed = node_of(&nodes, leader);
+    write_for(&client, "b", &acked, async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        nodes[doomed].kill();
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+    })
+    .await;
+    let survivors: Vec<&LocalNode> = nodes.iter().filter(|n| n.alive()).collect();
+    let new_primary = primary(&survivors, P).await;
+    assert_ne!(new_primary, leader, "the killed primary cannot still lead");
+    let acked = acked.lock().clone();
+    assert!(acked.len() > after_secondary + 50, "writes did not continue after the primary died");
+
+    // Every acknowledged write is there: a linearizable paged scan of the whole table,
+    // and a linearizable point read of a sample.
+    let mut table = BTreeMap::new();
+    let mut token = Vec::new();
+    loop {
+        let (records, next) = client.scan(P, "t", 1000, token, ReadMode::Linearizable).await.expect("scan");
+        for r in records {
+            table.insert(String::from_utf8(r.key.to_vec()).expect("utf-8 key"), r.value.to_vec());
+        }
+        if next.is_empty() {
+            break;
+        }
+        token = next;
+    }
+    for (k, v) in &acked {
+        assert_eq!(table.get(k), Some(&v.as_bytes().to_vec()), "acknowledged write {k} lost");
+    }
+    for (k, v) in acked.iter().step_by(97) {
+        let got = client.get(P, "t", k.as_bytes(), ReadMode::Linearizable).await.expect("read");
+        assert_eq!(got.map(|r| r.value.to_vec()), Some(v.as_bytes().to_vec()), "acknowledged write {k} lost");
+    }
+
+    // Stale reads from each survivor: flagged stale, served by that replica, and converge.
+    let (last_key, last_value) = acked.iter().next_back().expect("some writes");
+    for n in &survivors {
+        let c = Client::new(vec![n.addr.clone()], ClientConfig::default());
+        let (rec, info) = wait_for(Duration::from_secs(10), "the survivor to apply the last write", || async {
+            let (rec, info) = c.get_with_info(P, "t", last_key.as_bytes(), ReadMode::Stale).await.ok()?;
+            rec.is_some().then_some((rec, info))
+        })
+        .await;
+        assert!(info.stale, "a stale read must say so");
+        assert_eq!(info.replica, BASE + n.id, "a stale read is served by the replica asked");
+        assert_eq!(rec.map(|r| r.value.to_vec()), Some(last_value.as_bytes().to_vec()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn linearizable_reads_go_to_the_primary_and_stale_reads_do_not() {
+    let nodes: Vec<LocalNode> = (1..=4).map(|i| common::start(i, &[])).collect();
+    let group: Vec<&LocalNode> = nodes.iter().collect();
+    let leader = open_partition(&group, P, BASE).await;
+    let all: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    let client = Client::new(all, ClientConfig::default());
+    client.create_table(P, "t").await.expect("create table");
+    let v = client.put(P, "t", b"k", b"v1").await.expect("put");
+    let secondary = nodes.iter().find(|n| BASE + n.id != leader).expect("a secondary");
+    // A client that only knows a secondary: a linearizable read follows the primary hint.
+    let c = Client::new(vec![secondary.addr.clone()], ClientConfig::default());
+    let (rec, info) = c.get_with_info(P, "t", b"k", ReadMode::Linearizable).await.expect("linearizable read");
+    assert!(!info.stale);
+    assert_eq!(info.replica, leader, "served by the primary");
+    assert!(info.applied >= v, "a linearizable read sees the acknowledged write");
+    assert_eq!(rec.map(|r| r.value.to_vec()), Some(b"v1".to_vec()));
+    let (_, info) = c.get_with_info(P, "t", b"k", ReadMode::Stale).await.expect("stale read");
+    assert!(info.stale);
+    assert_eq!(info.replica, BASE + secondary.id);
+    // A refused write is a typed error and changes nothing.
+    let bad = client.create_table(P, "t").await;
+    assert!(matches!(bad, Err(ClientError::Refused { code: pb::ErrorCode::TableExists, .. })), "{bad:?}");
+    let missing = client.put(P, "nope", b"k", b"v").await;
+    assert!(matches!(missing, Err(ClientError::Refused { code: pb::ErrorCode::NoSuchTable, .. })), "{missing:?}");
+}
+
+/// Sends a hand-made snapshot stream to a replica's raft service.
+async fn send_snapshot(addr: &str, chunks: Vec<pb::SnapshotChunk>) -> tonic::Status {
+    let mut raft = pb::raft_client::RaftClient::connect(format!("http://{addr}")).await.expect("connect raft");
+    match raft.snapshot(tokio_stream::iter(chunks)).await {
+        Ok(r) => panic!("a defective snapshot stream was accepted: {:?}", r.into_inner()),
+        Err(s) => s,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_or_truncated_snapshot_streams_are_rejected_and_change_nothing() {
+    let node = common::start(1, &[]);
+    let leader = open_partition(&[&node], 7, 700).await;
+    assert_eq!(leader, 701);
+    let client = Client::new(vec![node.addr.clone()], ClientConfig::default());
+    client.create_table(7, "t").await.expect("create table");
+    client.put(7, "t", b"k", b"kept").await.expect("put");
+
+    // A well-formed Avro stream of an empty store, cut into two chunks.
+    let mut avro = Vec::new();
+    weft_replica::snapshot::encode(&weft::store::Store::default().snapshot(), &Default::default(), &mut avro)
+        .expect("encode");
+    let (a, b) = avro.split_at(avro.len() / 2);
+    let target = Some(pb::Target { partition: 7, replica: 701 });
+    let vote = Some(pb::Vote { leader_id: Some(pb::LeaderId { term: 1000, node_id: 9 }), committed: true });
+    let meta = Some(pb::SnapshotMeta {
+        last_log_id: Some(pb::LogId { leader_id: Some(pb::LeaderId { term: 1000, node_id: 9 }), index: 1_000_000 }),
+        last_membership_log_id: None,
+        last_membership: Some(common::membership(&[(9, "127.0.0.1:1")])),
+        snapshot_id: String::new(),
+    });
+    let chunk = |data: &[u8], first: bool| pb::SnapshotChunk {
+        target: if first { target } else { None },
+        vote: if first { vote } else { None },
+        meta: if first { meta.clone() } else { None },
+        data: data.to_vec().into(),
+        crc32c: crc32c::crc32c(data),
+        ..Default::default()
+    };
+    let total = crc32c::crc32c(&avro);
+
+    // 1. A chunk whose bytes do not match its checksum.
+    let mut bad = chunk(b, false);
+    bad.data = {
+        let mut d = bad.data.to_vec();
+        d[0] ^= 0xff;
+        d.into()
+    };
+    bad.done = true;
+    bad.total_crc32c = total;
+    bad.total_bytes = avro.len() as u64;
+    let s = send_snapshot(&node.addr, vec![chunk(a, true), bad]).await;
+    assert_eq!(s.code(), tonic::Code::DataLoss, "{s:?}");
+    assert!(s.message().contains("CRC32C"), "{s:?}");
+
+    // 2. A stream cut short: good chunks, no last chunk.
+    let s = send_snapshot(&node.addr, vec![chunk(a, true)]).await;
+    assert_eq!(s.code(), tonic::Code::DataLoss, "{s:?}");
+
+    // 3. Whole-stream totals that disagree.
+    let mut last = chunk(b, false);
+    last.done = true;
+    last.total_crc32c = total ^ 1;
+    last.total_bytes = avro.len() as u64;
+    let s = send_snapshot(&node.addr, vec![chunk(a, true), last]).await;
+    assert_eq!(s.code(), tonic::Code::DataLoss, "{s:?}");
+    assert!(s.message().contains("totals"), "{s:?}");
+
+    // 4. Every chunk intact but the Avro stream truncated inside.
+    let mut short = chunk(&b[..b.len() / 2], false);
+    short.done = true;
+    short.total_crc32c = crc32c::crc32c_append(crc32c::crc32c(a), &b[..b.len() / 2]);
+    short.total_bytes = (a.len() + b.len() / 2) as u64;
+    let s = send_snapshot(&node.addr, vec![chunk(a, true), short]).await;
+    assert_eq!(s.code(), tonic::Code::DataLoss, "{s:?}");
+
+    // Nothing was installed; the replica still serves its own data and still leads.
+    let st = node.status(7).await.expect("status");
+    assert_eq!(st.snapshots_installed, 0);
+    assert_eq!(st.role, pb::Role::Primary as i32);
+    let got = client.get(7, "t", b"k", ReadMode::Linearizable).await.expect("read after rejected streams");
+    assert_eq!(got.map(|r| r.value.to_vec()), Some(b"kept".to_vec()));
+    client.put(7, "t", b"k2", b"still writable").await.expect("write after rejected streams");
+}
