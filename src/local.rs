@@ -7,7 +7,7 @@
 //! `WEFT_NODE_LOG` (default `error`).
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -43,14 +43,32 @@ pub struct LocalNode {
     /// The address it serves on.
     pub addr: String,
     child: Option<Child>,
+    exe: PathBuf,
+    extra: Vec<String>,
 }
 
 impl LocalNode {
     /// Starts `exe node` (the `weft` binary) with `extra` flags and waits for its address.
     pub fn start(exe: &Path, id: u64, extra: &[&str]) -> Result<LocalNode, LocalError> {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let (child, addr) = Self::spawn(exe, id, "127.0.0.1:0", &extra)?;
+        Ok(LocalNode { id, addr, child: Some(child), exe: exe.to_path_buf(), extra })
+    }
+
+    /// Kills the process if it runs and starts it again on the same address with the same
+    /// flags (so a durable node finds its data directory again).
+    pub fn restart(&mut self) -> Result<(), LocalError> {
+        self.kill();
+        let (child, addr) = Self::spawn(&self.exe, self.id, &self.addr, &self.extra)?;
+        debug_assert_eq!(addr, self.addr);
+        self.child = Some(child);
+        Ok(())
+    }
+
+    fn spawn(exe: &Path, id: u64, listen: &str, extra: &[String]) -> Result<(Child, String), LocalError> {
         let fail = |reason: String| LocalError::Start { id, reason };
         let mut child = Command::new(exe)
-            .args(["node", "--id", &id.to_string(), "--listen", "127.0.0.1:0"])
+            .args(["node", "--id", &id.to_string(), "--listen", listen])
             .args(["--heartbeat-ms", "50", "--election-timeout-ms", "300"])
             .args(extra)
             .env("WEFT_LOG", std::env::var("WEFT_NODE_LOG").unwrap_or_else(|_| "error".into()))
@@ -67,7 +85,7 @@ impl LocalNode {
             .and_then(|r| r.split_whitespace().next())
             .ok_or_else(|| fail(format!("unexpected first line {line:?}")))?
             .to_string();
-        Ok(LocalNode { id, addr, child: Some(child) })
+        Ok((child, addr))
     }
 
     /// SIGKILL.

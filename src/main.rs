@@ -199,8 +199,8 @@ fn init_tracing() {
 }
 
 fn node(a: NodeArgs) -> anyhow::Result<()> {
-    if a.durable {
-        anyhow::bail!("--durable: the durable log mode is not built yet; run without it (volatile)");
+    if a.durable && a.data_dir.is_none() {
+        anyhow::bail!("--durable needs --data-dir DIR (where the write-ahead logs and checkpoints go)");
     }
     if let Some(m) = a.metrics {
         anyhow::bail!("--metrics {m}: the metrics endpoint is not built yet; run without it");
@@ -221,6 +221,7 @@ fn node(a: NodeArgs) -> anyhow::Result<()> {
         },
         transport: Default::default(),
         limits: Default::default(),
+        storage: weft_replica::host::Storage { data_dir: a.data_dir.clone(), durable_by_default: a.durable },
     };
     runtime()?.block_on(async move {
         let node = weft::node::Node::bind(config).await.with_context(|| format!("binding {}", a.listen))?;

@@ -27,7 +27,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 use weft_proto::v1 as pb;
 use weft_replica::command::{record_to_pb, scalar_from_pb};
-use weft_replica::host::{Host, RaftSettings, Replica};
+use weft_replica::host::{Host, RaftSettings, Replica, Storage};
 use weft_replica::transport::{RaftService, TransportConfig};
 use weft_replica::types::{Command, TypeConfig};
 use weft_replica::wire;
@@ -46,6 +46,8 @@ pub struct NodeConfig {
     pub transport: TransportConfig,
     /// Engine limits.
     pub limits: Limits,
+    /// Data directory and default log mode.
+    pub storage: Storage,
 }
 
 /// Why the node could not start.
@@ -72,7 +74,11 @@ pub struct Node {
 impl Node {
     /// Binds the listening socket.
     pub async fn bind(config: NodeConfig) -> Result<Self, NodeError> {
-        let host = Host::new(&config.raft, config.transport.clone(), config.limits.clone())?;
+        let host = Host::new(&config.raft, config.transport.clone(), config.limits.clone(), config.storage.clone())?;
+        let recovered = host.recover().await?;
+        if !recovered.is_empty() {
+            tracing::info!(?recovered, "durable replicas reopened from disk");
+        }
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
         Ok(Node { host, listener, addr })
@@ -325,7 +331,7 @@ fn status_of(r: &Replica) -> pb::ReplicaStatus {
         membership: Some(wire::membership_to_pb(m.membership_config.membership())),
         memory_bytes: memory as u64,
         records: records as u64,
-        mode: pb::LogMode::Volatile as i32,
+        mode: r.mode as i32,
         snapshot_bytes: p.bytes.load(Ordering::Relaxed),
         snapshot_records: p.records.load(Ordering::Relaxed),
         snapshots_installed: p.installed.load(Ordering::Relaxed),

@@ -55,7 +55,8 @@ fn bad_input_is_a_one_line_error() {
 }
 
 #[test]
-fn node_flags_not_built_yet_are_refused_by_name() {
+fn node_flags_it_cannot_honour_are_refused_by_name() {
+    // --durable without --data-dir has nowhere to write; --metrics is not built yet.
     for (flag, extra) in [("--durable", None), ("--metrics", Some("127.0.0.1:0"))] {
         let mut args = vec!["node", "--id", "1", "--listen", "127.0.0.1:0", flag];
         args.extend(extra);

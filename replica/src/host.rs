@@ -1,7 +1,13 @@
 //! The replicas one node process hosts: at most one replica per partition, each its own
 //! openraft group over the shared transport.
+//!
+//! A durable replica keeps its WAL and checkpoints in `<data dir>/replicas/p<partition>-r<replica>/`.
+//! On start the node reopens every replica found there under the same id: it has its
+//! state, so it is the same incarnation (a volatile replica never comes back; it is
+//! rebuilt under a new id). Closing a durable replica deletes its directory.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +17,7 @@ use tonic::Status;
 use weft_proto::v1 as pb;
 use weft_store::Limits;
 
-use crate::log_store::VolatileLog;
+use crate::log_store::{LogStore, SEGMENT_BYTES};
 use crate::state_machine::StateMachine;
 use crate::transport::{GroupNetworkFactory, Peers, TransportConfig};
 use crate::types::{PartitionId, Raft, ReplicaId};
@@ -30,9 +36,19 @@ pub enum HostError {
     /// No replica of the partition here.
     #[error("partition {0} has no replica on this node")]
     NotOpen(PartitionId),
-    /// Durable logs are not built yet.
-    #[error("durable log mode is not available yet")]
-    DurableUnavailable,
+    /// A durable replica was asked of a node without a data directory.
+    #[error("durable log mode needs the node to run with --data-dir")]
+    NoDataDir,
+    /// A durable replica's files could not be opened or recovered.
+    #[error("partition {partition} replica {replica}: {reason}")]
+    Storage {
+        /// Partition.
+        partition: PartitionId,
+        /// Replica.
+        replica: ReplicaId,
+        /// What went wrong (file and cause).
+        reason: String,
+    },
     /// openraft refused.
     #[error("raft: {0}")]
     Raft(String),
@@ -43,7 +59,8 @@ impl From<HostError> for Status {
         match e {
             HostError::AlreadyOpen { .. } => Status::already_exists(e.to_string()),
             HostError::NotOpen(_) => Status::not_found(e.to_string()),
-            HostError::DurableUnavailable => Status::unimplemented(e.to_string()),
+            HostError::NoDataDir => Status::failed_precondition(e.to_string()),
+            HostError::Storage { .. } => Status::data_loss(e.to_string()),
             HostError::Raft(_) => Status::internal(e.to_string()),
         }
     }
@@ -108,7 +125,18 @@ pub struct Replica {
     /// The state machine, for reads.
     pub sm: StateMachine,
     /// The log, for status.
-    pub log: VolatileLog,
+    pub log: LogStore,
+    /// Volatile or durable.
+    pub mode: pb::LogMode,
+}
+
+/// Where and how a node keeps durable replicas.
+#[derive(Clone, Debug, Default)]
+pub struct Storage {
+    /// The node's data directory; durable replicas need one.
+    pub data_dir: Option<PathBuf>,
+    /// Whether replicas opened with the node-default mode are durable.
+    pub durable_by_default: bool,
 }
 
 /// Every replica on this node.
@@ -118,17 +146,73 @@ pub struct Host {
     peers: Peers,
     config: Arc<Config>,
     limits: Limits,
+    storage: Storage,
 }
 
 impl Host {
     /// A host with no replicas.
-    pub fn new(settings: &RaftSettings, transport: TransportConfig, limits: Limits) -> Result<Arc<Self>, HostError> {
+    pub fn new(
+        settings: &RaftSettings,
+        transport: TransportConfig,
+        limits: Limits,
+        storage: Storage,
+    ) -> Result<Arc<Self>, HostError> {
+        if storage.durable_by_default && storage.data_dir.is_none() {
+            return Err(HostError::NoDataDir);
+        }
         Ok(Arc::new(Host {
             replicas: RwLock::default(),
             peers: Peers::new(transport),
             config: Arc::new(settings.config()?),
             limits,
+            storage,
         }))
+    }
+
+    fn replicas_dir(&self) -> Option<PathBuf> {
+        self.storage.data_dir.as_ref().map(|d| d.join("replicas"))
+    }
+
+    fn replica_dir(&self, partition: PartitionId, id: ReplicaId) -> Result<PathBuf, HostError> {
+        Ok(self.replicas_dir().ok_or(HostError::NoDataDir)?.join(format!("p{partition}-r{id}")))
+    }
+
+    /// Reopens every durable replica in the data directory; returns (partition, replica)
+    /// of each. Two directories for one partition is an error naming both.
+    pub async fn recover(&self) -> Result<Vec<(PartitionId, ReplicaId)>, HostError> {
+        let Some(root) = self.replicas_dir() else { return Ok(Vec::new()) };
+        let io = |e: std::io::Error| HostError::Storage {
+            partition: 0,
+            replica: 0,
+            reason: format!("{}: {e}", root.display()),
+        };
+        let mut found: BTreeMap<PartitionId, ReplicaId> = BTreeMap::new();
+        let entries = match std::fs::read_dir(&root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io(e)),
+        };
+        for entry in entries {
+            let name = entry.map_err(io)?.file_name();
+            let Some((p, r)) = name.to_str().and_then(parse_replica_dir) else {
+                tracing::warn!(name = ?name, "ignoring an unexpected entry in the replicas directory");
+                continue;
+            };
+            if let Some(other) = found.insert(p, r) {
+                return Err(HostError::Storage {
+                    partition: p,
+                    replica: r,
+                    reason: format!(
+                        "{} also holds replica {other} of this partition; remove the stale one",
+                        root.display()
+                    ),
+                });
+            }
+        }
+        for (&p, &r) in &found {
+            self.open(p, r, pb::LogMode::Durable, None).await?;
+        }
+        Ok(found.into_iter().collect())
     }
 
     /// The shared peer channels.
@@ -150,19 +234,31 @@ impl Host {
         mode: pb::LogMode,
         initial: Option<BTreeMap<ReplicaId, BasicNode>>,
     ) -> Result<Arc<Replica>, HostError> {
-        if mode == pb::LogMode::Durable {
-            return Err(HostError::DurableUnavailable);
-        }
+        let mode = match mode {
+            pb::LogMode::NodeDefault if self.storage.durable_by_default => pb::LogMode::Durable,
+            pb::LogMode::NodeDefault => pb::LogMode::Volatile,
+            m => m,
+        };
         if let Some(r) = self.get(partition) {
             return if r.id == id { Ok(r) } else { Err(HostError::AlreadyOpen { partition, existing: r.id }) };
         }
-        let sm = StateMachine::new(self.limits.clone());
-        let log = VolatileLog::new();
+        let (log, sm) = match mode {
+            pb::LogMode::Durable => {
+                let dir = self.replica_dir(partition, id)?;
+                let storage = |reason: String| HostError::Storage { partition, replica: id, reason };
+                let (log, _) =
+                    LogStore::open_durable(&dir.join("wal"), SEGMENT_BYTES).map_err(|e| storage(e.to_string()))?;
+                let sm = StateMachine::open_durable(self.limits.clone(), &dir.join("checkpoints"))
+                    .map_err(|e| storage(e.to_string()))?;
+                (log, sm)
+            }
+            _ => (LogStore::volatile(), StateMachine::new(self.limits.clone())),
+        };
         let network = GroupNetworkFactory::new(self.peers.clone(), partition);
         let raft = Raft::new(id, self.config.clone(), network, log.clone(), sm.clone())
             .await
             .map_err(|e| HostError::Raft(e.to_string()))?;
-        let replica = Arc::new(Replica { partition, id, raft, sm, log });
+        let replica = Arc::new(Replica { partition, id, raft, sm, log, mode });
         let raced = {
             let mut map = self.replicas.write();
             match map.get(&partition) {
@@ -185,7 +281,7 @@ impl Host {
                 Err(e) => return Err(HostError::Raft(e.to_string())),
             }
         }
-        tracing::info!(partition, replica = id, "replica opened");
+        tracing::info!(partition, replica = id, ?mode, "replica opened");
         Ok(replica)
     }
 
@@ -193,6 +289,14 @@ impl Host {
     pub async fn close(&self, partition: PartitionId) -> Result<(), HostError> {
         let r = self.replicas.write().remove(&partition).ok_or(HostError::NotOpen(partition))?;
         r.raft.shutdown().await.map_err(|e| HostError::Raft(e.to_string()))?;
+        if r.mode == pb::LogMode::Durable {
+            let dir = self.replica_dir(partition, r.id)?;
+            std::fs::remove_dir_all(&dir).map_err(|e| HostError::Storage {
+                partition,
+                replica: r.id,
+                reason: format!("removing {}: {e}", dir.display()),
+            })?;
+        }
         tracing::info!(partition, replica = r.id, "replica closed");
         Ok(())
     }
@@ -222,4 +326,10 @@ impl Host {
         v.sort_by_key(|r| r.partition);
         v
     }
+}
+
+/// `p<partition>-r<replica>`.
+fn parse_replica_dir(name: &str) -> Option<(PartitionId, ReplicaId)> {
+    let (p, r) = name.strip_prefix('p')?.split_once("-r")?;
+    Some((p.parse().ok()?, r.parse().ok()?))
 }

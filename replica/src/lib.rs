@@ -1,7 +1,9 @@
 //! One weft partition replica as an openraft group.
 //!
 //! - [`types`]: the group's openraft type configuration; replica ids are per incarnation.
-//! - [`log_store`]: the volatile (memory-only) raft log.
+//! - [`log_store`]: the raft log, volatile (memory only) or durable (over [`wal`]).
+//! - [`wal`]: write-ahead log segment files: framing, group-commit sync, torn-tail recovery.
+//! - [`checkpoint`]: engine checkpoints of durable replicas.
 //! - [`state_machine`]: applies commands to a `weft-store` engine; O(1) snapshots.
 //! - [`sessions`]: exactly-once application of retried client writes.
 //! - [`snapshot`]: the Avro snapshot stream codec.
@@ -17,6 +19,7 @@
 //! [`openraft::RaftNetworkFactory::new_client`]; so [`transport`] implements the
 //! per-(group, target) network directly, over one shared channel per peer address.
 
+pub mod checkpoint;
 pub mod command;
 pub mod host;
 pub mod log_store;
@@ -25,4 +28,5 @@ pub mod snapshot;
 pub mod state_machine;
 pub mod transport;
 pub mod types;
+pub mod wal;
 pub mod wire;

@@ -7,8 +7,13 @@
 //! the receiving side an engine already built from that stream, which installing swaps in.
 //! Building a snapshot therefore costs O(tables + sessions), never O(records), and the
 //! snapshot policy can be frequent enough to keep logs short.
+//!
+//! A durable replica's state machine also writes every snapshot it builds or installs as
+//! a [`Checkpoint`](crate::checkpoint) before openraft may purge the log behind it, and
+//! starts from the newest checkpoint on open; openraft then reapplies the log after it.
 
 use std::io;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -19,6 +24,7 @@ use parking_lot::{Mutex, RwLock};
 use weft_proto::v1 as pb;
 use weft_store::{Limits, Store, StoreSnapshot};
 
+use crate::checkpoint::{CheckpointError, Checkpoints, Loaded};
 use crate::command::{error_to_pb, index_from_pb, op_from_pb, record_to_pb, wire_error_to_pb};
 use crate::sessions::{Seen, Sessions};
 use crate::types::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
@@ -71,6 +77,7 @@ struct Shared {
     state: RwLock<State>,
     current: Mutex<Option<(SnapshotMeta, StoreSnapshot, Sessions)>>,
     progress: Progress,
+    checkpoints: Option<Checkpoints>,
 }
 
 /// The state machine handle: cheap to clone, shared by openraft and the read path.
@@ -82,19 +89,59 @@ pub struct StateMachine {
 impl StateMachine {
     /// An empty state machine whose engine enforces `limits`.
     pub fn new(limits: Limits) -> Self {
-        let state = State {
-            store: Store::new(limits),
-            last_applied: None,
-            membership: StoredMembership::default(),
-            sessions: Sessions::default(),
+        Self::with(Store::new(limits), None, None)
+    }
+
+    /// A durable state machine over the checkpoints in `dir`: it starts from the newest
+    /// one and writes one for every snapshot.
+    pub fn open_durable(limits: Limits, dir: &Path) -> Result<Self, CheckpointError> {
+        let (checkpoints, loaded) = Checkpoints::open(dir, limits.clone())?;
+        Ok(match loaded {
+            None => Self::with(Store::new(limits), None, Some(checkpoints)),
+            Some(Loaded { meta, store, sessions }) => {
+                let sm = Self::with(store, Some((meta.clone(), sessions.clone())), Some(checkpoints));
+                let frozen = sm.shared.state.read().store.snapshot();
+                *sm.shared.current.lock() = Some((meta, frozen, sessions));
+                sm
+            }
+        })
+    }
+
+    fn with(store: Store, from: Option<(SnapshotMeta, Sessions)>, checkpoints: Option<Checkpoints>) -> Self {
+        let (last_applied, membership, sessions) = match from {
+            Some((meta, sessions)) => (meta.last_log_id, meta.last_membership, sessions),
+            None => (None, StoredMembership::default(), Sessions::default()),
         };
+        let state = State { store, last_applied, membership, sessions };
         StateMachine {
             shared: Arc::new(Shared {
                 state: RwLock::new(state),
                 current: Mutex::new(None),
                 progress: Progress::default(),
+                checkpoints,
             }),
         }
+    }
+
+    /// Whether snapshots are written to disk.
+    pub fn is_durable(&self) -> bool {
+        self.shared.checkpoints.is_some()
+    }
+
+    /// Writes a checkpoint if this state machine is durable (on a blocking thread).
+    async fn checkpoint(&self, meta: &SnapshotMeta, store: &StoreSnapshot, sessions: &Sessions) -> io::Result<()> {
+        if self.shared.checkpoints.is_none() {
+            return Ok(());
+        }
+        let shared = self.shared.clone();
+        let (meta, store, sessions) = (meta.clone(), store.clone(), sessions.clone());
+        tokio::task::spawn_blocking(move || match &shared.checkpoints {
+            Some(c) => c.save(&meta, &store, &sessions),
+            None => Ok(()),
+        })
+        .await
+        .map_err(io::Error::other)?
+        .map_err(io::Error::other)
     }
 
     /// Runs `f` on the applied state under the read lock. Keep `f` short; never await in it.
@@ -216,6 +263,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             st.last_applied = meta.last_log_id;
             st.membership = meta.last_membership.clone();
         }
+        // Durable before returning: openraft purges the log behind the snapshot next.
+        self.checkpoint(meta, &frozen, &sessions).await?;
         *self.shared.current.lock() = Some((meta.clone(), frozen, sessions));
         self.shared.progress.installed.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -238,6 +287,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         &mut self,
     ) -> Result<openraft::type_config::alias::SnapshotOf<TypeConfig, Image>, io::Error> {
         let (meta, store, sessions) = self.take_snapshot();
+        self.checkpoint(&meta, &store, &sessions).await?;
         *self.shared.current.lock() = Some((meta.clone(), store.clone(), sessions.clone()));
         Ok(openraft::Snapshot { meta, snapshot: Image::Frozen { store, sessions } })
     }

@@ -229,16 +229,10 @@ impl RaftNetworkV2<TypeConfig> for Link {
             let e = io::Error::other("only a frozen engine snapshot can be sent");
             return Err(StreamingError::Network(NetworkError::new(&e)));
         };
-        let (last_membership_log_id, last_membership) = wire::stored_membership_to_pb(&snapshot.meta.last_membership);
         let header = pb::SnapshotChunk {
             target: Some(self.target),
             vote: Some(wire::vote_to_pb(&vote)),
-            meta: Some(pb::SnapshotMeta {
-                last_log_id: wire::opt_log_id_to_pb(snapshot.meta.last_log_id.as_ref()),
-                last_membership_log_id,
-                last_membership: Some(last_membership),
-                snapshot_id: String::new(),
-            }),
+            meta: Some(wire::snapshot_meta_to_pb(&snapshot.meta)),
             ..Default::default()
         };
         let (tx, rx) = mpsc::channel(SNAPSHOT_CHUNKS_IN_FLIGHT);
@@ -418,15 +412,7 @@ impl pb::raft_server::Raft for RaftService {
         let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
         let replica = self.host.target(first.target)?;
         let vote = wire::vote_from_pb(first.vote)?;
-        let meta = wire::need(first.meta.clone(), "snapshot meta")?;
-        let last_membership = wire::membership_from_pb(wire::need(meta.last_membership, "snapshot membership")?)?;
-        let meta = openraft::type_config::alias::SnapshotMetaOf::<TypeConfig> {
-            last_log_id: wire::opt_log_id_from_pb(meta.last_log_id)?,
-            last_membership: openraft::StoredMembership::new(
-                wire::opt_log_id_from_pb(meta.last_membership_log_id)?,
-                last_membership,
-            ),
-        };
+        let meta = wire::snapshot_meta_from_pb(wire::need(first.meta.clone(), "snapshot meta")?)?;
         let progress_sm = replica.sm.clone();
         progress_sm.progress().bytes.store(0, Ordering::Relaxed);
         progress_sm.progress().records.store(0, Ordering::Relaxed);

@@ -10,7 +10,9 @@ use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, V
 use openraft::{EntryPayload, RaftTypeConfig};
 use weft_proto::v1 as pb;
 
-use crate::types::{Command, Entry, LeaderId, LogId, Membership, ReplicaId, StoredMembership, TypeConfig, Vote};
+use crate::types::{
+    Command, Entry, LeaderId, LogId, Membership, ReplicaId, SnapshotMeta, StoredMembership, TypeConfig, Vote,
+};
 
 /// A protobuf message that does not describe a valid openraft message.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -56,6 +58,29 @@ pub fn log_id_to_pb(l: &LogId) -> pb::LogId {
 /// Optional log id to wire.
 pub fn opt_log_id_to_pb(l: Option<&LogId>) -> Option<pb::LogId> {
     l.map(log_id_to_pb)
+}
+
+/// Snapshot metadata to wire.
+pub fn snapshot_meta_to_pb(m: &SnapshotMeta) -> pb::SnapshotMeta {
+    let (last_membership_log_id, last_membership) = stored_membership_to_pb(&m.last_membership);
+    pb::SnapshotMeta {
+        last_log_id: opt_log_id_to_pb(m.last_log_id.as_ref()),
+        last_membership_log_id,
+        last_membership: Some(last_membership),
+        snapshot_id: String::new(),
+    }
+}
+
+/// Snapshot metadata from wire.
+pub fn snapshot_meta_from_pb(m: pb::SnapshotMeta) -> Result<SnapshotMeta, WireError> {
+    let last_membership = membership_from_pb(need(m.last_membership, "snapshot membership")?)?;
+    Ok(SnapshotMeta {
+        last_log_id: opt_log_id_from_pb(m.last_log_id)?,
+        last_membership: openraft::StoredMembership::new(
+            opt_log_id_from_pb(m.last_membership_log_id)?,
+            last_membership,
+        ),
+    })
 }
 
 /// Optional log id from wire.

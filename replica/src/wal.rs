@@ -1,0 +1,434 @@
+//! The write-ahead log files of a durable replica: framing, segments, recovery.
+//!
+//! A log directory holds segment files named `{seq:020}.wal`, written in sequence order.
+//! Each record is framed as length (u32 LE), CRC32C over the length bytes and the payload
+//! (u32 LE), then the payload; an empty payload is never valid, so a zero-filled tail
+//! is not mistaken for records. Writes are buffered and reach the disk on [`Wal::sync`]
+//! (one `fdatasync` for everything appended since: the caller's group commit). A segment
+//! is synced before the next one is started, so only the last segment can end torn.
+//!
+//! Recovery reads every segment in order. In the last segment, a bad record with no valid
+//! record anywhere after it is a torn tail: the file is cut at the last valid record and
+//! the cut is reported. Any other bad record (in an earlier segment, or followed by valid
+//! records) is corruption in the middle and a [`WalError::Corrupt`], never a silent skip.
+//!
+//! The WAL knows nothing of raft: the caller tells it which log index (if any) each record
+//! carries, which is what [`Wal::remove_through`] uses to delete whole segments that a
+//! checkpoint has made unnecessary.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Largest payload a record may carry; a longer length field is corruption.
+pub const MAX_RECORD_BYTES: usize = 256 << 20;
+
+const HEADER: usize = 8;
+
+/// Why a WAL could not be opened, read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    /// An I/O call failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// File or directory.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// A bad record that is not a torn tail.
+    #[error("{path}: corrupt record at byte {offset} ({reason}); it is not a torn tail, so recovery stops here")]
+    Corrupt {
+        /// Segment file.
+        path: PathBuf,
+        /// Where the bad record starts.
+        offset: u64,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WalError + '_ {
+    move |source| WalError::Io { path: path.to_path_buf(), source }
+}
+
+/// What recovery found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Recovery {
+    /// Valid records read.
+    pub records: u64,
+    /// Bytes cut from a torn tail of the last segment.
+    pub torn_bytes: u64,
+}
+
+#[derive(Debug)]
+struct Segment {
+    seq: u64,
+    path: PathBuf,
+    max_index: Option<u64>,
+}
+
+/// An open WAL: sealed segments plus the active one being appended to.
+#[derive(Debug)]
+pub struct Wal {
+    dir: PathBuf,
+    sealed: Vec<Segment>,
+    active: Segment,
+    file: File,
+    written: u64,
+    buf: Vec<u8>,
+    segment_bytes: u64,
+}
+
+/// Frames `payload` onto `out`.
+pub fn frame(payload: &[u8], out: &mut Vec<u8>) {
+    let len = (payload.len() as u32).to_le_bytes();
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&len), payload);
+    out.extend_from_slice(&len);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// The payload of the record at `pos` and where the next one starts, or why there is no
+/// valid record there.
+fn record_at(data: &[u8], pos: usize) -> Result<(&[u8], usize), &'static str> {
+    let rest = &data[pos..];
+    if rest.len() < HEADER {
+        return Err("short header");
+    }
+    let len_bytes: [u8; 4] = [rest[0], rest[1], rest[2], rest[3]];
+    let len = u32::from_le_bytes(len_bytes) as usize;
+    if len == 0 {
+        return Err("empty record");
+    }
+    if len > MAX_RECORD_BYTES {
+        return Err("length field too large");
+    }
+    if rest.len() - HEADER < len {
+        return Err("record runs past the end of the file");
+    }
+    let stored = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
+    let payload = &rest[HEADER..HEADER + len];
+    if crc32c::crc32c_append(crc32c::crc32c(&len_bytes), payload) != stored {
+        return Err("CRC mismatch");
+    }
+    Ok((payload, pos + HEADER + len))
+}
+
+/// The payload of a file holding exactly one framed record (see [`write_framed`]).
+pub fn read_framed(data: &[u8]) -> Result<&[u8], &'static str> {
+    match record_at(data, 0)? {
+        (payload, end) if end == data.len() => Ok(payload),
+        _ => Err("bytes after the record"),
+    }
+}
+
+/// Replaces `path` atomically and durably with one framed record holding `payload`:
+/// written to a temporary file, synced, renamed over `path`, directory synced.
+pub fn write_framed(path: &Path, payload: &[u8]) -> Result<(), WalError> {
+    let mut data = Vec::with_capacity(payload.len() + HEADER);
+    frame(payload, &mut data);
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+    f.write_all(&data).and_then(|()| f.sync_all()).map_err(io_err(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_err(path))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Whether any valid record starts after `pos`.
+fn valid_record_after(data: &[u8], pos: usize) -> bool {
+    (pos + 1..data.len().saturating_sub(HEADER - 1)).any(|p| record_at(data, p).is_ok())
+}
+
+fn segment_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("{seq:020}.wal"))
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), WalError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+}
+
+impl Wal {
+    /// Opens (or creates) the WAL in `dir`, handing every valid record's payload to `visit`
+    /// in order. `visit` returns the log index the record carries, or an error if the
+    /// payload cannot be understood (which is corruption: its CRC was good).
+    pub fn open(
+        dir: &Path,
+        segment_bytes: u64,
+        mut visit: impl FnMut(&[u8]) -> Result<Option<u64>, String>,
+    ) -> Result<(Wal, Recovery), WalError> {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let mut seqs = Vec::new();
+        for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+            let entry = entry.map_err(io_err(dir))?;
+            let name = entry.file_name();
+            let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".wal")) else { continue };
+            if let Ok(seq) = stem.parse::<u64>() {
+                seqs.push(seq);
+            }
+        }
+        seqs.sort_unstable();
+        let mut recovery = Recovery::default();
+        let mut segments = Vec::with_capacity(seqs.len());
+        let mut last_len = 0u64;
+        for (i, &seq) in seqs.iter().enumerate() {
+            let path = segment_path(dir, seq);
+            let data = fs::read(&path).map_err(io_err(&path))?;
+            let last = i + 1 == seqs.len();
+            let mut max_index = None;
+            let mut pos = 0;
+            while pos < data.len() {
+                match record_at(&data, pos) {
+                    Ok((payload, next)) => {
+                        let index = visit(payload).map_err(|reason| WalError::Corrupt {
+                            path: path.clone(),
+                            offset: pos as u64,
+                            reason: format!("undecodable payload: {reason}"),
+                        })?;
+                        max_index = max_index.max(index);
+                        recovery.records += 1;
+                        pos = next;
+                    }
+                    Err(reason) if !last || valid_record_after(&data, pos) => {
+                        return Err(WalError::Corrupt { path, offset: pos as u64, reason: reason.into() });
+                    }
+                    Err(reason) => {
+                        tracing::warn!(path = %path.display(), offset = pos, reason, "cutting a torn WAL tail");
+                        let f = OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?;
+                        f.set_len(pos as u64).and_then(|()| f.sync_all()).map_err(io_err(&path))?;
+                        recovery.torn_bytes = (data.len() - pos) as u64;
+                        break;
+                    }
+                }
+            }
+            last_len = pos as u64;
+            segments.push(Segment { seq, path, max_index });
+        }
+        let active = match segments.pop() {
+            Some(s) => s,
+            None => {
+                let path = segment_path(dir, 1);
+                File::create(&path).map_err(io_err(&path))?;
+                sync_dir(dir)?;
+                last_len = 0;
+                Segment { seq: 1, path, max_index: None }
+            }
+        };
+        let file = OpenOptions::new().append(true).open(&active.path).map_err(io_err(&active.path))?;
+        let wal = Wal {
+            dir: dir.to_path_buf(),
+            sealed: segments,
+            active,
+            file,
+            written: last_len,
+            buf: Vec::new(),
+            segment_bytes: segment_bytes.max(HEADER as u64 + 1),
+        };
+        Ok((wal, recovery))
+    }
+
+    /// Buffers one record carrying log index `index` (if any). Starts a new segment first
+    /// when the active one is full.
+    pub fn append(&mut self, payload: &[u8], index: Option<u64>) -> Result<(), WalError> {
+        if self.written + self.buf.len() as u64 >= self.segment_bytes {
+            self.roll()?;
+        }
+        frame(payload, &mut self.buf);
+        self.active.max_index = self.active.max_index.max(index);
+        Ok(())
+    }
+
+    /// Writes everything buffered and makes it durable.
+    pub fn sync(&mut self) -> Result<(), WalError> {
+        if !self.buf.is_empty() {
+            self.file.write_all(&self.buf).map_err(io_err(&self.active.path))?;
+            self.written += self.buf.len() as u64;
+            self.buf.clear();
+        }
+        self.file.sync_data().map_err(io_err(&self.active.path))
+    }
+
+    fn roll(&mut self) -> Result<(), WalError> {
+        self.sync()?;
+        let seq = self.active.seq + 1;
+        let path = segment_path(&self.dir, seq);
+        let file = OpenOptions::new().create_new(true).append(true).open(&path).map_err(io_err(&path))?;
+        sync_dir(&self.dir)?;
+        let old = std::mem::replace(&mut self.active, Segment { seq, path, max_index: None });
+        self.sealed.push(old);
+        self.file = file;
+        self.written = 0;
+        Ok(())
+    }
+
+    /// Deletes the leading sealed segments whose entries all lie at or below `index`.
+    /// Returns how many were deleted. The active segment is never deleted.
+    pub fn remove_through(&mut self, index: u64) -> Result<usize, WalError> {
+        let n = self.sealed.iter().take_while(|s| s.max_index.is_none_or(|m| m <= index)).count();
+        for s in self.sealed.drain(..n) {
+            fs::remove_file(&s.path).map_err(io_err(&s.path))?;
+        }
+        if n > 0 {
+            sync_dir(&self.dir)?;
+        }
+        Ok(n)
+    }
+
+    /// Number of segment files, the active one included.
+    pub fn segments(&self) -> usize {
+        self.sealed.len() + 1
+    }
+
+    /// The active segment's path.
+    pub fn active_path(&self) -> &Path {
+        &self.active.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn read_all(dir: &Path, seg: u64) -> Result<(Vec<Vec<u8>>, Recovery, Wal), WalError> {
+        let mut got = Vec::new();
+        let (wal, rec) = Wal::open(dir, seg, |p| {
+            got.push(p.to_vec());
+            Ok(None)
+        })?;
+        Ok((got, rec, wal))
+    }
+
+    fn write(dir: &Path, seg: u64, records: &[Vec<u8>]) -> usize {
+        let (mut wal, _) = Wal::open(dir, seg, |_| Ok(None)).unwrap();
+        for r in records {
+            wal.append(r, None).unwrap();
+        }
+        wal.sync().unwrap();
+        wal.segments()
+    }
+
+    fn payloads() -> impl Strategy<Value = Vec<Vec<u8>>> {
+        proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..200), 1..60)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever is written and synced is read back, in order, across segments.
+        #[test]
+        fn round_trip(records in payloads(), seg in 64u64..2048) {
+            let dir = tempfile::tempdir().unwrap();
+            write(dir.path(), seg, &records);
+            let (got, rec, _) = read_all(dir.path(), seg).unwrap();
+            prop_assert_eq!(rec.torn_bytes, 0);
+            prop_assert_eq!(got, records);
+        }
+
+        /// A tail cut anywhere (a torn write) loses only the records it cut into; the WAL
+        /// then takes new records after the last whole one.
+        #[test]
+        fn torn_tail_is_cut(records in payloads(), cut in any::<prop::sample::Index>()) {
+            let dir = tempfile::tempdir().unwrap();
+            write(dir.path(), 1 << 30, &records);
+            let path = segment_path(dir.path(), 1);
+            let len = fs::metadata(&path).unwrap().len();
+            let keep = cut.index(len as usize) as u64;
+            OpenOptions::new().write(true).open(&path).unwrap().set_len(keep).unwrap();
+            let (got, rec, mut wal) = read_all(dir.path(), 1 << 30).unwrap();
+            let mut end = 0u64;
+            let whole = records.iter().take_while(|r| { end += (HEADER + r.len()) as u64; end <= keep }).count();
+            prop_assert_eq!(&got[..], &records[..whole]);
+            prop_assert_eq!(rec.torn_bytes + (got.iter().map(|r| r.len() + HEADER).sum::<usize>() as u64), keep);
+            wal.append(b"after", None).unwrap();
+            wal.sync().unwrap();
+            drop(wal);
+            let (again, rec, _) = read_all(dir.path(), 1 << 30).unwrap();
+            prop_assert_eq!(rec.torn_bytes, 0);
+            prop_assert_eq!(again.last().map(|v| v.as_slice()), Some(&b"after"[..]));
+            prop_assert_eq!(again.len(), whole + 1);
+        }
+
+        /// Garbage appended after the last record (a write that never finished) is cut.
+        #[test]
+        fn garbage_tail_is_cut(records in payloads(), junk in proptest::collection::vec(any::<u8>(), 1..64)) {
+            let dir = tempfile::tempdir().unwrap();
+            write(dir.path(), 1 << 30, &records);
+            let path = segment_path(dir.path(), 1);
+            OpenOptions::new().append(true).open(&path).unwrap().write_all(&junk).unwrap();
+            let (got, rec, _) = read_all(dir.path(), 1 << 30).unwrap();
+            prop_assert_eq!(got, records);
+            prop_assert_eq!(rec.torn_bytes, junk.len() as u64);
+        }
+
+        /// A flipped byte inside a record that has whole records after it is an error,
+        /// never a silent skip.
+        #[test]
+        fn corruption_in_the_middle_is_an_error(records in payloads(), which in any::<prop::sample::Index>(), bit in 0u8..8) {
+            prop_assume!(records.len() >= 2);
+            let dir = tempfile::tempdir().unwrap();
+            write(dir.path(), 1 << 30, &records);
+            let path = segment_path(dir.path(), 1);
+            let mut data = fs::read(&path).unwrap();
+            // Any byte of any record but the last.
+            let last_len = HEADER + records.last().unwrap().len();
+            let at = which.index(data.len() - last_len);
+            data[at] ^= 1 << bit;
+            fs::write(&path, &data).unwrap();
+            let err = read_all(dir.path(), 1 << 30).err();
+            prop_assert!(matches!(err, Some(WalError::Corrupt { .. })), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn corruption_in_a_sealed_segment_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let records: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 50]).collect();
+        assert!(write(dir.path(), 200, &records) > 2);
+        // Tear the end of the first segment: not the last one, so not a torn tail.
+        let path = segment_path(dir.path(), 1);
+        let len = fs::metadata(&path).unwrap().len();
+        OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 3).unwrap();
+        let err = read_all(dir.path(), 200).unwrap_err();
+        assert!(err.to_string().contains("00000000000000000001.wal"), "{err}");
+    }
+
+    #[test]
+    fn remove_through_deletes_only_covered_sealed_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), 100, |_| Ok(None)).unwrap();
+        for i in 1..=30u64 {
+            wal.append(&[7u8; 40], Some(i)).unwrap();
+        }
+        wal.sync().unwrap();
+        let before = wal.segments();
+        assert!(before > 3);
+        // A segment takes records until it holds 100 bytes or more: 3 of 48 bytes each, so
+        // the segments hold 1-3, 4-6, ... and the active one 28-30.
+        assert_eq!(before, 10);
+        assert_eq!(wal.remove_through(7).unwrap(), 2);
+        assert_eq!(wal.segments(), before - 2);
+        assert_eq!(wal.remove_through(1_000).unwrap(), before - 3);
+        assert_eq!(wal.segments(), 1);
+        drop(wal);
+        let mut indexes = Vec::new();
+        let (_, rec) = Wal::open(dir.path(), 100, |p| {
+            indexes.push(p.len());
+            Ok(None)
+        })
+        .unwrap();
+        assert_eq!(rec.records as usize, indexes.len());
+        assert_eq!(rec.records, 3);
+    }
+
+    #[test]
+    fn undecodable_payload_is_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), 1 << 20, &[b"ok".to_vec(), b"bad".to_vec()]);
+        let err =
+            Wal::open(dir.path(), 1 << 20, |p| if p == b"bad" { Err("nope".into()) } else { Ok(None) }).unwrap_err();
+        assert!(matches!(err, WalError::Corrupt { offset: 10, .. }), "{err}");
+    }
+}
