@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+#[allow(unused_imports)]
 pub use weft::local::{LocalNode, membership};
 
 /// Starts this build's `weft node`.
