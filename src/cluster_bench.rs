@@ -26,14 +26,54 @@ fn start(id: u64, extra: &[&str]) -> Result<LocalNode, BenchError> {
 
 const P: u64 = 1;
 
+/// Log mode of a benchmark cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Memory-only logs.
+    Volatile,
+    /// Write-ahead logs and checkpoints in a temporary directory per node.
+    Durable,
+}
+
+impl Mode {
+    /// The name reports use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Volatile => "volatile",
+            Mode::Durable => "durable",
+        }
+    }
+}
+
+/// A benchmark cluster: its nodes, a client, and (durable mode) the data directories,
+/// deleted on drop.
+struct Cluster {
+    procs: Vec<LocalNode>,
+    client: Client,
+    _data: Option<tempfile::TempDir>,
+}
+
 /// Starts `n` nodes and one partition replicated on all of them; waits for a primary.
-async fn cluster(n: u64) -> Result<(Vec<LocalNode>, Client), BenchError> {
-    let procs: Vec<LocalNode> = (1..=n).map(|id| start(id, &[])).collect::<Result<_, _>>()?;
+async fn cluster(n: u64, mode: Mode) -> Result<Cluster, BenchError> {
+    let data = match mode {
+        Mode::Volatile => None,
+        Mode::Durable => Some(tempfile::tempdir().map_err(cluster_err)?),
+    };
+    let mut procs = Vec::new();
+    for id in 1..=n {
+        let procs_dir = data.as_ref().map(|d| d.path().join(format!("node-{id}")));
+        let dir = procs_dir.as_ref().and_then(|d| d.to_str());
+        let extra: Vec<&str> = match dir {
+            Some(d) => vec!["--durable", "--data-dir", d],
+            None => Vec::new(),
+        };
+        procs.push(start(id, &extra)?);
+    }
     open_partition(&procs.iter().collect::<Vec<_>>(), P, 100).await?;
     let client = Client::new(procs.iter().map(|p| p.addr.clone()).collect(), ClientConfig::default());
     // The first write waits (with the client's retries) for an elected primary.
     client.create_table(P, "bench").await.map_err(cluster_err)?;
-    Ok((procs, client))
+    Ok(Cluster { procs, client, _data: data })
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -43,7 +83,8 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
-/// `weft bench replication` results.
+/// `weft bench replication` results for one mode; with both modes, the durable run
+/// nests under `durable`.
 #[derive(Debug, Serialize)]
 pub struct ReplicationReport {
     /// Log mode.
@@ -62,11 +103,19 @@ pub struct ReplicationReport {
     pub p50_ms: f64,
     /// 99th percentile write latency.
     pub p99_ms: f64,
+    /// The same run in durable mode, when both were asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub durable: Option<Box<ReplicationReport>>,
 }
 
 /// Runs `clients` concurrent writers of 100-byte values against a `replicas`-way partition.
-pub async fn replication(replicas: u64, clients: usize, seconds: f64) -> Result<ReplicationReport, BenchError> {
-    let (_procs, client) = cluster(replicas).await?;
+pub async fn replication(
+    replicas: u64,
+    clients: usize,
+    seconds: f64,
+    mode: Mode,
+) -> Result<ReplicationReport, BenchError> {
+    let Cluster { procs: _procs, client, _data } = cluster(replicas, mode).await?;
     let value = vec![7u8; 100];
     // Warm up the connections and the primary cache.
     client.put(P, "bench", b"warmup", &value).await.map_err(cluster_err)?;
@@ -98,7 +147,7 @@ pub async fn replication(replicas: u64, clients: usize, seconds: f64) -> Result<
     let elapsed = start.elapsed().as_secs_f64();
     lat.sort_by(f64::total_cmp);
     Ok(ReplicationReport {
-        mode: "volatile",
+        mode: mode.name(),
         replicas,
         clients,
         seconds: elapsed,
@@ -106,6 +155,7 @@ pub async fn replication(replicas: u64, clients: usize, seconds: f64) -> Result<
         writes_per_s: lat.len() as f64 / elapsed,
         p50_ms: percentile(&lat, 0.5),
         p99_ms: percentile(&lat, 0.99),
+        durable: None,
     })
 }
 
@@ -130,7 +180,7 @@ pub async fn failover(trials: usize) -> Result<FailoverReport, BenchError> {
     let mut gaps = Vec::new();
     let mut lost = 0u64;
     for _ in 0..trials {
-        let (mut procs, client) = cluster(4).await?;
+        let Cluster { mut procs, client, _data } = cluster(4, Mode::Volatile).await?;
         let acked: Arc<Mutex<BTreeMap<Vec<u8>, Instant>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let writers: Vec<_> = (0..8)

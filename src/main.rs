@@ -104,9 +104,19 @@ struct ReplicationArgs {
     /// Seconds of load.
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
+    /// Log mode: `both` runs volatile, then durable, and nests the durable figures.
+    #[arg(long, value_enum, default_value_t = ModeArg::Both)]
+    mode: ModeArg,
     /// Print one JSON object and nothing else on stdout.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ModeArg {
+    Volatile,
+    Durable,
+    Both,
 }
 
 #[derive(Args)]
@@ -153,7 +163,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if a.replicas == 0 || a.clients == 0 || a.seconds.is_nan() || a.seconds <= 0.0 {
                 anyhow::bail!("--replicas, --clients and --seconds must be positive");
             }
-            let report = runtime()?.block_on(weft::cluster_bench::replication(a.replicas, a.clients, a.seconds))?;
+            use weft::cluster_bench::{Mode, replication};
+            let report = runtime()?.block_on(async {
+                let run = |mode| replication(a.replicas, a.clients, a.seconds, mode);
+                Ok::<_, weft::cluster_bench::BenchError>(match a.mode {
+                    ModeArg::Volatile => run(Mode::Volatile).await?,
+                    ModeArg::Durable => run(Mode::Durable).await?,
+                    ModeArg::Both => {
+                        let mut r = run(Mode::Volatile).await?;
+                        r.durable = Some(Box::new(run(Mode::Durable).await?));
+                        r
+                    }
+                })
+            })?;
             print_report(&report, a.json, "weft bench replication")
         }
         Command::Bench(Bench::Rebuild(a)) => {
