@@ -1,6 +1,7 @@
 //! A 4-replica partition on real `weft node` processes: writes survive SIGKILL of a
 //! secondary and of the primary under load, a new learner is built by snapshot and joins,
-//! and stale and linearizable reads behave as documented.
+//! leadership moves to the replica an operator names, and stale and linearizable reads
+//! behave as documented.
 
 mod common;
 
@@ -43,19 +44,45 @@ fn spawn_writer(
     })
 }
 
-async fn write_for(
+/// Runs four writers while `during` runs; returns what `during` returned.
+async fn write_for<T>(
     client: &Client,
     prefix: &str,
     acked: &Arc<Mutex<BTreeMap<String, String>>>,
-    during: impl Future<Output = ()>,
-) {
+    during: impl Future<Output = T>,
+) -> T {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writers: Vec<_> =
         (0..4).map(|w| spawn_writer(client.clone(), format!("{prefix}{w}"), acked.clone(), stop.clone())).collect();
-    during.await;
+    let out = during.await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for w in writers {
         w.await.expect("writer task");
+    }
+    out
+}
+
+/// Every acknowledged write is there: a linearizable paged scan of the whole table, and a
+/// linearizable point read of a sample.
+async fn assert_all_present(client: &Client, acked: &BTreeMap<String, String>) {
+    let mut table = BTreeMap::new();
+    let mut token = Vec::new();
+    loop {
+        let (records, next) = client.scan(P, "t", 1000, token, ReadMode::Linearizable).await.expect("scan");
+        for r in records {
+            table.insert(String::from_utf8(r.key.to_vec()).expect("utf-8 key"), r.value.to_vec());
+        }
+        if next.is_empty() {
+            break;
+        }
+        token = next;
+    }
+    for (k, v) in acked {
+        assert_eq!(table.get(k), Some(&v.as_bytes().to_vec()), "acknowledged write {k} lost");
+    }
+    for (k, v) in acked.iter().step_by(97) {
+        let got = client.get(P, "t", k.as_bytes(), ReadMode::Linearizable).await.expect("read");
+        assert_eq!(got.map(|r| r.value.to_vec()), Some(v.as_bytes().to_vec()), "acknowledged write {k} lost");
     }
 }
 
@@ -134,27 +161,7 @@ async fn writes_survive_kills_and_a_learner_is_built_by_snapshot() {
     let acked = acked.lock().clone();
     assert!(acked.len() > after_secondary + 50, "writes did not continue after the primary died");
 
-    // Every acknowledged write is there: a linearizable paged scan of the whole table,
-    // and a linearizable point read of a sample.
-    let mut table = BTreeMap::new();
-    let mut token = Vec::new();
-    loop {
-        let (records, next) = client.scan(P, "t", 1000, token, ReadMode::Linearizable).await.expect("scan");
-        for r in records {
-            table.insert(String::from_utf8(r.key.to_vec()).expect("utf-8 key"), r.value.to_vec());
-        }
-        if next.is_empty() {
-            break;
-        }
-        token = next;
-    }
-    for (k, v) in &acked {
-        assert_eq!(table.get(k), Some(&v.as_bytes().to_vec()), "acknowledged write {k} lost");
-    }
-    for (k, v) in acked.iter().step_by(97) {
-        let got = client.get(P, "t", k.as_bytes(), ReadMode::Linearizable).await.expect("read");
-        assert_eq!(got.map(|r| r.value.to_vec()), Some(v.as_bytes().to_vec()), "acknowledged write {k} lost");
-    }
+    assert_all_present(&client, &acked).await;
 
     // Stale reads from each survivor: flagged stale, served by that replica, and converge.
     let (last_key, last_value) = acked.iter().next_back().expect("some writes");
@@ -281,4 +288,33 @@ async fn corrupt_or_truncated_snapshot_streams_are_rejected_and_change_nothing()
     let got = client.get(7, "t", b"k", ReadMode::Linearizable).await.expect("read after rejected streams");
     assert_eq!(got.map(|r| r.value.to_vec()), Some(b"kept".to_vec()));
     client.put(7, "t", b"k2", b"still writable").await.expect("write after rejected streams");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leadership_moves_on_command_under_load() {
+    let nodes: Vec<LocalNode> = (1..=4).map(|i| common::start(i, &[])).collect();
+    let group: Vec<&LocalNode> = nodes.iter().collect();
+    let leader = open_partition(&group, P, BASE).await;
+    let client = Client::new(nodes.iter().map(|n| n.addr.clone()).collect(), ClientConfig::default());
+    client.create_table(P, "t").await.expect("create table");
+    let acked = Arc::new(Mutex::new(BTreeMap::new()));
+    let target = nodes.iter().map(|n| BASE + n.id).find(|r| *r != leader).expect("a secondary");
+    write_for(&client, "m", &acked, async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut admin = nodes[node_of(&nodes, leader)].admin().await.expect("admin");
+        admin.transfer_leader(pb::TransferLeaderToRequest { partition: P, to: target }).await.expect("transfer leader");
+        let chosen = &nodes[node_of(&nodes, target)];
+        wait_for(Duration::from_secs(10), "the chosen replica to lead", || async {
+            (chosen.status(P).await?.role == pb::Role::Primary as i32).then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    })
+    .await;
+    let st = nodes[node_of(&nodes, leader)].status(P).await.expect("old primary status");
+    assert_eq!(st.role, pb::Role::Secondary as i32, "the old primary follows: {st:?}");
+    assert_eq!(st.leader, target);
+    let acked = acked.lock().clone();
+    assert!(acked.len() > 50, "too few writes acknowledged: {}", acked.len());
+    assert_all_present(&client, &acked).await;
 }
