@@ -143,16 +143,22 @@ pub async fn open_partition(nodes: &[&LocalNode], partition: u64, base: u64) -> 
 }
 
 /// Waits (polling every 20 ms, up to `timeout`) until a live node reports itself primary of
-/// `partition`; returns that replica's id.
+/// `partition`; returns that replica's id. When more than one does (a deposed primary that
+/// has not heard of the new term yet), the one with the highest term wins.
 pub async fn primary(nodes: &[&LocalNode], partition: u64, timeout: Duration) -> Result<u64, LocalError> {
     let deadline = Instant::now() + timeout;
     loop {
+        let mut best: Option<(u64, u64)> = None;
         for n in nodes.iter().filter(|n| n.alive()) {
             if let Some(s) = n.status(partition).await
                 && s.role == pb::Role::Primary as i32
+                && best.is_none_or(|(term, _)| s.term > term)
             {
-                return Ok(s.replica);
+                best = Some((s.term, s.replica));
             }
+        }
+        if let Some((_, replica)) = best {
+            return Ok(replica);
         }
         if Instant::now() >= deadline {
             return Err(LocalError::Cluster(format!("partition {partition} has no primary after {timeout:?}")));

@@ -97,7 +97,13 @@ impl Node {
             .max_encoding_message_size(max);
         let admin = pb::node_admin_server::NodeAdminServer::new(AdminService { host: self.host.clone() });
         let raft = RaftService::new(self.host.clone()).into_server();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.listener);
+        // `Server::tcp_nodelay` only covers listeners tonic binds itself; set it on every
+        // accepted socket, or Nagle holds a stream's trailing frames for a delayed ACK
+        // (40 ms per pipelined-append heartbeat, so per idle linearizable read).
+        let incoming =
+            tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(self.listener), |s| {
+                s.and_then(|s| s.set_nodelay(true).map(|()| s))
+            });
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .add_service(store)

@@ -16,16 +16,19 @@
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
 use openraft::network::v2::RaftNetworkV2;
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{BasicNode, RaftNetworkFactory};
 use parking_lot::Mutex;
@@ -133,6 +136,7 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
             peers: self.peers.clone(),
             addr: node.addr.clone(),
             target: pb::Target { partition: self.partition, replica: target },
+            failures: Arc::default(),
         }
     }
 }
@@ -143,6 +147,21 @@ pub struct Link {
     peers: Peers,
     addr: String,
     target: pb::Target,
+    /// Append sessions that could not be established in a row (connection refused, replica
+    /// not hosted there); the next one waits [`append_backoff`] first. Reset as soon as a
+    /// session is accepted, so a healthy link never waits.
+    failures: Arc<AtomicU32>,
+}
+
+/// How long a new append session waits after `failures` failed ones in a row: nothing
+/// after a success, then 10 ms doubling to 500 ms. openraft's own backoff sleeps inside
+/// the request stream, which a session that cannot connect never polls; without this, a
+/// leader retries a dead follower in a tight loop.
+fn append_backoff(failures: u32) -> Duration {
+    match failures {
+        0 => Duration::ZERO,
+        f => Duration::from_millis(10u64.saturating_mul(1 << (f - 1).min(6)).min(500)),
+    }
 }
 
 fn rpc_error(s: Status) -> RPCError<TypeConfig> {
@@ -191,6 +210,47 @@ impl Link {
 
 impl RaftNetworkV2<TypeConfig> for Link {
     type SnapshotData = Image;
+
+    /// Pipelined: one gRPC stream per replication session (and per heartbeat); requests go
+    /// out as openraft produces them and answers come back in order.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        _option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>, RPCError<TypeConfig>>,
+    >
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
+    {
+        let target = self.target;
+        let failures = self.failures.clone();
+        Box::pin(async move {
+            let wait = append_backoff(failures.load(Ordering::Relaxed));
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            let failed = failures.clone();
+            let unreachable = move |s: Status| {
+                failed.fetch_add(1, Ordering::Relaxed);
+                RPCError::Unreachable(Unreachable::new(&s))
+            };
+            let mut client = self.client().map_err(&unreachable)?;
+            let mut req = Request::new(input.map(move |r| wire::append_to_pb(target, &r)));
+            let md = req.metadata_mut();
+            md.insert(PARTITION_KEY, target.partition.into());
+            md.insert(REPLICA_KEY, target.replica.into());
+            let answers = client.stream_append(req).await.map_err(&unreachable)?.into_inner();
+            // The target accepted the stream: the path works, whatever the answers say.
+            failures.store(0, Ordering::Relaxed);
+            let out = answers.map(move |r| match r {
+                Ok(a) => wire::stream_append_result_from_pb(a).map_err(wire_rpc_error),
+                Err(s) => Err(rpc_error(s)),
+            });
+            Ok(out.boxed())
+        })
+    }
 
     async fn append_entries(
         &mut self,
@@ -385,8 +445,61 @@ fn fatal(e: impl std::fmt::Display) -> Status {
     Status::unavailable(format!("replica stopped: {e}"))
 }
 
+/// Metadata naming the target of a pipelined append stream.
+const PARTITION_KEY: &str = "weft-partition";
+const REPLICA_KEY: &str = "weft-replica";
+
+fn target_from_metadata(m: &tonic::metadata::MetadataMap) -> Result<pb::Target, Status> {
+    let num = |key: &str| -> Result<u64, Status> {
+        m.get(key)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| Status::invalid_argument(format!("append stream without a numeric {key} header")))
+    };
+    Ok(pb::Target { partition: num(PARTITION_KEY)?, replica: num(REPLICA_KEY)? })
+}
+
+/// Answers of a pipelined append stream.
+pub type AppendAnswers = std::pin::Pin<Box<dyn Stream<Item = Result<pb::StreamAppendResponse, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl pb::raft_server::Raft for RaftService {
+    type StreamAppendStream = AppendAnswers;
+
+    async fn stream_append(
+        &self,
+        req: Request<Streaming<pb::AppendRequest>>,
+    ) -> Result<Response<AppendAnswers>, Status> {
+        let target = target_from_metadata(req.metadata())?;
+        let replica = self.host.target(Some(target))?;
+        // The input ends at the first transport error, undecodable request or request
+        // for another target; the answers then end after those already accepted.
+        let input = req
+            .into_inner()
+            .take_while(|r| std::future::ready(r.is_ok()))
+            .filter_map(|r| std::future::ready(r.ok()))
+            .take_while(move |r| {
+                let ok = r.target == Some(target);
+                if !ok {
+                    tracing::warn!(?target, got = ?r.target, "append stream switched targets; ending it");
+                }
+                std::future::ready(ok)
+            })
+            .map(wire::append_from_pb)
+            .take_while(|r| {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "undecodable append on a stream; ending it");
+                }
+                std::future::ready(r.is_ok())
+            })
+            .filter_map(|r| std::future::ready(r.ok()));
+        let answers = replica.raft.stream_append(input).map(|r| match r {
+            Ok(result) => Ok(wire::stream_append_result_to_pb(&result)),
+            Err(f) => Err(fatal(f)),
+        });
+        Ok(Response::new(Box::pin(answers)))
+    }
+
     async fn append(&self, req: Request<pb::AppendRequest>) -> Result<Response<pb::AppendResponse>, Status> {
         let req = req.into_inner();
         let replica = self.host.target(req.target)?;
@@ -525,5 +638,16 @@ mod tests {
             assert_eq!(back.count("t").unwrap(), 2_000);
             assert_eq!(back.get("t", &7u32.to_be_bytes()).unwrap().map(|r| r.value().to_vec()), Some(vec![7; 50]));
         }
+    }
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    #[test]
+    fn append_backoff_grows_and_caps() {
+        let d: Vec<u64> = (0..10).map(|f| append_backoff(f).as_millis() as u64).collect();
+        assert_eq!(d, [0, 10, 20, 40, 80, 160, 320, 500, 500, 500]);
     }
 }

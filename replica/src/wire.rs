@@ -6,7 +6,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use openraft::BasicNode;
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, StreamAppendError, StreamAppendResult, VoteRequest, VoteResponse,
+};
 use openraft::{EntryPayload, RaftTypeConfig};
 use weft_proto::v1 as pb;
 
@@ -58,6 +60,27 @@ pub fn log_id_to_pb(l: &LogId) -> pb::LogId {
 /// Optional log id to wire.
 pub fn opt_log_id_to_pb(l: Option<&LogId>) -> Option<pb::LogId> {
     l.map(log_id_to_pb)
+}
+
+/// A pipelined append's answer to wire.
+pub fn stream_append_result_to_pb(r: &StreamAppendResult<TypeConfig>) -> pb::StreamAppendResponse {
+    use pb::stream_append_response::{Accepted, Result as R};
+    let result = match r {
+        Ok(last) => R::Accepted(Accepted { last: opt_log_id_to_pb(last.as_ref()) }),
+        Err(StreamAppendError::Conflict(id)) => R::Conflict(log_id_to_pb(id)),
+        Err(StreamAppendError::HigherVote(v)) => R::HigherVote(vote_to_pb(v)),
+    };
+    pb::StreamAppendResponse { result: Some(result) }
+}
+
+/// A pipelined append's answer from wire.
+pub fn stream_append_result_from_pb(r: pb::StreamAppendResponse) -> Result<StreamAppendResult<TypeConfig>, WireError> {
+    use pb::stream_append_response::Result as R;
+    Ok(match need(r.result, "stream append result")? {
+        R::Accepted(a) => Ok(opt_log_id_from_pb(a.last)?),
+        R::Conflict(id) => Err(StreamAppendError::Conflict(need(opt_log_id_from_pb(Some(id))?, "conflict log id")?)),
+        R::HigherVote(v) => Err(StreamAppendError::HigherVote(vote_from_pb(Some(v))?)),
+    })
 }
 
 /// Snapshot metadata to wire.
