@@ -1,0 +1,11 @@
+//! The cluster manager's pure decision logic (`weft-cluster-manager`).
+//!
+//! - [`model`]: nodes with their upgrade and fault domains, capacities and load.
+//! - [`placement`]: where a new replica of a partition goes.
+//!
+//! Everything here is a function of its inputs: no I/O, no clock, no randomness, so the
+//! same code drives the live cluster manager and the simulator, and tests it without a
+//! network.
+
+pub mod model;
+pub mod placement;
