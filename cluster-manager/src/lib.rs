@@ -3,6 +3,7 @@
 //! - [`model`]: nodes with their upgrade and fault domains, capacities and load.
 //! - [`placement`]: where a new replica of a partition goes.
 //! - [`repair`]: which replicas on down nodes to replace; which partitions lost quorum.
+//! - [`walk`]: what must happen before an upgrade domain goes down.
 //!
 //! Everything here is a function of its inputs: no I/O, no clock, no randomness, so the
 //! same code drives the live cluster manager and the simulator, and tests it without a
@@ -11,3 +12,4 @@
 pub mod model;
 pub mod placement;
 pub mod repair;
+pub mod walk;
