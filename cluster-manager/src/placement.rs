@@ -105,6 +105,14 @@ fn no_candidate(nodes: &[Node], hosting: &[NodeId], bytes: u64) -> PlacementErro
     }
 }
 
+/// Counts a new replica of `bytes` on node `id` in `nodes`, so later choices see it.
+pub fn count_replica(nodes: &mut [Node], id: NodeId, bytes: u64) {
+    if let Some(n) = nodes.iter_mut().find(|n| n.id == id) {
+        n.load.replicas += 1;
+        n.load.memory_bytes = n.load.memory_bytes.saturating_add(bytes);
+    }
+}
+
 /// Nodes for all `replicas` of a new partition of `bytes`, chosen one at a time, each
 /// choice counting the load of the ones before it. Either all are placed or none.
 pub fn place_partition(nodes: &[Node], replicas: usize, bytes: u64) -> Result<Vec<NodeId>, PlacementError> {
@@ -112,10 +120,7 @@ pub fn place_partition(nodes: &[Node], replicas: usize, bytes: u64) -> Result<Ve
     let mut chosen = Vec::with_capacity(replicas);
     for _ in 0..replicas {
         let id = choose(&nodes, &chosen, bytes)?;
-        if let Some(n) = nodes.iter_mut().find(|n| n.id == id) {
-            n.load.replicas += 1;
-            n.load.memory_bytes = n.load.memory_bytes.saturating_add(bytes);
-        }
+        count_replica(&mut nodes, id, bytes);
         chosen.push(id);
     }
     Ok(chosen)

@@ -95,10 +95,7 @@ pub fn plan(nodes: &[Node], partitions: &[Partition]) -> (Vec<Action>, Vec<Alarm
         for from in down {
             match placement::choose(&nodes, &hosting, p.bytes) {
                 Ok(to) => {
-                    if let Some(n) = nodes.iter_mut().find(|n| n.id == to) {
-                        n.load.replicas += 1;
-                        n.load.memory_bytes = n.load.memory_bytes.saturating_add(p.bytes);
-                    }
+                    placement::count_replica(&mut nodes, to, p.bytes);
                     hosting.push(to);
                     actions.push(Action::Replace { partition: p.id, from, to });
                 }

@@ -108,10 +108,7 @@ pub fn plan_ud(nodes: &[Node], partitions: &[Placed], ud: &str) -> UdPlan {
         for from in leaving.iter().copied() {
             match placement::choose(&view, &hosting, p.bytes) {
                 Ok(to) => {
-                    if let Some(n) = view.iter_mut().find(|n| n.id == to) {
-                        n.load.replicas += 1;
-                        n.load.memory_bytes = n.load.memory_bytes.saturating_add(p.bytes);
-                    }
+                    placement::count_replica(&mut view, to, p.bytes);
                     hosting.push(to);
                     built += 1;
                     plan.builds.push(Build { partition: p.id, stands_in_for: from, to, bytes: p.bytes });
@@ -133,7 +130,7 @@ pub fn plan_ud(nodes: &[Node], partitions: &[Placed], ud: &str) -> UdPlan {
 mod tests {
     use super::*;
     use crate::model::{Capacity, Load};
-    use crate::placement::place_partition;
+    use crate::placement::{self, place_partition};
 
     /// `nodes` nodes round-robin over `uds` UDs (FD = UD), `partitions` partitions of
     /// `replicas` placed by the placement code, primaries on each partition's first
@@ -153,9 +150,7 @@ mod tests {
         for id in 0..partitions {
             let replicas = place_partition(&ns, replicas, 1).expect("placement");
             for r in &replicas {
-                let n = ns.iter_mut().find(|n| n.id == *r).expect("node");
-                n.load.replicas += 1;
-                n.load.memory_bytes += 1;
+                placement::count_replica(&mut ns, *r, 1);
             }
             let primary = replicas[id as usize % replicas.len()];
             ns.iter_mut().find(|n| n.id == primary).expect("node").load.primaries += 1;
