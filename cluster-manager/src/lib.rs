@@ -4,11 +4,13 @@
 //! - [`placement`]: where a new replica of a partition goes.
 //! - [`repair`]: which replicas on down nodes to replace; which partitions lost quorum.
 //! - [`walk`]: what must happen before an upgrade domain goes down.
+//! - [`balance`]: which replicas to move so that replica counts even out.
 //!
 //! Everything here is a function of its inputs: no I/O, no clock, no randomness, so the
 //! same code drives the live cluster manager and the simulator, and tests it without a
 //! network.
 
+pub mod balance;
 pub mod model;
 pub mod placement;
 pub mod repair;

@@ -1,0 +1,178 @@
+//! Balancing: which replicas to move so that per-node replica counts even out.
+//!
+//! The balancer acts only when the most-loaded up node holds more than `threshold` times
+//! the replicas of the least-loaded one. It then takes moves one at a time, up to
+//! `max_moves`: each candidate moves one replica from a fuller node to an emptier one that
+//! passes placement's hard rules and keeps the partition at least as spread over upgrade
+//! and fault domains as before. A candidate's score is the imbalance it removes (the drop
+//! in the sum of squared deviations from the mean replica count) per MiB it must copy, so
+//! small partitions move first when they help as much. Pure: the dry run prints the plan,
+//! the driver executes it.
+
+use crate::model::{Node, NodeId, NodeStatus};
+use crate::placement::{self, count_replica};
+use crate::walk::Placed;
+
+/// One replica move.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Move {
+    /// Partition.
+    pub partition: u64,
+    /// Node it leaves.
+    pub from: NodeId,
+    /// Node it goes to.
+    pub to: NodeId,
+    /// Bytes to copy.
+    pub bytes: u64,
+}
+
+fn up(nodes: &[Node]) -> impl Iterator<Item = &Node> {
+    nodes.iter().filter(|n| n.status == NodeStatus::Up)
+}
+
+/// Most-loaded over least-loaded replica count among up nodes (an empty node counts as
+/// holding one, so the ratio stays finite).
+pub fn imbalance(nodes: &[Node]) -> f64 {
+    let counts = || up(nodes).map(|n| n.load.replicas);
+    match (counts().max(), counts().min()) {
+        (Some(max), Some(min)) => f64::from(max) / f64::from(min.max(1)),
+        _ => 1.0,
+    }
+}
+
+/// The moves that even out replica counts, best first, at most `max_moves`.
+pub fn plan(nodes: &[Node], partitions: &[Placed], threshold: f64, max_moves: usize) -> Vec<Move> {
+    let mut nodes = nodes.to_vec();
+    let mut parts = partitions.to_vec();
+    let mut moves = Vec::new();
+    while moves.len() < max_moves && imbalance(&nodes) > threshold {
+        let Some(best) = best_move(&nodes, &parts) else { break };
+        count_replica(&mut nodes, best.to, best.bytes);
+        if let Some(n) = nodes.iter_mut().find(|n| n.id == best.from) {
+            n.load.replicas = n.load.replicas.saturating_sub(1);
+            n.load.memory_bytes = n.load.memory_bytes.saturating_sub(best.bytes);
+        }
+        if let Some(p) = parts.iter_mut().find(|p| p.id == best.partition) {
+            for r in p.replicas.iter_mut().filter(|r| **r == best.from) {
+                *r = best.to;
+            }
+            if p.primary == best.from {
+                p.primary = best.to;
+            }
+        }
+        moves.push(best);
+    }
+    moves
+}
+
+fn best_move(nodes: &[Node], parts: &[Placed]) -> Option<Move> {
+    let count = |id: NodeId| nodes.iter().find(|n| n.id == id).map_or(0, |n| n.load.replicas);
+    let mut best: Option<(f64, Move)> = None;
+    for (p, source) in parts.iter().flat_map(|p| p.replicas.iter().map(move |r| (p, *r))) {
+        let others: Vec<NodeId> = p.replicas.iter().copied().filter(|r| *r != source).collect();
+        // Down and draining nodes are emptied by repair and drain, not here.
+        let Some(src) = up(nodes).find(|n| n.id == source) else { continue };
+        // How spread the replica is where it stands, judged against the others.
+        let mut here = src.clone();
+        here.status = NodeStatus::Up;
+        here.load.replicas = 0;
+        here.load.memory_bytes = 0;
+        let Some(here) = placement::rank(nodes, &others, &here, 0) else { continue };
+        for n in up(nodes).filter(|n| n.id != source) {
+            // Judged against the replicas that stay, like the one that leaves.
+            let Some(r) = placement::rank(nodes, &others, n, p.bytes) else { continue };
+            if (r.ud_shared, r.fd_shared) > (here.ud_shared, here.fd_shared) {
+                continue;
+            }
+            // Sum of squared deviations drops by 2 * (from - to - 1) for one move.
+            let gain = 2.0 * (f64::from(count(source)) - f64::from(count(n.id)) - 1.0);
+            if gain <= 0.0 {
+                continue;
+            }
+            let score = gain / (1.0 + p.bytes as f64 / f64::from(1u32 << 20));
+            let m = Move { partition: p.id, from: source, to: n.id, bytes: p.bytes };
+            if best
+                .as_ref()
+                .is_none_or(|(s, b)| score > *s || (score == *s && (m.partition, m.to) < (b.partition, b.to)))
+            {
+                best = Some((score, m));
+            }
+        }
+    }
+    best.map(|(_, m)| m)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::model::{Capacity, Load};
+    use crate::placement::place_partition;
+
+    fn cluster(nodes: u64, uds: u64, partitions: u64, bytes: impl Fn(u64) -> u64) -> (Vec<Node>, Vec<Placed>) {
+        let mut ns: Vec<Node> = (0..nodes)
+            .map(|i| Node {
+                id: i + 1,
+                ud: format!("ud{}", i % uds),
+                fd: format!("ud{}", i % uds),
+                status: NodeStatus::Up,
+                capacity: Capacity { replicas: 1000, memory_bytes: u64::MAX },
+                load: Load::default(),
+            })
+            .collect();
+        let mut ps = Vec::new();
+        for id in 0..partitions {
+            let replicas = place_partition(&ns, 4, bytes(id)).expect("placement");
+            for r in &replicas {
+                count_replica(&mut ns, *r, bytes(id));
+            }
+            ps.push(Placed { id, primary: replicas[0], replicas, bytes: bytes(id) });
+        }
+        (ns, ps)
+    }
+
+    #[test]
+    fn a_balanced_cluster_is_left_alone() {
+        let (nodes, parts) = cluster(10, 5, 40, |_| 1 << 20);
+        assert!(imbalance(&nodes) <= 1.2, "{}", imbalance(&nodes));
+        assert!(plan(&nodes, &parts, 1.2, 100).is_empty());
+    }
+
+    #[test]
+    fn a_new_node_is_filled_within_the_budget_and_the_rules() {
+        let (mut nodes, parts) = cluster(10, 5, 40, |id| (id % 4 + 1) << 20);
+        // A new, empty node joins ud0.
+        let mut fresh = nodes[0].clone();
+        fresh.id = 11;
+        fresh.load = Load::default();
+        nodes.push(fresh);
+        let moves = plan(&nodes, &parts, 1.2, 5);
+        assert_eq!(moves.len(), 5, "bounded by the budget");
+        assert!(moves.iter().all(|m| m.to == 11), "{moves:?}");
+        let unlimited = plan(&nodes, &parts, 1.2, 1000);
+        assert!(unlimited.len() > 5);
+        // Apply and check: within the threshold, one replica per node, spread kept.
+        let mut after = parts.clone();
+        for m in &unlimited {
+            let p = after.iter_mut().find(|p| p.id == m.partition).unwrap();
+            let r = p.replicas.iter_mut().find(|r| **r == m.from).unwrap();
+            *r = m.to;
+        }
+        let ud = |id: NodeId| nodes.iter().find(|n| n.id == id).unwrap().ud.clone();
+        for p in &after {
+            assert_eq!(p.replicas.iter().collect::<BTreeSet<_>>().len(), 4, "one replica per node: {p:?}");
+            assert_eq!(p.replicas.iter().map(|r| ud(*r)).collect::<BTreeSet<_>>().len(), 4, "spread kept: {p:?}");
+        }
+        let mut counts = vec![0u32; 12];
+        for p in &after {
+            for r in &p.replicas {
+                counts[*r as usize] += 1;
+            }
+        }
+        let (max, min) = (counts[1..].iter().max().unwrap(), counts[1..].iter().min().unwrap());
+        assert!(f64::from(*max) / f64::from(*min) <= 1.2, "{counts:?}");
+        // Small partitions move first: the first move copies the least bytes available.
+        assert_eq!(moves[0].bytes, 1 << 20);
+    }
+}
