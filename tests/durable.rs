@@ -141,11 +141,20 @@ async fn whole_cluster_kill_loses_no_acknowledged_write() {
     let mid = data.len() / 2;
     data[mid] ^= 0xff;
     std::fs::write(&segment, &data).expect("write segment");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
         .args(["node", "--id", "3", "--listen", "127.0.0.1:0", "--durable", "--data-dir"])
         .arg(dirs[2].path())
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("run weft node");
+    // A node that wrongly starts would serve forever: it gets 20 s to exit, then is killed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("wait for node").is_none() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("node output");
     assert!(!out.status.success(), "a node with a corrupt WAL started");
     let err = String::from_utf8_lossy(&out.stderr);
     let name = segment.file_name().and_then(|n| n.to_str()).expect("segment name");

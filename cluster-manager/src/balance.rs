@@ -107,41 +107,19 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::model::{Capacity, Load};
-    use crate::placement::place_partition;
-
-    fn cluster(nodes: u64, uds: u64, partitions: u64, bytes: impl Fn(u64) -> u64) -> (Vec<Node>, Vec<Placed>) {
-        let mut ns: Vec<Node> = (0..nodes)
-            .map(|i| Node {
-                id: i + 1,
-                ud: format!("ud{}", i % uds),
-                fd: format!("ud{}", i % uds),
-                status: NodeStatus::Up,
-                capacity: Capacity { replicas: 1000, memory_bytes: u64::MAX },
-                load: Load::default(),
-            })
-            .collect();
-        let mut ps = Vec::new();
-        for id in 0..partitions {
-            let replicas = place_partition(&ns, 4, bytes(id)).expect("placement");
-            for r in &replicas {
-                count_replica(&mut ns, *r, bytes(id));
-            }
-            ps.push(Placed { id, primary: replicas[0], replicas, bytes: bytes(id) });
-        }
-        (ns, ps)
-    }
+    use crate::model::Load;
+    use crate::testkit::cluster;
 
     #[test]
     fn a_balanced_cluster_is_left_alone() {
-        let (nodes, parts) = cluster(10, 5, 40, |_| 1 << 20);
+        let (nodes, parts) = cluster(10, 5, 4, 40, |_| 1 << 20);
         assert!(imbalance(&nodes) <= 1.2, "{}", imbalance(&nodes));
         assert!(plan(&nodes, &parts, 1.2, 100).is_empty());
     }
 
     #[test]
     fn a_new_node_is_filled_within_the_budget_and_the_rules() {
-        let (mut nodes, parts) = cluster(10, 5, 40, |id| (id % 4 + 1) << 20);
+        let (mut nodes, parts) = cluster(10, 5, 4, 40, |id| (id % 4 + 1) << 20);
         // A new, empty node joins ud0.
         let mut fresh = nodes[0].clone();
         fresh.id = 11;

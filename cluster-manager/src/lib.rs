@@ -14,4 +14,6 @@ pub mod balance;
 pub mod model;
 pub mod placement;
 pub mod repair;
+#[cfg(test)]
+mod testkit;
 pub mod walk;

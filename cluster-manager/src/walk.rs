@@ -129,39 +129,11 @@ pub fn plan_ud(nodes: &[Node], partitions: &[Placed], ud: &str) -> UdPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Capacity, Load};
-    use crate::placement::{self, place_partition};
-
-    /// `nodes` nodes round-robin over `uds` UDs (FD = UD), `partitions` partitions of
-    /// `replicas` placed by the placement code, primaries on each partition's first
-    /// replica; node loads counted.
-    fn cluster(nodes: u64, uds: u64, replicas: usize, partitions: u64) -> (Vec<Node>, Vec<Placed>) {
-        let mut ns: Vec<Node> = (0..nodes)
-            .map(|i| Node {
-                id: i + 1,
-                ud: format!("ud{}", i % uds),
-                fd: format!("ud{}", i % uds),
-                status: NodeStatus::Up,
-                capacity: Capacity { replicas: 10_000, memory_bytes: u64::MAX },
-                load: Load::default(),
-            })
-            .collect();
-        let mut ps = Vec::new();
-        for id in 0..partitions {
-            let replicas = place_partition(&ns, replicas, 1).expect("placement");
-            for r in &replicas {
-                placement::count_replica(&mut ns, *r, 1);
-            }
-            let primary = replicas[id as usize % replicas.len()];
-            ns.iter_mut().find(|n| n.id == primary).expect("node").load.primaries += 1;
-            ps.push(Placed { id, replicas, primary, bytes: 1 });
-        }
-        (ns, ps)
-    }
+    use crate::testkit::cluster;
 
     #[test]
     fn four_on_five_builds_into_the_free_domain_and_keeps_quorum() {
-        let (nodes, parts) = cluster(10, 5, 4, 50);
+        let (nodes, parts) = cluster(10, 5, 4, 50, |_| 1);
         let plan = plan_ud(&nodes, &parts, "ud0");
         assert!(plan.blocked.is_empty() && plan.quorum_at_risk.is_empty(), "{plan:?}");
         let with_replica_in_ud0 = parts.iter().filter(|p| p.replicas.iter().any(|r| (r - 1) % 5 == 0)).count();
@@ -181,7 +153,7 @@ mod tests {
 
     #[test]
     fn five_on_five_must_double_up_in_a_domain_still_to_walk() {
-        let (nodes, parts) = cluster(10, 5, 5, 50);
+        let (nodes, parts) = cluster(10, 5, 5, 50, |_| 1);
         let plan = plan_ud(&nodes, &parts, "ud0");
         assert_eq!(plan.builds.len(), 50, "every partition has a replica in every UD");
         for b in &plan.builds {
@@ -193,14 +165,14 @@ mod tests {
 
     #[test]
     fn no_room_outside_the_domain_blocks_and_puts_quorum_at_risk() {
-        let (mut nodes, parts) = cluster(4, 4, 4, 3);
+        let (mut nodes, parts) = cluster(4, 4, 4, 3, |_| 1);
         for n in nodes.iter_mut() {
             n.capacity.replicas = n.load.replicas;
         }
         let plan = plan_ud(&nodes, &parts, "ud0");
         assert_eq!(plan.blocked.len(), 3, "{plan:?}");
         assert!(plan.quorum_at_risk.is_empty(), "3 of 4 still up is a quorum");
-        let (nodes, mut parts) = cluster(4, 2, 4, 1);
+        let (nodes, mut parts) = cluster(4, 2, 4, 1, |_| 1);
         parts[0].replicas = vec![1, 3, 2, 4];
         let mut full = nodes.clone();
         for n in full.iter_mut() {
