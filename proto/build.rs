@@ -1,7 +1,13 @@
 //! Compiles `proto/weft/v1/*.proto` with protox (pure Rust): no system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["weft/v1/data.proto", "weft/v1/store.proto", "weft/v1/raft.proto", "weft/v1/admin.proto"];
+    let files = [
+        "weft/v1/data.proto",
+        "weft/v1/store.proto",
+        "weft/v1/raft.proto",
+        "weft/v1/admin.proto",
+        "weft/v1/cluster.proto",
+    ];
     println!("cargo:rerun-if-changed=proto");
     let fds = protox::compile(files, ["proto"])?;
     tonic_prost_build::configure().bytes(".weft.v1").compile_fds(fds)?;

@@ -2,6 +2,8 @@
 //!
 //! - [`node`]: the node host: one process serving the client `Store`, internal `Raft` and
 //!   `NodeAdmin` gRPC services on one port for every replica it hosts.
+//! - [`manager`]: the cluster manager's part on every node: heartbeats, the replicated
+//!   cluster map on the seeds, placement, repair, drains and operator commands.
 //! - [`local`]: local `weft node` processes for benchmarks and end-to-end tests.
 //! - [`client`]: the Rust client: finds a partition's primary, caches it, follows
 //!   not-primary answers with their leader hint, retries with backoff under a deadline, and
@@ -11,7 +13,9 @@
 pub mod client;
 pub mod cluster_bench;
 pub mod local;
+pub mod manager;
 pub mod node;
+pub mod routing;
 
 pub use client::{Client, ClientError, ReadMode};
 pub use weft_proto::v1 as proto;

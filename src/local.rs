@@ -50,8 +50,13 @@ pub struct LocalNode {
 impl LocalNode {
     /// Starts `exe node` (the `weft` binary) with `extra` flags and waits for its address.
     pub fn start(exe: &Path, id: u64, extra: &[&str]) -> Result<LocalNode, LocalError> {
+        Self::start_at(exe, id, "127.0.0.1:0", extra)
+    }
+
+    /// Starts `exe node` listening on `listen` with `extra` flags and waits for its address.
+    pub fn start_at(exe: &Path, id: u64, listen: &str, extra: &[&str]) -> Result<LocalNode, LocalError> {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, addr) = Self::spawn(exe, id, "127.0.0.1:0", &extra)?;
+        let (child, addr) = Self::spawn(exe, id, listen, &extra)?;
         Ok(LocalNode { id, addr, child: Some(child), exe: exe.to_path_buf(), extra })
     }
 

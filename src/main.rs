@@ -6,6 +6,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
+mod ctl;
+mod kv;
+mod playground;
+
 /// mimalloc for the whole process: size classes without per-block headers keep each
 /// 64-byte tree node on one cache line and cut allocation cost (TiKV makes the same
 /// choice with jemalloc). Benchmarks' baselines run under the same allocator.
@@ -21,6 +25,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// A local cluster on loopback: 5 nodes in 5 upgrade domains and a demo service.
+    Playground(playground::PlaygroundArgs),
+    /// Operator commands: status, nodes, services, partitions, moves, drains.
+    Ctl(ctl::CtlArgs),
+    /// Put, get, delete and scan a service's records.
+    Kv(kv::KvArgs),
     /// Run a node: hosts replicas and serves the Store, Raft and NodeAdmin gRPC services.
     Node(NodeArgs),
     /// Benchmarks; each prints one JSON object with --json.
@@ -54,9 +64,16 @@ struct NodeArgs {
     /// Address for Prometheus metrics.
     #[arg(long)]
     metrics: Option<std::net::SocketAddr>,
-    /// Seconds a silent node may go before the cluster manager marks it down.
-    #[arg(long)]
-    down_grace: Option<u64>,
+    /// Seconds a silent node may go before the cluster manager marks it down and replaces
+    /// its replicas.
+    #[arg(long, default_value_t = 10.0)]
+    down_grace: f64,
+    /// Most replicas this node takes.
+    #[arg(long, default_value_t = 1000)]
+    capacity_replicas: u32,
+    /// Most engine memory (MiB) this node's replicas may hold.
+    #[arg(long, default_value_t = 65536)]
+    capacity_memory_mib: u64,
     /// Raft heartbeat interval, milliseconds.
     #[arg(long, default_value_t = 100)]
     heartbeat_ms: u64,
@@ -158,6 +175,12 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Node(a) => node(a),
+        Command::Playground(a) => {
+            init_tracing();
+            runtime()?.block_on(playground::run(a))
+        }
+        Command::Ctl(a) => runtime()?.block_on(ctl::run(a)),
+        Command::Kv(a) => runtime()?.block_on(kv::run(a)),
         Command::Bench(Bench::Engine(a)) => bench_engine(a),
         Command::Bench(Bench::Replication(a)) => {
             if a.replicas == 0 || a.clients == 0 || a.seconds.is_nan() || a.seconds <= 0.0 {
@@ -224,13 +247,13 @@ fn node(a: NodeArgs) -> anyhow::Result<()> {
     if a.durable && a.data_dir.is_none() {
         anyhow::bail!("--durable needs --data-dir DIR (where the write-ahead logs and checkpoints go)");
     }
+    if !(a.down_grace.is_finite() && a.down_grace > 0.0) {
+        anyhow::bail!("--down-grace must be a positive number of seconds");
+    }
     if let Some(m) = a.metrics {
         anyhow::bail!("--metrics {m}: the metrics endpoint is not built yet; run without it");
     }
     init_tracing();
-    if let Some(secs) = a.down_grace {
-        tracing::warn!(secs, "--down-grace has no effect until the cluster manager exists");
-    }
     let config = weft::node::NodeConfig {
         id: a.id,
         listen: a.listen,
@@ -244,6 +267,15 @@ fn node(a: NodeArgs) -> anyhow::Result<()> {
         transport: Default::default(),
         limits: Default::default(),
         storage: weft_replica::host::Storage { data_dir: a.data_dir.clone(), durable_by_default: a.durable },
+        cluster: weft::manager::ClusterConfig {
+            seeds: a.seeds.clone(),
+            ud: a.ud.clone(),
+            fd: a.fd.clone(),
+            capacity_replicas: a.capacity_replicas,
+            capacity_memory_bytes: a.capacity_memory_mib << 20,
+            down_grace: std::time::Duration::from_secs_f64(a.down_grace),
+            ..Default::default()
+        },
     };
     runtime()?.block_on(async move {
         let node = weft::node::Node::bind(config).await.with_context(|| format!("binding {}", a.listen))?;

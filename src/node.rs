@@ -48,6 +48,8 @@ pub struct NodeConfig {
     pub limits: Limits,
     /// Data directory and default log mode.
     pub storage: Storage,
+    /// Seeds, domains, capacity and timings for the cluster manager.
+    pub cluster: crate::manager::ClusterConfig,
 }
 
 /// Why the node could not start.
@@ -67,6 +69,7 @@ pub enum NodeError {
 /// A bound node, ready to serve.
 pub struct Node {
     host: Arc<Host>,
+    manager: Arc<crate::manager::Manager>,
     listener: tokio::net::TcpListener,
     addr: SocketAddr,
 }
@@ -81,7 +84,8 @@ impl Node {
         }
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
-        Ok(Node { host, listener, addr })
+        let manager = crate::manager::Manager::new(host.clone(), config.id, addr.to_string(), config.cluster);
+        Ok(Node { host, manager, listener, addr })
     }
 
     /// The address actually bound.
@@ -97,6 +101,10 @@ impl Node {
             .max_encoding_message_size(max);
         let admin = pb::node_admin_server::NodeAdminServer::new(AdminService { host: self.host.clone() });
         let raft = RaftService::new(self.host.clone()).into_server();
+        let cluster = pb::cluster_server::ClusterServer::new(crate::manager::ClusterService::new(self.manager.clone()))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
+        self.manager.start();
         // `Server::tcp_nodelay` only covers listeners tonic binds itself; set it on every
         // accepted socket, or Nagle holds a stream's trailing frames for a delayed ACK
         // (40 ms per pipelined-append heartbeat, so per idle linearizable read).
@@ -109,6 +117,7 @@ impl Node {
             .add_service(store)
             .add_service(admin)
             .add_service(raft)
+            .add_service(cluster)
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await?;
         Ok(())
@@ -317,7 +326,7 @@ fn role(state: ServerState, is_voter: bool) -> pb::Role {
     }
 }
 
-fn status_of(r: &Replica) -> pb::ReplicaStatus {
+pub(crate) fn status_of(r: &Replica) -> pb::ReplicaStatus {
     let m = r.raft.metrics().borrow_watched().clone();
     let is_voter = m.membership_config.membership().voter_ids().any(|v| v == r.id);
     let (memory, records) = r.sm.read(|st| {
@@ -368,7 +377,19 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
         &self,
         req: Request<pb::CloseReplicaRequest>,
     ) -> Result<Response<pb::CloseReplicaResponse>, Status> {
-        self.host.close(req.into_inner().partition).await?;
+        let req = req.into_inner();
+        if req.replica != 0 {
+            match self.host.get(req.partition) {
+                Some(r) if r.id != req.replica => {
+                    return Err(Status::not_found(format!(
+                        "partition {} is hosted here as replica {}, not {}",
+                        req.partition, r.id, req.replica
+                    )));
+                }
+                _ => {}
+            }
+        }
+        self.host.close(req.partition).await?;
         Ok(Response::new(pb::CloseReplicaResponse {}))
     }
 

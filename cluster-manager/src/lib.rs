@@ -1,5 +1,6 @@
 //! The cluster manager's pure decision logic (`weft-cluster-manager`).
 //!
+//! - [`keyspace`]: which partition of a service holds a key.
 //! - [`model`]: nodes with their upgrade and fault domains, capacities and load.
 //! - [`placement`]: where a new replica of a partition goes.
 //! - [`repair`]: which replicas on down nodes to replace; which partitions lost quorum.
@@ -11,6 +12,7 @@
 //! network.
 
 pub mod balance;
+pub mod keyspace;
 pub mod model;
 pub mod placement;
 pub mod repair;

@@ -22,6 +22,9 @@ pub struct Partition {
     pub id: PartitionId,
     /// Nodes hosting its replicas (voters), the primary among them.
     pub replicas: Vec<NodeId>,
+    /// Of those, nodes that are up but no longer hold their replica (a volatile node
+    /// restarted): dead replicas just like those on down nodes.
+    pub lost: Vec<NodeId>,
     /// Engine bytes of one replica (what a rebuild copies).
     pub bytes: u64,
 }
@@ -81,7 +84,9 @@ pub fn plan(nodes: &[Node], partitions: &[Partition]) -> (Vec<Action>, Vec<Alarm
             .replicas
             .iter()
             .copied()
-            .filter(|id| nodes.iter().find(|n| n.id == *id).is_none_or(|n| n.status == NodeStatus::Down))
+            .filter(|id| {
+                p.lost.contains(id) || nodes.iter().find(|n| n.id == *id).is_none_or(|n| n.status == NodeStatus::Down)
+            })
             .collect();
         if down.is_empty() {
             continue;
@@ -129,7 +134,7 @@ mod tests {
         let mut ns = nodes(6);
         ns[1].status = NodeStatus::Down;
         ns[4].load.replicas = 5;
-        let p = Partition { id: 7, replicas: vec![1, 2, 3, 4], bytes: 10 };
+        let p = Partition { id: 7, replicas: vec![1, 2, 3, 4], lost: vec![], bytes: 10 };
         let (actions, alarms) = plan(&ns, &[p]);
         assert!(alarms.is_empty(), "{alarms:?}");
         // Nodes 5 and 6 host nothing of the partition; 6 is the emptier.
@@ -141,7 +146,7 @@ mod tests {
         let mut ns = nodes(6);
         ns[0].status = NodeStatus::Down;
         ns[1].status = NodeStatus::Down;
-        let p = Partition { id: 3, replicas: vec![1, 2, 3, 4], bytes: 10 };
+        let p = Partition { id: 3, replicas: vec![1, 2, 3, 4], lost: vec![], bytes: 10 };
         let (actions, alarms) = plan(&ns, &[p]);
         assert!(actions.is_empty(), "{actions:?}");
         assert_eq!(alarms, vec![Alarm::QuorumLost { partition: 3, live: 2, quorum: 3 }]);
@@ -152,7 +157,7 @@ mod tests {
         let mut ns = nodes(6);
         ns[0].status = NodeStatus::Down;
         let parts: Vec<Partition> =
-            (0..4).map(|i| Partition { id: i, replicas: vec![1, 2, 3, 4], bytes: 10 }).collect();
+            (0..4).map(|i| Partition { id: i, replicas: vec![1, 2, 3, 4], lost: vec![], bytes: 10 }).collect();
         let (actions, alarms) = plan(&ns, &parts);
         assert!(alarms.is_empty());
         let targets: Vec<NodeId> = actions
@@ -165,10 +170,19 @@ mod tests {
     }
 
     #[test]
+    fn a_replica_lost_on_an_up_node_is_replaced_elsewhere() {
+        let ns = nodes(6);
+        let p = Partition { id: 2, replicas: vec![1, 2, 3, 4], lost: vec![3], bytes: 10 };
+        let (actions, alarms) = plan(&ns, &[p]);
+        assert!(alarms.is_empty(), "{alarms:?}");
+        assert_eq!(actions, vec![Action::Replace { partition: 2, from: 3, to: 5 }], "never back onto node 3");
+    }
+
+    #[test]
     fn no_room_is_an_alarm() {
         let mut ns = nodes(4);
         ns[3].status = NodeStatus::Down;
-        let p = Partition { id: 1, replicas: vec![1, 2, 3, 4], bytes: 10 };
+        let p = Partition { id: 1, replicas: vec![1, 2, 3, 4], lost: vec![], bytes: 10 };
         let (actions, alarms) = plan(&ns, &[p]);
         assert!(actions.is_empty());
         assert!(matches!(alarms.as_slice(), [Alarm::NoRoom { partition: 1, from: 4, .. }]), "{alarms:?}");

@@ -1,0 +1,263 @@
+//! `weft ctl`: the operator's view of the cluster and the commands that change it.
+//! Every node answers (it forwards to the cluster manager).
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use tonic::transport::Channel;
+use weft::manager::view;
+use weft::proto as pb;
+use weft::proto::cluster_client::ClusterClient;
+use weft::routing::ServiceClient;
+
+#[derive(Args)]
+pub struct CtlArgs {
+    /// Any node of the cluster.
+    #[arg(long, global = true, default_value = "127.0.0.1:7100")]
+    endpoint: String,
+    /// Print one JSON document and nothing else on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Ctl,
+}
+
+#[derive(Subcommand)]
+enum Ctl {
+    /// The manager, node and partition health, alarms.
+    Status,
+    /// Every node with its domains, state and load.
+    Nodes,
+    /// Every service.
+    Services,
+    /// Partitions with each replica's node, UD, FD and role.
+    Partitions {
+        /// Only this service's.
+        #[arg(long)]
+        service: Option<String>,
+    },
+    /// Creates a service of P partitions with R replicas each.
+    CreateService {
+        name: String,
+        #[arg(long)]
+        partitions: u32,
+        /// Replicas per partition (default 4).
+        #[arg(long, default_value_t = 0)]
+        replicas: u32,
+    },
+    /// Deletes a service and closes its replicas.
+    DeleteService { name: String },
+    /// Moves a partition's primary to another of its replicas.
+    MovePrimary {
+        partition: u64,
+        /// Target node (default: the secondary whose node leads fewest partitions).
+        #[arg(long)]
+        to: Option<u64>,
+        /// Allow a target that is draining.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Moves one replica of a partition to another node (build, catch up, swap, close).
+    MoveSecondary {
+        partition: u64,
+        /// The node whose replica moves.
+        #[arg(long)]
+        from: u64,
+        /// Target node (default: placement picks).
+        #[arg(long)]
+        to: Option<u64>,
+        /// Allow moving the primary's replica or breaking domain spread.
+        #[arg(long)]
+        force: bool,
+        /// Return once the move is planned instead of following it to the end.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Empties a node: its replicas move elsewhere and it takes no new ones.
+    Drain { node: u64 },
+    /// Lets a drained node take replicas again.
+    Activate { node: u64 },
+}
+
+fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    writeln!(std::io::stdout(), "{}", serde_json::to_string(v)?)?;
+    Ok(())
+}
+
+async fn cluster(endpoint: &str) -> anyhow::Result<ClusterClient<Channel>> {
+    ClusterClient::connect(format!("http://{endpoint}")).await.with_context(|| format!("connecting to {endpoint}"))
+}
+
+fn grpc(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}", s.message())
+}
+
+fn say(resp: pb::CtlResponse, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(&serde_json::json!({ "lines": resp.lines, "map_version": resp.map_version }));
+    }
+    let mut out = std::io::stdout().lock();
+    for l in resp.lines {
+        writeln!(out, "{l}")?;
+    }
+    Ok(())
+}
+
+pub async fn run(a: CtlArgs) -> anyhow::Result<()> {
+    let json = a.json;
+    let map = || async { Ok::<_, anyhow::Error>(ServiceClient::fetch_map(std::slice::from_ref(&a.endpoint)).await?) };
+    let mut out = std::io::stdout().lock();
+    match a.cmd {
+        Ctl::Status => {
+            let m = map().await?;
+            let nodes = view::nodes(&m);
+            let parts = view::partitions(&m, None);
+            let count = |s: &str| nodes.iter().filter(|n| n.state == s).count();
+            let leaderless = parts.iter().filter(|p| !p.replicas.iter().any(|r| r.role == "primary")).count();
+            let moving = parts.iter().filter(|p| p.moving.is_some()).count();
+            let services = m.map.as_ref().map_or(0, |x| x.services.len());
+            if json {
+                return print_json(&serde_json::json!({
+                    "manager_node": m.manager_node,
+                    "map_version": m.version,
+                    "nodes": { "up": count("up"), "draining": count("draining"), "down": count("down") },
+                    "services": services,
+                    "partitions": parts.len(),
+                    "partitions_without_primary": leaderless,
+                    "moves_in_flight": moving,
+                    "alarms": m.alarms,
+                }));
+            }
+            writeln!(out, "cluster manager   node {} (map version {})", m.manager_node, m.version)?;
+            writeln!(
+                out,
+                "nodes             {} up, {} draining, {} down",
+                count("up"),
+                count("draining"),
+                count("down")
+            )?;
+            writeln!(out, "services          {services}")?;
+            writeln!(
+                out,
+                "partitions        {} ({leaderless} without a primary, {moving} moving a replica)",
+                parts.len()
+            )?;
+            if m.alarms.is_empty() {
+                writeln!(out, "alarms            none")?;
+            }
+            for alarm in &m.alarms {
+                writeln!(out, "ALARM             {alarm}")?;
+            }
+        }
+        Ctl::Nodes => {
+            let nodes = view::nodes(&map().await?);
+            if json {
+                return print_json(&nodes);
+            }
+            writeln!(
+                out,
+                "{:>4}  {:<21} {:<8} {:<8} {:<9} {:>8} {:>9} {:>12}",
+                "ID", "ADDRESS", "UD", "FD", "STATE", "REPLICAS", "PRIMARIES", "MEMORY"
+            )?;
+            for n in nodes {
+                writeln!(
+                    out,
+                    "{:>4}  {:<21} {:<8} {:<8} {:<9} {:>8} {:>9} {:>12}",
+                    n.id, n.addr, n.ud, n.fd, n.state, n.replicas, n.primaries, n.memory_bytes
+                )?;
+            }
+        }
+        Ctl::Services => {
+            let m = map().await?;
+            let mut services: Vec<_> = m.map.map(|x| x.services.into_values().collect()).unwrap_or_default();
+            services.sort_by(|a: &pb::ServiceInfo, b| a.name.cmp(&b.name));
+            if json {
+                let v: Vec<_> = services
+                    .iter()
+                    .map(|s| serde_json::json!({ "name": s.name, "partitions": s.partitions, "replicas": s.replicas, "partition_ids": s.partition_ids }))
+                    .collect();
+                return print_json(&v);
+            }
+            writeln!(out, "{:<24} {:>10} {:>8}", "SERVICE", "PARTITIONS", "REPLICAS")?;
+            for s in services {
+                writeln!(out, "{:<24} {:>10} {:>8}", s.name, s.partitions, s.replicas)?;
+            }
+        }
+        Ctl::Partitions { service } => {
+            let parts = view::partitions(&map().await?, service.as_deref());
+            if json {
+                return print_json(&parts);
+            }
+            writeln!(out, "{:>5}  {:<16} {:<37}  REPLICAS (node/ud/fd role)", "ID", "SERVICE", "HASH RANGE")?;
+            for p in parts {
+                let replicas: Vec<String> =
+                    p.replicas.iter().map(|r| format!("{}/{}/{} {}", r.node, r.ud, r.fd, r.role)).collect();
+                let range = format!("{:016x}..={:016x}", p.low, p.high);
+                let note = p.moving.map(|m| format!("  [moving: {m}]")).unwrap_or_default();
+                let name = format!("{}/{}", p.service, p.index);
+                writeln!(out, "{:>5}  {:<16} {range:<37}  {}{note}", p.id, name, replicas.join(", "))?;
+            }
+        }
+        Ctl::CreateService { name, partitions, replicas } => {
+            let req = pb::CreateServiceRequest { name, partitions, replicas };
+            say(cluster(&a.endpoint).await?.create_service(req).await.map_err(grpc)?.into_inner(), json)?;
+        }
+        Ctl::DeleteService { name } => {
+            let req = pb::DeleteServiceRequest { name };
+            say(cluster(&a.endpoint).await?.delete_service(req).await.map_err(grpc)?.into_inner(), json)?;
+        }
+        Ctl::Drain { node } => {
+            say(cluster(&a.endpoint).await?.drain(pb::NodeRequest { node }).await.map_err(grpc)?.into_inner(), json)?;
+        }
+        Ctl::Activate { node } => {
+            say(
+                cluster(&a.endpoint).await?.activate(pb::NodeRequest { node }).await.map_err(grpc)?.into_inner(),
+                json,
+            )?;
+        }
+        Ctl::MovePrimary { partition, to, force } => {
+            let req = pb::MovePrimaryRequest { partition, to_node: to.unwrap_or(0), force };
+            say(cluster(&a.endpoint).await?.move_primary(req).await.map_err(grpc)?.into_inner(), json)?;
+        }
+        Ctl::MoveSecondary { partition, from, to, force, no_wait } => {
+            let req = pb::MoveSecondaryRequest { partition, from_node: from, to_node: to.unwrap_or(0), force };
+            let resp = cluster(&a.endpoint).await?.move_secondary(req).await.map_err(grpc)?.into_inner();
+            if no_wait {
+                return say(resp, json);
+            }
+            if !json {
+                for l in &resp.lines {
+                    writeln!(out, "{l}")?;
+                }
+            }
+            let started = Instant::now();
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let m = map().await?;
+                let p = view::partitions(&m, None).into_iter().find(|p| p.id == partition);
+                match p {
+                    Some(p) if p.moving.is_none() => {
+                        if json {
+                            return print_json(&p);
+                        }
+                        let nodes: Vec<u64> = p.replicas.iter().map(|r| r.node).collect();
+                        writeln!(
+                            out,
+                            "done in {:.1} s: partition {partition} now on nodes {nodes:?}",
+                            started.elapsed().as_secs_f64()
+                        )?;
+                        return Ok(());
+                    }
+                    Some(_) => {}
+                    None => bail!("partition {partition} disappeared from the map"),
+                }
+                if started.elapsed() > Duration::from_secs(600) {
+                    bail!("the move has not finished after 10 minutes; `weft ctl partitions` shows where it stands");
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,295 @@
+//! Operator commands, run on the manager's node: services, drains, primary and secondary
+//! moves. Each validates against the map and the placement rules and refuses with the
+//! reason (unless forced) before it changes anything.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tonic::Status;
+use weft_cluster_manager::keyspace;
+use weft_cluster_manager::placement;
+use weft_proto::v1 as pb;
+
+use super::{Manager, map};
+
+/// Longest service name.
+const NAME_MAX: usize = 64;
+/// Most partitions in one service.
+const PARTITIONS_MAX: u32 = 4096;
+/// Most replicas of one partition.
+const REPLICAS_MAX: u32 = 9;
+
+fn lines(v: Vec<String>, map_version: u64) -> pb::CtlResponse {
+    pb::CtlResponse { lines: v, map_version }
+}
+
+impl Manager {
+    /// The map with the reports and alarms behind it.
+    pub(super) async fn get_map(&self) -> Result<pb::GetMapResponse, Status> {
+        let leader = self.leading().ok_or_else(|| Status::unavailable("not the cluster manager"))?;
+        let (map, version) =
+            map::read(&leader).await?.ok_or_else(|| Status::unavailable("the cluster map is not written yet"))?;
+        let (reported_by, reported) = self.reported().into_iter().unzip();
+        Ok(pb::GetMapResponse {
+            map: Some(map),
+            version,
+            manager_node: self.id,
+            reported,
+            reported_by,
+            alarms: self.alarms(),
+        })
+    }
+
+    pub(super) async fn create_service(
+        self: &Arc<Self>,
+        req: pb::CreateServiceRequest,
+    ) -> Result<pb::CtlResponse, Status> {
+        let name = req.name.trim().to_string();
+        if name.is_empty()
+            || name.len() > NAME_MAX
+            || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(Status::invalid_argument(format!(
+                "service name {name:?}: 1 to {NAME_MAX} characters of letters, digits, '-', '_' or '.'"
+            )));
+        }
+        if req.partitions == 0 || req.partitions > PARTITIONS_MAX {
+            return Err(Status::invalid_argument(format!("--partitions must be 1 to {PARTITIONS_MAX}")));
+        }
+        let replicas = if req.replicas == 0 { self.cfg.default_replicas } else { req.replicas };
+        if replicas > REPLICAS_MAX {
+            return Err(Status::invalid_argument(format!("--replicas must be 1 to {REPLICAS_MAX}")));
+        }
+        let reported = self.reported();
+        let (out, version) = self
+            .update(|m| {
+                if m.services.contains_key(&name) {
+                    return Err(Status::already_exists(format!("service {name} exists")));
+                }
+                let mut nodes = map::model(m, &reported);
+                let mut out = vec![format!("service {name}: {} partitions x {replicas} replicas", req.partitions)];
+                let mut ids = Vec::new();
+                for index in 0..req.partitions {
+                    let placed = placement::place_partition(&nodes, replicas as usize, 0).map_err(|e| {
+                        Status::failed_precondition(format!("cannot place partition {index} of {name}: {e}"))
+                    })?;
+                    for n in &placed {
+                        placement::count_replica(&mut nodes, *n, 0);
+                    }
+                    let id = m.next_partition;
+                    m.next_partition += 1;
+                    let first = m.next_replica;
+                    m.next_replica += placed.len() as u64;
+                    let (low, high) = keyspace::range(index, req.partitions);
+                    m.partitions.insert(
+                        id,
+                        pb::PartitionInfo {
+                            id,
+                            service: name.clone(),
+                            index,
+                            low,
+                            high,
+                            replicas: placed
+                                .iter()
+                                .zip(first..)
+                                .map(|(node, replica)| pb::ReplicaPlacement { node: *node, replica })
+                                .collect(),
+                            created: false,
+                            pending: None,
+                        },
+                    );
+                    out.push(format!("  partition {id} ({name}/{index}) on nodes {placed:?}"));
+                    ids.push(id);
+                }
+                m.services.insert(
+                    name.clone(),
+                    pb::ServiceInfo { name: name.clone(), partitions: req.partitions, replicas, partition_ids: ids },
+                );
+                Ok(out)
+            })
+            .await?;
+        tracing::info!(service = %name, partitions = req.partitions, replicas, "service created");
+        Ok(lines(out, version))
+    }
+
+    pub(super) async fn delete_service(&self, req: pb::DeleteServiceRequest) -> Result<pb::CtlResponse, Status> {
+        let (n, version) = self
+            .update(|m| {
+                let s = m
+                    .services
+                    .remove(&req.name)
+                    .ok_or_else(|| Status::not_found(format!("no service {}", req.name)))?;
+                for id in &s.partition_ids {
+                    m.partitions.remove(id);
+                }
+                Ok(s.partition_ids.len())
+            })
+            .await?;
+        tracing::info!(service = %req.name, "service deleted");
+        Ok(lines(vec![format!("service {} deleted; its {n} partitions' replicas are being closed", req.name)], version))
+    }
+
+    pub(super) async fn set_drained(&self, node: u64, drained: bool) -> Result<pb::CtlResponse, Status> {
+        let (was, version) = self
+            .update(|m| {
+                let n = m.nodes.get_mut(&node).ok_or_else(|| Status::not_found(format!("no node {node}")))?;
+                let was = n.drained;
+                n.drained = drained;
+                if n.state != pb::NodeState::Down as i32 {
+                    n.state = if drained { pb::NodeState::Draining } else { pb::NodeState::Up } as i32;
+                }
+                Ok(was)
+            })
+            .await?;
+        let line = match (was, drained) {
+            (false, true) => format!("node {node} is draining: its replicas move to other nodes, it takes no new ones"),
+            (true, true) => format!("node {node} was already draining"),
+            (true, false) => format!("node {node} is active again: it takes new replicas"),
+            (false, false) => format!("node {node} was already active"),
+        };
+        tracing::info!(node, drained, "operator set node drain");
+        Ok(lines(vec![line], version))
+    }
+
+    fn partition(m: &pb::ClusterMap, id: u64) -> Result<&pb::PartitionInfo, Status> {
+        let p = m.partitions.get(&id).ok_or_else(|| Status::not_found(format!("no partition {id}")))?;
+        if !p.created || p.pending.is_some() {
+            return Err(Status::failed_precondition(format!(
+                "partition {id} is busy (being created or moving a replica); try again when it settles"
+            )));
+        }
+        Ok(p)
+    }
+
+    pub(super) async fn move_primary(&self, req: pb::MovePrimaryRequest) -> Result<pb::CtlResponse, Status> {
+        let leader = self.leading().ok_or_else(|| Status::unavailable("not the cluster manager"))?;
+        let (m, version) =
+            map::read(&leader).await?.ok_or_else(|| Status::unavailable("the cluster map is not written yet"))?;
+        let p = Self::partition(&m, req.partition)?;
+        let from = self.primary_node(p.id);
+        let reported = self.reported();
+        let nodes = map::model(&m, &reported);
+        let primaries = |id: u64| nodes.iter().find(|n| n.id == id).map_or(u32::MAX, |n| n.load.primaries);
+        let up = |id: u64| m.nodes.get(&id).is_some_and(|n| n.state == pb::NodeState::Up as i32);
+        let target = if req.to_node == 0 {
+            p.replicas
+                .iter()
+                .filter(|r| Some(r.node) != from && up(r.node))
+                .min_by_key(|r| (primaries(r.node), r.node))
+                .ok_or_else(|| Status::failed_precondition(format!("partition {} has no up secondary", p.id)))?
+        } else {
+            p.replicas.iter().find(|r| r.node == req.to_node).ok_or_else(|| {
+                Status::failed_precondition(format!("node {} hosts no replica of partition {}", req.to_node, p.id))
+            })?
+        };
+        if Some(target.node) == from {
+            return Ok(lines(
+                vec![format!("partition {}: node {} is already its primary", p.id, target.node)],
+                version,
+            ));
+        }
+        if !up(target.node) && !req.force {
+            return Err(Status::failed_precondition(format!(
+                "node {} is not up (down or draining); --force to move the primary there anyway",
+                target.node
+            )));
+        }
+        let transfer = pb::TransferLeaderToRequest { partition: p.id, to: target.replica };
+        self.on_primary(&m, p, Duration::from_secs(10), |mut c| async move {
+            c.transfer_leader(transfer).await.map(|_| ())
+        })
+        .await?;
+        // Confirm from the new primary itself.
+        let addr = Self::addr_of(&m, target.node)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let status = self.admin(&addr)?.status(pb::ReplicaStatusRequest { partition: p.id }).await;
+            if status.is_ok_and(|s| s.get_ref().role == pb::Role::Primary as i32) {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(Status::deadline_exceeded(format!(
+                    "partition {}: node {} did not become primary within 10 s",
+                    p.id, target.node
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let from = from.map_or("unknown".to_string(), |n| format!("node {n}"));
+        tracing::info!(partition = p.id, to = target.node, "operator moved a primary");
+        Ok(lines(vec![format!("partition {}: primary moved from {from} to node {}", p.id, target.node)], version))
+    }
+
+    pub(super) async fn move_secondary(
+        self: &Arc<Self>,
+        req: pb::MoveSecondaryRequest,
+    ) -> Result<pb::CtlResponse, Status> {
+        let reported = self.reported();
+        let primary = self.primary_node(req.partition);
+        let ((to, replica), version) = self
+            .update(|m| {
+                let p = Self::partition(m, req.partition)?;
+                if !p.replicas.iter().any(|r| r.node == req.from_node) {
+                    return Err(Status::failed_precondition(format!(
+                        "node {} hosts no replica of partition {}",
+                        req.from_node, p.id
+                    )));
+                }
+                if primary == Some(req.from_node) && !req.force {
+                    return Err(Status::failed_precondition(format!(
+                        "node {} hosts partition {}'s primary; move-primary first, or --force",
+                        req.from_node, p.id
+                    )));
+                }
+                let nodes = map::model(m, &reported);
+                let hosting: Vec<u64> = p.replicas.iter().map(|r| r.node).collect();
+                let bytes = map::partition_bytes(p.id, &reported);
+                let best = placement::choose(&nodes, &hosting, bytes);
+                let to = if req.to_node == 0 {
+                    best.map_err(|e| Status::failed_precondition(format!("no node can take the replica: {e}")))?
+                } else {
+                    let node = nodes
+                        .iter()
+                        .find(|n| n.id == req.to_node)
+                        .ok_or_else(|| Status::not_found(format!("no node {}", req.to_node)))?;
+                    let rank = placement::rank(&nodes, &hosting, node, bytes).ok_or_else(|| {
+                        Status::failed_precondition(format!(
+                            "node {} cannot take it: it is not up, already hosts partition {}, or is full",
+                            req.to_node, p.id
+                        ))
+                    })?;
+                    let best_ud = best
+                        .ok()
+                        .and_then(|b| nodes.iter().find(|n| n.id == b))
+                        .and_then(|b| placement::rank(&nodes, &hosting, b, bytes))
+                        .map_or(usize::MAX, |r| r.ud_shared);
+                    if rank.ud_shared > best_ud && !req.force {
+                        return Err(Status::failed_precondition(format!(
+                            "node {} shares an upgrade domain with another replica of partition {} while a node \
+                             in a free domain exists; --force to move there anyway",
+                            req.to_node, p.id
+                        )));
+                    }
+                    req.to_node
+                };
+                let replica = m.next_replica;
+                m.next_replica += 1;
+                let p = m.partitions.get_mut(&req.partition).ok_or_else(|| Status::not_found("partition vanished"))?;
+                p.pending = Some(pb::PendingMove {
+                    to: Some(pb::ReplicaPlacement { node: to, replica }),
+                    replaces: p.replicas.iter().find(|r| r.node == req.from_node).cloned(),
+                    reason: format!("operator: move from node {}", req.from_node),
+                });
+                Ok((to, replica))
+            })
+            .await?;
+        self.spawn_op(req.partition);
+        Ok(lines(
+            vec![format!(
+                "partition {}: building replica {replica} on node {to} to replace the one on node {}",
+                req.partition, req.from_node
+            )],
+            version,
+        ))
+    }
+}

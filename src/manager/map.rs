@@ -1,0 +1,144 @@
+//! The cluster map's storage and its translation for the decision code.
+//!
+//! The map is one protobuf record (`pb::ClusterMap`) under key `map` in table `cluster` of
+//! the cluster-map partition ([`MAP_PARTITION`]), a weft replica group on the seed nodes.
+//! Every change is a read, a pure edit and a put conditioned on the version read, so two
+//! managers that briefly both think they lead (an old primary not yet deposed) can never
+//! both apply an edit to the same map: the loser's put fails its condition and it re-reads.
+//! The record's version (the raft log index that wrote it) is the map version clients use
+//! to detect a stale cache.
+
+use openraft::raft::ReadPolicy;
+use prost::Message;
+use tonic::Status;
+use weft_cluster_manager::model::{Capacity, Load, Node, NodeStatus};
+use weft_proto::v1 as pb;
+use weft_replica::host::Replica;
+use weft_replica::types::Command;
+
+/// The partition id of the cluster map's own replica group.
+pub const MAP_PARTITION: u64 = 0;
+const MAP_TABLE: &str = "cluster";
+const MAP_KEY: &[u8] = b"map";
+/// Replica ids the map hands out start here; the map's own first replicas use the seed
+/// node ids, which stay below it.
+pub const FIRST_REPLICA_ID: u64 = 1 << 20;
+
+/// Reads the map after confirming leadership with a quorum (read index); `None` until the
+/// first manager has written it.
+pub async fn read(r: &Replica) -> Result<Option<(pb::ClusterMap, u64)>, Status> {
+    r.raft
+        .ensure_linearizable(ReadPolicy::ReadIndex)
+        .await
+        .map_err(|e| Status::unavailable(format!("cluster map read: {e}")))?;
+    let raw = r.sm.read(|st| match st.store.get(MAP_TABLE, MAP_KEY) {
+        Ok(rec) => rec.map(|rec| (rec.value().to_vec(), rec.version())),
+        Err(_) => None,
+    });
+    match raw {
+        None => Ok(None),
+        Some((bytes, version)) => {
+            let map = pb::ClusterMap::decode(bytes.as_slice())
+                .map_err(|e| Status::data_loss(format!("cluster map record does not decode: {e}")))?;
+            Ok(Some((map, version)))
+        }
+    }
+}
+
+/// Writes `map` if the stored one is still at `version` (0: if there is none yet).
+/// Returns the new version, or `None` when the map changed underneath.
+pub async fn write(r: &Replica, map: &pb::ClusterMap, version: u64) -> Result<Option<u64>, Status> {
+    let condition = pb::Condition {
+        kind: Some(if version == 0 {
+            pb::condition::Kind::Absent(true)
+        } else {
+            pb::condition::Kind::Version(version)
+        }),
+    };
+    let put = pb::Put {
+        table: MAP_TABLE.into(),
+        key: MAP_KEY.to_vec().into(),
+        value: map.encode_to_vec().into(),
+        attrs: Vec::new(),
+        condition: Some(condition),
+    };
+    let cmd = pb::Command {
+        session: None,
+        kind: Some(pb::command::Kind::Batch(pb::Batch { ops: vec![pb::Op { kind: Some(pb::op::Kind::Put(put)) }] })),
+    };
+    let result = propose(r, cmd).await?;
+    match result.outcome {
+        None | Some(pb::command_result::Outcome::Popped(_)) => Ok(Some(result.version)),
+        Some(pb::command_result::Outcome::Error(e)) if e.code == pb::ErrorCode::ConditionFailed as i32 => Ok(None),
+        Some(pb::command_result::Outcome::Error(e)) => {
+            Err(Status::internal(format!("cluster map write refused: {}", e.message)))
+        }
+    }
+}
+
+/// Creates the map's table and an empty map, unless a map exists.
+pub async fn create(r: &Replica) -> Result<(), Status> {
+    let table = pb::Command {
+        session: None,
+        kind: Some(pb::command::Kind::CreateTable(pb::CreateTable { table: MAP_TABLE.into() })),
+    };
+    let result = propose(r, table).await?;
+    if let Some(pb::command_result::Outcome::Error(e)) = result.outcome
+        && e.code != pb::ErrorCode::TableExists as i32
+    {
+        return Err(Status::internal(format!("creating the cluster map table: {}", e.message)));
+    }
+    let empty = pb::ClusterMap { next_partition: 1, next_replica: FIRST_REPLICA_ID, ..Default::default() };
+    write(r, &empty, 0).await?;
+    Ok(())
+}
+
+async fn propose(r: &Replica, cmd: pb::Command) -> Result<pb::CommandResult, Status> {
+    r.raft
+        .client_write(Command(cmd))
+        .await
+        .map(|resp| resp.data)
+        .map_err(|e| Status::unavailable(format!("cluster map write: {e}")))
+}
+
+/// The status the decision code uses for a map node.
+pub fn status(n: &pb::NodeInfo) -> NodeStatus {
+    match pb::NodeState::try_from(n.state) {
+        Ok(pb::NodeState::Up) if !n.drained => NodeStatus::Up,
+        Ok(pb::NodeState::Up | pb::NodeState::Draining) => NodeStatus::Draining,
+        _ => NodeStatus::Down,
+    }
+}
+
+/// The map's nodes as the decision code sees them. Replica counts come from the map
+/// itself (placements and builds in flight), so a choice made a moment ago is counted
+/// before any node reports it; primaries and memory come from the nodes' reports.
+pub fn model(map: &pb::ClusterMap, reported: &[(u64, pb::ReplicaStatus)]) -> Vec<Node> {
+    map.nodes
+        .values()
+        .map(|n| {
+            let mut load = Load::default();
+            for p in map.partitions.values() {
+                let pending = p.pending.as_ref().and_then(|m| m.to.as_ref());
+                load.replicas += p.replicas.iter().chain(pending).filter(|r| r.node == n.id).count() as u32;
+            }
+            for (_, s) in reported.iter().filter(|(node, _)| *node == n.id) {
+                load.memory_bytes += s.memory_bytes;
+                load.primaries += u32::from(s.role == pb::Role::Primary as i32);
+            }
+            Node {
+                id: n.id,
+                ud: n.ud.clone(),
+                fd: n.fd.clone(),
+                status: status(n),
+                capacity: Capacity { replicas: n.capacity_replicas, memory_bytes: n.capacity_memory_bytes },
+                load,
+            }
+        })
+        .collect()
+}
+
+/// Engine bytes of one replica of `partition`, from the largest report.
+pub fn partition_bytes(partition: u64, reported: &[(u64, pb::ReplicaStatus)]) -> u64 {
+    reported.iter().filter(|(_, s)| s.partition == partition).map(|(_, s)| s.memory_bytes).max().unwrap_or(0)
+}

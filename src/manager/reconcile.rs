@@ -1,0 +1,433 @@
+//! The manager's control loop and the operations it drives.
+//!
+//! Every tick on the manager's node:
+//! 1. nodes silent past the grace period are marked down;
+//! 2. partitions not yet created, or with a move pending, get a driver task (one per
+//!    partition, at most [`MAX_OPS`] at a time);
+//! 3. [`repair::plan`] picks replacements for replicas on down nodes and replicas a node no
+//!    longer holds (a volatile restart); replicas on draining nodes are moved out; each
+//!    becomes a pending move in the map, so a new manager resumes it;
+//! 4. replicas that nodes report but the map no longer lists are closed.
+//!
+//! A move is: open the new replica, add it as a learner and wait until it has caught up
+//! (snapshot and log), hand the primary away if it is the replica leaving, change the voters
+//! (joint consensus), record the result in the map, close the old replica. Every step is
+//! idempotent, so a driver that dies midway is simply run again.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tonic::transport::Channel;
+use tonic::{Code, Response, Status};
+use weft_cluster_manager::model::NodeStatus;
+use weft_cluster_manager::placement;
+use weft_cluster_manager::repair::{self, Action, Alarm};
+use weft_proto::v1 as pb;
+use weft_proto::v1::node_admin_client::NodeAdminClient;
+use weft_replica::host::Replica;
+
+use super::{Manager, map};
+use crate::client::{Client, ClientConfig, ClientError};
+
+/// Most partitions with an operation in flight at once.
+pub(super) const MAX_OPS: usize = 4;
+/// Time one node-admin step may take (a learner's catch-up has its own, longer one).
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(600);
+/// The table every partition of a service starts with.
+pub const DEFAULT_TABLE: &str = "default";
+
+impl Manager {
+    pub(super) async fn reconcile_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(300));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Some(leader) = self.leading()
+                && let Err(e) = self.reconcile(&leader).await
+            {
+                tracing::debug!(error = %e.message(), "reconcile tick failed; retrying");
+            }
+        }
+    }
+
+    async fn reconcile(self: &Arc<Self>, leader: &Replica) -> Result<(), Status> {
+        let Some((m, _)) = map::read(leader).await? else {
+            return map::create(leader).await;
+        };
+        // 1. Liveness.
+        let now = Instant::now();
+        let silent: Vec<u64> = {
+            let soft = self.soft.lock();
+            let since = soft.since.unwrap_or(now);
+            m.nodes
+                .values()
+                .filter(|n| n.state != pb::NodeState::Down as i32)
+                .filter(|n| {
+                    let last = soft.seen.get(&n.id).map_or(since, |s| s.at.max(since));
+                    now.duration_since(last) > self.cfg.down_grace
+                })
+                .map(|n| n.id)
+                .collect()
+        };
+        if !silent.is_empty() {
+            self.update(|m| {
+                for id in &silent {
+                    if let Some(n) = m.nodes.get_mut(id) {
+                        n.state = pb::NodeState::Down as i32;
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+            tracing::warn!(nodes = ?silent, grace = ?self.cfg.down_grace, "nodes down: silent past the grace period");
+            return Ok(());
+        }
+        // 2. Operations to drive.
+        for p in m.partitions.values().filter(|p| !p.created || p.pending.is_some()) {
+            self.spawn_op(p.id);
+        }
+        // 3. Repairs and drains.
+        let reported = self.reported();
+        let mut nodes = map::model(&m, &reported);
+        let settled: Vec<&pb::PartitionInfo> =
+            m.partitions.values().filter(|p| p.created && p.pending.is_none()).collect();
+        let plan_input: Vec<repair::Partition> = settled
+            .iter()
+            .map(|p| repair::Partition {
+                id: p.id,
+                replicas: p.replicas.iter().map(|r| r.node).collect(),
+                lost: self.lost(p),
+                bytes: map::partition_bytes(p.id, &reported),
+            })
+            .collect();
+        let (actions, alarms) = repair::plan(&nodes, &plan_input);
+        let mut alarm_texts: Vec<String> = alarms.iter().map(alarm_text).collect();
+        let budget = MAX_OPS.saturating_sub(self.ops.lock().len());
+        let mut moves: Vec<(u64, u64, u64, String)> = actions
+            .iter()
+            .map(|a| match a {
+                Action::Replace { partition, from, to } => {
+                    (*partition, *from, *to, "replace a lost replica".to_string())
+                }
+            })
+            .take(budget)
+            .collect();
+        for (_, _, to, _) in &moves {
+            placement::count_replica(&mut nodes, *to, 0);
+        }
+        let draining: Vec<u64> = nodes.iter().filter(|n| n.status == NodeStatus::Draining).map(|n| n.id).collect();
+        let replaced: Vec<u64> = moves.iter().map(|mv| mv.0).collect();
+        for p in settled.iter().filter(|p| !replaced.contains(&p.id)) {
+            if moves.len() >= budget {
+                break;
+            }
+            let Some(from) = p.replicas.iter().find(|r| draining.contains(&r.node)) else {
+                continue;
+            };
+            let hosting: Vec<u64> = p.replicas.iter().map(|r| r.node).collect();
+            match placement::choose(&nodes, &hosting, map::partition_bytes(p.id, &reported)) {
+                Ok(to) => {
+                    placement::count_replica(&mut nodes, to, 0);
+                    moves.push((p.id, from.node, to, format!("drain node {}", from.node)));
+                }
+                Err(e) => {
+                    alarm_texts.push(format!("partition {}: cannot move off draining node {}: {e}", p.id, from.node))
+                }
+            }
+        }
+        self.raise(alarm_texts);
+        if !moves.is_empty() {
+            self.update(|m| {
+                for (pid, from, to, reason) in &moves {
+                    let replica = m.next_replica;
+                    let Some(p) = m.partitions.get_mut(pid).filter(|p| p.pending.is_none()) else { continue };
+                    p.pending = Some(pb::PendingMove {
+                        to: Some(pb::ReplicaPlacement { node: *to, replica }),
+                        replaces: p.replicas.iter().find(|r| r.node == *from).cloned(),
+                        reason: reason.clone(),
+                    });
+                    m.next_replica += 1;
+                }
+                Ok(())
+            })
+            .await?;
+            for (pid, from, to, reason) in &moves {
+                tracing::info!(partition = pid, from, to, %reason, "replica move planned");
+                self.spawn_op(*pid);
+            }
+        }
+        // 4. Garbage.
+        self.collect_garbage(&m).await;
+        Ok(())
+    }
+
+    /// Nodes of `p` that are up and, in a report newer than the partition's last change,
+    /// no longer host their replica.
+    fn lost(&self, p: &pb::PartitionInfo) -> Vec<u64> {
+        let soft = self.soft.lock();
+        let Some(since) = soft.since else { return Vec::new() };
+        let base = soft.changed.get(&p.id).copied().unwrap_or(since).max(since) + self.cfg.heartbeat * 2;
+        p.replicas
+            .iter()
+            .filter(|r| {
+                soft.seen.get(&r.node).is_some_and(|s| {
+                    s.at > base && !s.replicas.iter().any(|x| x.partition == p.id && x.replica == r.replica)
+                })
+            })
+            .map(|r| r.node)
+            .collect()
+    }
+
+    /// Replaces the standing alarms with `texts`; logs each one once, when it starts.
+    fn raise(&self, texts: Vec<String>) {
+        let mut soft = self.soft.lock();
+        for t in &texts {
+            if !soft.alarms.contains(t) {
+                tracing::error!(alarm = %t, "cluster alarm");
+            }
+        }
+        soft.alarms = texts.into_iter().collect();
+    }
+
+    /// The alarms standing now.
+    pub(super) fn alarms(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.soft.lock().alarms.iter().cloned().collect();
+        v.sort();
+        v
+    }
+
+    pub(super) fn spawn_op(self: &Arc<Self>, partition: u64) {
+        if !self.ops.lock().insert(partition) {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = me.drive(partition).await {
+                tracing::warn!(partition, error = %e.message(), "partition operation interrupted; will retry");
+            }
+            me.ops.lock().remove(&partition);
+        });
+    }
+
+    async fn drive(self: &Arc<Self>, pid: u64) -> Result<(), Status> {
+        let leader = self.leading().ok_or_else(|| Status::unavailable("not the cluster manager"))?;
+        let Some((m, _)) = map::read(&leader).await? else { return Ok(()) };
+        let Some(p) = m.partitions.get(&pid).cloned() else { return Ok(()) };
+        if !p.created {
+            return self.create_partition(&m, &p).await;
+        }
+        if let Some(mv) = p.pending.clone() {
+            return self.finish_move(&m, &p, mv).await;
+        }
+        Ok(())
+    }
+
+    pub(super) fn addr_of(m: &pb::ClusterMap, node: u64) -> Result<String, Status> {
+        m.nodes
+            .get(&node)
+            .map(|n| n.addr.clone())
+            .ok_or_else(|| Status::not_found(format!("no node {node} in the map")))
+    }
+
+    async fn create_partition(&self, m: &pb::ClusterMap, p: &pb::PartitionInfo) -> Result<(), Status> {
+        let addrs: Vec<String> = p.replicas.iter().map(|r| Self::addr_of(m, r.node)).collect::<Result<_, _>>()?;
+        let members = pb::Membership {
+            configs: vec![pb::ReplicaSet { ids: p.replicas.iter().map(|r| r.replica).collect() }],
+            nodes: p.replicas.iter().zip(&addrs).map(|(r, a)| (r.replica, a.clone())).collect(),
+        };
+        for (i, (r, addr)) in p.replicas.iter().zip(&addrs).enumerate().rev() {
+            let initial = (i == 0).then(|| members.clone());
+            let req = pb::OpenReplicaRequest { partition: p.id, replica: r.replica, mode: 0, initial };
+            step(self.admin(addr)?.open_replica(req)).await?;
+        }
+        let client = Client::new(addrs, ClientConfig::default());
+        match client.create_table(p.id, DEFAULT_TABLE).await {
+            Ok(_) => {}
+            Err(ClientError::Refused { code: pb::ErrorCode::TableExists, .. }) => {}
+            Err(e) => return Err(Status::unavailable(format!("creating table {DEFAULT_TABLE}: {e}"))),
+        }
+        self.update(|m| {
+            if let Some(q) = m.partitions.get_mut(&p.id) {
+                q.created = true;
+            }
+            Ok(())
+        })
+        .await?;
+        self.soft.lock().changed.insert(p.id, Instant::now());
+        tracing::info!(partition = p.id, service = %p.service, index = p.index, "partition created");
+        Ok(())
+    }
+
+    async fn finish_move(&self, m: &pb::ClusterMap, p: &pb::PartitionInfo, mv: pb::PendingMove) -> Result<(), Status> {
+        let to = mv.to.ok_or_else(|| Status::internal("pending move without a target"))?;
+        let to_addr = Self::addr_of(m, to.node)?;
+        let open = pb::OpenReplicaRequest { partition: p.id, replica: to.replica, mode: 0, initial: None };
+        step(self.admin(&to_addr)?.open_replica(open)).await?;
+        let learner =
+            pb::AddLearnerRequest { partition: p.id, replica: to.replica, addr: to_addr.clone(), blocking: true };
+        self.on_primary(m, p, CATCH_UP_TIMEOUT, |mut c| {
+            let req = learner.clone();
+            async move { c.add_learner(req).await.map(|_| ()) }
+        })
+        .await?;
+        let leaving = mv.replaces;
+        if let Some(old) = &leaving
+            && self.primary_node(p.id) == Some(old.node)
+            && let Some(next) = p.replicas.iter().find(|r| r.replica != old.replica)
+        {
+            let req = pb::TransferLeaderToRequest { partition: p.id, to: next.replica };
+            self.on_primary(m, p, STEP_TIMEOUT, |mut c| async move { c.transfer_leader(req).await.map(|_| ()) })
+                .await?;
+        }
+        let voters: Vec<u64> = p
+            .replicas
+            .iter()
+            .filter(|r| leaving.as_ref().is_none_or(|o| o.replica != r.replica))
+            .map(|r| r.replica)
+            .chain([to.replica])
+            .collect();
+        let change = pb::ChangeMembershipRequest { partition: p.id, voters, retain: false };
+        self.on_primary(m, p, STEP_TIMEOUT, |mut c| {
+            let req = change.clone();
+            async move { c.change_membership(req).await.map(|_| ()) }
+        })
+        .await?;
+        self.update(|m| {
+            let Some(q) = m.partitions.get_mut(&p.id) else { return Ok(()) };
+            if q.pending.as_ref() != Some(&mv) {
+                return Ok(());
+            }
+            match &leaving {
+                Some(old) => {
+                    for r in q.replicas.iter_mut().filter(|r| r.replica == old.replica) {
+                        *r = to;
+                    }
+                }
+                None => q.replicas.push(to),
+            }
+            q.pending = None;
+            Ok(())
+        })
+        .await?;
+        self.soft.lock().changed.insert(p.id, Instant::now());
+        tracing::info!(partition = p.id, to = to.node, replaced = ?leaving.as_ref().map(|o| o.node), reason = %mv.reason, "replica move done");
+        if let Some(old) = leaving
+            && let Ok(addr) = Self::addr_of(m, old.node)
+            && let Ok(mut admin) = self.admin(&addr)
+        {
+            let req = pb::CloseReplicaRequest { partition: p.id, replica: old.replica };
+            // Best effort: a node that is down is cleaned up when it reports again.
+            let _ = step(admin.close_replica(req)).await;
+        }
+        Ok(())
+    }
+
+    /// The node whose report says it is `partition`'s primary (highest term wins).
+    pub(super) fn primary_node(&self, partition: u64) -> Option<u64> {
+        let soft = self.soft.lock();
+        soft.seen
+            .iter()
+            .flat_map(|(node, s)| s.replicas.iter().map(move |r| (*node, r)))
+            .filter(|(_, r)| r.partition == partition && r.role == pb::Role::Primary as i32)
+            .max_by_key(|(_, r)| r.term)
+            .map(|(node, _)| node)
+    }
+
+    /// Runs a node-admin call on the partition's primary: the reported one first, then
+    /// every replica's node, following a not-primary answer's hint.
+    pub(super) async fn on_primary<F, Fut>(
+        &self,
+        m: &pb::ClusterMap,
+        p: &pb::PartitionInfo,
+        timeout: Duration,
+        f: F,
+    ) -> Result<(), Status>
+    where
+        F: Fn(NodeAdminClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<(), Status>>,
+    {
+        let mut addrs: Vec<String> =
+            self.primary_node(p.id).and_then(|n| Self::addr_of(m, n).ok()).into_iter().collect();
+        addrs.extend(p.replicas.iter().filter_map(|r| Self::addr_of(m, r.node).ok()));
+        let mut last = Status::unavailable(format!("partition {} has no reachable primary", p.id));
+        let mut i = 0;
+        while i < addrs.len() && i < 16 {
+            let addr = addrs[i].clone();
+            i += 1;
+            let admin = match self.admin(&addr) {
+                Ok(a) => a,
+                Err(e) => {
+                    last = e;
+                    continue;
+                }
+            };
+            match tokio::time::timeout(timeout, f(admin)).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(s)) if matches!(s.code(), Code::Unavailable | Code::NotFound | Code::Unknown) => {
+                    if let Some(hint) = s.metadata().get(crate::LEADER_ADDR_KEY).and_then(|v| v.to_str().ok()) {
+                        addrs.insert(i, hint.to_string());
+                    }
+                    last = s;
+                }
+                Ok(Err(s)) => return Err(s),
+                Err(_) => last = Status::deadline_exceeded(format!("{addr} did not finish in {timeout:?}")),
+            }
+        }
+        Err(last)
+    }
+
+    /// Closes replicas that nodes report but the map does not list (a deleted service, a
+    /// replaced replica on a node that was down when it was replaced).
+    async fn collect_garbage(&self, m: &pb::ClusterMap) {
+        let stray: Vec<(u64, u64, u64)> = {
+            let soft = self.soft.lock();
+            let Some(since) = soft.since else { return };
+            soft.seen
+                .iter()
+                .flat_map(|(node, s)| s.replicas.iter().map(move |r| (*node, s.at, r)))
+                .filter(|(_, at, r)| {
+                    let settled = *at
+                        > soft.changed.get(&r.partition).copied().unwrap_or(since).max(since) + self.cfg.heartbeat * 2;
+                    r.partition != map::MAP_PARTITION
+                        && settled
+                        && match m.partitions.get(&r.partition) {
+                            None => r.partition < m.next_partition,
+                            Some(p) => {
+                                p.created && p.pending.is_none() && !p.replicas.iter().any(|x| x.replica == r.replica)
+                            }
+                        }
+                })
+                .map(|(node, _, r)| (node, r.partition, r.replica))
+                .collect()
+        };
+        for (node, partition, replica) in stray {
+            let Ok(addr) = Self::addr_of(m, node) else { continue };
+            let Ok(mut admin) = self.admin(&addr) else { continue };
+            match step(admin.close_replica(pb::CloseReplicaRequest { partition, replica })).await {
+                Ok(_) => tracing::info!(node, partition, replica, "closed a replica the map no longer lists"),
+                Err(e) => tracing::debug!(node, partition, replica, error = %e.message(), "closing a stray replica"),
+            }
+        }
+    }
+}
+
+fn alarm_text(a: &Alarm) -> String {
+    match a {
+        Alarm::QuorumLost { partition, live, quorum } => format!(
+            "QUORUM LOST: partition {partition} has {live} live replicas of the {quorum} a quorum needs; \
+             writes stop and nothing is repaired automatically"
+        ),
+        Alarm::NoRoom { partition, from, reason } => {
+            format!("partition {partition}: no node can take the replica lost on node {from}: {reason}")
+        }
+    }
+}
+
+/// One node-admin call under [`STEP_TIMEOUT`].
+async fn step<T>(call: impl Future<Output = Result<Response<T>, Status>>) -> Result<T, Status> {
+    match tokio::time::timeout(STEP_TIMEOUT, call).await {
+        Ok(r) => r.map(Response::into_inner),
+        Err(_) => Err(Status::deadline_exceeded(format!("node-admin call took over {STEP_TIMEOUT:?}"))),
+    }
+}

@@ -1,0 +1,159 @@
+//! The `Cluster` gRPC service every node serves: the manager's node answers, any other
+//! node forwards to it (at most two hops: node, seed, manager).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Response, Status};
+use weft_proto::v1 as pb;
+use weft_proto::v1::cluster_client::ClusterClient;
+
+use super::Manager;
+
+/// Metadata key counting how often a call was forwarded.
+const HOPS: &str = "weft-hops";
+/// Time one forwarded call may take.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Sends `msg` through `f` to the first of `addrs` that answers; a node that is not the
+/// manager and cannot forward further answers `UNAVAILABLE` and the next is tried.
+pub(super) async fn forward<M, T, F, Fut>(
+    mgr: &Manager,
+    addrs: Vec<String>,
+    msg: M,
+    f: F,
+) -> Result<Response<T>, Status>
+where
+    M: Clone,
+    F: Fn(ClusterClient<Channel>, Request<M>) -> Fut,
+    Fut: Future<Output = Result<Response<T>, Status>>,
+{
+    forward_hops(mgr, addrs, msg, 1, f).await
+}
+
+async fn forward_hops<M, T, F, Fut>(
+    mgr: &Manager,
+    addrs: Vec<String>,
+    msg: M,
+    hops: u32,
+    f: F,
+) -> Result<Response<T>, Status>
+where
+    M: Clone,
+    F: Fn(ClusterClient<Channel>, Request<M>) -> Fut,
+    Fut: Future<Output = Result<Response<T>, Status>>,
+{
+    let mut last = Status::unavailable("no cluster manager is known yet (are the seeds up?)");
+    for addr in addrs {
+        let client = match mgr.cluster(&addr) {
+            Ok(c) => c,
+            Err(e) => {
+                last = e;
+                continue;
+            }
+        };
+        let mut req = Request::new(msg.clone());
+        req.metadata_mut().insert(HOPS, MetadataValue::from(hops));
+        match tokio::time::timeout(FORWARD_TIMEOUT, f(client, req)).await {
+            Ok(Ok(r)) => return Ok(r),
+            Ok(Err(s)) if matches!(s.code(), Code::Unavailable | Code::Unknown | Code::Cancelled) => last = s,
+            Ok(Err(s)) => return Err(s),
+            Err(_) => last = Status::deadline_exceeded(format!("{addr} did not answer in {FORWARD_TIMEOUT:?}")),
+        }
+    }
+    Err(last)
+}
+
+/// The `Cluster` service.
+pub struct ClusterService {
+    mgr: Arc<Manager>,
+}
+
+impl ClusterService {
+    /// The service over this node's manager role.
+    pub fn new(mgr: Arc<Manager>) -> Self {
+        ClusterService { mgr }
+    }
+
+    /// `None`: answer here. `Some((addrs, hops))`: forward there.
+    fn route<T>(&self, req: &Request<T>) -> Result<Option<(Vec<String>, u32)>, Status> {
+        if self.mgr.leading().is_some() {
+            return Ok(None);
+        }
+        let hops: u32 = req.metadata().get(HOPS).and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(0);
+        let addrs = self.mgr.manager_addrs();
+        if hops >= 2 || addrs.is_empty() {
+            return Err(Status::unavailable(format!("node {} is not the cluster manager", self.mgr.id)));
+        }
+        Ok(Some((addrs, hops + 1)))
+    }
+}
+
+/// Serves a call on the manager or forwards it.
+macro_rules! routed {
+    ($self:ident, $req:ident, $method:ident, $local:expr) => {{
+        match $self.route(&$req)? {
+            None => {
+                let msg = $req.into_inner();
+                $local(msg).await.map(Response::new)
+            }
+            Some((addrs, hops)) => {
+                forward_hops(&$self.mgr, addrs, $req.into_inner(), hops, |mut c, r| async move { c.$method(r).await })
+                    .await
+            }
+        }
+    }};
+}
+
+#[tonic::async_trait]
+impl pb::cluster_server::Cluster for ClusterService {
+    async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        routed!(self, req, heartbeat, |m| self.mgr.on_heartbeat(m))
+    }
+
+    async fn identify(&self, _req: Request<pb::IdentifyRequest>) -> Result<Response<pb::IdentifyResponse>, Status> {
+        Ok(Response::new(pb::IdentifyResponse {
+            node: self.mgr.id,
+            hosts_map: self.mgr.host.get(super::MAP_PARTITION).is_some(),
+        }))
+    }
+
+    async fn get_map(&self, req: Request<pb::GetMapRequest>) -> Result<Response<pb::GetMapResponse>, Status> {
+        routed!(self, req, get_map, |_m| self.mgr.get_map())
+    }
+
+    async fn create_service(
+        &self,
+        req: Request<pb::CreateServiceRequest>,
+    ) -> Result<Response<pb::CtlResponse>, Status> {
+        routed!(self, req, create_service, |m| self.mgr.create_service(m))
+    }
+
+    async fn delete_service(
+        &self,
+        req: Request<pb::DeleteServiceRequest>,
+    ) -> Result<Response<pb::CtlResponse>, Status> {
+        routed!(self, req, delete_service, |m| self.mgr.delete_service(m))
+    }
+
+    async fn drain(&self, req: Request<pb::NodeRequest>) -> Result<Response<pb::CtlResponse>, Status> {
+        routed!(self, req, drain, |m: pb::NodeRequest| self.mgr.set_drained(m.node, true))
+    }
+
+    async fn activate(&self, req: Request<pb::NodeRequest>) -> Result<Response<pb::CtlResponse>, Status> {
+        routed!(self, req, activate, |m: pb::NodeRequest| self.mgr.set_drained(m.node, false))
+    }
+
+    async fn move_primary(&self, req: Request<pb::MovePrimaryRequest>) -> Result<Response<pb::CtlResponse>, Status> {
+        routed!(self, req, move_primary, |m| self.mgr.move_primary(m))
+    }
+
+    async fn move_secondary(
+        &self,
+        req: Request<pb::MoveSecondaryRequest>,
+    ) -> Result<Response<pb::CtlResponse>, Status> {
+        routed!(self, req, move_secondary, |m| self.mgr.move_secondary(m))
+    }
+}

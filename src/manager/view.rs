@@ -1,0 +1,161 @@
+//! What operators see: the map joined with the nodes' reports, as `weft ctl` prints it
+//! (tables) and serializes it (`--json`).
+
+use serde::Serialize;
+use weft_proto::v1 as pb;
+
+/// One node.
+#[derive(Debug, Serialize)]
+pub struct NodeView {
+    /// Id.
+    pub id: u64,
+    /// gRPC address.
+    pub addr: String,
+    /// Upgrade domain.
+    pub ud: String,
+    /// Fault domain.
+    pub fd: String,
+    /// `up`, `draining` or `down`.
+    pub state: String,
+    /// Replicas the map places on it.
+    pub replicas: usize,
+    /// Primaries it reports.
+    pub primaries: usize,
+    /// Engine bytes of its replicas, as reported.
+    pub memory_bytes: u64,
+}
+
+/// One replica of a partition.
+#[derive(Debug, Serialize)]
+pub struct ReplicaView {
+    /// Node id.
+    pub node: u64,
+    /// Replica id.
+    pub replica: u64,
+    /// The node's upgrade domain.
+    pub ud: String,
+    /// The node's fault domain.
+    pub fd: String,
+    /// `primary`, `secondary`, `learner`, `candidate`, `down` or `unknown` (not reported).
+    pub role: String,
+}
+
+/// One partition.
+#[derive(Debug, Serialize)]
+pub struct PartitionView {
+    /// Id.
+    pub id: u64,
+    /// Service.
+    pub service: String,
+    /// Index within the service.
+    pub index: u32,
+    /// Inclusive hash range, low end.
+    pub low: u64,
+    /// Inclusive hash range, high end.
+    pub high: u64,
+    /// Voters, then a replica being built (role `learner`).
+    pub replicas: Vec<ReplicaView>,
+    /// Why a replica is being built, while one is.
+    pub moving: Option<String>,
+    /// Every replica opened and the group initialized.
+    pub created: bool,
+}
+
+fn state_name(s: i32) -> &'static str {
+    match pb::NodeState::try_from(s) {
+        Ok(pb::NodeState::Up) => "up",
+        Ok(pb::NodeState::Draining) => "draining",
+        Ok(pb::NodeState::Down) => "down",
+        _ => "unknown",
+    }
+}
+
+fn role_name(r: i32) -> &'static str {
+    match pb::Role::try_from(r) {
+        Ok(pb::Role::Primary) => "primary",
+        Ok(pb::Role::Secondary) => "secondary",
+        Ok(pb::Role::Learner) => "learner",
+        Ok(pb::Role::Candidate) => "candidate",
+        _ => "unknown",
+    }
+}
+
+fn reports(m: &pb::GetMapResponse) -> impl Iterator<Item = (u64, &pb::ReplicaStatus)> {
+    m.reported_by.iter().copied().zip(m.reported.iter())
+}
+
+/// Every node, by id.
+pub fn nodes(m: &pb::GetMapResponse) -> Vec<NodeView> {
+    let Some(map) = &m.map else { return Vec::new() };
+    map.nodes
+        .values()
+        .map(|n| NodeView {
+            id: n.id,
+            addr: n.addr.clone(),
+            ud: n.ud.clone(),
+            fd: n.fd.clone(),
+            state: state_name(n.state).into(),
+            replicas: map.partitions.values().flat_map(|p| &p.replicas).filter(|r| r.node == n.id).count(),
+            primaries: reports(m).filter(|(by, r)| *by == n.id && r.role == pb::Role::Primary as i32).count(),
+            memory_bytes: reports(m).filter(|(by, _)| *by == n.id).map(|(_, r)| r.memory_bytes).sum(),
+        })
+        .collect::<Vec<_>>()
+        .tap_sort(|v| v.id)
+}
+
+/// Sorting a freshly collected vector in an expression.
+trait TapSort<T> {
+    fn tap_sort<K: Ord>(self, key: impl FnMut(&T) -> K) -> Self;
+}
+
+impl<T> TapSort<T> for Vec<T> {
+    fn tap_sort<K: Ord>(mut self, key: impl FnMut(&T) -> K) -> Self {
+        self.sort_by_key(key);
+        self
+    }
+}
+
+/// Every partition (of `service` when given), by id.
+pub fn partitions(m: &pb::GetMapResponse, service: Option<&str>) -> Vec<PartitionView> {
+    let Some(map) = &m.map else { return Vec::new() };
+    let replica = |p: &pb::PartitionInfo, r: &pb::ReplicaPlacement, building: bool| {
+        let node = map.nodes.get(&r.node);
+        let reported = reports(m).find(|(by, s)| *by == r.node && s.partition == p.id && s.replica == r.replica);
+        let role = match (node, reported) {
+            (Some(n), _) if n.state == pb::NodeState::Down as i32 => "down",
+            (_, Some((_, s))) => role_name(s.role),
+            _ if building => "learner",
+            _ => "unknown",
+        };
+        ReplicaView {
+            node: r.node,
+            replica: r.replica,
+            ud: node.map(|n| n.ud.clone()).unwrap_or_default(),
+            fd: node.map(|n| n.fd.clone()).unwrap_or_default(),
+            role: role.into(),
+        }
+    };
+    map.partitions
+        .values()
+        .filter(|p| service.is_none_or(|s| p.service == s))
+        .map(|p| {
+            let building = p.pending.as_ref().and_then(|mv| mv.to.as_ref());
+            PartitionView {
+                id: p.id,
+                service: p.service.clone(),
+                index: p.index,
+                low: p.low,
+                high: p.high,
+                replicas: p
+                    .replicas
+                    .iter()
+                    .map(|r| replica(p, r, false))
+                    .chain(building.map(|r| replica(p, r, true)))
+                    .collect(),
+                moving: p.pending.as_ref().map(|mv| mv.reason.clone()),
+                created: p.created,
+            }
+        })
+        .collect::<Vec<_>>()
+        .tap_sort(|v| v.id)
+}

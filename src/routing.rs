@@ -1,0 +1,155 @@
+//! Service-level access: `service + key -> partition -> primary`.
+//!
+//! A [`ServiceClient`] fetches the cluster map from any node it knows (every node forwards
+//! `GetMap` to the cluster manager), finds the partition whose hash range holds the key
+//! ([`weft_cluster_manager::keyspace`]) and sends the call through one [`Client`] that knows
+//! every node in the map, so primaries are found and followed as usual. The map is cached
+//! with its version; a call that fails for a reason a newer map could explain (the
+//! partition is not where the map said, no primary answered) refreshes it and retries once.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tonic::Status;
+use weft_cluster_manager::keyspace;
+use weft_proto::v1 as pb;
+use weft_proto::v1::cluster_client::ClusterClient;
+
+use crate::client::{Client, ClientConfig, ClientError, ReadMode};
+
+/// Records per page when a scan walks a partition.
+const SCAN_PAGE: u32 = 1000;
+
+/// What a service-level call can fail with, beyond the partition client's errors.
+#[derive(Debug, thiserror::Error)]
+pub enum RoutingError {
+    /// No endpoint answered with a map.
+    #[error("no node answered with the cluster map: {0}")]
+    NoMap(String),
+    /// The map has no such service.
+    #[error("no service {0:?} (weft ctl services lists them)")]
+    NoService(String),
+    /// The partition call failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
+
+struct Cached {
+    map: pb::GetMapResponse,
+    client: Client,
+}
+
+/// A client addressing services by name and keys, routed by the cluster map.
+pub struct ServiceClient {
+    endpoints: Vec<String>,
+    config: ClientConfig,
+    cached: Mutex<Option<Arc<Cached>>>,
+}
+
+impl ServiceClient {
+    /// A client that starts from `endpoints` (any nodes of the cluster).
+    pub fn new(endpoints: Vec<String>, config: ClientConfig) -> Self {
+        ServiceClient { endpoints, config, cached: Mutex::new(None) }
+    }
+
+    /// The current map, fetched from the first endpoint that answers.
+    pub async fn fetch_map(endpoints: &[String]) -> Result<pb::GetMapResponse, RoutingError> {
+        let mut last = String::from("no endpoints");
+        for e in endpoints {
+            let answer = async {
+                let mut c = ClusterClient::connect(format!("http://{e}"))
+                    .await
+                    .map_err(|x| Status::unavailable(x.to_string()))?;
+                c.get_map(pb::GetMapRequest {}).await.map(|r| r.into_inner())
+            };
+            match tokio::time::timeout(std::time::Duration::from_secs(10), answer).await {
+                Ok(Ok(m)) => return Ok(m),
+                Ok(Err(s)) => last = format!("{e}: {}", s.message()),
+                Err(_) => last = format!("{e}: no answer in 10 s"),
+            }
+        }
+        Err(RoutingError::NoMap(last))
+    }
+
+    async fn state(&self, refresh: bool) -> Result<Arc<Cached>, RoutingError> {
+        if !refresh && let Some(c) = self.cached.lock().clone() {
+            return Ok(c);
+        }
+        let mut endpoints = self.endpoints.clone();
+        if let Some(c) = self.cached.lock().clone() {
+            endpoints.extend(c.map.map.iter().flat_map(|m| m.nodes.values().map(|n| n.addr.clone())));
+        }
+        let map = Self::fetch_map(&endpoints).await?;
+        let nodes: Vec<String> = map.map.iter().flat_map(|m| m.nodes.values().map(|n| n.addr.clone())).collect();
+        let cached = Arc::new(Cached { map, client: Client::new(nodes, self.config.clone()) });
+        *self.cached.lock() = Some(cached.clone());
+        Ok(cached)
+    }
+
+    /// The partitions of `service`, in hash order.
+    fn partitions(map: &pb::GetMapResponse, service: &str) -> Result<Vec<pb::PartitionInfo>, RoutingError> {
+        let m = map.map.as_ref().ok_or_else(|| RoutingError::NoMap("empty answer".into()))?;
+        let s = m.services.get(service).ok_or_else(|| RoutingError::NoService(service.into()))?;
+        Ok(s.partition_ids.iter().filter_map(|id| m.partitions.get(id).cloned()).collect())
+    }
+
+    /// Runs `f` on the partition holding `key`, refreshing the map once if that could help.
+    async fn on_key<T, F, Fut>(&self, service: &str, key: &[u8], f: F) -> Result<T, RoutingError>
+    where
+        F: Fn(Client, u64) -> Fut,
+        Fut: Future<Output = Result<T, ClientError>>,
+    {
+        let h = keyspace::hash(key);
+        let mut refresh = false;
+        loop {
+            let st = self.state(refresh).await?;
+            let parts = Self::partitions(&st.map, service)?;
+            let p = parts
+                .iter()
+                .find(|p| p.low <= h && h <= p.high)
+                .ok_or_else(|| RoutingError::NoMap(format!("service {service} has no partition for hash {h:#x}")))?;
+            match f(st.client.clone(), p.id).await {
+                Err(e @ (ClientError::Unavailable { .. } | ClientError::Rpc(_))) if !refresh => {
+                    tracing::debug!(error = %e, "refreshing the cluster map and retrying");
+                    refresh = true;
+                }
+                r => return Ok(r?),
+            }
+        }
+    }
+
+    /// Puts one record into `service`; returns its version.
+    pub async fn put(&self, service: &str, table: &str, key: &[u8], value: &[u8]) -> Result<u64, RoutingError> {
+        self.on_key(service, key, |c, p| async move { c.put(p, table, key, value).await }).await
+    }
+
+    /// Reads one record (linearizable).
+    pub async fn get(&self, service: &str, table: &str, key: &[u8]) -> Result<Option<pb::Record>, RoutingError> {
+        self.on_key(service, key, |c, p| async move { c.get(p, table, key, ReadMode::Linearizable).await }).await
+    }
+
+    /// Deletes one record; returns the batch version.
+    pub async fn delete(&self, service: &str, table: &str, key: &[u8]) -> Result<u64, RoutingError> {
+        self.on_key(service, key, |c, p| async move { c.delete(p, table, key).await }).await
+    }
+
+    /// Up to `limit` records of `table` over every partition of `service`, in key order.
+    pub async fn scan(&self, service: &str, table: &str, limit: usize) -> Result<Vec<pb::Record>, RoutingError> {
+        let st = self.state(false).await?;
+        let mut out = Vec::new();
+        for p in Self::partitions(&st.map, service)? {
+            let mut token = Vec::new();
+            loop {
+                let (records, next) = st.client.scan(p.id, table, SCAN_PAGE, token, ReadMode::Linearizable).await?;
+                out.extend(records);
+                if next.is_empty() || out.len() >= limit {
+                    break;
+                }
+                token = next;
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out.truncate(limit);
+        Ok(out)
+    }
+}
