@@ -96,7 +96,10 @@ pub fn plan(nodes: &[Node], partitions: &[Partition]) -> (Vec<Action>, Vec<Alarm
             alarms.push(Alarm::QuorumLost { partition: p.id, live, quorum: quorum(p.replicas.len()) });
             continue;
         }
-        let mut hosting = p.replicas.clone();
+        // A lost replica's node is a candidate again: its replica is gone, so a new one
+        // there does not double up (a volatile node that restarted is rebuilt in place
+        // when it is the best choice).
+        let mut hosting: Vec<NodeId> = p.replicas.iter().copied().filter(|id| !p.lost.contains(id)).collect();
         for from in down {
             match placement::choose(&nodes, &hosting, p.bytes) {
                 Ok(to) => {
@@ -170,12 +173,15 @@ mod tests {
     }
 
     #[test]
-    fn a_replica_lost_on_an_up_node_is_replaced_elsewhere() {
-        let ns = nodes(6);
+    fn a_replica_lost_on_an_up_node_may_be_rebuilt_there() {
         let p = Partition { id: 2, replicas: vec![1, 2, 3, 4], lost: vec![3], bytes: 10 };
-        let (actions, alarms) = plan(&ns, &[p]);
+        let (actions, alarms) = plan(&nodes(4), std::slice::from_ref(&p));
         assert!(alarms.is_empty(), "{alarms:?}");
-        assert_eq!(actions, vec![Action::Replace { partition: 2, from: 3, to: 5 }], "never back onto node 3");
+        assert_eq!(actions, vec![Action::Replace { partition: 2, from: 3, to: 3 }], "the only node free of it");
+        let mut ns = nodes(6);
+        ns[2].load.replicas = 50;
+        let (actions, _) = plan(&ns, &[p]);
+        assert_eq!(actions, vec![Action::Replace { partition: 2, from: 3, to: 5 }], "or the emptier node");
     }
 
     #[test]

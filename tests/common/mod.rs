@@ -41,3 +41,21 @@ pub async fn open_partition(nodes: &[&LocalNode], partition: u64, base: u64) -> 
 pub async fn primary(nodes: &[&LocalNode], partition: u64) -> u64 {
     weft::local::primary(nodes, partition, Duration::from_secs(20)).await.expect("a primary")
 }
+
+/// `n` loopback addresses with ports free right now (for nodes that must know each
+/// other's addresses before they start, such as seeds).
+pub fn free_addrs(n: usize) -> Vec<String> {
+    let listeners: Vec<std::net::TcpListener> =
+        (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port")).collect();
+    listeners.iter().map(|l| l.local_addr().expect("local addr").to_string()).collect()
+}
+
+/// Runs the `weft` binary with `args`; returns (success, stdout, stderr).
+pub fn weft(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft")).args(args).output().expect("run weft");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

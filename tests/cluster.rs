@@ -1,0 +1,197 @@
+//! The cluster manager end to end: five real `weft node` processes in five upgrade
+//! domains (three seeds), driven through `weft ctl` and `weft kv` as an operator would.
+//!
+//! One cluster, one story: placement of a new service, routed writes, drain and
+//! activate, move-secondary and move-primary, then a SIGKILLed node whose replicas are
+//! replaced, a volatile node restarted empty and rebuilt, with every acknowledged write
+//! read back at the end.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::{LocalNode, free_addrs, wait_for, weft};
+use serde_json::Value;
+use weft::client::ClientConfig;
+use weft::routing::ServiceClient;
+
+const GRACE: &str = "2";
+
+fn start_cluster() -> (Vec<LocalNode>, Vec<String>) {
+    let addrs = free_addrs(5);
+    let seeds = addrs[..3].join(",");
+    let nodes = (1..=5u64)
+        .map(|i| {
+            let ud = format!("ud{i}");
+            let fd = format!("fd{i}");
+            let extra = ["--ud", ud.as_str(), "--fd", fd.as_str(), "--seeds", seeds.as_str(), "--down-grace", GRACE];
+            LocalNode::start_at(std::path::Path::new(env!("CARGO_BIN_EXE_weft")), i, &addrs[i as usize - 1], &extra)
+                .expect("start node")
+        })
+        .collect();
+    (nodes, addrs)
+}
+
+fn ctl_json(endpoint: &str, args: &[&str]) -> Value {
+    let mut all = vec!["ctl", "--endpoint", endpoint, "--json"];
+    all.extend_from_slice(args);
+    let (ok, out, err) = weft(&all);
+    assert!(ok, "weft {all:?} failed: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("weft {all:?} printed no JSON ({e}): {out}"))
+}
+
+fn partitions(endpoint: &str) -> Vec<Value> {
+    ctl_json(endpoint, &["partitions", "--service", "t"]).as_array().cloned().unwrap_or_default()
+}
+
+fn nodes_of(p: &Value) -> Vec<u64> {
+    p["replicas"].as_array().map(|rs| rs.iter().filter_map(|r| r["node"].as_u64()).collect()).unwrap_or_default()
+}
+
+fn replica_ids(p: &Value) -> Vec<u64> {
+    p["replicas"].as_array().map(|rs| rs.iter().filter_map(|r| r["replica"].as_u64()).collect()).unwrap_or_default()
+}
+
+/// Every partition settled: 4 replicas on 4 nodes in 4 UDs, exactly one primary, the
+/// rest secondaries, no move in flight.
+fn healthy(ps: &[Value]) -> bool {
+    !ps.is_empty()
+        && ps.iter().all(|p| {
+            let rs = p["replicas"].as_array().cloned().unwrap_or_default();
+            let roles: Vec<&str> = rs.iter().filter_map(|r| r["role"].as_str()).collect();
+            let uds: BTreeSet<&str> = rs.iter().filter_map(|r| r["ud"].as_str()).collect();
+            let nodes: BTreeSet<u64> = nodes_of(p).into_iter().collect();
+            rs.len() == 4
+                && nodes.len() == 4
+                && uds.len() == 4
+                && p["moving"].is_null()
+                && roles.iter().filter(|r| **r == "primary").count() == 1
+                && roles.iter().filter(|r| **r == "secondary").count() == 3
+        })
+}
+
+async fn wait_healthy(endpoint: &str, what: &str, extra: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    wait_for(Duration::from_secs(60), what, || async {
+        let ps = partitions(endpoint);
+        (healthy(&ps) && extra(&ps)).then_some(ps)
+    })
+    .await
+}
+
+/// Puts `key-i = value-i` for each i; records what was acknowledged.
+async fn write(client: &ServiceClient, acked: &mut BTreeMap<String, String>, range: std::ops::Range<u32>) {
+    for i in range {
+        let (k, v) = (format!("key-{i}"), format!("value-{i}"));
+        client.put("t", "default", k.as_bytes(), v.as_bytes()).await.expect("acknowledged put");
+        acked.insert(k, v);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_story_placement_drain_moves_and_node_loss() {
+    let (mut nodes, addrs) = start_cluster();
+    let ep = addrs[3].clone(); // a non-seed node: it forwards to the manager
+    wait_for(Duration::from_secs(30), "5 nodes up", || async {
+        let (ok, out, _) = weft(&["ctl", "--endpoint", &ep, "--json", "nodes"]);
+        let v: Value = if ok { serde_json::from_str(&out).ok()? } else { return None };
+        (v.as_array()?.iter().filter(|n| n["state"] == "up").count() == 5).then_some(())
+    })
+    .await;
+
+    // A bad request is refused with the reason and changes nothing.
+    let (ok, _, err) = weft(&["ctl", "--endpoint", &ep, "create-service", "t", "--partitions", "4", "--replicas", "6"]);
+    assert!(!ok && err.contains("cannot place"), "6 replicas on 5 nodes must be refused: {err}");
+    let created = ctl_json(&ep, &["create-service", "t", "--partitions", "4"]);
+    assert!(created["lines"][0].as_str().unwrap_or("").contains("4 partitions x 4 replicas"), "{created}");
+    let ps = wait_healthy(&ep, "service t placed", |_| true).await;
+    assert_eq!(ps.len(), 4);
+
+    // Writes routed by key through any node; reads through the CLI.
+    let client = ServiceClient::new(vec![addrs[4].clone()], ClientConfig::default());
+    let mut acked = BTreeMap::new();
+    write(&client, &mut acked, 0..100).await;
+    let (ok, out, _) = weft(&["kv", "--endpoint", &addrs[0], "get", "--service", "t", "key-7"]);
+    assert!(ok && out == "value-7\n", "kv get prints the value alone: {out:?}");
+    let (ok, _, err) = weft(&["kv", "--endpoint", &addrs[0], "get", "--service", "t", "missing"]);
+    assert!(!ok && err.contains("not found"), "{err}");
+    let (ok, out, err) = weft(&["kv", "--endpoint", &addrs[2], "put", "--service", "t", "cli-key", "cli-value"]);
+    assert!(ok, "{out} {err}");
+    acked.insert("cli-key".into(), "cli-value".into());
+
+    // Drain node 5: everything leaves it; activate lets it fill again.
+    ctl_json(&ep, &["drain", "5"]);
+    wait_healthy(&ep, "node 5 drained", |ps| ps.iter().all(|p| !nodes_of(p).contains(&5))).await;
+    let n5 = ctl_json(&ep, &["nodes"]).as_array().and_then(|a| a.iter().find(|n| n["id"] == 5).cloned());
+    assert_eq!(n5.as_ref().map(|n| n["state"].clone()), Some(Value::from("draining")), "{n5:?}");
+    ctl_json(&ep, &["activate", "5"]);
+    write(&client, &mut acked, 100..150).await;
+
+    // move-secondary: a secondary of partition P moves to node 5.
+    let ps = partitions(&ep);
+    let p = &ps[0];
+    let pid = p["id"].as_u64().expect("id");
+    let from = p["replicas"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["role"] == "secondary"))
+        .and_then(|r| r["node"].as_u64())
+        .expect("a secondary");
+    let (ok, out, err) =
+        weft(&["ctl", "--endpoint", &ep, "move-secondary", &pid.to_string(), "--from", &from.to_string(), "--to", "5"]);
+    assert!(ok, "move-secondary: {out} {err}");
+    let ps = wait_healthy(&ep, "move-secondary done", |_| true).await;
+    let moved = ps.iter().find(|p| p["id"] == pid).expect("partition");
+    assert!(nodes_of(moved).contains(&5) && !nodes_of(moved).contains(&from), "{moved}");
+
+    // move-primary: to a named secondary.
+    let to = moved["replicas"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["role"] == "secondary"))
+        .and_then(|r| r["node"].as_u64())
+        .expect("a secondary");
+    ctl_json(&ep, &["move-primary", &pid.to_string(), "--to", &to.to_string()]);
+    wait_healthy(&ep, "primary moved", |ps| {
+        ps.iter().any(|p| {
+            p["id"] == pid
+                && p["replicas"]
+                    .as_array()
+                    .is_some_and(|rs| rs.iter().any(|r| r["node"] == to && r["role"] == "primary"))
+        })
+    })
+    .await;
+
+    // Node loss: SIGKILL a node that hosts replicas; they are replaced after the grace
+    // period, placement rules intact, while writes go on.
+    let victim = 4u64;
+    nodes[victim as usize - 1].kill();
+    write(&client, &mut acked, 150..200).await;
+    let ep = addrs[0].clone();
+    wait_healthy(&ep, "replicas of the killed node replaced", |ps| ps.iter().all(|p| !nodes_of(p).contains(&victim)))
+        .await;
+    // A volatile node that restarts comes back empty: its replicas are rebuilt under new
+    // ids (here on the node itself, the only one left free of them).
+    let before: BTreeMap<u64, Vec<u64>> =
+        partitions(&ep).iter().map(|p| (p["id"].as_u64().unwrap_or(0), replica_ids(p))).collect();
+    nodes[4].restart().expect("restart node 5");
+    write(&client, &mut acked, 200..230).await;
+    wait_healthy(&ep, "the restarted node's replicas rebuilt", |ps| {
+        ps.iter().all(|p| {
+            let old = before.get(&p["id"].as_u64().unwrap_or(0)).cloned().unwrap_or_default();
+            nodes_of(p).contains(&5) && replica_ids(p) != old
+        })
+    })
+    .await;
+    let status = ctl_json(&ep, &["status"]);
+    assert_eq!(status["nodes"]["down"], 1, "{status}");
+    assert_eq!(status["alarms"].as_array().map(Vec::len), Some(0), "{status}");
+
+    // Every acknowledged write is there.
+    let reader = ServiceClient::new(vec![addrs[1].clone()], ClientConfig::default());
+    for (k, v) in &acked {
+        let got = reader.get("t", "default", k.as_bytes()).await.expect("read");
+        assert_eq!(got.map(|r| r.value.to_vec()), Some(v.as_bytes().to_vec()), "key {k}");
+    }
+    let (ok, out, _) = weft(&["kv", "--endpoint", &addrs[1], "--json", "scan", "--service", "t"]);
+    let scanned: Value = serde_json::from_str(&out).expect("scan json");
+    assert!(ok && scanned.as_array().map(Vec::len) == Some(acked.len()), "scan sees every record once");
+}
