@@ -31,6 +31,9 @@ enum Command {
     Ctl(ctl::CtlArgs),
     /// Put, get, delete and scan a service's records.
     Kv(kv::KvArgs),
+    /// Simulators that drive the cluster manager's decision code without a network.
+    #[command(subcommand)]
+    Sim(Sim),
     /// Run a node: hosts replicas and serves the Store, Raft and NodeAdmin gRPC services.
     Node(NodeArgs),
     /// Benchmarks; each prints one JSON object with --json.
@@ -86,6 +89,56 @@ struct NodeArgs {
     /// Log entries kept behind a snapshot for slow followers.
     #[arg(long, default_value_t = 5_000)]
     keep_behind_snapshot: u64,
+}
+
+#[derive(Subcommand)]
+enum Sim {
+    /// One full upgrade-domain walk on a simulated cluster and clock.
+    Upgrade(SimUpgradeArgs),
+}
+
+#[derive(Args)]
+struct SimUpgradeArgs {
+    /// Nodes.
+    #[arg(long, default_value_t = 100)]
+    nodes: u64,
+    /// Upgrade domains.
+    #[arg(long, default_value_t = 5)]
+    uds: u64,
+    /// Replicas per partition.
+    #[arg(long, default_value_t = 4)]
+    replicas: usize,
+    /// Partitions.
+    #[arg(long, default_value_t = 1000)]
+    partitions: u64,
+    /// `careful` (weft: stand-ins built before a UD goes down) or `classic` (the reference
+    /// case: replace after a timeout, never wait, keep standbys).
+    #[arg(long, value_enum, default_value_t = PolicyArg::Careful)]
+    policy: PolicyArg,
+    /// MiB of one replica.
+    #[arg(long, default_value_t = 4096)]
+    partition_mib: u64,
+    /// Rebuild speed of one build, MB/s.
+    #[arg(long, default_value_t = 40.0)]
+    rebuild_mbps: f64,
+    /// Seconds a UD's nodes are down for their upgrade.
+    #[arg(long, default_value_t = 300.0)]
+    upgrade_s: f64,
+    /// Classic: seconds a replica may be down before it is replaced.
+    #[arg(long, default_value_t = 60.0)]
+    restart_wait_s: f64,
+    /// Classic: seconds a replaced replica that came back is kept as a standby.
+    #[arg(long, default_value_t = 3600.0)]
+    standby_keep_s: f64,
+    /// Print one JSON object and nothing else on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PolicyArg {
+    Careful,
+    Classic,
 }
 
 #[derive(Subcommand)]
@@ -181,6 +234,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Ctl(a) => runtime()?.block_on(ctl::run(a)),
         Command::Kv(a) => runtime()?.block_on(kv::run(a)),
+        Command::Sim(Sim::Upgrade(a)) => sim_upgrade(a),
         Command::Bench(Bench::Engine(a)) => bench_engine(a),
         Command::Bench(Bench::Replication(a)) => {
             if a.replicas == 0 || a.clients == 0 || a.seconds.is_nan() || a.seconds <= 0.0 {
@@ -292,6 +346,52 @@ fn node(a: NodeArgs) -> anyhow::Result<()> {
         .context("serving")?;
         Ok(())
     })
+}
+
+fn sim_upgrade(a: SimUpgradeArgs) -> anyhow::Result<()> {
+    use weft_cluster_manager::sim::{Policy, SimConfig, run};
+    if a.nodes == 0 || a.uds == 0 || a.replicas == 0 || a.partitions == 0 {
+        anyhow::bail!("--nodes, --uds, --replicas and --partitions must be positive");
+    }
+    let times = [a.rebuild_mbps, a.upgrade_s, a.restart_wait_s, a.standby_keep_s];
+    if times.iter().any(|t| !t.is_finite() || *t < 0.0) || a.rebuild_mbps <= 0.0 {
+        anyhow::bail!("rates and times must be non-negative numbers (--rebuild-mbps positive)");
+    }
+    let policy = match a.policy {
+        PolicyArg::Careful => Policy::Careful,
+        PolicyArg::Classic => Policy::Classic,
+    };
+    let cfg = SimConfig {
+        nodes: a.nodes,
+        uds: a.uds,
+        replicas: a.replicas,
+        partitions: a.partitions,
+        policy,
+        partition_bytes: a.partition_mib << 20,
+        rebuild_bytes_per_s: a.rebuild_mbps * 1e6,
+        upgrade_s: a.upgrade_s,
+        restart_wait_s: a.restart_wait_s,
+        standby_keep_s: a.standby_keep_s,
+    };
+    let started = std::time::Instant::now();
+    let r = run(&cfg).context("placing the simulated cluster")?;
+    let report = serde_json::json!({
+        "nodes": a.nodes,
+        "uds": a.uds,
+        "replicas": a.replicas,
+        "partitions": a.partitions,
+        "policy": format!("{policy:?}").to_lowercase(),
+        "peak_replicas_per_node": r.peak_replicas_per_node,
+        "baseline_replicas_per_node": r.baseline_replicas_per_node,
+        "peak_density_ratio": (r.peak_density_ratio * 1000.0).round() / 1000.0,
+        "moves": r.moves,
+        "primary_moves": r.primary_moves,
+        "quorum_loss_events": r.quorum_loss_events,
+        "quorum_at_risk_events": r.quorum_at_risk_events,
+        "walk_s": r.walk_s.round(),
+        "sim_wall_ms": started.elapsed().as_millis() as u64,
+    });
+    print_report(&report, a.json, "weft sim upgrade")
 }
 
 fn bench_engine(a: EngineArgs) -> anyhow::Result<()> {

@@ -67,3 +67,26 @@ fn node_flags_it_cannot_honour_are_refused_by_name() {
         assert!(err.contains(flag), "the error names {flag}: {err}");
     }
 }
+
+#[test]
+fn sim_upgrade_json_has_every_field_and_careful_keeps_quorum() {
+    let out =
+        weft(&["sim", "upgrade", "--nodes", "20", "--uds", "5", "--replicas", "4", "--partitions", "100", "--json"]);
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    for field in [
+        "peak_replicas_per_node",
+        "baseline_replicas_per_node",
+        "peak_density_ratio",
+        "moves",
+        "quorum_loss_events",
+        "walk_s",
+    ] {
+        assert!(v[field].is_number(), "{field} missing: {v}");
+    }
+    assert_eq!(v["quorum_loss_events"], 0, "{v}");
+    assert!(v["peak_density_ratio"].as_f64().is_some_and(|r| r >= 1.2), "one UD of five down costs 1.25x: {v}");
+    let bad = weft(&["sim", "upgrade", "--nodes", "3", "--uds", "3", "--replicas", "4", "--partitions", "1"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no node can take"), "a clear reason");
+}

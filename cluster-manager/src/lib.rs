@@ -5,6 +5,7 @@
 //! - [`placement`]: where a new replica of a partition goes.
 //! - [`repair`]: which replicas on down nodes to replace; which partitions lost quorum.
 //! - [`walk`]: what must happen before an upgrade domain goes down.
+//! - [`sim`]: the upgrade-walk simulator (careful and classic policies).
 //! - [`balance`]: which replicas to move so that replica counts even out.
 //!
 //! Everything here is a function of its inputs: no I/O, no clock, no randomness, so the
@@ -16,6 +17,7 @@ pub mod keyspace;
 pub mod model;
 pub mod placement;
 pub mod repair;
+pub mod sim;
 #[cfg(test)]
 mod testkit;
 pub mod walk;
