@@ -75,6 +75,21 @@ enum Ctl {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Evens out replica counts: moves replicas from the fullest nodes to the emptiest.
+    Rebalance {
+        /// Print the plan and predicted imbalance; move nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Act above this most/least replica-count ratio (default: the manager's, 1.5).
+        #[arg(long)]
+        threshold: Option<f64>,
+        /// Most moves (default 16).
+        #[arg(long)]
+        max_moves: Option<u32>,
+        /// Return once the moves are planned instead of following them to the end.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Empties a node: its replicas move elsewhere and it takes no new ones.
     Drain { node: u64 },
     /// Lets a drained node take replicas again.
@@ -220,6 +235,32 @@ pub async fn run(a: CtlArgs) -> anyhow::Result<()> {
         Ctl::MovePrimary { partition, to, force } => {
             let req = pb::MovePrimaryRequest { partition, to_node: to.unwrap_or(0), force };
             say(cluster(&a.endpoint).await?.move_primary(req).await.map_err(grpc)?.into_inner(), json)?;
+        }
+        Ctl::Rebalance { dry_run, threshold, max_moves, no_wait } => {
+            let req = pb::RebalanceRequest {
+                dry_run,
+                threshold: threshold.unwrap_or(0.0),
+                max_moves: max_moves.unwrap_or(0),
+            };
+            let resp = cluster(&a.endpoint).await?.rebalance(req).await.map_err(grpc)?.into_inner();
+            if dry_run || no_wait || json {
+                return say(resp, json);
+            }
+            for l in &resp.lines {
+                writeln!(out, "{l}")?;
+            }
+            let started = Instant::now();
+            loop {
+                let m = map().await?;
+                if view::partitions(&m, None).iter().all(|p| p.moving.is_none()) {
+                    writeln!(out, "done in {:.1} s", started.elapsed().as_secs_f64())?;
+                    return Ok(());
+                }
+                if started.elapsed() > Duration::from_secs(600) {
+                    bail!("moves still running after 10 minutes; `weft ctl partitions` shows where they stand");
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
         }
         Ctl::MoveSecondary { partition, from, to, force, no_wait } => {
             let req = pb::MoveSecondaryRequest { partition, from_node: from, to_node: to.unwrap_or(0), force };

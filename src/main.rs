@@ -71,6 +71,9 @@ struct NodeArgs {
     /// its replicas.
     #[arg(long, default_value_t = 10.0)]
     down_grace: f64,
+    /// Seconds between the cluster manager's own balancing rounds (0: only on command).
+    #[arg(long, default_value_t = 60.0)]
+    balance_every: f64,
     /// Most replicas this node takes.
     #[arg(long, default_value_t = 1000)]
     capacity_replicas: u32,
@@ -304,6 +307,9 @@ fn node(a: NodeArgs) -> anyhow::Result<()> {
     if !(a.down_grace.is_finite() && a.down_grace > 0.0) {
         anyhow::bail!("--down-grace must be a positive number of seconds");
     }
+    if !(a.balance_every.is_finite() && a.balance_every >= 0.0) {
+        anyhow::bail!("--balance-every must be a non-negative number of seconds");
+    }
     if let Some(m) = a.metrics {
         anyhow::bail!("--metrics {m}: the metrics endpoint is not built yet; run without it");
     }
@@ -328,6 +334,7 @@ fn node(a: NodeArgs) -> anyhow::Result<()> {
             capacity_replicas: a.capacity_replicas,
             capacity_memory_bytes: a.capacity_memory_mib << 20,
             down_grace: std::time::Duration::from_secs_f64(a.down_grace),
+            balance_every: (a.balance_every > 0.0).then(|| std::time::Duration::from_secs_f64(a.balance_every)),
             ..Default::default()
         },
     };

@@ -2,8 +2,8 @@
 //! domains (three seeds), driven through `weft ctl` and `weft kv` as an operator would.
 //!
 //! One cluster, one story: placement of a new service, routed writes, drain and
-//! activate, move-secondary and move-primary, then a SIGKILLed node whose replicas are
-//! replaced, a volatile node restarted empty and rebuilt, with every acknowledged write
+//! activate, move-secondary and move-primary, a SIGKILLed node whose replicas are
+//! replaced, a late node filled by rebalance, a volatile node restarted empty and rebuilt, with every acknowledged write
 //! read back at the end.
 
 mod common;
@@ -25,12 +25,18 @@ fn start_cluster() -> (Vec<LocalNode>, Vec<String>) {
         .map(|i| {
             let ud = format!("ud{i}");
             let fd = format!("fd{i}");
-            let extra = ["--ud", ud.as_str(), "--fd", fd.as_str(), "--seeds", seeds.as_str(), "--down-grace", GRACE];
-            LocalNode::start_at(std::path::Path::new(env!("CARGO_BIN_EXE_weft")), i, &addrs[i as usize - 1], &extra)
-                .expect("start node")
+            start_node(i, &addrs[i as usize - 1], &seeds)
         })
         .collect();
     (nodes, addrs)
+}
+
+/// Node `i` in UD `ud<i>` and FD `fd<i>`; balancing only on command, so the story's
+/// placements change only when it says so.
+fn start_node(i: u64, addr: &str, seeds: &str) -> LocalNode {
+    let (ud, fd) = (format!("ud{i}"), format!("fd{i}"));
+    let extra = ["--ud", &ud, "--fd", &fd, "--seeds", seeds, "--down-grace", GRACE, "--balance-every", "0"];
+    LocalNode::start_at(std::path::Path::new(env!("CARGO_BIN_EXE_weft")), i, addr, &extra).expect("start node")
 }
 
 fn ctl_json(endpoint: &str, args: &[&str]) -> Value {
@@ -184,6 +190,27 @@ async fn operator_story_placement_drain_moves_and_node_loss() {
     let status = ctl_json(&ep, &["status"]);
     assert_eq!(status["nodes"]["down"], 1, "{status}");
     assert_eq!(status["alarms"].as_array().map(Vec::len), Some(0), "{status}");
+
+    // A node added late is empty; rebalance evens the cluster out to within the threshold.
+    let _late = start_node(6, &free_addrs(1)[0], &addrs[..3].join(","));
+    wait_for(Duration::from_secs(30), "node 6 up", || async {
+        let v = ctl_json(&ep, &["nodes"]);
+        v.as_array()?.iter().any(|n| n["id"] == 6 && n["state"] == "up").then_some(())
+    })
+    .await;
+    let plan = ctl_json(&ep, &["rebalance", "--dry-run"]);
+    let plan_text = plan["lines"].to_string();
+    assert!(plan_text.contains("-> node 6"), "the plan fills the new node: {plan}");
+    assert!(partitions(&ep).iter().all(|p| !nodes_of(p).contains(&6)), "a dry run moves nothing");
+    let (ok, out, err) = weft(&["ctl", "--endpoint", &ep, "rebalance"]);
+    assert!(ok && out.contains("done"), "rebalance: {out} {err}");
+    wait_healthy(&ep, "balanced", |_| true).await;
+    let counts: Vec<u64> = ctl_json(&ep, &["nodes"])
+        .as_array()
+        .map(|a| a.iter().filter(|n| n["state"] == "up").filter_map(|n| n["replicas"].as_u64()).collect())
+        .unwrap_or_default();
+    let (max, min) = (counts.iter().max().copied().unwrap_or(0), counts.iter().min().copied().unwrap_or(0));
+    assert!(min > 0 && max as f64 / min as f64 <= 1.5, "replica counts per up node after rebalance: {counts:?}");
 
     // Every acknowledged write is there.
     let reader = ServiceClient::new(vec![addrs[1].clone()], ClientConfig::default());

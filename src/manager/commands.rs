@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tonic::Status;
-use weft_cluster_manager::keyspace;
-use weft_cluster_manager::placement;
+use weft_cluster_manager::walk::Placed;
+use weft_cluster_manager::{balance, keyspace, placement};
 use weft_proto::v1 as pb;
 
 use super::{Manager, map};
@@ -291,5 +291,79 @@ impl Manager {
             )],
             version,
         ))
+    }
+
+    /// Plans (and unless `dry_run`, starts) the moves that even out replica counts.
+    pub(super) async fn rebalance(self: &Arc<Self>, req: pb::RebalanceRequest) -> Result<pb::CtlResponse, Status> {
+        let threshold = if req.threshold > 0.0 { req.threshold } else { self.cfg.balance_threshold };
+        if !threshold.is_finite() || threshold < 1.0 {
+            return Err(Status::invalid_argument("--threshold must be at least 1"));
+        }
+        let max_moves = if req.max_moves == 0 { 16 } else { req.max_moves as usize };
+        let reported = self.reported();
+        let ((out, planned), version) = self
+            .update(|m| {
+                let nodes = map::model(m, &reported);
+                let placed: Vec<Placed> = m
+                    .partitions
+                    .values()
+                    .filter(|p| p.created && p.pending.is_none())
+                    .map(|p| {
+                        let replicas: Vec<u64> = p.replicas.iter().map(|r| r.node).collect();
+                        Placed {
+                            id: p.id,
+                            primary: self.primary_node(p.id).unwrap_or(replicas[0]),
+                            replicas,
+                            bytes: map::partition_bytes(p.id, &reported),
+                        }
+                    })
+                    .collect();
+                let before = balance::imbalance(&nodes);
+                let mut moves = balance::plan(&nodes, &placed, threshold, max_moves);
+                let mut seen = std::collections::BTreeSet::new();
+                moves.retain(|mv| seen.insert(mv.partition));
+                let mut after = nodes.clone();
+                for mv in &moves {
+                    placement::count_replica(&mut after, mv.to, mv.bytes);
+                    if let Some(n) = after.iter_mut().find(|n| n.id == mv.from) {
+                        n.load.replicas = n.load.replicas.saturating_sub(1);
+                    }
+                }
+                let mut out = vec![format!(
+                    "imbalance {before:.2} (most over least replicas per up node; threshold {threshold:.2})"
+                )];
+                if moves.is_empty() {
+                    out.push("nothing to move".into());
+                }
+                for mv in &moves {
+                    out.push(format!(
+                        "  partition {}: node {} -> node {} ({} bytes to copy)",
+                        mv.partition, mv.from, mv.to, mv.bytes
+                    ));
+                }
+                if !moves.is_empty() {
+                    out.push(format!("predicted imbalance after: {:.2}", balance::imbalance(&after)));
+                }
+                if req.dry_run {
+                    return Ok((out, Vec::new()));
+                }
+                for mv in &moves {
+                    let replica = m.next_replica;
+                    m.next_replica += 1;
+                    if let Some(p) = m.partitions.get_mut(&mv.partition) {
+                        p.pending = Some(pb::PendingMove {
+                            to: Some(pb::ReplicaPlacement { node: mv.to, replica }),
+                            replaces: p.replicas.iter().find(|r| r.node == mv.from).cloned(),
+                            reason: format!("rebalance: from node {}", mv.from),
+                        });
+                    }
+                }
+                Ok((out, moves.iter().map(|mv| mv.partition).collect()))
+            })
+            .await?;
+        if !planned.is_empty() {
+            tracing::info!(moves = planned.len(), "rebalancing");
+        }
+        Ok(lines(out, version))
     }
 }

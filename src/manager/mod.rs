@@ -58,6 +58,11 @@ pub struct ClusterConfig {
     pub heartbeat: Duration,
     /// Replicas per partition when a service does not say.
     pub default_replicas: u32,
+    /// How often the manager balances on its own (and whether: `None` never).
+    pub balance_every: Option<Duration>,
+    /// Balance when the most-loaded up node holds more than this many times the replicas
+    /// of the least-loaded one.
+    pub balance_threshold: f64,
 }
 
 impl Default for ClusterConfig {
@@ -71,6 +76,8 @@ impl Default for ClusterConfig {
             down_grace: Duration::from_secs(10),
             heartbeat: Duration::from_millis(500),
             default_replicas: 4,
+            balance_every: Some(Duration::from_secs(60)),
+            balance_threshold: 1.5,
         }
     }
 }
@@ -95,6 +102,8 @@ struct Soft {
     changed: HashMap<u64, Instant>,
     /// Alarms already logged, so each is logged once when it starts.
     alarms: HashSet<String>,
+    /// When the manager last balanced on its own.
+    balanced: Option<Instant>,
 }
 
 /// The cluster-manager role of one node.

@@ -7,7 +7,9 @@
 //! 3. [`repair::plan`] picks replacements for replicas on down nodes and replicas a node no
 //!    longer holds (a volatile restart); replicas on draining nodes are moved out; each
 //!    becomes a pending move in the map, so a new manager resumes it;
-//! 4. replicas that nodes report but the map no longer lists are closed.
+//! 4. replicas that nodes report but the map no longer lists are closed;
+//! 5. every `balance_every`, when nothing is moving, [`weft_cluster_manager::balance::plan`] evens out replica
+//!    counts past the threshold (at most [`MAX_OPS`] moves a round).
 //!
 //! A move is: open the new replica, add it as a learner and wait until it has caught up
 //! (snapshot and log), hand the primary away if it is the replica leaving, change the voters
@@ -83,8 +85,14 @@ impl Manager {
             tracing::warn!(nodes = ?silent, grace = ?self.cfg.down_grace, "nodes down: silent past the grace period");
             return Ok(());
         }
-        // 2. Operations to drive.
-        for p in m.partitions.values().filter(|p| !p.created || p.pending.is_some()) {
+        // 2. Operations to drive: every creation; moves, at most MAX_OPS at a time.
+        for p in m.partitions.values().filter(|p| !p.created) {
+            self.spawn_op(p.id);
+        }
+        for p in m.partitions.values().filter(|p| p.created && p.pending.is_some()) {
+            if self.ops.lock().len() >= MAX_OPS {
+                break;
+            }
             self.spawn_op(p.id);
         }
         // 3. Repairs and drains.
@@ -159,6 +167,25 @@ impl Manager {
         }
         // 4. Garbage.
         self.collect_garbage(&m).await;
+        // 5. Balancing, on its period, when nothing else is moving.
+        let quiet = moves.is_empty() && m.partitions.values().all(|p| p.created && p.pending.is_none());
+        if let Some(every) = self.cfg.balance_every
+            && quiet
+        {
+            let due = {
+                let mut soft = self.soft.lock();
+                let last = *soft.balanced.get_or_insert(now);
+                let due = now.duration_since(last) >= every;
+                if due {
+                    soft.balanced = Some(now);
+                }
+                due
+            };
+            if due {
+                let req = pb::RebalanceRequest { dry_run: false, threshold: 0.0, max_moves: MAX_OPS as u32 };
+                self.rebalance(req).await?;
+            }
+        }
         Ok(())
     }
 

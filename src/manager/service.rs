@@ -156,4 +156,8 @@ impl pb::cluster_server::Cluster for ClusterService {
     ) -> Result<Response<pb::CtlResponse>, Status> {
         routed!(self, req, move_secondary, |m| self.mgr.move_secondary(m))
     }
+
+    async fn rebalance(&self, req: Request<pb::RebalanceRequest>) -> Result<Response<pb::CtlResponse>, Status> {
+        routed!(self, req, rebalance, |m| self.mgr.rebalance(m))
+    }
 }
