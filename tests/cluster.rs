@@ -21,13 +21,7 @@ const GRACE: &str = "2";
 fn start_cluster() -> (Vec<LocalNode>, Vec<String>) {
     let addrs = free_addrs(5);
     let seeds = addrs[..3].join(",");
-    let nodes = (1..=5u64)
-        .map(|i| {
-            let ud = format!("ud{i}");
-            let fd = format!("fd{i}");
-            start_node(i, &addrs[i as usize - 1], &seeds)
-        })
-        .collect();
+    let nodes = (1..=5u64).map(|i| start_node(i, &addrs[i as usize - 1], &seeds)).collect();
     (nodes, addrs)
 }
 
