@@ -90,6 +90,31 @@ enum Ctl {
         #[arg(long)]
         no_wait: bool,
     },
+    /// The upgrade-domain walk: dry run (default) prints each UD's moves and predicted
+    /// density; --apply starts it and follows it to the end.
+    Upgrade {
+        /// Start the walk and follow it.
+        #[arg(long, group = "action")]
+        apply: bool,
+        /// Print the plan only (the default).
+        #[arg(long, group = "action")]
+        dry_run: bool,
+        /// Stop the walk between steps.
+        #[arg(long, group = "action")]
+        pause: bool,
+        /// Continue a paused walk.
+        #[arg(long, group = "action")]
+        resume: bool,
+        /// Forget the walk (stand-ins already built stay).
+        #[arg(long, group = "action")]
+        abort: bool,
+        /// Where the walk stands.
+        #[arg(long, group = "action")]
+        status: bool,
+        /// With --apply: return once started instead of following it.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Empties a node: its replicas move elsewhere and it takes no new ones.
     Drain { node: u64 },
     /// Lets a drained node take replicas again.
@@ -122,7 +147,11 @@ fn say(resp: pb::CtlResponse, json: bool) -> anyhow::Result<()> {
 
 pub async fn run(a: CtlArgs) -> anyhow::Result<()> {
     let json = a.json;
-    let map = || async { Ok::<_, anyhow::Error>(ServiceClient::fetch_map(std::slice::from_ref(&a.endpoint)).await?) };
+    let map = || async {
+        Ok::<_, anyhow::Error>(
+            ServiceClient::fetch_map(std::slice::from_ref(&a.endpoint), Duration::from_secs(5)).await?,
+        )
+    };
     let mut out = std::io::stdout().lock();
     match a.cmd {
         Ctl::Status => {
@@ -235,6 +264,50 @@ pub async fn run(a: CtlArgs) -> anyhow::Result<()> {
         Ctl::MovePrimary { partition, to, force } => {
             let req = pb::MovePrimaryRequest { partition, to_node: to.unwrap_or(0), force };
             say(cluster(&a.endpoint).await?.move_primary(req).await.map_err(grpc)?.into_inner(), json)?;
+        }
+        Ctl::Upgrade { apply, dry_run: _, pause, resume, abort, status, no_wait } => {
+            let action = if apply {
+                pb::UpgradeAction::Apply
+            } else if pause {
+                pb::UpgradeAction::Pause
+            } else if resume {
+                pb::UpgradeAction::Resume
+            } else if abort {
+                pb::UpgradeAction::Abort
+            } else if status {
+                pb::UpgradeAction::Status
+            } else {
+                pb::UpgradeAction::DryRun
+            };
+            let req = pb::UpgradeRequest { action: action as i32 };
+            let resp = cluster(&a.endpoint).await?.upgrade(req).await.map_err(grpc)?.into_inner();
+            if !apply || no_wait || json {
+                return say(resp, json);
+            }
+            for l in &resp.lines {
+                writeln!(out, "{l}")?;
+            }
+            let started = Instant::now();
+            let mut last = String::new();
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                let status = pb::UpgradeRequest { action: pb::UpgradeAction::Status as i32 };
+                // The node answering may itself be restarting: ask again.
+                let Ok(mut c) = cluster(&a.endpoint).await else { continue };
+                let Ok(r) = c.upgrade(status).await else { continue };
+                let line = r.into_inner().lines.join("; ");
+                if line.starts_with("no upgrade walk") {
+                    writeln!(out, "upgrade walk complete in {:.1} s", started.elapsed().as_secs_f64())?;
+                    return Ok(());
+                }
+                if line != last {
+                    writeln!(out, "[{:>6.1} s] {line}", started.elapsed().as_secs_f64())?;
+                    last = line;
+                }
+                if started.elapsed() > Duration::from_secs(3600) {
+                    bail!("the walk has not finished after an hour; `weft ctl upgrade --status` shows where it stands");
+                }
+            }
         }
         Ctl::Rebalance { dry_run, threshold, max_moves, no_wait } => {
             let req = pb::RebalanceRequest {

@@ -342,9 +342,12 @@ fn node(a: NodeArgs) -> anyhow::Result<()> {
         let node = weft::node::Node::bind(config).await.with_context(|| format!("binding {}", a.listen))?;
         let addr = node.local_addr();
         // The one line scripts and tests read to learn the bound address.
-        println!("weft node {} listening on {addr} (ud {}, fd {})", a.id, a.ud, a.fd);
+        // Errors ignored: whoever started the node may have stopped reading (a node
+        // restarted in place by an upgrade walk prints this again into a closed pipe).
         use std::io::Write;
-        std::io::stdout().flush()?;
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "weft node {} listening on {addr} (ud {}, fd {})", a.id, a.ud, a.fd);
+        let _ = out.flush();
         tracing::info!(id = a.id, %addr, seeds = ?a.seeds, data_dir = ?a.data_dir, "node started");
         node.serve(async {
             let _ = tokio::signal::ctrl_c().await;

@@ -99,7 +99,10 @@ impl Node {
         let store = pb::store_server::StoreServer::new(StoreService { host: self.host.clone() })
             .max_decoding_message_size(max)
             .max_encoding_message_size(max);
-        let admin = pb::node_admin_server::NodeAdminServer::new(AdminService { host: self.host.clone() });
+        let admin = pb::node_admin_server::NodeAdminServer::new(AdminService {
+            host: self.host.clone(),
+            incarnation: self.manager.incarnation(),
+        });
         let raft = RaftService::new(self.host.clone()).into_server();
         let cluster = pb::cluster_server::ClusterServer::new(crate::manager::ClusterService::new(self.manager.clone()))
             .max_decoding_message_size(max)
@@ -314,6 +317,7 @@ impl pb::store_server::Store for StoreService {
 /// The node-admin service.
 struct AdminService {
     host: Arc<Host>,
+    incarnation: u64,
 }
 
 fn role(state: ServerState, is_voter: bool) -> pb::Role {
@@ -431,6 +435,20 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
     async fn status(&self, req: Request<pb::ReplicaStatusRequest>) -> Result<Response<pb::ReplicaStatus>, Status> {
         let r = replica_of(&self.host, req.into_inner().partition)?;
         Ok(Response::new(status_of(&r)))
+    }
+
+    async fn restart(&self, _req: Request<pb::RestartRequest>) -> Result<Response<pb::RestartResponse>, Status> {
+        let exe = std::env::current_exe().map_err(|e| Status::internal(format!("finding this binary: {e}")))?;
+        tracing::warn!(exe = %exe.display(), "restart requested: re-executing the node binary");
+        tokio::spawn(async move {
+            // Let the answer leave first.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            use std::os::unix::process::CommandExt;
+            let err = std::process::Command::new(&exe).args(std::env::args_os().skip(1)).exec();
+            tracing::error!(error = %err, "re-executing the node binary failed; exiting");
+            std::process::exit(1);
+        });
+        Ok(Response::new(pb::RestartResponse { incarnation: self.incarnation }))
     }
 
     async fn list(&self, _req: Request<pb::ListReplicasRequest>) -> Result<Response<pb::ListReplicasResponse>, Status> {

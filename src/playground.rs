@@ -94,7 +94,7 @@ pub async fn run(a: PlaygroundArgs) -> anyhow::Result<()> {
     let endpoints = vec![endpoint.clone()];
     let deadline = Instant::now() + Duration::from_secs(60);
     let map = loop {
-        if let Ok(m) = ServiceClient::fetch_map(&endpoints).await
+        if let Ok(m) = ServiceClient::fetch_map(&endpoints, Duration::from_secs(2)).await
             && view::nodes(&m).iter().filter(|n| n.state == "up").count() as u64 == a.nodes
         {
             break m;
@@ -112,7 +112,7 @@ pub async fn run(a: PlaygroundArgs) -> anyhow::Result<()> {
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let m = ServiceClient::fetch_map(&endpoints).await?;
+        let m = ServiceClient::fetch_map(&endpoints, Duration::from_secs(2)).await?;
         let parts = view::partitions(&m, Some(&a.service));
         if parts.iter().all(|p| p.created && p.replicas.iter().any(|r| r.role == "primary")) {
             break;

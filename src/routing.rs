@@ -8,6 +8,7 @@
 //! partition is not where the map said, no primary answered) refreshes it and retries once.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tonic::Status;
@@ -52,23 +53,33 @@ impl ServiceClient {
         ServiceClient { endpoints, config, cached: Mutex::new(None) }
     }
 
-    /// The current map, fetched from the first endpoint that answers.
-    pub async fn fetch_map(endpoints: &[String]) -> Result<pb::GetMapResponse, RoutingError> {
-        let mut last = String::from("no endpoints");
-        for e in endpoints {
-            let answer = async {
-                let mut c = ClusterClient::connect(format!("http://{e}"))
-                    .await
-                    .map_err(|x| Status::unavailable(x.to_string()))?;
-                c.get_map(pb::GetMapRequest {}).await.map(|r| r.into_inner())
-            };
-            match tokio::time::timeout(std::time::Duration::from_secs(10), answer).await {
-                Ok(Ok(m)) => return Ok(m),
-                Ok(Err(s)) => last = format!("{e}: {}", s.message()),
-                Err(_) => last = format!("{e}: no answer in 10 s"),
+    /// The current map, fetched from the first endpoint that answers; rounds over the
+    /// endpoints are retried with backoff for up to `within` (a node restarting or a
+    /// manager being elected answers `UNAVAILABLE` for a moment).
+    pub async fn fetch_map(endpoints: &[String], within: Duration) -> Result<pb::GetMapResponse, RoutingError> {
+        let deadline = Instant::now() + within;
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let mut last = String::from("no endpoints");
+            for e in endpoints {
+                let answer = async {
+                    let mut c = ClusterClient::connect(format!("http://{e}"))
+                        .await
+                        .map_err(|x| Status::unavailable(x.to_string()))?;
+                    c.get_map(pb::GetMapRequest {}).await.map(|r| r.into_inner())
+                };
+                match tokio::time::timeout(Duration::from_secs(5), answer).await {
+                    Ok(Ok(m)) => return Ok(m),
+                    Ok(Err(s)) => last = format!("{e}: {}", s.message()),
+                    Err(_) => last = format!("{e}: no answer in 5 s"),
+                }
             }
+            if Instant::now() + backoff > deadline {
+                return Err(RoutingError::NoMap(last));
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(500));
         }
-        Err(RoutingError::NoMap(last))
     }
 
     async fn state(&self, refresh: bool) -> Result<Arc<Cached>, RoutingError> {
@@ -79,7 +90,7 @@ impl ServiceClient {
         if let Some(c) = self.cached.lock().clone() {
             endpoints.extend(c.map.map.iter().flat_map(|m| m.nodes.values().map(|n| n.addr.clone())));
         }
-        let map = Self::fetch_map(&endpoints).await?;
+        let map = Self::fetch_map(&endpoints, self.config.deadline).await?;
         let nodes: Vec<String> = map.map.iter().flat_map(|m| m.nodes.values().map(|n| n.addr.clone())).collect();
         let cached = Arc::new(Cached { map, client: Client::new(nodes, self.config.clone()) });
         *self.cached.lock() = Some(cached.clone());

@@ -106,6 +106,8 @@ async fn operator_story_placement_drain_moves_and_node_loss() {
     assert!(created["lines"][0].as_str().unwrap_or("").contains("4 partitions x 4 replicas"), "{created}");
     let ps = wait_healthy(&ep, "service t placed", |_| true).await;
     assert_eq!(ps.len(), 4);
+    let (ok, _, err) = weft(&["ctl", "--endpoint", &ep, "upgrade", "--apply"]);
+    assert!(!ok && err.contains("volatile"), "a walk that would lose the map's replicas is refused: {err}");
 
     // Writes routed by key through any node; reads through the CLI.
     let client = ServiceClient::new(vec![addrs[4].clone()], ClientConfig::default());

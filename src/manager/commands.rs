@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tonic::Status;
-use weft_cluster_manager::walk::Placed;
 use weft_cluster_manager::{balance, keyspace, placement};
 use weft_proto::v1 as pb;
 
@@ -304,20 +303,7 @@ impl Manager {
         let ((out, planned), version) = self
             .update(|m| {
                 let nodes = map::model(m, &reported);
-                let placed: Vec<Placed> = m
-                    .partitions
-                    .values()
-                    .filter(|p| p.created && p.pending.is_none())
-                    .map(|p| {
-                        let replicas: Vec<u64> = p.replicas.iter().map(|r| r.node).collect();
-                        Placed {
-                            id: p.id,
-                            primary: self.primary_node(p.id).unwrap_or(replicas[0]),
-                            replicas,
-                            bytes: map::partition_bytes(p.id, &reported),
-                        }
-                    })
-                    .collect();
+                let placed = self.placed(m, &reported);
                 let before = balance::imbalance(&nodes);
                 let mut moves = balance::plan(&nodes, &placed, threshold, max_moves);
                 let mut seen = std::collections::BTreeSet::new();

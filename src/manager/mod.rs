@@ -19,6 +19,7 @@ mod commands;
 pub mod map;
 mod reconcile;
 mod service;
+mod upgrade;
 pub mod view;
 
 use std::collections::{HashMap, HashSet};
@@ -146,6 +147,11 @@ impl Manager {
         }
         let me = self.clone();
         tokio::spawn(async move { me.reconcile_loop().await });
+    }
+
+    /// This process's incarnation (random per start).
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
     }
 
     fn info(&self) -> pb::NodeInfo {

@@ -8,7 +8,8 @@
 //!    longer holds (a volatile restart); replicas on draining nodes are moved out; each
 //!    becomes a pending move in the map, so a new manager resumes it;
 //! 4. replicas that nodes report but the map no longer lists are closed;
-//! 5. every `balance_every`, when nothing is moving, [`weft_cluster_manager::balance::plan`] evens out replica
+//! 5. an upgrade walk in the map takes its next step (`upgrade`);
+//! 6. every `balance_every`, when nothing is moving, [`weft_cluster_manager::balance::plan`] evens out replica
 //!    counts past the threshold (at most [`MAX_OPS`] moves a round).
 //!
 //! A move is: open the new replica, add it as a learner and wait until it has caught up
@@ -98,8 +99,10 @@ impl Manager {
         // 3. Repairs and drains.
         let reported = self.reported();
         let mut nodes = map::model(&m, &reported);
+        // Partitions with a stand-in belong to the upgrade walk until it removes it.
+        let walking: Vec<u64> = m.upgrade.iter().flat_map(|u| u.stand_ins.iter().map(|s| s.partition)).collect();
         let settled: Vec<&pb::PartitionInfo> =
-            m.partitions.values().filter(|p| p.created && p.pending.is_none()).collect();
+            m.partitions.values().filter(|p| p.created && p.pending.is_none() && !walking.contains(&p.id)).collect();
         let plan_input: Vec<repair::Partition> = settled
             .iter()
             .map(|p| repair::Partition {
@@ -168,7 +171,14 @@ impl Manager {
         // 4. Garbage.
         self.collect_garbage(&m).await;
         // 5. Balancing, on its period, when nothing else is moving.
-        let quiet = moves.is_empty() && m.partitions.values().all(|p| p.created && p.pending.is_none());
+        // 6. The upgrade walk, one step per tick.
+        if let Some(u) = &m.upgrade
+            && !u.paused
+        {
+            self.drive_upgrade(&m).await?;
+        }
+        let quiet =
+            moves.is_empty() && m.upgrade.is_none() && m.partitions.values().all(|p| p.created && p.pending.is_none());
         if let Some(every) = self.cfg.balance_every
             && quiet
         {
@@ -287,17 +297,19 @@ impl Manager {
     }
 
     async fn finish_move(&self, m: &pb::ClusterMap, p: &pb::PartitionInfo, mv: pb::PendingMove) -> Result<(), Status> {
-        let to = mv.to.ok_or_else(|| Status::internal("pending move without a target"))?;
-        let to_addr = Self::addr_of(m, to.node)?;
-        let open = pb::OpenReplicaRequest { partition: p.id, replica: to.replica, mode: 0, initial: None };
-        step(self.admin(&to_addr)?.open_replica(open)).await?;
-        let learner =
-            pb::AddLearnerRequest { partition: p.id, replica: to.replica, addr: to_addr.clone(), blocking: true };
-        self.on_primary(m, p, CATCH_UP_TIMEOUT, |mut c| {
-            let req = learner.clone();
-            async move { c.add_learner(req).await.map(|_| ()) }
-        })
-        .await?;
+        let to = mv.to;
+        if let Some(to) = to {
+            let to_addr = Self::addr_of(m, to.node)?;
+            let open = pb::OpenReplicaRequest { partition: p.id, replica: to.replica, mode: 0, initial: None };
+            step(self.admin(&to_addr)?.open_replica(open)).await?;
+            let learner =
+                pb::AddLearnerRequest { partition: p.id, replica: to.replica, addr: to_addr.clone(), blocking: true };
+            self.on_primary(m, p, CATCH_UP_TIMEOUT, |mut c| {
+                let req = learner.clone();
+                async move { c.add_learner(req).await.map(|_| ()) }
+            })
+            .await?;
+        }
         let leaving = mv.replaces;
         if let Some(old) = &leaving
             && self.primary_node(p.id) == Some(old.node)
@@ -312,7 +324,7 @@ impl Manager {
             .iter()
             .filter(|r| leaving.as_ref().is_none_or(|o| o.replica != r.replica))
             .map(|r| r.replica)
-            .chain([to.replica])
+            .chain(to.map(|t| t.replica))
             .collect();
         let change = pb::ChangeMembershipRequest { partition: p.id, voters, retain: false };
         self.on_primary(m, p, STEP_TIMEOUT, |mut c| {
@@ -325,20 +337,22 @@ impl Manager {
             if q.pending.as_ref() != Some(&mv) {
                 return Ok(());
             }
-            match &leaving {
-                Some(old) => {
+            match (&leaving, to) {
+                (Some(old), Some(to)) => {
                     for r in q.replicas.iter_mut().filter(|r| r.replica == old.replica) {
                         *r = to;
                     }
                 }
-                None => q.replicas.push(to),
+                (Some(old), None) => q.replicas.retain(|r| r.replica != old.replica),
+                (None, Some(to)) => q.replicas.push(to),
+                (None, None) => {}
             }
             q.pending = None;
             Ok(())
         })
         .await?;
         self.soft.lock().changed.insert(p.id, Instant::now());
-        tracing::info!(partition = p.id, to = to.node, replaced = ?leaving.as_ref().map(|o| o.node), reason = %mv.reason, "replica move done");
+        tracing::info!(partition = p.id, to = ?to.map(|t| t.node), leaving = ?leaving.map(|o| o.node), reason = %mv.reason, "replica move done");
         if let Some(old) = leaving
             && let Ok(addr) = Self::addr_of(m, old.node)
             && let Ok(mut admin) = self.admin(&addr)

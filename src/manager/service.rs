@@ -160,4 +160,8 @@ impl pb::cluster_server::Cluster for ClusterService {
     async fn rebalance(&self, req: Request<pb::RebalanceRequest>) -> Result<Response<pb::CtlResponse>, Status> {
         routed!(self, req, rebalance, |m| self.mgr.rebalance(m))
     }
+
+    async fn upgrade(&self, req: Request<pb::UpgradeRequest>) -> Result<Response<pb::CtlResponse>, Status> {
+        routed!(self, req, upgrade, |m| self.mgr.upgrade(m))
+    }
 }
