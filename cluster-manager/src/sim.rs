@@ -427,9 +427,16 @@ impl<'a> Classic<'a> {
             if configured > self.cfg.replicas {
                 continue;
             }
-            let hosting: Vec<NodeId> =
-                self.reps.iter().filter(|r| r.alive && r.partition == pidx).map(|r| r.node).collect();
-            let view = self.view();
+            // Standbys are outside the replica set: they do not count for domain spread,
+            // but their nodes cannot take a second replica of the partition.
+            let of_partition = || self.reps.iter().filter(|r| r.alive && r.partition == pidx);
+            let hosting: Vec<NodeId> = of_partition().filter(|r| r.state != State::Standby).map(|r| r.node).collect();
+            let standby_nodes: Vec<NodeId> =
+                of_partition().filter(|r| r.state == State::Standby).map(|r| r.node).collect();
+            let mut view = self.view();
+            for n in view.iter_mut().filter(|n| standby_nodes.contains(&n.id) && n.status == NodeStatus::Up) {
+                n.status = NodeStatus::Draining;
+            }
             let bytes = self.parts[pidx].bytes;
             let Ok(to) = placement::choose(&view, &hosting, bytes) else { continue };
             let start = self.free_at.get(&to).copied().unwrap_or(0.0).max(now);
