@@ -29,7 +29,7 @@ use weft_proto::v1 as pb;
 use weft_replica::command::{record_to_pb, scalar_from_pb};
 use weft_replica::host::{Host, RaftSettings, Replica, Storage};
 use weft_replica::transport::{RaftService, TransportConfig};
-use weft_replica::types::{Command, TypeConfig};
+use weft_replica::types::TypeConfig;
 use weft_replica::wire;
 use weft_store::{Limits, Query, Scan, Token};
 
@@ -175,8 +175,8 @@ impl StoreService {
         if cmd.session.is_none() {
             cmd.session = session;
         }
-        let resp = replica.raft.client_write(Command(cmd)).await.map_err(|e| write_error(partition, e))?;
-        Ok(pb::WriteResponse { result: Some(resp.data) })
+        let result = replica.proposer.propose(cmd).await.map_err(|e| write_error(partition, e))?;
+        Ok(pb::WriteResponse { result: Some(result) })
     }
 
     /// Waits until this replica may answer a read of the given mode, then runs `read` on

@@ -128,6 +128,8 @@ pub struct Replica {
     pub log: LogStore,
     /// Volatile or durable.
     pub mode: pb::LogMode,
+    /// Its write queue: client writes batched into entries.
+    pub proposer: crate::proposer::Proposer,
 }
 
 /// Where and how a node keeps durable replicas.
@@ -258,7 +260,8 @@ impl Host {
         let raft = Raft::new(id, self.config.clone(), network, log.clone(), sm.clone())
             .await
             .map_err(|e| HostError::Raft(e.to_string()))?;
-        let replica = Arc::new(Replica { partition, id, raft, sm, log, mode });
+        let proposer = crate::proposer::Proposer::start(raft.clone());
+        let replica = Arc::new(Replica { partition, id, raft, sm, log, mode, proposer });
         let raced = {
             let mut map = self.replicas.write();
             match map.get(&partition) {

@@ -23,6 +23,7 @@ pub mod checkpoint;
 pub mod command;
 pub mod host;
 pub mod log_store;
+pub mod proposer;
 pub mod sessions;
 pub mod snapshot;
 pub mod state_machine;

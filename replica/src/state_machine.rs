@@ -224,15 +224,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
+            // The whole entry applies under one write lock: readers never see part of it.
             let result = {
                 let mut st = self.shared.state.write();
                 st.last_applied = Some(entry.log_id);
                 match &entry.payload {
-                    EntryPayload::Blank => pb::CommandResult { version: entry.log_id.index, outcome: None },
-                    EntryPayload::Normal(cmd) => apply_command(&mut st, entry.log_id.index, &cmd.0),
+                    EntryPayload::Blank => Vec::new(),
+                    EntryPayload::Normal(cmds) => {
+                        cmds.0.iter().map(|c| apply_command(&mut st, entry.log_id.index, c)).collect()
+                    }
                     EntryPayload::Membership(m) => {
                         st.membership = StoredMembership::new(Some(entry.log_id), m.clone());
-                        pb::CommandResult { version: entry.log_id.index, outcome: None }
+                        Vec::new()
                     }
                 }
             };

@@ -10,30 +10,22 @@ use std::fmt;
 
 use weft_proto::v1 as pb;
 
-/// A replicated command: the payload of a normal raft entry.
+/// The payload of a normal raft entry: one or more commands, applied in order at the
+/// entry's log index (the primary batches concurrent client writes into one entry).
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Command(pub pb::Command);
+pub struct Commands(pub Vec<pb::Command>);
 
-impl fmt::Display for Command {
+impl fmt::Display for Commands {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match &self.0.kind {
-            Some(pb::command::Kind::Batch(b)) => return write!(f, "batch({} ops)", b.ops.len()),
-            Some(pb::command::Kind::CreateTable(_)) => "create_table",
-            Some(pb::command::Kind::DropTable(_)) => "drop_table",
-            Some(pb::command::Kind::CreateIndex(_)) => "create_index",
-            Some(pb::command::Kind::DropIndex(_)) => "drop_index",
-            Some(pb::command::Kind::PopMax(_)) => "pop_max",
-            None => "empty",
-        };
-        f.write_str(kind)
+        write!(f, "{} commands", self.0.len())
     }
 }
 
 openraft::declare_raft_types!(
     /// The type configuration of every partition group.
     pub TypeConfig:
-        D = Command,
-        R = pb::CommandResult,
+        D = Commands,
+        R = Vec<pb::CommandResult>,
         NodeId = u64,
         Node = openraft::BasicNode,
 );

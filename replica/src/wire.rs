@@ -13,7 +13,7 @@ use openraft::{EntryPayload, RaftTypeConfig};
 use weft_proto::v1 as pb;
 
 use crate::types::{
-    Command, Entry, LeaderId, LogId, Membership, ReplicaId, SnapshotMeta, StoredMembership, TypeConfig, Vote,
+    Commands, Entry, LeaderId, LogId, Membership, ReplicaId, SnapshotMeta, StoredMembership, TypeConfig, Vote,
 };
 
 /// A protobuf message that does not describe a valid openraft message.
@@ -137,7 +137,7 @@ pub fn stored_membership_to_pb(m: &StoredMembership) -> (Option<pb::LogId>, pb::
 pub fn entry_to_pb(e: &Entry) -> pb::Entry {
     let payload = match &e.payload {
         EntryPayload::Blank => None,
-        EntryPayload::Normal(c) => Some(pb::entry::Payload::Command(c.0.clone())),
+        EntryPayload::Normal(c) => Some(pb::entry::Payload::Commands(pb::CommandBatch { commands: c.0.clone() })),
         EntryPayload::Membership(m) => Some(pb::entry::Payload::Membership(membership_to_pb(m))),
     };
     pb::Entry { log_id: Some(log_id_to_pb(&e.log_id)), payload }
@@ -148,7 +148,8 @@ pub fn entry_from_pb(e: pb::Entry) -> Result<Entry, WireError> {
     let log_id = need(opt_log_id_from_pb(e.log_id)?, "entry.log_id")?;
     let payload = match e.payload {
         None => EntryPayload::Blank,
-        Some(pb::entry::Payload::Command(c)) => EntryPayload::Normal(Command(c)),
+        Some(pb::entry::Payload::Command(c)) => EntryPayload::Normal(Commands(vec![c])),
+        Some(pb::entry::Payload::Commands(b)) => EntryPayload::Normal(Commands(b.commands)),
         Some(pb::entry::Payload::Membership(m)) => EntryPayload::Membership(membership_from_pb(m)?),
     };
     Ok(openraft::Entry { log_id, payload })

@@ -14,7 +14,7 @@ use tonic::Status;
 use weft_cluster_manager::model::{Capacity, Load, Node, NodeStatus};
 use weft_proto::v1 as pb;
 use weft_replica::host::Replica;
-use weft_replica::types::Command;
+use weft_replica::types::Commands;
 
 /// The partition id of the cluster map's own replica group.
 pub const MAP_PARTITION: u64 = 0;
@@ -94,11 +94,12 @@ pub async fn create(r: &Replica) -> Result<(), Status> {
 }
 
 async fn propose(r: &Replica, cmd: pb::Command) -> Result<pb::CommandResult, Status> {
-    r.raft
-        .client_write(Command(cmd))
+    let resp = r
+        .raft
+        .client_write(Commands(vec![cmd]))
         .await
-        .map(|resp| resp.data)
-        .map_err(|e| Status::unavailable(format!("cluster map write: {e}")))
+        .map_err(|e| Status::unavailable(format!("cluster map write: {e}")))?;
+    resp.data.into_iter().next().ok_or_else(|| Status::internal("cluster map write: an entry without a result"))
 }
 
 /// The status the decision code uses for a map node.

@@ -70,8 +70,8 @@ pub enum StoreError {
     /// A continuation token was malformed or belongs to another request.
     #[error("invalid continuation token: {0}")]
     InvalidToken(&'static str),
-    /// A write asked for a version at or below the store's current version.
-    #[error("version {given} is not above the current version {current}")]
+    /// A write asked for a version below the store's current version.
+    #[error("version {given} is below the current version {current}")]
     VersionNotIncreasing {
         /// The version asked for.
         given: u64,

@@ -190,9 +190,11 @@ impl Store {
         self.apply_at(ops, self.version + 1)
     }
 
-    /// Applies a batch atomically at `version`, which must exceed the current version.
+    /// Applies a batch atomically at `version`, which must not be below the current
+    /// version. Equal is allowed: the replica applies several commands of one raft entry
+    /// at that entry's log index.
     pub fn apply_at(&mut self, ops: &[Op], version: u64) -> Result<WriteResult> {
-        if version <= self.version {
+        if version < self.version {
             return Err(StoreError::VersionNotIncreasing { given: version, current: self.version });
         }
         let previous = self.validate(ops)?;
@@ -221,10 +223,10 @@ impl Store {
         self.pop_max_at(table, index, self.version + 1)
     }
 
-    /// [`Store::pop_max`] at `version`, which must exceed the current version (the replica
-    /// passes the raft log index). The version advances only when a record is removed.
+    /// [`Store::pop_max`] at `version`, which must not be below the current version (the
+    /// replica passes the raft log index). The version advances only when a record is removed.
     pub fn pop_max_at(&mut self, table: &str, index: &str, version: u64) -> Result<Option<Arc<Record>>> {
-        if version <= self.version {
+        if version < self.version {
             return Err(StoreError::VersionNotIncreasing { given: version, current: self.version });
         }
         let Some(top) = self.table(table)?.peek_max(index)? else {

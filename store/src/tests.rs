@@ -483,7 +483,7 @@ fn bad_requests_change_nothing() {
     }
     let too_many = vec![Op::put(T, b"x".to_vec(), b"1".to_vec()); s.limits().batch_ops_max + 1];
     assert!(matches!(s.apply(&too_many), Err(StoreError::LimitExceeded { what: "batch operations", .. })));
-    assert!(matches!(s.apply_at(&[], before), Err(StoreError::VersionNotIncreasing { .. })));
+    assert!(matches!(s.apply_at(&[], before - 1), Err(StoreError::VersionNotIncreasing { .. })));
     assert!(matches!(s.scan(T, &Scan::all(0)), Err(StoreError::Invalid { .. })));
     s.put(T, b"z", b"v", &[]).ok();
     let token = s.scan(T, &Scan::all(1)).ok().and_then(|p| p.next);
