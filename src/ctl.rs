@@ -116,7 +116,12 @@ enum Ctl {
         no_wait: bool,
     },
     /// Empties a node: its replicas move elsewhere and it takes no new ones.
-    Drain { node: u64 },
+    Drain {
+        node: u64,
+        /// Drain even when the other nodes cannot take every replica.
+        #[arg(long)]
+        force: bool,
+    },
     /// Lets a drained node take replicas again.
     Activate { node: u64 },
 }
@@ -252,14 +257,13 @@ pub async fn run(a: CtlArgs) -> anyhow::Result<()> {
             let req = pb::DeleteServiceRequest { name };
             say(cluster(&a.endpoint).await?.delete_service(req).await.map_err(grpc)?.into_inner(), json)?;
         }
-        Ctl::Drain { node } => {
-            say(cluster(&a.endpoint).await?.drain(pb::NodeRequest { node }).await.map_err(grpc)?.into_inner(), json)?;
+        Ctl::Drain { node, force } => {
+            let req = pb::NodeRequest { node, force };
+            say(cluster(&a.endpoint).await?.drain(req).await.map_err(grpc)?.into_inner(), json)?;
         }
         Ctl::Activate { node } => {
-            say(
-                cluster(&a.endpoint).await?.activate(pb::NodeRequest { node }).await.map_err(grpc)?.into_inner(),
-                json,
-            )?;
+            let req = pb::NodeRequest { node, force: false };
+            say(cluster(&a.endpoint).await?.activate(req).await.map_err(grpc)?.into_inner(), json)?;
         }
         Ctl::MovePrimary { partition, to, force } => {
             let req = pb::MovePrimaryRequest { partition, to_node: to.unwrap_or(0), force };

@@ -121,8 +121,11 @@ async fn operator_story_placement_drain_moves_and_node_loss() {
     assert!(ok, "{out} {err}");
     acked.insert("cli-key".into(), "cli-value".into());
 
-    // Drain node 5: everything leaves it; activate lets it fill again.
+    // Drain node 5: everything leaves it; activate lets it fill again. Draining a second
+    // node would leave 3 nodes for 4 replicas: refused with the reason.
     ctl_json(&ep, &["drain", "5"]);
+    let (ok, _, err) = weft(&["ctl", "--endpoint", &ep, "drain", "4"]);
+    assert!(!ok && err.contains("leaves 3 nodes"), "{err}");
     wait_healthy(&ep, "node 5 drained", |ps| ps.iter().all(|p| !nodes_of(p).contains(&5))).await;
     let n5 = ctl_json(&ep, &["nodes"]).as_array().and_then(|a| a.iter().find(|n| n["id"] == 5).cloned());
     assert_eq!(n5.as_ref().map(|n| n["state"].clone()), Some(Value::from("draining")), "{n5:?}");

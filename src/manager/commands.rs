@@ -128,9 +128,21 @@ impl Manager {
         Ok(lines(vec![format!("service {} deleted; its {n} partitions' replicas are being closed", req.name)], version))
     }
 
-    pub(super) async fn set_drained(&self, node: u64, drained: bool) -> Result<pb::CtlResponse, Status> {
+    pub(super) async fn set_drained(&self, node: u64, drained: bool, force: bool) -> Result<pb::CtlResponse, Status> {
         let (was, version) = self
             .update(|m| {
+                let widest = m.services.values().map(|s| s.replicas).max().unwrap_or(0) as usize;
+                let takers = m
+                    .nodes
+                    .values()
+                    .filter(|n| n.id != node && n.state == pb::NodeState::Up as i32 && !n.drained)
+                    .count();
+                if drained && takers < widest && !force {
+                    return Err(Status::failed_precondition(format!(
+                        "draining node {node} leaves {takers} nodes to hold services of {widest} replicas: its replicas \
+                         could not all move; --force to drain anyway"
+                    )));
+                }
                 let n = m.nodes.get_mut(&node).ok_or_else(|| Status::not_found(format!("no node {node}")))?;
                 let was = n.drained;
                 n.drained = drained;

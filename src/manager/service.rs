@@ -139,11 +139,11 @@ impl pb::cluster_server::Cluster for ClusterService {
     }
 
     async fn drain(&self, req: Request<pb::NodeRequest>) -> Result<Response<pb::CtlResponse>, Status> {
-        routed!(self, req, drain, |m: pb::NodeRequest| self.mgr.set_drained(m.node, true))
+        routed!(self, req, drain, |m: pb::NodeRequest| self.mgr.set_drained(m.node, true, m.force))
     }
 
     async fn activate(&self, req: Request<pb::NodeRequest>) -> Result<Response<pb::CtlResponse>, Status> {
-        routed!(self, req, activate, |m: pb::NodeRequest| self.mgr.set_drained(m.node, false))
+        routed!(self, req, activate, |m: pb::NodeRequest| self.mgr.set_drained(m.node, false, m.force))
     }
 
     async fn move_primary(&self, req: Request<pb::MovePrimaryRequest>) -> Result<Response<pb::CtlResponse>, Status> {
