@@ -375,6 +375,26 @@ impl Manager {
             .map(|(node, _)| node)
     }
 
+    /// The address of the replica that says it is `p`'s primary now (highest term wins).
+    async fn current_primary(&self, m: &pb::ClusterMap, p: &pb::PartitionInfo) -> Option<String> {
+        let mut best: Option<(u64, String)> = None;
+        for r in &p.replicas {
+            let Ok(addr) = Self::addr_of(m, r.node) else { continue };
+            let Ok(mut admin) = self.admin(&addr) else { continue };
+            let asked = tokio::time::timeout(
+                Duration::from_millis(500),
+                admin.status(pb::ReplicaStatusRequest { partition: p.id }),
+            );
+            if let Ok(Ok(s)) = asked.await
+                && s.get_ref().role == pb::Role::Primary as i32
+                && best.as_ref().is_none_or(|(term, _)| s.get_ref().term > *term)
+            {
+                best = Some((s.get_ref().term, addr));
+            }
+        }
+        best.map(|(_, addr)| addr)
+    }
+
     /// Runs a node-admin call on the partition's primary: the reported one first, then
     /// every replica's node, following a not-primary answer's hint.
     pub(super) async fn on_primary<F, Fut>(
@@ -388,9 +408,12 @@ impl Manager {
         F: Fn(NodeAdminClient<Channel>) -> Fut,
         Fut: Future<Output = Result<(), Status>>,
     {
-        let mut addrs: Vec<String> =
-            self.primary_node(p.id).and_then(|n| Self::addr_of(m, n).ok()).into_iter().collect();
+        // Ask the replicas who leads now (reports can be half a second old), so calls go to
+        // the primary first instead of making followers refuse them.
+        let mut addrs: Vec<String> = self.current_primary(m, p).await.into_iter().collect();
+        addrs.extend(self.primary_node(p.id).and_then(|n| Self::addr_of(m, n).ok()));
         addrs.extend(p.replicas.iter().filter_map(|r| Self::addr_of(m, r.node).ok()));
+        addrs.dedup();
         let mut last = Status::unavailable(format!("partition {} has no reachable primary", p.id));
         let mut i = 0;
         while i < addrs.len() && i < 16 {
