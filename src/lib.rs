@@ -4,6 +4,7 @@
 //!   `NodeAdmin` gRPC services on one port for every replica it hosts.
 //! - [`manager`]: the cluster manager's part on every node: heartbeats, the replicated
 //!   cluster map on the seeds, placement, repair, drains and operator commands.
+//! - [`metrics`]: Prometheus text on `--metrics`.
 //! - [`local`]: local `weft node` processes for benchmarks and end-to-end tests.
 //! - [`client`]: the Rust client: finds a partition's primary, caches it, follows
 //!   not-primary answers with their leader hint, retries with backoff under a deadline, and
@@ -14,6 +15,7 @@ pub mod client;
 pub mod cluster_bench;
 pub mod local;
 pub mod manager;
+pub mod metrics;
 pub mod node;
 pub mod routing;
 

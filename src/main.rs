@@ -310,9 +310,6 @@ fn node(a: NodeArgs) -> anyhow::Result<()> {
     if !(a.balance_every.is_finite() && a.balance_every >= 0.0) {
         anyhow::bail!("--balance-every must be a non-negative number of seconds");
     }
-    if let Some(m) = a.metrics {
-        anyhow::bail!("--metrics {m}: the metrics endpoint is not built yet; run without it");
-    }
     init_tracing();
     let config = weft::node::NodeConfig {
         id: a.id,
@@ -337,6 +334,7 @@ fn node(a: NodeArgs) -> anyhow::Result<()> {
             balance_every: (a.balance_every > 0.0).then(|| std::time::Duration::from_secs_f64(a.balance_every)),
             ..Default::default()
         },
+        metrics: a.metrics,
     };
     runtime()?.block_on(async move {
         let node = weft::node::Node::bind(config).await.with_context(|| format!("binding {}", a.listen))?;

@@ -50,6 +50,8 @@ pub struct NodeConfig {
     pub storage: Storage,
     /// Seeds, domains, capacity and timings for the cluster manager.
     pub cluster: crate::manager::ClusterConfig,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Why the node could not start.
@@ -71,6 +73,7 @@ pub struct Node {
     host: Arc<Host>,
     manager: Arc<crate::manager::Manager>,
     listener: tokio::net::TcpListener,
+    metrics: Option<tokio::net::TcpListener>,
     addr: SocketAddr,
 }
 
@@ -85,7 +88,11 @@ impl Node {
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
         let manager = crate::manager::Manager::new(host.clone(), config.id, addr.to_string(), config.cluster);
-        Ok(Node { host, manager, listener, addr })
+        let metrics = match config.metrics {
+            Some(a) => Some(crate::metrics::bind(a).await?),
+            None => None,
+        };
+        Ok(Node { host, manager, listener, metrics, addr })
     }
 
     /// The address actually bound.
@@ -108,6 +115,14 @@ impl Node {
             .max_decoding_message_size(max)
             .max_encoding_message_size(max);
         self.manager.start();
+        if let Some(l) = self.metrics {
+            let (host, manager) = (self.host.clone(), self.manager.clone());
+            tokio::spawn(async move {
+                if let Err(e) = crate::metrics::serve(l, host, manager).await {
+                    tracing::error!(error = %e, "metrics endpoint stopped");
+                }
+            });
+        }
         // `Server::tcp_nodelay` only covers listeners tonic binds itself; set it on every
         // accepted socket, or Nagle holds a stream's trailing frames for a delayed ACK
         // (40 ms per pipelined-append heartbeat, so per idle linearizable read).

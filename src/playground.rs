@@ -4,7 +4,7 @@
 //! FD `fd<i>` with k = (i - 1) mod U + 1; the first three are seeds), waits until every node
 //! has registered with the cluster manager, creates the demo service and waits until each of
 //! its partitions has a primary, then prints how to use it and runs until Ctrl-C.
-//! The metrics endpoints of DESIGN.md (`base-port + 10 + i - 1`) are not served yet.
+//! Node i serves Prometheus metrics on `base-port + 10 + i - 1`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -55,8 +55,8 @@ pub async fn run(a: PlaygroundArgs) -> anyhow::Result<()> {
     if a.tls {
         bail!("--tls: TLS is not built yet; run without it (everything listens on loopback only)");
     }
-    if a.nodes == 0 || a.uds == 0 || a.nodes + u64::from(a.base_port) > 65_536 {
-        bail!("--nodes and --uds must be positive and the ports must fit below 65536");
+    if a.nodes == 0 || a.nodes > 10 || a.uds == 0 || u64::from(a.base_port) + 20 > 65_536 {
+        bail!("--nodes must be 1 to 10 (metrics use base-port + 10 + i - 1), --uds positive, ports below 65536");
     }
     let exe = std::env::current_exe().context("finding the weft binary")?;
     let temp;
@@ -76,8 +76,11 @@ pub async fn run(a: PlaygroundArgs) -> anyhow::Result<()> {
     for i in 1..=a.nodes {
         let ud = format!("ud{}", (i - 1) % a.uds + 1);
         let fd = format!("fd{i}");
+        let metrics = format!("127.0.0.1:{}", u64::from(a.base_port) + 10 + i - 1);
         let mut extra: Vec<String> =
-            ["--ud", &ud, "--fd", &fd, "--seeds", &seeds, "--down-grace", &grace].map(String::from).to_vec();
+            ["--ud", &ud, "--fd", &fd, "--seeds", &seeds, "--down-grace", &grace, "--metrics", &metrics]
+                .map(String::from)
+                .to_vec();
         if let Some(d) = &data_dir {
             let dir = d.join(format!("node-{i}"));
             extra.extend(["--data-dir".into(), dir.display().to_string()]);
@@ -126,6 +129,7 @@ pub async fn run(a: PlaygroundArgs) -> anyhow::Result<()> {
     writeln!(out, "weft playground: {} nodes in {} upgrade domains, seeds {seeds}", a.nodes, a.uds.min(a.nodes))?;
     writeln!(out, "service {:?}: {} partitions x {} replicas, ready", a.service, a.partitions, a.replicas)?;
     writeln!(out, "endpoint {endpoint} (every node answers every command)")?;
+    writeln!(out, "metrics  http://127.0.0.1:{}/metrics (node 1; node i on +i-1)", u64::from(a.base_port) + 10)?;
     writeln!(out)?;
     writeln!(out, "try:")?;
     writeln!(out, "  weft kv put --service {} hello world", a.service)?;

@@ -56,10 +56,10 @@ fn bad_input_is_a_one_line_error() {
 
 #[test]
 fn node_flags_it_cannot_honour_are_refused_by_name() {
-    // --durable without --data-dir has nowhere to write; --metrics is not built yet.
-    for (flag, extra) in [("--durable", None), ("--metrics", Some("127.0.0.1:0"))] {
-        let mut args = vec!["node", "--id", "1", "--listen", "127.0.0.1:0", flag];
-        args.extend(extra);
+    // --durable without --data-dir has nowhere to write; a negative grace means nothing.
+    for (flag, extra) in [("--durable", None), ("--down-grace", Some("--down-grace=-1"))] {
+        let mut args = vec!["node", "--id", "1", "--listen", "127.0.0.1:0"];
+        args.push(extra.unwrap_or(flag));
         let out = weft(&args);
         assert!(!out.status.success(), "{flag} was accepted");
         let err = String::from_utf8_lossy(&out.stderr);

@@ -18,19 +18,37 @@ use weft::routing::ServiceClient;
 
 const GRACE: &str = "2";
 
-fn start_cluster() -> (Vec<LocalNode>, Vec<String>) {
-    let addrs = free_addrs(5);
+/// Five nodes (three seeds); node 1 also serves metrics on the returned address.
+fn start_cluster() -> (Vec<LocalNode>, Vec<String>, String) {
+    let addrs = free_addrs(6);
+    let metrics = addrs[5].clone();
     let seeds = addrs[..3].join(",");
-    let nodes = (1..=5u64).map(|i| start_node(i, &addrs[i as usize - 1], &seeds)).collect();
-    (nodes, addrs)
+    let nodes = (1..=5u64)
+        .map(|i| {
+            let extra: &[&str] = if i == 1 { &["--metrics", &metrics] } else { &[] };
+            start_node(i, &addrs[i as usize - 1], &seeds, extra)
+        })
+        .collect();
+    (nodes, addrs[..5].to_vec(), metrics)
 }
 
 /// Node `i` in UD `ud<i>` and FD `fd<i>`; balancing only on command, so the story's
 /// placements change only when it says so.
-fn start_node(i: u64, addr: &str, seeds: &str) -> LocalNode {
+fn start_node(i: u64, addr: &str, seeds: &str, more: &[&str]) -> LocalNode {
     let (ud, fd) = (format!("ud{i}"), format!("fd{i}"));
-    let extra = ["--ud", &ud, "--fd", &fd, "--seeds", seeds, "--down-grace", GRACE, "--balance-every", "0"];
+    let mut extra = vec!["--ud", &ud, "--fd", &fd, "--seeds", seeds, "--down-grace", GRACE, "--balance-every", "0"];
+    extra.extend_from_slice(more);
     LocalNode::start_at(std::path::Path::new(env!("CARGO_BIN_EXE_weft")), i, addr, &extra).expect("start node")
+}
+
+/// `GET /metrics` over a plain socket (HTTP/1.0: the server closes when done).
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to metrics");
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: weft\r\n\r\n").expect("send");
+    let mut body = String::new();
+    s.read_to_string(&mut body).expect("read");
+    body
 }
 
 fn ctl_json(endpoint: &str, args: &[&str]) -> Value {
@@ -90,7 +108,7 @@ async fn write(client: &ServiceClient, acked: &mut BTreeMap<String, String>, ran
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_story_placement_drain_moves_and_node_loss() {
-    let (mut nodes, addrs) = start_cluster();
+    let (mut nodes, addrs, metrics) = start_cluster();
     let ep = addrs[3].clone(); // a non-seed node: it forwards to the manager
     wait_for(Duration::from_secs(30), "5 nodes up", || async {
         let (ok, out, _) = weft(&["ctl", "--endpoint", &ep, "--json", "nodes"]);
@@ -108,6 +126,12 @@ async fn operator_story_placement_drain_moves_and_node_loss() {
     assert_eq!(ps.len(), 4);
     let (ok, _, err) = weft(&["ctl", "--endpoint", &ep, "upgrade", "--apply"]);
     assert!(!ok && err.contains("volatile"), "a walk that would lose the map's replicas is refused: {err}");
+
+    // Node 1's metrics show its replicas.
+    let text = scrape(&metrics);
+    assert!(text.starts_with("HTTP/1.") && text.contains(" 200 "), "{text}");
+    assert!(text.contains("weft_node_replicas{node=\"1\"}"), "{text}");
+    assert!(text.contains("weft_replica_applied_index{node=\"1\",partition="), "{text}");
 
     // Writes routed by key through any node; reads through the CLI.
     let client = ServiceClient::new(vec![addrs[4].clone()], ClientConfig::default());
@@ -191,7 +215,7 @@ async fn operator_story_placement_drain_moves_and_node_loss() {
     assert_eq!(status["alarms"].as_array().map(Vec::len), Some(0), "{status}");
 
     // A node added late is empty; rebalance evens the cluster out to within the threshold.
-    let _late = start_node(6, &free_addrs(1)[0], &addrs[..3].join(","));
+    let _late = start_node(6, &free_addrs(1)[0], &addrs[..3].join(","), &[]);
     wait_for(Duration::from_secs(30), "node 6 up", || async {
         let v = ctl_json(&ep, &["nodes"]);
         v.as_array()?.iter().any(|n| n["id"] == 6 && n["state"] == "up").then_some(())

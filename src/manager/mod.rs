@@ -149,6 +149,16 @@ impl Manager {
         tokio::spawn(async move { me.reconcile_loop().await });
     }
 
+    /// This node's id.
+    pub fn node_id(&self) -> u64 {
+        self.id
+    }
+
+    /// The standing alarms when this node is the cluster manager.
+    pub fn manager_alarms(&self) -> Option<Vec<String>> {
+        self.leading().map(|_| self.alarms())
+    }
+
     /// This process's incarnation (random per start).
     pub fn incarnation(&self) -> u64 {
         self.incarnation
