@@ -88,7 +88,13 @@ impl LocalNode {
             .split("listening on ")
             .nth(1)
             .and_then(|r| r.split_whitespace().next())
-            .ok_or_else(|| fail(format!("unexpected first line {line:?}")))?
+            .ok_or_else(|| {
+                fail(if line.is_empty() {
+                    "it exited before listening (its error is above)".into()
+                } else {
+                    format!("unexpected first line {line:?}")
+                })
+            })?
             .to_string();
         Ok((child, addr))
     }

@@ -58,10 +58,10 @@ pub struct NodeConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     /// Binding or serving failed.
-    #[error("node transport: {0}")]
+    #[error("node transport")]
     Io(#[from] std::io::Error),
     /// The gRPC server failed.
-    #[error("grpc server: {0}")]
+    #[error("grpc server")]
     Server(#[from] tonic::transport::Error),
     /// Replica host setup failed.
     #[error(transparent)]

@@ -89,7 +89,7 @@ pub async fn run(a: PlaygroundArgs) -> anyhow::Result<()> {
             extra.push("--durable".into());
         }
         let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-        let node = LocalNode::start_at(&exe, i, &addr(i), &extra).with_context(|| format!("starting node {i}"))?;
+        let node = LocalNode::start_at(&exe, i, &addr(i), &extra)?;
         eprintln!("node {i} up on {} ({ud}, {fd})", node.addr);
         nodes.push(node);
     }

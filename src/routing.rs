@@ -65,7 +65,7 @@ impl ServiceClient {
                 let answer = async {
                     let mut c = ClusterClient::connect(format!("http://{e}"))
                         .await
-                        .map_err(|x| Status::unavailable(x.to_string()))?;
+                        .map_err(|_| Status::unavailable("cannot connect (is a weft node running there?)"))?;
                     c.get_map(pb::GetMapRequest {}).await.map(|r| r.into_inner())
                 };
                 match tokio::time::timeout(Duration::from_secs(5), answer).await {
