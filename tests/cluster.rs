@@ -234,6 +234,17 @@ async fn operator_story_placement_drain_moves_and_node_loss() {
         .unwrap_or_default();
     let (max, min) = (counts.iter().max().copied().unwrap_or(0), counts.iter().min().copied().unwrap_or(0));
     assert!(min > 0 && max as f64 / min as f64 <= 1.5, "replica counts per up node after rebalance: {counts:?}");
+    // Primaries were evened out by leader transfers too (4 partitions over 5 up nodes).
+    ctl_json(&ep, &["rebalance"]);
+    wait_for(Duration::from_secs(20), "primaries spread", || async {
+        let mut per_node: BTreeMap<u64, u32> = BTreeMap::new();
+        for p in partitions(&ep) {
+            let primary = p["replicas"].as_array()?.iter().find(|r| r["role"] == "primary")?["node"].as_u64()?;
+            *per_node.entry(primary).or_default() += 1;
+        }
+        (per_node.values().sum::<u32>() == 4 && per_node.values().all(|c| *c == 1)).then_some(())
+    })
+    .await;
 
     // Every acknowledged write is there.
     let reader = ServiceClient::new(vec![addrs[1].clone()], ClientConfig::default());

@@ -65,6 +65,64 @@ pub fn plan(nodes: &[Node], partitions: &[Placed], threshold: f64, max_moves: us
     moves
 }
 
+/// A primary moving to another replica of its partition (a leader transfer: nothing is
+/// copied).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrimaryMove {
+    /// Partition.
+    pub partition: u64,
+    /// Node the primary leaves.
+    pub from: NodeId,
+    /// Node hosting the replica that takes over.
+    pub to: NodeId,
+}
+
+/// Leader transfers that even out primary counts over up nodes, at most `max_moves`: each
+/// takes a primary from the node with the most to the replica (of the same partition) whose
+/// up node has the fewest, while that narrows the gap by at least two.
+pub fn plan_primaries(nodes: &[Node], partitions: &[Placed], max_moves: usize) -> Vec<PrimaryMove> {
+    let mut counts: Vec<(NodeId, u32)> = up(nodes).map(|n| (n.id, 0)).collect();
+    let mut parts = partitions.to_vec();
+    for p in &parts {
+        if let Some(c) = counts.iter_mut().find(|(id, _)| *id == p.primary) {
+            c.1 += 1;
+        }
+    }
+    let count = |counts: &[(NodeId, u32)], id: NodeId| counts.iter().find(|(n, _)| *n == id).map(|(_, c)| *c);
+    let mut moves = Vec::new();
+    while moves.len() < max_moves {
+        let mut best: Option<(u32, PrimaryMove)> = None;
+        for p in &parts {
+            let Some(from) = count(&counts, p.primary) else { continue };
+            for r in p.replicas.iter().filter(|r| **r != p.primary) {
+                let Some(to) = count(&counts, *r) else { continue };
+                let gap = from.saturating_sub(to);
+                let m = PrimaryMove { partition: p.id, from: p.primary, to: *r };
+                if gap >= 2
+                    && best
+                        .as_ref()
+                        .is_none_or(|(g, b)| gap > *g || (gap == *g && (m.partition, m.to) < (b.partition, b.to)))
+                {
+                    best = Some((gap, m));
+                }
+            }
+        }
+        let Some((_, m)) = best else { break };
+        for c in counts.iter_mut() {
+            if c.0 == m.from {
+                c.1 -= 1;
+            } else if c.0 == m.to {
+                c.1 += 1;
+            }
+        }
+        if let Some(p) = parts.iter_mut().find(|p| p.id == m.partition) {
+            p.primary = m.to;
+        }
+        moves.push(m);
+    }
+    moves
+}
+
 fn best_move(nodes: &[Node], parts: &[Placed]) -> Option<Move> {
     let count = |id: NodeId| nodes.iter().find(|n| n.id == id).map_or(0, |n| n.load.replicas);
     let mut best: Option<(f64, Move)> = None;
@@ -115,6 +173,31 @@ mod tests {
         let (nodes, parts) = cluster(10, 5, 4, 40, |_| 1 << 20);
         assert!(imbalance(&nodes) <= 1.2, "{}", imbalance(&nodes));
         assert!(plan(&nodes, &parts, 1.2, 100).is_empty());
+    }
+
+    #[test]
+    fn primaries_even_out_by_leader_transfers_only() {
+        let (nodes, mut parts) = cluster(5, 5, 4, 20, |_| 1);
+        // Every primary on node 1 where it has a replica, else on the first replica.
+        for p in parts.iter_mut() {
+            p.primary = if p.replicas.contains(&1) { 1 } else { p.replicas[0] };
+        }
+        let moves = plan_primaries(&nodes, &parts, 100);
+        assert!(!moves.is_empty());
+        let mut after = parts.clone();
+        for m in &moves {
+            let p = after.iter_mut().find(|p| p.id == m.partition).unwrap();
+            assert_eq!(p.primary, m.from, "moves apply in order");
+            assert!(p.replicas.contains(&m.to), "only to a replica of the partition");
+            p.primary = m.to;
+        }
+        let mut counts = [0u32; 6];
+        for p in &after {
+            counts[p.primary as usize] += 1;
+        }
+        let (max, min) = (counts[1..].iter().max().unwrap(), counts[1..].iter().min().unwrap());
+        assert!(max - min <= 1, "{counts:?}");
+        assert!(plan_primaries(&nodes, &after, 100).is_empty(), "balanced: nothing more to do");
     }
 
     #[test]

@@ -312,7 +312,7 @@ impl Manager {
         }
         let max_moves = if req.max_moves == 0 { 16 } else { req.max_moves as usize };
         let reported = self.reported();
-        let ((out, planned), version) = self
+        let ((out, planned, transfers), version) = self
             .update(|m| {
                 let nodes = map::model(m, &reported);
                 let placed = self.placed(m, &reported);
@@ -342,8 +342,15 @@ impl Manager {
                 if !moves.is_empty() {
                     out.push(format!("predicted imbalance after: {:.2}", balance::imbalance(&after)));
                 }
+                // Primaries even out by leader transfers among partitions not moving.
+                let steady: Vec<_> =
+                    placed.iter().filter(|p| !moves.iter().any(|mv| mv.partition == p.id)).cloned().collect();
+                let transfers = balance::plan_primaries(&nodes, &steady, max_moves);
+                for t in &transfers {
+                    out.push(format!("  partition {}: primary node {} -> node {}", t.partition, t.from, t.to));
+                }
                 if req.dry_run {
-                    return Ok((out, Vec::new()));
+                    return Ok((out, Vec::new(), Vec::new()));
                 }
                 for mv in &moves {
                     let replica = m.next_replica;
@@ -356,11 +363,32 @@ impl Manager {
                         });
                     }
                 }
-                Ok((out, moves.iter().map(|mv| mv.partition).collect()))
+                Ok((out, moves.iter().map(|mv| mv.partition).collect(), transfers))
             })
             .await?;
-        if !planned.is_empty() {
-            tracing::info!(moves = planned.len(), "rebalancing");
+        if !planned.is_empty() || !transfers.is_empty() {
+            tracing::info!(moves = planned.len(), primary_moves = transfers.len(), "rebalancing");
+        }
+        // Leader transfers need no map change: the next heartbeats report the new primaries.
+        let leader = self.leading().ok_or_else(|| Status::unavailable("not the cluster manager"))?;
+        let (m, _) =
+            map::read(&leader).await?.ok_or_else(|| Status::unavailable("the cluster map is not written yet"))?;
+        for t in &transfers {
+            let (Some(p), Some(to)) = (
+                m.partitions.get(&t.partition),
+                m.partitions.get(&t.partition).and_then(|p| p.replicas.iter().find(|r| r.node == t.to)),
+            ) else {
+                continue;
+            };
+            let req = pb::TransferLeaderToRequest { partition: p.id, to: to.replica };
+            if let Err(e) =
+                self.on_primary(&m, p, Duration::from_secs(10), |mut c| async move {
+                    c.transfer_leader(req).await.map(|_| ())
+                })
+                .await
+            {
+                tracing::warn!(partition = p.id, error = %e.message(), "primary move for balance failed");
+            }
         }
         Ok(lines(out, version))
     }
