@@ -141,7 +141,14 @@ pub async fn run(a: PlaygroundArgs) -> anyhow::Result<()> {
     writeln!(out, "Ctrl-C stops every node.")?;
     out.flush()?;
     drop(out);
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    // Ctrl-C reaches the nodes too (same process group); a SIGTERM to the playground
+    // alone must not orphan them, so both end here and the nodes are killed on drop.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
     drop(nodes);
     Ok(())
 }
