@@ -150,6 +150,25 @@ fn say(resp: pb::CtlResponse, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Polls the map every 200 ms until `done` says the moves it waits for have settled;
+/// returns its answer and the seconds it took. Gives up after 10 minutes.
+async fn until_moves_settle<T>(
+    endpoint: &str,
+    done: impl Fn(&[view::PartitionView]) -> Option<T>,
+) -> anyhow::Result<(T, f64)> {
+    let started = Instant::now();
+    loop {
+        let m = ServiceClient::fetch_map(&[endpoint.to_string()], Duration::from_secs(5)).await?;
+        if let Some(t) = done(&view::partitions(&m, None)) {
+            return Ok((t, started.elapsed().as_secs_f64()));
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            bail!("moves still running after 10 minutes; `weft ctl partitions` shows where they stand");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 pub async fn run(a: CtlArgs) -> anyhow::Result<()> {
     let json = a.json;
     let map = || async {
@@ -326,18 +345,9 @@ pub async fn run(a: CtlArgs) -> anyhow::Result<()> {
             for l in &resp.lines {
                 writeln!(out, "{l}")?;
             }
-            let started = Instant::now();
-            loop {
-                let m = map().await?;
-                if view::partitions(&m, None).iter().all(|p| p.moving.is_none()) {
-                    writeln!(out, "done in {:.1} s", started.elapsed().as_secs_f64())?;
-                    return Ok(());
-                }
-                if started.elapsed() > Duration::from_secs(600) {
-                    bail!("moves still running after 10 minutes; `weft ctl partitions` shows where they stand");
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+            let ((), secs) =
+                until_moves_settle(&a.endpoint, |ps| ps.iter().all(|p| p.moving.is_none()).then_some(())).await?;
+            writeln!(out, "done in {secs:.1} s")?;
         }
         Ctl::MoveSecondary { partition, from, to, force, no_wait } => {
             let req = pb::MoveSecondaryRequest { partition, from_node: from, to_node: to.unwrap_or(0), force };
@@ -350,31 +360,15 @@ pub async fn run(a: CtlArgs) -> anyhow::Result<()> {
                     writeln!(out, "{l}")?;
                 }
             }
-            let started = Instant::now();
-            loop {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                let m = map().await?;
-                let p = view::partitions(&m, None).into_iter().find(|p| p.id == partition);
-                match p {
-                    Some(p) if p.moving.is_none() => {
-                        if json {
-                            return print_json(&p);
-                        }
-                        let nodes: Vec<u64> = p.replicas.iter().map(|r| r.node).collect();
-                        writeln!(
-                            out,
-                            "done in {:.1} s: partition {partition} now on nodes {nodes:?}",
-                            started.elapsed().as_secs_f64()
-                        )?;
-                        return Ok(());
-                    }
-                    Some(_) => {}
-                    None => bail!("partition {partition} disappeared from the map"),
-                }
-                if started.elapsed() > Duration::from_secs(600) {
-                    bail!("the move has not finished after 10 minutes; `weft ctl partitions` shows where it stands");
-                }
+            let (nodes, secs) = until_moves_settle(&a.endpoint, |ps| {
+                let p = ps.iter().find(|p| p.id == partition && p.moving.is_none())?;
+                Some(p.replicas.iter().map(|r| r.node).collect::<Vec<u64>>())
+            })
+            .await?;
+            if json {
+                return print_json(&serde_json::json!({ "partition": partition, "nodes": nodes, "seconds": secs }));
             }
+            writeln!(out, "done in {secs:.1} s: partition {partition} now on nodes {nodes:?}")?;
         }
     }
     Ok(())

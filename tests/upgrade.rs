@@ -78,7 +78,10 @@ async fn upgrade_walk_restarts_every_node_while_writes_continue() {
             }
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for(Duration::from_secs(10), "the writer's first acknowledged write", || async {
+        (!acked.lock().is_empty()).then_some(())
+    })
+    .await;
     let walk = tokio::task::spawn_blocking({
         let ep = ep.clone();
         move || weft(&["ctl", "--endpoint", &ep, "upgrade", "--apply"])
@@ -86,7 +89,6 @@ async fn upgrade_walk_restarts_every_node_while_writes_continue() {
     let (ok, out, err) =
         tokio::time::timeout(Duration::from_secs(180), walk).await.expect("walk in time").expect("join");
     assert!(ok && out.contains("upgrade walk complete"), "upgrade --apply: {out}\n{err}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
     writer.await.expect("writer");
     let failures = failures.lock().clone();

@@ -205,11 +205,7 @@ impl Manager {
                 target.node
             )));
         }
-        let transfer = pb::TransferLeaderToRequest { partition: p.id, to: target.replica };
-        self.on_primary(&m, p, Duration::from_secs(10), |mut c| async move {
-            c.transfer_leader(transfer).await.map(|_| ())
-        })
-        .await?;
+        self.transfer_primary(&m, p, target.replica).await?;
         // Confirm from the new primary itself.
         let addr = Self::addr_of(&m, target.node)?;
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -380,13 +376,7 @@ impl Manager {
             ) else {
                 continue;
             };
-            let req = pb::TransferLeaderToRequest { partition: p.id, to: to.replica };
-            if let Err(e) =
-                self.on_primary(&m, p, Duration::from_secs(10), |mut c| async move {
-                    c.transfer_leader(req).await.map(|_| ())
-                })
-                .await
-            {
+            if let Err(e) = self.transfer_primary(&m, p, to.replica).await {
                 tracing::warn!(partition = p.id, error = %e.message(), "primary move for balance failed");
             }
         }

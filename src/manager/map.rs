@@ -31,6 +31,12 @@ pub async fn read(r: &Replica) -> Result<Option<(pb::ClusterMap, u64)>, Status> 
         .ensure_linearizable(ReadPolicy::ReadIndex)
         .await
         .map_err(|e| Status::unavailable(format!("cluster map read: {e}")))?;
+    read_applied(r)
+}
+
+/// The map as this replica has applied it, without a quorum round: for decisions a later
+/// conditional write re-checks anyway (is a heartbeat's node entry out of date?).
+pub fn read_applied(r: &Replica) -> Result<Option<(pb::ClusterMap, u64)>, Status> {
     let raw = r.sm.read(|st| match st.store.get(MAP_TABLE, MAP_KEY) {
         Ok(rec) => rec.map(|rec| (rec.value().to_vec(), rec.version())),
         Err(_) => None,

@@ -262,7 +262,10 @@ impl Manager {
             return Err(Status::invalid_argument("a node needs a non-zero id and an address"));
         }
         self.soft.lock().seen.insert(node.id, Seen { at: Instant::now(), replicas: req.replicas });
-        let Some((current, version)) = map::read(&leader).await? else {
+        // Heartbeats arrive several times a second from every node: compare against the
+        // applied map (no quorum round); a change goes through `update`, which reads and
+        // writes under a quorum.
+        let Some((current, version)) = map::read_applied(&leader)? else {
             return Err(Status::unavailable("the cluster map is not written yet"));
         };
         let stale = match current.nodes.get(&node.id) {

@@ -199,12 +199,19 @@ impl Manager {
         Ok(())
     }
 
+    /// The time after which a report is sure to reflect `partition`'s last placement change
+    /// (a report older than that may miss a replica just opened); `None` before this node's
+    /// reign has heard anything.
+    fn reports_settle_after(&self, soft: &super::Soft, partition: u64) -> Option<Instant> {
+        let since = soft.since?;
+        Some(soft.changed.get(&partition).copied().unwrap_or(since).max(since) + self.cfg.heartbeat * 2)
+    }
+
     /// Nodes of `p` that are up and, in a report newer than the partition's last change,
     /// no longer host their replica.
     fn lost(&self, p: &pb::PartitionInfo) -> Vec<u64> {
         let soft = self.soft.lock();
-        let Some(since) = soft.since else { return Vec::new() };
-        let base = soft.changed.get(&p.id).copied().unwrap_or(since).max(since) + self.cfg.heartbeat * 2;
+        let Some(base) = self.reports_settle_after(&soft, p.id) else { return Vec::new() };
         p.replicas
             .iter()
             .filter(|r| {
@@ -315,9 +322,7 @@ impl Manager {
             && self.primary_node(p.id) == Some(old.node)
             && let Some(next) = p.replicas.iter().find(|r| r.replica != old.replica)
         {
-            let req = pb::TransferLeaderToRequest { partition: p.id, to: next.replica };
-            self.on_primary(m, p, STEP_TIMEOUT, |mut c| async move { c.transfer_leader(req).await.map(|_| ()) })
-                .await?;
+            self.transfer_primary(m, p, next.replica).await?;
         }
         let voters: Vec<u64> = p
             .replicas
@@ -395,6 +400,17 @@ impl Manager {
         best.map(|(_, addr)| addr)
     }
 
+    /// Asks `p`'s primary to hand leadership to replica `to`.
+    pub(super) async fn transfer_primary(
+        &self,
+        m: &pb::ClusterMap,
+        p: &pb::PartitionInfo,
+        to: u64,
+    ) -> Result<(), Status> {
+        let req = pb::TransferLeaderToRequest { partition: p.id, to };
+        self.on_primary(m, p, STEP_TIMEOUT, |mut c| async move { c.transfer_leader(req).await.map(|_| ()) }).await
+    }
+
     /// Runs a node-admin call on the partition's primary: the reported one first, then
     /// every replica's node, following a not-primary answer's hint.
     pub(super) async fn on_primary<F, Fut>(
@@ -446,13 +462,11 @@ impl Manager {
     async fn collect_garbage(&self, m: &pb::ClusterMap) {
         let stray: Vec<(u64, u64, u64)> = {
             let soft = self.soft.lock();
-            let Some(since) = soft.since else { return };
             soft.seen
                 .iter()
                 .flat_map(|(node, s)| s.replicas.iter().map(move |r| (*node, s.at, r)))
                 .filter(|(_, at, r)| {
-                    let settled = *at
-                        > soft.changed.get(&r.partition).copied().unwrap_or(since).max(since) + self.cfg.heartbeat * 2;
+                    let settled = self.reports_settle_after(&soft, r.partition).is_some_and(|t| *at > t);
                     r.partition != map::MAP_PARTITION
                         && settled
                         && match m.partitions.get(&r.partition) {

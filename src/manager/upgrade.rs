@@ -282,16 +282,10 @@ impl Manager {
                 for p in m.partitions.values() {
                     let Some(primary) = self.primary_node(p.id).filter(|n| in_ud(*n)) else { continue };
                     left += 1;
-                    if let Some(to) = p.replicas.iter().find(|r| !in_ud(r.node)) {
-                        let req = pb::TransferLeaderToRequest { partition: p.id, to: to.replica };
-                        let moved = self
-                            .on_primary(m, p, std::time::Duration::from_secs(10), |mut c| async move {
-                                c.transfer_leader(req).await.map(|_| ())
-                            })
-                            .await;
-                        if let Err(e) = moved {
-                            tracing::debug!(partition = p.id, from = primary, error = %e.message(), "primary move off the UD");
-                        }
+                    if let Some(to) = p.replicas.iter().find(|r| !in_ud(r.node))
+                        && let Err(e) = self.transfer_primary(m, p, to.replica).await
+                    {
+                        tracing::debug!(partition = p.id, from = primary, error = %e.message(), "primary move off the UD");
                     }
                 }
                 if left > 0 {

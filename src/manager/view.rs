@@ -17,7 +17,7 @@ pub struct NodeView {
     pub fd: String,
     /// `up`, `draining` or `down`.
     pub state: String,
-    /// Replicas the map places on it.
+    /// Replicas the map places on it, builds in flight included.
     pub replicas: usize,
     /// Primaries it reports.
     pub primaries: usize,
@@ -84,35 +84,28 @@ fn reports(m: &pb::GetMapResponse) -> impl Iterator<Item = (u64, &pb::ReplicaSta
     m.reported_by.iter().copied().zip(m.reported.iter())
 }
 
-/// Every node, by id.
+/// Every node, by id, with the load the manager's decisions see ([`super::map::model`]).
 pub fn nodes(m: &pb::GetMapResponse) -> Vec<NodeView> {
     let Some(map) = &m.map else { return Vec::new() };
-    map.nodes
-        .values()
-        .map(|n| NodeView {
-            id: n.id,
-            addr: n.addr.clone(),
-            ud: n.ud.clone(),
-            fd: n.fd.clone(),
-            state: state_name(n.state).into(),
-            replicas: map.partitions.values().flat_map(|p| &p.replicas).filter(|r| r.node == n.id).count(),
-            primaries: reports(m).filter(|(by, r)| *by == n.id && r.role == pb::Role::Primary as i32).count(),
-            memory_bytes: reports(m).filter(|(by, _)| *by == n.id).map(|(_, r)| r.memory_bytes).sum(),
+    let reported: Vec<(u64, pb::ReplicaStatus)> = reports(m).map(|(by, s)| (by, s.clone())).collect();
+    let mut v: Vec<NodeView> = super::map::model(map, &reported)
+        .into_iter()
+        .filter_map(|n| {
+            let info = map.nodes.get(&n.id)?;
+            Some(NodeView {
+                id: n.id,
+                addr: info.addr.clone(),
+                ud: n.ud,
+                fd: n.fd,
+                state: state_name(info.state).into(),
+                replicas: n.load.replicas as usize,
+                primaries: n.load.primaries as usize,
+                memory_bytes: n.load.memory_bytes,
+            })
         })
-        .collect::<Vec<_>>()
-        .tap_sort(|v| v.id)
-}
-
-/// Sorting a freshly collected vector in an expression.
-trait TapSort<T> {
-    fn tap_sort<K: Ord>(self, key: impl FnMut(&T) -> K) -> Self;
-}
-
-impl<T> TapSort<T> for Vec<T> {
-    fn tap_sort<K: Ord>(mut self, key: impl FnMut(&T) -> K) -> Self {
-        self.sort_by_key(key);
-        self
-    }
+        .collect();
+    v.sort_by_key(|n| n.id);
+    v
 }
 
 /// Every partition (of `service` when given), by id.
@@ -135,7 +128,8 @@ pub fn partitions(m: &pb::GetMapResponse, service: Option<&str>) -> Vec<Partitio
             role: role.into(),
         }
     };
-    map.partitions
+    let mut v: Vec<PartitionView> = map
+        .partitions
         .values()
         .filter(|p| service.is_none_or(|s| p.service == s))
         .map(|p| {
@@ -156,6 +150,7 @@ pub fn partitions(m: &pb::GetMapResponse, service: Option<&str>) -> Vec<Partitio
                 created: p.created,
             }
         })
-        .collect::<Vec<_>>()
-        .tap_sort(|v| v.id)
+        .collect::<Vec<_>>();
+    v.sort_by_key(|p| p.id);
+    v
 }
