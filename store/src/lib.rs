@@ -19,6 +19,7 @@ mod error;
 mod heap;
 mod index;
 mod limits;
+mod prefetch;
 mod record;
 mod scalar;
 mod store;
