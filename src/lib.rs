@@ -5,6 +5,7 @@
 //! - [`manager`]: the cluster manager's part on every node: heartbeats, the replicated
 //!   cluster map on the seeds, placement, repair, drains and operator commands.
 //! - [`metrics`]: Prometheus text on `--metrics`.
+//! - [`linearize`]: the linearizability checker for register histories (`weft chaos`).
 //! - [`local`]: local `weft node` processes for benchmarks and end-to-end tests.
 //! - [`client`]: the Rust client: finds a partition's primary, caches it, follows
 //!   not-primary answers with their leader hint, retries with backoff under a deadline, and
@@ -13,6 +14,7 @@
 
 pub mod client;
 pub mod cluster_bench;
+pub mod linearize;
 pub mod local;
 pub mod manager;
 pub mod metrics;
