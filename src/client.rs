@@ -278,10 +278,24 @@ impl Client {
 
     /// Puts one record; returns its version.
     pub async fn put(&self, partition: u64, table: &str, key: &[u8], value: &[u8]) -> Result<u64, ClientError> {
+        self.put_if(partition, table, key, value, None).await
+    }
+
+    /// Puts one record if `condition` holds (a failed condition is
+    /// [`ClientError::Refused`] with `ConditionFailed`); returns its version.
+    pub async fn put_if(
+        &self,
+        partition: u64,
+        table: &str,
+        key: &[u8],
+        value: &[u8],
+        condition: Option<pb::Condition>,
+    ) -> Result<u64, ClientError> {
         let put = pb::Put {
             table: table.into(),
             key: key.to_vec().into(),
             value: value.to_vec().into(),
+            condition,
             ..Default::default()
         };
         self.batch(partition, vec![pb::Op { kind: Some(pb::op::Kind::Put(put)) }]).await

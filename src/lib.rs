@@ -5,6 +5,7 @@
 //! - [`manager`]: the cluster manager's part on every node: heartbeats, the replicated
 //!   cluster map on the seeds, placement, repair, drains and operator commands.
 //! - [`metrics`]: Prometheus text on `--metrics`.
+//! - [`chaos`]: `weft chaos`, fault injection against real nodes with a history check.
 //! - [`linearize`]: the linearizability checker for register histories (`weft chaos`).
 //! - [`local`]: local `weft node` processes for benchmarks and end-to-end tests.
 //! - [`client`]: the Rust client: finds a partition's primary, caches it, follows
@@ -12,6 +13,7 @@
 //!   gives every write a session sequence number so a retry never applies twice.
 //! - The engine is re-exported as [`store`] for services that embed it directly.
 
+pub mod chaos;
 pub mod client;
 pub mod cluster_bench;
 pub mod linearize;

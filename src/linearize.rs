@@ -95,7 +95,8 @@ fn step(state: Option<u64>, op: &Op) -> Option<Option<u64>> {
 
 /// Why a key's history is not linearizable: the longest linearizable prefix found ends
 /// in `state`, and `blocked` completed before it could be placed after that prefix;
-/// `window` holds every operation overlapping `blocked` in time, in call order.
+/// `window` holds, in call order, every operation overlapping `blocked` in time and the
+/// writes of `state` and of the value `blocked` read or expected.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Anomaly {
     /// The key.
@@ -106,7 +107,7 @@ pub struct Anomaly {
     pub state: Option<u64>,
     /// The operation that could not be placed.
     pub blocked: Op,
-    /// Operations concurrent with `blocked` (itself included).
+    /// Operations concurrent with `blocked` (itself included) and the writes it involves.
     pub window: Vec<Op>,
 }
 
@@ -336,7 +337,21 @@ fn check_key(key: u64, ops: &[Op], budget: u64) -> KeyResult {
 
 fn anomaly(key: u64, ops: &[Op], linearized: usize, state: Option<u64>, blocked: usize) -> Anomaly {
     let b = ops[blocked];
-    let mut window: Vec<Op> = ops.iter().filter(|o| o.call_ns <= b.ret() && o.ret() >= b.call_ns).copied().collect();
+    // The value the blocked operation relied on (read or expected) and the state it met.
+    let relied = match (b.kind, b.outcome) {
+        (OpKind::Read, Outcome::Read(v)) => v,
+        (OpKind::Cas { expect, .. }, _) => expect,
+        _ => None,
+    };
+    let wrote = |o: &Op, v: Option<u64>| match o.kind {
+        OpKind::Write(w) | OpKind::Cas { new: w, .. } => v == Some(w) && o.outcome != Outcome::Cas(false),
+        OpKind::Read => false,
+    };
+    let mut window: Vec<Op> = ops
+        .iter()
+        .filter(|o| (o.call_ns <= b.ret() && o.ret() >= b.call_ns) || wrote(o, relied) || wrote(o, state))
+        .copied()
+        .collect();
     window.sort_by_key(|o| (o.call_ns, o.client));
     Anomaly { key, linearized, state, blocked: b, window }
 }
@@ -420,7 +435,10 @@ mod tests {
         assert_eq!(a.blocked, h[2]);
         assert_eq!(a.state, Some(6));
         assert!(a.window.contains(&h[2]) && a.window.contains(&h[3]));
-        assert!(!a.window.contains(&h[0]), "the window holds only overlapping operations");
+        assert!(a.window.contains(&h[0]) && a.window.contains(&h[1]), "the writes of 5 and 6 explain it");
+        let h = [w(1, 5, 0, 1), w(1, 7, 2, 3), w(1, 6, 4, 5), r(2, Some(5), 6, 7)];
+        let a = check(&h, DEFAULT_BUDGET).anomaly.expect("stale read found");
+        assert!(!a.window.contains(&h[1]), "an unrelated earlier write stays out");
     }
 
     #[test]

@@ -107,6 +107,23 @@ impl LocalNode {
         }
     }
 
+    /// SIGSTOP: the process stays, silent, until [`LocalNode::resume`].
+    pub fn pause(&self) -> Result<(), LocalError> {
+        self.signal(nix::sys::signal::Signal::SIGSTOP)
+    }
+
+    /// SIGCONT after [`LocalNode::pause`].
+    pub fn resume(&self) -> Result<(), LocalError> {
+        self.signal(nix::sys::signal::Signal::SIGCONT)
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) -> Result<(), LocalError> {
+        let child =
+            self.child.as_ref().ok_or_else(|| LocalError::Cluster(format!("node {} is not running", self.id)))?;
+        let pid = i32::try_from(child.id()).map_err(cluster_err)?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).map_err(cluster_err)
+    }
+
     /// Whether it has not been killed.
     pub fn alive(&self) -> bool {
         self.child.is_some()
@@ -128,6 +145,15 @@ impl Drop for LocalNode {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// `n` loopback addresses with ports free right now, for nodes that must know each
+/// other's addresses before they start (seeds). Another process could take one before
+/// the node binds it; the node then fails to start with a clear error.
+pub fn free_addrs(n: usize) -> Result<Vec<String>, LocalError> {
+    let listeners = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0")).collect::<Result<Vec<_>, _>>();
+    let listeners = listeners.map_err(cluster_err)?;
+    listeners.iter().map(|l| l.local_addr().map(|a| a.to_string()).map_err(cluster_err)).collect()
 }
 
 /// A single-config membership: replica id to node address.

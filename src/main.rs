@@ -39,6 +39,34 @@ enum Command {
     /// Benchmarks; each prints one JSON object with --json.
     #[command(subcommand)]
     Bench(Bench),
+    /// Faults against real nodes under concurrent clients, then a linearizability check;
+    /// exits non-zero unless the history is linearizable and no acknowledged write is lost.
+    Chaos(ChaosArgs),
+}
+
+#[derive(Args)]
+struct ChaosArgs {
+    /// Seconds of load and faults.
+    #[arg(long, default_value_t = 60.0)]
+    seconds: f64,
+    /// Node processes.
+    #[arg(long, default_value_t = 5)]
+    nodes: u64,
+    /// Seed of the fault schedule and the clients' choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Log mode of every node (`both`: a durable run, then a volatile one).
+    #[arg(long, value_enum, default_value = "durable")]
+    mode: ModeArg,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Keys the clients share.
+    #[arg(long, default_value_t = 16)]
+    keys: u64,
+    /// Print one JSON object (an array with --mode both) and nothing else on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -238,6 +266,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ctl(a) => runtime()?.block_on(ctl::run(a)),
         Command::Kv(a) => runtime()?.block_on(kv::run(a)),
         Command::Sim(Sim::Upgrade(a)) => sim_upgrade(a),
+        Command::Chaos(a) => {
+            init_tracing();
+            chaos(a)
+        }
         Command::Bench(Bench::Engine(a)) => bench_engine(a),
         Command::Bench(Bench::Replication(a)) => {
             if a.replicas == 0 || a.clients == 0 || a.seconds.is_nan() || a.seconds <= 0.0 {
@@ -277,6 +309,52 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")
+}
+
+fn chaos(a: ChaosArgs) -> anyhow::Result<()> {
+    if !(a.seconds.is_finite() && a.seconds > 0.0) {
+        anyhow::bail!("--seconds must be positive");
+    }
+    let exe = std::env::current_exe().context("finding the weft binary")?;
+    let modes: &[bool] = match a.mode {
+        ModeArg::Durable => &[true],
+        ModeArg::Volatile => &[false],
+        ModeArg::Both => &[true, false],
+    };
+    let rt = runtime()?;
+    let mut reports = Vec::new();
+    for &durable in modes {
+        let cfg = weft::chaos::ChaosConfig {
+            seconds: a.seconds,
+            nodes: a.nodes,
+            seed: a.seed,
+            durable,
+            clients: a.clients,
+            keys: a.keys,
+            ..weft::chaos::ChaosConfig::default()
+        };
+        reports.push(rt.block_on(weft::chaos::run(&exe, &cfg))?);
+    }
+    if a.json {
+        let out =
+            if reports.len() == 1 { serde_json::to_string(&reports[0])? } else { serde_json::to_string(&reports)? };
+        println!("{out}");
+    } else {
+        for r in &reports {
+            println!("{}", serde_json::to_string_pretty(r)?);
+        }
+    }
+    let bad: Vec<String> = reports
+        .iter()
+        .filter(|r| !r.linearizable || r.lost_acked_writes > 0)
+        .map(|r| {
+            format!("{} run: linearizable {}, lost acknowledged writes {}", r.mode, r.linearizable, r.lost_acked_writes)
+        })
+        .collect();
+    if !bad.is_empty() {
+        anyhow::bail!("chaos found a violation (seed {}): {}", a.seed, bad.join("; "));
+    }
+    Ok(())
 }
 
 fn print_report(report: &impl serde::Serialize, json: bool, title: &str) -> anyhow::Result<()> {

@@ -4,8 +4,9 @@
 //! `GetMap` to the cluster manager), finds the partition whose hash range holds the key
 //! ([`weft_cluster_manager::keyspace`]) and sends the call through one [`Client`] that knows
 //! every node in the map, so primaries are found and followed as usual. The map is cached
-//! with its version; a call that fails for a reason a newer map could explain (the
-//! partition is not where the map said, no primary answered) refreshes it and retries once.
+//! with its version; a read that no replica answered refreshes it and retries once (the
+//! partition may have moved). Writes are never retried here: a write's error does not
+//! prove it did not apply, and `Client` already retried it under its session number.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -120,7 +121,9 @@ impl ServiceClient {
                 .find(|p| p.low <= h && h <= p.high)
                 .ok_or_else(|| RoutingError::NoMap(format!("service {service} has no partition for hash {h:#x}")))?;
             match f(st.client.clone(), p.id).await {
-                Err(e @ (ClientError::Unavailable { .. } | ClientError::Rpc(_))) if !refresh => {
+                // Only reads answer `Unavailable`; a write's error never proves it did not
+                // apply, and a retry here would carry a new session sequence number.
+                Err(e @ ClientError::Unavailable { .. }) if !refresh => {
                     tracing::debug!(error = %e, "refreshing the cluster map and retrying");
                     refresh = true;
                 }
@@ -131,7 +134,19 @@ impl ServiceClient {
 
     /// Puts one record into `service`; returns its version.
     pub async fn put(&self, service: &str, table: &str, key: &[u8], value: &[u8]) -> Result<u64, RoutingError> {
-        self.on_key(service, key, |c, p| async move { c.put(p, table, key, value).await }).await
+        self.put_if(service, table, key, value, None).await
+    }
+
+    /// Puts one record into `service` if `condition` holds; returns its version.
+    pub async fn put_if(
+        &self,
+        service: &str,
+        table: &str,
+        key: &[u8],
+        value: &[u8],
+        condition: Option<pb::Condition>,
+    ) -> Result<u64, RoutingError> {
+        self.on_key(service, key, |c, p| async move { c.put_if(p, table, key, value, condition).await }).await
     }
 
     /// Reads one record (linearizable).

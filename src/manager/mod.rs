@@ -117,6 +117,9 @@ pub struct Manager {
     soft: Mutex<Soft>,
     /// Partitions with an operation (create, move) being driven.
     ops: Mutex<HashSet<u64>>,
+    /// The address a forwarded call last reached the manager through; tried first next
+    /// time, so a paused or unreachable seed early in the list is not waited on again.
+    forward_via: Mutex<Option<String>>,
 }
 
 impl Manager {
@@ -130,6 +133,7 @@ impl Manager {
             incarnation: rand::random(),
             soft: Mutex::default(),
             ops: Mutex::default(),
+            forward_via: Mutex::default(),
         })
     }
 
@@ -233,11 +237,15 @@ impl Manager {
             };
             let sent = match self.leading() {
                 Some(_) => self.on_heartbeat(req).await.map(|_| ()),
-                None => {
-                    service::forward(&self, self.manager_addrs(), req, |mut c, r| async move { c.heartbeat(r).await })
-                        .await
-                        .map(|_| ())
-                }
+                None => service::forward(
+                    &self,
+                    self.manager_addrs(),
+                    req,
+                    service::QUICK_FORWARD_TIMEOUT,
+                    |mut c, r| async move { c.heartbeat(r).await },
+                )
+                .await
+                .map(|_| ()),
             };
             match sent {
                 Ok(()) if failing => {

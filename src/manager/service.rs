@@ -14,8 +14,12 @@ use super::Manager;
 
 /// Metadata key counting how often a call was forwarded.
 const HOPS: &str = "weft-hops";
-/// Time one forwarded call may take.
+/// Time one forwarded operator command may take (a drain waits for its moves).
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time one forwarded heartbeat or map read may take before the next address is tried:
+/// a paused or cut-off seed must not hold heartbeats back past the down grace, or every
+/// node behind it would be declared down.
+pub(super) const QUICK_FORWARD_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Sends `msg` through `f` to the first of `addrs` that answers; a node that is not the
 /// manager and cannot forward further answers `UNAVAILABLE` and the next is tried.
@@ -23,6 +27,7 @@ pub(super) async fn forward<M, T, F, Fut>(
     mgr: &Manager,
     addrs: Vec<String>,
     msg: M,
+    timeout: Duration,
     f: F,
 ) -> Result<Response<T>, Status>
 where
@@ -30,14 +35,15 @@ where
     F: Fn(ClusterClient<Channel>, Request<M>) -> Fut,
     Fut: Future<Output = Result<Response<T>, Status>>,
 {
-    forward_hops(mgr, addrs, msg, 1, f).await
+    forward_hops(mgr, addrs, msg, 1, timeout, f).await
 }
 
 async fn forward_hops<M, T, F, Fut>(
     mgr: &Manager,
-    addrs: Vec<String>,
+    mut addrs: Vec<String>,
     msg: M,
     hops: u32,
+    timeout: Duration,
     f: F,
 ) -> Result<Response<T>, Status>
 where
@@ -45,6 +51,10 @@ where
     F: Fn(ClusterClient<Channel>, Request<M>) -> Fut,
     Fut: Future<Output = Result<Response<T>, Status>>,
 {
+    let via = mgr.forward_via.lock().clone();
+    if let Some(i) = via.and_then(|v| addrs.iter().position(|a| *a == v)) {
+        addrs[..=i].rotate_right(1);
+    }
     let mut last = Status::unavailable("no cluster manager is known yet (are the seeds up?)");
     for addr in addrs {
         let client = match mgr.cluster(&addr) {
@@ -56,11 +66,14 @@ where
         };
         let mut req = Request::new(msg.clone());
         req.metadata_mut().insert(HOPS, MetadataValue::from(hops));
-        match tokio::time::timeout(FORWARD_TIMEOUT, f(client, req)).await {
-            Ok(Ok(r)) => return Ok(r),
+        match tokio::time::timeout(timeout, f(client, req)).await {
+            Ok(Ok(r)) => {
+                *mgr.forward_via.lock() = Some(addr);
+                return Ok(r);
+            }
             Ok(Err(s)) if matches!(s.code(), Code::Unavailable | Code::Unknown | Code::Cancelled) => last = s,
             Ok(Err(s)) => return Err(s),
-            Err(_) => last = Status::deadline_exceeded(format!("{addr} did not answer in {FORWARD_TIMEOUT:?}")),
+            Err(_) => last = Status::deadline_exceeded(format!("{addr} did not answer in {timeout:?}")),
         }
     }
     Err(last)
@@ -93,15 +106,20 @@ impl ClusterService {
 
 /// Serves a call on the manager or forwards it.
 macro_rules! routed {
-    ($self:ident, $req:ident, $method:ident, $local:expr) => {{
+    ($self:ident, $req:ident, $method:ident, $local:expr) => {
+        routed!($self, $req, $method, $local, FORWARD_TIMEOUT)
+    };
+    ($self:ident, $req:ident, $method:ident, $local:expr, $timeout:expr) => {{
         match $self.route(&$req)? {
             None => {
                 let msg = $req.into_inner();
                 $local(msg).await.map(Response::new)
             }
             Some((addrs, hops)) => {
-                forward_hops(&$self.mgr, addrs, $req.into_inner(), hops, |mut c, r| async move { c.$method(r).await })
-                    .await
+                forward_hops(&$self.mgr, addrs, $req.into_inner(), hops, $timeout, |mut c, r| async move {
+                    c.$method(r).await
+                })
+                .await
             }
         }
     }};
@@ -110,7 +128,7 @@ macro_rules! routed {
 #[tonic::async_trait]
 impl pb::cluster_server::Cluster for ClusterService {
     async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
-        routed!(self, req, heartbeat, |m| self.mgr.on_heartbeat(m))
+        routed!(self, req, heartbeat, |m| self.mgr.on_heartbeat(m), QUICK_FORWARD_TIMEOUT)
     }
 
     async fn identify(&self, _req: Request<pb::IdentifyRequest>) -> Result<Response<pb::IdentifyResponse>, Status> {
@@ -121,7 +139,7 @@ impl pb::cluster_server::Cluster for ClusterService {
     }
 
     async fn get_map(&self, req: Request<pb::GetMapRequest>) -> Result<Response<pb::GetMapResponse>, Status> {
-        routed!(self, req, get_map, |_m| self.mgr.get_map())
+        routed!(self, req, get_map, |_m| self.mgr.get_map(), QUICK_FORWARD_TIMEOUT)
     }
 
     async fn create_service(

@@ -42,12 +42,9 @@ pub async fn primary(nodes: &[&LocalNode], partition: u64) -> u64 {
     weft::local::primary(nodes, partition, Duration::from_secs(20)).await.expect("a primary")
 }
 
-/// `n` loopback addresses with ports free right now (for nodes that must know each
-/// other's addresses before they start, such as seeds).
+/// `n` loopback addresses with ports free right now (see `weft::local::free_addrs`).
 pub fn free_addrs(n: usize) -> Vec<String> {
-    let listeners: Vec<std::net::TcpListener> =
-        (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port")).collect();
-    listeners.iter().map(|l| l.local_addr().expect("local addr").to_string()).collect()
+    weft::local::free_addrs(n).expect("free loopback ports")
 }
 
 /// Runs the `weft` binary with `args`; returns (success, stdout, stderr).

@@ -1,0 +1,599 @@
+//! `weft chaos`: real `weft node` processes, concurrent clients and injected faults, with
+//! the clients' history checked for linearizability at the end.
+//!
+//! The run starts `nodes` nodes (one UD and FD each, the first three seeds) and a service
+//! of `partitions` x `replicas`. `clients` tasks, each with its own session, run reads
+//! (50%), writes (30%) and compare-and-sets (20%) on `keys` keys; every write carries a
+//! value id unique to the run. A compare-and-set expects the value its client last saw
+//! and is sent as a put conditioned on that record's version (or on absence): values are
+//! unique per write, so "version is v's" and "value is v" are the same condition.
+//!
+//! Meanwhile a seeded schedule injects one fault at a time, 1 to 3 s apart:
+//! - `kill`: SIGKILL a random node, restart it 0.5 to 2 s later;
+//! - `kill_primary`: the same for the node holding a random partition's primary;
+//! - `pause`: SIGSTOP a node for 1 to 2.5 s (the election timeout is 0.3 s), then SIGCONT;
+//! - `move_primary`: the cluster manager hands a partition's primary to another replica;
+//! - `move_secondary`: the cluster manager moves a secondary to another node (a new
+//!   replica built by snapshot while the clients write, then the old one removed);
+//! - `drain`: a node drained until it holds no replica, then activated again;
+//! - `cluster_restart` (durable mode, once, mid-run): every node SIGKILLed and restarted.
+//!
+//! After each fault heals, the schedule waits until the cluster manager reports every
+//! partition whole again (all replicas up, one primary, no move in flight): in volatile
+//! mode a restarted node comes back empty and its replicas are rebuilt, and a second loss
+//! before that would lose data by design. In volatile mode the seeds are never killed:
+//! the map's own replica group is not re-replicated yet, so a seed restarted empty twice
+//! would lose the map's quorum (the README lists this).
+//!
+//! Network partitions are not injected yet (the transport has no fault layer).
+//!
+//! At the end the nodes are all running, one more linearizable read of every key joins
+//! the history, and [`crate::linearize::check`] decides. `lost_acked_writes` counts
+//! acknowledged writes that the final value proves overwritten by nothing: writes invoked
+//! after the final value's writer had returned (or, if the key ended absent, any).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use weft_proto::v1 as pb;
+
+use crate::client::{ClientConfig, ClientError};
+use crate::linearize::{self, Anomaly, Op, OpKind, Outcome};
+use crate::local::{LocalError, LocalNode, cluster_err, free_addrs};
+use crate::manager::view;
+use crate::routing::{RoutingError, ServiceClient};
+
+const SERVICE: &str = "chaos";
+const TABLE: &str = "default";
+
+/// What a chaos run does.
+#[derive(Clone, Debug)]
+pub struct ChaosConfig {
+    /// Seconds of load and faults.
+    pub seconds: f64,
+    /// Node processes.
+    pub nodes: u64,
+    /// Seed of the fault schedule and the clients' choices.
+    pub seed: u64,
+    /// Durable log mode (else volatile).
+    pub durable: bool,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Keys the clients share.
+    pub keys: u64,
+    /// Partitions of the service.
+    pub partitions: u32,
+    /// Replicas per partition.
+    pub replicas: u32,
+}
+
+impl Default for ChaosConfig {
+    fn default() -> Self {
+        ChaosConfig {
+            seconds: 60.0,
+            nodes: 5,
+            seed: 1,
+            durable: true,
+            clients: 8,
+            keys: 16,
+            partitions: 4,
+            replicas: 4,
+        }
+    }
+}
+
+/// What a run saw and the verdict.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChaosReport {
+    /// `durable` or `volatile`.
+    pub mode: &'static str,
+    /// The seed.
+    pub seed: u64,
+    /// Operations invoked (final reads included).
+    pub ops: u64,
+    /// Operations with a definite answer.
+    pub ok: u64,
+    /// Operations that definitely did not happen (a read that got no answer, a refusal).
+    pub failed: u64,
+    /// Writes and compare-and-sets whose outcome is unknown.
+    pub indeterminate: u64,
+    /// Faults injected, by kind.
+    pub faults: BTreeMap<String, u64>,
+    /// Every fault: kind, target, when it started and when the cluster was whole again
+    /// (nanoseconds on the history's clock), to read an anomaly's window against.
+    pub timeline: Vec<FaultEvent>,
+    /// The checker's verdict.
+    pub linearizable: bool,
+    /// Acknowledged writes the final state proves lost.
+    pub lost_acked_writes: u64,
+    /// Keys the checker could neither prove nor refute within its budget.
+    pub undecided_keys: Vec<u64>,
+    /// On failure: the smallest window of history that shows the anomaly.
+    pub anomaly: Option<Anomaly>,
+}
+
+/// One injected fault.
+#[derive(Clone, Debug, Serialize)]
+pub struct FaultEvent {
+    /// Its kind.
+    pub kind: String,
+    /// The node or partition it hit (0: the whole cluster).
+    pub target: u64,
+    /// When it started.
+    pub start_ns: u64,
+    /// When the cluster was whole again.
+    pub whole_ns: u64,
+}
+
+/// Why a run could not be carried out (a verdict of "not linearizable" is not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum ChaosError {
+    /// The configuration cannot run.
+    #[error("bad chaos configuration: {0}")]
+    Config(&'static str),
+    /// The cluster could not be started or driven.
+    #[error(transparent)]
+    Local(#[from] LocalError),
+    /// A cluster call failed.
+    #[error(transparent)]
+    Routing(#[from] RoutingError),
+    /// The cluster did not recover in time after the faults stopped.
+    #[error("{0}")]
+    Stuck(String),
+}
+
+struct Cluster {
+    nodes: Vec<LocalNode>,
+    endpoints: Vec<String>,
+    seeds: usize,
+}
+
+impl Cluster {
+    fn start(exe: &Path, cfg: &ChaosConfig, data: Option<&Path>) -> Result<Cluster, ChaosError> {
+        let addrs = free_addrs(cfg.nodes as usize)?;
+        let seeds = addrs.len().min(3);
+        let seed_list = addrs[..seeds].join(",");
+        let mut nodes = Vec::new();
+        for (i, addr) in addrs.iter().enumerate() {
+            let id = i as u64 + 1;
+            let (ud, fd) = (format!("ud{id}"), format!("fd{id}"));
+            let mut extra: Vec<String> =
+                ["--ud", &ud, "--fd", &fd, "--seeds", &seed_list, "--down-grace", "2"].map(String::from).to_vec();
+            if let Some(d) = data {
+                extra.extend([
+                    "--durable".into(),
+                    "--data-dir".into(),
+                    d.join(format!("node-{id}")).display().to_string(),
+                ]);
+            }
+            let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+            nodes.push(LocalNode::start_at(exe, id, addr, &extra)?);
+        }
+        Ok(Cluster { nodes, endpoints: addrs, seeds })
+    }
+
+    /// Waits until every node is up in the map and every partition of the service is
+    /// whole: its replicas all primary or secondary, exactly one primary, no move in flight.
+    async fn wait_whole(&self, replicas: usize, within: Duration) -> Result<(), ChaosError> {
+        self.wait_whole_but(replicas, within, None).await
+    }
+
+    /// [`Cluster::wait_whole`], with `draining` allowed to be draining and required to
+    /// hold no replica.
+    async fn wait_whole_but(&self, replicas: usize, within: Duration, draining: Option<u64>) -> Result<(), ChaosError> {
+        let deadline = Instant::now() + within;
+        let mut last = String::from("no map yet");
+        loop {
+            if let Ok(m) = ServiceClient::fetch_map(&self.endpoints, Duration::from_secs(2)).await {
+                let nodes = view::nodes(&m);
+                let parts = view::partitions(&m, Some(SERVICE));
+                let down: Vec<u64> = nodes
+                    .iter()
+                    .filter(|n| if Some(n.id) == draining { n.replicas > 0 } else { n.state != "up" })
+                    .map(|n| n.id)
+                    .collect();
+                let broken: Vec<u64> = parts
+                    .iter()
+                    .filter(|p| {
+                        !p.created
+                            || p.moving.is_some()
+                            || p.replicas.len() != replicas
+                            || p.replicas.iter().filter(|r| r.role == "primary").count() != 1
+                            || p.replicas.iter().any(|r| r.role != "primary" && r.role != "secondary")
+                    })
+                    .map(|p| p.id)
+                    .collect();
+                if nodes.len() == self.nodes.len() && down.is_empty() && !parts.is_empty() && broken.is_empty() {
+                    return Ok(());
+                }
+                last = format!("nodes not up: {down:?}; partitions not whole: {broken:?}");
+            }
+            if Instant::now() > deadline {
+                return Err(ChaosError::Stuck(format!("the cluster was not whole within {within:?}: {last}")));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// One partition, picked by `pick`, with its primary's node and a secondary's node.
+    async fn partition(&self, pick: usize) -> Option<(u64, u64, u64)> {
+        let m = ServiceClient::fetch_map(&self.endpoints, Duration::from_secs(2)).await.ok()?;
+        let parts = view::partitions(&m, Some(SERVICE));
+        let p = parts.get(pick % parts.len().max(1))?;
+        let primary = p.replicas.iter().find(|r| r.role == "primary")?.node;
+        let secondaries: Vec<u64> = p.replicas.iter().filter(|r| r.role == "secondary").map(|r| r.node).collect();
+        let secondary = *secondaries.get(pick % secondaries.len().max(1))?;
+        Some((p.id, primary, secondary))
+    }
+
+    /// Sends one operator command through node `via`; false if it was refused or failed.
+    async fn ctl<F, Fut>(&self, via: usize, f: F) -> bool
+    where
+        F: FnOnce(pb::cluster_client::ClusterClient<tonic::transport::Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<pb::CtlResponse>, tonic::Status>>,
+    {
+        let endpoint = &self.endpoints[via % self.endpoints.len()];
+        let call = async {
+            let c = pb::cluster_client::ClusterClient::connect(format!("http://{endpoint}")).await.ok()?;
+            f(c).await.ok()
+        };
+        match tokio::time::timeout(Duration::from_secs(10), call).await {
+            Ok(Some(_)) => true,
+            _ => {
+                tracing::info!("operator command refused or failed; the schedule moves on");
+                false
+            }
+        }
+    }
+}
+
+/// Shared by the clients: the history, the run's clock, and value ids.
+struct Recorder {
+    start: Instant,
+    history: Mutex<Vec<Op>>,
+    next_value: AtomicU64,
+    stop: AtomicBool,
+}
+
+impl Recorder {
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+}
+
+fn key_bytes(k: u64) -> Vec<u8> {
+    format!("chaos-{k:04}").into_bytes()
+}
+
+fn value_of(rec: &pb::Record) -> Option<u64> {
+    rec.value.as_ref().try_into().ok().map(u64::from_be_bytes)
+}
+
+fn client_config() -> ClientConfig {
+    ClientConfig {
+        deadline: Duration::from_secs(5),
+        attempt_timeout: Duration::from_secs(1),
+        ..ClientConfig::default()
+    }
+}
+
+/// One client: its own session, one operation at a time, until told to stop.
+async fn client(id: u64, endpoints: Vec<String>, keys: u64, seed: u64, rec: Arc<Recorder>) {
+    let svc = ServiceClient::new(endpoints, client_config());
+    let mut rng = StdRng::seed_from_u64(seed ^ (id.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
+    // What this client last saw of each key: the value and its record's version.
+    let mut seen: HashMap<u64, Option<(u64, u64)>> = HashMap::new();
+    while !rec.stop.load(Ordering::Relaxed) {
+        let key = rng.random_range(0..keys);
+        let kb = key_bytes(key);
+        let roll = rng.random_range(0..10);
+        let call_ns = rec.now();
+        let (kind, outcome) = if roll < 5 {
+            match svc.get(SERVICE, TABLE, &kb).await {
+                Ok(r) => {
+                    let v = r.as_ref().and_then(|r| value_of(r).map(|v| (v, r.version)));
+                    seen.insert(key, v);
+                    (OpKind::Read, Outcome::Read(v.map(|(v, _)| v)))
+                }
+                Err(_) => (OpKind::Read, Outcome::Unknown),
+            }
+        } else {
+            let new = rec.next_value.fetch_add(1, Ordering::Relaxed);
+            let cas = roll >= 8;
+            let last = seen.get(&key).copied().flatten();
+            let (kind, condition) = if cas {
+                let condition = match last {
+                    Some((_, version)) => pb::condition::Kind::Version(version),
+                    None => pb::condition::Kind::Absent(true),
+                };
+                (OpKind::Cas { expect: last.map(|(v, _)| v), new }, Some(pb::Condition { kind: Some(condition) }))
+            } else {
+                (OpKind::Write(new), None)
+            };
+            let outcome = match svc.put_if(SERVICE, TABLE, &kb, &new.to_be_bytes(), condition).await {
+                Ok(version) => {
+                    seen.insert(key, Some((new, version)));
+                    if cas { Outcome::Cas(true) } else { Outcome::Written }
+                }
+                Err(RoutingError::Client(ClientError::Refused { code, .. }))
+                    if cas && code == pb::ErrorCode::ConditionFailed =>
+                {
+                    Outcome::Cas(false)
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "write outcome unknown");
+                    Outcome::Unknown
+                }
+            };
+            (kind, outcome)
+        };
+        let return_ns = rec.now();
+        rec.history.lock().push(Op { client: id, key, kind, call_ns, return_ns, outcome });
+    }
+}
+
+/// Runs the faults until `until`, one at a time; returns them in order.
+async fn faults(
+    cluster: &mut Cluster,
+    cfg: &ChaosConfig,
+    until: Instant,
+    rng: &mut StdRng,
+    rec: &Recorder,
+) -> Result<Vec<FaultEvent>, ChaosError> {
+    let mut events = Vec::new();
+    let mut restarted_all = !cfg.durable;
+    let half = Instant::now() + (until - Instant::now()) / 2;
+    let n = cluster.nodes.len();
+    // Nodes a kill may pick: all when durable; not the seeds when volatile (module docs).
+    let killable: Vec<usize> = if cfg.durable { (0..n).collect() } else { (cluster.seeds..n).collect() };
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(1000..3000))).await;
+        if Instant::now() >= until {
+            break;
+        }
+        let start_ns = rec.now();
+        let mut target = 0;
+        let kind = if !restarted_all && Instant::now() >= half {
+            restarted_all = true;
+            "cluster_restart"
+        } else {
+            match rng.random_range(0..7) {
+                0 | 1 if !killable.is_empty() => "kill",
+                2 if !killable.is_empty() => "kill_primary",
+                3 => "move_primary",
+                4 => "move_secondary",
+                5 => "drain",
+                _ => "pause",
+            }
+        };
+        match kind {
+            "kill" | "kill_primary" => {
+                let mut victim = killable[rng.random_range(0..killable.len())];
+                if kind == "kill_primary"
+                    && let Some((_, node, _)) = cluster.partition(rng.random_range(0..64)).await
+                    && killable.contains(&((node - 1) as usize))
+                {
+                    victim = (node - 1) as usize;
+                }
+                tracing::info!(node = victim + 1, kind, "fault");
+                target = victim as u64 + 1;
+                cluster.nodes[victim].kill();
+                tokio::time::sleep(Duration::from_millis(rng.random_range(500..2000))).await;
+                cluster.nodes[victim].restart()?;
+            }
+            "pause" => {
+                let victim = rng.random_range(0..n);
+                tracing::info!(node = victim + 1, "fault: pause");
+                target = victim as u64 + 1;
+                cluster.nodes[victim].pause()?;
+                tokio::time::sleep(Duration::from_millis(rng.random_range(1000..2500))).await;
+                cluster.nodes[victim].resume()?;
+            }
+            "move_primary" | "move_secondary" => {
+                let Some((partition, _, from)) = cluster.partition(rng.random_range(0..64)).await else { continue };
+                tracing::info!(partition, kind, "fault");
+                target = partition;
+                let via = rng.random_range(0..n);
+                let done = if kind == "move_primary" {
+                    let req = pb::MovePrimaryRequest { partition, to_node: 0, force: false };
+                    cluster.ctl(via, |mut c| async move { c.move_primary(req).await }).await
+                } else {
+                    let req = pb::MoveSecondaryRequest { partition, from_node: from, to_node: 0, force: false };
+                    cluster.ctl(via, |mut c| async move { c.move_secondary(req).await }).await
+                };
+                if !done {
+                    continue;
+                }
+            }
+            "drain" => {
+                let node = rng.random_range(1..=n as u64);
+                tracing::info!(node, "fault: drain");
+                target = node;
+                let req = pb::NodeRequest { node, force: false };
+                if !cluster.ctl(rng.random_range(0..n), |mut c| async move { c.drain(req).await }).await {
+                    continue;
+                }
+                cluster.wait_whole_but(cfg.replicas as usize, Duration::from_secs(60), Some(node)).await?;
+                let req = pb::NodeRequest { node, force: false };
+                let mut activated = false;
+                for _ in 0..10 {
+                    activated = cluster.ctl(rng.random_range(0..n), |mut c| async move { c.activate(req).await }).await;
+                    if activated {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                if !activated {
+                    return Err(ChaosError::Stuck(format!("node {node} could not be activated after its drain")));
+                }
+            }
+            _ => {
+                tracing::info!("fault: whole-cluster restart");
+                for node in &mut cluster.nodes {
+                    node.kill();
+                }
+                tokio::time::sleep(Duration::from_millis(rng.random_range(200..1000))).await;
+                for node in &mut cluster.nodes {
+                    node.restart()?;
+                }
+            }
+        }
+        cluster.wait_whole(cfg.replicas as usize, Duration::from_secs(60)).await?;
+        events.push(FaultEvent { kind: kind.to_string(), target, start_ns, whole_ns: rec.now() });
+    }
+    Ok(events)
+}
+
+/// Runs one chaos schedule against fresh nodes of the `weft` binary at `exe`.
+pub async fn run(exe: &Path, cfg: &ChaosConfig) -> Result<ChaosReport, ChaosError> {
+    if cfg.nodes < 3 || cfg.nodes > 9 {
+        return Err(ChaosError::Config("--nodes must be 3 to 9"));
+    }
+    if cfg.replicas as u64 > cfg.nodes || cfg.replicas < 3 {
+        return Err(ChaosError::Config("--replicas must be 3 to --nodes (a fault takes one replica away)"));
+    }
+    if cfg.keys == 0 || cfg.clients == 0 || cfg.partitions == 0 {
+        return Err(ChaosError::Config("--keys, --clients and --partitions must be positive"));
+    }
+    let temp = tempfile::tempdir().map_err(cluster_err)?;
+    let data: Option<PathBuf> = cfg.durable.then(|| temp.path().to_path_buf());
+    let mut cluster = Cluster::start(exe, cfg, data.as_deref())?;
+    let endpoints = cluster.endpoints.clone();
+    // Every node registered, then the service, then every partition whole.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = ServiceClient::fetch_map(&endpoints, Duration::from_secs(5)).await?;
+        if view::nodes(&m).iter().filter(|n| n.state == "up").count() as u64 == cfg.nodes {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(ChaosError::Stuck("the nodes did not all register within 60 s".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut c =
+        pb::cluster_client::ClusterClient::connect(format!("http://{}", endpoints[0])).await.map_err(cluster_err)?;
+    let req = pb::CreateServiceRequest { name: SERVICE.into(), partitions: cfg.partitions, replicas: cfg.replicas };
+    c.create_service(req).await.map_err(|s| cluster_err(s.message()))?;
+    cluster.wait_whole(cfg.replicas as usize, Duration::from_secs(60)).await?;
+
+    let rec = Arc::new(Recorder {
+        start: Instant::now(),
+        history: Mutex::new(Vec::new()),
+        next_value: AtomicU64::new(1),
+        stop: AtomicBool::new(false),
+    });
+    let tasks: Vec<_> = (0..cfg.clients as u64)
+        .map(|id| tokio::spawn(client(id, endpoints.clone(), cfg.keys, cfg.seed, rec.clone())))
+        .collect();
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
+    let until = Instant::now() + Duration::from_secs_f64(cfg.seconds);
+    let timeline = faults(&mut cluster, cfg, until, &mut rng, &rec).await;
+    rec.stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let timeline = timeline?;
+    let mut faults: BTreeMap<String, u64> = BTreeMap::new();
+    for e in &timeline {
+        *faults.entry(e.kind.clone()).or_default() += 1;
+    }
+    cluster.wait_whole(cfg.replicas as usize, Duration::from_secs(60)).await?;
+
+    // One final linearizable read of every key, after everything else.
+    let reader = ServiceClient::new(endpoints, ClientConfig { deadline: Duration::from_secs(20), ..client_config() });
+    let mut history = std::mem::take(&mut *rec.history.lock());
+    let mut finals = HashMap::new();
+    for key in 0..cfg.keys {
+        let call_ns = rec.now();
+        let value = reader.get(SERVICE, TABLE, &key_bytes(key)).await?.as_ref().and_then(value_of);
+        finals.insert(key, value);
+        let op = Op {
+            client: u64::MAX,
+            key,
+            kind: OpKind::Read,
+            call_ns,
+            return_ns: rec.now(),
+            outcome: Outcome::Read(value),
+        };
+        history.push(op);
+    }
+    drop(cluster);
+
+    let verdict = linearize::check(&history, linearize::DEFAULT_BUDGET);
+    let indeterminate = history.iter().filter(|o| o.outcome == Outcome::Unknown && o.kind != OpKind::Read).count();
+    let failed = history.iter().filter(|o| o.outcome == Outcome::Unknown && o.kind == OpKind::Read).count();
+    Ok(ChaosReport {
+        mode: if cfg.durable { "durable" } else { "volatile" },
+        seed: cfg.seed,
+        ops: history.len() as u64,
+        ok: (history.len() - indeterminate - failed) as u64,
+        failed: failed as u64,
+        indeterminate: indeterminate as u64,
+        faults,
+        timeline,
+        linearizable: verdict.linearizable(),
+        lost_acked_writes: lost_acked_writes(&history, &finals),
+        undecided_keys: verdict.undecided,
+        anomaly: verdict.anomaly,
+    })
+}
+
+/// Acknowledged writes the final values prove lost (module docs).
+fn lost_acked_writes(history: &[Op], finals: &HashMap<u64, Option<u64>>) -> u64 {
+    let written = |o: &Op| match (o.kind, o.outcome) {
+        (OpKind::Write(v), _) => Some(v),
+        (OpKind::Cas { new, .. }, Outcome::Cas(true) | Outcome::Unknown) => Some(new),
+        _ => None,
+    };
+    let acked = |o: &Op| matches!(o.outcome, Outcome::Written | Outcome::Cas(true));
+    let mut lost = 0;
+    for (key, last) in finals {
+        let writer_returned = match last {
+            None => Some(0),
+            Some(v) => history
+                .iter()
+                .find(|o| o.key == *key && written(o) == Some(*v))
+                .map(|o| if o.outcome == Outcome::Unknown { u64::MAX } else { o.return_ns }),
+        };
+        // A final value nobody wrote is the checker's to report; count nothing here.
+        let Some(after) = writer_returned else { continue };
+        let later = |o: &&Op| o.key == *key && acked(o) && (last.is_none() || o.call_ns > after);
+        lost += history.iter().filter(later).count() as u64;
+    }
+    lost
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(key: u64, kind: OpKind, call_ns: u64, return_ns: u64, outcome: Outcome) -> Op {
+        Op { client: 0, key, kind, call_ns, return_ns, outcome }
+    }
+
+    #[test]
+    fn lost_writes_are_those_the_final_value_proves_overwritten_by_nothing() {
+        let h = vec![
+            op(1, OpKind::Write(1), 0, 10, Outcome::Written),
+            op(1, OpKind::Write(2), 20, 30, Outcome::Written),
+            op(2, OpKind::Write(3), 0, 10, Outcome::Written),
+            op(3, OpKind::Write(4), 0, 10, Outcome::Unknown),
+        ];
+        let finals = HashMap::from([(1, Some(2)), (2, Some(3)), (3, None)]);
+        assert_eq!(lost_acked_writes(&h, &finals), 0);
+        // Key 1 ends on the older write although the newer one started after it returned.
+        let finals = HashMap::from([(1, Some(1)), (2, Some(3)), (3, None)]);
+        assert_eq!(lost_acked_writes(&h, &finals), 1);
+        // Key 2 ends absent although a write was acknowledged.
+        let finals = HashMap::from([(1, Some(2)), (2, None), (3, None)]);
+        assert_eq!(lost_acked_writes(&h, &finals), 1);
+    }
+}
