@@ -16,7 +16,12 @@
 //! - `move_secondary`: the cluster manager moves a secondary to another node (a new
 //!   replica built by snapshot while the clients write, then the old one removed);
 //! - `drain`: a node drained until it holds no replica, then activated again;
-//! - `cluster_restart` (durable mode, once, mid-run): every node SIGKILLed and restarted.
+//! - `cluster_restart` (durable mode, once, mid-run): every node SIGKILLed and restarted;
+//! - `partition_one`, `partition_halves`, `partition_ring`: for 2 to 4 s, one node cut off
+//!   from the others; the nodes split in two (the larger half keeps a quorum); or a ring
+//!   in which each node reaches only its two neighbours. Links are cut inside each node's
+//!   transport (`NodeAdmin.CutLinks`), both directions; clients still reach every node,
+//!   so a cut-off primary that kept answering would show up as a stale read.
 //!
 //! After each fault heals, the schedule waits until the cluster manager reports every
 //! partition whole again (all replicas up, one primary, no move in flight): in volatile
@@ -24,8 +29,6 @@
 //! before that would lose data by design. In volatile mode the seeds are never killed:
 //! the map's own replica group is not re-replicated yet, so a seed restarted empty twice
 //! would lose the map's quorum (the README lists this).
-//!
-//! Network partitions are not injected yet (the transport has no fault layer).
 //!
 //! At the end the nodes are all running, one more linearizable read of every key joins
 //! the history, and [`crate::linearize::check`] decides. `lost_acked_writes` counts
@@ -233,6 +236,18 @@ impl Cluster {
         Some((p.id, primary, secondary))
     }
 
+    /// Cuts the links between nodes that `reach` says cannot talk (indexes into the node
+    /// list, both directions decided by the caller); `reach = |_, _| true` heals.
+    async fn cut(&self, reach: impl Fn(usize, usize) -> bool) -> Result<(), ChaosError> {
+        for (i, node) in self.nodes.iter().enumerate() {
+            let addrs: Vec<String> =
+                (0..self.nodes.len()).filter(|&j| j != i && !reach(i, j)).map(|j| self.endpoints[j].clone()).collect();
+            let mut admin = node.admin().await?;
+            admin.cut_links(pb::CutLinksRequest { addrs }).await.map_err(|s| cluster_err(s.message()))?;
+        }
+        Ok(())
+    }
+
     /// Sends one operator command through node `via`; false if it was refused or failed.
     async fn ctl<F, Fut>(&self, via: usize, f: F) -> bool
     where
@@ -364,12 +379,15 @@ async fn faults(
             restarted_all = true;
             "cluster_restart"
         } else {
-            match rng.random_range(0..7) {
+            match rng.random_range(0..10) {
                 0 | 1 if !killable.is_empty() => "kill",
                 2 if !killable.is_empty() => "kill_primary",
                 3 => "move_primary",
                 4 => "move_secondary",
                 5 => "drain",
+                6 => "partition_one",
+                7 => "partition_halves",
+                8 => "partition_ring",
                 _ => "pause",
             }
         };
@@ -411,6 +429,22 @@ async fn faults(
                 if !done {
                     continue;
                 }
+            }
+            "partition_one" | "partition_halves" | "partition_ring" => {
+                let pick = rng.random_range(0..n);
+                tracing::info!(kind, node = pick + 1, "fault");
+                target = pick as u64 + 1;
+                // One node alone; the first ceil(n/2) nodes from `pick` against the rest;
+                // or a ring where each node reaches only its two neighbours (a majority
+                // around each node, but no node reaches a majority directly).
+                let side = |i: usize| (i + n - pick) % n < n.div_ceil(2);
+                match kind {
+                    "partition_one" => cluster.cut(|i, j| i != pick && j != pick).await?,
+                    "partition_halves" => cluster.cut(|i, j| side(i) == side(j)).await?,
+                    _ => cluster.cut(|i, j| (i + 1) % n == j || (j + 1) % n == i).await?,
+                }
+                tokio::time::sleep(Duration::from_millis(rng.random_range(2000..4000))).await;
+                cluster.cut(|_, _| true).await?;
             }
             "drain" => {
                 let node = rng.random_range(1..=n as u64);

@@ -466,6 +466,13 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
         Ok(Response::new(pb::RestartResponse { incarnation: self.incarnation }))
     }
 
+    async fn cut_links(&self, req: Request<pb::CutLinksRequest>) -> Result<Response<pb::CutLinksResponse>, Status> {
+        let addrs = req.into_inner().addrs;
+        tracing::warn!(?addrs, "fault injection: links cut (an empty list restores them)");
+        self.host.peers().cut_links(addrs);
+        Ok(Response::new(pb::CutLinksResponse {}))
+    }
+
     async fn list(&self, _req: Request<pb::ListReplicasRequest>) -> Result<Response<pb::ListReplicasResponse>, Status> {
         Ok(Response::new(pb::ListReplicasResponse {
             replicas: self.host.list().iter().map(|r| status_of(r)).collect(),

@@ -7,8 +7,10 @@
 //! one command and waits for nothing; under heavy load the per-entry costs (log append,
 //! fsync in durable mode, replication message, apply) are shared by many writes. Each
 //! command keeps its own session and result; all of an entry's commands apply at its log
-//! index, under one state-machine lock.
+//! index, under one state-machine lock. Since a record's version is that index, commands
+//! writing the same key go in separate entries (see `Touched`).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use openraft::error::{ClientWriteError, RaftError};
@@ -55,12 +57,27 @@ impl Proposer {
 
 async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<(pb::Command, Reply)>) {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    while let Some(first) = rx.recv().await {
+    // A command that could not join the last entry starts the next one.
+    let mut held: Option<(pb::Command, Reply)> = None;
+    loop {
+        let first = match held.take() {
+            Some(c) => c,
+            None => match rx.recv().await {
+                Some(c) => c,
+                None => return,
+            },
+        };
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
         let mut bytes = first.0.encoded_len();
+        let mut touched = Touched::default();
+        touched.add(&first.0);
         let (mut cmds, mut replies) = (vec![first.0], vec![first.1]);
         while cmds.len() < MAX_COMMANDS && bytes < MAX_BYTES {
             let Ok((cmd, reply)) = rx.try_recv() else { break };
+            if !touched.add(&cmd) {
+                held = Some((cmd, reply));
+                break;
+            }
             bytes += cmd.encoded_len();
             cmds.push(cmd);
             replies.push(reply);
@@ -82,5 +99,99 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<(pb::Command, Reply)>) 
                 }
             }
         });
+    }
+}
+
+/// What the commands of one entry write. Every record written by an entry gets the
+/// entry's log index as its version, so two commands writing the same key must not
+/// share an entry: the second write would carry the version the first one's client was
+/// told, and a put conditioned on that version would wrongly succeed (found by
+/// `weft chaos`: a compare-and-set applied over a newer value).
+#[derive(Default)]
+struct Touched {
+    keys: HashSet<(String, Vec<u8>)>,
+    tables: HashSet<String>,
+    /// Tables some command writes as a whole (pop-max picks its key when applied; schema
+    /// changes).
+    whole: HashSet<String>,
+}
+
+impl Touched {
+    /// Adds `cmd` if it writes nothing already written; false (and nothing added) if it
+    /// conflicts.
+    fn add(&mut self, cmd: &pb::Command) -> bool {
+        use pb::command::Kind;
+        let whole_table = match &cmd.kind {
+            Some(Kind::Batch(_)) | None => None,
+            Some(Kind::CreateTable(c)) => Some(&c.table),
+            Some(Kind::DropTable(c)) => Some(&c.table),
+            Some(Kind::CreateIndex(c)) => Some(&c.table),
+            Some(Kind::DropIndex(c)) => Some(&c.table),
+            Some(Kind::PopMax(c)) => Some(&c.table),
+        };
+        if let Some(t) = whole_table {
+            if self.tables.contains(t) {
+                return false;
+            }
+            self.tables.insert(t.clone());
+            self.whole.insert(t.clone());
+            return true;
+        }
+        let Some(Kind::Batch(b)) = &cmd.kind else { return true };
+        let keys: Vec<(&str, &[u8])> = b
+            .ops
+            .iter()
+            .filter_map(|op| match &op.kind {
+                Some(pb::op::Kind::Put(p)) => Some((p.table.as_str(), p.key.as_ref())),
+                Some(pb::op::Kind::Delete(d)) => Some((d.table.as_str(), d.key.as_ref())),
+                None => None,
+            })
+            .collect();
+        if keys.iter().any(|(t, k)| self.whole.contains(*t) || self.keys.contains(&(t.to_string(), k.to_vec()))) {
+            return false;
+        }
+        for (t, k) in keys {
+            self.tables.insert(t.to_string());
+            self.keys.insert((t.to_string(), k.to_vec()));
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(table: &str, key: &[u8]) -> pb::Op {
+        let put = pb::Put { table: table.into(), key: key.to_vec().into(), ..Default::default() };
+        pb::Op { kind: Some(pb::op::Kind::Put(put)) }
+    }
+
+    fn batch(ops: Vec<pb::Op>) -> pb::Command {
+        pb::Command { session: None, kind: Some(pb::command::Kind::Batch(pb::Batch { ops })) }
+    }
+
+    #[test]
+    fn writes_of_one_key_never_share_an_entry() {
+        let mut t = Touched::default();
+        assert!(t.add(&batch(vec![put("t", b"a"), put("t", b"b")])));
+        assert!(t.add(&batch(vec![put("t", b"c")])), "another key joins");
+        assert!(t.add(&batch(vec![put("u", b"a")])), "the same key in another table joins");
+        assert!(!t.add(&batch(vec![put("t", b"d"), put("t", b"b")])), "a key already written conflicts");
+        assert!(t.add(&batch(vec![put("t", b"d")])), "a refused command added nothing");
+    }
+
+    #[test]
+    fn whole_table_commands_go_apart_from_that_table_s_writes() {
+        let pop = |table: &str| pb::Command {
+            session: None,
+            kind: Some(pb::command::Kind::PopMax(pb::PopMax { table: table.into(), ..Default::default() })),
+        };
+        let mut t = Touched::default();
+        assert!(t.add(&batch(vec![put("t", b"a")])));
+        assert!(!t.add(&pop("t")), "pop-max may take the key just written");
+        assert!(t.add(&pop("u")));
+        assert!(!t.add(&pop("u")), "two pops of one table");
+        assert!(!t.add(&batch(vec![put("u", b"x")])));
     }
 }

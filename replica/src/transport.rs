@@ -71,6 +71,8 @@ impl Default for TransportConfig {
 #[derive(Debug)]
 struct PeersInner {
     channels: Mutex<std::collections::HashMap<String, Channel>>,
+    /// Addresses whose links fault injection has cut (see [`Peers::cut_links`]).
+    cut: Mutex<std::collections::HashSet<String>>,
     config: TransportConfig,
 }
 
@@ -83,7 +85,7 @@ pub struct Peers {
 impl Peers {
     /// No channels yet; they connect lazily on first use.
     pub fn new(config: TransportConfig) -> Self {
-        Peers { inner: Arc::new(PeersInner { channels: Mutex::default(), config }) }
+        Peers { inner: Arc::new(PeersInner { channels: Mutex::default(), cut: Mutex::default(), config }) }
     }
 
     /// The transport settings.
@@ -91,8 +93,23 @@ impl Peers {
         &self.inner.config
     }
 
+    /// Fault injection: from now on every call to these addresses fails as unreachable
+    /// and every open append stream to them ends; an empty list restores every link.
+    /// A one-way cut; a partition cuts both sides.
+    pub fn cut_links(&self, addrs: impl IntoIterator<Item = String>) {
+        *self.inner.cut.lock() = addrs.into_iter().collect();
+    }
+
+    /// Whether fault injection has cut the link to `addr`.
+    pub fn is_cut(&self, addr: &str) -> bool {
+        self.inner.cut.lock().contains(addr)
+    }
+
     /// The shared channel to `addr` (`host:port`).
     pub fn channel(&self, addr: &str) -> Result<Channel, Status> {
+        if self.is_cut(addr) {
+            return Err(Status::unavailable(format!("link to {addr} cut by fault injection")));
+        }
         let mut channels = self.inner.channels.lock();
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
@@ -237,6 +254,11 @@ impl RaftNetworkV2<TypeConfig> for Link {
                 RPCError::Unreachable(Unreachable::new(&s))
             };
             let mut client = self.client().map_err(&unreachable)?;
+            // A link cut while the stream is open ends it in both directions.
+            let (peers, addr) = (self.peers.clone(), self.addr.clone());
+            let open = move || !peers.is_cut(&addr);
+            let still_open = open.clone();
+            let input = input.take_while(move |_| std::future::ready(open()));
             let mut req = Request::new(input.map(move |r| wire::append_to_pb(target, &r)));
             let md = req.metadata_mut();
             md.insert(PARTITION_KEY, target.partition.into());
@@ -244,7 +266,7 @@ impl RaftNetworkV2<TypeConfig> for Link {
             let answers = client.stream_append(req).await.map_err(&unreachable)?.into_inner();
             // The target accepted the stream: the path works, whatever the answers say.
             failures.store(0, Ordering::Relaxed);
-            let out = answers.map(move |r| match r {
+            let out = answers.take_while(move |_| std::future::ready(still_open())).map(move |r| match r {
                 Ok(a) => wire::stream_append_result_from_pb(a).map_err(wire_rpc_error),
                 Err(s) => Err(rpc_error(s)),
             });
