@@ -95,8 +95,9 @@ fn step(state: Option<u64>, op: &Op) -> Option<Option<u64>> {
 
 /// Why a key's history is not linearizable: the longest linearizable prefix found ends
 /// in `state`, and `blocked` completed before it could be placed after that prefix;
-/// `window` holds, in call order, every operation overlapping `blocked` in time and the
-/// writes of `state` and of the value `blocked` read or expected.
+/// `window` holds, in call order, every operation from the earliest write of `state` or of
+/// the value `blocked` read or expected, up to `blocked`'s return (at most 64, the
+/// latest kept).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Anomaly {
     /// The key.
@@ -132,6 +133,9 @@ impl Verdict {
         self.anomaly.is_none() && self.undecided.is_empty()
     }
 }
+
+/// Most operations an anomaly's window shows.
+const WINDOW_MAX: usize = 64;
 
 /// Search steps allowed per key before it is reported undecided.
 pub const DEFAULT_BUDGET: u64 = 20_000_000;
@@ -347,12 +351,21 @@ fn anomaly(key: u64, ops: &[Op], linearized: usize, state: Option<u64>, blocked:
         OpKind::Write(w) | OpKind::Cas { new: w, .. } => v == Some(w) && o.outcome != Outcome::Cas(false),
         OpKind::Read => false,
     };
-    let mut window: Vec<Op> = ops
+    // Everything on the key from the earliest of those writes to the blocked operation's
+    // return: the writes and whatever ordered them.
+    let from = ops
         .iter()
-        .filter(|o| (o.call_ns <= b.ret() && o.ret() >= b.call_ns) || wrote(o, relied) || wrote(o, state))
-        .copied()
-        .collect();
+        .filter(|o| wrote(o, relied) || wrote(o, state))
+        .map(|o| o.call_ns)
+        .chain([b.call_ns])
+        .min()
+        .unwrap_or(b.call_ns);
+    let mut window: Vec<Op> = ops.iter().filter(|o| o.call_ns <= b.ret() && o.ret() >= from).copied().collect();
     window.sort_by_key(|o| (o.call_ns, o.client));
+    // Keep a window a person can read: the operations nearest the blocked one.
+    if window.len() > WINDOW_MAX {
+        window.drain(..window.len() - WINDOW_MAX);
+    }
     Anomaly { key, linearized, state, blocked: b, window }
 }
 
@@ -436,9 +449,10 @@ mod tests {
         assert_eq!(a.state, Some(6));
         assert!(a.window.contains(&h[2]) && a.window.contains(&h[3]));
         assert!(a.window.contains(&h[0]) && a.window.contains(&h[1]), "the writes of 5 and 6 explain it");
-        let h = [w(1, 5, 0, 1), w(1, 7, 2, 3), w(1, 6, 4, 5), r(2, Some(5), 6, 7)];
+        let h = [w(1, 4, 0, 1), w(1, 5, 2, 3), w(1, 6, 4, 5), r(2, Some(5), 6, 7)];
         let a = check(&h, DEFAULT_BUDGET).anomaly.expect("stale read found");
-        assert!(!a.window.contains(&h[1]), "an unrelated earlier write stays out");
+        assert!(!a.window.contains(&h[0]), "an earlier write nothing involves stays out");
+        assert!(a.window.contains(&h[1]) && a.window.contains(&h[2]));
     }
 
     #[test]
