@@ -17,6 +17,8 @@
 //!   replica built by snapshot while the clients write, then the old one removed);
 //! - `drain`: a node drained until it holds no replica, then activated again;
 //! - `cluster_restart` (durable mode, once, mid-run): every node SIGKILLed and restarted;
+//! - `upgrade_walk` (durable mode, once, three quarters in): `weft ctl upgrade --apply`,
+//!   every node restarted in place one upgrade domain at a time, waited for to the end;
 //! - `partition_one`, `partition_halves`, `partition_ring`: for 2 to 4 s, one node cut off
 //!   from the others; the nodes split in two (the larger half keeps a quorum); or a ring
 //!   in which each node reaches only its two neighbours. Links are cut inside each node's
@@ -225,6 +227,22 @@ impl Cluster {
         }
     }
 
+    /// Waits until the cluster map has no upgrade walk in flight.
+    async fn wait_walk(&self, within: Duration) -> Result<(), ChaosError> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(m) = ServiceClient::fetch_map(&self.endpoints, Duration::from_secs(2)).await
+                && m.map.as_ref().is_some_and(|m| m.upgrade.is_none())
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(ChaosError::Stuck(format!("the upgrade walk did not finish within {within:?}")));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     /// One partition, picked by `pick`, with its primary's node and a secondary's node.
     async fn partition(&self, pick: usize) -> Option<(u64, u64, u64)> {
         let m = ServiceClient::fetch_map(&self.endpoints, Duration::from_secs(2)).await.ok()?;
@@ -364,7 +382,9 @@ async fn faults(
 ) -> Result<Vec<FaultEvent>, ChaosError> {
     let mut events = Vec::new();
     let mut restarted_all = !cfg.durable;
+    let mut walked = !cfg.durable;
     let half = Instant::now() + (until - Instant::now()) / 2;
+    let three_quarters = Instant::now() + (until - Instant::now()) * 3 / 4;
     let n = cluster.nodes.len();
     // Nodes a kill may pick: all when durable; not the seeds when volatile (module docs).
     let killable: Vec<usize> = if cfg.durable { (0..n).collect() } else { (cluster.seeds..n).collect() };
@@ -378,6 +398,9 @@ async fn faults(
         let kind = if !restarted_all && Instant::now() >= half {
             restarted_all = true;
             "cluster_restart"
+        } else if !walked && Instant::now() >= three_quarters {
+            walked = true;
+            "upgrade_walk"
         } else {
             match rng.random_range(0..10) {
                 0 | 1 if !killable.is_empty() => "kill",
@@ -445,6 +468,14 @@ async fn faults(
                 }
                 tokio::time::sleep(Duration::from_millis(rng.random_range(2000..4000))).await;
                 cluster.cut(|_, _| true).await?;
+            }
+            "upgrade_walk" => {
+                tracing::info!("fault: upgrade walk");
+                let req = pb::UpgradeRequest { action: pb::UpgradeAction::Apply as i32 };
+                if !cluster.ctl(rng.random_range(0..n), |mut c| async move { c.upgrade(req).await }).await {
+                    continue;
+                }
+                cluster.wait_walk(Duration::from_secs(180)).await?;
             }
             "drain" => {
                 let node = rng.random_range(1..=n as u64);

@@ -1,6 +1,7 @@
-//! `weft chaos` end to end: real `weft node` processes killed, paused, restarted (one at a
-//! time, and in durable mode the whole cluster once), primaries moved, while eight
-//! clients read, write and compare-and-set; the history must be linearizable with no
+//! `weft chaos` end to end: real `weft node` processes killed, paused, restarted and
+//! partitioned (one at a time; in durable mode also the whole cluster restarted once and
+//! an upgrade walk), replicas and primaries moved, nodes drained, while eight clients
+//! read, write and compare-and-set; the history must be linearizable with no
 //! acknowledged write lost, in durable and in volatile mode.
 //!
 //! The schedule's seed is 1 unless `WEFT_CHAOS_SEED` names another; a failure prints
@@ -28,6 +29,7 @@ fn chaos_history_is_linearizable_in_both_modes() {
         assert!(faults >= 3, "{mode}: the schedule injected only {faults} faults: {r}");
         if mode == "durable" {
             assert_eq!(r["faults"]["cluster_restart"], 1, "durable runs restart the whole cluster once: {r}");
+            assert_eq!(r["faults"]["upgrade_walk"], 1, "durable runs walk an upgrade once: {r}");
         }
     }
     assert!(ok, "weft chaos exited non-zero although both reports pass: {err}");
