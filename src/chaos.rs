@@ -516,8 +516,9 @@ async fn faults(
     Ok(events)
 }
 
-/// Runs one chaos schedule against fresh nodes of the `weft` binary at `exe`.
-pub async fn run(exe: &Path, cfg: &ChaosConfig) -> Result<ChaosReport, ChaosError> {
+/// Runs one chaos schedule against fresh nodes of the `weft` binary at `exe`; returns
+/// the report and the whole history.
+pub async fn run(exe: &Path, cfg: &ChaosConfig) -> Result<(ChaosReport, Vec<Op>), ChaosError> {
     if cfg.nodes < 3 || cfg.nodes > 9 {
         return Err(ChaosError::Config("--nodes must be 3 to 9"));
     }
@@ -595,7 +596,7 @@ pub async fn run(exe: &Path, cfg: &ChaosConfig) -> Result<ChaosReport, ChaosErro
     let verdict = linearize::check(&history, linearize::DEFAULT_BUDGET);
     let indeterminate = history.iter().filter(|o| o.outcome == Outcome::Unknown && o.kind != OpKind::Read).count();
     let failed = history.iter().filter(|o| o.outcome == Outcome::Unknown && o.kind == OpKind::Read).count();
-    Ok(ChaosReport {
+    let report = ChaosReport {
         mode: if cfg.durable { "durable" } else { "volatile" },
         seed: cfg.seed,
         ops: history.len() as u64,
@@ -608,7 +609,8 @@ pub async fn run(exe: &Path, cfg: &ChaosConfig) -> Result<ChaosReport, ChaosErro
         lost_acked_writes: lost_acked_writes(&history, &finals),
         undecided_keys: verdict.undecided,
         anomaly: verdict.anomaly,
-    })
+    };
+    Ok((report, history))
 }
 
 /// Acknowledged writes the final values prove lost (module docs).

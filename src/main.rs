@@ -67,6 +67,10 @@ struct ChaosArgs {
     /// Print one JSON object (an array with --mode both) and nothing else on stdout.
     #[arg(long)]
     json: bool,
+    /// Write every operation of the history (JSON lines) to this file, for a closer look
+    /// at an anomaly than its window gives.
+    #[arg(long)]
+    history: Option<std::path::PathBuf>,
 }
 
 #[derive(Args)]
@@ -333,7 +337,16 @@ fn chaos(a: ChaosArgs) -> anyhow::Result<()> {
             keys: a.keys,
             ..weft::chaos::ChaosConfig::default()
         };
-        reports.push(rt.block_on(weft::chaos::run(&exe, &cfg))?);
+        let (report, history) = rt.block_on(weft::chaos::run(&exe, &cfg))?;
+        if let Some(path) = &a.history {
+            let mut out = String::new();
+            for op in &history {
+                out.push_str(&serde_json::to_string(op)?);
+                out.push('\n');
+            }
+            std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))?;
+        }
+        reports.push(report);
     }
     if a.json {
         let out =
