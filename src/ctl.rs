@@ -226,14 +226,14 @@ pub async fn run(a: CtlArgs) -> anyhow::Result<()> {
             }
             writeln!(
                 out,
-                "{:>4}  {:<21} {:<8} {:<8} {:<9} {:>8} {:>9} {:>12}",
-                "ID", "ADDRESS", "UD", "FD", "STATE", "REPLICAS", "PRIMARIES", "MEMORY"
+                "{:>4}  {:<21} {:<8} {:<8} {:<9} {:>8} {:>9} {:>12} {:>9}",
+                "ID", "ADDRESS", "UD", "FD", "STATE", "REPLICAS", "PRIMARIES", "MEMORY", "REQ/S"
             )?;
             for n in nodes {
                 writeln!(
                     out,
-                    "{:>4}  {:<21} {:<8} {:<8} {:<9} {:>8} {:>9} {:>12}",
-                    n.id, n.addr, n.ud, n.fd, n.state, n.replicas, n.primaries, n.memory_bytes
+                    "{:>4}  {:<21} {:<8} {:<8} {:<9} {:>8} {:>9} {:>12} {:>9.1}",
+                    n.id, n.addr, n.ud, n.fd, n.state, n.replicas, n.primaries, n.memory_bytes, n.requests_per_s
                 )?;
             }
         }

@@ -43,8 +43,8 @@ async fn render(State(ctx): State<Ctx>) -> String {
 pub fn text(host: &Host, manager: &Manager) -> String {
     let statuses: Vec<pb::ReplicaStatus> = host.list().iter().map(|r| crate::node::status_of(r)).collect();
     let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, rows: &mut dyn Iterator<Item = (String, f64)>| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+    let mut metric = |kind: &str, name: &str, help: &str, rows: &mut dyn Iterator<Item = (String, f64)>| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for (labels, v) in rows {
             let _ = writeln!(out, "{name}{labels} {v}");
         }
@@ -58,39 +58,51 @@ pub fn text(host: &Host, manager: &Manager) -> String {
         v.into_iter()
     };
     let primaries = statuses.iter().filter(|s| s.role == pb::Role::Primary as i32).count();
-    gauge(
+    metric(
+        "gauge",
         "weft_node_replicas",
         "Replicas this node hosts.",
         &mut [(format!("{{node=\"{node}\"}}"), statuses.len() as f64)].into_iter(),
     );
-    gauge(
+    metric(
+        "gauge",
         "weft_node_primaries",
         "Primaries this node hosts.",
         &mut [(format!("{{node=\"{node}\"}}"), primaries as f64)].into_iter(),
     );
-    gauge(
+    metric(
+        "gauge",
         "weft_replica_is_primary",
         "1 when the replica is its partition's primary.",
         &mut per(|s| f64::from(u8::from(s.role == pb::Role::Primary as i32))),
     );
-    gauge("weft_replica_term", "Raft term.", &mut per(|s| s.term as f64));
-    gauge("weft_replica_last_log_index", "Last log index.", &mut per(|s| s.last_log_index as f64));
-    gauge("weft_replica_applied_index", "Last applied log index.", &mut per(|s| s.applied_index as f64));
-    gauge("weft_replica_memory_bytes", "Engine memory of the replica.", &mut per(|s| s.memory_bytes as f64));
-    gauge("weft_replica_records", "Records in the replica.", &mut per(|s| s.records as f64));
-    gauge(
+    metric("gauge", "weft_replica_term", "Raft term.", &mut per(|s| s.term as f64));
+    metric("gauge", "weft_replica_last_log_index", "Last log index.", &mut per(|s| s.last_log_index as f64));
+    metric("gauge", "weft_replica_applied_index", "Last applied log index.", &mut per(|s| s.applied_index as f64));
+    metric("gauge", "weft_replica_memory_bytes", "Engine memory of the replica.", &mut per(|s| s.memory_bytes as f64));
+    metric("gauge", "weft_replica_records", "Records in the replica.", &mut per(|s| s.records as f64));
+    metric(
+        "gauge",
         "weft_replica_snapshot_bytes",
         "Snapshot bytes received in the current or last install.",
         &mut per(|s| s.snapshot_bytes as f64),
     );
+    metric(
+        "counter",
+        "weft_replica_requests_total",
+        "Client requests (reads and writes) the replica has served since it opened.",
+        &mut per(|s| s.requests as f64),
+    );
     if let Some(alarms) = manager.manager_alarms() {
         let quorum = alarms.iter().filter(|a| a.starts_with("QUORUM LOST")).count();
-        gauge(
+        metric(
+            "gauge",
             "weft_cluster_alarms",
             "Standing cluster alarms (on the manager's node).",
             &mut [(String::new(), alarms.len() as f64)].into_iter(),
         );
-        gauge(
+        metric(
+            "gauge",
             "weft_cluster_quorum_lost",
             "Partitions that lost their write quorum.",
             &mut [(String::new(), quorum as f64)].into_iter(),

@@ -187,6 +187,7 @@ impl StoreService {
         mut cmd: pb::Command,
     ) -> Result<pb::WriteResponse, Status> {
         let replica = replica_of(&self.host, partition)?;
+        replica.requests.fetch_add(1, Ordering::Relaxed);
         if cmd.session.is_none() {
             cmd.session = session;
         }
@@ -203,6 +204,7 @@ impl StoreService {
     ) -> Result<(T, Option<pb::ReadInfo>), Status> {
         let header = header.ok_or_else(|| Status::invalid_argument("read without a header"))?;
         let replica = replica_of(&self.host, header.partition)?;
+        replica.requests.fetch_add(1, Ordering::Relaxed);
         let stale = header.mode == pb::ReadMode::Stale as i32;
         if !stale {
             match replica.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
@@ -369,6 +371,8 @@ pub(crate) fn status_of(r: &Replica) -> pb::ReplicaStatus {
         snapshot_bytes: p.bytes.load(Ordering::Relaxed),
         snapshot_records: p.records.load(Ordering::Relaxed),
         snapshots_installed: p.installed.load(Ordering::Relaxed),
+        requests: r.requests.load(Ordering::Relaxed),
+        requests_per_s: 0.0,
     }
 }
 

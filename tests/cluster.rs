@@ -132,6 +132,7 @@ async fn operator_story_placement_drain_moves_and_node_loss() {
     assert!(text.starts_with("HTTP/1.") && text.contains(" 200 "), "{text}");
     assert!(text.contains("weft_node_replicas{node=\"1\"}"), "{text}");
     assert!(text.contains("weft_replica_applied_index{node=\"1\",partition="), "{text}");
+    assert!(text.contains("# TYPE weft_replica_requests_total counter"), "{text}");
 
     // Writes routed by key through any node; reads through the CLI.
     let client = ServiceClient::new(vec![addrs[4].clone()], ClientConfig::default());

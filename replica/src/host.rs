@@ -130,6 +130,9 @@ pub struct Replica {
     pub mode: pb::LogMode,
     /// Its write queue: client writes batched into entries.
     pub proposer: crate::proposer::Proposer,
+    /// Client requests (reads and writes) served since it opened: the load report's
+    /// request rate is this counter's change between heartbeats.
+    pub requests: std::sync::atomic::AtomicU64,
 }
 
 /// Where and how a node keeps durable replicas.
@@ -261,7 +264,8 @@ impl Host {
             .await
             .map_err(|e| HostError::Raft(e.to_string()))?;
         let proposer = crate::proposer::Proposer::start(raft.clone());
-        let replica = Arc::new(Replica { partition, id, raft, sm, log, mode, proposer });
+        let requests = std::sync::atomic::AtomicU64::new(0);
+        let replica = Arc::new(Replica { partition, id, raft, sm, log, mode, proposer, requests });
         let raced = {
             let mut map = self.replicas.write();
             match map.get(&partition) {

@@ -119,7 +119,8 @@ pub fn status(n: &pb::NodeInfo) -> NodeStatus {
 
 /// The map's nodes as the decision code sees them. Replica counts come from the map
 /// itself (placements and builds in flight), so a choice made a moment ago is counted
-/// before any node reports it; primaries and memory come from the nodes' reports.
+/// before any node reports it; primaries, memory and request rates come from the nodes'
+/// reports.
 pub fn model(map: &pb::ClusterMap, reported: &[(u64, pb::ReplicaStatus)]) -> Vec<Node> {
     map.nodes
         .values()
@@ -132,6 +133,7 @@ pub fn model(map: &pb::ClusterMap, reported: &[(u64, pb::ReplicaStatus)]) -> Vec
             for (_, s) in reported.iter().filter(|(node, _)| *node == n.id) {
                 load.memory_bytes += s.memory_bytes;
                 load.primaries += u32::from(s.role == pb::Role::Primary as i32);
+                load.requests_per_s += s.requests_per_s;
             }
             Node {
                 id: n.id,

@@ -107,6 +107,31 @@ struct Soft {
     balanced: Option<Instant>,
 }
 
+/// Each replica's request rate between two heartbeats, from its request counter.
+#[derive(Default)]
+struct RequestRates {
+    last: HashMap<(u64, u64), (u64, Instant)>,
+}
+
+impl RequestRates {
+    /// Sets `requests_per_s` on each status from the counter's change since the last
+    /// call (0 for a replica seen for the first time); forgets replicas no longer listed.
+    fn fill(&mut self, replicas: &mut [pb::ReplicaStatus], now: Instant) {
+        let mut next = HashMap::with_capacity(replicas.len());
+        for r in replicas.iter_mut() {
+            let key = (r.partition, r.replica);
+            if let Some(&(count, at)) = self.last.get(&key) {
+                let secs = now.duration_since(at).as_secs_f64();
+                if secs > 0.0 {
+                    r.requests_per_s = r.requests.saturating_sub(count) as f64 / secs;
+                }
+            }
+            next.insert(key, (r.requests, now));
+        }
+        self.last = next;
+    }
+}
+
 /// The cluster-manager role of one node.
 pub struct Manager {
     host: Arc<Host>,
@@ -229,12 +254,13 @@ impl Manager {
         let mut tick = tokio::time::interval(self.cfg.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
+        let mut rates = RequestRates::default();
         loop {
             tick.tick().await;
-            let req = pb::HeartbeatRequest {
-                node: Some(self.info()),
-                replicas: self.host.list().iter().map(|r| crate::node::status_of(r)).collect(),
-            };
+            let mut replicas: Vec<pb::ReplicaStatus> =
+                self.host.list().iter().map(|r| crate::node::status_of(r)).collect();
+            rates.fill(&mut replicas, Instant::now());
+            let req = pb::HeartbeatRequest { node: Some(self.info()), replicas };
             let sent = match self.leading() {
                 Some(_) => self.on_heartbeat(req).await.map(|_| ()),
                 None => service::forward(
@@ -375,5 +401,32 @@ impl Manager {
         }
         tracing::info!(seeds = ?seeds, "cluster map group bootstrapped");
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(partition: u64, requests: u64) -> pb::ReplicaStatus {
+        pb::ReplicaStatus { partition, replica: partition + 100, requests, ..Default::default() }
+    }
+
+    #[test]
+    fn request_rates_are_counter_changes_over_time() {
+        let mut rates = RequestRates::default();
+        let t0 = Instant::now();
+        let mut first = vec![status(1, 10), status(2, 0)];
+        rates.fill(&mut first, t0);
+        assert!(first.iter().all(|s| s.requests_per_s == 0.0), "no rate before a second report");
+        let mut second = vec![status(1, 60), status(2, 0), status(3, 7)];
+        rates.fill(&mut second, t0 + Duration::from_millis(500));
+        assert_eq!(second[0].requests_per_s, 100.0);
+        assert_eq!(second[1].requests_per_s, 0.0);
+        assert_eq!(second[2].requests_per_s, 0.0, "a new replica starts at no rate");
+        // A replica reopened under the same id with a reset counter reports no negative rate.
+        let mut third = vec![status(1, 5)];
+        rates.fill(&mut third, t0 + Duration::from_secs(1));
+        assert_eq!(third[0].requests_per_s, 0.0);
     }
 }

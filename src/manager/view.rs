@@ -23,6 +23,8 @@ pub struct NodeView {
     pub primaries: usize,
     /// Engine bytes of its replicas, as reported.
     pub memory_bytes: u64,
+    /// Client requests per second over its replicas, as reported.
+    pub requests_per_s: f64,
 }
 
 /// One replica of a partition.
@@ -101,6 +103,7 @@ pub fn nodes(m: &pb::GetMapResponse) -> Vec<NodeView> {
                 replicas: n.load.replicas as usize,
                 primaries: n.load.primaries as usize,
                 memory_bytes: n.load.memory_bytes,
+                requests_per_s: n.load.requests_per_s,
             })
         })
         .collect();
