@@ -11,6 +11,7 @@
 //! writing the same key go in separate entries (see `Touched`).
 
 use std::collections::HashSet;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use openraft::error::{ClientWriteError, RaftError};
@@ -107,13 +108,17 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<(pb::Command, Reply)>) 
 /// share an entry: the second write would carry the version the first one's client was
 /// told, and a put conditioned on that version would wrongly succeed (found by
 /// `weft chaos`: a compare-and-set applied over a newer value).
+///
+/// Keys and tables are kept as hashes, so the write path copies no key here; a hash
+/// collision only closes an entry early, which is always safe.
 #[derive(Default)]
 struct Touched {
-    keys: HashSet<(String, Vec<u8>)>,
-    tables: HashSet<String>,
+    hasher: std::hash::RandomState,
+    keys: HashSet<u64>,
+    tables: HashSet<u64>,
     /// Tables some command writes as a whole (pop-max picks its key when applied; schema
     /// changes).
-    whole: HashSet<String>,
+    whole: HashSet<u64>,
 }
 
 impl Touched {
@@ -130,15 +135,15 @@ impl Touched {
             Some(Kind::PopMax(c)) => Some(&c.table),
         };
         if let Some(t) = whole_table {
-            if self.tables.contains(t) {
+            let t = self.hasher.hash_one(t.as_str());
+            if !self.tables.insert(t) {
                 return false;
             }
-            self.tables.insert(t.clone());
-            self.whole.insert(t.clone());
+            self.whole.insert(t);
             return true;
         }
         let Some(Kind::Batch(b)) = &cmd.kind else { return true };
-        let keys: Vec<(&str, &[u8])> = b
+        let keys: Vec<(u64, u64)> = b
             .ops
             .iter()
             .filter_map(|op| match &op.kind {
@@ -146,13 +151,14 @@ impl Touched {
                 Some(pb::op::Kind::Delete(d)) => Some((d.table.as_str(), d.key.as_ref())),
                 None => None,
             })
+            .map(|(t, k): (&str, &[u8])| (self.hasher.hash_one(t), self.hasher.hash_one((t, k))))
             .collect();
-        if keys.iter().any(|(t, k)| self.whole.contains(*t) || self.keys.contains(&(t.to_string(), k.to_vec()))) {
+        if keys.iter().any(|(t, k)| self.whole.contains(t) || self.keys.contains(k)) {
             return false;
         }
         for (t, k) in keys {
-            self.tables.insert(t.to_string());
-            self.keys.insert((t.to_string(), k.to_vec()));
+            self.tables.insert(t);
+            self.keys.insert(k);
         }
         true
     }
