@@ -51,7 +51,7 @@ use weft_proto::v1 as pb;
 
 use crate::client::{ClientConfig, ClientError};
 use crate::linearize::{self, Anomaly, Op, OpKind, Outcome};
-use crate::local::{LocalError, LocalNode, cluster_err, free_addrs};
+use crate::local::{LocalError, LocalNode, cluster_err, free_addrs, start_managed};
 use crate::manager::view;
 use crate::routing::{RoutingError, ServiceClient};
 
@@ -164,23 +164,8 @@ impl Cluster {
     fn start(exe: &Path, cfg: &ChaosConfig, data: Option<&Path>) -> Result<Cluster, ChaosError> {
         let addrs = free_addrs(cfg.nodes as usize)?;
         let seeds = addrs.len().min(3);
-        let seed_list = addrs[..seeds].join(",");
-        let mut nodes = Vec::new();
-        for (i, addr) in addrs.iter().enumerate() {
-            let id = i as u64 + 1;
-            let (ud, fd) = (format!("ud{id}"), format!("fd{id}"));
-            let mut extra: Vec<String> =
-                ["--ud", &ud, "--fd", &fd, "--seeds", &seed_list, "--down-grace", "2"].map(String::from).to_vec();
-            if let Some(d) = data {
-                extra.extend([
-                    "--durable".into(),
-                    "--data-dir".into(),
-                    d.join(format!("node-{id}")).display().to_string(),
-                ]);
-            }
-            let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-            nodes.push(LocalNode::start_at(exe, id, addr, &extra)?);
-        }
+        let extra = |_| vec!["--down-grace".into(), "2".into()];
+        let nodes = start_managed(exe, &addrs, addrs.len(), data, data.is_some(), extra)?;
         Ok(Cluster { nodes, endpoints: addrs, seeds })
     }
 

@@ -336,22 +336,25 @@ impl Client {
         Ok(self.get_with_info(partition, table, key, mode).await?.0)
     }
 
-    /// One page of a key-range scan over the whole table; pass the returned token back for
-    /// the next page (empty: done).
+    /// One page of a scan of the table from key `from` (inclusive; empty: the first key);
+    /// pass the returned token back for the next page (empty: done).
     pub async fn scan(
         &self,
         partition: u64,
         table: &str,
+        from: &[u8],
         limit: u32,
         token: Vec<u8>,
         mode: ReadMode,
     ) -> Result<(Vec<pb::Record>, Vec<u8>), ClientError> {
         let header = header(partition, mode);
+        let start = (!from.is_empty()).then(|| pb::KeyBound { key: from.to_vec().into(), inclusive: true });
         let resp = self
             .call(partition, mode == ReadMode::Linearizable, false, |mut c| {
                 let req = pb::ScanRequest {
                     header: Some(header),
                     table: table.into(),
+                    start: start.clone(),
                     limit,
                     token: token.clone().into(),
                     ..Default::default()

@@ -76,7 +76,8 @@ async fn cluster(n: u64, mode: Mode) -> Result<Cluster, BenchError> {
     Ok(Cluster { procs, client, _data: data })
 }
 
-fn percentile(sorted: &[f64], q: f64) -> f64 {
+/// The value at quantile `q` of ascending `sorted` (0 when empty).
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

@@ -11,6 +11,7 @@
 //! - [`client`]: the Rust client: finds a partition's primary, caches it, follows
 //!   not-primary answers with their leader hint, retries with backoff under a deadline, and
 //!   gives every write a session sequence number so a retry never applies twice.
+//! - [`ycsb`]: `weft bench kv`, the YCSB workloads against weft or etcd.
 //! - The engine is re-exported as [`store`] for services that embed it directly.
 
 pub mod chaos;
@@ -22,6 +23,7 @@ pub mod manager;
 pub mod metrics;
 pub mod node;
 pub mod routing;
+pub mod ycsb;
 
 pub use client::{Client, ClientError, ReadMode};
 pub use weft_proto::v1 as proto;

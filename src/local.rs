@@ -203,3 +203,82 @@ pub async fn primary(nodes: &[&LocalNode], partition: u64, timeout: Duration) ->
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Starts a managed cluster: node i (from 1) listens on `addrs[i - 1]` in UD `ud<i>` and
+/// FD `fd<i>`, the first three are the seeds; with `data` node i keeps its files in
+/// `data/node-<i>`, durable logs if `durable`. `extra(i)` gives node i's further flags.
+pub fn start_managed(
+    exe: &Path,
+    addrs: &[String],
+    uds: usize,
+    data: Option<&Path>,
+    durable: bool,
+    extra: impl Fn(u64) -> Vec<String>,
+) -> Result<Vec<LocalNode>, LocalError> {
+    let seeds = addrs[..addrs.len().min(3)].join(",");
+    let mut nodes = Vec::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        let id = i as u64 + 1;
+        let (ud, fd) = (format!("ud{}", i % uds.max(1) + 1), format!("fd{id}"));
+        let mut flags: Vec<String> = ["--ud", &ud, "--fd", &fd, "--seeds", &seeds].map(String::from).to_vec();
+        if let Some(d) = data {
+            flags.extend(["--data-dir".into(), d.join(format!("node-{id}")).display().to_string()]);
+        }
+        if durable {
+            flags.push("--durable".into());
+        }
+        flags.extend(extra(id));
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        nodes.push(LocalNode::start_at(exe, id, addr, &flags)?);
+    }
+    Ok(nodes)
+}
+
+/// Waits until `nodes` nodes are up in the cluster map, creates `service` (unless it
+/// exists) and waits until each of its partitions has a primary; `within` bounds each wait.
+pub async fn ready_service(
+    endpoints: &[String],
+    nodes: usize,
+    service: &str,
+    partitions: u32,
+    replicas: u32,
+    within: Duration,
+) -> Result<(), LocalError> {
+    use crate::manager::view;
+    use crate::routing::ServiceClient;
+    let fetch = || async { ServiceClient::fetch_map(endpoints, Duration::from_secs(2)).await.ok() };
+    let deadline = Instant::now() + within;
+    let map = loop {
+        if let Some(m) = fetch().await
+            && view::nodes(&m).iter().filter(|n| n.state == "up").count() == nodes
+        {
+            break m;
+        }
+        if Instant::now() > deadline {
+            return Err(cluster_err(format!(
+                "the nodes did not all register with the cluster manager within {within:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    if !map.map.as_ref().is_some_and(|m| m.services.contains_key(service)) {
+        let endpoint = endpoints.first().ok_or_else(|| cluster_err("no endpoints"))?;
+        let mut c =
+            pb::cluster_client::ClusterClient::connect(format!("http://{endpoint}")).await.map_err(cluster_err)?;
+        let req = pb::CreateServiceRequest { name: service.into(), partitions, replicas };
+        c.create_service(req).await.map_err(|s| cluster_err(format!("creating {service}: {}", s.message())))?;
+    }
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(m) = fetch().await {
+            let parts = view::partitions(&m, Some(service));
+            if !parts.is_empty() && parts.iter().all(|p| p.created && p.replicas.iter().any(|r| r.role == "primary")) {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(cluster_err(format!("the {service} partitions did not all elect a primary within {within:?}")));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
+mod bench_kv;
 mod ctl;
 mod kv;
 mod playground;
@@ -186,6 +187,8 @@ enum Bench {
     Failover(FailoverArgs),
     /// Time to build a new replica of an M MiB partition from a snapshot over loopback gRPC.
     Rebuild(RebuildArgs),
+    /// YCSB workloads A-F against weft, etcd, or both side by side.
+    Kv(bench_kv::KvBenchArgs),
 }
 
 #[derive(Args)]
@@ -275,6 +278,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             chaos(a)
         }
         Command::Bench(Bench::Engine(a)) => bench_engine(a),
+        Command::Bench(Bench::Kv(a)) => {
+            init_tracing();
+            runtime()?.block_on(bench_kv::run(a))
+        }
         Command::Bench(Bench::Replication(a)) => {
             if a.replicas == 0 || a.clients == 0 || a.seconds.is_nan() || a.seconds <= 0.0 {
                 anyhow::bail!("--replicas, --clients and --seconds must be positive");

@@ -10,7 +10,8 @@
 //!
 //! Linearizable reads use openraft's read index (`ReadPolicy::ReadIndex`): the primary
 //! confirms its leadership with a quorum round after the read arrives, then waits until it
-//! has applied up to its commit index. Lease reads would save that round but trust bounded
+//! has applied up to its commit index; concurrent reads share rounds
+//! (`weft_replica::read_gate`). Lease reads would save that round but trust bounded
 //! clock drift; weft does not assume it.
 
 use std::collections::BTreeMap;
@@ -22,7 +23,6 @@ use std::sync::atomic::Ordering;
 use openraft::ServerState;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::error::{ClientWriteError, ForwardToLeader, LinearizableReadError, RaftError};
-use openraft::raft::ReadPolicy;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 use weft_proto::v1 as pb;
@@ -207,7 +207,7 @@ impl StoreService {
         replica.requests.fetch_add(1, Ordering::Relaxed);
         let stale = header.mode == pb::ReadMode::Stale as i32;
         if !stale {
-            match replica.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+            match replica.reads.ensure().await {
                 Ok(_) => {}
                 Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
                     return Err(not_primary(header.partition, &f));

@@ -8,14 +8,11 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use weft::local::LocalNode;
-use weft::manager::view;
-use weft::proto as pb;
-use weft::routing::ServiceClient;
+use weft::local;
 
 #[derive(Args)]
 pub struct PlaygroundArgs {
@@ -68,63 +65,20 @@ pub async fn run(a: PlaygroundArgs) -> anyhow::Result<()> {
         }
         (None, false) => None,
     };
-    let addr = |i: u64| format!("127.0.0.1:{}", u64::from(a.base_port) + i - 1);
-    let seeds: Vec<String> = (1..=a.nodes.min(3)).map(addr).collect();
-    let seeds = seeds.join(",");
+    let addrs: Vec<String> = (1..=a.nodes).map(|i| format!("127.0.0.1:{}", u64::from(a.base_port) + i - 1)).collect();
+    let seeds = addrs[..addrs.len().min(3)].join(",");
     let grace = a.down_grace.to_string();
-    let mut nodes = Vec::new();
-    for i in 1..=a.nodes {
-        let ud = format!("ud{}", (i - 1) % a.uds + 1);
-        let fd = format!("fd{i}");
+    let extra = |i: u64| {
         let metrics = format!("127.0.0.1:{}", u64::from(a.base_port) + 10 + i - 1);
-        let mut extra: Vec<String> =
-            ["--ud", &ud, "--fd", &fd, "--seeds", &seeds, "--down-grace", &grace, "--metrics", &metrics]
-                .map(String::from)
-                .to_vec();
-        if let Some(d) = &data_dir {
-            let dir = d.join(format!("node-{i}"));
-            extra.extend(["--data-dir".into(), dir.display().to_string()]);
-        }
-        if a.durable {
-            extra.push("--durable".into());
-        }
-        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-        let node = LocalNode::start_at(&exe, i, &addr(i), &extra)?;
-        eprintln!("node {i} up on {} ({ud}, {fd})", node.addr);
-        nodes.push(node);
-    }
-    let endpoint = addr(1);
-    let endpoints = vec![endpoint.clone()];
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let map = loop {
-        if let Ok(m) = ServiceClient::fetch_map(&endpoints, Duration::from_secs(2)).await
-            && view::nodes(&m).iter().filter(|n| n.state == "up").count() as u64 == a.nodes
-        {
-            break m;
-        }
-        if Instant::now() > deadline {
-            bail!("the nodes did not all register with the cluster manager within 60 s");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        ["--down-grace", &grace, "--metrics", &metrics].map(String::from).to_vec()
     };
-    let exists = map.map.as_ref().is_some_and(|m| m.services.contains_key(&a.service));
-    if !exists {
-        let mut c = pb::cluster_client::ClusterClient::connect(format!("http://{endpoint}")).await?;
-        let req = pb::CreateServiceRequest { name: a.service.clone(), partitions: a.partitions, replicas: a.replicas };
-        c.create_service(req).await.map_err(|s| anyhow::anyhow!("creating {}: {}", a.service, s.message()))?;
+    let nodes = local::start_managed(&exe, &addrs, a.uds as usize, data_dir.as_deref(), a.durable, extra)?;
+    for n in &nodes {
+        eprintln!("node {} up on {} (ud{}, fd{})", n.id, n.addr, (n.id - 1) % a.uds + 1, n.id);
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let m = ServiceClient::fetch_map(&endpoints, Duration::from_secs(2)).await?;
-        let parts = view::partitions(&m, Some(&a.service));
-        if parts.iter().all(|p| p.created && p.replicas.iter().any(|r| r.role == "primary")) {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("the {} partitions did not all elect a primary within 60 s", a.service);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let endpoint = addrs[0].clone();
+    let within = Duration::from_secs(60);
+    local::ready_service(&addrs, nodes.len(), &a.service, a.partitions, a.replicas, within).await?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "weft playground: {} nodes in {} upgrade domains, seeds {seeds}", a.nodes, a.uds.min(a.nodes))?;
     writeln!(out, "service {:?}: {} partitions x {} replicas, ready", a.service, a.partitions, a.replicas)?;

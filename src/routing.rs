@@ -161,18 +161,38 @@ impl ServiceClient {
 
     /// Up to `limit` records of `table` over every partition of `service`, in key order.
     pub async fn scan(&self, service: &str, table: &str, limit: usize) -> Result<Vec<pb::Record>, RoutingError> {
+        self.scan_from(service, table, &[], limit).await
+    }
+
+    /// Up to `limit` records of `table` with keys from `from` (inclusive) on, in key order.
+    /// Keys are hash-partitioned, so every partition is asked at once for its first `limit`
+    /// such records and the answers are merged (linearizable per partition, not as a whole).
+    pub async fn scan_from(
+        &self,
+        service: &str,
+        table: &str,
+        from: &[u8],
+        limit: usize,
+    ) -> Result<Vec<pb::Record>, RoutingError> {
         let st = self.state(false).await?;
-        let mut out = Vec::new();
-        for p in Self::partitions(&st.map, service)? {
-            let mut token = Vec::new();
-            loop {
-                let (records, next) = st.client.scan(p.id, table, SCAN_PAGE, token, ReadMode::Linearizable).await?;
-                out.extend(records);
-                if next.is_empty() || out.len() >= limit {
-                    break;
+        let page = u32::try_from(limit).unwrap_or(u32::MAX).clamp(1, SCAN_PAGE);
+        let walks = Self::partitions(&st.map, service)?.into_iter().map(|p| {
+            let client = st.client.clone();
+            async move {
+                let (mut out, mut token) = (Vec::new(), Vec::new());
+                loop {
+                    let (records, next) = client.scan(p.id, table, from, page, token, ReadMode::Linearizable).await?;
+                    out.extend(records);
+                    if next.is_empty() || out.len() >= limit {
+                        return Ok::<_, ClientError>(out);
+                    }
+                    token = next;
                 }
-                token = next;
             }
+        });
+        let mut out: Vec<pb::Record> = Vec::new();
+        for part in futures::future::join_all(walks).await {
+            out.extend(part?);
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         out.truncate(limit);

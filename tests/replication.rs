@@ -68,7 +68,7 @@ async fn assert_all_present(client: &Client, acked: &BTreeMap<String, String>) {
     let mut table = BTreeMap::new();
     let mut token = Vec::new();
     loop {
-        let (records, next) = client.scan(P, "t", 1000, token, ReadMode::Linearizable).await.expect("scan");
+        let (records, next) = client.scan(P, "t", &[], 1000, token, ReadMode::Linearizable).await.expect("scan");
         for r in records {
             table.insert(String::from_utf8(r.key.to_vec()).expect("utf-8 key"), r.value.to_vec());
         }

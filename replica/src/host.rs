@@ -130,6 +130,8 @@ pub struct Replica {
     pub mode: pb::LogMode,
     /// Its write queue: client writes batched into entries.
     pub proposer: crate::proposer::Proposer,
+    /// Its linearizable reads, batched into read-index rounds.
+    pub reads: crate::read_gate::ReadGate,
     /// Client requests (reads and writes) served since it opened: the load report's
     /// request rate is this counter's change between heartbeats.
     pub requests: std::sync::atomic::AtomicU64,
@@ -264,8 +266,9 @@ impl Host {
             .await
             .map_err(|e| HostError::Raft(e.to_string()))?;
         let proposer = crate::proposer::Proposer::start(raft.clone());
+        let reads = crate::read_gate::ReadGate::start(raft.clone());
         let requests = std::sync::atomic::AtomicU64::new(0);
-        let replica = Arc::new(Replica { partition, id, raft, sm, log, mode, proposer, requests });
+        let replica = Arc::new(Replica { partition, id, raft, sm, log, mode, proposer, reads, requests });
         let raced = {
             let mut map = self.replicas.write();
             match map.get(&partition) {

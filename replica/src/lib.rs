@@ -24,6 +24,7 @@ pub mod command;
 pub mod host;
 pub mod log_store;
 pub mod proposer;
+pub mod read_gate;
 pub mod sessions;
 pub mod snapshot;
 pub mod state_machine;

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# weft against etcd, side by side, on this machine: YCSB workloads A-F on a local etcd
+# cluster and a local weft cluster with the same member count, in one run.
+#
+#   benches/vs-etcd.sh [--json] [any `weft bench kv` flag, e.g. --records 200000 --seconds 20]
+#
+# Pairings (like for like): weft volatile against etcd without fsync, weft durable against
+# etcd with its default fsync. Prints one JSON object with --json (both results, `ratios`
+# per mode and workload); draws docs/vs-etcd.svg.
+#
+# Installs what it needs from Debian's packages if missing: etcd (etcd-server) and, for
+# building the etcd client, protoc with its well-known types (protobuf-compiler,
+# libprotobuf-dev). Building and testing weft itself needs none of them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf 'vs-etcd: %s\n' "$*" >&2; }
+
+need_packages=()
+command -v etcd >/dev/null 2>&1 || need_packages+=(etcd-server)
+command -v protoc >/dev/null 2>&1 || need_packages+=(protobuf-compiler)
+[ -f /usr/include/google/protobuf/descriptor.proto ] || need_packages+=(libprotobuf-dev)
+if [ ${#need_packages[@]} -gt 0 ]; then
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null 2>&1 || { log "need root or sudo to install: ${need_packages[*]}"; exit 1; }
+        sudo="sudo"
+    fi
+    log "installing ${need_packages[*]} from Debian's packages"
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_packages[@]}" >&2
+fi
+log "$(etcd --version | head -1)"
+
+log "building weft with etcd support (cargo build --release --features etcd)"
+cargo build --release --locked --features etcd >&2
+
+exec target/release/weft bench kv --target both --mode both --members 4 --partitions 1 \
+    --etcd-bin "$(command -v etcd)" --svg docs/vs-etcd.svg "$@"

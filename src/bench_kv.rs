@@ -1,0 +1,267 @@
+//! `weft bench kv`: YCSB workloads A–F against a weft service, an etcd cluster, or both
+//! side by side (see `weft::ycsb`). Without `--endpoints` it starts local clusters itself.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use weft::routing::ServiceClient;
+use weft::ycsb::{self, KeyDistribution, KvConfig, KvReport, Target, Workload};
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TargetArg {
+    /// A weft service.
+    Weft,
+    /// An etcd cluster (built with `--features etcd`).
+    Etcd,
+    /// Local weft and etcd clusters side by side, with ratios (built with `--features etcd`).
+    Both,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogMode {
+    /// Memory-only logs (etcd: no fsync).
+    Volatile,
+    /// Logs on disk with fsync.
+    Durable,
+    /// Volatile, then durable.
+    Both,
+}
+
+#[derive(Args)]
+pub struct KvBenchArgs {
+    /// What to measure.
+    #[arg(long, value_enum, default_value_t = TargetArg::Weft)]
+    target: TargetArg,
+    /// Endpoints of a running cluster (weft: HOST:PORT; etcd: http://HOST:PORT), comma
+    /// separated; without them, local clusters are started (not with --target both).
+    #[arg(long, value_delimiter = ',')]
+    endpoints: Vec<String>,
+    /// Log mode of local clusters.
+    #[arg(long, value_enum, default_value_t = LogMode::Volatile)]
+    mode: LogMode,
+    /// Members of each local cluster (weft: nodes; etcd: members).
+    #[arg(long, default_value_t = 4)]
+    members: usize,
+    /// Partitions of the weft service (created if missing; 4 replicas each). One, like
+    /// etcd's single raft group: on a machine with fewer cores than nodes, more partitions
+    /// spread the load over more processes without adding cores.
+    #[arg(long, default_value_t = 1)]
+    partitions: u32,
+    /// The weft service.
+    #[arg(long, default_value = "ycsb")]
+    service: String,
+    /// The etcd binary for local etcd clusters.
+    #[arg(long, default_value = "etcd")]
+    etcd_bin: PathBuf,
+    /// Workloads to run, in order (comma separated).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "a,b,c,f,d,e")]
+    workloads: Vec<Workload>,
+    /// Records loaded before the workloads (not timed).
+    #[arg(long, default_value_t = 100_000)]
+    records: u64,
+    /// Most operations per workload.
+    #[arg(long, default_value_t = 10_000_000)]
+    operations: u64,
+    /// Most seconds per workload.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Request key distribution (workload D always uses `latest`).
+    #[arg(long, value_enum, default_value_t = KeyDistribution::Zipfian)]
+    distribution: KeyDistribution,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Seed of the key and operation choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// With --target both: draw the comparison as an SVG chart into this file.
+    #[arg(long)]
+    svg: Option<PathBuf>,
+    /// Print one JSON object and nothing else on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(a: KvBenchArgs) -> anyhow::Result<()> {
+    if a.records == 0 || a.operations == 0 || a.clients == 0 || a.value_size == 0 || a.members == 0 {
+        bail!("--records, --operations, --clients, --value-size and --members must be positive");
+    }
+    if !(a.seconds.is_finite() && a.seconds > 0.0) || a.workloads.is_empty() {
+        bail!("--seconds must be positive and --workloads name at least one workload");
+    }
+    if a.svg.is_some() && a.target != TargetArg::Both {
+        bail!("--svg draws the weft/etcd comparison: use it with --target both");
+    }
+    let cfg = KvConfig {
+        records: a.records,
+        operations: a.operations,
+        seconds: a.seconds,
+        distribution: a.distribution,
+        value_size: a.value_size,
+        clients: a.clients,
+        seed: a.seed,
+    };
+    let modes: &[bool] = match a.mode {
+        LogMode::Volatile => &[false],
+        LogMode::Durable => &[true],
+        LogMode::Both => &[false, true],
+    };
+    match a.target {
+        TargetArg::Both => versus(&a, cfg, modes).await,
+        TargetArg::Weft | TargetArg::Etcd => {
+            let mut runs = Vec::new();
+            if a.endpoints.is_empty() {
+                for &durable in modes {
+                    runs.push(local(&a, &cfg, durable).await?);
+                }
+            } else {
+                let (target, name) = remote(&a).await?;
+                runs.push(ycsb::run(&target, name, &cfg, &a.workloads).await?);
+            }
+            print_runs(&runs, a.json)
+        }
+    }
+}
+
+/// A target on the cluster at `--endpoints`.
+async fn remote(a: &KvBenchArgs) -> anyhow::Result<(Target, String)> {
+    match a.target {
+        TargetArg::Etcd => etcd_target(&a.endpoints).await,
+        _ => {
+            let client = ServiceClient::new(a.endpoints.clone(), Default::default());
+            let map = ServiceClient::fetch_map(&a.endpoints, std::time::Duration::from_secs(10)).await?;
+            if !map.map.as_ref().is_some_and(|m| m.services.contains_key(&a.service)) {
+                bail!(
+                    "the cluster has no service {:?}: `weft ctl create-service {} --partitions 8` makes one",
+                    a.service,
+                    a.service
+                );
+            }
+            Ok((weft_target(client, &a.service), format!("weft at {}", a.endpoints.join(","))))
+        }
+    }
+}
+
+fn weft_target(client: ServiceClient, service: &str) -> Target {
+    Target::Weft { client: Arc::new(client), service: service.into(), table: weft::manager::DEFAULT_TABLE.into() }
+}
+
+/// One run on a local cluster started for it.
+async fn local(a: &KvBenchArgs, cfg: &KvConfig, durable: bool) -> anyhow::Result<KvReport> {
+    let mode = if durable { "durable" } else { "volatile" };
+    if a.target == TargetArg::Etcd {
+        return local_etcd(a, cfg, durable).await;
+    }
+    let exe = std::env::current_exe().context("finding the weft binary")?;
+    let cluster = ycsb::clusters::start_weft(&exe, a.members, durable, &a.service, a.partitions).await?;
+    let target = weft_target(ServiceClient::new(cluster.endpoints.clone(), Default::default()), &a.service);
+    let name = format!("weft ({} nodes, {mode}, {} partitions)", a.members, a.partitions);
+    Ok(ycsb::run(&target, name, cfg, &a.workloads).await?)
+}
+
+#[cfg(feature = "etcd")]
+async fn etcd_target(endpoints: &[String]) -> anyhow::Result<(Target, String)> {
+    let client = etcd_client::Client::connect(endpoints, None).await.context("connecting to etcd")?;
+    Ok((Target::Etcd(Box::new(client.kv_client())), format!("etcd at {}", endpoints.join(","))))
+}
+
+#[cfg(feature = "etcd")]
+async fn local_etcd(a: &KvBenchArgs, cfg: &KvConfig, durable: bool) -> anyhow::Result<KvReport> {
+    let cluster = ycsb::clusters::start_etcd(&a.etcd_bin, a.members, durable).await?;
+    let (target, _) = etcd_target(&cluster.endpoints).await?;
+    let name = format!("etcd ({} members, fsync {})", a.members, cluster.fsync);
+    Ok(ycsb::run(&target, name, cfg, &a.workloads).await?)
+}
+
+#[cfg(feature = "etcd")]
+async fn versus(a: &KvBenchArgs, cfg: KvConfig, modes: &[bool]) -> anyhow::Result<()> {
+    if !a.endpoints.is_empty() {
+        bail!("--target both starts its own local clusters; drop --endpoints");
+    }
+    let vc = ycsb::versus::VersusConfig {
+        exe: std::env::current_exe().context("finding the weft binary")?,
+        etcd: a.etcd_bin.clone(),
+        members: a.members,
+        partitions: a.partitions,
+        durable: modes.to_vec(),
+        kv: cfg,
+        workloads: a.workloads.clone(),
+    };
+    let report = ycsb::versus::versus(&vc).await?;
+    if let Some(svg) = &a.svg {
+        ycsb::versus::chart(&report, svg)?;
+    }
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    let runs: Vec<KvReport> = report.pairings.iter().flat_map(|p| [p.etcd.clone(), p.weft.clone()]).collect();
+    print_runs(&runs, false)?;
+    let mut out = std::io::stdout().lock();
+    for p in &report.pairings {
+        let ratios: Vec<String> = p.ratios.iter().map(|(w, r)| format!("{w} {r:.2}x")).collect();
+        writeln!(out, "{} weft/etcd throughput: {}", p.mode, ratios.join("  "))?;
+    }
+    writeln!(out, "smallest ratio {:.2}; weft p99 never higher: {}", report.min_ratio, report.p99_not_higher)?;
+    Ok(())
+}
+
+#[cfg(not(feature = "etcd"))]
+const NO_ETCD: &str = "this weft was built without etcd support: benches/vs-etcd.sh builds it with --features etcd";
+
+#[cfg(not(feature = "etcd"))]
+async fn etcd_target(_: &[String]) -> anyhow::Result<(Target, String)> {
+    bail!(NO_ETCD)
+}
+
+#[cfg(not(feature = "etcd"))]
+async fn local_etcd(_: &KvBenchArgs, _: &KvConfig, _: bool) -> anyhow::Result<KvReport> {
+    bail!(NO_ETCD)
+}
+
+#[cfg(not(feature = "etcd"))]
+async fn versus(_: &KvBenchArgs, _: KvConfig, _: &[bool]) -> anyhow::Result<()> {
+    bail!(NO_ETCD)
+}
+
+fn print_runs(runs: &[KvReport], json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(&serde_json::json!({ "runs": runs }))?);
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    for r in runs {
+        let c = &r.config;
+        writeln!(
+            out,
+            "{}: {} records of {} bytes, {} clients, {:?} keys, load {:.1} s",
+            r.target, c.records, c.value_size, c.clients, c.distribution, r.load_s
+        )?;
+        writeln!(
+            out,
+            "  {:<3} {:>10} {:>7}  {:<18} {:>8} {:>8} {:>8}",
+            "wl", "ops/s", "errors", "op", "p50 ms", "p99 ms", "p999 ms"
+        )?;
+        for w in &r.workloads {
+            for (i, (op, s)) in w.per_op.iter().enumerate() {
+                let (name, rate, errors) = if i == 0 {
+                    (w.workload, format!("{:.0}", w.ops_per_s), w.errors.to_string())
+                } else {
+                    ("", String::new(), String::new())
+                };
+                writeln!(
+                    out,
+                    "  {name:<3} {rate:>10} {errors:>7}  {op:<18} {:>8.2} {:>8.2} {:>8.2}",
+                    s.p50_ms, s.p99_ms, s.p999_ms
+                )?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,141 @@
+//! Local clusters for `weft bench kv` when no endpoint is given: `weft node` processes,
+//! or (with the `etcd` feature) `etcd` members, on loopback with the same member count.
+//!
+//! etcd without fsync: the flag `--unsafe-no-fsync` is used when the binary has it (etcd
+//! 3.5, and late 3.4 builds); Debian's 3.4.23 lacks it, and then the members keep their
+//! data on tmpfs (`/dev/shm`), where fsync returns at once: the same effect, named in the
+//! report's `etcd_fsync`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use crate::local::{LocalError, LocalNode, cluster_err, free_addrs, ready_service, start_managed};
+
+/// Replicas per weft partition in a local cluster (fewer when there are fewer nodes).
+const REPLICAS: u32 = 4;
+
+/// A local weft cluster; its nodes stop when it is dropped.
+pub struct WeftCluster {
+    _nodes: Vec<LocalNode>,
+    /// Every node's address.
+    pub endpoints: Vec<String>,
+    _data: Option<TempDir>,
+}
+
+/// Starts `members` managed nodes (durable logs under a temporary directory if `durable`)
+/// and a `service` of `partitions` partitions whose primaries are all elected.
+pub async fn start_weft(
+    exe: &Path,
+    members: usize,
+    durable: bool,
+    service: &str,
+    partitions: u32,
+) -> Result<WeftCluster, LocalError> {
+    let addrs = free_addrs(members)?;
+    let data = if durable { Some(tempfile::tempdir().map_err(cluster_err)?) } else { None };
+    let nodes = start_managed(exe, &addrs, members, data.as_ref().map(|d| d.path()), durable, |_| Vec::new())?;
+    let replicas = REPLICAS.min(members as u32);
+    ready_service(&addrs, members, service, partitions, replicas, Duration::from_secs(60)).await?;
+    Ok(WeftCluster { _nodes: nodes, endpoints: addrs, _data: data })
+}
+
+#[cfg(feature = "etcd")]
+pub use etcd::{EtcdCluster, start_etcd};
+
+#[cfg(feature = "etcd")]
+mod etcd {
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use tempfile::TempDir;
+
+    use crate::local::{LocalError, cluster_err, free_addrs};
+
+    /// A local etcd cluster; its members are killed when it is dropped.
+    pub struct EtcdCluster {
+        children: Vec<Child>,
+        /// Every member's client URL.
+        pub endpoints: Vec<String>,
+        /// How fsync was handled: `on`, or how it was turned off.
+        pub fsync: String,
+        _data: TempDir,
+    }
+
+    impl Drop for EtcdCluster {
+        fn drop(&mut self) {
+            for c in &mut self.children {
+                // Already gone is fine: all that matters is that it is not left running.
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+
+    fn has_flag(bin: &Path, flag: &str) -> bool {
+        Command::new(bin).arg("--help").output().is_ok_and(|o| {
+            String::from_utf8_lossy(&o.stdout).contains(flag) || String::from_utf8_lossy(&o.stderr).contains(flag)
+        })
+    }
+
+    /// Starts `members` etcd members from `bin` and waits until the cluster takes a write.
+    pub async fn start_etcd(bin: &Path, members: usize, fsync: bool) -> Result<EtcdCluster, LocalError> {
+        let no_fsync_flag = !fsync && has_flag(bin, "--unsafe-no-fsync");
+        let on_tmpfs = !fsync && !no_fsync_flag;
+        let data = if on_tmpfs { tempfile::tempdir_in("/dev/shm") } else { tempfile::tempdir() };
+        let data = data.map_err(|e| cluster_err(format!("etcd data directory: {e}")))?;
+        let fsync_note = match (fsync, no_fsync_flag) {
+            (true, _) => "on".to_string(),
+            (false, true) => "off: --unsafe-no-fsync".to_string(),
+            (false, false) => "off: data on tmpfs (this etcd has no --unsafe-no-fsync)".to_string(),
+        };
+        let addrs = free_addrs(2 * members)?;
+        let (client, peer) = addrs.split_at(members);
+        let initial: Vec<String> = peer.iter().enumerate().map(|(i, p)| format!("e{}=http://{p}", i + 1)).collect();
+        let initial = initial.join(",");
+        let mut children = Vec::new();
+        for i in 0..members {
+            let dir: PathBuf = data.path().join(format!("e{}", i + 1));
+            let log = std::fs::File::create(data.path().join(format!("e{}.log", i + 1))).map_err(cluster_err)?;
+            let mut cmd = Command::new(bin);
+            cmd.args(["--name", &format!("e{}", i + 1)])
+                .arg("--data-dir")
+                .arg(&dir)
+                .args(["--listen-client-urls", &format!("http://{}", client[i])])
+                .args(["--advertise-client-urls", &format!("http://{}", client[i])])
+                .args(["--listen-peer-urls", &format!("http://{}", peer[i])])
+                .args(["--initial-advertise-peer-urls", &format!("http://{}", peer[i])])
+                .args(["--initial-cluster", &initial, "--initial-cluster-state", "new"])
+                .args(["--initial-cluster-token", "weft-bench-kv", "--logger", "zap", "--log-level", "error"]);
+            if no_fsync_flag {
+                cmd.arg("--unsafe-no-fsync");
+            }
+            let err = log.try_clone().map_err(cluster_err)?;
+            let child = cmd.stdin(Stdio::null()).stdout(log).stderr(err).spawn().map_err(|e| {
+                cluster_err(format!("starting {}: {e} (benches/vs-etcd.sh installs etcd)", bin.display()))
+            })?;
+            children.push(child);
+        }
+        let endpoints: Vec<String> = client.iter().map(|c| format!("http://{c}")).collect();
+        let cluster = EtcdCluster { children, endpoints, fsync: fsync_note, _data: data };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let attempt = async {
+                let c = etcd_client::Client::connect(&cluster.endpoints, None).await?;
+                c.kv_client().put("weft-bench-ready", "1", None).await
+            };
+            match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+                Ok(Ok(_)) => return Ok(cluster),
+                _ if Instant::now() > deadline => {
+                    return Err(cluster_err(format!(
+                        "etcd did not take a write within 30 s (logs in {})",
+                        cluster._data.path().display()
+                    )));
+                }
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+}
