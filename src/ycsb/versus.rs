@@ -159,6 +159,7 @@ pub fn chart(report: &VersusReport, path: &Path) -> Result<(), VersusError> {
             .disable_x_mesh()
             .x_labels(names.len())
             .x_label_formatter(&label)
+            .y_label_formatter(&|y| format!("{y:.0}"))
             .y_desc("operations per second")
             .draw()
             .map_err(|e| err(&e))?;
@@ -183,7 +184,7 @@ pub fn chart(report: &VersusReport, path: &Path) -> Result<(), VersusError> {
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], etcd_color.filled()));
         let texts = p.weft.workloads.iter().enumerate().map(|(i, w)| {
             let ratio = p.ratios.get(w.workload).copied().unwrap_or(0.0);
-            Text::new(format!("{ratio:.1}x"), (i as f64 - 0.36, w.ops_per_s + top * 0.02), ("sans-serif", 12))
+            Text::new(format!("{ratio:.1}x"), (i as f64 - 0.36, w.ops_per_s + top * 0.05), ("sans-serif", 12))
         });
         chart.draw_series(texts).map_err(|e| err(&e))?;
         chart
