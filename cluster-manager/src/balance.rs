@@ -1,13 +1,19 @@
-//! Balancing: which replicas to move so that per-node replica counts even out.
+//! Balancing: which replicas to move so that per-node replica counts and engine memory even
+//! out.
 //!
-//! The balancer acts only when the most-loaded up node holds more than `threshold` times
-//! the replicas of the least-loaded one. It then takes moves one at a time, up to
-//! `max_moves`: each candidate moves one replica from a fuller node to an emptier one that
-//! passes placement's hard rules and keeps the partition at least as spread over upgrade
-//! and fault domains as before. A candidate's score is the imbalance it removes (the drop
-//! in the sum of squared deviations from the mean replica count) per MiB it must copy, so
-//! small partitions move first when they help as much. Pure: the dry run prints the plan,
-//! the driver executes it.
+//! The balancer acts only when, among up nodes, the most-loaded holds more than `threshold`
+//! times the replicas of the least-loaded one, or more than `threshold` times its engine
+//! memory. Memory counts only once the fullest node holds more than [`MEMORY_FLOOR`] (the
+//! least-loaded is taken as holding at least that much), so a small cluster is not churned
+//! over kilobytes. It then takes moves one at a time, up to `max_moves`: each candidate
+//! moves one replica from a fuller node to an emptier one that passes placement's hard rules
+//! and keeps the partition at least as spread over upgrade and fault domains as before. A
+//! candidate's gain is the drop in the sum of squared deviations from the mean, replica
+//! counts and (when memory counts) memory bytes each divided by their squared mean so the
+//! two add up; it must be positive, so every move lowers that sum and the plan ends. Its
+//! score is the gain per MiB it must copy, so small partitions move first when they help as
+//! much. Request rates are not balanced by moving replicas: requests go to primaries, which
+//! [`plan_primaries`] evens out. Pure: the dry run prints the plan, the driver executes it.
 
 use crate::model::{Node, NodeId, NodeStatus};
 use crate::placement::{self, count_replica};
@@ -30,9 +36,12 @@ fn up(nodes: &[Node]) -> impl Iterator<Item = &Node> {
     nodes.iter().filter(|n| n.status == NodeStatus::Up)
 }
 
+/// Memory is balanced only when the fullest up node holds more engine memory than this.
+pub const MEMORY_FLOOR: u64 = 64 << 20;
+
 /// Most-loaded over least-loaded replica count among up nodes (an empty node counts as
 /// holding one, so the ratio stays finite).
-pub fn imbalance(nodes: &[Node]) -> f64 {
+fn count_ratio(nodes: &[Node]) -> f64 {
     let counts = || up(nodes).map(|n| n.load.replicas);
     match (counts().max(), counts().min()) {
         (Some(max), Some(min)) => f64::from(max) / f64::from(min.max(1)),
@@ -40,7 +49,23 @@ pub fn imbalance(nodes: &[Node]) -> f64 {
     }
 }
 
-/// The moves that even out replica counts, best first, at most `max_moves`.
+/// Most over least engine memory among up nodes, the least taken as at least
+/// [`MEMORY_FLOOR`] (below 1 while every node holds less).
+fn memory_ratio(nodes: &[Node]) -> f64 {
+    let memory = || up(nodes).map(|n| n.load.memory_bytes);
+    match (memory().max(), memory().min()) {
+        (Some(max), Some(min)) => max as f64 / min.max(MEMORY_FLOOR) as f64,
+        _ => 1.0,
+    }
+}
+
+/// The larger of the replica-count and memory ratios (most-loaded over least-loaded up
+/// node); the balancer acts when it passes its threshold.
+pub fn imbalance(nodes: &[Node]) -> f64 {
+    count_ratio(nodes).max(memory_ratio(nodes))
+}
+
+/// The moves that even out replica counts and memory, best first, at most `max_moves`.
 pub fn plan(nodes: &[Node], partitions: &[Placed], threshold: f64, max_moves: usize) -> Vec<Move> {
     let mut nodes = nodes.to_vec();
     let mut parts = partitions.to_vec();
@@ -124,7 +149,16 @@ pub fn plan_primaries(nodes: &[Node], partitions: &[Placed], max_moves: usize) -
 }
 
 fn best_move(nodes: &[Node], parts: &[Placed]) -> Option<Move> {
-    let count = |id: NodeId| nodes.iter().find(|n| n.id == id).map_or(0, |n| n.load.replicas);
+    let load = |id: NodeId| {
+        nodes
+            .iter()
+            .find(|n| n.id == id)
+            .map_or((0.0, 0.0), |n| (f64::from(n.load.replicas), n.load.memory_bytes as f64))
+    };
+    let ups = up(nodes).count().max(1) as f64;
+    let mean_count = (up(nodes).map(|n| f64::from(n.load.replicas)).sum::<f64>() / ups).max(1.0);
+    let mean_memory = (up(nodes).map(|n| n.load.memory_bytes as f64).sum::<f64>() / ups).max(1.0);
+    let memory_counts = up(nodes).any(|n| n.load.memory_bytes > MEMORY_FLOOR);
     let mut best: Option<(f64, Move)> = None;
     for (p, source) in parts.iter().flat_map(|p| p.replicas.iter().map(move |r| (p, *r))) {
         let others: Vec<NodeId> = p.replicas.iter().copied().filter(|r| *r != source).collect();
@@ -142,8 +176,14 @@ fn best_move(nodes: &[Node], parts: &[Placed]) -> Option<Move> {
             if (r.ud_shared, r.fd_shared) > (here.ud_shared, here.fd_shared) {
                 continue;
             }
-            // Sum of squared deviations drops by 2 * (from - to - 1) for one move.
-            let gain = 2.0 * (f64::from(count(source)) - f64::from(count(n.id)) - 1.0);
+            // Moving x from a node holding `from` to one holding `to` lowers the sum of
+            // squared deviations by 2x(from - to - x): x = 1 replica, x = its bytes.
+            let ((c_from, m_from), (c_to, m_to)) = (load(source), load(n.id));
+            let mut gain = 2.0 * (c_from - c_to - 1.0) / (mean_count * mean_count);
+            if memory_counts {
+                let b = p.bytes as f64;
+                gain += 2.0 * b * (m_from - m_to - b) / (mean_memory * mean_memory);
+            }
             if gain <= 0.0 {
                 continue;
             }
@@ -171,6 +211,51 @@ mod tests {
     #[test]
     fn a_balanced_cluster_is_left_alone() {
         let (nodes, parts) = cluster(10, 5, 4, 40, |_| 1 << 20);
+        assert!(imbalance(&nodes) <= 1.2, "{}", imbalance(&nodes));
+        assert!(plan(&nodes, &parts, 1.2, 100).is_empty());
+    }
+
+    #[test]
+    fn memory_skew_is_evened_out_though_counts_are_even() {
+        // Same replica count everywhere, but the partitions on node 1 are large.
+        let (mut nodes, mut parts) = cluster(10, 5, 4, 40, |_| 8 << 20);
+        for p in parts.iter_mut().filter(|p| p.replicas.contains(&1)) {
+            p.bytes = 256 << 20;
+        }
+        for n in nodes.iter_mut() {
+            n.load.memory_bytes = parts.iter().filter(|p| p.replicas.contains(&n.id)).map(|p| p.bytes).sum();
+        }
+        assert!(count_ratio(&nodes) <= 1.2, "counts are even: {}", count_ratio(&nodes));
+        let before = imbalance(&nodes);
+        assert!(before > 1.2, "memory is not: {before}");
+        let moves = plan(&nodes, &parts, 1.2, 100);
+        assert!(!moves.is_empty());
+        let mut after = nodes.clone();
+        for m in &moves {
+            for n in after.iter_mut() {
+                if n.id == m.from {
+                    n.load.replicas -= 1;
+                    n.load.memory_bytes -= m.bytes;
+                } else if n.id == m.to {
+                    n.load.replicas += 1;
+                    n.load.memory_bytes += m.bytes;
+                }
+            }
+        }
+        assert!(imbalance(&after) <= 1.2, "{before} -> {} after {} moves", imbalance(&after), moves.len());
+        assert!(moves.iter().any(|m| m.from == 1), "node 1's memory goes: {moves:?}");
+    }
+
+    #[test]
+    fn small_memory_differences_move_nothing() {
+        // Node 1's replicas are 4x the others', but every node holds far less than the floor.
+        let (mut nodes, mut parts) = cluster(10, 5, 4, 40, |_| 64 << 10);
+        for p in parts.iter_mut().filter(|p| p.replicas.contains(&1)) {
+            p.bytes = 256 << 10;
+        }
+        for n in nodes.iter_mut() {
+            n.load.memory_bytes = parts.iter().filter(|p| p.replicas.contains(&n.id)).map(|p| p.bytes).sum();
+        }
         assert!(imbalance(&nodes) <= 1.2, "{}", imbalance(&nodes));
         assert!(plan(&nodes, &parts, 1.2, 100).is_empty());
     }

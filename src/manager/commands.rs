@@ -300,7 +300,7 @@ impl Manager {
         ))
     }
 
-    /// Plans (and unless `dry_run`, starts) the moves that even out replica counts.
+    /// Plans (and unless `dry_run`, starts) the moves that even out replica counts and memory.
     pub(super) async fn rebalance(self: &Arc<Self>, req: pb::RebalanceRequest) -> Result<pb::CtlResponse, Status> {
         let threshold = if req.threshold > 0.0 { req.threshold } else { self.cfg.balance_threshold };
         if !threshold.is_finite() || threshold < 1.0 {
@@ -321,10 +321,12 @@ impl Manager {
                     placement::count_replica(&mut after, mv.to, mv.bytes);
                     if let Some(n) = after.iter_mut().find(|n| n.id == mv.from) {
                         n.load.replicas = n.load.replicas.saturating_sub(1);
+                        n.load.memory_bytes = n.load.memory_bytes.saturating_sub(mv.bytes);
                     }
                 }
                 let mut out = vec![format!(
-                    "imbalance {before:.2} (most over least replicas per up node; threshold {threshold:.2})"
+                    "imbalance {before:.2} (most over least replicas, or engine memory once a node holds over \
+                     64 MiB, per up node; threshold {threshold:.2})"
                 )];
                 if moves.is_empty() {
                     out.push("nothing to move".into());
