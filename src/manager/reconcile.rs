@@ -445,6 +445,7 @@ impl Manager {
             match tokio::time::timeout(timeout, f(admin)).await {
                 Ok(Ok(())) => return Ok(()),
                 Ok(Err(s)) if matches!(s.code(), Code::Unavailable | Code::NotFound | Code::Unknown) => {
+                    tracing::debug!(partition = p.id, %addr, error = %s.message(), "not the primary here");
                     if let Some(hint) = s.metadata().get(crate::LEADER_ADDR_KEY).and_then(|v| v.to_str().ok()) {
                         addrs.insert(i, hint.to_string());
                     }

@@ -40,6 +40,26 @@ pub struct ReplicaView {
     pub fd: String,
     /// `primary`, `secondary`, `learner`, `candidate`, `down` or `unknown` (not reported).
     pub role: String,
+    /// From the replica's last report (absent when it has not reported): its raft term,
+    /// the replica it follows (none when it knows no primary), its last log index, its
+    /// applied index and its voters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raft: Option<RaftView>,
+}
+
+/// A replica's raft state as it last reported it.
+#[derive(Debug, Serialize)]
+pub struct RaftView {
+    /// Term.
+    pub term: u64,
+    /// The primary it knows of.
+    pub leader: Option<u64>,
+    /// Last log index.
+    pub last_log_index: u64,
+    /// Applied index.
+    pub applied_index: u64,
+    /// Voter ids of each configuration (two during a joint change).
+    pub voters: Vec<Vec<u64>>,
 }
 
 /// One partition.
@@ -129,6 +149,17 @@ pub fn partitions(m: &pb::GetMapResponse, service: Option<&str>) -> Vec<Partitio
             ud: node.map(|n| n.ud.clone()).unwrap_or_default(),
             fd: node.map(|n| n.fd.clone()).unwrap_or_default(),
             role: role.into(),
+            raft: reported.map(|(_, s)| RaftView {
+                term: s.term,
+                leader: s.has_leader.then_some(s.leader),
+                last_log_index: s.last_log_index,
+                applied_index: s.applied_index,
+                voters: s
+                    .membership
+                    .as_ref()
+                    .map(|m| m.configs.iter().map(|c| c.ids.clone()).collect())
+                    .unwrap_or_default(),
+            }),
         }
     };
     let mut v: Vec<PartitionView> = map
