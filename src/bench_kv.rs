@@ -3,7 +3,6 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -88,6 +87,8 @@ pub struct KvBenchArgs {
     json: bool,
 }
 
+const NO_ETCD: &str = "this weft was built without etcd support: benches/vs-etcd.sh builds it with --features etcd";
+
 pub async fn run(a: KvBenchArgs) -> anyhow::Result<()> {
     if a.records == 0 || a.operations == 0 || a.clients == 0 || a.value_size == 0 || a.members == 0 {
         bail!("--records, --operations, --clients, --value-size and --members must be positive");
@@ -112,71 +113,49 @@ pub async fn run(a: KvBenchArgs) -> anyhow::Result<()> {
         LogMode::Durable => &[true],
         LogMode::Both => &[false, true],
     };
-    match a.target {
-        TargetArg::Both => versus(&a, cfg, modes).await,
-        TargetArg::Weft | TargetArg::Etcd => {
-            let mut runs = Vec::new();
-            if a.endpoints.is_empty() {
-                for &durable in modes {
-                    runs.push(local(&a, &cfg, durable).await?);
-                }
-            } else {
-                let (target, name) = remote(&a).await?;
-                runs.push(ycsb::run(&target, name, &cfg, &a.workloads).await?);
-            }
-            print_runs(&runs, a.json)
-        }
+    if a.target != TargetArg::Weft && !cfg!(feature = "etcd") {
+        bail!(NO_ETCD);
     }
+    if a.target == TargetArg::Both {
+        return versus(&a, cfg, modes).await;
+    }
+    let mut runs = Vec::new();
+    if a.endpoints.is_empty() {
+        for &durable in modes {
+            runs.push(local(&a, &cfg, durable).await?);
+        }
+    } else {
+        let (target, name) = remote(&a).await?;
+        runs.push(ycsb::run(&target, name, &cfg, &a.workloads).await?);
+    }
+    print_runs(&runs, a.json)
 }
 
 /// A target on the cluster at `--endpoints`.
 async fn remote(a: &KvBenchArgs) -> anyhow::Result<(Target, String)> {
-    match a.target {
-        TargetArg::Etcd => etcd_target(&a.endpoints).await,
-        _ => {
-            let client = ServiceClient::new(a.endpoints.clone(), Default::default());
-            let map = ServiceClient::fetch_map(&a.endpoints, std::time::Duration::from_secs(10)).await?;
-            if !map.map.as_ref().is_some_and(|m| m.services.contains_key(&a.service)) {
-                bail!(
-                    "the cluster has no service {:?}: `weft ctl create-service {} --partitions 8` makes one",
-                    a.service,
-                    a.service
-                );
-            }
-            Ok((weft_target(client, &a.service), format!("weft at {}", a.endpoints.join(","))))
-        }
+    if a.target == TargetArg::Etcd {
+        #[cfg(feature = "etcd")]
+        return Ok((Target::etcd(&a.endpoints).await?, format!("etcd at {}", a.endpoints.join(","))));
     }
-}
-
-fn weft_target(client: ServiceClient, service: &str) -> Target {
-    Target::Weft { client: Arc::new(client), service: service.into(), table: weft::manager::DEFAULT_TABLE.into() }
+    let map = ServiceClient::fetch_map(&a.endpoints, std::time::Duration::from_secs(10)).await?;
+    if !map.map.as_ref().is_some_and(|m| m.services.contains_key(&a.service)) {
+        bail!(
+            "the cluster has no service {:?}: `weft ctl create-service {} --partitions 8` makes one",
+            a.service,
+            a.service
+        );
+    }
+    Ok((Target::weft(a.endpoints.clone(), &a.service), format!("weft at {}", a.endpoints.join(","))))
 }
 
 /// One run on a local cluster started for it.
 async fn local(a: &KvBenchArgs, cfg: &KvConfig, durable: bool) -> anyhow::Result<KvReport> {
-    let mode = if durable { "durable" } else { "volatile" };
     if a.target == TargetArg::Etcd {
-        return local_etcd(a, cfg, durable).await;
+        #[cfg(feature = "etcd")]
+        return Ok(ycsb::clusters::run_etcd(&a.etcd_bin, a.members, durable, cfg, &a.workloads).await?.0);
     }
     let exe = std::env::current_exe().context("finding the weft binary")?;
-    let cluster = ycsb::clusters::start_weft(&exe, a.members, durable, &a.service, a.partitions).await?;
-    let target = weft_target(ServiceClient::new(cluster.endpoints.clone(), Default::default()), &a.service);
-    let name = format!("weft ({} nodes, {mode}, {} partitions)", a.members, a.partitions);
-    Ok(ycsb::run(&target, name, cfg, &a.workloads).await?)
-}
-
-#[cfg(feature = "etcd")]
-async fn etcd_target(endpoints: &[String]) -> anyhow::Result<(Target, String)> {
-    let client = etcd_client::Client::connect(endpoints, None).await.context("connecting to etcd")?;
-    Ok((Target::Etcd(Box::new(client.kv_client())), format!("etcd at {}", endpoints.join(","))))
-}
-
-#[cfg(feature = "etcd")]
-async fn local_etcd(a: &KvBenchArgs, cfg: &KvConfig, durable: bool) -> anyhow::Result<KvReport> {
-    let cluster = ycsb::clusters::start_etcd(&a.etcd_bin, a.members, durable).await?;
-    let (target, _) = etcd_target(&cluster.endpoints).await?;
-    let name = format!("etcd ({} members, fsync {})", a.members, cluster.fsync);
-    Ok(ycsb::run(&target, name, cfg, &a.workloads).await?)
+    Ok(ycsb::clusters::run_weft(&exe, a.members, durable, &a.service, a.partitions, cfg, &a.workloads).await?)
 }
 
 #[cfg(feature = "etcd")]
@@ -210,19 +189,6 @@ async fn versus(a: &KvBenchArgs, cfg: KvConfig, modes: &[bool]) -> anyhow::Resul
     }
     writeln!(out, "smallest ratio {:.2}; weft p99 never higher: {}", report.min_ratio, report.p99_not_higher)?;
     Ok(())
-}
-
-#[cfg(not(feature = "etcd"))]
-const NO_ETCD: &str = "this weft was built without etcd support: benches/vs-etcd.sh builds it with --features etcd";
-
-#[cfg(not(feature = "etcd"))]
-async fn etcd_target(_: &[String]) -> anyhow::Result<(Target, String)> {
-    bail!(NO_ETCD)
-}
-
-#[cfg(not(feature = "etcd"))]
-async fn local_etcd(_: &KvBenchArgs, _: &KvConfig, _: bool) -> anyhow::Result<KvReport> {
-    bail!(NO_ETCD)
 }
 
 #[cfg(not(feature = "etcd"))]

@@ -32,6 +32,17 @@ pub struct Move {
     pub bytes: u64,
 }
 
+impl Move {
+    /// Counts the move in `nodes`: one replica and its bytes leave `from` for `to`.
+    pub fn apply(&self, nodes: &mut [Node]) {
+        count_replica(nodes, self.to, self.bytes);
+        if let Some(n) = nodes.iter_mut().find(|n| n.id == self.from) {
+            n.load.replicas = n.load.replicas.saturating_sub(1);
+            n.load.memory_bytes = n.load.memory_bytes.saturating_sub(self.bytes);
+        }
+    }
+}
+
 fn up(nodes: &[Node]) -> impl Iterator<Item = &Node> {
     nodes.iter().filter(|n| n.status == NodeStatus::Up)
 }
@@ -72,11 +83,7 @@ pub fn plan(nodes: &[Node], partitions: &[Placed], threshold: f64, max_moves: us
     let mut moves = Vec::new();
     while moves.len() < max_moves && imbalance(&nodes) > threshold {
         let Some(best) = best_move(&nodes, &parts) else { break };
-        count_replica(&mut nodes, best.to, best.bytes);
-        if let Some(n) = nodes.iter_mut().find(|n| n.id == best.from) {
-            n.load.replicas = n.load.replicas.saturating_sub(1);
-            n.load.memory_bytes = n.load.memory_bytes.saturating_sub(best.bytes);
-        }
+        best.apply(&mut nodes);
         if let Some(p) = parts.iter_mut().find(|p| p.id == best.partition) {
             for r in p.replicas.iter_mut().filter(|r| **r == best.from) {
                 *r = best.to;
@@ -215,16 +222,23 @@ mod tests {
         assert!(plan(&nodes, &parts, 1.2, 100).is_empty());
     }
 
-    #[test]
-    fn memory_skew_is_evened_out_though_counts_are_even() {
-        // Same replica count everywhere, but the partitions on node 1 are large.
-        let (mut nodes, mut parts) = cluster(10, 5, 4, 40, |_| 8 << 20);
+    /// 10 nodes, 40 partitions of `bytes`, those with a replica on node 1 of `big` instead;
+    /// each node's memory is what its replicas hold.
+    fn skewed(bytes: u64, big: u64) -> (Vec<Node>, Vec<Placed>) {
+        let (mut nodes, mut parts) = cluster(10, 5, 4, 40, |_| bytes);
         for p in parts.iter_mut().filter(|p| p.replicas.contains(&1)) {
-            p.bytes = 256 << 20;
+            p.bytes = big;
         }
         for n in nodes.iter_mut() {
             n.load.memory_bytes = parts.iter().filter(|p| p.replicas.contains(&n.id)).map(|p| p.bytes).sum();
         }
+        (nodes, parts)
+    }
+
+    #[test]
+    fn memory_skew_is_evened_out_though_counts_are_even() {
+        // Same replica count everywhere, but the partitions on node 1 are large.
+        let (nodes, parts) = skewed(8 << 20, 256 << 20);
         assert!(count_ratio(&nodes) <= 1.2, "counts are even: {}", count_ratio(&nodes));
         let before = imbalance(&nodes);
         assert!(before > 1.2, "memory is not: {before}");
@@ -232,15 +246,7 @@ mod tests {
         assert!(!moves.is_empty());
         let mut after = nodes.clone();
         for m in &moves {
-            for n in after.iter_mut() {
-                if n.id == m.from {
-                    n.load.replicas -= 1;
-                    n.load.memory_bytes -= m.bytes;
-                } else if n.id == m.to {
-                    n.load.replicas += 1;
-                    n.load.memory_bytes += m.bytes;
-                }
-            }
+            m.apply(&mut after);
         }
         assert!(imbalance(&after) <= 1.2, "{before} -> {} after {} moves", imbalance(&after), moves.len());
         assert!(moves.iter().any(|m| m.from == 1), "node 1's memory goes: {moves:?}");
@@ -249,13 +255,7 @@ mod tests {
     #[test]
     fn small_memory_differences_move_nothing() {
         // Node 1's replicas are 4x the others', but every node holds far less than the floor.
-        let (mut nodes, mut parts) = cluster(10, 5, 4, 40, |_| 64 << 10);
-        for p in parts.iter_mut().filter(|p| p.replicas.contains(&1)) {
-            p.bytes = 256 << 10;
-        }
-        for n in nodes.iter_mut() {
-            n.load.memory_bytes = parts.iter().filter(|p| p.replicas.contains(&n.id)).map(|p| p.bytes).sum();
-        }
+        let (nodes, parts) = skewed(64 << 10, 256 << 10);
         assert!(imbalance(&nodes) <= 1.2, "{}", imbalance(&nodes));
         assert!(plan(&nodes, &parts, 1.2, 100).is_empty());
     }

@@ -318,11 +318,7 @@ impl Manager {
                 moves.retain(|mv| seen.insert(mv.partition));
                 let mut after = nodes.clone();
                 for mv in &moves {
-                    placement::count_replica(&mut after, mv.to, mv.bytes);
-                    if let Some(n) = after.iter_mut().find(|n| n.id == mv.from) {
-                        n.load.replicas = n.load.replicas.saturating_sub(1);
-                        n.load.memory_bytes = n.load.memory_bytes.saturating_sub(mv.bytes);
-                    }
+                    mv.apply(&mut after);
                 }
                 let mut out = vec![format!(
                     "imbalance {before:.2} (most over least replicas, or engine memory once a node holds over \

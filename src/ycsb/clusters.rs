@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
+use super::{KvConfig, KvError, KvReport, Target, Workload};
 use crate::local::{LocalError, LocalNode, cluster_err, free_addrs, ready_service, start_managed};
 
 /// Replicas per weft partition in a local cluster (fewer when there are fewer nodes).
@@ -41,8 +42,24 @@ pub async fn start_weft(
     Ok(WeftCluster { _nodes: nodes, endpoints: addrs, _data: data })
 }
 
+/// Loads and runs `workloads` on a local weft cluster started for them (see [`start_weft`]).
+pub async fn run_weft(
+    exe: &Path,
+    members: usize,
+    durable: bool,
+    service: &str,
+    partitions: u32,
+    cfg: &KvConfig,
+    workloads: &[Workload],
+) -> Result<KvReport, KvError> {
+    let cluster = start_weft(exe, members, durable, service, partitions).await?;
+    let mode = if durable { "durable" } else { "volatile" };
+    let name = format!("weft ({members} nodes, {mode}, {partitions} partitions)");
+    super::run(&Target::weft(cluster.endpoints.clone(), service), name, cfg, workloads).await
+}
+
 #[cfg(feature = "etcd")]
-pub use etcd::{EtcdCluster, start_etcd};
+pub use etcd::{EtcdCluster, run_etcd, start_etcd};
 
 #[cfg(feature = "etcd")]
 mod etcd {
@@ -53,6 +70,22 @@ mod etcd {
     use tempfile::TempDir;
 
     use crate::local::{LocalError, cluster_err, free_addrs};
+    use crate::ycsb::{KvConfig, KvError, KvReport, Target, Workload};
+
+    /// Loads and runs `workloads` on a local etcd cluster started for them; returns the
+    /// report and how fsync was set.
+    pub async fn run_etcd(
+        bin: &Path,
+        members: usize,
+        fsync: bool,
+        cfg: &KvConfig,
+        workloads: &[Workload],
+    ) -> Result<(KvReport, String), KvError> {
+        let cluster = start_etcd(bin, members, fsync).await?;
+        let target = Target::etcd(&cluster.endpoints).await?;
+        let name = format!("etcd ({members} members, fsync {})", cluster.fsync);
+        Ok((crate::ycsb::run(&target, name, cfg, workloads).await?, cluster.fsync.clone()))
+    }
 
     /// A local etcd cluster; its members are killed when it is dropped.
     pub struct EtcdCluster {

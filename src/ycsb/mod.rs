@@ -283,13 +283,18 @@ pub enum KvError {
     /// A client task panicked or was cancelled.
     #[error("a client task ended abnormally: {0}")]
     Task(String),
+    /// A local cluster could not be started.
+    #[error(transparent)]
+    Cluster(#[from] crate::local::LocalError),
+    /// The target could not be reached.
+    #[error(transparent)]
+    Target(#[from] TargetError),
 }
 
 /// A `value_size`-byte value, different per record and write.
 fn value(size: usize, n: u64, stamp: u64) -> Vec<u8> {
     let mut v = format!("{n}:{stamp}:").into_bytes();
-    v.resize(size.max(v.len()), b'x');
-    v.truncate(size);
+    v.resize(size, b'x');
     v
 }
 
@@ -304,7 +309,7 @@ pub async fn load(target: &Target, cfg: &KvConfig) -> Result<f64, KvError> {
                 loop {
                     let n = next.fetch_add(1, Ordering::Relaxed);
                     if n >= records {
-                        return Ok(());
+                        return Ok::<(), KvError>(());
                     }
                     target.write(&key(n), &value(size, n, 0)).await.map_err(|source| KvError::Load { n, source })?;
                 }
@@ -366,7 +371,9 @@ pub async fn run_workload(
     }
     let seconds = start.elapsed().as_secs_f64();
     let report = summarize(workload, seconds, tallies)?;
-    Ok((report, shared.acked.load(Ordering::Relaxed).max(shared.next_insert.load(Ordering::Relaxed))))
+    // Every number handed out counts, acknowledged or not: a failed insert's key reads as
+    // not found, never as a collision with the next workload's inserts.
+    Ok((report, shared.next_insert.load(Ordering::Relaxed)))
 }
 
 /// One client: one operation in flight until the workload's budget is spent.

@@ -40,6 +40,19 @@ pub enum Target {
 }
 
 impl Target {
+    /// The default table of `service`, reached through any of `endpoints` (weft nodes).
+    pub fn weft(endpoints: Vec<String>, service: &str) -> Target {
+        let client = ServiceClient::new(endpoints, Default::default());
+        Target::Weft { client: Arc::new(client), service: service.into(), table: crate::manager::DEFAULT_TABLE.into() }
+    }
+
+    /// The key space of the etcd cluster at `endpoints` (`http://host:port`).
+    #[cfg(feature = "etcd")]
+    pub async fn etcd(endpoints: &[String]) -> Result<Target, TargetError> {
+        let client = etcd_client::Client::connect(endpoints, None).await?;
+        Ok(Target::Etcd(Box::new(client.kv_client())))
+    }
+
     /// Reads one record (linearizable); true if it exists.
     pub async fn read(&self, key: &[u8]) -> Result<bool, TargetError> {
         match self {

@@ -11,10 +11,8 @@ use std::path::{Path, PathBuf};
 use plotters::prelude::*;
 use serde::Serialize;
 
-use super::clusters::{start_etcd, start_weft};
-use super::{KvConfig, KvError, KvReport, Target, Workload};
-use crate::local::LocalError;
-use crate::routing::ServiceClient;
+use super::clusters::{run_etcd, run_weft};
+use super::{KvConfig, KvError, KvReport, Workload};
 
 /// Everything a comparison needs.
 pub struct VersusConfig {
@@ -71,15 +69,9 @@ pub struct VersusReport {
 /// Why the comparison failed.
 #[derive(Debug, thiserror::Error)]
 pub enum VersusError {
-    /// A cluster could not be started.
-    #[error(transparent)]
-    Cluster(#[from] LocalError),
-    /// A workload failed.
+    /// A cluster could not be started or a workload failed.
     #[error(transparent)]
     Kv(#[from] KvError),
-    /// The etcd client could not connect.
-    #[error("etcd: {0}")]
-    Etcd(#[from] etcd_client::Error),
     /// The chart could not be drawn.
     #[error("drawing the chart: {0}")]
     Chart(String),
@@ -92,24 +84,8 @@ pub async fn versus(cfg: &VersusConfig) -> Result<VersusReport, VersusError> {
     let mut pairings = Vec::new();
     for &durable in &cfg.durable {
         let mode = if durable { "durable" } else { "volatile" };
-        let (etcd, fsync) = {
-            let cluster = start_etcd(&cfg.etcd, cfg.members, durable).await?;
-            let client = etcd_client::Client::connect(&cluster.endpoints, None).await?;
-            let target = Target::Etcd(Box::new(client.kv_client()));
-            let name = format!("etcd ({} members, fsync {})", cfg.members, cluster.fsync);
-            (super::run(&target, name, &cfg.kv, &cfg.workloads).await?, cluster.fsync.clone())
-        };
-        let weft = {
-            let cluster = start_weft(&cfg.exe, cfg.members, durable, SERVICE, cfg.partitions).await?;
-            let client = ServiceClient::new(cluster.endpoints.clone(), Default::default());
-            let target = Target::Weft {
-                client: client.into(),
-                service: SERVICE.into(),
-                table: crate::manager::DEFAULT_TABLE.into(),
-            };
-            let name = format!("weft ({} nodes, {mode}, {} partitions)", cfg.members, cfg.partitions);
-            super::run(&target, name, &cfg.kv, &cfg.workloads).await?
-        };
+        let (etcd, fsync) = run_etcd(&cfg.etcd, cfg.members, durable, &cfg.kv, &cfg.workloads).await?;
+        let weft = run_weft(&cfg.exe, cfg.members, durable, SERVICE, cfg.partitions, &cfg.kv, &cfg.workloads).await?;
         let mut ratios = BTreeMap::new();
         let mut p99_ratios = BTreeMap::new();
         for (w, e) in weft.workloads.iter().zip(&etcd.workloads) {
