@@ -22,7 +22,7 @@ use std::sync::atomic::Ordering;
 
 use openraft::ServerState;
 use openraft::async_runtime::watch::WatchReceiver;
-use openraft::error::{ClientWriteError, ForwardToLeader, LinearizableReadError, RaftError};
+use openraft::error::{ClientWriteError, ForwardReason, ForwardToLeader, LinearizableReadError, RaftError};
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 use weft_proto::v1 as pb;
@@ -148,8 +148,13 @@ fn replica_of(host: &Host, partition: u64) -> Result<Arc<Replica>, Status> {
 
 /// `UNAVAILABLE` with the primary's address and id attached when known.
 fn not_primary(partition: u64, f: &ForwardToLeader<TypeConfig>) -> Status {
+    let why = match f.reason {
+        ForwardReason::NotLeader => "",
+        ForwardReason::LeadershipTransfer => " (handing the primary over)",
+        ForwardReason::LeaseExpired => " (its quorum lease lapsed: no quorum has answered it lately)",
+    };
     let mut s = Status::unavailable(format!(
-        "not the primary of partition {partition}; primary is {}",
+        "not the primary of partition {partition}{why}; primary is {}",
         f.leader_node.as_ref().map_or("unknown", |n| n.addr.as_str())
     ));
     if let (Some(id), Some(node)) = (f.leader_id, f.leader_node.as_ref())

@@ -318,3 +318,35 @@ async fn leadership_moves_on_command_under_load() {
     assert!(acked.len() > 50, "too few writes acknowledged: {}", acked.len());
     assert_all_present(&client, &acked).await;
 }
+
+/// The primary's link to one secondary is cut long enough for its heartbeats to back off,
+/// then healed; another secondary dies, so the primary's quorum now needs the healed one,
+/// and no write flows while its lease runs out. Only heartbeats can renew that lease: the
+/// next write must still commit (it once stayed refused for good, see `Backoff` in the
+/// transport).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_resume_over_a_healed_link() {
+    let mut nodes: Vec<LocalNode> = (1..=4).map(|i| common::start(i, &[])).collect();
+    let group: Vec<&LocalNode> = nodes.iter().collect();
+    let leader = open_partition(&group, P, BASE).await;
+    let client = Client::new(nodes.iter().map(|n| n.addr.clone()).collect(), ClientConfig::default());
+    client.create_table(P, "t").await.expect("create table");
+    client.put(P, "t", b"before", b"1").await.expect("put before the cut");
+    let l = node_of(&nodes, leader);
+    let followers: Vec<usize> = (0..nodes.len()).filter(|i| *i != l).collect();
+    let (healed, doomed) = (followers[0], followers[1]);
+    let mut admin = nodes[l].admin().await.expect("admin");
+    admin.cut_links(pb::CutLinksRequest { addrs: vec![nodes[healed].addr.clone()] }).await.expect("cut");
+    // Twenty heartbeat intervals: every heartbeat to it fails and the backoff reaches its cap.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    admin.cut_links(pb::CutLinksRequest { addrs: vec![] }).await.expect("heal");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    nodes[doomed].kill();
+    // Idle for several leases: nothing but heartbeats reaches the secondaries.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let st = nodes[l].status(P).await.expect("primary status");
+    assert_eq!(st.role, pb::Role::Primary as i32, "the primary is still primary: {st:?}");
+    client.put(P, "t", b"after", b"2").await.expect("a write after the heal commits");
+    let got = client.get(P, "t", b"after", ReadMode::Linearizable).await.expect("read");
+    assert_eq!(got.map(|r| r.value.to_vec()), Some(b"2".to_vec()));
+}

@@ -16,8 +16,8 @@
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -153,7 +153,7 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
             peers: self.peers.clone(),
             addr: node.addr.clone(),
             target: pb::Target { partition: self.partition, replica: target },
-            failures: Arc::default(),
+            backoff: Arc::default(),
         }
     }
 }
@@ -164,10 +164,8 @@ pub struct Link {
     peers: Peers,
     addr: String,
     target: pb::Target,
-    /// Append sessions that could not be established in a row (connection refused, replica
-    /// not hosted there); the next one waits [`append_backoff`] first. Reset as soon as a
-    /// session is accepted, so a healthy link never waits.
-    failures: Arc<AtomicU32>,
+    /// When the next append session may start after failed ones.
+    backoff: Arc<Backoff>,
 }
 
 /// How long a new append session waits after `failures` failed ones in a row: nothing
@@ -178,6 +176,40 @@ fn append_backoff(failures: u32) -> Duration {
     match failures {
         0 => Duration::ZERO,
         f => Duration::from_millis(10u64.saturating_mul(1 << (f - 1).min(6)).min(500)),
+    }
+}
+
+/// Append sessions that could not be established in a row (connection refused, replica not
+/// hosted there, link cut) and the instant before which no new one starts.
+///
+/// The window is fixed when a session fails, not when the next one asks: a caller whose
+/// own deadline ends inside the window (openraft gives each heartbeat one heartbeat
+/// interval) is dropped while it waits and changes nothing, and the first caller after the
+/// window goes at once. A plain sleep before each attempt would instead let heartbeats that
+/// time out while sleeping never attempt again: a leader then stops hearing from a follower
+/// whose link healed, its lease lapses, and with one other voter down it refuses every
+/// write while that follower, still hearing heartbeats, refuses to elect anyone else.
+#[derive(Debug, Default)]
+struct Backoff {
+    state: Mutex<(u32, Option<Instant>)>,
+}
+
+impl Backoff {
+    /// How long until a new session may start.
+    fn wait(&self, now: Instant) -> Duration {
+        self.state.lock().1.map_or(Duration::ZERO, |at| at.saturating_duration_since(now))
+    }
+
+    /// A session failed to start at `now`.
+    fn failed(&self, now: Instant) {
+        let mut st = self.state.lock();
+        st.0 = st.0.saturating_add(1);
+        st.1 = Some(now + append_backoff(st.0));
+    }
+
+    /// A session started: the path works.
+    fn succeeded(&self) {
+        *self.state.lock() = (0, None);
     }
 }
 
@@ -242,15 +274,15 @@ impl RaftNetworkV2<TypeConfig> for Link {
         S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
     {
         let target = self.target;
-        let failures = self.failures.clone();
+        let backoff = self.backoff.clone();
         Box::pin(async move {
-            let wait = append_backoff(failures.load(Ordering::Relaxed));
+            let wait = backoff.wait(Instant::now());
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
             }
-            let failed = failures.clone();
+            let failed = backoff.clone();
             let unreachable = move |s: Status| {
-                failed.fetch_add(1, Ordering::Relaxed);
+                failed.failed(Instant::now());
                 RPCError::Unreachable(Unreachable::new(&s))
             };
             let mut client = self.client().map_err(&unreachable)?;
@@ -265,7 +297,7 @@ impl RaftNetworkV2<TypeConfig> for Link {
             md.insert(REPLICA_KEY, target.replica.into());
             let answers = client.stream_append(req).await.map_err(&unreachable)?.into_inner();
             // The target accepted the stream: the path works, whatever the answers say.
-            failures.store(0, Ordering::Relaxed);
+            backoff.succeeded();
             let out = answers.take_while(move |_| std::future::ready(still_open())).map(move |r| match r {
                 Ok(a) => wire::stream_append_result_from_pb(a).map_err(wire_rpc_error),
                 Err(s) => Err(rpc_error(s)),
@@ -671,5 +703,27 @@ mod backoff_tests {
     fn append_backoff_grows_and_caps() {
         let d: Vec<u64> = (0..10).map(|f| append_backoff(f).as_millis() as u64).collect();
         assert_eq!(d, [0, 10, 20, 40, 80, 160, 320, 500, 500, 500]);
+    }
+
+    #[test]
+    fn the_window_runs_from_the_last_failure_not_from_each_caller() {
+        let b = Backoff::default();
+        let t0 = Instant::now();
+        assert_eq!(b.wait(t0), Duration::ZERO, "a fresh link never waits");
+        for _ in 0..8 {
+            b.failed(t0);
+        }
+        assert_eq!(b.wait(t0), Duration::from_millis(500));
+        // Callers that give up while waiting change nothing: later ones wait less, and the
+        // first after the window goes at once.
+        assert_eq!(b.wait(t0 + Duration::from_millis(450)), Duration::from_millis(50));
+        assert_eq!(b.wait(t0 + Duration::from_millis(500)), Duration::ZERO);
+        assert_eq!(b.wait(t0 + Duration::from_secs(60)), Duration::ZERO);
+        b.failed(t0 + Duration::from_millis(600));
+        assert_eq!(b.wait(t0 + Duration::from_millis(600)), Duration::from_millis(500), "capped");
+        b.succeeded();
+        assert_eq!(b.wait(t0 + Duration::from_millis(600)), Duration::ZERO, "a success clears it");
+        b.failed(t0);
+        assert_eq!(b.wait(t0), Duration::from_millis(10), "and the count starts again");
     }
 }
