@@ -255,6 +255,8 @@ pub struct RebuildReport {
     pub rebuild_mb_per_s: f64,
     /// Decoding the same kind of snapshot stream in this process (the ceiling), MB/s.
     pub avro_decode_mb_per_s: f64,
+    /// Encoding it in this process from an engine snapshot, MB/s (the sender's share).
+    pub avro_encode_mb_per_s: f64,
     /// `rebuild_mb_per_s` / `avro_decode_mb_per_s`.
     pub fraction_of_decode: f64,
 }
@@ -322,7 +324,7 @@ pub async fn rebuild(mib: u64) -> Result<RebuildReport, BenchError> {
         return Err(BenchError::Cluster(format!("the new replica caught up from the log, not a snapshot: {st:?}")));
     }
     let bytes = st.snapshot_bytes;
-    let decode = decode_ceiling(st.records)?;
+    let (encode, decode) = codec_rates(st.records)?;
     let rebuild_mb_per_s = bytes as f64 / 1e6 / rebuild_s;
     Ok(RebuildReport {
         bytes,
@@ -330,13 +332,14 @@ pub async fn rebuild(mib: u64) -> Result<RebuildReport, BenchError> {
         rebuild_s,
         rebuild_mb_per_s,
         avro_decode_mb_per_s: decode,
+        avro_encode_mb_per_s: encode,
         fraction_of_decode: rebuild_mb_per_s / decode,
     })
 }
 
-/// Encodes `records` records like the rebuild's into an Avro snapshot stream in memory
-/// and times decoding it (median of 3), in MB/s.
-fn decode_ceiling(records: u64) -> Result<f64, BenchError> {
+/// Encodes `records` records like the rebuild's into an Avro snapshot stream in memory,
+/// then decodes it; the median of 3 of each, in MB/s: (encode, decode).
+fn codec_rates(records: u64) -> Result<(f64, f64), BenchError> {
     let mut loaded: Vec<weft_store::LoadRecord> = (0..records)
         .map(|i| {
             let (key, value) = rebuild_record(i);
@@ -346,18 +349,27 @@ fn decode_ceiling(records: u64) -> Result<f64, BenchError> {
     loaded.sort_by(|x, y| x.key.cmp(&y.key));
     let mut store = weft_store::Store::default();
     store.load_table("bench", &[], loaded).map_err(cluster_err)?;
+    let median = |mut rates: Vec<f64>| {
+        rates.sort_by(f64::total_cmp);
+        rates[rates.len() / 2]
+    };
     let mut bytes = Vec::new();
-    weft_replica::snapshot::encode(&store.snapshot(), &Default::default(), &mut bytes).map_err(cluster_err)?;
+    let mut encode = Vec::new();
+    for _ in 0..3 {
+        bytes = Vec::with_capacity(bytes.capacity());
+        let t = Instant::now();
+        weft_replica::snapshot::encode(&store.snapshot(), &Default::default(), &mut bytes).map_err(cluster_err)?;
+        encode.push(bytes.len() as f64 / 1e6 / t.elapsed().as_secs_f64());
+    }
     drop(store);
-    let mut rates = Vec::new();
+    let mut decode = Vec::new();
     for _ in 0..3 {
         let t = Instant::now();
         let progress = weft_replica::state_machine::Progress::default();
         let built =
             weft_replica::snapshot::decode(bytes.as_slice(), Default::default(), &progress).map_err(cluster_err)?;
-        rates.push(bytes.len() as f64 / 1e6 / t.elapsed().as_secs_f64());
+        decode.push(bytes.len() as f64 / 1e6 / t.elapsed().as_secs_f64());
         drop(built);
     }
-    rates.sort_by(f64::total_cmp);
-    Ok(rates[1])
+    Ok((median(encode), median(decode)))
 }

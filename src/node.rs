@@ -132,6 +132,8 @@ impl Node {
             });
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            .initial_stream_window_size(weft_replica::transport::STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(weft_replica::transport::CONNECTION_WINDOW_BYTES)
             .add_service(store)
             .add_service(admin)
             .add_service(raft)

@@ -19,7 +19,7 @@ use apache_avro::types::Value;
 use apache_avro::{Reader, Schema, Writer};
 use prost::Message;
 use weft_proto::v1 as pb;
-use weft_store::{IndexDef, IndexKind, Limits, LoadRecord, Scalar, Store, StoreError, StoreSnapshot};
+use weft_store::{IndexDef, IndexKind, Limits, LoadRecord, Scalar, Store, StoreError, StoreSnapshot, TableLoader};
 
 use crate::sessions::{ClientSession, Sessions};
 use crate::state_machine::Progress;
@@ -67,23 +67,113 @@ pub struct Counts {
     pub sessions: u64,
 }
 
-fn item(branch: u32, fields: Vec<(&str, Value)>) -> Value {
-    let inner = Value::Record(fields.into_iter().map(|(n, v)| (n.to_string(), v)).collect());
-    Value::Record(vec![("kind".to_string(), Value::Union(branch, Box::new(inner)))])
-}
+/// The stream's items as serde types borrowing from the engine snapshot: written by
+/// apache-avro's schema-aware serializer straight into the container block, with no
+/// intermediate `Value` tree and no per-item validation pass (the serializer checks each
+/// field against the schema as it writes). Enum variants follow the schema's union order.
+mod ser {
+    use serde::{Serialize, Serializer};
 
-fn scalar_value(s: &Scalar) -> Value {
-    match s {
-        Scalar::Bool(b) => Value::Union(0, Box::new(Value::Boolean(*b))),
-        Scalar::I64(i) => Value::Union(1, Box::new(Value::Long(*i))),
-        Scalar::F64(f) => Value::Union(2, Box::new(Value::Double(*f))),
-        Scalar::String(s) => Value::Union(3, Box::new(Value::String(s.to_string()))),
-        Scalar::Bytes(b) => Value::Union(4, Box::new(Value::Bytes(b.to_vec()))),
+    /// Avro `bytes` from a borrowed slice.
+    pub struct Bytes<'a>(pub &'a [u8]);
+
+    impl Serialize for Bytes<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(self.0)
+        }
+    }
+
+    #[derive(Serialize)]
+    pub struct Item<'a> {
+        pub kind: Kind<'a>,
+    }
+
+    #[derive(Serialize)]
+    pub enum Kind<'a> {
+        Table(Table<'a>),
+        Rec(Rec<'a>),
+        Session(Session<'a>),
+        End(End),
+    }
+
+    #[derive(Serialize)]
+    pub struct Table<'a> {
+        pub name: &'a str,
+        pub indexes: Vec<Index<'a>>,
+    }
+
+    #[derive(Serialize)]
+    pub struct Index<'a> {
+        pub name: &'a str,
+        pub attr: &'a str,
+        pub kind: IndexKind,
+    }
+
+    #[derive(Serialize)]
+    pub enum IndexKind {
+        #[serde(rename = "ORDERED")]
+        Ordered,
+        #[serde(rename = "MAX_HEAP")]
+        MaxHeap,
+    }
+
+    #[derive(Serialize)]
+    pub struct Rec<'a> {
+        pub key: Bytes<'a>,
+        pub value: Bytes<'a>,
+        pub version: i64,
+        pub attrs: Vec<Attr<'a>>,
+    }
+
+    #[derive(Serialize)]
+    pub struct Attr<'a> {
+        pub name: &'a str,
+        pub value: Scalar<'a>,
+    }
+
+    #[derive(Serialize)]
+    pub enum Scalar<'a> {
+        Bool(bool),
+        Long(i64),
+        Double(f64),
+        String(&'a str),
+        Bytes(Bytes<'a>),
+    }
+
+    #[derive(Serialize)]
+    pub struct Session<'a> {
+        pub client: i64,
+        pub last_index: i64,
+        pub acked_below: i64,
+        pub results: Vec<SessionResult<'a>>,
+    }
+
+    #[derive(Serialize)]
+    pub struct SessionResult<'a> {
+        pub seq: i64,
+        pub result: Bytes<'a>,
+    }
+
+    #[derive(Serialize)]
+    pub struct End {
+        pub tables: i64,
+        pub records: i64,
+        pub sessions: i64,
     }
 }
 
-fn as_i64(v: u64) -> Value {
-    Value::Long(v as i64)
+fn scalar_ser(s: &Scalar) -> ser::Scalar<'_> {
+    match s {
+        Scalar::Bool(b) => ser::Scalar::Bool(*b),
+        Scalar::I64(i) => ser::Scalar::Long(*i),
+        Scalar::F64(f) => ser::Scalar::Double(*f),
+        Scalar::String(s) => ser::Scalar::String(s),
+        Scalar::Bytes(b) => ser::Scalar::Bytes(ser::Bytes(b)),
+    }
+}
+
+fn append<W: Write>(w: &mut Writer<'_, W>, kind: ser::Kind<'_>) -> Result<(), SnapshotError> {
+    w.append_ser(ser::Item { kind }).map(|_| ()).map_err(avro)
 }
 
 /// Encodes a snapshot into `out` as one Avro object container stream.
@@ -93,74 +183,41 @@ pub fn encode<W: Write>(store: &StoreSnapshot, sessions: &Sessions, out: W) -> R
     for table in store.tables() {
         let indexes = table
             .index_defs()
-            .map(|d| {
-                let kind = match d.kind {
-                    IndexKind::Ordered => Value::Enum(0, "ORDERED".into()),
-                    IndexKind::MaxHeap => Value::Enum(1, "MAX_HEAP".into()),
-                };
-                Value::Record(vec![
-                    ("name".into(), Value::String(d.name.clone())),
-                    ("attr".into(), Value::String(d.attr.clone())),
-                    ("kind".into(), kind),
-                ])
+            .map(|d| ser::Index {
+                name: &d.name,
+                attr: &d.attr,
+                kind: match d.kind {
+                    IndexKind::Ordered => ser::IndexKind::Ordered,
+                    IndexKind::MaxHeap => ser::IndexKind::MaxHeap,
+                },
             })
             .collect();
-        w.append(item(0, vec![("name", Value::String(table.name().into())), ("indexes", Value::Array(indexes))]))
-            .map_err(avro)?;
+        append(&mut w, ser::Kind::Table(ser::Table { name: table.name(), indexes }))?;
         counts.tables += 1;
         for r in table.records() {
-            let attrs = r
-                .attrs()
-                .iter()
-                .map(|a| {
-                    Value::Record(vec![
-                        ("name".into(), Value::String(a.name().into())),
-                        ("value".into(), scalar_value(a.value())),
-                    ])
-                })
-                .collect();
-            w.append(item(
-                1,
-                vec![
-                    ("key", Value::Bytes(r.key().to_vec())),
-                    ("value", Value::Bytes(r.value().to_vec())),
-                    ("version", as_i64(r.version())),
-                    ("attrs", Value::Array(attrs)),
-                ],
-            ))
-            .map_err(avro)?;
+            let attrs = r.attrs().iter().map(|a| ser::Attr { name: a.name(), value: scalar_ser(a.value()) }).collect();
+            let rec =
+                ser::Rec { key: ser::Bytes(r.key()), value: ser::Bytes(r.value()), version: r.version() as i64, attrs };
+            append(&mut w, ser::Kind::Rec(rec))?;
             counts.records += 1;
         }
     }
     for (client, s) in sessions.iter() {
-        let results = s
-            .results
-            .iter()
-            .map(|(seq, r)| {
-                Value::Record(vec![("seq".into(), as_i64(*seq)), ("result".into(), Value::Bytes(r.encode_to_vec()))])
-            })
-            .collect();
-        w.append(item(
-            2,
-            vec![
-                ("client", as_i64(*client)),
-                ("last_index", as_i64(s.last_index)),
-                ("acked_below", as_i64(s.acked_below)),
-                ("results", Value::Array(results)),
-            ],
-        ))
-        .map_err(avro)?;
+        let encoded: Vec<(u64, Vec<u8>)> = s.results.iter().map(|(seq, r)| (*seq, r.encode_to_vec())).collect();
+        let results =
+            encoded.iter().map(|(seq, r)| ser::SessionResult { seq: *seq as i64, result: ser::Bytes(r) }).collect();
+        let session = ser::Session {
+            client: *client as i64,
+            last_index: s.last_index as i64,
+            acked_below: s.acked_below as i64,
+            results,
+        };
+        append(&mut w, ser::Kind::Session(session))?;
         counts.sessions += 1;
     }
-    w.append(item(
-        3,
-        vec![
-            ("tables", as_i64(counts.tables)),
-            ("records", as_i64(counts.records)),
-            ("sessions", as_i64(counts.sessions)),
-        ],
-    ))
-    .map_err(avro)?;
+    let end =
+        ser::End { tables: counts.tables as i64, records: counts.records as i64, sessions: counts.sessions as i64 };
+    append(&mut w, ser::Kind::End(end))?;
     w.flush().map_err(avro)?;
     w.into_inner().map_err(avro)?;
     Ok(counts)
@@ -220,22 +277,84 @@ fn scalar_from(v: Value) -> Result<Scalar, SnapshotError> {
     })
 }
 
-struct Pending {
-    name: String,
-    defs: Vec<IndexDef>,
-    records: Vec<LoadRecord>,
+/// Records per batch handed from the decoding thread to the building one.
+const BUILD_BATCH: usize = 1024;
+
+/// Batches queued between the two threads.
+const BUILD_BATCHES_IN_FLIGHT: usize = 8;
+
+/// What the decoding thread hands the building thread, in stream order.
+enum ToBuilder {
+    /// A table starts (the previous one, if any, is complete).
+    Table(String, Vec<IndexDef>),
+    /// The next records of the current table, in key order.
+    Records(Vec<LoadRecord>),
 }
 
-fn finish(store: &mut Store, pending: Option<Pending>) -> Result<(), SnapshotError> {
-    if let Some(p) = pending {
-        store.load_table(&p.name, &p.defs, p.records)?;
+/// The building thread: owns the new engine and builds each table's records as they come.
+fn build(limits: Limits, rx: std::sync::mpsc::Receiver<ToBuilder>) -> Result<Store, SnapshotError> {
+    let mut store = Store::new(limits);
+    let mut current: Option<TableLoader> = None;
+    for msg in rx {
+        match msg {
+            ToBuilder::Table(name, defs) => {
+                if let Some(done) = current.take() {
+                    store.finish_table(done)?;
+                }
+                current = Some(store.table_loader(&name, &defs)?);
+            }
+            ToBuilder::Records(records) => {
+                let loader = current.as_mut().ok_or_else(|| malformed("a record before any table"))?;
+                for r in &records {
+                    loader.push(r)?;
+                }
+            }
+        }
     }
-    Ok(())
+    if let Some(done) = current.take() {
+        store.finish_table(done)?;
+    }
+    Ok(store)
 }
 
 /// Decodes one snapshot stream into a new engine (with `limits`) and sessions, counting
 /// progress as it goes. Fails, building nothing usable, on any defect.
+///
+/// Two threads share the work: this one decodes Avro items (container blocks decode
+/// independently of what is done with them) and a scoped builder thread turns records
+/// into engine records and tables, so decoding the next block overlaps building the last.
+/// Between them sit at most [`BUILD_BATCHES_IN_FLIGHT`] batches of records, never a whole
+/// table of decoded records.
 pub fn decode<R: Read>(input: R, limits: Limits, progress: &Progress) -> Result<(Store, Sessions), SnapshotError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(BUILD_BATCHES_IN_FLIGHT);
+    std::thread::scope(|scope| {
+        let builder = std::thread::Builder::new()
+            .name("snapshot-build".into())
+            .spawn_scoped(scope, move || build(limits, rx))
+            .map_err(SnapshotError::Io)?;
+        let read = read_items(input, tx, progress);
+        let built = builder.join().map_err(|_| malformed("the snapshot builder thread panicked"))?;
+        // A builder that stopped (limits, key order) closed the channel under the reader:
+        // its error is the cause.
+        let store = built?;
+        Ok((store, read?))
+    })
+}
+
+/// Reads every item of the stream, handing tables and records to the builder; returns the
+/// sessions once the end marker's counts have been checked.
+fn read_items<R: Read>(
+    input: R,
+    tx: std::sync::mpsc::SyncSender<ToBuilder>,
+    progress: &Progress,
+) -> Result<Sessions, SnapshotError> {
+    let send = |msg: ToBuilder| tx.send(msg).map_err(|_| malformed("the snapshot builder stopped"));
+    let flush = |batch: &mut Vec<LoadRecord>| {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        send(ToBuilder::Records(std::mem::replace(batch, Vec::with_capacity(BUILD_BATCH))))
+    };
     // apache-avro 0.21 panics (an `unwrap` in schema name parsing) on some corrupt
     // headers instead of returning an error; a peer's bytes must never take the thread
     // down, so that panic becomes an ordinary decoding error here.
@@ -245,10 +364,10 @@ pub fn decode<R: Read>(input: R, limits: Limits, progress: &Progress) -> Result<
     if reader.writer_schema().canonical_form() != SCHEMA.canonical_form() {
         return Err(malformed("the stream's schema is not weft's snapshot schema"));
     }
-    let mut store = Store::new(limits);
     let mut sessions = Sessions::default();
     let mut counts = Counts::default();
-    let mut pending: Option<Pending> = None;
+    let mut batch: Vec<LoadRecord> = Vec::with_capacity(BUILD_BATCH);
+    let mut in_table = false;
     let mut end = None;
     for v in reader {
         let v = v.map_err(avro)?;
@@ -262,7 +381,7 @@ pub fn decode<R: Read>(input: R, limits: Limits, progress: &Progress) -> Result<
         let mut f = record(*inner, "item body")?;
         match branch {
             0 => {
-                finish(&mut store, pending.take())?;
+                flush(&mut batch)?;
                 let name = f.string(0, "name")?;
                 let mut defs = Vec::new();
                 for d in f.array(1, "indexes")? {
@@ -274,11 +393,14 @@ pub fn decode<R: Read>(input: R, limits: Limits, progress: &Progress) -> Result<
                         _ => return Err(malformed("unknown index kind")),
                     });
                 }
-                pending = Some(Pending { name, defs, records: Vec::new() });
+                send(ToBuilder::Table(name, defs))?;
+                in_table = true;
                 counts.tables += 1;
             }
             1 => {
-                let p = pending.as_mut().ok_or_else(|| malformed("a record before any table"))?;
+                if !in_table {
+                    return Err(malformed("a record before any table"));
+                }
                 let attrs = f
                     .array(3, "attrs")?
                     .into_iter()
@@ -287,19 +409,23 @@ pub fn decode<R: Read>(input: R, limits: Limits, progress: &Progress) -> Result<
                         Ok((a.string(0, "name")?, scalar_from(a.take(1, "value")?)?))
                     })
                     .collect::<Result<_, SnapshotError>>()?;
-                p.records.push(LoadRecord {
+                batch.push(LoadRecord {
                     key: f.bytes(0, "key")?,
                     value: f.bytes(1, "value")?,
                     version: f.long(2, "version")?,
                     attrs,
                 });
+                if batch.len() == BUILD_BATCH {
+                    flush(&mut batch)?;
+                }
                 counts.records += 1;
                 if counts.records.is_multiple_of(4096) {
                     progress.records.store(counts.records, Ordering::Relaxed);
                 }
             }
             2 => {
-                finish(&mut store, pending.take())?;
+                flush(&mut batch)?;
+                in_table = false;
                 let client = f.long(0, "client")?;
                 let last_index = f.long(1, "last_index")?;
                 let acked_below = f.long(2, "acked_below")?;
@@ -315,7 +441,8 @@ pub fn decode<R: Read>(input: R, limits: Limits, progress: &Progress) -> Result<
                 counts.sessions += 1;
             }
             3 => {
-                finish(&mut store, pending.take())?;
+                flush(&mut batch)?;
+                in_table = false;
                 end = Some(Counts {
                     tables: f.long(0, "tables")?,
                     records: f.long(1, "records")?,
@@ -325,11 +452,12 @@ pub fn decode<R: Read>(input: R, limits: Limits, progress: &Progress) -> Result<
             other => return Err(malformed(format!("unknown item kind {other}"))),
         }
     }
+    flush(&mut batch)?;
     progress.records.store(counts.records, Ordering::Relaxed);
     match end {
         None => Err(malformed("the stream ended without its end marker (truncated)")),
         Some(e) if e != counts => Err(malformed(format!("end marker says {e:?}, stream carried {counts:?}"))),
-        Some(_) => Ok((store, sessions)),
+        Some(_) => Ok(sessions),
     }
 }
 
@@ -392,7 +520,10 @@ mod tests {
         for (k, v, n) in puts {
             let op = Op::put(if k % 2 == 0 { "a" } else { "b" }, vec![*k], v.clone())
                 .with_attr("n", Scalar::I64(*n))
-                .with_attr("s", Scalar::String("x".into()));
+                .with_attr("s", Scalar::String("x".into()))
+                .with_attr("b", Scalar::Bool(n % 2 == 0))
+                .with_attr("f", Scalar::F64(*n as f64 / 3.0))
+                .with_attr("y", Scalar::Bytes(v.clone().into()));
             store.apply(&[op]).unwrap();
         }
         let mut sessions = Sessions::default();

@@ -35,6 +35,6 @@ pub use index::{IndexDef, IndexKind};
 pub use limits::Limits;
 pub use record::{Attr, Record};
 pub use scalar::Scalar;
-pub use store::{LoadRecord, Store, StoreSnapshot};
+pub use store::{LoadRecord, Store, StoreSnapshot, TableLoader};
 pub use table::{Page, Query, Scan, Table, TableData, TableSnapshot};
 pub use token::Token;

@@ -16,9 +16,9 @@ use crate::batch::{Condition, Op, WriteResult};
 use crate::error::{Result, StoreError};
 use crate::index::IndexDef;
 use crate::limits::{Limits, check, check_name};
-use crate::record::{Names, Record};
+use crate::record::Record;
 use crate::scalar::Scalar;
-use crate::table::{Page, Query, Scan, Table, TableSnapshot};
+use crate::table::{KeyItem, Page, Query, Scan, Table, TableSnapshot};
 
 /// A record to bulk-load, as a snapshot or backup stream delivers it.
 #[derive(Clone, Debug)]
@@ -243,6 +243,19 @@ impl Store {
     /// replica snapshots and restore backups; versions come from the records, and the
     /// store's version becomes at least the greatest of them.
     pub fn load_table(&mut self, name: &str, defs: &[IndexDef], records: Vec<LoadRecord>) -> Result<()> {
+        let mut loader = self.table_loader(name, defs)?;
+        loader.reserve(records.len());
+        for r in records {
+            loader.push(&r)?;
+        }
+        self.finish_table(loader)
+    }
+
+    /// Starts loading table `name` (see [`Store::load_table`]) from records that arrive a
+    /// few at a time: [`TableLoader::push`] builds each record as it comes (so the caller
+    /// need not hold them all, and may decode the next while this one is built on another
+    /// thread), and [`Store::finish_table`] builds the table and its indexes.
+    pub fn table_loader(&self, name: &str, defs: &[IndexDef]) -> Result<TableLoader> {
         check_name("table name", name, &self.limits)?;
         if self.tables.contains_key(name) {
             return Err(StoreError::TableExists(name.into()));
@@ -251,19 +264,25 @@ impl Store {
             check_name("index name", &d.name, &self.limits)?;
             check_name("attribute name", &d.attr, &self.limits)?;
         }
-        let mut names = Names::default();
-        let mut max_version = self.version;
-        let mut built = Vec::with_capacity(records.len());
-        for r in &records {
-            self.check_record(&r.key, r.value.len(), r.attrs.iter().map(|(n, v)| (n.as_str(), v)))?;
-            let attrs = names.attrs(r.attrs.iter().map(|(n, v)| (n.as_str(), v)));
-            max_version = max_version.max(r.version);
-            built.push(Arc::new(Record::new(self.hash(&r.key), r.version, &r.key, &r.value, attrs)));
+        Ok(TableLoader {
+            table: Table::new(name, self.hasher.clone()),
+            items: Vec::new(),
+            defs: defs.to_vec(),
+            limits: self.limits.clone(),
+            hasher: self.hasher.clone(),
+            max_version: 0,
+        })
+    }
+
+    /// Installs the table a [`TableLoader`] collected. The name must still be free.
+    pub fn finish_table(&mut self, loader: TableLoader) -> Result<()> {
+        let TableLoader { table, items, defs, max_version, .. } = loader;
+        if self.tables.contains_key(table.name()) {
+            return Err(StoreError::TableExists(table.name().into()));
         }
-        drop(records);
-        let table = Table::from_sorted(name, self.hasher.clone(), names, built, defs)?;
-        self.tables.insert(name.into(), table);
-        self.version = max_version;
+        let table = table.finish_sorted(items, &defs)?;
+        self.tables.insert(table.name().into(), table);
+        self.version = self.version.max(max_version);
         Ok(())
     }
 
@@ -274,18 +293,7 @@ impl Store {
         value_len: usize,
         attrs: impl ExactSizeIterator<Item = (&'a str, &'a Scalar)>,
     ) -> Result<()> {
-        let l = &self.limits;
-        if key.is_empty() {
-            return Err(StoreError::Invalid { what: "key", reason: "empty".into() });
-        }
-        check("key bytes", key.len(), l.key_bytes_max)?;
-        check("value bytes", value_len, l.value_bytes_max)?;
-        check("attributes on a record", attrs.len(), l.attrs_per_record_max)?;
-        for (name, v) in attrs {
-            check_name("attribute name", name, l)?;
-            check("attribute value bytes", v.heap_bytes(), l.attr_value_bytes_max)?;
-        }
-        Ok(())
+        check_record(&self.limits, key, value_len, attrs)
     }
 
     /// Validates a whole batch against limits and the current state; returns each
@@ -334,4 +342,66 @@ impl Store {
         check("batch bytes", bytes, self.limits.batch_bytes_max)?;
         Ok(previous)
     }
+}
+
+/// One table being loaded in key order; see [`Store::table_loader`]. It holds the records
+/// built so far and can move to another thread.
+#[derive(Debug)]
+pub struct TableLoader {
+    table: Table,
+    items: Vec<KeyItem>,
+    defs: Vec<IndexDef>,
+    limits: Limits,
+    hasher: foldhash::fast::RandomState,
+    max_version: u64,
+}
+
+impl TableLoader {
+    /// Checks one record against the limits and builds it, indexing it by hash and checking
+    /// that its key follows the last one while it is fresh in cache.
+    pub fn push(&mut self, r: &LoadRecord) -> Result<()> {
+        check_record(&self.limits, &r.key, r.value.len(), r.attrs.iter().map(|(n, v)| (n.as_str(), v)))?;
+        let attrs = self.table.names_mut().attrs(r.attrs.iter().map(|(n, v)| (n.as_str(), v)));
+        let hash = self.hasher.hash_one(&r.key);
+        let rec = Arc::new(Record::new(hash, r.version, &r.key, &r.value, attrs));
+        self.table.push_sorted(&mut self.items, rec)?;
+        self.max_version = self.max_version.max(r.version);
+        Ok(())
+    }
+
+    /// Room for `n` more records.
+    pub fn reserve(&mut self, n: usize) {
+        self.items.reserve_exact(n);
+        self.table.reserve(n);
+    }
+
+    /// Records pushed so far.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether none was pushed.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+/// Checks one record against `l`.
+fn check_record<'a>(
+    l: &Limits,
+    key: &[u8],
+    value_len: usize,
+    attrs: impl ExactSizeIterator<Item = (&'a str, &'a Scalar)>,
+) -> Result<()> {
+    if key.is_empty() {
+        return Err(StoreError::Invalid { what: "key", reason: "empty".into() });
+    }
+    check("key bytes", key.len(), l.key_bytes_max)?;
+    check("value bytes", value_len, l.value_bytes_max)?;
+    check("attributes on a record", attrs.len(), l.attrs_per_record_max)?;
+    for (name, v) in attrs {
+        check_name("attribute name", name, l)?;
+        check("attribute value bytes", v.heap_bytes(), l.attr_value_bytes_max)?;
+    }
+    Ok(())
 }

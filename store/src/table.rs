@@ -379,30 +379,34 @@ impl Table {
         }
     }
 
-    /// Builds a table from records in strictly increasing key order: O(n) for the primary
-    /// tree and hash index, O(n) per max-heap index, O(n log n) per ordered index (a sort).
-    pub(crate) fn from_sorted(
-        name: &str,
-        hasher: foldhash::fast::RandomState,
-        names: Names,
-        records: Vec<Arc<Record>>,
-        defs: &[IndexDef],
-    ) -> Result<Self> {
-        if let Some(i) = records.windows(2).position(|w| w[0].key() >= w[1].key()) {
-            return Err(StoreError::UnsortedInput(i + 1));
+    /// Adds the next record of a table being built in strictly increasing key order (see
+    /// [`crate::TableLoader`]): checks the order against the last one and indexes it by
+    /// hash while the record is fresh in cache; `items` collects the primary tree's items.
+    pub(crate) fn push_sorted(&mut self, items: &mut Vec<KeyItem>, rec: Arc<Record>) -> Result<()> {
+        if let Some(last) = items.last()
+            && last.rec.key() >= rec.key()
+        {
+            return Err(StoreError::UnsortedInput(items.len()));
         }
-        let mut t = Table::new(name, hasher);
-        t.names = names;
-        t.hash = HashTable::with_capacity(records.len());
-        for r in &records {
-            t.record_bytes += r.heap_bytes();
-            t.hash.insert_unique(r.hash(), r.clone(), |r| r.hash());
-        }
-        t.data.primary = Tree::from_sorted(records.into_iter().map(KeyItem::new).collect());
+        self.record_bytes += rec.heap_bytes();
+        self.hash.insert_unique(rec.hash(), rec.clone(), |r| r.hash());
+        items.push(KeyItem::new(rec));
+        Ok(())
+    }
+
+    /// Finishes a table built by [`Table::push_sorted`]: O(n) for the primary tree, O(n)
+    /// per max-heap index, O(n log n) per ordered index (a sort).
+    pub(crate) fn finish_sorted(mut self, items: Vec<KeyItem>, defs: &[IndexDef]) -> Result<Self> {
+        self.data.primary = Tree::from_sorted(items);
         for def in defs {
-            t.create_index(def.clone())?;
+            self.create_index(def.clone())?;
         }
-        Ok(t)
+        Ok(self)
+    }
+
+    /// Room for `n` more records in the hash index.
+    pub(crate) fn reserve(&mut self, n: usize) {
+        self.hash.reserve(n, |r| r.hash());
     }
 
     /// The table's interned attribute names, for building records.
