@@ -203,7 +203,11 @@ impl Cluster {
                 if nodes.len() == self.nodes.len() && down.is_empty() && !parts.is_empty() && broken.is_empty() {
                     return Ok(());
                 }
-                last = format!("nodes not up: {down:?}; partitions not whole: {broken:?}");
+                // The broken partitions as the map shows them (each replica's raft view
+                // included): what a stuck run leaves for its reader.
+                let shown: Vec<&view::PartitionView> = parts.iter().filter(|p| broken.contains(&p.id)).collect();
+                let shown = serde_json::to_string(&shown).unwrap_or_default();
+                last = format!("nodes not up: {down:?}; partitions not whole: {broken:?} {shown}");
             }
             if Instant::now() > deadline {
                 return Err(ChaosError::Stuck(format!("the cluster was not whole within {within:?}: {last}")));

@@ -11,12 +11,12 @@
 //! so a write retried after a timeout is applied at most once. A write whose every attempt
 //! failed ambiguously ends in [`ClientError::Indeterminate`]: it may or may not have applied.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use tonic::transport::Channel;
 use tonic::{Code, Response, Status};
 use weft_proto::v1 as pb;
@@ -87,13 +87,24 @@ pub enum ClientError {
         /// The last error seen.
         last: String,
     },
+    /// Every node this client knows either answered that it hosts no replica of the
+    /// partition or did not answer, and at least one so answered: the caller's routing (a
+    /// cluster map) is probably stale. A write may still have reached a node that did not
+    /// answer: retry it with the same [`WriteTicket`], as
+    /// [`crate::routing::ServiceClient`] does after refreshing its map.
+    #[error("no known node hosts partition {partition} (the routing is stale)")]
+    NotHosted {
+        /// The partition asked for.
+        partition: u64,
+    },
     /// No endpoints were given.
     #[error("the client has no endpoints")]
     NoEndpoints,
 }
 
 struct Inner {
-    endpoints: Vec<String>,
+    /// Replaced whole by [`Client::set_endpoints`]; each attempt reads the current list.
+    endpoints: RwLock<Arc<Vec<String>>>,
     /// One lazily connected channel per node, the same way nodes reach their peers.
     peers: Peers,
     primaries: Mutex<HashMap<u64, String>>,
@@ -104,16 +115,70 @@ struct Inner {
     config: ClientConfig,
 }
 
-/// Removes a write's seq from the in-flight set however the call ends.
-struct InFlight<'a> {
-    inner: &'a Inner,
+/// One write's session number, fixed before its first attempt and carried by every
+/// attempt, however many calls those take (see [`Client::ticket`]): the state machine
+/// applies the write at most once. Dropping it ends the write (its seq leaves the
+/// in-flight set that bounds `acked_below`).
+pub struct WriteTicket {
+    client: Client,
     seq: u64,
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for WriteTicket {
     fn drop(&mut self) {
-        self.inner.in_flight.lock().remove(&self.seq);
+        self.client.inner.in_flight.lock().remove(&self.seq);
     }
+}
+
+impl WriteTicket {
+    /// Applies `kind` to `partition` under this ticket's session: a first attempt, or a
+    /// retry of one whose outcome is unknown. Returns the command's result; a refused
+    /// command is [`ClientError::Refused`].
+    pub async fn write(&self, partition: u64, kind: pb::command::Kind) -> Result<pb::CommandResult, ClientError> {
+        let inner = &self.client.inner;
+        let acked_below = inner.in_flight.lock().first().copied().unwrap_or(self.seq).min(self.seq);
+        let session = pb::Session { client_id: inner.client_id, seq: self.seq, acked_below };
+        let cmd = pb::Command { session: Some(session), kind: Some(kind) };
+        let resp = self
+            .client
+            .call(partition, true, true, |mut c| {
+                let req = pb::WriteRequest { partition, session: Some(session), command: Some(cmd.clone()) };
+                async move { c.write(req).await }
+            })
+            .await?;
+        let result =
+            resp.result.ok_or_else(|| ClientError::Rpc(Status::internal("write response without a result")))?;
+        if let Some(pb::command_result::Outcome::Error(e)) = &result.outcome {
+            return Err(ClientError::Refused {
+                code: pb::ErrorCode::try_from(e.code).unwrap_or(pb::ErrorCode::Unspecified),
+                message: e.message.clone(),
+            });
+        }
+        Ok(result)
+    }
+
+    /// [`WriteTicket::write`] of an atomic batch; returns its version.
+    pub async fn batch(&self, partition: u64, ops: Vec<pb::Op>) -> Result<u64, ClientError> {
+        Ok(self.write(partition, pb::command::Kind::Batch(pb::Batch { ops })).await?.version)
+    }
+}
+
+/// The batch operation putting one record (if `condition` holds).
+pub fn put_op(table: &str, key: &[u8], value: &[u8], condition: Option<pb::Condition>) -> pb::Op {
+    let put = pb::Put {
+        table: table.into(),
+        key: key.to_vec().into(),
+        value: value.to_vec().into(),
+        condition,
+        ..Default::default()
+    };
+    pb::Op { kind: Some(pb::op::Kind::Put(put)) }
+}
+
+/// The batch operation deleting one record.
+pub fn delete_op(table: &str, key: &[u8]) -> pb::Op {
+    let del = pb::Delete { table: table.into(), key: key.to_vec().into(), condition: None };
+    pb::Op { kind: Some(pb::op::Kind::Delete(del)) }
 }
 
 /// A handle to a weft cluster; cheap to clone, safe to share.
@@ -126,6 +191,18 @@ fn retryable(s: &Status) -> bool {
     matches!(s.code(), Code::Unavailable | Code::NotFound | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown)
 }
 
+/// Whether the attempt got no answer from a node at all: it timed out, or the transport
+/// failed (tonic keeps the transport's error as the status's source; a node's own
+/// answers have none).
+fn no_answer(s: &Status) -> bool {
+    matches!(s.code(), Code::DeadlineExceeded | Code::Cancelled) || std::error::Error::source(s).is_some()
+}
+
+/// Whether the node answered that it hosts no replica of the partition.
+fn not_hosted(s: &Status) -> bool {
+    s.code() == Code::NotFound && s.metadata().get(crate::NOT_HOSTED_KEY).is_some()
+}
+
 fn leader_hint(s: &Status) -> Option<String> {
     s.metadata().get(crate::LEADER_ADDR_KEY).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
@@ -135,7 +212,7 @@ impl Client {
     pub fn new(endpoints: Vec<String>, config: ClientConfig) -> Self {
         Client {
             inner: Arc::new(Inner {
-                endpoints,
+                endpoints: RwLock::new(Arc::new(endpoints)),
                 peers: Peers::new(TransportConfig { connect_timeout: Duration::from_secs(1), ..Default::default() }),
                 primaries: Mutex::default(),
                 client_id: rand::random::<u64>() | 1,
@@ -159,23 +236,27 @@ impl Client {
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         let cfg = &self.inner.config;
-        let n = self.inner.endpoints.len();
-        if n == 0 {
+        if self.inner.endpoints.read().is_empty() {
             return Err(ClientError::NoEndpoints);
         }
         let deadline = Instant::now() + cfg.deadline;
         let mut backoff = cfg.backoff_min;
-        let mut next_endpoint = (self.inner.client_id as usize) % n;
+        let mut next_endpoint = self.inner.client_id as usize;
         let mut attempts = 0u32;
         // The last address that failed without naming a primary: a hint pointing back at
         // it (a follower still naming a dead primary before the election) is not followed.
         let mut dead: Option<String> = None;
+        // Endpoints that answered "not hosted" or did not answer at all, and whether any
+        // answered as a replica of the partition would (see `ClientError::NotHosted`).
+        let mut not_hosted_at: HashSet<String> = HashSet::new();
+        let mut answered_as_host = false;
         loop {
             attempts += 1;
+            let endpoints = self.inner.endpoints.read().clone();
             let cached = if to_primary { self.inner.primaries.lock().get(&partition).cloned() } else { None };
             let addr = cached.unwrap_or_else(|| {
-                next_endpoint = (next_endpoint + 1) % n;
-                self.inner.endpoints[next_endpoint].clone()
+                next_endpoint = next_endpoint.wrapping_add(1);
+                endpoints[next_endpoint % endpoints.len().max(1)].clone()
             });
             let left = deadline.saturating_duration_since(Instant::now());
             let outcome = match self.inner.peers.channel(&addr) {
@@ -198,6 +279,16 @@ impl Client {
                 }
                 Err(s) if retryable(&s) => {
                     let last = format!("{addr}: {}", s.message());
+                    let unhosted = not_hosted(&s);
+                    if unhosted || no_answer(&s) {
+                        not_hosted_at.insert(addr.clone());
+                    } else {
+                        answered_as_host = true;
+                    }
+                    if unhosted && !answered_as_host && endpoints.iter().all(|e| not_hosted_at.contains(e)) {
+                        self.inner.primaries.lock().remove(&partition);
+                        return Err(ClientError::NotHosted { partition });
+                    }
                     let hint = leader_hint(&s).filter(|h| dead.as_ref() != Some(h));
                     if hint.is_none() {
                         dead = Some(addr.clone());
@@ -221,7 +312,9 @@ impl Client {
                             ClientError::Unavailable { attempts, last }
                         });
                     }
-                    if !follow {
+                    // A node without the partition says nothing about the others: ask the
+                    // next one at once.
+                    if !follow && !unhosted {
                         tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now()))).await;
                         backoff = (backoff * 2).min(cfg.backoff_max);
                     }
@@ -231,32 +324,23 @@ impl Client {
         }
     }
 
+    /// A new write's session number; see [`WriteTicket`].
+    pub fn ticket(&self) -> WriteTicket {
+        let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
+        self.inner.in_flight.lock().insert(seq);
+        WriteTicket { client: self.clone(), seq }
+    }
+
+    /// Replaces the endpoints (a refreshed cluster map's nodes); calls in flight switch
+    /// at their next attempt. The session and cached primaries stay.
+    pub fn set_endpoints(&self, endpoints: Vec<String>) {
+        *self.inner.endpoints.write() = Arc::new(endpoints);
+    }
+
     /// Applies one command to a partition, exactly once. Returns the command's result;
     /// a refused command is [`ClientError::Refused`].
     pub async fn write(&self, partition: u64, kind: pb::command::Kind) -> Result<pb::CommandResult, ClientError> {
-        let (session, _guard) = {
-            let mut in_flight = self.inner.in_flight.lock();
-            let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
-            in_flight.insert(seq);
-            let acked_below = in_flight.first().copied().unwrap_or(seq);
-            (pb::Session { client_id: self.inner.client_id, seq, acked_below }, InFlight { inner: &self.inner, seq })
-        };
-        let cmd = pb::Command { session: Some(session), kind: Some(kind) };
-        let resp = self
-            .call(partition, true, true, |mut c| {
-                let req = pb::WriteRequest { partition, session: Some(session), command: Some(cmd.clone()) };
-                async move { c.write(req).await }
-            })
-            .await?;
-        let result =
-            resp.result.ok_or_else(|| ClientError::Rpc(Status::internal("write response without a result")))?;
-        if let Some(pb::command_result::Outcome::Error(e)) = &result.outcome {
-            return Err(ClientError::Refused {
-                code: pb::ErrorCode::try_from(e.code).unwrap_or(pb::ErrorCode::Unspecified),
-                message: e.message.clone(),
-            });
-        }
-        Ok(result)
+        self.ticket().write(partition, kind).await
     }
 
     /// Creates a table.
@@ -291,20 +375,12 @@ impl Client {
         value: &[u8],
         condition: Option<pb::Condition>,
     ) -> Result<u64, ClientError> {
-        let put = pb::Put {
-            table: table.into(),
-            key: key.to_vec().into(),
-            value: value.to_vec().into(),
-            condition,
-            ..Default::default()
-        };
-        self.batch(partition, vec![pb::Op { kind: Some(pb::op::Kind::Put(put)) }]).await
+        self.batch(partition, vec![put_op(table, key, value, condition)]).await
     }
 
     /// Deletes one record; returns the batch version.
     pub async fn delete(&self, partition: u64, table: &str, key: &[u8]) -> Result<u64, ClientError> {
-        let del = pb::Delete { table: table.into(), key: key.to_vec().into(), condition: None };
-        self.batch(partition, vec![pb::Op { kind: Some(pb::op::Kind::Delete(del)) }]).await
+        self.batch(partition, vec![delete_op(table, key)]).await
     }
 
     /// Reads one record, with what the response says about who served it.

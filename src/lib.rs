@@ -33,3 +33,7 @@ pub use weft_store as store;
 pub const LEADER_ADDR_KEY: &str = "weft-leader-addr";
 /// gRPC metadata key carrying the current primary's replica id on a not-primary answer.
 pub const LEADER_ID_KEY: &str = "weft-leader-id";
+/// gRPC metadata key on a `NOT_FOUND` answer meaning "this node hosts no replica of that
+/// partition": the request was not proposed there, and a client routed by a cluster map
+/// that every node answers this way holds a stale map.
+pub const NOT_HOSTED_KEY: &str = "weft-not-hosted";

@@ -145,7 +145,11 @@ impl Node {
 }
 
 fn replica_of(host: &Host, partition: u64) -> Result<Arc<Replica>, Status> {
-    host.get(partition).ok_or_else(|| Status::not_found(format!("partition {partition} has no replica on this node")))
+    host.get(partition).ok_or_else(|| {
+        let mut s = Status::not_found(format!("partition {partition} has no replica on this node"));
+        s.metadata_mut().insert(crate::NOT_HOSTED_KEY, MetadataValue::from_static("1"));
+        s
+    })
 }
 
 /// `UNAVAILABLE` with the primary's address and id attached when known.

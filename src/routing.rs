@@ -5,8 +5,16 @@
 //! ([`weft_cluster_manager::keyspace`]) and sends the call through one [`Client`] that knows
 //! every node in the map, so primaries are found and followed as usual. The map is cached
 //! with its version; a read that no replica answered refreshes it and retries once (the
-//! partition may have moved). Writes are never retried here: a write's error does not
-//! prove it did not apply, and `Client` already retried it under its session number.
+//! partition may have moved). Writes are retried here only when nothing can have applied:
+//! a write's error does not otherwise prove that, and `Client` already retried it under
+//! its session number.
+//!
+//! A stale map is detected by its effect, as TiKV's clients detect a stale region cache:
+//! every node the client asks answers that it hosts no replica of the partition
+//! ([`ClientError::NotHosted`]: the service was deleted and made again, or all of the
+//! partition's replicas moved). Nothing was proposed, so the call, read or write, goes
+//! again on a refreshed map until the deadline; a refreshed map with the same version is
+//! asked again after a short pause.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,7 +25,10 @@ use weft_cluster_manager::keyspace;
 use weft_proto::v1 as pb;
 use weft_proto::v1::cluster_client::ClusterClient;
 
-use crate::client::{Client, ClientConfig, ClientError, ReadMode};
+use crate::client::{Client, ClientConfig, ClientError, ReadMode, delete_op, put_op};
+
+/// Pause before asking again when a refreshed map is still the stale one.
+const STALE_MAP_RETRY: Duration = Duration::from_millis(100);
 
 /// Records per page when a scan walks a partition.
 const SCAN_PAGE: u32 = 1000;
@@ -36,22 +47,21 @@ pub enum RoutingError {
     Client(#[from] ClientError),
 }
 
-struct Cached {
-    map: pb::GetMapResponse,
-    client: Client,
-}
-
 /// A client addressing services by name and keys, routed by the cluster map.
 pub struct ServiceClient {
     endpoints: Vec<String>,
     config: ClientConfig,
-    cached: Mutex<Option<Arc<Cached>>>,
+    /// One partition client for the client's life (one session), its endpoints replaced
+    /// by each refreshed map's nodes.
+    client: Client,
+    cached: Mutex<Option<Arc<pb::GetMapResponse>>>,
 }
 
 impl ServiceClient {
     /// A client that starts from `endpoints` (any nodes of the cluster).
     pub fn new(endpoints: Vec<String>, config: ClientConfig) -> Self {
-        ServiceClient { endpoints, config, cached: Mutex::new(None) }
+        let client = Client::new(endpoints.clone(), config.clone());
+        ServiceClient { endpoints, config, client, cached: Mutex::new(None) }
     }
 
     /// The current map, fetched from the first endpoint that answers; rounds over the
@@ -83,17 +93,25 @@ impl ServiceClient {
         }
     }
 
-    async fn state(&self, refresh: bool) -> Result<Arc<Cached>, RoutingError> {
+    async fn state(&self, refresh: bool) -> Result<Arc<pb::GetMapResponse>, RoutingError> {
         if !refresh && let Some(c) = self.cached.lock().clone() {
             return Ok(c);
         }
         let mut endpoints = self.endpoints.clone();
         if let Some(c) = self.cached.lock().clone() {
-            endpoints.extend(c.map.map.iter().flat_map(|m| m.nodes.values().map(|n| n.addr.clone())));
+            endpoints.extend(c.map.iter().flat_map(|m| m.nodes.values().map(|n| n.addr.clone())));
         }
         let map = Self::fetch_map(&endpoints, self.config.deadline).await?;
-        let nodes: Vec<String> = map.map.iter().flat_map(|m| m.nodes.values().map(|n| n.addr.clone())).collect();
-        let cached = Arc::new(Cached { map, client: Client::new(nodes, self.config.clone()) });
+        // Nodes the map calls down are left out: a stale-map answer needs every node the
+        // client asks to say it hosts no replica or not to answer (`ClientError::NotHosted`).
+        let all = || map.map.iter().flat_map(|m| m.nodes.values());
+        let mut nodes: Vec<String> =
+            all().filter(|n| n.state != pb::NodeState::Down as i32).map(|n| n.addr.clone()).collect();
+        if nodes.is_empty() {
+            nodes = all().map(|n| n.addr.clone()).collect();
+        }
+        self.client.set_endpoints(nodes);
+        let cached = Arc::new(map);
         *self.cached.lock() = Some(cached.clone());
         Ok(cached)
     }
@@ -108,24 +126,35 @@ impl ServiceClient {
     /// Runs `f` on the partition holding `key`, refreshing the map once if that could help.
     async fn on_key<T, F, Fut>(&self, service: &str, key: &[u8], f: F) -> Result<T, RoutingError>
     where
-        F: Fn(Client, u64) -> Fut,
+        F: Fn(u64) -> Fut,
         Fut: Future<Output = Result<T, ClientError>>,
     {
         let h = keyspace::hash(key);
-        let mut refresh = false;
+        let deadline = Instant::now() + self.config.deadline;
+        let mut refreshed = false;
+        let mut stale_version = None;
         loop {
-            let st = self.state(refresh).await?;
-            let parts = Self::partitions(&st.map, service)?;
+            let st = self.state(stale_version.is_some() || refreshed).await?;
+            if stale_version.is_some_and(|v| v == st.version) {
+                // The manager has not published the change yet: give it a moment.
+                tokio::time::sleep(STALE_MAP_RETRY).await;
+            }
+            let parts = Self::partitions(&st, service)?;
             let p = parts
                 .iter()
                 .find(|p| p.low <= h && h <= p.high)
                 .ok_or_else(|| RoutingError::NoMap(format!("service {service} has no partition for hash {h:#x}")))?;
-            match f(st.client.clone(), p.id).await {
-                // Only reads answer `Unavailable`; a write's error never proves it did not
-                // apply, and a retry here would carry a new session sequence number.
-                Err(e @ ClientError::Unavailable { .. }) if !refresh => {
+            match f(p.id).await {
+                // Only reads answer `Unavailable` (writes end `Indeterminate`).
+                Err(e @ ClientError::Unavailable { .. }) if !refreshed => {
                     tracing::debug!(error = %e, "refreshing the cluster map and retrying");
-                    refresh = true;
+                    refreshed = true;
+                }
+                // The map is stale: reads go again on a fresh one, and so do writes, under
+                // the ticket they were given, so none applies twice.
+                Err(e @ ClientError::NotHosted { .. }) if Instant::now() < deadline => {
+                    tracing::debug!(error = %e, version = st.version, "stale cluster map; refreshing");
+                    stale_version = Some(st.version);
                 }
                 r => return Ok(r?),
             }
@@ -146,17 +175,22 @@ impl ServiceClient {
         value: &[u8],
         condition: Option<pb::Condition>,
     ) -> Result<u64, RoutingError> {
-        self.on_key(service, key, |c, p| async move { c.put_if(p, table, key, value, condition).await }).await
+        let (ticket, op) = (self.client.ticket(), put_op(table, key, value, condition));
+        let (ticket, op) = (&ticket, &op);
+        self.on_key(service, key, |p| async move { ticket.batch(p, vec![op.clone()]).await }).await
     }
 
     /// Reads one record (linearizable).
     pub async fn get(&self, service: &str, table: &str, key: &[u8]) -> Result<Option<pb::Record>, RoutingError> {
-        self.on_key(service, key, |c, p| async move { c.get(p, table, key, ReadMode::Linearizable).await }).await
+        let c = &self.client;
+        self.on_key(service, key, |p| async move { c.get(p, table, key, ReadMode::Linearizable).await }).await
     }
 
     /// Deletes one record; returns the batch version.
     pub async fn delete(&self, service: &str, table: &str, key: &[u8]) -> Result<u64, RoutingError> {
-        self.on_key(service, key, |c, p| async move { c.delete(p, table, key).await }).await
+        let (ticket, op) = (self.client.ticket(), delete_op(table, key));
+        let (ticket, op) = (&ticket, &op);
+        self.on_key(service, key, |p| async move { ticket.batch(p, vec![op.clone()]).await }).await
     }
 
     /// Up to `limit` records of `table` over every partition of `service`, in key order.
@@ -176,8 +210,8 @@ impl ServiceClient {
     ) -> Result<Vec<pb::Record>, RoutingError> {
         let st = self.state(false).await?;
         let page = u32::try_from(limit).unwrap_or(u32::MAX).clamp(1, SCAN_PAGE);
-        let walks = Self::partitions(&st.map, service)?.into_iter().map(|p| {
-            let client = st.client.clone();
+        let walks = Self::partitions(&st, service)?.into_iter().map(|p| {
+            let client = self.client.clone();
             async move {
                 let (mut out, mut token) = (Vec::new(), Vec::new());
                 loop {

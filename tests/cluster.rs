@@ -256,4 +256,29 @@ async fn operator_story_placement_drain_moves_and_node_loss() {
     let (ok, out, _) = weft(&["kv", "--endpoint", &addrs[1], "--json", "scan", "--service", "t"]);
     let scanned: Value = serde_json::from_str(&out).expect("scan json");
     assert!(ok && scanned.as_array().map(Vec::len) == Some(acked.len()), "scan sees every record once");
+
+    // A stale map: service t is deleted and made again (new partitions, new ranges) while
+    // `client` still holds the old map. Once no node hosts the old partitions, its next
+    // put finds every node saying so, refreshes the map and lands in the new service.
+    let old: Vec<u64> = partitions(&ep).iter().filter_map(|p| p["id"].as_u64()).collect();
+    ctl_json(&ep, &["delete-service", "t"]);
+    ctl_json(&ep, &["create-service", "t", "--partitions", "2"]);
+    let ps = wait_healthy(&ep, "service t made again", |ps| ps.len() == 2).await;
+    assert!(ps.iter().all(|p| !old.contains(&p["id"].as_u64().unwrap_or(0))), "new partition ids: {ps:?}");
+    wait_for(Duration::from_secs(30), "the old partitions closed everywhere", || async {
+        for n in nodes.iter().filter(|n| n.alive()) {
+            for pid in &old {
+                if n.status(*pid).await.is_some() {
+                    return None;
+                }
+            }
+        }
+        Some(())
+    })
+    .await;
+    client.put("t", "default", b"after-remake", b"fresh").await.expect("a put routed by a stale map");
+    let fresh = ServiceClient::new(vec![addrs[2].clone()], ClientConfig::default());
+    let got = fresh.get("t", "default", b"after-remake").await.expect("read");
+    assert_eq!(got.map(|r| r.value.to_vec()), Some(b"fresh".to_vec()));
+    assert_eq!(fresh.get("t", "default", b"key-7").await.expect("read"), None, "the old service's data is gone");
 }
