@@ -12,8 +12,15 @@
 //! counts and (when memory counts) memory bytes each divided by their squared mean so the
 //! two add up; it must be positive, so every move lowers that sum and the plan ends. Its
 //! score is the gain per MiB it must copy, so small partitions move first when they help as
-//! much. Request rates are not balanced by moving replicas: requests go to primaries, which
-//! [`plan_primaries`] evens out. Pure: the dry run prints the plan, the driver executes it.
+//! much.
+//!
+//! Request rates are not balanced by moving replicas: requests go to primaries, and a
+//! primary moves by a leader transfer, which copies nothing. [`plan_primaries`] evens out
+//! the request load the primaries carry once the busiest up node serves more than
+//! [`REQUEST_FLOOR`] requests per second and more than `threshold` times the least busy one;
+//! below the floor it evens out primary counts instead, the proxy while nothing measures
+//! load. (Service Fabric balances its primary-load metrics the same way, by swaps rather
+//! than copies.) Pure: the dry run prints the plan, the driver executes it.
 
 use crate::model::{Node, NodeId, NodeStatus};
 use crate::placement::{self, count_replica};
@@ -109,10 +116,75 @@ pub struct PrimaryMove {
     pub to: NodeId,
 }
 
+/// Request load counts in primary balancing once the busiest up node's primaries serve
+/// more than this many requests per second (the least busy taken as at least this much).
+pub const REQUEST_FLOOR: f64 = 200.0;
+
+/// Requests per second served by the primaries on each up node.
+fn primary_load(nodes: &[Node], parts: &[Placed]) -> Vec<(NodeId, f64)> {
+    up(nodes).map(|n| (n.id, parts.iter().filter(|p| p.primary == n.id).map(|p| p.requests_per_s).sum())).collect()
+}
+
+/// Busiest over least busy up node by the request load of its primaries, the least taken
+/// as at least [`REQUEST_FLOOR`] (below 1 while every node serves less).
+pub fn primary_load_ratio(nodes: &[Node], parts: &[Placed]) -> f64 {
+    let load = primary_load(nodes, parts);
+    let max = load.iter().map(|(_, l)| *l).fold(0.0, f64::max);
+    let min = load.iter().map(|(_, l)| *l).fold(f64::INFINITY, f64::min);
+    if load.is_empty() { 1.0 } else { max / min.max(REQUEST_FLOOR) }
+}
+
+/// Leader transfers that even out the primaries' request load, or their counts while load
+/// is under [`REQUEST_FLOOR`] (see the module docs), at most `max_moves`.
+pub fn plan_primaries(nodes: &[Node], partitions: &[Placed], threshold: f64, max_moves: usize) -> Vec<PrimaryMove> {
+    let busiest = primary_load(nodes, partitions).iter().map(|(_, l)| *l).fold(0.0, f64::max);
+    if busiest > REQUEST_FLOOR {
+        plan_primary_load(nodes, partitions, threshold, max_moves)
+    } else {
+        plan_primary_counts(nodes, partitions, max_moves)
+    }
+}
+
+/// While the busiest node serves more than `threshold` times the least busy: of the
+/// transfers off the busiest node, the one that most lowers the sum of squared node loads
+/// (moving a partition serving `r` from a node at `a` to one at `b` lowers it by
+/// 2r(a - b - r)); it must lower it, so the plan ends. Taking only from the busiest node
+/// keeps quiet nodes' primaries where they are.
+fn plan_primary_load(nodes: &[Node], partitions: &[Placed], threshold: f64, max_moves: usize) -> Vec<PrimaryMove> {
+    let mut parts = partitions.to_vec();
+    let mut moves = Vec::new();
+    while moves.len() < max_moves && primary_load_ratio(nodes, &parts) > threshold {
+        let load = primary_load(nodes, &parts);
+        let of = |id: NodeId| load.iter().find(|(n, _)| *n == id).map(|(_, l)| *l);
+        let Some(&(busiest, a)) = load.iter().max_by(|x, y| x.1.total_cmp(&y.1).then(y.0.cmp(&x.0))) else { break };
+        let mut best: Option<(f64, PrimaryMove)> = None;
+        for p in parts.iter().filter(|p| p.primary == busiest) {
+            for r in p.replicas.iter().filter(|r| **r != p.primary) {
+                let Some(b) = of(*r) else { continue };
+                let gain = 2.0 * p.requests_per_s * (a - b - p.requests_per_s);
+                let m = PrimaryMove { partition: p.id, from: p.primary, to: *r };
+                if gain > 0.0
+                    && best
+                        .as_ref()
+                        .is_none_or(|(g, bm)| gain > *g || (gain == *g && (m.partition, m.to) < (bm.partition, bm.to)))
+                {
+                    best = Some((gain, m));
+                }
+            }
+        }
+        let Some((_, m)) = best else { break };
+        if let Some(p) = parts.iter_mut().find(|p| p.id == m.partition) {
+            p.primary = m.to;
+        }
+        moves.push(m);
+    }
+    moves
+}
+
 /// Leader transfers that even out primary counts over up nodes, at most `max_moves`: each
 /// takes a primary from the node with the most to the replica (of the same partition) whose
 /// up node has the fewest, while that narrows the gap by at least two.
-pub fn plan_primaries(nodes: &[Node], partitions: &[Placed], max_moves: usize) -> Vec<PrimaryMove> {
+fn plan_primary_counts(nodes: &[Node], partitions: &[Placed], max_moves: usize) -> Vec<PrimaryMove> {
     let mut counts: Vec<(NodeId, u32)> = up(nodes).map(|n| (n.id, 0)).collect();
     let mut parts = partitions.to_vec();
     for p in &parts {
@@ -267,7 +339,7 @@ mod tests {
         for p in parts.iter_mut() {
             p.primary = if p.replicas.contains(&1) { 1 } else { p.replicas[0] };
         }
-        let moves = plan_primaries(&nodes, &parts, 100);
+        let moves = plan_primaries(&nodes, &parts, 1.2, 100);
         assert!(!moves.is_empty());
         let mut after = parts.clone();
         for m in &moves {
@@ -282,7 +354,84 @@ mod tests {
         }
         let (max, min) = (counts[1..].iter().max().unwrap(), counts[1..].iter().min().unwrap());
         assert!(max - min <= 1, "{counts:?}");
-        assert!(plan_primaries(&nodes, &after, 100).is_empty(), "balanced: nothing more to do");
+        assert!(plan_primaries(&nodes, &after, 1.2, 100).is_empty(), "balanced: nothing more to do");
+    }
+
+    /// Applies primary moves in order, checking each is a transfer to a replica.
+    fn apply_primaries(parts: &[Placed], moves: &[PrimaryMove]) -> Vec<Placed> {
+        let mut after = parts.to_vec();
+        for m in moves {
+            let p = after.iter_mut().find(|p| p.id == m.partition).unwrap();
+            assert_eq!(p.primary, m.from, "moves apply in order");
+            assert!(p.replicas.contains(&m.to), "only to a replica of the partition");
+            p.primary = m.to;
+        }
+        after
+    }
+
+    fn squares(nodes: &[Node], parts: &[Placed]) -> f64 {
+        primary_load(nodes, parts).iter().map(|(_, l)| l * l).sum()
+    }
+
+    #[test]
+    fn hot_primaries_spread_by_request_load_not_count() {
+        let (nodes, mut parts) = cluster(5, 5, 4, 20, |_| 1);
+        // Even primary counts (4 each), but node 1's four partitions are hot.
+        let mut per_node = [0u32; 6];
+        for p in parts.iter_mut() {
+            let primary = *p.replicas.iter().min_by_key(|r| per_node[**r as usize]).unwrap();
+            per_node[primary as usize] += 1;
+            p.primary = primary;
+            p.requests_per_s = if primary == 1 { 2_000.0 } else { 10.0 };
+        }
+        assert!(per_node[1..].iter().all(|c| *c == 4), "{per_node:?}");
+        assert!(primary_load_ratio(&nodes, &parts) > 30.0);
+        let moves = plan_primaries(&nodes, &parts, 1.5, 100);
+        assert!(moves.len() >= 3, "even counts must not hide a load skew: {moves:?}");
+        let rate = |id: u64| parts.iter().find(|p| p.id == id).unwrap().requests_per_s;
+        assert!(
+            moves[..3].iter().all(|m| m.from == 1 && rate(m.partition) == 2_000.0),
+            "the hot node gives its hot primaries away first: {moves:?}"
+        );
+        let after = apply_primaries(&parts, &moves);
+        let hot_on = |id: u64| after.iter().filter(|p| p.primary == id && p.requests_per_s == 2_000.0).count();
+        assert!((1..=5).all(|n| hot_on(n) <= 1), "one hot primary per node at most");
+        // 8,160 requests/s over 5 nodes: hot partitions one per node at best, then it stops.
+        let load = primary_load(&nodes, &after);
+        let max = load.iter().map(|(_, l)| *l).fold(0.0, f64::max);
+        assert!(max <= 2_100.0, "{load:?}");
+        assert!(plan_primaries(&nodes, &after, 1.5, 100).is_empty(), "balanced: nothing more to do");
+        // Under the floor the same skew is left to counts, which are even.
+        let quiet: Vec<Placed> =
+            parts.iter().map(|p| Placed { requests_per_s: p.requests_per_s / 100.0, ..p.clone() }).collect();
+        assert!(plan_primaries(&nodes, &quiet, 1.5, 100).is_empty());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_primary_transfer_lowers_the_load_spread(
+            rates in proptest::collection::vec(0u32..5_000, 12),
+            seed in 0u64..1_000,
+        ) {
+            let (nodes, mut parts) = cluster(6, 3, 3, 12, |_| 1);
+            for (i, p) in parts.iter_mut().enumerate() {
+                p.primary = p.replicas[(seed as usize + i) % p.replicas.len()];
+                p.requests_per_s = f64::from(rates[i]);
+            }
+            let moves = plan_primaries(&nodes, &parts, 1.2, 1_000);
+            proptest::prop_assert!(moves.len() <= 1_000);
+            if primary_load(&nodes, &parts).iter().any(|(_, l)| *l > REQUEST_FLOOR) {
+                let mut cur = parts.clone();
+                for m in &moves {
+                    let next = apply_primaries(&cur, std::slice::from_ref(m));
+                    proptest::prop_assert!(squares(&nodes, &next) < squares(&nodes, &cur), "{m:?}");
+                    cur = next;
+                }
+                let ratio = primary_load_ratio(&nodes, &cur);
+                // Either within the threshold or no single transfer helps any more.
+                proptest::prop_assert!(ratio <= 1.2 || plan_primaries(&nodes, &cur, 1.2, 1).is_empty());
+            }
+        }
     }
 
     #[test]

@@ -139,7 +139,7 @@ pub fn initial_cluster(
         if let Some(n) = ns.iter_mut().find(|n| n.id == primary) {
             n.load.primaries += 1;
         }
-        ps.push(Placed { id, replicas: placed, primary, bytes: bytes(id) });
+        ps.push(Placed { id, replicas: placed, primary, bytes: bytes(id), requests_per_s: 0.0 });
     }
     Ok((ns, ps))
 }

@@ -32,6 +32,8 @@ pub struct Placed {
     pub primary: NodeId,
     /// Engine bytes of one replica.
     pub bytes: u64,
+    /// Requests per second its primary serves (they follow the primary when it moves).
+    pub requests_per_s: f64,
 }
 
 /// A temporary replica built before a UD goes down.

@@ -339,7 +339,15 @@ impl Manager {
                 // Primaries even out by leader transfers among partitions not moving.
                 let steady: Vec<_> =
                     placed.iter().filter(|p| !moves.iter().any(|mv| mv.partition == p.id)).cloned().collect();
-                let transfers = balance::plan_primaries(&nodes, &steady, max_moves);
+                let transfers = balance::plan_primaries(&nodes, &steady, threshold, max_moves);
+                if balance::primary_load_ratio(&nodes, &steady) > 1.0 {
+                    out.push(format!(
+                        "primary request load: busiest over least busy node {:.2} (counts once a node's \
+                         primaries serve over {} requests/s)",
+                        balance::primary_load_ratio(&nodes, &steady),
+                        balance::REQUEST_FLOOR
+                    ));
+                }
                 for t in &transfers {
                     out.push(format!("  partition {}: primary node {} -> node {}", t.partition, t.from, t.to));
                 }

@@ -54,6 +54,11 @@ impl Manager {
                     primary: self.primary_node(p.id).unwrap_or(replicas[0]),
                     replicas,
                     bytes: map::partition_bytes(p.id, reported),
+                    requests_per_s: reported
+                        .iter()
+                        .filter(|(_, s)| s.partition == p.id && s.role == pb::Role::Primary as i32)
+                        .map(|(_, s)| s.requests_per_s)
+                        .sum(),
                 }
             })
             .collect()
