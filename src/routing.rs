@@ -208,9 +208,34 @@ impl ServiceClient {
         from: &[u8],
         limit: usize,
     ) -> Result<Vec<pb::Record>, RoutingError> {
-        let st = self.state(false).await?;
+        let deadline = Instant::now() + self.config.deadline;
+        let mut stale_version = None;
+        loop {
+            let st = self.state(stale_version.is_some()).await?;
+            if stale_version.is_some_and(|v| v == st.version) {
+                tokio::time::sleep(STALE_MAP_RETRY).await;
+            }
+            match self.scan_on(&st, service, table, from, limit).await {
+                // A stale map: the whole scan goes again on a fresh one (reads only).
+                Err(RoutingError::Client(ClientError::NotHosted { .. })) if Instant::now() < deadline => {
+                    stale_version = Some(st.version);
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// [`ServiceClient::scan_from`] over the partitions of one map.
+    async fn scan_on(
+        &self,
+        st: &pb::GetMapResponse,
+        service: &str,
+        table: &str,
+        from: &[u8],
+        limit: usize,
+    ) -> Result<Vec<pb::Record>, RoutingError> {
         let page = u32::try_from(limit).unwrap_or(u32::MAX).clamp(1, SCAN_PAGE);
-        let walks = Self::partitions(&st, service)?.into_iter().map(|p| {
+        let walks = Self::partitions(st, service)?.into_iter().map(|p| {
             let client = self.client.clone();
             async move {
                 let (mut out, mut token) = (Vec::new(), Vec::new());

@@ -282,6 +282,10 @@ async fn operator_story_placement_drain_moves_and_node_loss() {
     let got = fresh.get("t", "default", b"after-remake").await.expect("read");
     assert_eq!(got.map(|r| r.value.to_vec()), Some(b"fresh".to_vec()));
     assert_eq!(fresh.get("t", "default", b"key-7").await.expect("read"), None, "the old service's data is gone");
+    // `reader` still holds the old map too: its scan refreshes it and walks the new service.
+    let scanned = reader.scan("t", "default", 100).await.expect("a scan routed by a stale map");
+    let keys: Vec<Vec<u8>> = scanned.iter().map(|r| r.key.to_vec()).collect();
+    assert_eq!(keys, vec![b"after-remake".to_vec()]);
 }
 
 fn primary_of(p: &Value) -> Option<u64> {
