@@ -383,6 +383,12 @@ impl Client {
         self.batch(partition, vec![delete_op(table, key)]).await
     }
 
+    /// A consistent snapshot of `partition` from its primary, as a stream of checksummed
+    /// chunks (see [`weft_replica::transport::ChunkCheck`]).
+    pub async fn backup(&self, partition: u64) -> Result<tonic::Streaming<pb::SnapshotChunk>, ClientError> {
+        self.call(partition, true, false, |mut c| async move { c.backup(pb::BackupRequest { partition }).await }).await
+    }
+
     /// Reads one record, with what the response says about who served it.
     pub async fn get_with_info(
         &self,

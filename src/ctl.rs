@@ -124,6 +124,31 @@ enum Ctl {
     },
     /// Lets a drained node take replicas again.
     Activate { node: u64 },
+    /// Backs up a service: each partition's snapshot, from its primary, into a new
+    /// directory under --dir (one Avro file per partition and a manifest).
+    Backup {
+        service: String,
+        /// Where backups are kept.
+        #[arg(long)]
+        dir: std::path::PathBuf,
+    },
+    /// Lists the backups under --dir.
+    Backups {
+        /// Where backups are kept.
+        #[arg(long)]
+        dir: std::path::PathBuf,
+    },
+    /// Restores a backup (a directory `ctl backup` made) into a new service.
+    Restore {
+        /// The backup's directory.
+        backup: std::path::PathBuf,
+        /// The new service's name.
+        #[arg(long)]
+        service: String,
+        /// Replicas per partition (default 4).
+        #[arg(long, default_value_t = 0)]
+        replicas: u32,
+    },
 }
 
 fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
@@ -279,6 +304,64 @@ pub async fn run(a: CtlArgs) -> anyhow::Result<()> {
         Ctl::Drain { node, force } => {
             let req = pb::NodeRequest { node, force };
             say(cluster(&a.endpoint).await?.drain(req).await.map_err(grpc)?.into_inner(), json)?;
+        }
+        Ctl::Backup { service, dir } => {
+            let endpoints = std::slice::from_ref(&a.endpoint);
+            let (path, m) = weft::backup::backup(endpoints, &service, &dir).await?;
+            if json {
+                print_json(&serde_json::json!({ "path": path, "manifest": m }))?;
+            } else {
+                let mut out = std::io::stdout().lock();
+                writeln!(
+                    out,
+                    "backed up {} ({} partitions, {} bytes) to {}",
+                    m.service,
+                    m.partitions.len(),
+                    m.bytes(),
+                    path.display()
+                )?;
+            }
+        }
+        Ctl::Backups { dir } => {
+            let all = weft::backup::list(&dir)?;
+            if json {
+                let v: Vec<_> = all.iter().map(|(p, m)| serde_json::json!({ "path": p, "manifest": m })).collect();
+                print_json(&v)?;
+            } else {
+                let mut out = std::io::stdout().lock();
+                writeln!(
+                    out,
+                    "{:<40} {:<16} {:>10} {:>14} {:>15}",
+                    "backup", "service", "partitions", "bytes", "created (ms)"
+                )?;
+                for (p, m) in &all {
+                    let name =
+                        p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned());
+                    writeln!(
+                        out,
+                        "{:<40} {:<16} {:>10} {:>14} {:>15}",
+                        name,
+                        m.service,
+                        m.partitions.len(),
+                        m.bytes(),
+                        m.created_unix_ms
+                    )?;
+                }
+            }
+        }
+        Ctl::Restore { backup, service, replicas } => {
+            let endpoints = std::slice::from_ref(&a.endpoint);
+            let r = weft::backup::restore(endpoints, &backup, &service, replicas).await?;
+            if json {
+                print_json(&r)?;
+            } else {
+                let mut out = std::io::stdout().lock();
+                writeln!(
+                    out,
+                    "restored {} partitions, {} tables, {} records into service {}",
+                    r.partitions, r.tables, r.records, r.service
+                )?;
+            }
         }
         Ctl::Activate { node } => {
             let req = pb::NodeRequest { node, force: false };

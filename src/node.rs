@@ -275,8 +275,39 @@ fn token(t: &[u8]) -> Option<Token> {
     (!t.is_empty()).then(|| Token::from_bytes(t))
 }
 
+/// The chunk stream a backup answers with.
+type BackupStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::SnapshotChunk, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl pb::store_server::Store for StoreService {
+    type BackupStream = BackupStream;
+
+    /// The primary, after a read-index round (so it holds everything acknowledged), takes
+    /// an O(1) engine snapshot and streams it as a snapshot transfer would, without client
+    /// sessions: they mean nothing to a restored service.
+    async fn backup(&self, req: Request<pb::BackupRequest>) -> Result<Response<BackupStream>, Status> {
+        let partition = req.into_inner().partition;
+        let header = Some(pb::ReadHeader { partition, mode: pb::ReadMode::Linearizable as i32 });
+        let (snapshot, _) = self.read(header, |s| Ok(s.snapshot())).await?;
+        let chunk_bytes = self.host.peers().config().snapshot_chunk_bytes;
+        let (rx, encoder) = weft_replica::transport::stream_snapshot(
+            pb::SnapshotChunk::default(),
+            snapshot,
+            Default::default(),
+            chunk_bytes,
+        );
+        // A failed encoder ends the stream without its last chunk, which the reader rejects.
+        tokio::spawn(async move {
+            match encoder.await {
+                Ok(Ok(counts)) => tracing::info!(partition, ?counts, "backup streamed"),
+                Ok(Err(e)) => tracing::warn!(partition, error = %e, "backup stream stopped"),
+                Err(e) => tracing::warn!(partition, error = %e, "backup encoder failed"),
+            }
+        });
+        let stream = futures::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), Ok);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
         let req = req.into_inner();
         let (record, info) = self.read(req.header, |s| Ok(s.get(&req.table, &req.key)?.map(record_to_pb))).await?;

@@ -367,4 +367,36 @@ async fn rebalance_spreads_hot_primaries() {
     assert!(moved.contains(&hot_node), "one hot primary stays, the other moves: {moved:?}");
     let ps = partitions(&ep);
     assert!(healthy(&ps), "transfers only, nothing copied or broken: {ps:?}");
+
+    // Backup and restore: the service's records come back in a new service.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let dir_s = dir.path().to_str().expect("utf-8 path");
+    let backed = ctl_json(&ep, &["backup", "t", "--dir", dir_s]);
+    let path = backed["path"].as_str().expect("backup path").to_string();
+    assert_eq!(backed["manifest"]["partitions"].as_array().map(Vec::len), Some(10), "{backed}");
+    let listed = ctl_json(&ep, &["backups", "--dir", dir_s]);
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    let (ok, _, err) = weft(&["ctl", "--endpoint", &ep, "restore", &path, "--service", "t"]);
+    assert!(!ok && err.contains("exists"), "a restore over a live service is refused: {err}");
+    let restored = ctl_json(&ep, &["restore", &path, "--service", "r"]);
+    assert_eq!(restored["records"], keys.len(), "{restored}");
+    assert_eq!(restored["tables"], 10, "one table per partition: {restored}");
+    let c = ServiceClient::new(vec![addrs[1].clone()], ClientConfig::default());
+    let pairs = |rs: Vec<weft::proto::Record>| -> Vec<(Vec<u8>, Vec<u8>)> {
+        rs.into_iter().map(|r| (r.key.to_vec(), r.value.to_vec())).collect()
+    };
+    let original = pairs(c.scan("t", "default", 10_000).await.expect("scan t"));
+    let copy = pairs(c.scan("r", "default", 10_000).await.expect("scan r"));
+    assert_eq!(original.len(), keys.len());
+    assert_eq!(copy, original, "the restored service holds exactly what was backed up");
+    // A file that no longer matches its manifest is refused before anything is made.
+    let part = std::path::Path::new(&path).join("part-0.avro");
+    let mut bytes = std::fs::read(&part).expect("read part");
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x40;
+    std::fs::write(&part, bytes).expect("write part");
+    let (ok, _, err) = weft(&["ctl", "--endpoint", &ep, "restore", &path, "--service", "r2"]);
+    assert!(!ok && err.contains("CRC32C"), "a corrupt backup is refused: {err}");
+    let services = ctl_json(&ep, &["services"]);
+    assert!(!services.to_string().contains("\"r2\""), "nothing was made: {services}");
 }

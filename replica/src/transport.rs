@@ -360,14 +360,7 @@ impl RaftNetworkV2<TypeConfig> for Link {
             meta: Some(wire::snapshot_meta_to_pb(&snapshot.meta)),
             ..Default::default()
         };
-        let (tx, rx) = mpsc::channel(SNAPSHOT_CHUNKS_IN_FLIGHT);
-        let chunk_bytes = self.peers.config().snapshot_chunk_bytes;
-        let encoder = tokio::task::spawn_blocking(move || {
-            let mut out = ChunkWriter::new(tx, header, chunk_bytes);
-            let counts = snapshot::encode(&store, &sessions, &mut out)?;
-            out.finish()?;
-            Ok::<_, snapshot::SnapshotError>(counts)
-        });
+        let (rx, encoder) = stream_snapshot(header, store, sessions, self.peers.config().snapshot_chunk_bytes);
         let mut client = self.client().map_err(streaming_error)?;
         let call = client.snapshot(Request::new(tokio_stream::wrappers::ReceiverStream::new(rx)));
         let resp = tokio::select! {
@@ -402,6 +395,70 @@ impl RaftNetworkV2<TypeConfig> for Link {
         };
         self.client().map_err(rpc_error)?.transfer_leader(with_ttl(msg, &option)).await.map_err(rpc_error)?;
         Ok(Ok(()))
+    }
+}
+
+/// Encodes `store` and `sessions` on a blocking thread into checksummed chunks of at most
+/// `chunk_bytes` (the first carrying `header`'s fields, the last `done` with the totals), at
+/// most [`SNAPSHOT_CHUNKS_IN_FLIGHT`] ahead of the reader. Snapshot transfers and backups
+/// both send this stream; dropping the receiver stops the encoder.
+pub fn stream_snapshot(
+    header: pb::SnapshotChunk,
+    store: weft_store::StoreSnapshot,
+    sessions: crate::sessions::Sessions,
+    chunk_bytes: usize,
+) -> (mpsc::Receiver<pb::SnapshotChunk>, tokio::task::JoinHandle<Result<snapshot::Counts, snapshot::SnapshotError>>) {
+    let (tx, rx) = mpsc::channel(SNAPSHOT_CHUNKS_IN_FLIGHT);
+    let encoder = tokio::task::spawn_blocking(move || {
+        let mut out = ChunkWriter::new(tx, header, chunk_bytes);
+        let counts = snapshot::encode(&store, &sessions, &mut out)?;
+        out.finish()?;
+        Ok(counts)
+    });
+    (rx, encoder)
+}
+
+/// The checks a receiver of a chunked snapshot stream makes on each chunk: its CRC32C, and
+/// on the last one the CRC32C and length of the whole stream.
+#[derive(Debug, Default)]
+pub struct ChunkCheck {
+    crc: u32,
+    total: u64,
+    done: bool,
+}
+
+impl ChunkCheck {
+    /// Checks the next chunk; returns whether it was the last. A chunk after the last is
+    /// an error too.
+    pub fn check(&mut self, c: &pb::SnapshotChunk) -> Result<bool, String> {
+        if self.done {
+            return Err("a chunk after the last one".into());
+        }
+        if crc32c::crc32c(&c.data) != c.crc32c {
+            return Err(format!("snapshot chunk at byte {} fails its CRC32C", self.total));
+        }
+        self.crc = crc32c::crc32c_append(self.crc, &c.data);
+        self.total += c.data.len() as u64;
+        if c.done {
+            if c.total_crc32c != self.crc || c.total_bytes != self.total {
+                return Err(format!(
+                    "snapshot stream totals disagree: {} bytes crc {:#x}, sender says {} bytes crc {:#x}",
+                    self.total, self.crc, c.total_bytes, c.total_crc32c
+                ));
+            }
+            self.done = true;
+        }
+        Ok(c.done)
+    }
+
+    /// Bytes checked so far.
+    pub fn bytes(&self) -> u64 {
+        self.total
+    }
+
+    /// Whether the last chunk has been checked.
+    pub fn is_done(&self) -> bool {
+        self.done
     }
 }
 
@@ -604,27 +661,12 @@ impl pb::raft_server::Raft for RaftService {
         let decoder = tokio::task::spawn_blocking(move || {
             snapshot::decode(ChunkReader { rx, cur: Bytes::new() }, limits, decoder_sm.progress())
         });
-        let mut crc = 0u32;
-        let mut total = 0u64;
+        let mut check = ChunkCheck::default();
         let mut chunk = Some(first);
-        let mut done = false;
         let checked: Result<(), Status> = async {
             while let Some(c) = chunk.take() {
-                if crc32c::crc32c(&c.data) != c.crc32c {
-                    return Err(Status::data_loss(format!("snapshot chunk at byte {total} fails its CRC32C")));
-                }
-                crc = crc32c::crc32c_append(crc, &c.data);
-                total += c.data.len() as u64;
-                progress_sm.progress().bytes.store(total, Ordering::Relaxed);
-                if c.done {
-                    if c.total_crc32c != crc || c.total_bytes != total {
-                        return Err(Status::data_loss(format!(
-                            "snapshot stream totals disagree: {total} bytes crc {crc:#x}, sender says {} bytes crc {:#x}",
-                            c.total_bytes, c.total_crc32c
-                        )));
-                    }
-                    done = true;
-                }
+                let done = check.check(&c).map_err(Status::data_loss)?;
+                progress_sm.progress().bytes.store(check.bytes(), Ordering::Relaxed);
                 // The decoder thread may have stopped on a defect; that is then reported
                 // through its result below.
                 let sent = tx.send(c.data).await.is_ok();
@@ -642,7 +684,7 @@ impl pb::raft_server::Raft for RaftService {
         checked?;
         // A decoder that stopped early explains a stream that stopped early.
         let (store, sessions) = decoded.map_err(|e| Status::data_loss(e.to_string()))?;
-        if !done {
+        if !check.is_done() {
             return Err(Status::data_loss("snapshot stream ended before its last chunk"));
         }
         let built_s = started.elapsed().as_secs_f64();
@@ -650,7 +692,7 @@ impl pb::raft_server::Raft for RaftService {
         let resp = replica.raft.install_full_snapshot(vote, snapshot).await.map_err(fatal)?;
         tracing::info!(
             target = ?first_target,
-            bytes = total,
+            bytes = check.bytes(),
             received_s,
             built_s,
             installed_s = started.elapsed().as_secs_f64(),
