@@ -400,3 +400,78 @@ async fn rebalance_spreads_hot_primaries() {
     let services = ctl_json(&ep, &["services"]);
     assert!(!services.to_string().contains("\"r2\""), "nothing was made: {services}");
 }
+
+/// A move's target node restarts (volatile, so empty) as soon as it hosts the target
+/// replica. The old id, which the group may already know, never comes back empty: the move
+/// finishes with a fresh id, or repair replaces the lost voter with one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_target_lost_to_a_restart_gets_a_fresh_id() {
+    let (mut nodes, addrs, _) = start_cluster();
+    let ep = addrs[3].clone();
+    wait_for(Duration::from_secs(30), "5 nodes up", || async {
+        let (ok, out, _) = weft(&["ctl", "--endpoint", &ep, "--json", "nodes"]);
+        let v: Value = if ok { serde_json::from_str(&out).ok()? } else { return None };
+        (v.as_array()?.iter().filter(|n| n["state"] == "up").count() == 5).then_some(())
+    })
+    .await;
+    ctl_json(&ep, &["create-service", "t", "--partitions", "1"]);
+    let ps = wait_healthy(&ep, "service t placed", |_| true).await;
+    let pid = ps[0]["id"].as_u64().expect("id");
+    // The spare is a sixth node, not a seed: restarting a seed empty would cost the map
+    // group a replica, which is not what this test is about.
+    let extra = free_addrs(1).remove(0);
+    let seeds = addrs[..3].join(",");
+    nodes.push(start_node(6, &extra, &seeds, &[]));
+    let spare = 6u64;
+    wait_for(Duration::from_secs(30), "node 6 up", || async {
+        let v = ctl_json(&ep, &["nodes"]);
+        v.as_array()?.iter().any(|n| n["id"] == 6 && n["state"] == "up").then_some(())
+    })
+    .await;
+    let from = ps[0]["replicas"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["role"] == "secondary"))
+        .and_then(|r| r["node"].as_u64())
+        .expect("a secondary");
+    // About 100 MB, so building a replica takes long enough to restart its node meanwhile.
+    let client = weft::Client::new(addrs.clone(), ClientConfig::default());
+    for b in 0..100u32 {
+        let ops = (0..16u32)
+            .map(|i| {
+                weft::client::put_op("default", format!("k{b:03}-{i:02}").as_bytes(), &vec![b as u8; 64 << 10], None)
+            })
+            .collect();
+        client.batch(pid, ops).await.expect("load batch");
+    }
+    let (ok, out, err) = weft(&[
+        "ctl",
+        "--endpoint",
+        &ep,
+        "move-secondary",
+        &pid.to_string(),
+        "--from",
+        &from.to_string(),
+        "--to",
+        &spare.to_string(),
+        "--no-wait",
+    ]);
+    assert!(ok, "move-secondary: {out} {err}");
+    // As soon as the spare node hosts the target, and while it is still being built,
+    // restart that node.
+    let target = nodes.last_mut().expect("node 6");
+    let first = wait_for(Duration::from_secs(30), "the target opened on the spare node", || async {
+        let st = target.status(pid).await?;
+        Some(st)
+    })
+    .await;
+    assert_ne!(first.role, weft::proto::Role::Secondary as i32, "the build finished before the restart: {first:?}");
+    target.restart().expect("restart the spare node");
+    // Either the build was cut short and the move finished with a fresh id, or the build
+    // had just finished and the restart lost a voter, which repair replaced with a fresh
+    // id. Either way the lost replica's id is gone for good.
+    let ps = wait_healthy(&ep, "the partition whole after the restart", |_| true).await;
+    let ids = replica_ids(&ps[0]);
+    assert!(!ids.contains(&first.replica), "the lost target's id {} came back: {ps:?}", first.replica);
+    let got = client.get(pid, "default", b"k099-15", weft::ReadMode::Linearizable).await.expect("read");
+    assert_eq!(got.map(|r| r.value.len()), Some(64 << 10));
+}

@@ -286,6 +286,7 @@ impl Manager {
                     to: Some(pb::ReplicaPlacement { node: to, replica }),
                     replaces: p.replicas.iter().find(|r| r.node == req.from_node).cloned(),
                     reason: format!("operator: move from node {}", req.from_node),
+                    opened: false,
                 });
                 Ok((to, replica))
             })
@@ -362,6 +363,7 @@ impl Manager {
                             to: Some(pb::ReplicaPlacement { node: mv.to, replica }),
                             replaces: p.replicas.iter().find(|r| r.node == mv.from).cloned(),
                             reason: format!("rebalance: from node {}", mv.from),
+                            opened: false,
                         });
                     }
                 }

@@ -157,6 +157,7 @@ impl Manager {
                         to: Some(pb::ReplicaPlacement { node: *to, replica }),
                         replaces: p.replicas.iter().find(|r| r.node == *from).cloned(),
                         reason: reason.clone(),
+                        opened: false,
                     });
                     m.next_replica += 1;
                 }
@@ -303,10 +304,67 @@ impl Manager {
         Ok(())
     }
 
-    async fn finish_move(&self, m: &pb::ClusterMap, p: &pb::PartitionInfo, mv: pb::PendingMove) -> Result<(), Status> {
+    async fn finish_move(
+        &self,
+        m: &pb::ClusterMap,
+        p: &pb::PartitionInfo,
+        mut mv: pb::PendingMove,
+    ) -> Result<(), Status> {
         let to = mv.to;
         if let Some(to) = to {
             let to_addr = Self::addr_of(m, to.node)?;
+            if mv.opened {
+                // Opened before: unless the node still hosts it, it went with a restart of
+                // its node, and the group may know its id. Never open that id again,
+                // empty: the next round builds a replica with a fresh one.
+                // Only the node's own "not hosted" answer counts: an unreachable node is
+                // asked again next round.
+                let asked = step(self.admin(&to_addr)?.status(pb::ReplicaStatusRequest { partition: p.id })).await;
+                let lost = match asked {
+                    Ok(_) => false,
+                    Err(s) if s.code() == tonic::Code::NotFound => true,
+                    Err(s) => return Err(s),
+                };
+                if lost {
+                    self.update(|m| {
+                        let next = m.next_replica;
+                        if let Some(q) = m.partitions.get_mut(&p.id)
+                            && q.pending.as_ref() == Some(&mv)
+                            && let Some(pending) = q.pending.as_mut()
+                        {
+                            pending.to = Some(pb::ReplicaPlacement { node: to.node, replica: next });
+                            pending.opened = false;
+                            m.next_replica += 1;
+                        }
+                        Ok(())
+                    })
+                    .await?;
+                    tracing::warn!(
+                        partition = p.id,
+                        node = to.node,
+                        replica = to.replica,
+                        "a move's target was lost; it gets a fresh replica id"
+                    );
+                    return Err(Status::unavailable(format!(
+                        "the move's target replica {} on node {} was lost; retrying with a fresh id",
+                        to.replica, to.node
+                    )));
+                }
+            } else {
+                // Recorded before the first open, so a retry after any failure knows.
+                let before = mv.clone();
+                self.update(|m| {
+                    if let Some(q) = m.partitions.get_mut(&p.id)
+                        && q.pending.as_ref() == Some(&before)
+                        && let Some(pending) = q.pending.as_mut()
+                    {
+                        pending.opened = true;
+                    }
+                    Ok(())
+                })
+                .await?;
+                mv.opened = true;
+            }
             let open = pb::OpenReplicaRequest { partition: p.id, replica: to.replica, mode: 0, initial: None };
             step(self.admin(&to_addr)?.open_replica(open)).await?;
             let learner =

@@ -254,6 +254,7 @@ impl Manager {
                             to: Some(stand_in),
                             replaces: None,
                             reason: format!("upgrade of {ud}: stand-in for node {}", b.stands_in_for),
+                            opened: false,
                         });
                         m.next_replica += 1;
                         stand_ins.push(pb::StandIn {
@@ -401,8 +402,12 @@ impl Manager {
                 self.update(|m| {
                     for (pid, replica, reason) in &removals {
                         if let Some(p) = m.partitions.get_mut(pid).filter(|p| p.pending.is_none()) {
-                            p.pending =
-                                Some(pb::PendingMove { to: None, replaces: Some(*replica), reason: (*reason).into() });
+                            p.pending = Some(pb::PendingMove {
+                                to: None,
+                                replaces: Some(*replica),
+                                reason: (*reason).into(),
+                                opened: false,
+                            });
                         }
                     }
                     if let Some(x) = m.upgrade.as_mut() {
