@@ -121,14 +121,12 @@ pub async fn backup(endpoints: &[String], service: &str, dir: &Path) -> Result<(
         let mut f = fs::File::create(&path).map_err(io_err(&path))?;
         let mut stream = client.backup(p.id).await?;
         let mut check = ChunkCheck::default();
-        let mut crc = 0u32;
         while let Some(chunk) = stream
             .message()
             .await
             .map_err(|s| BackupError::Corrupt(format!("partition {} backup stream: {}", p.index, s.message())))?
         {
             let last = check.check(&chunk).map_err(|e| BackupError::Corrupt(format!("partition {}: {e}", p.index)))?;
-            crc = crc32c::crc32c_append(crc, &chunk.data);
             f.write_all(&chunk.data).map_err(io_err(&path))?;
             if last {
                 break;
@@ -138,7 +136,14 @@ pub async fn backup(endpoints: &[String], service: &str, dir: &Path) -> Result<(
             return Err(BackupError::Corrupt(format!("partition {}: the stream ended before its last chunk", p.index)));
         }
         f.sync_all().map_err(io_err(&path))?;
-        files.push(PartitionFile { index: p.index, low: p.low, high: p.high, file, bytes: check.bytes(), crc32c: crc });
+        files.push(PartitionFile {
+            index: p.index,
+            low: p.low,
+            high: p.high,
+            file,
+            bytes: check.bytes(),
+            crc32c: check.crc32c(),
+        });
     }
     let manifest = Manifest { service: service.into(), created_unix_ms, map_version: map.version, partitions: files };
     let path = out.join(MANIFEST);
@@ -168,6 +173,22 @@ pub fn list(dir: &Path) -> Result<Vec<(PathBuf, Manifest)>, BackupError> {
     Ok(out)
 }
 
+/// Length and CRC32C of a file, read in bounded pieces.
+fn file_crc(path: &Path) -> Result<(u64, u32), BackupError> {
+    use std::io::Read;
+    let mut f = fs::File::open(path).map_err(io_err(path))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut bytes, mut crc) = (0u64, 0u32);
+    loop {
+        let n = f.read(&mut buf).map_err(io_err(path))?;
+        if n == 0 {
+            return Ok((bytes, crc));
+        }
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        bytes += n as u64;
+    }
+}
+
 /// What a restore wrote.
 #[derive(Clone, Debug, Serialize)]
 pub struct Restored {
@@ -193,13 +214,11 @@ pub async fn restore(
     // Every file is checked before anything is made.
     for p in &manifest.partitions {
         let path = backup.join(&p.file);
-        let data = fs::read(&path).map_err(io_err(&path))?;
-        if data.len() as u64 != p.bytes || crc32c::crc32c(&data) != p.crc32c {
+        let (bytes, crc) = file_crc(&path)?;
+        if bytes != p.bytes || crc != p.crc32c {
             return Err(BackupError::Corrupt(format!(
-                "{}: {} bytes with CRC32C {:#x}, the manifest says {} bytes with {:#x}",
+                "{}: {bytes} bytes with CRC32C {crc:#x}, the manifest says {} bytes with {:#x}",
                 path.display(),
-                data.len(),
-                crc32c::crc32c(&data),
                 p.bytes,
                 p.crc32c
             )));

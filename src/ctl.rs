@@ -75,7 +75,8 @@ enum Ctl {
         #[arg(long)]
         no_wait: bool,
     },
-    /// Evens out replica counts: moves replicas from the fullest nodes to the emptiest.
+    /// Evens out replica counts and memory (moving replicas) and primaries (by request
+    /// load over 200 requests/s, else by count, through leader transfers).
     Rebalance {
         /// Print the plan and predicted imbalance; move nothing.
         #[arg(long)]

@@ -130,6 +130,25 @@ impl ServiceClient {
         Fut: Future<Output = Result<T, ClientError>>,
     {
         let h = keyspace::hash(key);
+        let f = &f;
+        self.on_map(|st| async move {
+            let parts = Self::partitions(&st, service)?;
+            let p = parts
+                .iter()
+                .find(|p| p.low <= h && h <= p.high)
+                .ok_or_else(|| RoutingError::NoMap(format!("service {service} has no partition for hash {h:#x}")))?;
+            Ok(f(p.id).await?)
+        })
+        .await
+    }
+
+    /// Runs `f` on the cached map, and again on a refreshed one when that could help: once
+    /// when no replica answered a read, and until the deadline when the map is stale.
+    async fn on_map<T, F, Fut>(&self, f: F) -> Result<T, RoutingError>
+    where
+        F: Fn(Arc<pb::GetMapResponse>) -> Fut,
+        Fut: Future<Output = Result<T, RoutingError>>,
+    {
         let deadline = Instant::now() + self.config.deadline;
         let mut refreshed = false;
         let mut stale_version = None;
@@ -139,24 +158,19 @@ impl ServiceClient {
                 // The manager has not published the change yet: give it a moment.
                 tokio::time::sleep(STALE_MAP_RETRY).await;
             }
-            let parts = Self::partitions(&st, service)?;
-            let p = parts
-                .iter()
-                .find(|p| p.low <= h && h <= p.high)
-                .ok_or_else(|| RoutingError::NoMap(format!("service {service} has no partition for hash {h:#x}")))?;
-            match f(p.id).await {
+            match f(st.clone()).await {
                 // Only reads answer `Unavailable` (writes end `Indeterminate`).
-                Err(e @ ClientError::Unavailable { .. }) if !refreshed => {
+                Err(RoutingError::Client(e @ ClientError::Unavailable { .. })) if !refreshed => {
                     tracing::debug!(error = %e, "refreshing the cluster map and retrying");
                     refreshed = true;
                 }
                 // The map is stale: reads go again on a fresh one, and so do writes, under
                 // the ticket they were given, so none applies twice.
-                Err(e @ ClientError::NotHosted { .. }) if Instant::now() < deadline => {
+                Err(RoutingError::Client(e @ ClientError::NotHosted { .. })) if Instant::now() < deadline => {
                     tracing::debug!(error = %e, version = st.version, "stale cluster map; refreshing");
                     stale_version = Some(st.version);
                 }
-                r => return Ok(r?),
+                r => return r,
             }
         }
     }
@@ -208,21 +222,8 @@ impl ServiceClient {
         from: &[u8],
         limit: usize,
     ) -> Result<Vec<pb::Record>, RoutingError> {
-        let deadline = Instant::now() + self.config.deadline;
-        let mut stale_version = None;
-        loop {
-            let st = self.state(stale_version.is_some()).await?;
-            if stale_version.is_some_and(|v| v == st.version) {
-                tokio::time::sleep(STALE_MAP_RETRY).await;
-            }
-            match self.scan_on(&st, service, table, from, limit).await {
-                // A stale map: the whole scan goes again on a fresh one (reads only).
-                Err(RoutingError::Client(ClientError::NotHosted { .. })) if Instant::now() < deadline => {
-                    stale_version = Some(st.version);
-                }
-                r => return r,
-            }
-        }
+        // A stale map sends the whole scan again on a fresh one (reads only).
+        self.on_map(|st| async move { self.scan_on(&st, service, table, from, limit).await }).await
     }
 
     /// [`ServiceClient::scan_from`] over the partitions of one map.

@@ -98,6 +98,25 @@ async fn wait_healthy(endpoint: &str, what: &str, extra: impl Fn(&[Value]) -> bo
     .await
 }
 
+/// Waits until `n` nodes are up, as `ctl nodes` shows them.
+async fn wait_up(ep: &str, n: usize) {
+    wait_for(Duration::from_secs(30), &format!("{n} nodes up"), || async {
+        let (ok, out, _) = weft(&["ctl", "--endpoint", ep, "--json", "nodes"]);
+        let v: Value = if ok { serde_json::from_str(&out).ok()? } else { return None };
+        (v.as_array()?.iter().filter(|n| n["state"] == "up").count() == n).then_some(())
+    })
+    .await;
+}
+
+/// Waits until node `id` is up, as `ctl nodes` shows it.
+async fn wait_node_up(ep: &str, id: u64) {
+    wait_for(Duration::from_secs(30), &format!("node {id} up"), || async {
+        let v = ctl_json(ep, &["nodes"]);
+        v.as_array()?.iter().any(|n| n["id"] == id && n["state"] == "up").then_some(())
+    })
+    .await;
+}
+
 /// Puts `key-i = value-i` for each i; records what was acknowledged.
 async fn write(client: &ServiceClient, acked: &mut BTreeMap<String, String>, range: std::ops::Range<u32>) {
     for i in range {
@@ -111,12 +130,7 @@ async fn write(client: &ServiceClient, acked: &mut BTreeMap<String, String>, ran
 async fn operator_story_placement_drain_moves_and_node_loss() {
     let (mut nodes, addrs, metrics) = start_cluster();
     let ep = addrs[3].clone(); // a non-seed node: it forwards to the manager
-    wait_for(Duration::from_secs(30), "5 nodes up", || async {
-        let (ok, out, _) = weft(&["ctl", "--endpoint", &ep, "--json", "nodes"]);
-        let v: Value = if ok { serde_json::from_str(&out).ok()? } else { return None };
-        (v.as_array()?.iter().filter(|n| n["state"] == "up").count() == 5).then_some(())
-    })
-    .await;
+    wait_up(&ep, 5).await;
 
     // A bad request is refused with the reason and changes nothing.
     let (ok, _, err) = weft(&["ctl", "--endpoint", &ep, "create-service", "t", "--partitions", "4", "--replicas", "6"]);
@@ -218,11 +232,7 @@ async fn operator_story_placement_drain_moves_and_node_loss() {
 
     // A node added late is empty; rebalance evens the cluster out to within the threshold.
     let _late = start_node(6, &free_addrs(1)[0], &addrs[..3].join(","), &[]);
-    wait_for(Duration::from_secs(30), "node 6 up", || async {
-        let v = ctl_json(&ep, &["nodes"]);
-        v.as_array()?.iter().any(|n| n["id"] == 6 && n["state"] == "up").then_some(())
-    })
-    .await;
+    wait_node_up(&ep, 6).await;
     let plan = ctl_json(&ep, &["rebalance", "--dry-run"]);
     let plan_text = plan["lines"].to_string();
     assert!(plan_text.contains("-> node 6"), "the plan fills the new node: {plan}");
@@ -299,12 +309,7 @@ fn primary_of(p: &Value) -> Option<u64> {
 async fn rebalance_spreads_hot_primaries() {
     let (_nodes, addrs, _) = start_cluster();
     let ep = addrs[3].clone();
-    wait_for(Duration::from_secs(30), "5 nodes up", || async {
-        let (ok, out, _) = weft(&["ctl", "--endpoint", &ep, "--json", "nodes"]);
-        let v: Value = if ok { serde_json::from_str(&out).ok()? } else { return None };
-        (v.as_array()?.iter().filter(|n| n["state"] == "up").count() == 5).then_some(())
-    })
-    .await;
+    wait_up(&ep, 5).await;
     ctl_json(&ep, &["create-service", "t", "--partitions", "10"]);
     wait_healthy(&ep, "service t placed", |_| true).await;
     // Without load, rebalance evens primary counts: two per node.
@@ -408,12 +413,7 @@ async fn rebalance_spreads_hot_primaries() {
 async fn a_move_target_lost_to_a_restart_gets_a_fresh_id() {
     let (mut nodes, addrs, _) = start_cluster();
     let ep = addrs[3].clone();
-    wait_for(Duration::from_secs(30), "5 nodes up", || async {
-        let (ok, out, _) = weft(&["ctl", "--endpoint", &ep, "--json", "nodes"]);
-        let v: Value = if ok { serde_json::from_str(&out).ok()? } else { return None };
-        (v.as_array()?.iter().filter(|n| n["state"] == "up").count() == 5).then_some(())
-    })
-    .await;
+    wait_up(&ep, 5).await;
     ctl_json(&ep, &["create-service", "t", "--partitions", "1"]);
     let ps = wait_healthy(&ep, "service t placed", |_| true).await;
     let pid = ps[0]["id"].as_u64().expect("id");
@@ -423,11 +423,7 @@ async fn a_move_target_lost_to_a_restart_gets_a_fresh_id() {
     let seeds = addrs[..3].join(",");
     nodes.push(start_node(6, &extra, &seeds, &[]));
     let spare = 6u64;
-    wait_for(Duration::from_secs(30), "node 6 up", || async {
-        let v = ctl_json(&ep, &["nodes"]);
-        v.as_array()?.iter().any(|n| n["id"] == 6 && n["state"] == "up").then_some(())
-    })
-    .await;
+    wait_node_up(&ep, 6).await;
     let from = ps[0]["replicas"]
         .as_array()
         .and_then(|rs| rs.iter().find(|r| r["role"] == "secondary"))

@@ -456,6 +456,11 @@ impl ChunkCheck {
         self.total
     }
 
+    /// CRC32C of the bytes checked so far.
+    pub fn crc32c(&self) -> u32 {
+        self.crc
+    }
+
     /// Whether the last chunk has been checked.
     pub fn is_done(&self) -> bool {
         self.done

@@ -341,11 +341,12 @@ impl Manager {
                 let steady: Vec<_> =
                     placed.iter().filter(|p| !moves.iter().any(|mv| mv.partition == p.id)).cloned().collect();
                 let transfers = balance::plan_primaries(&nodes, &steady, threshold, max_moves);
-                if balance::primary_load_ratio(&nodes, &steady) > 1.0 {
+                let load_ratio = balance::primary_load_ratio(&nodes, &steady);
+                if load_ratio > 1.0 {
                     out.push(format!(
                         "primary request load: busiest over least busy node {:.2} (counts once a node's \
                          primaries serve over {} requests/s)",
-                        balance::primary_load_ratio(&nodes, &steady),
+                        load_ratio,
                         balance::REQUEST_FLOOR
                     ));
                 }

@@ -269,7 +269,6 @@ impl Store {
             items: Vec::new(),
             defs: defs.to_vec(),
             limits: self.limits.clone(),
-            hasher: self.hasher.clone(),
             max_version: 0,
         })
     }
@@ -352,7 +351,6 @@ pub struct TableLoader {
     items: Vec<KeyItem>,
     defs: Vec<IndexDef>,
     limits: Limits,
-    hasher: foldhash::fast::RandomState,
     max_version: u64,
 }
 
@@ -362,7 +360,7 @@ impl TableLoader {
     pub fn push(&mut self, r: &LoadRecord) -> Result<()> {
         check_record(&self.limits, &r.key, r.value.len(), r.attrs.iter().map(|(n, v)| (n.as_str(), v)))?;
         let attrs = self.table.names_mut().attrs(r.attrs.iter().map(|(n, v)| (n.as_str(), v)));
-        let hash = self.hasher.hash_one(&r.key);
+        let hash = self.table.hash_key(&r.key);
         let rec = Arc::new(Record::new(hash, r.version, &r.key, &r.value, attrs));
         self.table.push_sorted(&mut self.items, rec)?;
         self.max_version = self.max_version.max(r.version);

@@ -404,6 +404,11 @@ impl Table {
         Ok(self)
     }
 
+    /// `key`'s hash under the owning store's hasher.
+    pub(crate) fn hash_key(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
     /// Room for `n` more records in the hash index.
     pub(crate) fn reserve(&mut self, n: usize) {
         self.hash.reserve(n, |r| r.hash());
