@@ -13,7 +13,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
@@ -109,10 +108,46 @@ struct Inner {
     peers: Peers,
     primaries: Mutex<HashMap<u64, String>>,
     client_id: u64,
-    seq: AtomicU64,
-    /// Seqs of writes still waiting for an answer; the smallest bounds `acked_below`.
-    in_flight: Mutex<std::collections::BTreeSet<u64>>,
+    seqs: Seqs,
     config: ClientConfig,
+}
+
+/// A client session's write numbers: the next seq, and the seqs of writes still waiting
+/// for an answer, whose smallest bounds the `acked_below` every write carries.
+///
+/// Both live under one lock. They once did not: a seq was drawn from an atomic counter and
+/// entered in the in-flight set a moment later, so a write that drew the next seq in that
+/// moment could send an `acked_below` above the first one's seq, and the state machine
+/// then refused the first write as expired ("older than the remembered window"), which
+/// `writes_survive_kills_and_a_learner_is_built_by_snapshot` hit in CI.
+#[derive(Debug)]
+struct Seqs(Mutex<(u64, std::collections::BTreeSet<u64>)>);
+
+impl Default for Seqs {
+    fn default() -> Self {
+        Seqs(Mutex::new((1, Default::default())))
+    }
+}
+
+impl Seqs {
+    /// A new write's seq, in flight until [`Seqs::done`].
+    fn take(&self) -> u64 {
+        let mut g = self.0.lock();
+        let seq = g.0;
+        g.0 += 1;
+        g.1.insert(seq);
+        seq
+    }
+
+    /// The `acked_below` for a write with `seq`: no write still in flight lies below it.
+    fn acked_below(&self, seq: u64) -> u64 {
+        self.0.lock().1.first().copied().unwrap_or(seq).min(seq)
+    }
+
+    /// The write with `seq` has its answer (or was given up).
+    fn done(&self, seq: u64) {
+        self.0.lock().1.remove(&seq);
+    }
 }
 
 /// One write's session number, fixed before its first attempt and carried by every
@@ -126,7 +161,7 @@ pub struct WriteTicket {
 
 impl Drop for WriteTicket {
     fn drop(&mut self) {
-        self.client.inner.in_flight.lock().remove(&self.seq);
+        self.client.inner.seqs.done(self.seq);
     }
 }
 
@@ -136,7 +171,7 @@ impl WriteTicket {
     /// command is [`ClientError::Refused`].
     pub async fn write(&self, partition: u64, kind: pb::command::Kind) -> Result<pb::CommandResult, ClientError> {
         let inner = &self.client.inner;
-        let acked_below = inner.in_flight.lock().first().copied().unwrap_or(self.seq).min(self.seq);
+        let acked_below = inner.seqs.acked_below(self.seq);
         let session = pb::Session { client_id: inner.client_id, seq: self.seq, acked_below };
         let cmd = pb::Command { session: Some(session), kind: Some(kind) };
         let resp = self
@@ -216,8 +251,7 @@ impl Client {
                 peers: Peers::new(TransportConfig { connect_timeout: Duration::from_secs(1), ..Default::default() }),
                 primaries: Mutex::default(),
                 client_id: rand::random::<u64>() | 1,
-                seq: AtomicU64::new(1),
-                in_flight: Mutex::default(),
+                seqs: Seqs::default(),
                 config,
             }),
         }
@@ -326,9 +360,7 @@ impl Client {
 
     /// A new write's session number; see [`WriteTicket`].
     pub fn ticket(&self) -> WriteTicket {
-        let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
-        self.inner.in_flight.lock().insert(seq);
-        WriteTicket { client: self.clone(), seq }
+        WriteTicket { client: self.clone(), seq: self.inner.seqs.take() }
     }
 
     /// Replaces the endpoints (a refreshed cluster map's nodes); calls in flight switch
@@ -454,4 +486,34 @@ fn header(partition: u64, mode: ReadMode) -> pb::ReadHeader {
         ReadMode::Stale => pb::ReadMode::Stale,
     };
     pb::ReadHeader { partition, mode: mode as i32 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Seqs;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// What the state machine checks: a write whose seq lies below an `acked_below` it has
+    /// already heard from this client is refused. Writers on several threads draw seqs and
+    /// publish their `acked_below`; no write may ever find its own seq below one already
+    /// published. (With the seq drawn outside the in-flight set's lock, this failed.)
+    #[test]
+    fn no_write_is_ever_below_a_published_acked_below() {
+        let seqs = Seqs::default();
+        let heard = AtomicU64::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..50_000 {
+                        let seq = seqs.take();
+                        let acked_below = seqs.acked_below(seq);
+                        assert!(acked_below <= seq);
+                        let before = heard.fetch_max(acked_below, Ordering::SeqCst);
+                        assert!(seq >= before, "seq {seq} is below an acked_below of {before} already sent");
+                        seqs.done(seq);
+                    }
+                });
+            }
+        });
+    }
 }
