@@ -234,6 +234,13 @@ pub(crate) struct Iter<'a, T> {
     reverse: bool,
 }
 
+/// A copy walks on from the same place (prefetching passes run copies ahead).
+impl<T> Clone for Iter<'_, T> {
+    fn clone(&self) -> Self {
+        Iter { stack: self.stack.clone(), reverse: self.reverse }
+    }
+}
+
 impl<'a, T> Iterator for Iter<'a, T> {
     type Item = &'a T;
 

@@ -85,15 +85,8 @@ pub(crate) fn collect_items<'a, T>(
     const ATTRS_AHEAD: usize = 8;
     const OUT_AHEAD: usize = 8;
     let mut out: Vec<T> = Vec::with_capacity(records.size_hint().0);
-    let mut far = records.clone().skip(RECORD_AHEAD);
-    let mut near = records.clone().skip(ATTRS_AHEAD);
-    for r in records {
-        if let Some(f) = far.next() {
-            prefetch::arc(f);
-        }
-        if let Some(n) = near.next() {
-            prefetch::span(n.attrs().as_ptr(), size_of::<Attr>());
-        }
+    let attrs = |n: &Arc<Record>| prefetch::span(n.attrs().as_ptr(), size_of::<Attr>());
+    for r in prefetch::ahead(records, RECORD_AHEAD, prefetch::arc, ATTRS_AHEAD, attrs) {
         prefetch::write(out.as_ptr().wrapping_add(out.len() + OUT_AHEAD));
         if let Some(v) = r.attr(attr) {
             out.push(make(IndexItem { sort: v.sort_key(), rec: Arc::clone(r) }, r.hash()));

@@ -56,3 +56,31 @@ pub(crate) fn arc<T>(a: &Arc<T>) {
     const COUNTS: usize = 2 * size_of::<usize>();
     span(Arc::as_ptr(a).cast::<u8>().wrapping_sub(COUNTS), COUNTS + size_of::<T>());
 }
+
+/// Yields `items` unchanged while running two copies of the iterator ahead of it:
+/// `far` is called on the item `far_by` places ahead and `near` on the item `near_by`
+/// places ahead. A pass over records scattered on the heap uses `far` to start loading a
+/// record and `near`, once that has arrived, to start loading what the record points to;
+/// the misses of many records then overlap instead of following one another.
+#[inline]
+pub(crate) fn ahead<'a, T: 'a, I>(
+    items: I,
+    far_by: usize,
+    far: impl Fn(&T),
+    near_by: usize,
+    near: impl Fn(&T),
+) -> impl Iterator<Item = &'a T>
+where
+    I: Iterator<Item = &'a T> + Clone,
+{
+    let mut far_items = items.clone().skip(far_by);
+    let mut near_items = items.clone().skip(near_by);
+    items.inspect(move |_| {
+        if let Some(f) = far_items.next() {
+            far(f);
+        }
+        if let Some(n) = near_items.next() {
+            near(n);
+        }
+    })
+}

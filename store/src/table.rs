@@ -19,6 +19,7 @@ use crate::avl::{Seek, Tree, node_bytes};
 use crate::error::{Result, StoreError};
 use crate::heap::MaxHeap;
 use crate::index::{IndexDef, IndexItem, IndexKind, KeyBound, Ranked, cmp_items, cmp_value, collect_items, probe};
+use crate::prefetch;
 use crate::record::{Names, Record};
 use crate::scalar::{Scalar, byte_prefix};
 use crate::token::{self, Token, encode_scalar, fingerprint};
@@ -168,9 +169,15 @@ impl TableData {
         self.primary.get(key_dir(key)).map(|i| &i.rec)
     }
 
-    /// Every record in key order.
+    /// Every record in key order. A pass over the whole table (snapshot encoding, full
+    /// scans) is bound by cache misses on records scattered over the heap, so this walks
+    /// the tree ahead of the caller: each record's `Arc` is loaded 16 places ahead and its
+    /// key and value 8 places ahead ([`prefetch::ahead`]).
     pub fn records(&self) -> impl Iterator<Item = &Arc<Record>> {
-        self.primary.iter().map(|i| &i.rec)
+        const RECORD_AHEAD: usize = 16;
+        const DATA_AHEAD: usize = 8;
+        let data = |r: &Arc<Record>| prefetch::span(r.key().as_ptr(), r.key().len() + r.value().len());
+        prefetch::ahead(self.primary.iter().map(|i| &i.rec), RECORD_AHEAD, prefetch::arc, DATA_AHEAD, data)
     }
 
     fn index(&self, name: &str) -> Result<&Index> {
