@@ -142,8 +142,9 @@ impl Checkpoints {
         }
         let file = File::open(&avro).map_err(io_err(&avro))?;
         let mut input = Crc { inner: BufReader::with_capacity(1 << 20, file), crc: 0, bytes: 0 };
-        let (store, sessions) =
-            snapshot::decode(&mut input, limits, &Progress::default()).map_err(|e| corrupt(&avro, e.to_string()))?;
+        // The decoder reads through its own small buffer so that every byte still passes the CRC.
+        let (store, sessions) = snapshot::decode(BufReader::new(&mut input), limits, &Progress::default())
+            .map_err(|e| corrupt(&avro, e.to_string()))?;
         // The decoder may stop before the end of the stream; read what is left for the CRC.
         io::copy(&mut input, &mut io::sink()).map_err(io_err(&avro))?;
         if input.crc != header.crc32c {

@@ -10,14 +10,21 @@
 //! one table's decoded records beside the engine it is building, and never the encoded
 //! stream. A stream whose schema differs, that is cut short, or whose counts disagree is
 //! rejected; nothing is installed from it.
+//!
+//! The Avro layer is `serde_avro_fast`: items are serialized from serde types that borrow
+//! from the engine snapshot and deserialized straight into owned serde types, with no
+//! intermediate `Value` tree on either side (apache-avro's `Value` decoding, which
+//! allocated every field name, was the long pole of a replica rebuild). The container
+//! format, the schema and so the bytes on the wire and on disk are standard Avro.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Write};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, LazyLock};
 
-use apache_avro::types::Value;
-use apache_avro::{Reader, Schema, Writer};
 use prost::Message;
+use serde_avro_fast::Schema;
+use serde_avro_fast::object_container_file_encoding::{Reader, Writer, WriterBuilder};
+use serde_avro_fast::ser::SerializerConfig;
 use weft_proto::v1 as pb;
 use weft_store::{IndexDef, IndexKind, Limits, LoadRecord, Scalar, Store, StoreError, StoreSnapshot, TableLoader};
 
@@ -29,7 +36,10 @@ pub const SCHEMA_TEXT: &str = include_str!("../schema/snapshot.avsc");
 
 #[allow(clippy::expect_used)]
 static SCHEMA: LazyLock<Schema> =
-    LazyLock::new(|| Schema::parse_str(SCHEMA_TEXT).expect("the checked-in snapshot schema parses (tested)"));
+    LazyLock::new(|| SCHEMA_TEXT.parse().expect("the checked-in snapshot schema parses (tested)"));
+
+/// Uncompressed bytes per Avro container block (each block decodes independently).
+const BLOCK_BYTES: u32 = 64 * 1024;
 
 /// Why a snapshot stream could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +58,7 @@ pub enum SnapshotError {
     Store(#[from] StoreError),
 }
 
-fn avro(e: apache_avro::Error) -> SnapshotError {
+fn avro(e: impl std::fmt::Display) -> SnapshotError {
     SnapshotError::Avro(e.to_string())
 }
 
@@ -67,10 +77,10 @@ pub struct Counts {
     pub sessions: u64,
 }
 
-/// The stream's items as serde types borrowing from the engine snapshot: written by
-/// apache-avro's schema-aware serializer straight into the container block, with no
-/// intermediate `Value` tree and no per-item validation pass (the serializer checks each
-/// field against the schema as it writes). Enum variants follow the schema's union order.
+/// The stream's items as serde types borrowing from the engine snapshot, written by the
+/// schema-aware serializer straight into the container block (it checks each field against
+/// the schema as it writes). A union's branch is chosen by the variant's name: a record's
+/// name, or the primitive type's (`Boolean`, `Long`, ...).
 mod ser {
     use serde::{Serialize, Serializer};
 
@@ -133,7 +143,7 @@ mod ser {
 
     #[derive(Serialize)]
     pub enum Scalar<'a> {
-        Bool(bool),
+        Boolean(bool),
         Long(i64),
         Double(f64),
         String(&'a str),
@@ -164,7 +174,7 @@ mod ser {
 
 fn scalar_ser(s: &Scalar) -> ser::Scalar<'_> {
     match s {
-        Scalar::Bool(b) => ser::Scalar::Bool(*b),
+        Scalar::Bool(b) => ser::Scalar::Boolean(*b),
         Scalar::I64(i) => ser::Scalar::Long(*i),
         Scalar::F64(f) => ser::Scalar::Double(*f),
         Scalar::String(s) => ser::Scalar::String(s),
@@ -172,13 +182,14 @@ fn scalar_ser(s: &Scalar) -> ser::Scalar<'_> {
     }
 }
 
-fn append<W: Write>(w: &mut Writer<'_, W>, kind: ser::Kind<'_>) -> Result<(), SnapshotError> {
-    w.append_ser(ser::Item { kind }).map(|_| ()).map_err(avro)
+fn append<W: Write>(w: &mut Writer<'_, '_, W>, kind: ser::Kind<'_>) -> Result<(), SnapshotError> {
+    w.serialize(ser::Item { kind }).map_err(avro)
 }
 
 /// Encodes a snapshot into `out` as one Avro object container stream.
 pub fn encode<W: Write>(store: &StoreSnapshot, sessions: &Sessions, out: W) -> Result<Counts, SnapshotError> {
-    let mut w = Writer::new(&SCHEMA, out);
+    let mut config = SerializerConfig::new(&SCHEMA);
+    let mut w = WriterBuilder::new(&mut config).approx_block_size(BLOCK_BYTES).build(out).map_err(avro)?;
     let mut counts = Counts::default();
     for table in store.tables() {
         let indexes = table
@@ -218,63 +229,131 @@ pub fn encode<W: Write>(store: &StoreSnapshot, sessions: &Sessions, out: W) -> R
     let end =
         ser::End { tables: counts.tables as i64, records: counts.records as i64, sessions: counts.sessions as i64 };
     append(&mut w, ser::Kind::End(end))?;
-    w.flush().map_err(avro)?;
-    w.into_inner().map_err(avro)?;
+    let mut out = w.into_inner().map_err(avro)?;
+    out.flush()?;
     Ok(counts)
 }
 
-struct Fields(Vec<(String, Value)>);
+/// The stream's items as owned serde types, deserialized straight from the container
+/// blocks. The deserializer names a union's branch by the record's full name (or the
+/// primitive type's), so the variants carry those names.
+mod de {
+    use serde::Deserialize;
+    use serde::de::{Deserializer, Visitor};
 
-impl Fields {
-    fn take(&mut self, i: usize, name: &str) -> Result<Value, SnapshotError> {
-        match self.0.get_mut(i) {
-            Some((n, v)) if n == name => Ok(std::mem::replace(v, Value::Null)),
-            _ => Err(malformed(format!("field {name} missing"))),
+    /// Avro `bytes` into an owned buffer (serde would otherwise ask for a sequence).
+    pub struct Buf(pub Vec<u8>);
+
+    impl<'de> Deserialize<'de> for Buf {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = Buf;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("avro bytes")
+                }
+                fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Buf, E> {
+                    Ok(Buf(v))
+                }
+                fn visit_bytes<E>(self, v: &[u8]) -> Result<Buf, E> {
+                    Ok(Buf(v.to_vec()))
+                }
+            }
+            d.deserialize_byte_buf(V)
         }
     }
-    fn long(&mut self, i: usize, name: &str) -> Result<u64, SnapshotError> {
-        match self.take(i, name)? {
-            Value::Long(v) => Ok(v as u64),
-            _ => Err(malformed(format!("field {name} is not a long"))),
-        }
+
+    #[derive(Deserialize)]
+    pub struct Item {
+        pub kind: Kind,
     }
-    fn string(&mut self, i: usize, name: &str) -> Result<String, SnapshotError> {
-        match self.take(i, name)? {
-            Value::String(v) => Ok(v),
-            _ => Err(malformed(format!("field {name} is not a string"))),
-        }
+
+    #[derive(Deserialize)]
+    pub enum Kind {
+        #[serde(rename = "weft.v1.snapshot.Table")]
+        Table(Table),
+        #[serde(rename = "weft.v1.snapshot.Rec")]
+        Rec(Rec),
+        #[serde(rename = "weft.v1.snapshot.Session")]
+        Session(Session),
+        #[serde(rename = "weft.v1.snapshot.End")]
+        End(End),
     }
-    fn bytes(&mut self, i: usize, name: &str) -> Result<Vec<u8>, SnapshotError> {
-        match self.take(i, name)? {
-            Value::Bytes(v) => Ok(v),
-            _ => Err(malformed(format!("field {name} is not bytes"))),
-        }
+
+    #[derive(Deserialize)]
+    pub struct Table {
+        pub name: String,
+        pub indexes: Vec<Index>,
     }
-    fn array(&mut self, i: usize, name: &str) -> Result<Vec<Value>, SnapshotError> {
-        match self.take(i, name)? {
-            Value::Array(v) => Ok(v),
-            _ => Err(malformed(format!("field {name} is not an array"))),
-        }
+
+    #[derive(Deserialize)]
+    pub struct Index {
+        pub name: String,
+        pub attr: String,
+        pub kind: IndexKind,
+    }
+
+    #[derive(Deserialize)]
+    pub enum IndexKind {
+        #[serde(rename = "ORDERED")]
+        Ordered,
+        #[serde(rename = "MAX_HEAP")]
+        MaxHeap,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Rec {
+        pub key: Buf,
+        pub value: Buf,
+        pub version: i64,
+        pub attrs: Vec<Attr>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Attr {
+        pub name: String,
+        pub value: Scalar,
+    }
+
+    #[derive(Deserialize)]
+    pub enum Scalar {
+        Boolean(bool),
+        Long(i64),
+        Double(f64),
+        String(String),
+        Bytes(Buf),
+    }
+
+    #[derive(Deserialize)]
+    pub struct Session {
+        pub client: i64,
+        pub last_index: i64,
+        pub acked_below: i64,
+        pub results: Vec<SessionResult>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct SessionResult {
+        pub seq: i64,
+        pub result: Buf,
+    }
+
+    #[derive(Deserialize)]
+    pub struct End {
+        pub tables: i64,
+        pub records: i64,
+        pub sessions: i64,
     }
 }
 
-fn record(v: Value, what: &str) -> Result<Fields, SnapshotError> {
+fn scalar_from(v: de::Scalar) -> Scalar {
     match v {
-        Value::Record(f) => Ok(Fields(f)),
-        _ => Err(malformed(format!("{what} is not a record"))),
+        de::Scalar::Boolean(b) => Scalar::Bool(b),
+        de::Scalar::Long(i) => Scalar::I64(i),
+        de::Scalar::Double(f) => Scalar::F64(f),
+        de::Scalar::String(s) => Scalar::String(s.into()),
+        de::Scalar::Bytes(b) => Scalar::Bytes(b.0.into()),
     }
-}
-
-fn scalar_from(v: Value) -> Result<Scalar, SnapshotError> {
-    let Value::Union(_, v) = v else { return Err(malformed("attribute value is not a union")) };
-    Ok(match *v {
-        Value::Boolean(b) => Scalar::Bool(b),
-        Value::Long(i) => Scalar::I64(i),
-        Value::Double(f) => Scalar::F64(f),
-        Value::String(s) => Scalar::String(s.into()),
-        Value::Bytes(b) => Scalar::Bytes(b.into()),
-        _ => return Err(malformed("attribute value of an unknown type")),
-    })
 }
 
 /// Records per batch handed from the decoding thread to the building one.
@@ -325,14 +404,17 @@ fn build(limits: Limits, rx: std::sync::mpsc::Receiver<ToBuilder>) -> Result<Sto
 /// into engine records and tables, so decoding the next block overlaps building the last.
 /// Between them sit at most [`BUILD_BATCHES_IN_FLIGHT`] batches of records, never a whole
 /// table of decoded records.
-pub fn decode<R: Read>(input: R, limits: Limits, progress: &Progress) -> Result<(Store, Sessions), SnapshotError> {
+pub fn decode<R: BufRead>(input: R, limits: Limits, progress: &Progress) -> Result<(Store, Sessions), SnapshotError> {
     let (tx, rx) = std::sync::mpsc::sync_channel(BUILD_BATCHES_IN_FLIGHT);
+    // No single field of a valid stream is longer than a batch may be: a corrupt length
+    // is an error, not an allocation.
+    let field_bytes_max = limits.batch_bytes_max.max(limits.value_bytes_max);
     std::thread::scope(|scope| {
         let builder = std::thread::Builder::new()
             .name("snapshot-build".into())
             .spawn_scoped(scope, move || build(limits, rx))
             .map_err(SnapshotError::Io)?;
-        let read = read_items(input, tx, progress);
+        let read = read_items(input, field_bytes_max, tx, progress);
         let built = builder.join().map_err(|_| malformed("the snapshot builder thread panicked"))?;
         // A builder that stopped (limits, key order) closed the channel under the reader:
         // its error is the cause.
@@ -343,8 +425,9 @@ pub fn decode<R: Read>(input: R, limits: Limits, progress: &Progress) -> Result<
 
 /// Reads every item of the stream, handing tables and records to the builder; returns the
 /// sessions once the end marker's counts have been checked.
-fn read_items<R: Read>(
+fn read_items<R: BufRead>(
     input: R,
+    field_bytes_max: usize,
     tx: std::sync::mpsc::SyncSender<ToBuilder>,
     progress: &Progress,
 ) -> Result<Sessions, SnapshotError> {
@@ -355,13 +438,15 @@ fn read_items<R: Read>(
         }
         send(ToBuilder::Records(std::mem::replace(batch, Vec::with_capacity(BUILD_BATCH))))
     };
-    // apache-avro 0.21 panics (an `unwrap` in schema name parsing) on some corrupt
-    // headers instead of returning an error; a peer's bytes must never take the thread
-    // down, so that panic becomes an ordinary decoding error here.
-    let reader = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Reader::new(input)))
+    let mut input = serde_avro_fast::de::read::ReaderRead::new(input);
+    input.max_alloc_size = field_bytes_max;
+    // A peer's bytes must never take the thread down: should the header parser panic on
+    // some corrupt schema text, that becomes an ordinary decoding error here.
+    let mut reader = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Reader::new(input)))
         .map_err(|_| malformed("the stream header does not parse (corrupt schema)"))?
         .map_err(avro)?;
-    if reader.writer_schema().canonical_form() != SCHEMA.canonical_form() {
+    // The fingerprint is of the schema's parsing canonical form.
+    if reader.schema().rabin_fingerprint() != SCHEMA.rabin_fingerprint() {
         return Err(malformed("the stream's schema is not weft's snapshot schema"));
     }
     let mut sessions = Sessions::default();
@@ -369,52 +454,33 @@ fn read_items<R: Read>(
     let mut batch: Vec<LoadRecord> = Vec::with_capacity(BUILD_BATCH);
     let mut in_table = false;
     let mut end = None;
-    for v in reader {
-        let v = v.map_err(avro)?;
+    // The reader reports an I/O error once and then pretends the stream ended; the end
+    // marker's absence catches that as a truncation.
+    while let Some(item) = reader.deserialize_next::<de::Item>().map_err(avro)? {
         if end.is_some() {
             return Err(malformed("items after the end marker"));
         }
-        let mut outer = record(v, "item")?;
-        let Value::Union(branch, inner) = outer.take(0, "kind")? else {
-            return Err(malformed("item kind is not a union"));
-        };
-        let mut f = record(*inner, "item body")?;
-        match branch {
-            0 => {
+        match item.kind {
+            de::Kind::Table(t) => {
                 flush(&mut batch)?;
-                let name = f.string(0, "name")?;
-                let mut defs = Vec::new();
-                for d in f.array(1, "indexes")? {
-                    let mut d = record(d, "index")?;
-                    let (n, a) = (d.string(0, "name")?, d.string(1, "attr")?);
-                    defs.push(match d.take(2, "kind")? {
-                        Value::Enum(0, _) => IndexDef::ordered(n, a),
-                        Value::Enum(1, _) => IndexDef::max_heap(n, a),
-                        _ => return Err(malformed("unknown index kind")),
-                    });
-                }
-                send(ToBuilder::Table(name, defs))?;
+                let defs = t
+                    .indexes
+                    .into_iter()
+                    .map(|d| match d.kind {
+                        de::IndexKind::Ordered => IndexDef::ordered(d.name, d.attr),
+                        de::IndexKind::MaxHeap => IndexDef::max_heap(d.name, d.attr),
+                    })
+                    .collect();
+                send(ToBuilder::Table(t.name, defs))?;
                 in_table = true;
                 counts.tables += 1;
             }
-            1 => {
+            de::Kind::Rec(r) => {
                 if !in_table {
                     return Err(malformed("a record before any table"));
                 }
-                let attrs = f
-                    .array(3, "attrs")?
-                    .into_iter()
-                    .map(|a| {
-                        let mut a = record(a, "attr")?;
-                        Ok((a.string(0, "name")?, scalar_from(a.take(1, "value")?)?))
-                    })
-                    .collect::<Result<_, SnapshotError>>()?;
-                batch.push(LoadRecord {
-                    key: f.bytes(0, "key")?,
-                    value: f.bytes(1, "value")?,
-                    version: f.long(2, "version")?,
-                    attrs,
-                });
+                let attrs = r.attrs.into_iter().map(|a| (a.name, scalar_from(a.value))).collect();
+                batch.push(LoadRecord { key: r.key.0, value: r.value.0, version: r.version as u64, attrs });
                 if batch.len() == BUILD_BATCH {
                     flush(&mut batch)?;
                 }
@@ -423,33 +489,27 @@ fn read_items<R: Read>(
                     progress.records.store(counts.records, Ordering::Relaxed);
                 }
             }
-            2 => {
+            de::Kind::Session(s) => {
                 flush(&mut batch)?;
                 in_table = false;
-                let client = f.long(0, "client")?;
-                let last_index = f.long(1, "last_index")?;
-                let acked_below = f.long(2, "acked_below")?;
-                let mut s = ClientSession { last_index, acked_below, results: Default::default() };
-                for r in f.array(3, "results")? {
-                    let mut r = record(r, "session result")?;
-                    let seq = r.long(0, "seq")?;
-                    let result = pb::CommandResult::decode(r.bytes(1, "result")?.as_slice())
+                let mut session = ClientSession {
+                    last_index: s.last_index as u64,
+                    acked_below: s.acked_below as u64,
+                    results: Default::default(),
+                };
+                for r in s.results {
+                    let result = pb::CommandResult::decode(r.result.0.as_slice())
                         .map_err(|e| malformed(format!("session result: {e}")))?;
-                    s.results.push_back((seq, Arc::new(result)));
+                    session.results.push_back((r.seq as u64, Arc::new(result)));
                 }
-                sessions.insert(client, s);
+                sessions.insert(s.client as u64, session);
                 counts.sessions += 1;
             }
-            3 => {
+            de::Kind::End(e) => {
                 flush(&mut batch)?;
                 in_table = false;
-                end = Some(Counts {
-                    tables: f.long(0, "tables")?,
-                    records: f.long(1, "records")?,
-                    sessions: f.long(2, "sessions")?,
-                });
+                end = Some(Counts { tables: e.tables as u64, records: e.records as u64, sessions: e.sessions as u64 });
             }
-            other => return Err(malformed(format!("unknown item kind {other}"))),
         }
     }
     flush(&mut batch)?;
@@ -575,12 +635,24 @@ mod tests {
 
     #[test]
     fn another_schema_is_rejected() {
-        let other = Schema::parse_str(r#"{"type":"record","name":"X","fields":[{"name":"a","type":"long"}]}"#).unwrap();
-        let mut w = Writer::new(&other, Vec::new());
-        w.append(Value::Record(vec![("a".into(), Value::Long(1))])).unwrap();
+        let other: Schema = r#"{"type":"record","name":"X","fields":[{"name":"a","type":"long"}]}"#.parse().unwrap();
+        #[derive(serde::Serialize)]
+        struct X {
+            a: i64,
+        }
+        let mut config = SerializerConfig::new(&other);
+        let mut w = WriterBuilder::new(&mut config).build(Vec::new()).unwrap();
+        w.serialize(X { a: 1 }).unwrap();
         let bytes = w.into_inner().unwrap();
         let err = decode(bytes.as_slice(), Limits::default(), &Progress::default()).unwrap_err();
         assert!(err.to_string().contains("schema"), "{err}");
+    }
+
+    #[test]
+    fn the_same_schema_written_differently_is_accepted() {
+        // The check compares parsing canonical forms: docs and whitespace do not matter.
+        let plain: Schema = SCHEMA_TEXT.replace("\"doc\"", "\"x-doc\"").parse().unwrap();
+        assert_eq!(plain.rabin_fingerprint(), SCHEMA.rabin_fingerprint());
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! then hands the built engine to openraft to install. Any defect rejects the stream and the
 //! replica keeps its previous state.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -511,7 +511,7 @@ impl ChunkWriter {
 }
 
 impl Write for ChunkWriter {
-    /// Always consumes all of `data` (apache-avro's writer does not retry short writes).
+    /// Always consumes all of `data`.
     fn write(&mut self, mut data: &[u8]) -> io::Result<usize> {
         let len = data.len();
         while !data.is_empty() {
@@ -530,24 +530,47 @@ impl Write for ChunkWriter {
     }
 }
 
-/// Feeds received chunk bytes to the decoder thread as a [`Read`].
+/// Feeds received chunk bytes to the decoder thread as a [`BufRead`].
 struct ChunkReader {
     rx: mpsc::Receiver<Bytes>,
     cur: Bytes,
 }
 
-impl Read for ChunkReader {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+impl ChunkReader {
+    /// Waits for the next non-empty chunk; false once the stream has ended.
+    fn fill(&mut self) -> bool {
         while self.cur.is_empty() {
             match self.rx.blocking_recv() {
                 Some(b) => self.cur = b,
-                None => return Ok(0),
+                None => return false,
             }
+        }
+        true
+    }
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if !self.fill() {
+            return Ok(0);
         }
         let n = out.len().min(self.cur.len());
         out[..n].copy_from_slice(&self.cur[..n]);
         bytes::Buf::advance(&mut self.cur, n);
         Ok(n)
+    }
+}
+
+/// The decoder reads straight from the received chunks, with no copy into a buffer.
+impl BufRead for ChunkReader {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.fill();
+        Ok(&self.cur)
+    }
+
+    fn consume(&mut self, n: usize) {
+        let n = n.min(self.cur.len());
+        bytes::Buf::advance(&mut self.cur, n);
     }
 }
 
