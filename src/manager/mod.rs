@@ -17,6 +17,7 @@
 
 mod commands;
 pub mod map;
+mod map_group;
 mod reconcile;
 mod service;
 mod upgrade;
@@ -87,6 +88,8 @@ impl Default for ClusterConfig {
 #[derive(Clone, Debug)]
 struct Seen {
     at: Instant,
+    /// The reporting process's incarnation.
+    incarnation: u64,
     replicas: Vec<pb::ReplicaStatus>,
 }
 
@@ -295,7 +298,8 @@ impl Manager {
         if node.id == 0 || node.addr.is_empty() {
             return Err(Status::invalid_argument("a node needs a non-zero id and an address"));
         }
-        self.soft.lock().seen.insert(node.id, Seen { at: Instant::now(), replicas: req.replicas });
+        let seen = Seen { at: Instant::now(), incarnation: node.incarnation, replicas: req.replicas };
+        self.soft.lock().seen.insert(node.id, seen);
         // Heartbeats arrive several times a second from every node: compare against the
         // applied map (no quorum round); a change goes through `update`, which reads and
         // writes under a quorum.

@@ -1,7 +1,8 @@
 //! The manager's control loop and the operations it drives.
 //!
 //! Every tick on the manager's node:
-//! 1. nodes silent past the grace period are marked down;
+//! 1. nodes silent past the grace period are marked down; a seed that lost its map
+//!    replica gets a new one (`map_group`);
 //! 2. partitions not yet created, or with a move pending, get a driver task (one per
 //!    partition, at most [`MAX_OPS`] at a time);
 //! 3. [`repair::plan`] picks replacements for replicas on down nodes and replicas a node no
@@ -84,6 +85,10 @@ impl Manager {
             })
             .await?;
             tracing::warn!(nodes = ?silent, grace = ?self.cfg.down_grace, "nodes down: silent past the grace period");
+            return Ok(());
+        }
+        // 1b. The map's own group, before anything that needs it.
+        if self.heal_map_group(leader, &m).await? {
             return Ok(());
         }
         // 2. Operations to drive: every creation; moves, at most MAX_OPS at a time.
