@@ -28,9 +28,9 @@
 //! After each fault heals, the schedule waits until the cluster manager reports every
 //! partition whole again (all replicas up, one primary, no move in flight): in volatile
 //! mode a restarted node comes back empty and its replicas are rebuilt, and a second loss
-//! before that would lose data by design. In volatile mode the seeds are never killed:
-//! the map's own replica group is not re-replicated yet, so a seed restarted empty twice
-//! would lose the map's quorum (the README lists this).
+//! before that would lose data by design. Whole includes the cluster map's own group:
+//! every seed hosts a map replica that is a voter, so in volatile mode a seed restarted
+//! empty has had its map replica rebuilt (`manager::map_group`) before the next fault.
 //!
 //! At the end the nodes are all running, one more linearizable read of every key joins
 //! the history, and [`crate::linearize::check`] decides. `lost_acked_writes` counts
@@ -52,7 +52,7 @@ use weft_proto::v1 as pb;
 use crate::client::{ClientConfig, ClientError};
 use crate::linearize::{self, Anomaly, Op, OpKind, Outcome};
 use crate::local::{LocalError, LocalNode, cluster_err, free_addrs, start_managed};
-use crate::manager::view;
+use crate::manager::{MAP_PARTITION, view};
 use crate::routing::{RoutingError, ServiceClient};
 
 const SERVICE: &str = "chaos";
@@ -200,20 +200,41 @@ impl Cluster {
                     })
                     .map(|p| p.id)
                     .collect();
-                if nodes.len() == self.nodes.len() && down.is_empty() && !parts.is_empty() && broken.is_empty() {
+                let map_group = self.map_group_whole().await;
+                if nodes.len() == self.nodes.len()
+                    && down.is_empty()
+                    && !parts.is_empty()
+                    && broken.is_empty()
+                    && map_group.is_ok()
+                {
                     return Ok(());
                 }
                 // The broken partitions as the map shows them (each replica's raft view
                 // included): what a stuck run leaves for its reader.
                 let shown: Vec<&view::PartitionView> = parts.iter().filter(|p| broken.contains(&p.id)).collect();
                 let shown = serde_json::to_string(&shown).unwrap_or_default();
-                last = format!("nodes not up: {down:?}; partitions not whole: {broken:?} {shown}");
+                let map_group = map_group.err().unwrap_or_default();
+                last = format!("nodes not up: {down:?}; partitions not whole: {broken:?} {shown} {map_group}");
             }
             if Instant::now() > deadline {
                 return Err(ChaosError::Stuck(format!("the cluster was not whole within {within:?}: {last}")));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// Whether every seed hosts a voter of the cluster map's group, the group has one
+    /// voter per seed and is in no joint configuration; else what is missing.
+    async fn map_group_whole(&self) -> Result<(), String> {
+        for seed in &self.nodes[..self.seeds] {
+            let s = seed.status(MAP_PARTITION).await.ok_or(format!("seed {} hosts no map replica", seed.id))?;
+            let configs = s.membership.map(|m| m.configs).unwrap_or_default();
+            let whole = configs.len() == 1 && configs[0].ids.len() == self.seeds && configs[0].ids.contains(&s.replica);
+            if !whole {
+                return Err(format!("seed {}'s map replica {} sees voters {configs:?}", seed.id, s.replica));
+            }
+        }
+        Ok(())
     }
 
     /// Waits until the cluster map has no upgrade walk in flight.
@@ -375,8 +396,6 @@ async fn faults(
     let half = Instant::now() + (until - Instant::now()) / 2;
     let three_quarters = Instant::now() + (until - Instant::now()) * 3 / 4;
     let n = cluster.nodes.len();
-    // Nodes a kill may pick: all when durable; not the seeds when volatile (module docs).
-    let killable: Vec<usize> = if cfg.durable { (0..n).collect() } else { (cluster.seeds..n).collect() };
     while Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(rng.random_range(1000..3000))).await;
         if Instant::now() >= until {
@@ -392,8 +411,8 @@ async fn faults(
             "upgrade_walk"
         } else {
             match rng.random_range(0..10) {
-                0 | 1 if !killable.is_empty() => "kill",
-                2 if !killable.is_empty() => "kill_primary",
+                0 | 1 => "kill",
+                2 => "kill_primary",
                 3 => "move_primary",
                 4 => "move_secondary",
                 5 => "drain",
@@ -405,10 +424,10 @@ async fn faults(
         };
         match kind {
             "kill" | "kill_primary" => {
-                let mut victim = killable[rng.random_range(0..killable.len())];
+                let mut victim = rng.random_range(0..n);
                 if kind == "kill_primary"
                     && let Some((_, node, _)) = cluster.partition(rng.random_range(0..64)).await
-                    && killable.contains(&((node - 1) as usize))
+                    && (1..=n as u64).contains(&node)
                 {
                     victim = (node - 1) as usize;
                 }
