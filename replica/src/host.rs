@@ -81,6 +81,15 @@ pub struct RaftSettings {
     pub max_payload_entries: u64,
 }
 
+/// How far (in log entries) behind the leader a learner may be when a blocking
+/// add-learner returns, which is when a move makes it a voter. openraft's default, 5,000,
+/// let a learner that had received nothing pass while the log was short: moves promoted
+/// empty replicas to voters, so a 4-replica group ran on 3 current voters until the new
+/// one caught up, and a joint configuration naming a new voter that was then lost (its
+/// node restarted empty) could never commit. A learner at line rate is a pipeline of
+/// appends behind, far fewer than this.
+pub const LEARNER_LAG_ENTRIES_MAX: u64 = 64;
+
 impl Default for RaftSettings {
     fn default() -> Self {
         RaftSettings {
@@ -104,6 +113,7 @@ impl RaftSettings {
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: self.keep_behind_snapshot,
             max_payload_entries: self.max_payload_entries,
+            replication_lag_threshold: LEARNER_LAG_ENTRIES_MAX,
             enable_pre_vote: Some(true),
             install_snapshot_timeout: 10_000,
             ..Default::default()

@@ -374,11 +374,19 @@ impl Manager {
             step(self.admin(&to_addr)?.open_replica(open)).await?;
             let learner =
                 pb::AddLearnerRequest { partition: p.id, replica: to.replica, addr: to_addr.clone(), blocking: true };
-            self.on_primary(m, p, CATCH_UP_TIMEOUT, |mut c| {
+            let caught_up = self.on_primary(m, p, CATCH_UP_TIMEOUT, |mut c| {
                 let req = learner.clone();
                 async move { c.add_learner(req).await.map(|_| ()) }
-            })
-            .await?;
+            });
+            // openraft's blocking add-learner waits, with no deadline of its own, until the
+            // learner is in sync; a target lost meanwhile (its node restarted empty) never
+            // is, and the move sat out the whole catch-up timeout (what stopped `weft
+            // chaos` seed 11). Its node's own "not hosted" ends the wait; the next round
+            // gives the move a fresh id (above).
+            tokio::select! {
+                done = caught_up => done?,
+                lost = self.target_lost(&to_addr, p.id, to.replica) => return Err(lost),
+            }
         }
         let leaving = mv.replaces;
         if let Some(old) = &leaving
@@ -430,6 +438,26 @@ impl Manager {
             let _ = step(admin.close_replica(req)).await;
         }
         Ok(())
+    }
+
+    /// Resolves once the node at `addr` answers that it does not host `replica` of
+    /// `partition` (not hosted at all, or under another id); polls once a second and
+    /// never resolves while the node is unreachable (its grace period decides that).
+    async fn target_lost(&self, addr: &str, partition: u64, replica: u64) -> Status {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let Ok(mut admin) = self.admin(addr) else { continue };
+            let lost = match step(admin.status(pb::ReplicaStatusRequest { partition })).await {
+                Ok(st) => st.replica != replica,
+                Err(s) => s.code() == Code::NotFound,
+            };
+            if lost {
+                tracing::warn!(partition, replica, %addr, "a move's target was lost while it caught up");
+                return Status::unavailable(format!(
+                    "the move's target replica {replica} on {addr} was lost while it caught up"
+                ));
+            }
+        }
     }
 
     /// The node whose report says it is `partition`'s primary (highest term wins).
