@@ -82,12 +82,9 @@ pub struct RaftSettings {
 }
 
 /// How far (in log entries) behind the leader a learner may be when a blocking
-/// add-learner returns, which is when a move makes it a voter. openraft's default, 5,000,
-/// let a learner that had received nothing pass while the log was short: moves promoted
-/// empty replicas to voters, so a 4-replica group ran on 3 current voters until the new
-/// one caught up, and a joint configuration naming a new voter that was then lost (its
-/// node restarted empty) could never commit. A learner at line rate is a pipeline of
-/// appends behind, far fewer than this.
+/// add-learner returns (the map group's rebuild and `weft bench rebuild` use one).
+/// openraft's default, 5,000, let a learner that had received nothing pass while the log
+/// was short. Replica moves do not rely on it: the manager waits on applied indexes.
 pub const LEARNER_LAG_ENTRIES_MAX: u64 = 64;
 
 impl Default for RaftSettings {

@@ -373,20 +373,13 @@ impl Manager {
             let open = pb::OpenReplicaRequest { partition: p.id, replica: to.replica, mode: 0, initial: None };
             step(self.admin(&to_addr)?.open_replica(open)).await?;
             let learner =
-                pb::AddLearnerRequest { partition: p.id, replica: to.replica, addr: to_addr.clone(), blocking: true };
-            let caught_up = self.on_primary(m, p, CATCH_UP_TIMEOUT, |mut c| {
+                pb::AddLearnerRequest { partition: p.id, replica: to.replica, addr: to_addr.clone(), blocking: false };
+            self.on_primary(m, p, STEP_TIMEOUT, |mut c| {
                 let req = learner.clone();
                 async move { c.add_learner(req).await.map(|_| ()) }
-            });
-            // openraft's blocking add-learner waits, with no deadline of its own, until the
-            // learner is in sync; a target lost meanwhile (its node restarted empty) never
-            // is, and the move sat out the whole catch-up timeout (what stopped `weft
-            // chaos` seed 11). Its node's own "not hosted" ends the wait; the next round
-            // gives the move a fresh id (above).
-            tokio::select! {
-                done = caught_up => done?,
-                lost = self.target_lost(&to_addr, p.id, to.replica) => return Err(lost),
-            }
+            })
+            .await?;
+            self.wait_caught_up(m, p, &to_addr, to.replica).await?;
         }
         let leaving = mv.replaces;
         if let Some(old) = &leaving
@@ -440,24 +433,54 @@ impl Manager {
         Ok(())
     }
 
-    /// Resolves once the node at `addr` answers that it does not host `replica` of
-    /// `partition` (not hosted at all, or under another id); polls once a second and
-    /// never resolves while the node is unreachable (its grace period decides that).
-    async fn target_lost(&self, addr: &str, partition: u64, replica: u64) -> Status {
+    /// Waits until the learner `replica` on `addr` has applied everything `p`'s primary
+    /// had applied when the wait began, polling both every 250 ms, for at most
+    /// [`CATCH_UP_TIMEOUT`].
+    ///
+    /// Not openraft's blocking add-learner: its wait has no deadline of its own and once
+    /// sat out the whole catch-up timeout with the learner in sync (a `weft chaos` seed-11
+    /// stop, after a leader change), and its lag allowance (openraft's default, 5,000
+    /// entries) let an empty learner through when the log was short, so moves promoted
+    /// empty voters. Here the condition is the replicas' own applied indexes. A target
+    /// that its node no longer hosts (it restarted empty) ends the wait with an error, and
+    /// the next round gives the move a fresh id.
+    async fn wait_caught_up(
+        &self,
+        m: &pb::ClusterMap,
+        p: &pb::PartitionInfo,
+        addr: &str,
+        replica: u64,
+    ) -> Result<(), Status> {
+        let deadline = Instant::now() + CATCH_UP_TIMEOUT;
+        let mut goal = None;
         loop {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let Ok(mut admin) = self.admin(addr) else { continue };
-            let lost = match step(admin.status(pb::ReplicaStatusRequest { partition })).await {
-                Ok(st) => st.replica != replica,
-                Err(s) => s.code() == Code::NotFound,
-            };
-            if lost {
-                tracing::warn!(partition, replica, %addr, "a move's target was lost while it caught up");
-                return Status::unavailable(format!(
-                    "the move's target replica {replica} on {addr} was lost while it caught up"
-                ));
+            if goal.is_none()
+                && let Some(primary) = self.current_primary(m, p).await
+                && let Ok(mut admin) = self.admin(&primary)
+                && let Ok(st) = step(admin.status(pb::ReplicaStatusRequest { partition: p.id })).await
+            {
+                goal = Some(st.applied_index);
             }
+            let asked = step(self.admin(addr)?.status(pb::ReplicaStatusRequest { partition: p.id })).await;
+            match asked {
+                Ok(st) if st.replica != replica => return Err(self.target_lost(p.id, replica, addr)),
+                Err(s) if s.code() == Code::NotFound => return Err(self.target_lost(p.id, replica, addr)),
+                Ok(st) if goal.is_some_and(|g| st.applied_index >= g) => return Ok(()),
+                _ => {}
+            }
+            if Instant::now() > deadline {
+                return Err(Status::deadline_exceeded(format!(
+                    "replica {replica} of partition {} did not catch up within {CATCH_UP_TIMEOUT:?}",
+                    p.id
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+
+    fn target_lost(&self, partition: u64, replica: u64, addr: &str) -> Status {
+        tracing::warn!(partition, replica, %addr, "a move's target was lost while it caught up");
+        Status::unavailable(format!("the move's target replica {replica} on {addr} was lost while it caught up"))
     }
 
     /// The node whose report says it is `partition`'s primary (highest term wins).
