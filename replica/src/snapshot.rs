@@ -205,7 +205,7 @@ pub fn encode<W: Write>(store: &StoreSnapshot, sessions: &Sessions, out: W) -> R
             .collect();
         append(&mut w, ser::Kind::Table(ser::Table { name: table.name(), indexes }))?;
         counts.tables += 1;
-        for r in table.records() {
+        for r in table.records_ahead() {
             let attrs = r.attrs().iter().map(|a| ser::Attr { name: a.name(), value: scalar_ser(a.value()) }).collect();
             let rec =
                 ser::Rec { key: ser::Bytes(r.key()), value: ser::Bytes(r.value()), version: r.version() as i64, attrs };

@@ -139,6 +139,10 @@ fn check_store(store: &Store, model: &Model, live: &[bool; 4]) -> Result<(), Tes
     t.check_all_invariants();
     let got: Model = t.records().map(|r| (r.key().to_vec(), as_model(r))).collect();
     prop_assert_eq!(&got, model);
+    // The prefetching pass yields exactly the plain one, in the same order.
+    let plain: Vec<Vec<u8>> = t.records().map(|r| r.key().to_vec()).collect();
+    let ahead: Vec<Vec<u8>> = t.records_ahead().map(|r| r.key().to_vec()).collect();
+    prop_assert_eq!(ahead, plain);
     for (k, m) in model {
         let r = store.get(T, k).ok().flatten().map(|r| as_model(r));
         prop_assert_eq!(r.as_ref(), Some(m));
