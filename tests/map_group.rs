@@ -15,18 +15,17 @@ use common::{free_addrs, wait_for, weft};
 use weft::local::{LocalNode, ready_service, start_managed};
 use weft::manager::MAP_PARTITION;
 
-/// The voters of the map group as `node`'s map replica knows them, once the group is
+/// The voters of the map group as this status's replica knows them, once the group is
 /// out of any joint configuration.
-async fn map_voters(node: &LocalNode) -> Option<Vec<u64>> {
-    let m = node.status(MAP_PARTITION).await?.membership?;
+fn voters(s: &weft::proto::ReplicaStatus) -> Option<Vec<u64>> {
+    let m = s.membership.as_ref()?;
     (m.configs.len() == 1).then(|| m.configs[0].ids.clone())
 }
 
 /// The map replica `node` hosts, once it is a voter and has applied entries.
 async fn map_voter(node: &LocalNode) -> Option<u64> {
     let s = node.status(MAP_PARTITION).await?;
-    let voters = map_voters(node).await?;
-    (voters.contains(&s.replica) && s.applied_index > 0).then_some(s.replica)
+    (voters(&s)?.contains(&s.replica) && s.applied_index > 0).then_some(s.replica)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,7 +46,8 @@ async fn every_seed_restarted_empty_in_turn_and_the_map_lives_on() {
         .await;
         assert_ne!(fresh, old, "a lost replica's id is never reused");
         // The group lists the new id in place of the lost one, and nothing else.
-        let voters = map_voters(&nodes[(seed + 1) % 3]).await.expect("another seed's view of the map group");
+        let other = nodes[(seed + 1) % 3].status(MAP_PARTITION).await.expect("another seed's map replica");
+        let voters = voters(&other).expect("another seed's view of the map group");
         assert_eq!(voters.len(), 3, "three map voters: {voters:?}");
         assert!(voters.contains(&fresh) && !voters.contains(&old), "{old} replaced by {fresh}: {voters:?}");
     }

@@ -26,6 +26,7 @@ use weft_proto::v1 as pb;
 use weft_replica::host::Replica;
 use weft_replica::wire;
 
+use super::reconcile::step;
 use super::{MAP_PARTITION, Manager};
 
 /// How long a new map replica may take to catch up (the map is one small record); the
@@ -63,7 +64,7 @@ impl Manager {
             if !reports_none {
                 continue;
             }
-            let asked = self.admin(&addr)?.status(pb::ReplicaStatusRequest { partition: MAP_PARTITION }).await;
+            let asked = step(self.admin(&addr)?.status(pb::ReplicaStatusRequest { partition: MAP_PARTITION })).await;
             match asked {
                 Err(s) if s.code() == Code::NotFound => {}
                 _ => continue,
@@ -77,7 +78,7 @@ impl Manager {
                 .await?;
             tracing::warn!(node = node.id, lost, fresh, "a seed lost its cluster-map replica; rebuilding it there");
             let open = pb::OpenReplicaRequest { partition: MAP_PARTITION, replica: fresh, mode: 0, initial: None };
-            self.admin(&addr)?.open_replica(open).await?;
+            step(self.admin(&addr)?.open_replica(open)).await?;
             let learner = leader.raft.add_learner(fresh, wire::node_of(&addr), true);
             tokio::time::timeout(CATCH_UP_TIMEOUT, learner)
                 .await

@@ -324,13 +324,7 @@ impl Manager {
                 // empty: the next round builds a replica with a fresh one.
                 // Only the node's own "not hosted" answer counts: an unreachable node is
                 // asked again next round.
-                let asked = step(self.admin(&to_addr)?.status(pb::ReplicaStatusRequest { partition: p.id })).await;
-                let lost = match asked {
-                    Ok(_) => false,
-                    Err(s) if s.code() == tonic::Code::NotFound => true,
-                    Err(s) => return Err(s),
-                };
-                if lost {
+                if self.hosted(&to_addr, p.id, to.replica).await?.is_none() {
                     self.update(|m| {
                         let next = m.next_replica;
                         if let Some(q) = m.partitions.get_mut(&p.id)
@@ -454,19 +448,17 @@ impl Manager {
         let deadline = Instant::now() + CATCH_UP_TIMEOUT;
         let mut goal = None;
         loop {
-            if goal.is_none()
-                && let Some(primary) = self.current_primary(m, p).await
-                && let Ok(mut admin) = self.admin(&primary)
-                && let Ok(st) = step(admin.status(pb::ReplicaStatusRequest { partition: p.id })).await
-            {
-                goal = Some(st.applied_index);
+            if goal.is_none() {
+                goal = self.primary_status(m, p).await.map(|(_, st)| st.applied_index);
             }
-            let asked = step(self.admin(addr)?.status(pb::ReplicaStatusRequest { partition: p.id })).await;
-            match asked {
-                Ok(st) if st.replica != replica => return Err(self.target_lost(p.id, replica, addr)),
-                Err(s) if s.code() == Code::NotFound => return Err(self.target_lost(p.id, replica, addr)),
-                Ok(st) if goal.is_some_and(|g| st.applied_index >= g) => return Ok(()),
-                _ => {}
+            let Some(st) = self.hosted(addr, p.id, replica).await? else {
+                tracing::warn!(partition = p.id, replica, %addr, "a move's target was lost while it caught up");
+                return Err(Status::unavailable(format!(
+                    "the move's target replica {replica} on {addr} was lost while it caught up"
+                )));
+            };
+            if goal.is_some_and(|g| st.applied_index >= g) {
+                return Ok(());
             }
             if Instant::now() > deadline {
                 return Err(Status::deadline_exceeded(format!(
@@ -478,9 +470,17 @@ impl Manager {
         }
     }
 
-    fn target_lost(&self, partition: u64, replica: u64, addr: &str) -> Status {
-        tracing::warn!(partition, replica, %addr, "a move's target was lost while it caught up");
-        Status::unavailable(format!("the move's target replica {replica} on {addr} was lost while it caught up"))
+    /// The status of `replica` of `partition` on the node at `addr`, or `None` when the
+    /// node answers that it does not host it (not at all, or under another id: it
+    /// restarted empty). Only the node's own answer counts: any other failure (an
+    /// unreachable node) is an error, and the caller asks again later.
+    async fn hosted(&self, addr: &str, partition: u64, replica: u64) -> Result<Option<pb::ReplicaStatus>, Status> {
+        match step(self.admin(addr)?.status(pb::ReplicaStatusRequest { partition })).await {
+            Ok(st) if st.replica == replica => Ok(Some(st)),
+            Ok(_) => Ok(None),
+            Err(s) if s.code() == Code::NotFound => Ok(None),
+            Err(s) => Err(s),
+        }
     }
 
     /// The node whose report says it is `partition`'s primary (highest term wins).
@@ -496,7 +496,12 @@ impl Manager {
 
     /// The address of the replica that says it is `p`'s primary now (highest term wins).
     async fn current_primary(&self, m: &pb::ClusterMap, p: &pb::PartitionInfo) -> Option<String> {
-        let mut best: Option<(u64, String)> = None;
+        self.primary_status(m, p).await.map(|(addr, _)| addr)
+    }
+
+    /// [`Manager::current_primary`] with the status it answered (highest term wins).
+    async fn primary_status(&self, m: &pb::ClusterMap, p: &pb::PartitionInfo) -> Option<(String, pb::ReplicaStatus)> {
+        let mut best: Option<(String, pb::ReplicaStatus)> = None;
         for r in &p.replicas {
             let Ok(addr) = Self::addr_of(m, r.node) else { continue };
             let Ok(mut admin) = self.admin(&addr) else { continue };
@@ -504,14 +509,14 @@ impl Manager {
                 Duration::from_millis(500),
                 admin.status(pb::ReplicaStatusRequest { partition: p.id }),
             );
-            if let Ok(Ok(s)) = asked.await
-                && s.get_ref().role == pb::Role::Primary as i32
-                && best.as_ref().is_none_or(|(term, _)| s.get_ref().term > *term)
-            {
-                best = Some((s.get_ref().term, addr));
+            if let Ok(Ok(s)) = asked.await {
+                let s = s.into_inner();
+                if s.role == pb::Role::Primary as i32 && best.as_ref().is_none_or(|(_, b)| s.term > b.term) {
+                    best = Some((addr, s));
+                }
             }
         }
-        best.map(|(_, addr)| addr)
+        best
     }
 
     /// Asks `p`'s primary to hand leadership to replica `to`.
@@ -618,7 +623,7 @@ fn alarm_text(a: &Alarm) -> String {
 }
 
 /// One node-admin call under [`STEP_TIMEOUT`].
-async fn step<T>(call: impl Future<Output = Result<Response<T>, Status>>) -> Result<T, Status> {
+pub(super) async fn step<T>(call: impl Future<Output = Result<Response<T>, Status>>) -> Result<T, Status> {
     match tokio::time::timeout(STEP_TIMEOUT, call).await {
         Ok(r) => r.map(Response::into_inner),
         Err(_) => Err(Status::deadline_exceeded(format!("node-admin call took over {STEP_TIMEOUT:?}"))),
