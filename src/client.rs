@@ -17,10 +17,18 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 use tonic::transport::Channel;
-use tonic::{Code, Response, Status};
+use tonic::{Code, Status};
 use weft_proto::v1 as pb;
 use weft_proto::v1::store_client::StoreClient;
 use weft_replica::transport::{Peers, TransportConfig};
+
+use crate::session::Mux;
+
+/// One attempt's ways to reach a node: unary calls, and the node's session stream.
+pub(crate) struct Conn {
+    unary: StoreClient<Channel>,
+    session: Mux,
+}
 
 /// Client settings.
 #[derive(Clone, Debug)]
@@ -107,6 +115,8 @@ struct Inner {
     /// One lazily connected channel per node, the same way nodes reach their peers.
     peers: Peers,
     primaries: Mutex<HashMap<u64, String>>,
+    /// One session stream per node for gets and writes (see [`crate::session`]).
+    sessions: Mutex<HashMap<String, Mux>>,
     client_id: u64,
     seqs: Seqs,
     config: ClientConfig,
@@ -176,9 +186,9 @@ impl WriteTicket {
         let cmd = pb::Command { session: Some(session), kind: Some(kind) };
         let resp = self
             .client
-            .call(partition, true, true, |mut c| {
+            .call(partition, true, true, |c| {
                 let req = pb::WriteRequest { partition, session: Some(session), command: Some(cmd.clone()) };
-                async move { c.write(req).await }
+                async move { c.session.write(req).await }
             })
             .await?;
         let result =
@@ -250,6 +260,7 @@ impl Client {
                 endpoints: RwLock::new(Arc::new(endpoints)),
                 peers: Peers::new(TransportConfig { connect_timeout: Duration::from_secs(1), ..Default::default() }),
                 primaries: Mutex::default(),
+                sessions: Mutex::default(),
                 client_id: rand::random::<u64>() | 1,
                 seqs: Seqs::default(),
                 config,
@@ -266,8 +277,8 @@ impl Client {
     /// retrying as the module docs say.
     async fn call<T, F, Fut>(&self, partition: u64, to_primary: bool, write: bool, f: F) -> Result<T, ClientError>
     where
-        F: Fn(StoreClient<Channel>) -> Fut,
-        Fut: Future<Output = Result<Response<T>, Status>>,
+        F: Fn(Conn) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
     {
         let cfg = &self.inner.config;
         if self.inner.endpoints.read().is_empty() {
@@ -296,8 +307,19 @@ impl Client {
             let outcome = match self.inner.peers.channel(&addr) {
                 Ok(ch) => {
                     let max = self.inner.peers.config().max_message_bytes;
-                    let c = StoreClient::new(ch).max_decoding_message_size(max).max_encoding_message_size(max);
-                    match tokio::time::timeout(cfg.attempt_timeout.min(left), f(c)).await {
+                    let unary = StoreClient::new(ch).max_decoding_message_size(max).max_encoding_message_size(max);
+                    let session = {
+                        let mut sessions = self.inner.sessions.lock();
+                        match sessions.get(&addr) {
+                            Some(m) if !m.is_closed() => m.clone(),
+                            _ => {
+                                let m = Mux::open(unary.clone());
+                                sessions.insert(addr.clone(), m.clone());
+                                m
+                            }
+                        }
+                    };
+                    match tokio::time::timeout(cfg.attempt_timeout.min(left), f(Conn { unary, session })).await {
                         Ok(r) => r,
                         Err(_) => Err(Status::deadline_exceeded("attempt timed out")),
                     }
@@ -309,7 +331,7 @@ impl Client {
                     if to_primary {
                         self.inner.primaries.lock().insert(partition, addr);
                     }
-                    return Ok(resp.into_inner());
+                    return Ok(resp);
                 }
                 Err(s) if retryable(&s) => {
                     let last = format!("{addr}: {}", s.message());
@@ -418,7 +440,10 @@ impl Client {
     /// A consistent snapshot of `partition` from its primary, as a stream of checksummed
     /// chunks (see [`weft_replica::transport::ChunkCheck`]).
     pub async fn backup(&self, partition: u64) -> Result<tonic::Streaming<pb::SnapshotChunk>, ClientError> {
-        self.call(partition, true, false, |mut c| async move { c.backup(pb::BackupRequest { partition }).await }).await
+        self.call(partition, true, false, |mut c| async move {
+            Ok(c.unary.backup(pb::BackupRequest { partition }).await?.into_inner())
+        })
+        .await
     }
 
     /// Reads one record, with what the response says about who served it.
@@ -431,9 +456,9 @@ impl Client {
     ) -> Result<(Option<pb::Record>, pb::ReadInfo), ClientError> {
         let header = header(partition, mode);
         let resp = self
-            .call(partition, mode == ReadMode::Linearizable, false, |mut c| {
+            .call(partition, mode == ReadMode::Linearizable, false, |c| {
                 let req = pb::GetRequest { header: Some(header), table: table.into(), key: key.to_vec().into() };
-                async move { c.get(req).await }
+                async move { c.session.get(req).await }
             })
             .await?;
         Ok((resp.record, resp.info.unwrap_or_default()))
@@ -473,7 +498,7 @@ impl Client {
                     token: token.clone().into(),
                     ..Default::default()
                 };
-                async move { c.scan(req).await }
+                async move { Ok(c.unary.scan(req).await?.into_inner()) }
             })
             .await?;
         Ok((resp.records, resp.token.to_vec()))

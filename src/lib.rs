@@ -24,6 +24,7 @@ pub mod manager;
 pub mod metrics;
 pub mod node;
 pub mod routing;
+mod session;
 pub mod ycsb;
 
 pub use client::{Client, ClientError, ReadMode};

@@ -185,6 +185,7 @@ fn write_error(partition: u64, e: RaftError<TypeConfig, ClientWriteError<TypeCon
 }
 
 /// The client Store service.
+#[derive(Clone)]
 struct StoreService {
     host: Arc<Host>,
 }
@@ -275,12 +276,41 @@ fn token(t: &[u8]) -> Option<Token> {
     (!t.is_empty()).then(|| Token::from_bytes(t))
 }
 
+/// The answer stream of a session (see [`crate::session`]).
+type SessionStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::SessionAnswers, Status>> + Send>>;
+
+impl StoreService {
+    /// One session call, answered as its unary RPC would answer it.
+    async fn session_call(self, call: pb::session_call::Call) -> pb::session_answer::Answer {
+        use pb::store_server::Store;
+        let answer = match call {
+            pb::session_call::Call::Get(r) => {
+                self.get(Request::new(r)).await.map(|r| pb::session_answer::Answer::Get(r.into_inner()))
+            }
+            pb::session_call::Call::Write(r) => {
+                self.write(Request::new(r)).await.map(|r| pb::session_answer::Answer::Write(r.into_inner()))
+            }
+        };
+        answer.unwrap_or_else(|s| pb::session_answer::Answer::Error(crate::session::status_to_pb(&s)))
+    }
+}
+
 /// The chunk stream a backup answers with.
 type BackupStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::SnapshotChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl pb::store_server::Store for StoreService {
     type BackupStream = BackupStream;
+    type SessionStream = SessionStream;
+
+    async fn session(
+        &self,
+        req: Request<tonic::Streaming<pb::SessionCalls>>,
+    ) -> Result<Response<SessionStream>, Status> {
+        let svc = self.clone();
+        let answers = crate::session::serve(req.into_inner(), move |call| svc.clone().session_call(call));
+        Ok(Response::new(Box::pin(answers)))
+    }
 
     /// The primary, after a read-index round (so it holds everything acknowledged), takes
     /// an O(1) engine snapshot and streams it as a snapshot transfer would, without client

@@ -205,6 +205,62 @@ async fn linearizable_reads_go_to_the_primary_and_stale_reads_do_not() {
     assert!(matches!(missing, Err(ClientError::Refused { code: pb::ErrorCode::NoSuchTable, .. })), "{missing:?}");
 }
 
+/// Many calls in flight on one client share one session stream per node: each gets its
+/// own answer, and a malformed call is refused alone while the stream keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn calls_multiplexed_on_one_session_each_get_their_own_answer() {
+    let nodes: Vec<LocalNode> = (1..=4).map(|i| common::start(i, &[])).collect();
+    let group: Vec<&LocalNode> = nodes.iter().collect();
+    let leader = open_partition(&group, P, BASE).await;
+    let client = Client::new(nodes.iter().map(|n| n.addr.clone()).collect(), ClientConfig::default());
+    client.create_table(P, "t").await.expect("create table");
+    let n = 400u32;
+    let puts = (0..n).map(|i| {
+        let c = client.clone();
+        async move { c.put(P, "t", format!("k{i}").as_bytes(), format!("v{i}").as_bytes()).await }
+    });
+    for r in futures::future::join_all(puts).await {
+        r.expect("put");
+    }
+    let gets = (0..n).map(|i| {
+        let c = client.clone();
+        async move { (i, c.get(P, "t", format!("k{i}").as_bytes(), ReadMode::Linearizable).await) }
+    });
+    for (i, r) in futures::future::join_all(gets).await {
+        let value = r.expect("get").map(|rec| rec.value.to_vec());
+        assert_eq!(value, Some(format!("v{i}").into_bytes()), "key k{i} answered with another call's record");
+    }
+    // A raw session on the primary: a call without a call is refused on its own.
+    let addr = &nodes.iter().find(|n| BASE + n.id == leader).expect("the primary's node").addr;
+    let mut raw = pb::store_client::StoreClient::connect(format!("http://{addr}")).await.expect("connect");
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let header = pb::ReadHeader { partition: P, mode: pb::ReadMode::Linearizable as i32 };
+    let get = pb::GetRequest { header: Some(header), table: "t".into(), key: b"k7".to_vec().into() };
+    let calls = vec![
+        pb::SessionCall { id: 1, call: None },
+        pb::SessionCall { id: 2, call: Some(pb::session_call::Call::Get(get)) },
+    ];
+    tx.send(pb::SessionCalls { calls }).await.expect("queue calls");
+    let mut answers = raw.session(tokio_stream::wrappers::ReceiverStream::new(rx)).await.expect("session").into_inner();
+    let mut got = BTreeMap::new();
+    while got.len() < 2 {
+        let m = answers.message().await.expect("answers").expect("the stream stays open");
+        got.extend(m.answers.into_iter().map(|a| (a.id, a.answer)));
+    }
+    match &got[&1] {
+        Some(pb::session_answer::Answer::Error(e)) => assert_eq!(e.code, tonic::Code::InvalidArgument as i32, "{e:?}"),
+        other => panic!("an empty call was answered with {other:?}"),
+    }
+    match &got[&2] {
+        Some(pb::session_answer::Answer::Get(g)) => {
+            assert_eq!(g.record.as_ref().map(|r| r.value.to_vec()), Some(b"v7".to_vec()))
+        }
+        other => panic!("the get beside it was answered with {other:?}"),
+    }
+    drop(tx);
+    assert!(answers.message().await.expect("clean end").is_none(), "the stream ends once the client closes its side");
+}
+
 /// Sends a hand-made snapshot stream to a replica's raft service.
 async fn send_snapshot(addr: &str, chunks: Vec<pb::SnapshotChunk>) -> tonic::Status {
     let mut raft = pb::raft_client::RaftClient::connect(format!("http://{addr}")).await.expect("connect raft");

@@ -1,0 +1,271 @@
+//! Calls multiplexed on one stream: the `Store.Session` RPC, both ends.
+//!
+//! A unary gRPC call costs an HTTP/2 stream: request headers, data, response headers, data
+//! and trailers, each encoded, framed and written on its own. With many calls in flight to
+//! one node (the benchmark's 64 clients, a service's request handlers) that per-call work
+//! is most of what a node and its clients spend. `Session` carries `Get` and `Write` calls
+//! as messages of one long-lived stream instead, as TiKV's `BatchCommands` does: a
+//! [`Mux`] on the client sends every call queued since its last send in one message, and
+//! the node answers the calls as they finish, every answer ready at once in one message.
+//! Each call means exactly what its unary RPC means, and a failed call comes back as the
+//! status its unary RPC would have returned (metadata included), so the client's retry
+//! logic is the same for both.
+//!
+//! A call whose stream breaks before its answer comes back fails with `Cancelled`: no
+//! answer, which the client treats like a timed-out unary call (a write is retried under
+//! its session seq, so it still applies at most once).
+
+use std::collections::HashMap;
+
+use tokio::sync::{mpsc, oneshot};
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+use weft_proto::v1 as pb;
+use weft_proto::v1::store_client::StoreClient;
+
+/// Most calls (or answers) put in one message.
+const MAX_PER_MESSAGE: usize = 256;
+
+/// Waiting entries above which those whose caller has given up are dropped.
+const PRUNE_ABOVE: usize = 4096;
+
+/// A failed call's status as the session carries it.
+pub(crate) fn status_to_pb(s: &Status) -> pb::CallStatus {
+    let metadata = s
+        .metadata()
+        .iter()
+        .filter_map(|kv| match kv {
+            tonic::metadata::KeyAndValueRef::Ascii(k, v) => Some((k.to_string(), v.to_str().ok()?.to_string())),
+            tonic::metadata::KeyAndValueRef::Binary(..) => None,
+        })
+        .collect();
+    pb::CallStatus { code: s.code() as i32, message: s.message().to_string(), metadata }
+}
+
+/// The status a session answer carries, as its unary RPC would have returned it.
+pub(crate) fn status_from_pb(c: pb::CallStatus) -> Status {
+    let mut s = Status::new(Code::from_i32(c.code), c.message);
+    for (k, v) in c.metadata {
+        if let (Ok(k), Ok(v)) = (
+            tonic::metadata::AsciiMetadataKey::from_bytes(k.as_bytes()),
+            tonic::metadata::AsciiMetadataValue::try_from(v.as_str()),
+        ) {
+            s.metadata_mut().insert(k, v);
+        }
+    }
+    s
+}
+
+/// The node's end: answers every call read from `inbound` with `answer`, each in its own
+/// task, and returns the stream of answer messages (every answer ready at once in one).
+/// The stream ends once the client has closed its side and every call is answered.
+pub(crate) fn serve<F, Fut>(
+    mut inbound: tonic::Streaming<pb::SessionCalls>,
+    answer: F,
+) -> impl futures::Stream<Item = Result<pb::SessionAnswers, Status>> + Send + 'static
+where
+    F: Fn(pb::session_call::Call) -> Fut + Send + 'static,
+    Fut: Future<Output = pb::session_answer::Answer> + Send + 'static,
+{
+    let (tx, rx) = mpsc::unbounded_channel::<pb::SessionAnswer>();
+    tokio::spawn(async move {
+        loop {
+            match inbound.message().await {
+                Ok(Some(calls)) => {
+                    for c in calls.calls {
+                        let id = c.id;
+                        let tx = tx.clone();
+                        let a = match c.call {
+                            Some(call) => futures::future::Either::Left(answer(call)),
+                            None => {
+                                futures::future::Either::Right(std::future::ready(pb::session_answer::Answer::Error(
+                                    status_to_pb(&Status::invalid_argument("session call without a call")),
+                                )))
+                            }
+                        };
+                        tokio::spawn(async move {
+                            let answer = a.await;
+                            // The client may be gone; its answers go nowhere.
+                            let _ = tx.send(pb::SessionAnswer { id, answer: Some(answer) });
+                        });
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "session stream from a client broke");
+                    break;
+                }
+            }
+        }
+    });
+    futures::stream::unfold(rx, |mut rx| async move {
+        let first = rx.recv().await?;
+        let mut answers = vec![first];
+        while answers.len() < MAX_PER_MESSAGE {
+            match rx.try_recv() {
+                Ok(a) => answers.push(a),
+                Err(_) => break,
+            }
+        }
+        Some((Ok(pb::SessionAnswers { answers }), rx))
+    })
+}
+
+type Reply = oneshot::Sender<Result<pb::session_answer::Answer, Status>>;
+
+/// The client's end for one node: a handle to the task that owns the stream. Cheap to
+/// clone; the task ends (and [`Mux::is_closed`] turns true) when the stream breaks.
+#[derive(Clone)]
+pub(crate) struct Mux {
+    tx: mpsc::UnboundedSender<(pb::session_call::Call, Reply)>,
+}
+
+impl Mux {
+    /// Opens a session on `store`'s channel (lazily: the stream starts with the first call).
+    pub(crate) fn open(store: StoreClient<Channel>) -> Mux {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(drive(store, rx));
+        Mux { tx }
+    }
+
+    /// Whether the session is over (its stream broke); open a new one.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// One call; its answer, or the status its unary RPC would have failed with.
+    pub(crate) async fn call(&self, call: pb::session_call::Call) -> Result<pb::session_answer::Answer, Status> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send((call, reply)).map_err(|_| ended())?;
+        match answer.await {
+            Ok(Ok(pb::session_answer::Answer::Error(e))) => Err(status_from_pb(e)),
+            Ok(r) => r,
+            Err(_) => Err(ended()),
+        }
+    }
+
+    /// A `Get` call.
+    pub(crate) async fn get(&self, req: pb::GetRequest) -> Result<pb::GetResponse, Status> {
+        match self.call(pb::session_call::Call::Get(req)).await? {
+            pb::session_answer::Answer::Get(r) => Ok(r),
+            _ => Err(Status::internal("session answered a get with another kind of answer")),
+        }
+    }
+
+    /// A `Write` call.
+    pub(crate) async fn write(&self, req: pb::WriteRequest) -> Result<pb::WriteResponse, Status> {
+        match self.call(pb::session_call::Call::Write(req)).await? {
+            pb::session_answer::Answer::Write(r) => Ok(r),
+            _ => Err(Status::internal("session answered a write with another kind of answer")),
+        }
+    }
+}
+
+fn ended() -> Status {
+    Status::cancelled("the session stream ended before the answer came")
+}
+
+/// A broken stream's status for the calls it leaves unanswered: no answer (`Cancelled`),
+/// whatever code the transport gave.
+fn broke(s: &Status) -> Status {
+    Status::cancelled(format!("the session stream broke before the answer came: {}", s.message()))
+}
+
+/// Takes every call queued now (up to a message's worth) after `first`.
+fn batch(
+    first: (pb::session_call::Call, Reply),
+    rx: &mut mpsc::UnboundedReceiver<(pb::session_call::Call, Reply)>,
+    next_id: &mut u64,
+    waiting: &mut HashMap<u64, Reply>,
+) -> pb::SessionCalls {
+    let mut calls = Vec::new();
+    let mut next = Some(first);
+    while let Some((call, reply)) = next {
+        *next_id += 1;
+        waiting.insert(*next_id, reply);
+        calls.push(pb::SessionCall { id: *next_id, call: Some(call) });
+        next = if calls.len() < MAX_PER_MESSAGE { rx.try_recv().ok() } else { None };
+    }
+    if waiting.len() > PRUNE_ABOVE {
+        waiting.retain(|_, r| !r.is_closed());
+    }
+    pb::SessionCalls { calls }
+}
+
+/// Owns one session stream: sends queued calls, routes answers to their callers, and on
+/// a broken stream fails every call still waiting (they got no answer) and ends.
+async fn drive(mut store: StoreClient<Channel>, mut rx: mpsc::UnboundedReceiver<(pb::session_call::Call, Reply)>) {
+    let mut waiting: HashMap<u64, Reply> = HashMap::new();
+    let mut next_id = 0u64;
+    let Some(first) = rx.recv().await else { return };
+    let (out, out_rx) = mpsc::channel::<pb::SessionCalls>(64);
+    // Queued before the call: the stream opens with it, and the answer headers it waits
+    // for come back as soon as the node has accepted the stream.
+    if out.send(batch(first, &mut rx, &mut next_id, &mut waiting)).await.is_err() {
+        return;
+    }
+    let fail_all = |waiting: &mut HashMap<u64, Reply>, s: &Status| {
+        for (_, r) in waiting.drain() {
+            let _ = r.send(Err(s.clone()));
+        }
+    };
+    let mut inbound = match store.session(tokio_stream::wrappers::ReceiverStream::new(out_rx)).await {
+        Ok(r) => r.into_inner(),
+        Err(s) => {
+            fail_all(&mut waiting, &broke(&s));
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            p = rx.recv() => {
+                // Every handle is gone: nobody waits for more calls; answers still owed
+                // go nowhere.
+                let Some(p) = p else { return };
+                let calls = batch(p, &mut rx, &mut next_id, &mut waiting);
+                if out.send(calls).await.is_err() {
+                    fail_all(&mut waiting, &ended());
+                    return;
+                }
+            }
+            m = inbound.message() => match m {
+                Ok(Some(answers)) => {
+                    for a in answers.answers {
+                        if let (Some(r), Some(answer)) = (waiting.remove(&a.id), a.answer) {
+                            let _ = r.send(Ok(answer));
+                        }
+                    }
+                }
+                Ok(None) => {
+                    fail_all(&mut waiting, &ended());
+                    return;
+                }
+                Err(s) => {
+                    fail_all(&mut waiting, &broke(&s));
+                    return;
+                }
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_crosses_the_session_as_its_unary_rpc_would_return_it() {
+        let mut s = Status::unavailable("not the primary of partition 3; primary is 127.0.0.1:7001");
+        s.metadata_mut().insert(crate::LEADER_ADDR_KEY, "127.0.0.1:7001".parse().expect("ascii"));
+        s.metadata_mut().insert(crate::LEADER_ID_KEY, "103".parse().expect("ascii"));
+        let back = status_from_pb(status_to_pb(&s));
+        assert_eq!(back.code(), Code::Unavailable);
+        assert_eq!(back.message(), s.message());
+        for key in [crate::LEADER_ADDR_KEY, crate::LEADER_ID_KEY] {
+            assert_eq!(back.metadata().get(key), s.metadata().get(key), "{key}");
+        }
+        assert!(std::error::Error::source(&back).is_none(), "a node's own answer, not a transport failure");
+        let unknown = status_from_pb(pb::CallStatus { code: 999, message: "?".into(), metadata: Default::default() });
+        assert_eq!(unknown.code(), Code::Unknown, "an unknown code stays a failure");
+    }
+}
