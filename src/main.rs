@@ -166,9 +166,19 @@ struct SimUpgradeArgs {
     /// Classic: seconds a replaced replica that came back is kept as a standby.
     #[arg(long, default_value_t = 3600.0)]
     standby_keep_s: f64,
+    /// Whether the walked nodes keep their replicas across the restart (`durable`) or come
+    /// back empty (`volatile`, weft's in-memory default).
+    #[arg(long, value_enum, default_value_t = SimLog::Volatile)]
+    log: SimLog,
     /// Print one JSON object and nothing else on stdout.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SimLog {
+    Volatile,
+    Durable,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -478,6 +488,7 @@ fn sim_upgrade(a: SimUpgradeArgs) -> anyhow::Result<()> {
         upgrade_s: a.upgrade_s,
         restart_wait_s: a.restart_wait_s,
         standby_keep_s: a.standby_keep_s,
+        durable: a.log == SimLog::Durable,
     };
     let started = std::time::Instant::now();
     let r = run(&cfg).context("placing the simulated cluster")?;
@@ -495,6 +506,8 @@ fn sim_upgrade(a: SimUpgradeArgs) -> anyhow::Result<()> {
         "quorum_loss_events": r.quorum_loss_events,
         "quorum_at_risk_events": r.quorum_at_risk_events,
         "walk_s": r.walk_s.round(),
+        "doubled_partitions": r.doubled_partitions,
+        "log": if cfg.durable { "durable" } else { "volatile" },
         "sim_wall_ms": started.elapsed().as_millis() as u64,
     });
     print_report(&report, a.json, "weft sim upgrade")

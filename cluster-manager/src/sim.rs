@@ -8,19 +8,26 @@
 //!
 //! - [`Policy::Careful`] (weft's walk, the default): before a UD goes down,
 //!   [`walk::plan_ud`] moves primaries off it and builds a stand-in outside it for each of
-//!   its replicas; the UD goes down only when every build is done; when it is back and
-//!   caught up (its replicas were down for `upgrade_s`: the durable case), the stand-ins
-//!   are removed. A partition loses quorum only if `plan_ud` finds no room for its
-//!   stand-ins.
+//!   its replicas; the UD goes down only when every build is done. What happens when it is
+//!   back follows the log mode, as in the live walk: durable, its replicas catch up and
+//!   the stand-ins are removed (the placement is as before); volatile (`durable: false`,
+//!   weft's default), its nodes come back empty, so its replicas are removed and the
+//!   stand-ins keep their places, and the next UD is planned from that placement. With 4
+//!   replicas over 5 UDs every stand-in lands in the UD its partition lacked, so the
+//!   spread stays whole; with 5 over 5 a quarter of the stand-ins double up in a UD and
+//!   stay there (`doubled_partitions`). A partition loses quorum only if `plan_ud` finds
+//!   no room for its stand-ins.
 //! - [`Policy::Classic`] (the reference case's platform, as its account describes it): the
 //!   UD goes down at once and the walk moves on to the next UD as soon as this one is back,
 //!   without waiting for builds. A replica down longer than `restart_wait_s` is replaced
 //!   by a build placed by the same placement code (with as many replicas as UDs it doubles
 //!   up in a UD still to be walked, whose walk later takes both down and the move cascades).
-//!   A replaced replica that comes back is a standby: it holds memory until
+//!   With a durable log, a replaced replica that comes back is a standby: it holds memory until
 //!   `standby_keep_s` passes and is not part of the partition's quorum, but when another
 //!   replica of its partition goes down it is brought back (caught up, no copy) instead of
-//!   a new build. A build whose target node goes down is lost and placed again.
+//!   a new build. With a volatile log (weft's default) a walked node comes back empty:
+//!   its replaced replicas are gone and the others are replaced at once. A build whose
+//!   target node goes down is lost and placed again.
 //!
 //! Reported: `peak_replicas_per_node` (the most replicas, counting builds and standbys, on
 //! any up node at any moment), `baseline_replicas_per_node` (the most before the walk),
@@ -70,6 +77,9 @@ pub struct SimConfig {
     pub restart_wait_s: f64,
     /// Classic: how long a replaced replica that came back is kept as a standby.
     pub standby_keep_s: f64,
+    /// Whether a restarted node keeps its replicas (durable log) or comes back empty
+    /// (volatile: the in-memory replicas are gone and must be replaced).
+    pub durable: bool,
 }
 
 impl Default for SimConfig {
@@ -85,6 +95,7 @@ impl Default for SimConfig {
             upgrade_s: 300.0,
             restart_wait_s: 60.0,
             standby_keep_s: 3600.0,
+            durable: false,
         }
     }
 }
@@ -108,6 +119,9 @@ pub struct SimReport {
     pub quorum_at_risk_events: u64,
     /// Simulated seconds from the first UD down to the end of the last build.
     pub walk_s: f64,
+    /// Partitions left with two or more replicas in one UD at the end of the walk: the
+    /// next walk (or the loss of that UD) takes several of their replicas at once.
+    pub doubled_partitions: u64,
 }
 
 /// Nodes round-robin over `uds` UDs (FD = UD) and partitions placed one by one, each
@@ -172,6 +186,7 @@ fn empty_report() -> SimReport {
         quorum_loss_events: 0,
         quorum_at_risk_events: 0,
         walk_s: 0.0,
+        doubled_partitions: 0,
     }
 }
 
@@ -211,9 +226,50 @@ fn careful(mut nodes: Vec<Node>, mut parts: Vec<Placed>, uds: &[String], cfg: &S
                 p.replicas.iter().filter(|id| !in_ud(**id)).count() + stand_ins == q
             })
             .count() as u64;
-        // The UD is back and caught up: the stand-ins go, the loads are as before.
+        if cfg.durable {
+            // The UD is back and caught up: the stand-ins go, the loads are as before.
+            continue;
+        }
+        // Volatile: the UD came back empty. Its replicas are removed and the stand-ins keep
+        // their places (what the live walk does), so the next UD is planned from here.
+        let walked: Vec<NodeId> = nodes.iter().filter(|n| n.ud == *ud).map(|n| n.id).collect();
+        let stand_in_for =
+            |pid: u64, node: NodeId| plan.builds.iter().find(|b| b.partition == pid && b.stands_in_for == node);
+        for p in parts.iter_mut() {
+            let mut kept = Vec::with_capacity(p.replicas.len());
+            for &id in &p.replicas {
+                if !walked.contains(&id) {
+                    kept.push(id);
+                    continue;
+                }
+                uncount_replica(&mut nodes, id, p.bytes);
+                if let Some(b) = stand_in_for(p.id, id) {
+                    placement::count_replica(&mut nodes, b.to, p.bytes);
+                    kept.push(b.to);
+                }
+            }
+            p.replicas = kept;
+        }
     }
+    r.doubled_partitions = parts.iter().filter(|p| doubled(&nodes, p.replicas.iter().copied())).count() as u64;
     r
+}
+
+/// Whether two of these replicas' nodes share a UD.
+fn doubled(nodes: &[Node], replicas: impl Iterator<Item = NodeId>) -> bool {
+    let mut uds: Vec<&str> =
+        replicas.filter_map(|id| nodes.iter().find(|n| n.id == id).map(|n| n.ud.as_str())).collect();
+    let all = uds.len();
+    uds.sort_unstable();
+    uds.dedup();
+    uds.len() < all
+}
+
+fn uncount_replica(nodes: &mut [Node], id: NodeId, bytes: u64) {
+    if let Some(n) = nodes.iter_mut().find(|n| n.id == id) {
+        n.load.replicas = n.load.replicas.saturating_sub(1);
+        n.load.memory_bytes = n.load.memory_bytes.saturating_sub(bytes);
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -365,7 +421,15 @@ impl<'a> Classic<'a> {
                     let mut expiring = Vec::new();
                     for (i, r) in self.reps.iter_mut().enumerate() {
                         if r.alive && r.state == State::Down && up.contains(&r.node) {
-                            if r.replaced && keep <= 0.0 {
+                            if !self.cfg.durable {
+                                // Volatile: the node came back empty. A replaced replica is
+                                // simply gone; one not yet replaced is replaced now.
+                                if r.replaced {
+                                    r.alive = false;
+                                } else {
+                                    r.at = f64::NEG_INFINITY;
+                                }
+                            } else if r.replaced && keep <= 0.0 {
                                 r.alive = false;
                             } else if r.replaced {
                                 r.state = State::Standby;
@@ -399,6 +463,12 @@ impl<'a> Classic<'a> {
             self.replace();
             self.observe();
         }
+        self.report.doubled_partitions = (0..self.parts.len())
+            .filter(|p| {
+                let members = self.reps.iter().filter(|r| r.alive && r.partition == *p && r.state != State::Standby);
+                doubled(&self.nodes, members.map(|r| r.node))
+            })
+            .count() as u64;
         self.report
     }
 
@@ -424,6 +494,10 @@ impl<'a> Classic<'a> {
                 })
                 .count();
             self.reps[i].replaced = true;
+            if self.node_up(self.reps[i].node) {
+                // A volatile replica lost in a restart: nothing is left of it.
+                self.reps[i].alive = false;
+            }
             if configured > self.cfg.replicas {
                 continue;
             }
@@ -506,7 +580,22 @@ mod tests {
     use super::*;
 
     fn cfg(replicas: usize, policy: Policy) -> SimConfig {
-        SimConfig { nodes: 20, uds: 5, replicas, partitions: 100, policy, ..SimConfig::default() }
+        SimConfig { nodes: 20, uds: 5, replicas, partitions: 100, policy, durable: true, ..SimConfig::default() }
+    }
+
+    #[test]
+    fn a_volatile_walk_keeps_four_on_five_spread_and_leaves_five_on_five_doubled() {
+        let four = run(&SimConfig { durable: false, ..cfg(4, Policy::Careful) }).expect("sim");
+        assert_eq!((four.quorum_loss_events, four.doubled_partitions), (0, 0), "{four:?}");
+        assert!(four.peak_density_ratio <= 1.5, "{four:?}");
+        // Stand-ins stay: each UD's walk moves what the UD holds then, stand-ins included.
+        assert!(four.moves > 4 * 100, "{four:?}");
+        let five = run(&SimConfig { durable: false, ..cfg(5, Policy::Careful) }).expect("sim");
+        assert_eq!(five.quorum_loss_events, 0, "careful keeps full counts: {five:?}");
+        assert!(five.doubled_partitions >= 10, "no free UD exists, so stand-ins double up: {five:?}");
+        assert!(five.moves > four.moves, "{five:?} vs {four:?}");
+        let durable = run(&cfg(5, Policy::Careful)).expect("sim");
+        assert_eq!(durable.doubled_partitions, 0, "durable walks put the placement back: {durable:?}");
     }
 
     #[test]
