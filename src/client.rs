@@ -10,6 +10,10 @@
 //! reused by every retry, and the state machine answers a retried seq with its first result,
 //! so a write retried after a timeout is applied at most once. A write whose every attempt
 //! failed ambiguously ends in [`ClientError::Indeterminate`]: it may or may not have applied.
+//!
+//! Gets and writes travel on one `Session` stream per node ([`crate::session`]), many
+//! calls to a message; scans and backups are unary calls. Both carry the same statuses,
+//! so one retry loop serves both.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

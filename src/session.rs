@@ -17,6 +17,8 @@
 
 use std::collections::HashMap;
 
+use prost::Message;
+
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -25,6 +27,10 @@ use weft_proto::v1::store_client::StoreClient;
 
 /// Most calls (or answers) put in one message.
 const MAX_PER_MESSAGE: usize = 256;
+
+/// Encoded bytes past which no further call (or answer) joins a message: large values
+/// travel in messages of their own, far below the transport's message limit.
+const BYTES_PER_MESSAGE: usize = 4 << 20;
 
 /// Waiting entries above which those whose caller has given up are dropped.
 const PRUNE_ABOVE: usize = 4096;
@@ -100,10 +106,14 @@ where
     });
     futures::stream::unfold(rx, |mut rx| async move {
         let first = rx.recv().await?;
+        let mut bytes = first.encoded_len();
         let mut answers = vec![first];
-        while answers.len() < MAX_PER_MESSAGE {
+        while answers.len() < MAX_PER_MESSAGE && bytes < BYTES_PER_MESSAGE {
             match rx.try_recv() {
-                Ok(a) => answers.push(a),
+                Ok(a) => {
+                    bytes += a.encoded_len();
+                    answers.push(a);
+                }
                 Err(_) => break,
             }
         }
@@ -179,12 +189,15 @@ fn batch(
     waiting: &mut HashMap<u64, Reply>,
 ) -> pb::SessionCalls {
     let mut calls = Vec::new();
+    let mut bytes = 0;
     let mut next = Some(first);
     while let Some((call, reply)) = next {
         *next_id += 1;
         waiting.insert(*next_id, reply);
-        calls.push(pb::SessionCall { id: *next_id, call: Some(call) });
-        next = if calls.len() < MAX_PER_MESSAGE { rx.try_recv().ok() } else { None };
+        let c = pb::SessionCall { id: *next_id, call: Some(call) };
+        bytes += c.encoded_len();
+        calls.push(c);
+        next = if calls.len() < MAX_PER_MESSAGE && bytes < BYTES_PER_MESSAGE { rx.try_recv().ok() } else { None };
     }
     if waiting.len() > PRUNE_ABOVE {
         waiting.retain(|_, r| !r.is_closed());
