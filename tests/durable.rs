@@ -7,7 +7,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,6 +37,19 @@ fn wal_segments(data_dir: &Path, replica: u64) -> Vec<PathBuf> {
         .collect();
     v.sort();
     v
+}
+
+/// Where a WAL segment's records end: the segment is zero-filled past them. Walks the
+/// framing (length u32 LE, CRC32C u32 LE, payload; never an empty payload).
+fn records_end(data: &[u8]) -> usize {
+    let mut pos = 0;
+    while let Some(len) = data.get(pos..pos + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize) {
+        if len == 0 || pos + 8 + len > data.len() {
+            break;
+        }
+        pos += 8 + len;
+    }
+    pos
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -102,7 +114,9 @@ async fn whole_cluster_kill_loses_no_acknowledged_write() {
     // A write that never finished: garbage after the last record of one node's WAL.
     let torn = &dirs[1];
     let segment = wal_segments(torn.path(), BASE + 2).pop().expect("a WAL segment");
-    OpenOptions::new().append(true).open(&segment).expect("open segment").write_all(&[0x5a; 37]).expect("append");
+    let end = records_end(&std::fs::read(&segment).expect("read segment"));
+    let f = OpenOptions::new().write(true).open(&segment).expect("open segment");
+    std::os::unix::fs::FileExt::write_all_at(&f, &[0x5a; 37], end as u64).expect("write garbage after the last record");
 
     for n in nodes.iter_mut() {
         n.restart().expect("restart");
@@ -137,8 +151,9 @@ async fn whole_cluster_kill_loses_no_acknowledged_write() {
     nodes[victim].kill();
     let segment = wal_segments(dirs[2].path(), BASE + 3).pop().expect("a WAL segment");
     let mut data = std::fs::read(&segment).expect("read segment");
-    assert!(data.len() > 1000, "segment too short to corrupt in the middle: {} bytes", data.len());
-    let mid = data.len() / 2;
+    let end = records_end(&data);
+    assert!(end > 1000, "records too short to corrupt in the middle: {end} bytes");
+    let mid = end / 2;
     data[mid] ^= 0xff;
     std::fs::write(&segment, &data).expect("write segment");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
