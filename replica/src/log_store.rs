@@ -102,20 +102,10 @@ impl Inner {
 }
 
 enum WalOp {
-    /// `sync`: the batch holding it must end in `fdatasync` even with nobody waiting.
-    /// A committed id need not (openraft allows it to lag; recovery then applies from an
-    /// older one): it rides along with the next sync instead of costing one of its own.
-    Record {
-        payload: Vec<u8>,
-        index: Option<u64>,
-        sync: bool,
-    },
+    Record { payload: Vec<u8>, index: Option<u64> },
     Flushed(IOFlushed<TypeConfig>),
     RemoveThrough(u64),
-    Vote {
-        payload: Vec<u8>,
-        done: tokio::sync::oneshot::Sender<Result<(), String>>,
-    },
+    Vote { payload: Vec<u8>, done: tokio::sync::oneshot::Sender<Result<(), String>> },
 }
 
 /// The raft log of one replica. Clones share the same log (and WAL writer).
@@ -123,8 +113,6 @@ enum WalOp {
 pub struct LogStore {
     inner: Arc<Mutex<Inner>>,
     wal: Option<mpsc::Sender<WalOp>>,
-    /// `fdatasync` calls the WAL writer has made.
-    syncs: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Debug for WalOp {
@@ -138,11 +126,6 @@ fn corrupt(path: &Path, reason: impl Into<String>) -> WalError {
 }
 
 impl LogStore {
-    /// `fdatasync` calls its WAL writer has made (0 for a volatile log).
-    pub fn wal_syncs(&self) -> u64 {
-        self.syncs.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
     /// An empty volatile log.
     pub fn volatile() -> Self {
         Self::default()
@@ -165,13 +148,9 @@ impl LogStore {
             Err(source) => return Err(WalError::Io { path: vote_path, source }),
         }
         let (tx, rx) = mpsc::channel();
-        let syncs = Arc::new(std::sync::atomic::AtomicU64::new(0));
         std::thread::Builder::new()
             .name("weft-wal".into())
-            .spawn({
-                let syncs = syncs.clone();
-                move || write_loop(wal, vote_path, rx, &syncs)
-            })
+            .spawn(move || write_loop(wal, vote_path, rx))
             .map_err(|source| WalError::Io { path: dir.to_path_buf(), source })?;
         tracing::info!(
             dir = %dir.display(),
@@ -179,7 +158,7 @@ impl LogStore {
             torn_bytes = recovery.torn_bytes,
             "durable log recovered"
         );
-        Ok((LogStore { inner: Arc::new(Mutex::new(inner)), wal: Some(tx), syncs }, recovery))
+        Ok((LogStore { inner: Arc::new(Mutex::new(inner)), wal: Some(tx) }, recovery))
     }
 
     /// Whether changes are written to disk.
@@ -208,24 +187,21 @@ impl LogStore {
         if self.wal.is_none() {
             return Ok(());
         }
-        let sync = !matches!(kind, Kind::Committed(_));
         let payload = pb::WalRecord { kind: Some(kind) }.encode_to_vec();
-        self.send(WalOp::Record { payload, index, sync })
+        self.send(WalOp::Record { payload, index })
     }
 }
 
 /// The writer thread of a durable log: group commits until every sender is gone. After an
 /// I/O error it fails every later operation (openraft then stops the group).
-fn write_loop(mut wal: Wal, vote_path: PathBuf, rx: mpsc::Receiver<WalOp>, syncs: &std::sync::atomic::AtomicU64) {
+fn write_loop(mut wal: Wal, vote_path: PathBuf, rx: mpsc::Receiver<WalOp>) {
     let mut failed: Option<String> = None;
     while let Ok(first) = rx.recv() {
         let mut waiters = Vec::new();
         let mut remove = None;
-        let mut must_sync = false;
         for op in std::iter::once(first).chain(rx.try_iter().take(MAX_GROUP)) {
             match op {
-                WalOp::Record { payload, index, sync } => {
-                    must_sync |= sync;
+                WalOp::Record { payload, index } => {
                     if failed.is_none()
                         && let Err(e) = wal.append(&payload, index)
                     {
@@ -236,15 +212,10 @@ fn write_loop(mut wal: Wal, vote_path: PathBuf, rx: mpsc::Receiver<WalOp>, syncs
                 other => waiters.push(other),
             }
         }
-        // Only committed ids and nobody waiting: they stay buffered, in order, until the
-        // next sync.
-        if failed.is_none() && (must_sync || !waiters.is_empty()) {
-            match wal.sync() {
-                Ok(()) => {
-                    syncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                Err(e) => failed = Some(e.to_string()),
-            }
+        if failed.is_none()
+            && let Err(e) = wal.sync()
+        {
+            failed = Some(e.to_string());
         }
         if let Some(e) = &failed {
             tracing::error!(error = %e, "WAL write failed; the replica stops accepting entries");
@@ -431,26 +402,6 @@ mod tests {
             log.read_committed().await.unwrap(),
             entries,
         )
-    }
-
-    /// A committed id costs no `fdatasync` of its own: it waits, in order, for the next
-    /// batch that must be on disk, and is durable with it.
-    #[tokio::test]
-    async fn a_committed_id_rides_along_with_the_next_sync() {
-        let dir = TempDir::new().unwrap();
-        let (mut log, _) = LogStore::open_durable(dir.path(), 1 << 20).unwrap();
-        append(&mut log, (0..10).map(|i| blank(1, i)).collect()).await;
-        let before = log.wal_syncs();
-        assert!(before >= 1, "the append's flush synced");
-        for i in 0..100 {
-            log.save_committed(Some(log_id(1, i % 10))).await.unwrap();
-        }
-        // The vote is a barrier: its batch syncs, and everything before it is on disk.
-        log.save_vote(&Vote::new(1, 3)).await.unwrap();
-        assert_eq!(log.wal_syncs(), before + 1, "only the vote's batch synced");
-        drop(log);
-        let (mut log, _) = LogStore::open_durable(dir.path(), 1 << 20).unwrap();
-        assert_eq!(log.read_committed().await.unwrap(), Some(log_id(1, 9)), "the last committed id survived");
     }
 
     /// Everything a durable log was told survives reopening: entries, truncation, purge,
