@@ -26,8 +26,8 @@ fn start(id: u64, extra: &[&str]) -> Result<LocalNode, BenchError> {
 
 const P: u64 = 1;
 
-/// Log mode of a benchmark cluster.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Log mode of a benchmark cluster (and of the walked nodes in `weft sim upgrade --log`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
     /// Memory-only logs.
     Volatile,

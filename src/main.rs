@@ -168,17 +168,11 @@ struct SimUpgradeArgs {
     standby_keep_s: f64,
     /// Whether the walked nodes keep their replicas across the restart (`durable`) or come
     /// back empty (`volatile`, weft's in-memory default).
-    #[arg(long, value_enum, default_value_t = SimLog::Volatile)]
-    log: SimLog,
+    #[arg(long, value_enum, default_value_t = weft::cluster_bench::Mode::Volatile)]
+    log: weft::cluster_bench::Mode,
     /// Print one JSON object and nothing else on stdout.
     #[arg(long)]
     json: bool,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum SimLog {
-    Volatile,
-    Durable,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -488,7 +482,7 @@ fn sim_upgrade(a: SimUpgradeArgs) -> anyhow::Result<()> {
         upgrade_s: a.upgrade_s,
         restart_wait_s: a.restart_wait_s,
         standby_keep_s: a.standby_keep_s,
-        durable: a.log == SimLog::Durable,
+        durable: a.log == weft::cluster_bench::Mode::Durable,
     };
     let started = std::time::Instant::now();
     let r = run(&cfg).context("placing the simulated cluster")?;
@@ -507,7 +501,7 @@ fn sim_upgrade(a: SimUpgradeArgs) -> anyhow::Result<()> {
         "quorum_at_risk_events": r.quorum_at_risk_events,
         "walk_s": r.walk_s.round(),
         "doubled_partitions": r.doubled_partitions,
-        "log": if cfg.durable { "durable" } else { "volatile" },
+        "log": a.log.name(),
         "sim_wall_ms": started.elapsed().as_millis() as u64,
     });
     print_report(&report, a.json, "weft sim upgrade")

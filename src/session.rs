@@ -80,19 +80,18 @@ where
                 Ok(Some(calls)) => {
                     for c in calls.calls {
                         let id = c.id;
-                        let tx = tx.clone();
-                        let a = match c.call {
-                            Some(call) => futures::future::Either::Left(answer(call)),
-                            None => {
-                                futures::future::Either::Right(std::future::ready(pb::session_answer::Answer::Error(
-                                    status_to_pb(&Status::invalid_argument("session call without a call")),
-                                )))
-                            }
+                        // The client may be gone; its answers go nowhere.
+                        let Some(call) = c.call else {
+                            let refused = status_to_pb(&Status::invalid_argument("session call without a call"));
+                            let _ = tx.send(pb::SessionAnswer {
+                                id,
+                                answer: Some(pb::session_answer::Answer::Error(refused)),
+                            });
+                            continue;
                         };
+                        let (a, tx) = (answer(call), tx.clone());
                         tokio::spawn(async move {
-                            let answer = a.await;
-                            // The client may be gone; its answers go nowhere.
-                            let _ = tx.send(pb::SessionAnswer { id, answer: Some(answer) });
+                            let _ = tx.send(pb::SessionAnswer { id, answer: Some(a.await) });
                         });
                     }
                 }
@@ -106,19 +105,22 @@ where
     });
     futures::stream::unfold(rx, |mut rx| async move {
         let first = rx.recv().await?;
-        let mut bytes = first.encoded_len();
-        let mut answers = vec![first];
-        while answers.len() < MAX_PER_MESSAGE && bytes < BYTES_PER_MESSAGE {
-            match rx.try_recv() {
-                Ok(a) => {
-                    bytes += a.encoded_len();
-                    answers.push(a);
-                }
-                Err(_) => break,
-            }
-        }
+        let answers = take_ready(first, &mut rx, |a| a.encoded_len());
         Some((Ok(pb::SessionAnswers { answers }), rx))
     })
+}
+
+/// `first` and whatever else is queued now, up to one message's worth: [`MAX_PER_MESSAGE`]
+/// items, or until `encoded` sums past [`BYTES_PER_MESSAGE`] (`first` always goes).
+fn take_ready<T>(first: T, rx: &mut mpsc::UnboundedReceiver<T>, encoded: impl Fn(&T) -> usize) -> Vec<T> {
+    let mut bytes = encoded(&first);
+    let mut taken = vec![first];
+    while taken.len() < MAX_PER_MESSAGE && bytes < BYTES_PER_MESSAGE {
+        let Ok(next) = rx.try_recv() else { break };
+        bytes += encoded(&next);
+        taken.push(next);
+    }
+    taken
 }
 
 type Reply = oneshot::Sender<Result<pb::session_answer::Answer, Status>>;
@@ -181,24 +183,23 @@ fn broke(s: &Status) -> Status {
     Status::cancelled(format!("the session stream broke before the answer came: {}", s.message()))
 }
 
-/// Takes every call queued now (up to a message's worth) after `first`.
+/// `first` and every call queued now (up to a message's worth) as one message, each call
+/// numbered and its reply entered in `waiting`.
 fn batch(
     first: (pb::session_call::Call, Reply),
     rx: &mut mpsc::UnboundedReceiver<(pb::session_call::Call, Reply)>,
     next_id: &mut u64,
     waiting: &mut HashMap<u64, Reply>,
 ) -> pb::SessionCalls {
-    let mut calls = Vec::new();
-    let mut bytes = 0;
-    let mut next = Some(first);
-    while let Some((call, reply)) = next {
-        *next_id += 1;
-        waiting.insert(*next_id, reply);
-        let c = pb::SessionCall { id: *next_id, call: Some(call) };
-        bytes += c.encoded_len();
-        calls.push(c);
-        next = if calls.len() < MAX_PER_MESSAGE && bytes < BYTES_PER_MESSAGE { rx.try_recv().ok() } else { None };
-    }
+    let taken = take_ready(first, rx, |(call, _)| call.encoded_len());
+    let calls = taken
+        .into_iter()
+        .map(|(call, reply)| {
+            *next_id += 1;
+            waiting.insert(*next_id, reply);
+            pb::SessionCall { id: *next_id, call: Some(call) }
+        })
+        .collect();
     if waiting.len() > PRUNE_ABOVE {
         waiting.retain(|_, r| !r.is_closed());
     }

@@ -23,7 +23,7 @@
 //! than copies.) Pure: the dry run prints the plan, the driver executes it.
 
 use crate::model::{Node, NodeId, NodeStatus};
-use crate::placement::{self, count_replica};
+use crate::placement::{self, count_replica, uncount_replica};
 use crate::walk::Placed;
 
 /// One replica move.
@@ -43,10 +43,7 @@ impl Move {
     /// Counts the move in `nodes`: one replica and its bytes leave `from` for `to`.
     pub fn apply(&self, nodes: &mut [Node]) {
         count_replica(nodes, self.to, self.bytes);
-        if let Some(n) = nodes.iter_mut().find(|n| n.id == self.from) {
-            n.load.replicas = n.load.replicas.saturating_sub(1);
-            n.load.memory_bytes = n.load.memory_bytes.saturating_sub(self.bytes);
-        }
+        uncount_replica(nodes, self.from, self.bytes);
     }
 }
 

@@ -105,6 +105,14 @@ fn no_candidate(nodes: &[Node], hosting: &[NodeId], bytes: u64) -> PlacementErro
     }
 }
 
+/// Takes one replica of `bytes` off node `id`'s counts in `nodes` (it moved or was lost).
+pub fn uncount_replica(nodes: &mut [Node], id: NodeId, bytes: u64) {
+    if let Some(n) = nodes.iter_mut().find(|n| n.id == id) {
+        n.load.replicas = n.load.replicas.saturating_sub(1);
+        n.load.memory_bytes = n.load.memory_bytes.saturating_sub(bytes);
+    }
+}
+
 /// Counts a new replica of `bytes` on node `id` in `nodes`, so later choices see it.
 pub fn count_replica(nodes: &mut [Node], id: NodeId, bytes: u64) {
     if let Some(n) = nodes.iter_mut().find(|n| n.id == id) {
