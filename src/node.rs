@@ -8,11 +8,12 @@
 //! clients can follow it. Stale reads are served by any replica from its applied state and
 //! flagged `stale` in the response.
 //!
-//! Linearizable reads use openraft's read index (`ReadPolicy::ReadIndex`): the primary
-//! confirms its leadership with a quorum round after the read arrives, then waits until it
-//! has applied up to its commit index; concurrent reads share rounds
-//! (`weft_replica::read_gate`). Lease reads would save that round but trust bounded
-//! clock drift; weft does not assume it.
+//! Linearizable reads use openraft's read index: the primary confirms its leadership by a
+//! quorum's acknowledgement of a message it sent after the read arrived, then waits until
+//! it has applied up to its commit index. Concurrent reads share rounds, and while writes
+//! are in flight the writes' own replication messages serve as that message, so a round
+//! costs no heartbeat (`weft_replica::read_gate`). Lease reads would save the round trip
+//! but trust bounded clock drift; weft does not assume it.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

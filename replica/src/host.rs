@@ -273,7 +273,7 @@ impl Host {
             .await
             .map_err(|e| HostError::Raft(e.to_string()))?;
         let proposer = crate::proposer::Proposer::start(raft.clone());
-        let reads = crate::read_gate::ReadGate::start(raft.clone());
+        let reads = crate::read_gate::ReadGate::start(raft.clone(), proposer.in_flight());
         let requests = std::sync::atomic::AtomicU64::new(0);
         let replica = Arc::new(Replica { partition, id, raft, sm, log, mode, proposer, reads, requests });
         let raced = {

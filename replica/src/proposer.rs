@@ -13,6 +13,7 @@
 use std::collections::HashSet;
 use std::hash::BuildHasher;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use openraft::error::{ClientWriteError, RaftError};
 use prost::Message;
@@ -37,14 +38,50 @@ type Reply = oneshot::Sender<Result<pb::CommandResult, ProposeError>>;
 #[derive(Clone, Debug)]
 pub struct Proposer {
     tx: mpsc::UnboundedSender<(pb::Command, Reply)>,
+    in_flight: InFlight,
+}
+
+/// How many of a proposer's entries are being committed right now: while any is, the
+/// leader is about to send more append or commit messages to its followers (the read gate
+/// lets a quorum's answers to those confirm its reads instead of a heartbeat round).
+#[derive(Clone, Debug, Default)]
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    /// Whether an entry is being committed.
+    pub fn any(&self) -> bool {
+        self.0.load(Ordering::Acquire) > 0
+    }
+}
+
+/// Counts one entry in flight until dropped.
+struct Flying(InFlight);
+
+impl Flying {
+    fn start(f: &InFlight) -> Self {
+        f.0.fetch_add(1, Ordering::AcqRel);
+        Flying(f.clone())
+    }
+}
+
+impl Drop for Flying {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Proposer {
     /// Starts the proposer task of `raft`; it ends when every handle is dropped.
     pub fn start(raft: Raft) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(raft, rx));
-        Proposer { tx }
+        let in_flight = InFlight::default();
+        tokio::spawn(run(raft, rx, in_flight.clone()));
+        Proposer { tx, in_flight }
+    }
+
+    /// The count of entries this proposer has in flight.
+    pub fn in_flight(&self) -> InFlight {
+        self.in_flight.clone()
     }
 
     /// Replicates `cmd` (batched with whatever else is queued); answers with its result.
@@ -56,7 +93,7 @@ impl Proposer {
     }
 }
 
-async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<(pb::Command, Reply)>) {
+async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<(pb::Command, Reply)>, in_flight: InFlight) {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     // A command that could not join the last entry starts the next one.
     let mut held: Option<(pb::Command, Reply)> = None;
@@ -84,8 +121,10 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<(pb::Command, Reply)>) 
             replies.push(reply);
         }
         let raft = raft.clone();
+        let flying = Flying::start(&in_flight);
         tokio::spawn(async move {
             let outcome = raft.client_write(Commands(cmds)).await;
+            drop(flying);
             drop(slot);
             match outcome {
                 Ok(resp) => {

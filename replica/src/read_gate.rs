@@ -1,19 +1,38 @@
 //! Batches a primary's concurrent linearizable reads into shared read-index rounds.
 //!
 //! Every linearizable read of a replica waits at its gate. A gate task takes every read
-//! queued so far and runs one `ensure_linearizable(ReadIndex)` for all of them: the round
-//! starts after each of those reads arrived, so it confirms leadership with a quorum
-//! acknowledgement newer than their arrival and waits until the state machine has applied
-//! the commit index of that moment, which covers every write acknowledged before them.
-//! Reads that arrive while a round runs wait for the next one (etcd's read loop and TiKV's
+//! queued so far and runs one read-index round for all of them: the round starts after each
+//! of those reads arrived, so it confirms leadership with a quorum acknowledgement of a
+//! message sent after their arrival and waits until the state machine has applied the
+//! commit index of that moment, which covers every write acknowledged before them. Reads
+//! that arrive while a round runs wait for the next one (etcd's read loop and TiKV's
 //! read-index batching make the same argument). Under load one round serves many reads;
-//! alone, a read waits for exactly one round, as before.
+//! alone, a read waits for exactly one round.
+//!
+//! Which message a quorum acknowledges does not matter to that argument, only when it was
+//! sent (openraft's clock progress: `max_quorum_ack_age` zero). While the primary's
+//! proposer has entries in flight, the leader is about to send appends and commit updates
+//! to its followers anyway, so the round asks for no heartbeat of its own and lets the
+//! followers' answers to those confirm it ([`PIGGYBACK_WAIT`] at most; then it sends the
+//! heartbeat after all). With no writes in flight it sends a heartbeat at once, as
+//! `ReadPolicy::ReadIndex` does. Measured on YCSB A (durable, 4 nodes, 2 cores): the
+//! heartbeat rounds had cost more CPU than the writes' own replication. No lease and no
+//! clock bound are assumed either way.
 
+use std::time::Duration;
+
+use openraft::LinearizerOption;
 use openraft::error::{LinearizableReadError, RaftError};
 use openraft::raft::ReadPolicy;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::proposer::InFlight;
 use crate::types::{Raft, TypeConfig};
+
+/// How long a round that waits for the writes' replication messages may wait before it
+/// sends a heartbeat of its own: a few replication round trips under load. It only runs
+/// out when the last entries in flight committed just before the round began.
+pub const PIGGYBACK_WAIT: Duration = Duration::from_millis(10);
 
 /// What a read can fail with: openraft's answer to the round that carried it.
 pub type ReadError = RaftError<TypeConfig, LinearizableReadError<TypeConfig>>;
@@ -27,10 +46,11 @@ pub struct ReadGate {
 }
 
 impl ReadGate {
-    /// Starts the gate task of `raft`; it ends when every handle is dropped.
-    pub fn start(raft: Raft) -> Self {
+    /// Starts the gate task of `raft`, whose proposer has `writes` in flight; it ends when
+    /// every handle is dropped.
+    pub fn start(raft: Raft, writes: InFlight) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(raft, rx));
+        tokio::spawn(run(raft, rx, writes));
         ReadGate { tx }
     }
 
@@ -44,17 +64,40 @@ impl ReadGate {
     }
 }
 
-async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Reply>) {
-    let mut waiting = Vec::new();
+async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Reply>, writes: InFlight) {
     while let Some(first) = rx.recv().await {
-        waiting.push(first);
+        let mut waiting = vec![first];
         while let Ok(more) = rx.try_recv() {
             waiting.push(more);
         }
-        let round = raft.ensure_linearizable(ReadPolicy::ReadIndex).await.map(|_| ());
-        for reply in waiting.drain(..) {
-            // The reader may have given up (its call was cancelled); nothing to tell it.
-            let _ = reply.send(round.clone());
+        if writes.any() {
+            // Sends nothing of its own: the next batch need not wait for this one.
+            let raft = raft.clone();
+            tokio::spawn(async move { answer(waiting, round(&raft, true).await) });
+        } else {
+            answer(waiting, round(&raft, false).await);
         }
     }
+}
+
+fn answer(waiting: Vec<Reply>, round: Result<(), ReadError>) {
+    for reply in waiting {
+        // The reader may have given up (its call was cancelled); nothing to tell it.
+        let _ = reply.send(round.clone());
+    }
+}
+
+/// One read-index round; `piggyback`: let the quorum's answers to the writes' replication
+/// messages confirm it, falling back to a heartbeat round after [`PIGGYBACK_WAIT`].
+async fn round(raft: &Raft, piggyback: bool) -> Result<(), ReadError> {
+    if piggyback {
+        let quiet = LinearizerOption::new(Some(Duration::ZERO), false).with_wait_timeout(PIGGYBACK_WAIT);
+        match raft.ensure_linearizable(quiet).await {
+            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_))) => {
+                tracing::trace!("no replication answer confirmed the read round in time; sending a heartbeat");
+            }
+            other => return other.map(|_| ()),
+        }
+    }
+    raft.ensure_linearizable(ReadPolicy::ReadIndex).await.map(|_| ())
 }
