@@ -318,6 +318,37 @@ impl Manager {
         let to = mv.to;
         if let Some(to) = to {
             let to_addr = Self::addr_of(m, to.node)?;
+            // A move planned from a report older than the partition's last change can
+            // target a node that hosts a member of the partition: the "lost" replica alive
+            // after all, or one another move just put there. Its open would fail forever
+            // (one replica per partition per node, found by `weft chaos`, seed 11), so the
+            // move is dropped and the next round plans from fresh reports.
+            if let Some(st) = self.hosted_any(&to_addr, p.id).await?
+                && st.replica != to.replica
+                && p.replicas.iter().any(|r| r.replica == st.replica)
+            {
+                let stale = mv.clone();
+                self.update(|m| {
+                    if let Some(q) = m.partitions.get_mut(&p.id)
+                        && q.pending.as_ref() == Some(&stale)
+                    {
+                        q.pending = None;
+                    }
+                    Ok(())
+                })
+                .await?;
+                tracing::warn!(
+                    partition = p.id,
+                    node = to.node,
+                    member = st.replica,
+                    reason = %mv.reason,
+                    "a move's target node already hosts a member of the partition; the move is dropped"
+                );
+                return Err(Status::aborted(format!(
+                    "node {} already hosts replica {} of partition {}; the move ({}) was dropped",
+                    to.node, st.replica, p.id, mv.reason
+                )));
+            }
             if mv.opened {
                 // Opened before: unless the node still hosts it, it went with a restart of
                 // its node, and the group may know its id. Never open that id again,
@@ -475,9 +506,15 @@ impl Manager {
     /// restarted empty). Only the node's own answer counts: any other failure (an
     /// unreachable node) is an error, and the caller asks again later.
     async fn hosted(&self, addr: &str, partition: u64, replica: u64) -> Result<Option<pb::ReplicaStatus>, Status> {
+        Ok(self.hosted_any(addr, partition).await?.filter(|st| st.replica == replica))
+    }
+
+    /// The status of whichever replica of `partition` the node at `addr` hosts, or `None`
+    /// when it answers that it hosts none; other failures are errors, as in
+    /// [`Manager::hosted`].
+    async fn hosted_any(&self, addr: &str, partition: u64) -> Result<Option<pb::ReplicaStatus>, Status> {
         match step(self.admin(addr)?.status(pb::ReplicaStatusRequest { partition })).await {
-            Ok(st) if st.replica == replica => Ok(Some(st)),
-            Ok(_) => Ok(None),
+            Ok(st) => Ok(Some(st)),
             Err(s) if s.code() == Code::NotFound => Ok(None),
             Err(s) => Err(s),
         }
