@@ -323,20 +323,12 @@ impl Manager {
             // after all, or one another move just put there. Its open would fail forever
             // (one replica per partition per node, found by `weft chaos`, seed 11), so the
             // move is dropped and the next round plans from fresh reports.
-            if let Some(st) = self.hosted_any(&to_addr, p.id).await?
+            let on_target = self.hosted_any(&to_addr, p.id).await?;
+            if let Some(st) = &on_target
                 && st.replica != to.replica
                 && p.replicas.iter().any(|r| r.replica == st.replica)
             {
-                let stale = mv.clone();
-                self.update(|m| {
-                    if let Some(q) = m.partitions.get_mut(&p.id)
-                        && q.pending.as_ref() == Some(&stale)
-                    {
-                        q.pending = None;
-                    }
-                    Ok(())
-                })
-                .await?;
+                self.amend_pending(p.id, &mv, |pending, _| *pending = None).await?;
                 tracing::warn!(
                     partition = p.id,
                     node = to.node,
@@ -355,18 +347,13 @@ impl Manager {
                 // empty: the next round builds a replica with a fresh one.
                 // Only the node's own "not hosted" answer counts: an unreachable node is
                 // asked again next round.
-                if self.hosted(&to_addr, p.id, to.replica).await?.is_none() {
-                    self.update(|m| {
-                        let next = m.next_replica;
-                        if let Some(q) = m.partitions.get_mut(&p.id)
-                            && q.pending.as_ref() == Some(&mv)
-                            && let Some(pending) = q.pending.as_mut()
-                        {
-                            pending.to = Some(pb::ReplicaPlacement { node: to.node, replica: next });
+                if on_target.is_none_or(|st| st.replica != to.replica) {
+                    self.amend_pending(p.id, &mv, |pending, next_replica| {
+                        if let Some(pending) = pending.as_mut() {
+                            pending.to = Some(pb::ReplicaPlacement { node: to.node, replica: *next_replica });
                             pending.opened = false;
-                            m.next_replica += 1;
+                            *next_replica += 1;
                         }
-                        Ok(())
                     })
                     .await?;
                     tracing::warn!(
@@ -382,15 +369,10 @@ impl Manager {
                 }
             } else {
                 // Recorded before the first open, so a retry after any failure knows.
-                let before = mv.clone();
-                self.update(|m| {
-                    if let Some(q) = m.partitions.get_mut(&p.id)
-                        && q.pending.as_ref() == Some(&before)
-                        && let Some(pending) = q.pending.as_mut()
-                    {
+                self.amend_pending(p.id, &mv, |pending, _| {
+                    if let Some(pending) = pending.as_mut() {
                         pending.opened = true;
                     }
-                    Ok(())
                 })
                 .await?;
                 mv.opened = true;
@@ -499,6 +481,26 @@ impl Manager {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+
+    /// Applies `edit` to `partition`'s pending move (and the map's next replica id) if the
+    /// move is still `expected`: another round may have finished or replaced it meanwhile.
+    async fn amend_pending(
+        &self,
+        partition: u64,
+        expected: &pb::PendingMove,
+        mut edit: impl FnMut(&mut Option<pb::PendingMove>, &mut u64),
+    ) -> Result<(), Status> {
+        self.update(|m| {
+            if let Some(q) = m.partitions.get_mut(&partition)
+                && q.pending.as_ref() == Some(expected)
+            {
+                edit(&mut q.pending, &mut m.next_replica);
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(())
     }
 
     /// The status of `replica` of `partition` on the node at `addr`, or `None` when the
