@@ -490,3 +490,59 @@ async fn a_move_target_lost_to_a_restart_gets_a_fresh_id() {
     let got = client.get(pid, "default", b"k099-15", weft::ReadMode::Linearizable).await.expect("read");
     assert_eq!(got.map(|r| r.value.len()), Some(64 << 10));
 }
+
+/// A node's report reaches the manager late (a slow link, a forward through another seed):
+/// built before a replica was opened, it does not list it. Here the late reports are sent
+/// on purpose, each a copy of node 5's registration listing no replica at all, to every
+/// seed, faster than node 5's own. A report is only a hint: the manager asks node 5,
+/// which still hosts every replica, so nothing is replaced. (Trusting the reports alone
+/// planned "replace a lost replica" moves for live replicas; aimed at a node that hosted a
+/// member, such a move stalled `weft chaos`, seed 11.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_report_missing_live_replicas_gets_nothing_replaced() {
+    use weft::proto::cluster_client::ClusterClient;
+    let (_nodes, addrs, _) = start_cluster();
+    let ep = addrs[3].clone();
+    wait_up(&ep, 5).await;
+    ctl_json(&ep, &["create-service", "t", "--partitions", "4"]);
+    let before = wait_healthy(&ep, "service t placed", |_| true).await;
+    let victim = 5u64;
+    assert!(before.iter().any(|p| nodes_of(p).contains(&victim)), "node 5 hosts a replica of t: {before:?}");
+    let connect = |addr: &str| {
+        let url = format!("http://{addr}");
+        async move { ClusterClient::connect(url).await.expect("connect") }
+    };
+    let mut reader = connect(&ep).await;
+    let map = |mut c: ClusterClient<tonic::transport::Channel>| async move {
+        c.get_map(weft::proto::GetMapRequest {}).await.expect("get map").into_inner().map.expect("a map")
+    };
+    let info = map(reader.clone()).await.nodes.get(&victim).cloned().expect("node 5 in the map");
+    let mut seeds = Vec::new();
+    for a in &addrs[..3] {
+        seeds.push(connect(a).await);
+    }
+    let mut sent = 0;
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < until {
+        for s in seeds.iter_mut() {
+            let late = weft::proto::HeartbeatRequest { node: Some(info.clone()), replicas: Vec::new() };
+            sent += u32::from(s.heartbeat(late).await.is_ok());
+        }
+        let m = map(reader.clone()).await;
+        for p in m.partitions.values() {
+            let pending = p.pending.as_ref().and_then(|mv| mv.replaces.as_ref());
+            assert!(
+                pending.is_none_or(|r| r.node != victim),
+                "a live replica on node {victim} is being replaced: {:?}",
+                p.pending
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(sent > 10, "the manager took the late reports ({sent})");
+    let after = wait_healthy(&ep, "service t still placed", |_| true).await;
+    let ids = |ps: &[Value]| ps.iter().map(|p| (p["id"].as_u64(), replica_ids(p))).collect::<BTreeMap<_, _>>();
+    assert_eq!(ids(&after), ids(&before), "no replica was replaced");
+    reader = connect(&addrs[0]).await;
+    assert_eq!(map(reader).await.nodes.get(&victim).map(|n| n.state), Some(weft::proto::NodeState::Up as i32));
+}

@@ -6,8 +6,9 @@
 //! 2. partitions not yet created, or with a move pending, get a driver task (one per
 //!    partition, at most [`MAX_OPS`] at a time);
 //! 3. [`repair::plan`] picks replacements for replicas on down nodes and replicas a node no
-//!    longer holds (a volatile restart); replicas on draining nodes are moved out; each
-//!    becomes a pending move in the map, so a new manager resumes it;
+//!    longer holds (a volatile restart: its report misses them and, asked, the node
+//!    confirms); replicas on draining nodes are moved out; each becomes a pending move in
+//!    the map, so a new manager resumes it;
 //! 4. replicas that nodes report but the map no longer lists are closed;
 //! 5. an upgrade walk in the map takes its next step (`upgrade`);
 //! 6. every `balance_every`, when nothing is moving, [`weft_cluster_manager::balance::plan`] evens out replica
@@ -38,6 +39,8 @@ pub(super) const MAX_OPS: usize = 4;
 /// Time one node-admin step may take (a learner's catch-up has its own, longer one).
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(600);
+/// Time a node may take to confirm that it lost a replica its report missed.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(2);
 /// The table every partition of a service starts with.
 pub const DEFAULT_TABLE: &str = "default";
 
@@ -108,15 +111,15 @@ impl Manager {
         let walking: Vec<u64> = m.upgrade.iter().flat_map(|u| u.stand_ins.iter().map(|s| s.partition)).collect();
         let settled: Vec<&pb::PartitionInfo> =
             m.partitions.values().filter(|p| p.created && p.pending.is_none() && !walking.contains(&p.id)).collect();
-        let plan_input: Vec<repair::Partition> = settled
-            .iter()
-            .map(|p| repair::Partition {
+        let mut plan_input: Vec<repair::Partition> = Vec::with_capacity(settled.len());
+        for p in &settled {
+            plan_input.push(repair::Partition {
                 id: p.id,
                 replicas: p.replicas.iter().map(|r| r.node).collect(),
-                lost: self.lost(p),
+                lost: self.confirm_lost(&m, p, self.lost(p)).await,
                 bytes: map::partition_bytes(p.id, &reported),
-            })
-            .collect();
+            });
+        }
         let (actions, alarms) = repair::plan(&nodes, &plan_input);
         let mut alarm_texts: Vec<String> = alarms.iter().map(alarm_text).collect();
         let budget = MAX_OPS.saturating_sub(self.ops.lock().len());
@@ -227,6 +230,34 @@ impl Manager {
             })
             .map(|r| r.node)
             .collect()
+    }
+
+    /// Of `suspects` (nodes whose report misses their replica of `p`), those whose node
+    /// confirms it: asked now, it answers that it does not host that replica. A report is
+    /// only a hint: one built before a move opened a replica and delivered late (a slow
+    /// link, a forward through another seed) misses a replica that is alive, and replacing
+    /// it would move a healthy replica (or aim a move at a node hosting a member, the
+    /// `weft chaos` seed-11 stop). A node that does not answer within
+    /// [`CONFIRM_TIMEOUT`] confirms nothing; the next round asks again.
+    async fn confirm_lost(&self, m: &pb::ClusterMap, p: &pb::PartitionInfo, suspects: Vec<u64>) -> Vec<u64> {
+        let mut lost = Vec::with_capacity(suspects.len());
+        for node in suspects {
+            let Some(r) = p.replicas.iter().find(|r| r.node == node) else { continue };
+            let Ok(addr) = Self::addr_of(m, node) else { continue };
+            match tokio::time::timeout(CONFIRM_TIMEOUT, self.hosted(&addr, p.id, r.replica)).await {
+                Ok(Ok(None)) => lost.push(node),
+                Ok(Ok(Some(_))) => {
+                    tracing::info!(
+                        partition = p.id,
+                        node,
+                        replica = r.replica,
+                        "a report missed a replica its node still hosts; not replaced"
+                    );
+                }
+                Ok(Err(_)) | Err(_) => {}
+            }
+        }
+        lost
     }
 
     /// Replaces the standing alarms with `texts`; logs each one once, when it starts.
