@@ -501,10 +501,19 @@ fn sim_upgrade(a: SimUpgradeArgs) -> anyhow::Result<()> {
         "quorum_at_risk_events": r.quorum_at_risk_events,
         "walk_s": r.walk_s.round(),
         "doubled_partitions": r.doubled_partitions,
+        "refused_at": r.refused_at,
+        "blocked_stand_ins": r.blocked_stand_ins,
         "log": a.log.name(),
         "sim_wall_ms": started.elapsed().as_millis() as u64,
     });
-    print_report(&report, a.json, "weft sim upgrade")
+    print_report(&report, a.json, "weft sim upgrade")?;
+    if let Some(ud) = r.refused_at.filter(|_| !a.json) {
+        println!(
+            "the walk stopped at {ud}: {} stand-ins found no room outside it (a live walk waits there for room)",
+            r.blocked_stand_ins
+        );
+    }
+    Ok(())
 }
 
 fn bench_engine(a: EngineArgs) -> anyhow::Result<()> {

@@ -85,6 +85,7 @@ fn sim_upgrade_json_has_every_field_and_careful_keeps_quorum() {
         assert!(v[field].is_number(), "{field} missing: {v}");
     }
     assert_eq!(v["quorum_loss_events"], 0, "{v}");
+    assert!(v["refused_at"].is_null() && v["blocked_stand_ins"] == 0, "the walk had room and finished: {v}");
     assert!(v["peak_density_ratio"].as_f64().is_some_and(|r| r >= 1.2), "one UD of five down costs 1.25x: {v}");
     let bad = weft(&["sim", "upgrade", "--nodes", "3", "--uds", "3", "--replicas", "4", "--partitions", "1"]);
     assert!(!bad.status.success());

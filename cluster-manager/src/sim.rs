@@ -16,7 +16,10 @@
 //!   replicas over 5 UDs every stand-in lands in the UD its partition lacked, so the
 //!   spread stays whole; with 5 over 5 stand-ins double up, and once the last UD walked
 //!   comes back empty every partition has two replicas in one UD (`doubled_partitions`).
-//!   A partition loses quorum only if `plan_ud` finds no room for its stand-ins.
+//!   When `plan_ud` finds no room for a stand-in (or a partition would fall below a
+//!   quorum), the walk stops there, as the live walk waits for room: `refused_at` names
+//!   that UD and `blocked_stand_ins` counts what did not fit. So a careful walk never loses
+//!   quorum; it is refused instead.
 //! - [`Policy::Classic`] (the reference case's platform, as its account describes it): the
 //!   UD goes down at once and the walk moves on to the next UD as soon as this one is back,
 //!   without waiting for builds. A replica down longer than `restart_wait_s` is replaced
@@ -122,6 +125,12 @@ pub struct SimReport {
     /// Partitions left with two or more replicas in one UD at the end of the walk: the
     /// next walk (or the loss of that UD) takes several of their replicas at once.
     pub doubled_partitions: u64,
+    /// Careful: the UD the walk stopped at because its stand-ins had no room (the live
+    /// walk waits there until an operator adds room); `None` when the walk finished.
+    pub refused_at: Option<String>,
+    /// Careful: stand-ins (and partitions short of a quorum) that found no room at
+    /// `refused_at`.
+    pub blocked_stand_ins: u64,
 }
 
 /// Nodes round-robin over `uds` UDs (FD = UD) and partitions placed one by one, each
@@ -187,6 +196,8 @@ fn empty_report() -> SimReport {
         quorum_at_risk_events: 0,
         walk_s: 0.0,
         doubled_partitions: 0,
+        refused_at: None,
+        blocked_stand_ins: 0,
     }
 }
 
@@ -195,6 +206,12 @@ fn careful(mut nodes: Vec<Node>, mut parts: Vec<Placed>, uds: &[String], cfg: &S
     let q = quorum(cfg.replicas);
     for ud in uds {
         let plan = walk::plan_ud(&nodes, &parts, ud);
+        if !plan.blocked.is_empty() || !plan.quorum_at_risk.is_empty() {
+            // The live walk waits here for room (`upgrade.rs`): the walk is refused.
+            r.refused_at = Some(ud.clone());
+            r.blocked_stand_ins = (plan.blocked.len() + plan.quorum_at_risk.len()) as u64;
+            break;
+        }
         for (pid, from, to) in &plan.primary_moves {
             if let Some(p) = parts.iter_mut().find(|p| p.id == *pid) {
                 p.primary = *to;
@@ -217,7 +234,6 @@ fn careful(mut nodes: Vec<Node>, mut parts: Vec<Placed>, uds: &[String], cfg: &S
         let busiest = per_node.values().copied().max().unwrap_or(0);
         r.walk_s += f64::from(busiest) * build_s + cfg.upgrade_s;
         r.peak_replicas_per_node = r.peak_replicas_per_node.max(plan.peak_replicas_per_node);
-        r.quorum_loss_events += plan.quorum_at_risk.len() as u64;
         let in_ud = |id: NodeId| nodes.iter().any(|n| n.id == id && n.ud == *ud);
         r.quorum_at_risk_events += parts
             .iter()
@@ -616,6 +632,19 @@ mod tests {
         assert!(r.quorum_loss_events > 0, "{r:?}");
         let careful = run(&SimConfig { policy: Policy::Careful, ..slow }).expect("sim");
         assert_eq!(careful.quorum_loss_events, 0, "waiting for builds keeps quorum at any speed: {careful:?}");
+    }
+
+    #[test]
+    fn a_careful_walk_without_room_for_stand_ins_is_refused_not_run() {
+        // Five nodes, five UDs, five replicas: every node already hosts every partition,
+        // so no stand-in fits anywhere and the live walk would wait at the first UD.
+        let r = run(&SimConfig { nodes: 5, partitions: 10, durable: false, ..cfg(5, Policy::Careful) }).expect("sim");
+        assert_eq!(r.refused_at.as_deref(), Some("ud0"), "{r:?}");
+        assert_eq!(r.blocked_stand_ins, 10, "one stand-in per partition found no room: {r:?}");
+        assert_eq!((r.moves, r.primary_moves, r.quorum_loss_events), (0, 0, 0), "nothing moved: {r:?}");
+        // Ten nodes leave room: the same walk finishes.
+        let r = run(&SimConfig { nodes: 10, partitions: 10, durable: false, ..cfg(5, Policy::Careful) }).expect("sim");
+        assert_eq!((r.refused_at, r.blocked_stand_ins), (None, 0));
     }
 
     #[test]
