@@ -510,7 +510,28 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
         let req = req.into_inner();
         let r = replica_of(&self.host, req.partition)?;
         let voters: std::collections::BTreeSet<u64> = req.voters.into_iter().collect();
-        let resp = r.raft.change_membership(voters, req.retain).await.map_err(|e| write_error(req.partition, e))?;
+        // Without `retain`, the group keeps exactly `voters`: learners that are neither
+        // current nor new voters (a move's target given a fresh id after its node restarted,
+        // or one a move abandoned) leave too, or the primary would replicate to them forever.
+        // Current voters are left to openraft, which drops them once the joint change ends.
+        let leftovers: std::collections::BTreeSet<u64> = if req.retain {
+            Default::default()
+        } else {
+            let m = r.raft.metrics().borrow_watched().clone();
+            let members = m.membership_config.membership();
+            let now: std::collections::BTreeSet<u64> = members.voter_ids().collect();
+            members.nodes().map(|(id, _)| *id).filter(|id| !voters.contains(id) && !now.contains(id)).collect()
+        };
+        let change = if leftovers.is_empty() {
+            openraft::ChangeMembers::ReplaceAllVoters(voters)
+        } else {
+            tracing::info!(partition = req.partition, learners = ?leftovers, "leftover learners leave the group");
+            openraft::ChangeMembers::Batch(vec![
+                openraft::ChangeMembers::ReplaceAllVoters(voters),
+                openraft::ChangeMembers::RemoveNodes(leftovers),
+            ])
+        };
+        let resp = r.raft.change_membership(change, req.retain).await.map_err(|e| write_error(req.partition, e))?;
         Ok(Response::new(pb::MembershipResponse { log_id: Some(wire::log_id_to_pb(&resp.log_id)) }))
     }
 

@@ -487,6 +487,20 @@ async fn a_move_target_lost_to_a_restart_gets_a_fresh_id() {
     let ps = wait_healthy(&ep, "the partition whole after the restart", |_| true).await;
     let ids = replica_ids(&ps[0]);
     assert!(!ids.contains(&first.replica), "the lost target's id {} came back: {ps:?}", first.replica);
+    // Nor is it left in the group as a learner that the primary would replicate to forever:
+    // every replica's view of the membership lists exactly the four voters.
+    let voters: BTreeSet<u64> = ids.iter().copied().collect();
+    wait_for(Duration::from_secs(10), "the group's members exactly its voters", || async {
+        for n in nodes.iter().filter(|n| n.alive()) {
+            let Some(st) = n.status(pid).await else { continue };
+            let members: BTreeSet<u64> = st.membership.map(|m| m.nodes.into_keys().collect()).unwrap_or_default();
+            if members != voters {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
     let got = client.get(pid, "default", b"k099-15", weft::ReadMode::Linearizable).await.expect("read");
     assert_eq!(got.map(|r| r.value.len()), Some(64 << 10));
 }
