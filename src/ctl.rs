@@ -449,6 +449,12 @@ pub async fn run(a: CtlArgs) -> anyhow::Result<()> {
                 Some(p.replicas.iter().map(|r| r.node).collect::<Vec<u64>>())
             })
             .await?;
+            if nodes.contains(&from) {
+                anyhow::bail!(
+                    "partition {partition} still has its replica on node {from} after {secs:.1} s: the move was \
+                     abandoned (its new replica made no progress; the cluster manager's log says why)"
+                );
+            }
             if json {
                 return print_json(&serde_json::json!({ "partition": partition, "nodes": nodes, "seconds": secs }));
             }

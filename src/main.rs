@@ -107,6 +107,10 @@ struct NodeArgs {
     /// Seconds between the cluster manager's own balancing rounds (0: only on command).
     #[arg(long, default_value_t = 60.0)]
     balance_every: f64,
+    /// Seconds a move's new replica may make no progress (log, applied index, snapshot
+    /// bytes) before the cluster manager abandons the move and plans again.
+    #[arg(long, default_value_t = 120.0)]
+    move_stall_s: f64,
     /// Most replicas this node takes.
     #[arg(long, default_value_t = 1000)]
     capacity_replicas: u32,
@@ -412,6 +416,9 @@ fn node(a: NodeArgs) -> anyhow::Result<()> {
     if !(a.balance_every.is_finite() && a.balance_every >= 0.0) {
         anyhow::bail!("--balance-every must be a non-negative number of seconds");
     }
+    if !(a.move_stall_s.is_finite() && a.move_stall_s > 0.0) {
+        anyhow::bail!("--move-stall-s must be a positive number of seconds");
+    }
     init_tracing();
     let config = weft::node::NodeConfig {
         id: a.id,
@@ -434,6 +441,7 @@ fn node(a: NodeArgs) -> anyhow::Result<()> {
             capacity_memory_bytes: a.capacity_memory_mib << 20,
             down_grace: std::time::Duration::from_secs_f64(a.down_grace),
             balance_every: (a.balance_every > 0.0).then(|| std::time::Duration::from_secs_f64(a.balance_every)),
+            move_stall: std::time::Duration::from_secs_f64(a.move_stall_s),
             ..Default::default()
         },
         metrics: a.metrics,

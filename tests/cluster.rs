@@ -560,3 +560,74 @@ async fn a_late_report_missing_live_replicas_gets_nothing_replaced() {
     reader = connect(&addrs[0]).await;
     assert_eq!(map(reader).await.nodes.get(&victim).map(|n| n.state), Some(weft::proto::NodeState::Up as i32));
 }
+
+/// A move's new replica that its node serves but the partition's primary cannot reach (a
+/// one-way network fault) makes no progress. After `--move-stall-s` the manager gives the
+/// move up: the learner leaves the group, its replica is closed, the partition keeps its
+/// replicas, and `ctl move-secondary` fails saying the move was abandoned. (Before, the
+/// move waited ten minutes for the learner, then waited again, forever.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_whose_new_replica_makes_no_progress_is_abandoned() {
+    let addrs = free_addrs(6);
+    let seeds = addrs[..3].join(",");
+    let nodes: Vec<LocalNode> =
+        (1..=6u64).map(|i| start_node(i, &addrs[i as usize - 1], &seeds, &["--move-stall-s", "2"])).collect();
+    let ep = addrs[3].clone();
+    wait_up(&ep, 6).await;
+    ctl_json(&ep, &["create-service", "t", "--partitions", "1"]);
+    let ps = wait_healthy(&ep, "service t placed", |_| true).await;
+    let pid = ps[0]["id"].as_u64().expect("id");
+    let pids = pid.to_string();
+    let manager = ctl_json(&ep, &["status"])["manager_node"].as_u64().expect("manager node");
+    let hosting = nodes_of(&ps[0]);
+    // The primary must be a node other than the manager's, so that cutting the primary's
+    // links leaves the manager's own calls to the target alone.
+    let ps = if primary_of(&ps[0]) == Some(manager) {
+        let to = hosting.iter().find(|n| **n != manager).expect("another replica").to_string();
+        ctl_json(&ep, &["move-primary", &pids, "--to", &to]);
+        wait_healthy(&ep, "the primary off the manager's node", |ps| primary_of(&ps[0]) != Some(manager)).await
+    } else {
+        ps
+    };
+    let before = replica_ids(&ps[0]);
+    let spare = (1..=6u64).find(|n| !hosting.contains(n) && *n != manager).expect("a spare node");
+    let from = ps[0]["replicas"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["role"] == "secondary" && r["node"] != manager))
+        .and_then(|r| r["node"].as_u64())
+        .expect("a secondary off the manager's node");
+    // Every node but the manager's loses its links to the spare: whichever replica leads
+    // cannot send it anything, while the manager still opens it and asks how it is doing.
+    let spare_addr = addrs[spare as usize - 1].clone();
+    for n in nodes.iter().filter(|n| n.id != manager) {
+        let cut = weft::proto::CutLinksRequest { addrs: vec![spare_addr.clone()] };
+        n.admin().await.expect("admin").cut_links(cut).await.expect("cut links");
+    }
+    let args =
+        ["ctl", "--endpoint", &ep, "move-secondary", &pids, "--from", &from.to_string(), "--to", &spare.to_string()];
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let ctl = tokio::task::spawn_blocking(move || weft(&args.iter().map(String::as_str).collect::<Vec<_>>()));
+    let (ok, out, err) = tokio::time::timeout(Duration::from_secs(60), ctl)
+        .await
+        .expect("move-secondary ended well inside the ten-minute catch-up limit")
+        .expect("ctl task");
+    assert!(!ok && err.contains("abandoned"), "move-secondary: {out} / {err}");
+    let ps = wait_healthy(&ep, "the partition settled on its replicas", |_| true).await;
+    assert_eq!(replica_ids(&ps[0]), before, "the partition kept its replicas");
+    // The learner left the group and its replica was closed.
+    let voters: BTreeSet<u64> = before.iter().copied().collect();
+    wait_for(Duration::from_secs(10), "the learner gone from the group and its node", || async {
+        if nodes[spare as usize - 1].status(pid).await.is_some() {
+            return None;
+        }
+        for n in nodes.iter().filter(|n| hosting.contains(&n.id)) {
+            let st = n.status(pid).await?;
+            let members: BTreeSet<u64> = st.membership.map(|m| m.nodes.into_keys().collect()).unwrap_or_default();
+            if members != voters {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+}

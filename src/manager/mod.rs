@@ -65,6 +65,8 @@ pub struct ClusterConfig {
     /// Balance when the most-loaded up node holds more than this many times the replicas
     /// of the least-loaded one.
     pub balance_threshold: f64,
+    /// A move whose new replica makes no progress this long is abandoned (`reconcile`).
+    pub move_stall: Duration,
 }
 
 impl Default for ClusterConfig {
@@ -80,6 +82,7 @@ impl Default for ClusterConfig {
             default_replicas: 4,
             balance_every: Some(Duration::from_secs(60)),
             balance_threshold: 1.5,
+            move_stall: Duration::from_secs(120),
         }
     }
 }

@@ -17,7 +17,9 @@
 //! A move is: open the new replica, add it as a learner and wait until it has caught up
 //! (snapshot and log), hand the primary away if it is the replica leaving, change the voters
 //! (joint consensus), record the result in the map, close the old replica. Every step is
-//! idempotent, so a driver that dies midway is simply run again.
+//! idempotent, so a driver that dies midway is simply run again. A learner that makes no
+//! progress for `move_stall` (default 120 s, `weft node --move-stall-s`) gets its move
+//! given up (`abandon_stalled`), except an upgrade's stand-in, which is waited on.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,6 +43,15 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(600);
 /// Time a node may take to confirm that it lost a replica its report missed.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(2);
+/// How a learner's catch-up wait ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CatchUp {
+    /// It applied what the primary had when the wait began.
+    Done,
+    /// It made no progress for the configured `move_stall`.
+    Stalled,
+}
+
 /// The table every partition of a service starts with.
 pub const DEFAULT_TABLE: &str = "default";
 
@@ -417,7 +428,9 @@ impl Manager {
                 async move { c.add_learner(req).await.map(|_| ()) }
             })
             .await?;
-            self.wait_caught_up(m, p, &to_addr, to.replica).await?;
+            if self.wait_caught_up(m, p, &to_addr, to.replica).await? == CatchUp::Stalled {
+                return self.abandon_stalled(m, p, &mv, to, &to_addr).await;
+            }
         }
         let leaving = mv.replaces;
         if let Some(old) = &leaving
@@ -473,7 +486,9 @@ impl Manager {
 
     /// Waits until the learner `replica` on `addr` has applied everything `p`'s primary
     /// had applied when the wait began, polling both every 250 ms, for at most
-    /// [`CATCH_UP_TIMEOUT`].
+    /// [`CATCH_UP_TIMEOUT`]. A learner whose progress (log, applied index, snapshot bytes
+    /// received, snapshots installed) stands still for the configured `move_stall` ends
+    /// the wait with [`CatchUp::Stalled`].
     ///
     /// Not openraft's blocking add-learner: its wait has no deadline of its own and once
     /// sat out the whole catch-up timeout with the learner in sync (a `weft chaos` seed-11
@@ -488,9 +503,11 @@ impl Manager {
         p: &pb::PartitionInfo,
         addr: &str,
         replica: u64,
-    ) -> Result<(), Status> {
+    ) -> Result<CatchUp, Status> {
         let deadline = Instant::now() + CATCH_UP_TIMEOUT;
         let mut goal = None;
+        let mut progress = None;
+        let mut moved = Instant::now();
         loop {
             if goal.is_none() {
                 goal = self.primary_status(m, p).await.map(|(_, st)| st.applied_index);
@@ -502,7 +519,14 @@ impl Manager {
                 )));
             };
             if goal.is_some_and(|g| st.applied_index >= g) {
-                return Ok(());
+                return Ok(CatchUp::Done);
+            }
+            let now = (st.last_log_index, st.applied_index, st.snapshot_bytes, st.snapshots_installed);
+            if progress != Some(now) {
+                progress = Some(now);
+                moved = Instant::now();
+            } else if moved.elapsed() > self.cfg.move_stall {
+                return Ok(CatchUp::Stalled);
             }
             if Instant::now() > deadline {
                 return Err(Status::deadline_exceeded(format!(
@@ -512,6 +536,58 @@ impl Manager {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+
+    /// Gives up a move whose new replica made no progress for `move_stall` (its node
+    /// reachable, the primary's stream to it not: a one-way network fault, a node too
+    /// loaded to apply). The learner leaves the group (a membership change to the voters
+    /// the map lists, which removes leftover learners), its replica is closed, and the
+    /// pending move is cleared: a repair or drain is planned afresh next round; an
+    /// operator's move is dropped, and `ctl move-secondary` says so. An upgrade stand-in
+    /// is not given up (the walk would take its UD down one replica short): the wait
+    /// starts over, and pausing or aborting the walk is the operator's call.
+    async fn abandon_stalled(
+        &self,
+        m: &pb::ClusterMap,
+        p: &pb::PartitionInfo,
+        mv: &pb::PendingMove,
+        to: pb::ReplicaPlacement,
+        to_addr: &str,
+    ) -> Result<(), Status> {
+        let stall = self.cfg.move_stall;
+        let stand_in =
+            m.upgrade.iter().flat_map(|u| &u.stand_ins).any(|s| s.partition == p.id && s.stand_in == Some(to));
+        if stand_in {
+            tracing::warn!(
+                partition = p.id,
+                node = to.node,
+                replica = to.replica,
+                ?stall,
+                "an upgrade stand-in made no progress; still waiting"
+            );
+            return Err(Status::deadline_exceeded(format!(
+                "stand-in {} of partition {} on node {} made no progress for {stall:?}",
+                to.replica, p.id, to.node
+            )));
+        }
+        let voters: Vec<u64> = p.replicas.iter().map(|r| r.replica).collect();
+        let change = pb::ChangeMembershipRequest { partition: p.id, voters, retain: false };
+        self.on_primary(m, p, STEP_TIMEOUT, |mut c| {
+            let req = change.clone();
+            async move { c.change_membership(req).await.map(|_| ()) }
+        })
+        .await?;
+        self.amend_pending(p.id, mv, |pending, _| *pending = None).await?;
+        self.soft.lock().changed.insert(p.id, Instant::now());
+        if let Ok(mut admin) = self.admin(to_addr) {
+            // Best effort: a replica left behind is closed as a stray.
+            let _ = step(admin.close_replica(pb::CloseReplicaRequest { partition: p.id, replica: to.replica })).await;
+        }
+        tracing::warn!(partition = p.id, node = to.node, replica = to.replica, ?stall, reason = %mv.reason, "a move's new replica made no progress; the move was abandoned");
+        Err(Status::aborted(format!(
+            "replica {} of partition {} on node {} made no progress for {stall:?}; the move ({}) was abandoned",
+            to.replica, p.id, to.node, mv.reason
+        )))
     }
 
     /// Applies `edit` to `partition`'s pending move (and the map's next replica id) if the
