@@ -631,3 +631,48 @@ async fn a_move_whose_new_replica_makes_no_progress_is_abandoned() {
     })
     .await;
 }
+
+/// After a move stalls on a node, the next plan for that partition goes around the node:
+/// a drain whose first target the primary cannot reach tries the other free node next,
+/// rather than the same one again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_whose_move_stalled_tries_another_node() {
+    let addrs = free_addrs(7);
+    let seeds = addrs[..3].join(",");
+    let nodes: Vec<LocalNode> =
+        (1..=7u64).map(|i| start_node(i, &addrs[i as usize - 1], &seeds, &["--move-stall-s", "2"])).collect();
+    let ep = addrs[3].clone();
+    wait_up(&ep, 7).await;
+    let manager = ctl_json(&ep, &["status"])["manager_node"].as_u64().expect("manager node");
+    // The manager's node takes nothing, so the two free nodes are the only targets.
+    ctl_json(&ep, &["drain", &manager.to_string(), "--force"]);
+    ctl_json(&ep, &["create-service", "t", "--partitions", "1"]);
+    let ps =
+        wait_healthy(&ep, "service t placed off the manager's node", |ps| !nodes_of(&ps[0]).contains(&manager)).await;
+    let pid = ps[0]["id"].as_u64().expect("id");
+    let hosting = nodes_of(&ps[0]);
+    let free: Vec<u64> = (1..=7u64).filter(|n| !hosting.contains(n) && *n != manager).collect();
+    assert_eq!(free.len(), 2, "{ps:?}");
+    for n in nodes.iter().filter(|n| n.id != manager) {
+        let cut = weft::proto::CutLinksRequest { addrs: free.iter().map(|f| addrs[*f as usize - 1].clone()).collect() };
+        n.admin().await.expect("admin").cut_links(cut).await.expect("cut links");
+    }
+    let from = ps[0]["replicas"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["role"] == "secondary"))
+        .and_then(|r| r["node"].as_u64())
+        .expect("a secondary");
+    ctl_json(&ep, &["drain", &from.to_string()]);
+    let mut reader =
+        weft::proto::cluster_client::ClusterClient::connect(format!("http://{ep}")).await.expect("connect");
+    let mut targets = BTreeSet::new();
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while targets.len() < 2 && std::time::Instant::now() < until {
+        let m = reader.get_map(weft::proto::GetMapRequest {}).await.expect("map").into_inner().map.expect("a map");
+        if let Some(to) = m.partitions.get(&pid).and_then(|p| p.pending.as_ref()).and_then(|mv| mv.to) {
+            targets.insert(to.node);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(targets, free.iter().copied().collect(), "the drain tried both free nodes, one after the other");
+}

@@ -111,6 +111,8 @@ struct Soft {
     alarms: HashSet<String>,
     /// When the manager last balanced on its own.
     balanced: Option<Instant>,
+    /// Per partition, the nodes where a move of it stalled and when (`reconcile`).
+    stalled: HashMap<u64, Vec<(u64, Instant)>>,
 }
 
 /// Each replica's request rate between two heartbeats, from its request counter.

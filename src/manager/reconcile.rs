@@ -43,6 +43,23 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(600);
 /// Time a node may take to confirm that it lost a replica its report missed.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(2);
+/// A node where a move stalled is avoided for that partition this many stall periods.
+const STALLED_AVOID_FACTOR: u32 = 10;
+
+/// `nodes` with `bad` ones marked draining, so placement takes nothing new there.
+fn excluding(nodes: &[weft_cluster_manager::model::Node], bad: &[u64]) -> Vec<weft_cluster_manager::model::Node> {
+    nodes
+        .iter()
+        .cloned()
+        .map(|mut n| {
+            if bad.contains(&n.id) && n.status == NodeStatus::Up {
+                n.status = NodeStatus::Draining;
+            }
+            n
+        })
+        .collect()
+}
+
 /// How a learner's catch-up wait ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum CatchUp {
@@ -134,15 +151,35 @@ impl Manager {
         let (actions, alarms) = repair::plan(&nodes, &plan_input);
         let mut alarm_texts: Vec<String> = alarms.iter().map(alarm_text).collect();
         let budget = MAX_OPS.saturating_sub(self.ops.lock().len());
-        let mut moves: Vec<(u64, u64, u64, String)> = actions
-            .iter()
-            .map(|a| match a {
-                Action::Replace { partition, from, to } => {
-                    (*partition, *from, *to, "replace a lost replica".to_string())
+        let avoid = self.stalled_targets();
+        let mut moves: Vec<(u64, u64, u64, String)> = Vec::new();
+        for &Action::Replace { partition, from, to } in &actions {
+            if moves.len() >= budget {
+                break;
+            }
+            let to = match avoid.get(&partition) {
+                Some(bad) if bad.contains(&to) => {
+                    let hosting: Vec<u64> = settled
+                        .iter()
+                        .find(|p| p.id == partition)
+                        .map(|p| p.replicas.iter().map(|r| r.node).collect())
+                        .unwrap_or_default();
+                    let bytes = map::partition_bytes(partition, &reported);
+                    match placement::choose(&excluding(&nodes, bad), &hosting, bytes) {
+                        Ok(to) => to,
+                        Err(e) => {
+                            alarm_texts.push(format!(
+                                "partition {partition}: no node can take the replica lost on node {from} \
+                                 but nodes {bad:?}, where a move to it stalled: {e}"
+                            ));
+                            continue;
+                        }
+                    }
                 }
-            })
-            .take(budget)
-            .collect();
+                _ => to,
+            };
+            moves.push((partition, from, to, "replace a lost replica".to_string()));
+        }
         for (_, _, to, _) in &moves {
             placement::count_replica(&mut nodes, *to, 0);
         }
@@ -156,7 +193,11 @@ impl Manager {
                 continue;
             };
             let hosting: Vec<u64> = p.replicas.iter().map(|r| r.node).collect();
-            match placement::choose(&nodes, &hosting, map::partition_bytes(p.id, &reported)) {
+            let view = match avoid.get(&p.id) {
+                Some(bad) => std::borrow::Cow::Owned(excluding(&nodes, bad)),
+                None => std::borrow::Cow::Borrowed(&nodes),
+            };
+            match placement::choose(&view, &hosting, map::partition_bytes(p.id, &reported)) {
                 Ok(to) => {
                     placement::count_replica(&mut nodes, to, 0);
                     moves.push((p.id, from.node, to, format!("drain node {}", from.node)));
@@ -578,7 +619,11 @@ impl Manager {
         })
         .await?;
         self.amend_pending(p.id, mv, |pending, _| *pending = None).await?;
-        self.soft.lock().changed.insert(p.id, Instant::now());
+        {
+            let mut soft = self.soft.lock();
+            soft.changed.insert(p.id, Instant::now());
+            soft.stalled.entry(p.id).or_default().push((to.node, Instant::now()));
+        }
         if let Ok(mut admin) = self.admin(to_addr) {
             // Best effort: a replica left behind is closed as a stray.
             let _ = step(admin.close_replica(pb::CloseReplicaRequest { partition: p.id, replica: to.replica })).await;
@@ -588,6 +633,19 @@ impl Manager {
             "replica {} of partition {} on node {} made no progress for {stall:?}; the move ({}) was abandoned",
             to.replica, p.id, to.node, mv.reason
         )))
+    }
+
+    /// For each partition, the nodes where a move of it stalled within the last
+    /// [`STALLED_AVOID_FACTOR`] stall periods: repairs and drains plan around them (a node
+    /// the primary cannot reach would stall the next move just the same).
+    fn stalled_targets(&self) -> std::collections::HashMap<u64, Vec<u64>> {
+        let keep = self.cfg.move_stall.saturating_mul(STALLED_AVOID_FACTOR);
+        let mut soft = self.soft.lock();
+        soft.stalled.retain(|_, v| {
+            v.retain(|(_, at)| at.elapsed() < keep);
+            !v.is_empty()
+        });
+        soft.stalled.iter().map(|(p, v)| (*p, v.iter().map(|(n, _)| *n).collect())).collect()
     }
 
     /// Applies `edit` to `partition`'s pending move (and the map's next replica id) if the
