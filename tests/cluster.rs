@@ -117,6 +117,29 @@ async fn wait_node_up(ep: &str, id: u64) {
     .await;
 }
 
+/// `n` nodes (the first three seeds) whose manager gives up a move after 2 s without
+/// progress.
+fn start_stalling_cluster(n: u64) -> (Vec<LocalNode>, Vec<String>) {
+    let addrs = free_addrs(n as usize);
+    let seeds = addrs[..3].join(",");
+    let nodes = (1..=n).map(|i| start_node(i, &addrs[i as usize - 1], &seeds, &["--move-stall-s", "2"])).collect();
+    (nodes, addrs)
+}
+
+/// Cuts every node's links to `targets`, except node `keep`'s.
+async fn cut_links_but(nodes: &[LocalNode], keep: u64, targets: Vec<String>) {
+    for n in nodes.iter().filter(|n| n.id != keep) {
+        let cut = weft::proto::CutLinksRequest { addrs: targets.clone() };
+        n.admin().await.expect("admin").cut_links(cut).await.expect("cut links");
+    }
+}
+
+/// The members (voters and learners) of `partition`'s group as `node`'s replica sees them.
+async fn members(node: &LocalNode, partition: u64) -> Option<BTreeSet<u64>> {
+    let st = node.status(partition).await?;
+    Some(st.membership.map(|m| m.nodes.into_keys().collect()).unwrap_or_default())
+}
+
 /// Puts `key-i = value-i` for each i; records what was acknowledged.
 async fn write(client: &ServiceClient, acked: &mut BTreeMap<String, String>, range: std::ops::Range<u32>) {
     for i in range {
@@ -492,9 +515,7 @@ async fn a_move_target_lost_to_a_restart_gets_a_fresh_id() {
     let voters: BTreeSet<u64> = ids.iter().copied().collect();
     wait_for(Duration::from_secs(10), "the group's members exactly its voters", || async {
         for n in nodes.iter().filter(|n| n.alive()) {
-            let Some(st) = n.status(pid).await else { continue };
-            let members: BTreeSet<u64> = st.membership.map(|m| m.nodes.into_keys().collect()).unwrap_or_default();
-            if members != voters {
+            if members(n, pid).await.is_some_and(|m| m != voters) {
                 return None;
             }
         }
@@ -568,10 +589,7 @@ async fn a_late_report_missing_live_replicas_gets_nothing_replaced() {
 /// move waited ten minutes for the learner, then waited again, forever.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_move_whose_new_replica_makes_no_progress_is_abandoned() {
-    let addrs = free_addrs(6);
-    let seeds = addrs[..3].join(",");
-    let nodes: Vec<LocalNode> =
-        (1..=6u64).map(|i| start_node(i, &addrs[i as usize - 1], &seeds, &["--move-stall-s", "2"])).collect();
+    let (nodes, addrs) = start_stalling_cluster(6);
     let ep = addrs[3].clone();
     wait_up(&ep, 6).await;
     ctl_json(&ep, &["create-service", "t", "--partitions", "1"]);
@@ -598,11 +616,7 @@ async fn a_move_whose_new_replica_makes_no_progress_is_abandoned() {
         .expect("a secondary off the manager's node");
     // Every node but the manager's loses its links to the spare: whichever replica leads
     // cannot send it anything, while the manager still opens it and asks how it is doing.
-    let spare_addr = addrs[spare as usize - 1].clone();
-    for n in nodes.iter().filter(|n| n.id != manager) {
-        let cut = weft::proto::CutLinksRequest { addrs: vec![spare_addr.clone()] };
-        n.admin().await.expect("admin").cut_links(cut).await.expect("cut links");
-    }
+    cut_links_but(&nodes, manager, vec![addrs[spare as usize - 1].clone()]).await;
     let args =
         ["ctl", "--endpoint", &ep, "move-secondary", &pids, "--from", &from.to_string(), "--to", &spare.to_string()];
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
@@ -621,9 +635,7 @@ async fn a_move_whose_new_replica_makes_no_progress_is_abandoned() {
             return None;
         }
         for n in nodes.iter().filter(|n| hosting.contains(&n.id)) {
-            let st = n.status(pid).await?;
-            let members: BTreeSet<u64> = st.membership.map(|m| m.nodes.into_keys().collect()).unwrap_or_default();
-            if members != voters {
+            if members(n, pid).await? != voters {
                 return None;
             }
         }
@@ -637,10 +649,7 @@ async fn a_move_whose_new_replica_makes_no_progress_is_abandoned() {
 /// rather than the same one again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_whose_move_stalled_tries_another_node() {
-    let addrs = free_addrs(7);
-    let seeds = addrs[..3].join(",");
-    let nodes: Vec<LocalNode> =
-        (1..=7u64).map(|i| start_node(i, &addrs[i as usize - 1], &seeds, &["--move-stall-s", "2"])).collect();
+    let (nodes, addrs) = start_stalling_cluster(7);
     let ep = addrs[3].clone();
     wait_up(&ep, 7).await;
     let manager = ctl_json(&ep, &["status"])["manager_node"].as_u64().expect("manager node");
@@ -653,10 +662,7 @@ async fn a_drain_whose_move_stalled_tries_another_node() {
     let hosting = nodes_of(&ps[0]);
     let free: Vec<u64> = (1..=7u64).filter(|n| !hosting.contains(n) && *n != manager).collect();
     assert_eq!(free.len(), 2, "{ps:?}");
-    for n in nodes.iter().filter(|n| n.id != manager) {
-        let cut = weft::proto::CutLinksRequest { addrs: free.iter().map(|f| addrs[*f as usize - 1].clone()).collect() };
-        n.admin().await.expect("admin").cut_links(cut).await.expect("cut links");
-    }
+    cut_links_but(&nodes, manager, free.iter().map(|f| addrs[*f as usize - 1].clone()).collect()).await;
     let from = ps[0]["replicas"]
         .as_array()
         .and_then(|rs| rs.iter().find(|r| r["role"] == "secondary"))

@@ -105,6 +105,22 @@ fn no_candidate(nodes: &[Node], hosting: &[NodeId], bytes: u64) -> PlacementErro
     }
 }
 
+/// `nodes` with the up ones that `closed` picks marked draining, so no choice made on the
+/// result puts anything new there (the UD about to be walked, a partition's standby
+/// nodes, nodes where a move of it stalled).
+pub fn closed_to_new(nodes: &[Node], closed: impl Fn(&Node) -> bool) -> Vec<Node> {
+    nodes
+        .iter()
+        .cloned()
+        .map(|mut n| {
+            if n.status == NodeStatus::Up && closed(&n) {
+                n.status = NodeStatus::Draining;
+            }
+            n
+        })
+        .collect()
+}
+
 /// Takes one replica of `bytes` off node `id`'s counts in `nodes` (it moved or was lost).
 pub fn uncount_replica(nodes: &mut [Node], id: NodeId, bytes: u64) {
     if let Some(n) = nodes.iter_mut().find(|n| n.id == id) {

@@ -516,10 +516,7 @@ impl<'a> Classic<'a> {
             let hosting: Vec<NodeId> = of_partition().filter(|r| r.state != State::Standby).map(|r| r.node).collect();
             let standby_nodes: Vec<NodeId> =
                 of_partition().filter(|r| r.state == State::Standby).map(|r| r.node).collect();
-            let mut view = self.view();
-            for n in view.iter_mut().filter(|n| standby_nodes.contains(&n.id) && n.status == NodeStatus::Up) {
-                n.status = NodeStatus::Draining;
-            }
+            let view = placement::closed_to_new(&self.view(), |n| standby_nodes.contains(&n.id));
             let bytes = self.parts[pidx].bytes;
             let Ok(to) = placement::choose(&view, &hosting, bytes) else { continue };
             let start = self.free_at.get(&to).copied().unwrap_or(0.0).max(now);

@@ -72,16 +72,7 @@ pub struct UdPlan {
 pub fn plan_ud(nodes: &[Node], partitions: &[Placed], ud: &str) -> UdPlan {
     let in_ud = |id: NodeId| nodes.iter().any(|n| n.id == id && n.ud == ud);
     // Nodes of the walked UD take nothing new.
-    let mut view: Vec<Node> = nodes
-        .iter()
-        .cloned()
-        .map(|mut n| {
-            if n.ud == ud && n.status == NodeStatus::Up {
-                n.status = NodeStatus::Draining;
-            }
-            n
-        })
-        .collect();
+    let mut view: Vec<Node> = placement::closed_to_new(nodes, |n| n.ud == ud);
     let mut plan = UdPlan {
         ud: ud.to_string(),
         primary_moves: Vec::new(),

@@ -46,20 +46,6 @@ const CONFIRM_TIMEOUT: Duration = Duration::from_secs(2);
 /// A node where a move stalled is avoided for that partition this many stall periods.
 const STALLED_AVOID_FACTOR: u32 = 10;
 
-/// `nodes` with `bad` ones marked draining, so placement takes nothing new there.
-fn excluding(nodes: &[weft_cluster_manager::model::Node], bad: &[u64]) -> Vec<weft_cluster_manager::model::Node> {
-    nodes
-        .iter()
-        .cloned()
-        .map(|mut n| {
-            if bad.contains(&n.id) && n.status == NodeStatus::Up {
-                n.status = NodeStatus::Draining;
-            }
-            n
-        })
-        .collect()
-}
-
 /// How a learner's catch-up wait ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum CatchUp {
@@ -159,13 +145,9 @@ impl Manager {
             }
             let to = match avoid.get(&partition) {
                 Some(bad) if bad.contains(&to) => {
-                    let hosting: Vec<u64> = settled
-                        .iter()
-                        .find(|p| p.id == partition)
-                        .map(|p| p.replicas.iter().map(|r| r.node).collect())
-                        .unwrap_or_default();
-                    let bytes = map::partition_bytes(partition, &reported);
-                    match placement::choose(&excluding(&nodes, bad), &hosting, bytes) {
+                    let Some(part) = plan_input.iter().find(|p| p.id == partition) else { continue };
+                    let view = placement::closed_to_new(&nodes, |n| bad.contains(&n.id));
+                    match placement::choose(&view, &part.replicas, part.bytes) {
                         Ok(to) => to,
                         Err(e) => {
                             alarm_texts.push(format!(
@@ -194,7 +176,7 @@ impl Manager {
             };
             let hosting: Vec<u64> = p.replicas.iter().map(|r| r.node).collect();
             let view = match avoid.get(&p.id) {
-                Some(bad) => std::borrow::Cow::Owned(excluding(&nodes, bad)),
+                Some(bad) => std::borrow::Cow::Owned(placement::closed_to_new(&nodes, |n| bad.contains(&n.id))),
                 None => std::borrow::Cow::Borrowed(&nodes),
             };
             match placement::choose(&view, &hosting, map::partition_bytes(p.id, &reported)) {
@@ -487,12 +469,7 @@ impl Manager {
             .map(|r| r.replica)
             .chain(to.map(|t| t.replica))
             .collect();
-        let change = pb::ChangeMembershipRequest { partition: p.id, voters, retain: false };
-        self.on_primary(m, p, STEP_TIMEOUT, |mut c| {
-            let req = change.clone();
-            async move { c.change_membership(req).await.map(|_| ()) }
-        })
-        .await?;
+        self.set_voters(m, p, voters).await?;
         self.update(|m| {
             let Some(q) = m.partitions.get_mut(&p.id) else { return Ok(()) };
             if q.pending.as_ref() != Some(&mv) {
@@ -611,13 +588,7 @@ impl Manager {
                 to.replica, p.id, to.node
             )));
         }
-        let voters: Vec<u64> = p.replicas.iter().map(|r| r.replica).collect();
-        let change = pb::ChangeMembershipRequest { partition: p.id, voters, retain: false };
-        self.on_primary(m, p, STEP_TIMEOUT, |mut c| {
-            let req = change.clone();
-            async move { c.change_membership(req).await.map(|_| ()) }
-        })
-        .await?;
+        self.set_voters(m, p, p.replicas.iter().map(|r| r.replica).collect()).await?;
         self.amend_pending(p.id, mv, |pending, _| *pending = None).await?;
         {
             let mut soft = self.soft.lock();
@@ -633,6 +604,17 @@ impl Manager {
             "replica {} of partition {} on node {} made no progress for {stall:?}; the move ({}) was abandoned",
             to.replica, p.id, to.node, mv.reason
         )))
+    }
+
+    /// Makes `voters` the whole membership of `p`'s group, through its primary: removed
+    /// voters and any other learner leave (`retain: false`).
+    async fn set_voters(&self, m: &pb::ClusterMap, p: &pb::PartitionInfo, voters: Vec<u64>) -> Result<(), Status> {
+        let change = pb::ChangeMembershipRequest { partition: p.id, voters, retain: false };
+        self.on_primary(m, p, STEP_TIMEOUT, |mut c| {
+            let req = change.clone();
+            async move { c.change_membership(req).await.map(|_| ()) }
+        })
+        .await
     }
 
     /// For each partition, the nodes where a move of it stalled within the last
