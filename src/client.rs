@@ -80,7 +80,7 @@ pub enum ClientError {
         message: String,
     },
     /// The request was invalid or failed for a reason retrying cannot fix.
-    #[error("{0}")]
+    #[error("{:?}: {}", .0.code(), .0.message())]
     Rpc(Status),
     /// A write's outcome is unknown: no attempt got an answer before the deadline.
     #[error("write outcome unknown after {attempts} attempts (last error: {last})")]
@@ -236,8 +236,15 @@ pub struct Client {
     inner: Arc<Inner>,
 }
 
+/// Whether another attempt may get a different answer. `NOT_FOUND` is retried only when
+/// the node says it hosts no replica of the partition; a missing table or index is the
+/// partition's own answer, the same on every replica, and is returned at once.
 fn retryable(s: &Status) -> bool {
-    matches!(s.code(), Code::Unavailable | Code::NotFound | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown)
+    match s.code() {
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => true,
+        Code::NotFound => not_hosted(s),
+        _ => false,
+    }
 }
 
 /// Whether the attempt got no answer from a node at all: it timed out, or the transport

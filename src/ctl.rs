@@ -43,9 +43,9 @@ enum Ctl {
         name: String,
         #[arg(long)]
         partitions: u32,
-        /// Replicas per partition (default 4).
-        #[arg(long, default_value_t = 0)]
-        replicas: u32,
+        /// Replicas per partition (default: the cluster's, 4).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        replicas: Option<u32>,
     },
     /// Deletes a service and closes its replicas.
     DeleteService { name: String },
@@ -146,9 +146,9 @@ enum Ctl {
         /// The new service's name.
         #[arg(long)]
         service: String,
-        /// Replicas per partition (default 4).
-        #[arg(long, default_value_t = 0)]
-        replicas: u32,
+        /// Replicas per partition (default: the cluster's, 4).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        replicas: Option<u32>,
     },
 }
 
@@ -280,7 +280,11 @@ pub async fn run(a: CtlArgs) -> anyhow::Result<()> {
             }
         }
         Ctl::Partitions { service } => {
-            let parts = view::partitions(&map().await?, service.as_deref());
+            let m = map().await?;
+            if let Some(s) = &service {
+                anyhow::ensure!(m.map.as_ref().is_some_and(|c| c.services.contains_key(s)), "no service {s}");
+            }
+            let parts = view::partitions(&m, service.as_deref());
             if json {
                 return print_json(&parts);
             }
@@ -295,7 +299,8 @@ pub async fn run(a: CtlArgs) -> anyhow::Result<()> {
             }
         }
         Ctl::CreateService { name, partitions, replicas } => {
-            let req = pb::CreateServiceRequest { name, partitions, replicas };
+            // 0 on the wire asks for the cluster's default.
+            let req = pb::CreateServiceRequest { name, partitions, replicas: replicas.unwrap_or(0) };
             say(cluster(&a.endpoint).await?.create_service(req).await.map_err(grpc)?.into_inner(), json)?;
         }
         Ctl::DeleteService { name } => {
@@ -352,7 +357,7 @@ pub async fn run(a: CtlArgs) -> anyhow::Result<()> {
         }
         Ctl::Restore { backup, service, replicas } => {
             let endpoints = std::slice::from_ref(&a.endpoint);
-            let r = weft::backup::restore(endpoints, &backup, &service, replicas).await?;
+            let r = weft::backup::restore(endpoints, &backup, &service, replicas.unwrap_or(0)).await?;
             if json {
                 print_json(&r)?;
             } else {

@@ -158,6 +158,10 @@ async fn operator_story_placement_drain_moves_and_node_loss() {
     // A bad request is refused with the reason and changes nothing.
     let (ok, _, err) = weft(&["ctl", "--endpoint", &ep, "create-service", "t", "--partitions", "4", "--replicas", "6"]);
     assert!(!ok && err.contains("cannot place"), "6 replicas on 5 nodes must be refused: {err}");
+    let (ok, _, err) = weft(&["ctl", "--endpoint", &ep, "create-service", "t", "--partitions", "4", "--replicas", "0"]);
+    assert!(!ok && err.contains("--replicas"), "0 replicas is refused, not taken as the default: {err}");
+    let (ok, _, err) = weft(&["ctl", "--endpoint", &ep, "partitions", "--service", "t"]);
+    assert!(!ok && err.contains("no service t"), "an unknown service is an error, not an empty table: {err}");
     let created = ctl_json(&ep, &["create-service", "t", "--partitions", "4"]);
     assert!(created["lines"][0].as_str().unwrap_or("").contains("4 partitions x 4 replicas"), "{created}");
     let ps = wait_healthy(&ep, "service t placed", |_| true).await;
@@ -180,6 +184,9 @@ async fn operator_story_placement_drain_moves_and_node_loss() {
     assert!(ok && out == "value-7\n", "kv get prints the value alone: {out:?}");
     let (ok, _, err) = weft(&["kv", "--endpoint", &addrs[0], "get", "--service", "t", "missing"]);
     assert!(!ok && err.contains("not found"), "{err}");
+    // A missing table is the partition's answer, not a node's absence: reported, not retried.
+    let (ok, _, err) = weft(&["kv", "--endpoint", &addrs[0], "get", "--service", "t", "--table", "nope", "key-7"]);
+    assert!(!ok && err.contains("table \"nope\" does not exist"), "{err}");
     let (ok, out, err) = weft(&["kv", "--endpoint", &addrs[2], "put", "--service", "t", "cli-key", "cli-value"]);
     assert!(ok, "{out} {err}");
     acked.insert("cli-key".into(), "cli-value".into());
