@@ -15,6 +15,10 @@
 //! partition's replicas moved). Nothing was proposed, so the call, read or write, goes
 //! again on a refreshed map until the deadline; a refreshed map with the same version is
 //! asked again after a short pause.
+//!
+//! A service just created is not served until the manager has created every partition
+//! (opened its replicas and made table `default`): until the map says so, calls wait on
+//! refreshed maps, as a stale map does, instead of reaching a group that has no table yet.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,6 +46,15 @@ pub enum RoutingError {
     /// The map has no such service.
     #[error("no service {0:?} (weft ctl services lists them)")]
     NoService(String),
+    /// The service's partitions are still being created (their groups opened and table
+    /// `default` made); nothing was sent. Calls wait for them until the deadline.
+    #[error("partition {partition} of service {service:?} is still being created")]
+    NotReady {
+        /// The service.
+        service: String,
+        /// A partition not created yet.
+        partition: u64,
+    },
     /// The partition call failed.
     #[error(transparent)]
     Client(#[from] ClientError),
@@ -116,11 +129,16 @@ impl ServiceClient {
         Ok(cached)
     }
 
-    /// The partitions of `service`, in hash order.
+    /// The partitions of `service`, in hash order, once every one of them is created.
     fn partitions(map: &pb::GetMapResponse, service: &str) -> Result<Vec<pb::PartitionInfo>, RoutingError> {
         let m = map.map.as_ref().ok_or_else(|| RoutingError::NoMap("empty answer".into()))?;
         let s = m.services.get(service).ok_or_else(|| RoutingError::NoService(service.into()))?;
-        Ok(s.partition_ids.iter().filter_map(|id| m.partitions.get(id).cloned()).collect())
+        let parts: Vec<pb::PartitionInfo> =
+            s.partition_ids.iter().filter_map(|id| m.partitions.get(id).cloned()).collect();
+        if let Some(p) = parts.iter().find(|p| !p.created) {
+            return Err(RoutingError::NotReady { service: service.into(), partition: p.id });
+        }
+        Ok(parts)
     }
 
     /// Runs `f` on the partition holding `key`, refreshing the map once if that could help.
@@ -164,9 +182,12 @@ impl ServiceClient {
                     tracing::debug!(error = %e, "refreshing the cluster map and retrying");
                     refreshed = true;
                 }
-                // The map is stale: reads go again on a fresh one, and so do writes, under
-                // the ticket they were given, so none applies twice.
-                Err(RoutingError::Client(e @ ClientError::NotHosted { .. })) if Instant::now() < deadline => {
+                // The map is stale, or the service is still being created: reads go again
+                // on a fresh one, and so do writes, under the ticket they were given, so
+                // none applies twice.
+                Err(e @ (RoutingError::Client(ClientError::NotHosted { .. }) | RoutingError::NotReady { .. }))
+                    if Instant::now() < deadline =>
+                {
                     tracing::debug!(error = %e, version = st.version, "stale cluster map; refreshing");
                     stale_version = Some(st.version);
                 }
@@ -257,5 +278,32 @@ impl ServiceClient {
         out.sort_by(|a, b| a.key.cmp(&b.key));
         out.truncate(limit);
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map_with(created: [bool; 2]) -> pb::GetMapResponse {
+        let partitions = created
+            .iter()
+            .enumerate()
+            .map(|(i, &created)| {
+                let id = i as u64 + 1;
+                (id, pb::PartitionInfo { id, service: "s".into(), index: i as u32, created, ..Default::default() })
+            })
+            .collect();
+        let service = pb::ServiceInfo { name: "s".into(), partitions: 2, replicas: 4, partition_ids: vec![1, 2] };
+        let map = pb::ClusterMap { services: [("s".into(), service)].into(), partitions, ..Default::default() };
+        pb::GetMapResponse { map: Some(map), ..Default::default() }
+    }
+
+    #[test]
+    fn a_service_is_routed_to_only_once_every_partition_is_created() {
+        let ids = |m| ServiceClient::partitions(&m, "s").map(|ps| ps.iter().map(|p| p.id).collect::<Vec<_>>());
+        assert!(matches!(ids(map_with([true, false])), Err(RoutingError::NotReady { partition: 2, .. })));
+        assert!(matches!(ids(map_with([true, true])), Ok(v) if v == [1, 2]));
+        assert!(matches!(ServiceClient::partitions(&map_with([true, true]), "x"), Err(RoutingError::NoService(_))));
     }
 }

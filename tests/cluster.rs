@@ -164,6 +164,9 @@ async fn operator_story_placement_drain_moves_and_node_loss() {
     assert!(!ok && err.contains("no service t"), "an unknown service is an error, not an empty table: {err}");
     let created = ctl_json(&ep, &["create-service", "t", "--partitions", "4"]);
     assert!(created["lines"][0].as_str().unwrap_or("").contains("4 partitions x 4 replicas"), "{created}");
+    // Read at once: the call waits until the service's partitions are created.
+    let (ok, _, err) = weft(&["kv", "--endpoint", &ep, "get", "--service", "t", "key-0"]);
+    assert!(!ok && err.trim_end() == "weft: not found: key-0", "{err}");
     let ps = wait_healthy(&ep, "service t placed", |_| true).await;
     assert_eq!(ps.len(), 4);
     let (ok, _, err) = weft(&["ctl", "--endpoint", &ep, "upgrade", "--apply"]);
