@@ -265,10 +265,27 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("weft: {e:#}");
+            eprintln!("weft: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, `a: b: c`, leaving out a cause whose text the
+/// line already ends with (many library errors print their source in their own message).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -547,4 +564,25 @@ fn bench_engine(a: EngineArgs) -> anyhow::Result<()> {
         println!("  {mark} {:<44} {:>10.3} (limit {:.3})", t.what, t.value, t.limit);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{path}: {source}")]
+    struct Repeats {
+        path: &'static str,
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_already_printed_is_not_printed_again() {
+        let io = std::io::Error::other("disk on fire");
+        let e = anyhow::Error::new(Repeats { path: "/x/manifest.json", source: io }).context("restore");
+        assert_eq!(one_line(&e), "restore: /x/manifest.json: disk on fire");
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(one_line(&plain), "outer: inner");
+    }
 }
