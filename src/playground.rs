@@ -41,10 +41,10 @@ pub struct PlaygroundArgs {
     #[arg(long, default_value = "demo")]
     service: String,
     /// The demo service's partitions.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
     partitions: u32,
     /// Replicas per partition.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
     replicas: u32,
 }
 
@@ -54,6 +54,13 @@ pub async fn run(a: PlaygroundArgs) -> anyhow::Result<()> {
     }
     if a.nodes == 0 || a.nodes > 10 || a.uds == 0 || u64::from(a.base_port) + 20 > 65_536 {
         bail!("--nodes must be 1 to 10 (metrics use base-port + 10 + i - 1), --uds positive, ports below 65536");
+    }
+    if u64::from(a.replicas) > a.nodes {
+        bail!(
+            "--replicas {}: a partition's replicas sit on distinct nodes, and --nodes is {}; raise --nodes or lower --replicas",
+            a.replicas,
+            a.nodes
+        );
     }
     let exe = std::env::current_exe().context("finding the weft binary")?;
     let temp;

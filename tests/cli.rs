@@ -91,3 +91,12 @@ fn sim_upgrade_json_has_every_field_and_careful_keeps_quorum() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no node can take"), "a clear reason");
 }
+
+#[test]
+fn a_playground_too_small_for_its_replicas_is_refused_before_starting() {
+    let out = weft(&["playground", "--nodes", "2", "--base-port", "7950"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "refused before any node starts: {err}");
+    assert!(err.contains("--replicas 4") && err.contains("--nodes is 2"), "{err}");
+}
