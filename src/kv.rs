@@ -36,7 +36,8 @@ enum Kv {
         #[command(flatten)]
         target: Target,
         key: String,
-        value: String,
+        /// The value; without it, standard input to its end (any bytes, as etcdctl reads it).
+        value: Option<String>,
     },
     /// Prints KEY's value alone; a missing key exits non-zero with "not found".
     Get {
@@ -69,7 +70,16 @@ pub async fn run(a: KvArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match a.cmd {
         Kv::Put { target, key, value } => {
-            let version = c.put(&target.service, &target.table, key.as_bytes(), value.as_bytes()).await?;
+            let value = match value {
+                Some(v) => v.into_bytes(),
+                None => {
+                    let mut v = Vec::new();
+                    std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut v)
+                        .context("reading the value from standard input")?;
+                    v
+                }
+            };
+            let version = c.put(&target.service, &target.table, key.as_bytes(), &value).await?;
             if a.json {
                 writeln!(out, "{}", serde_json::json!({ "key": key, "version": version }))?;
             } else {

@@ -12,7 +12,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::{LocalNode, free_addrs, wait_for, weft};
+use common::{LocalNode, free_addrs, wait_for, weft, weft_with_input};
 use serde_json::Value;
 use weft::client::ClientConfig;
 use weft::routing::ServiceClient;
@@ -193,6 +193,15 @@ async fn operator_story_placement_drain_moves_and_node_loss() {
     let (ok, out, err) = weft(&["kv", "--endpoint", &addrs[2], "put", "--service", "t", "cli-key", "cli-value"]);
     assert!(ok, "{out} {err}");
     acked.insert("cli-key".into(), "cli-value".into());
+    // Without VALUE, put reads it from standard input; a value over the engine's limit is
+    // refused with the limit named, and the node goes on serving.
+    let (ok, out, err) =
+        weft_with_input(&["kv", "--endpoint", &addrs[1], "put", "--service", "t", "stdin-key"], b"from stdin");
+    assert!(ok, "{out} {err}");
+    acked.insert("stdin-key".into(), "from stdin".into());
+    let big = vec![b'x'; 2 << 20];
+    let (ok, _, err) = weft_with_input(&["kv", "--endpoint", &addrs[1], "put", "--service", "t", "big"], &big);
+    assert!(!ok && err.contains("over the limit"), "{err}");
 
     // Drain node 5: everything leaves it; activate lets it fill again. Draining a second
     // node would leave 3 nodes for 4 replicas: refused with the reason.

@@ -49,7 +49,24 @@ pub fn free_addrs(n: usize) -> Vec<String> {
 
 /// Runs the `weft` binary with `args`; returns (success, stdout, stderr).
 pub fn weft(args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft")).args(args).output().expect("run weft");
+    weft_with_input(args, &[])
+}
+
+/// [`weft`] with `input` on its standard input.
+pub fn weft_with_input(args: &[&str], input: &[u8]) -> (bool, String, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run weft");
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input).expect("write weft's standard input");
+    }
+    let out = child.wait_with_output().expect("wait for weft");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
