@@ -89,6 +89,11 @@ async fn upgrade_walk_restarts_every_node_while_writes_continue() {
     let (ok, out, err) =
         tokio::time::timeout(Duration::from_secs(180), walk).await.expect("walk in time").expect("join");
     assert!(ok && out.contains("upgrade walk complete"), "upgrade --apply: {out}\n{err}");
+    // Progress names each UD in turn, never a step past the last.
+    for ud in 1..=5 {
+        assert!(out.contains(&format!("UD ud{ud} ({ud} of 5)")), "no progress line for ud{ud}: {out}");
+    }
+    assert!(!out.contains("(6 of 5)"), "{out}");
     stop.store(true, Ordering::Relaxed);
     writer.await.expect("writer");
     let failures = failures.lock().clone();

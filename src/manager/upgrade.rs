@@ -72,7 +72,9 @@ impl Manager {
     }
 
     fn describe(u: &pb::UpgradeState) -> String {
-        let ud = u.uds.get(u.index as usize).map_or("-", String::as_str);
+        let Some(ud) = u.uds.get(u.index as usize) else {
+            return format!("upgrade walk: all {} UDs walked, finishing", u.uds.len());
+        };
         format!(
             "upgrade walk: UD {ud} ({} of {}), phase {}{}{}",
             u.index + 1,
@@ -281,7 +283,7 @@ impl Manager {
                     .filter(|s| m.partitions.get(&s.partition).is_some_and(|p| p.pending.is_some()))
                     .count();
                 if building > 0 {
-                    return self.waiting(&u, format!("{building} stand-ins to catch up")).await;
+                    return self.waiting(&u, format!("{} to catch up", count(building, "stand-in", "stand-ins"))).await;
                 }
                 // Primaries off the UD, the manager last.
                 let mut left = 0;
@@ -295,7 +297,7 @@ impl Manager {
                     }
                 }
                 if left > 0 {
-                    return self.waiting(&u, format!("{left} primaries to leave the UD")).await;
+                    return self.waiting(&u, format!("{} to leave the UD", count(left, "primary", "primaries"))).await;
                 }
                 if in_ud(self.id) {
                     if let Some(r) = self.host.get(MAP_PARTITION) {
@@ -421,4 +423,9 @@ impl Manager {
             _ => Err(Status::internal("upgrade walk in an unknown phase")),
         }
     }
+}
+
+/// `n` and the noun in the number it needs: "1 primary", "2 primaries".
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
