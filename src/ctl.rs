@@ -252,16 +252,21 @@ pub async fn run(a: CtlArgs) -> anyhow::Result<()> {
             }
             writeln!(
                 out,
-                "{:>4}  {:<21} {:<8} {:<8} {:<9} {:>8} {:>9} {:>12} {:>9}",
+                "{:>4}  {:<21} {:<8} {:<8} {:<9} {:>8} {:>9} {:>12} {:>9}  MAP",
                 "ID", "ADDRESS", "UD", "FD", "STATE", "REPLICAS", "PRIMARIES", "MEMORY", "REQ/S"
             )?;
             for n in nodes {
+                let map_role = if n.map_role.is_empty() { "-" } else { &n.map_role };
                 writeln!(
                     out,
-                    "{:>4}  {:<21} {:<8} {:<8} {:<9} {:>8} {:>9} {:>12} {:>9.1}",
+                    "{:>4}  {:<21} {:<8} {:<8} {:<9} {:>8} {:>9} {:>12} {:>9.1}  {map_role}",
                     n.id, n.addr, n.ud, n.fd, n.state, n.replicas, n.primaries, n.memory_bytes, n.requests_per_s
                 )?;
             }
+            writeln!(
+                out,
+                "(REPLICAS counts services' replicas; PRIMARIES and MEMORY include the cluster map's, whose role is MAP)"
+            )?;
         }
         Ctl::Services => {
             let m = map().await?;

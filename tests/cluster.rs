@@ -211,6 +211,18 @@ async fn operator_story_placement_drain_moves_and_node_loss() {
     wait_healthy(&ep, "node 5 drained", |ps| ps.iter().all(|p| !nodes_of(p).contains(&5))).await;
     let n5 = ctl_json(&ep, &["nodes"]).as_array().and_then(|a| a.iter().find(|n| n["id"] == 5).cloned());
     assert_eq!(n5.as_ref().map(|n| n["state"].clone()), Some(Value::from("draining")), "{n5:?}");
+    // The map's replicas are on the three seeds, one of them the primary.
+    let roles: Vec<(u64, String)> = ctl_json(&ep, &["nodes"])
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|n| (n["id"].as_u64().unwrap_or(0), n["map_role"].as_str().unwrap_or("?").to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let hosting: Vec<u64> = roles.iter().filter(|(_, r)| !r.is_empty()).map(|(id, _)| *id).collect();
+    assert_eq!(hosting, [1, 2, 3], "{roles:?}");
+    assert_eq!(roles.iter().filter(|(_, r)| r == "primary").count(), 1, "{roles:?}");
     ctl_json(&ep, &["activate", "5"]);
     write(&client, &mut acked, 100..150).await;
 

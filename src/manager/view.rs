@@ -19,8 +19,11 @@ pub struct NodeView {
     pub state: String,
     /// Replicas the map places on it, builds in flight included.
     pub replicas: usize,
-    /// Primaries it reports.
+    /// Primaries it reports, the cluster map's included.
     pub primaries: usize,
+    /// The role of its replica of the cluster map (`primary`: it is the cluster manager),
+    /// empty when it hosts none.
+    pub map_role: String,
     /// Engine bytes of its replicas, as reported.
     pub memory_bytes: u64,
     /// Client requests per second over its replicas, as reported.
@@ -122,6 +125,11 @@ pub fn nodes(m: &pb::GetMapResponse) -> Vec<NodeView> {
                 state: state_name(info.state).into(),
                 replicas: n.load.replicas as usize,
                 primaries: n.load.primaries as usize,
+                map_role: reported
+                    .iter()
+                    .find(|(by, s)| *by == n.id && s.partition == super::map::MAP_PARTITION)
+                    .map(|(_, s)| role_name(s.role).to_string())
+                    .unwrap_or_default(),
                 memory_bytes: n.load.memory_bytes,
                 requests_per_s: n.load.requests_per_s,
             })
