@@ -76,17 +76,18 @@ struct ChaosArgs {
 
 #[derive(Args)]
 struct NodeArgs {
-    /// Node id.
-    #[arg(long)]
+    /// Node id, 1 to 1048575: a seed's id is also its cluster-map replica's id, and the
+    /// ids above are the ones the map gives replicas.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..weft::manager::map::FIRST_REPLICA_ID))]
     id: u64,
     /// Address to serve gRPC on (port 0 picks a free port; the bound address is printed).
     #[arg(long)]
     listen: std::net::SocketAddr,
     /// Upgrade domain.
-    #[arg(long, default_value = "ud0")]
+    #[arg(long, default_value = "ud0", value_parser = domain_name)]
     ud: String,
     /// Fault domain.
-    #[arg(long, default_value = "fd0")]
+    #[arg(long, default_value = "fd0", value_parser = domain_name)]
     fd: String,
     /// Seed nodes (cluster manager), comma-separated.
     #[arg(long, value_delimiter = ',')]
@@ -421,6 +422,14 @@ fn init_tracing() {
         tracing_subscriber::EnvFilter::new("warn,weft=info,weft_replica=info,openraft::core::heartbeat=error")
     });
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// An upgrade or fault domain's name: placement compares them, so it must say something.
+fn domain_name(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 64 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("1 to 64 characters, no spaces".into());
+    }
+    Ok(s.to_string())
 }
 
 fn node(a: NodeArgs) -> anyhow::Result<()> {

@@ -69,6 +69,22 @@ fn node_flags_it_cannot_honour_are_refused_by_name() {
 }
 
 #[test]
+fn node_ids_and_domain_names_that_mean_nothing_are_refused() {
+    // 0 is protobuf's "unset"; ids from 2^20 on are the map's replica ids; a domain needs a name.
+    for (flag, value) in [("--id", "0"), ("--id", "1048576"), ("--ud", ""), ("--fd", "a b")] {
+        let mut args = vec!["node", "--listen", "127.0.0.1:0"];
+        if flag != "--id" {
+            args.extend(["--id", "1"]);
+        }
+        args.extend([flag, value]);
+        let out = weft(&args);
+        assert!(!out.status.success(), "{flag} {value:?} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.lines().next().is_some_and(|l| l.contains(flag)), "the error names {flag}: {err}");
+    }
+}
+
+#[test]
 fn sim_upgrade_json_has_every_field_and_careful_keeps_quorum() {
     let out =
         weft(&["sim", "upgrade", "--nodes", "20", "--uds", "5", "--replicas", "4", "--partitions", "100", "--json"]);
