@@ -28,6 +28,7 @@ mod session;
 pub mod ycsb;
 
 pub use client::{Client, ClientError, ReadMode};
+pub use session::IN_FLIGHT_MAX as SESSION_IN_FLIGHT_MAX;
 pub use weft_proto::v1 as proto;
 pub use weft_store as store;
 

@@ -16,10 +16,11 @@
 //! its session seq, so it still applies at most once).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use prost::Message;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 use weft_proto::v1 as pb;
@@ -34,6 +35,12 @@ const BYTES_PER_MESSAGE: usize = 4 << 20;
 
 /// Waiting entries above which those whose caller has given up are dropped.
 const PRUNE_ABOVE: usize = 4096;
+
+/// Calls of one session a node holds at once, being answered or answered and not yet
+/// handed to the transport. Past it the node reads no further calls, so a client that
+/// stops reading its answers is held back by HTTP/2 flow control instead of filling the
+/// node's memory; a client that reads goes on as before.
+pub const IN_FLIGHT_MAX: usize = 1024;
 
 /// A failed call's status as the session carries it.
 pub(crate) fn status_to_pb(s: &Status) -> pb::CallStatus {
@@ -73,25 +80,27 @@ where
     F: Fn(pb::session_call::Call) -> Fut + Send + 'static,
     Fut: Future<Output = pb::session_answer::Answer> + Send + 'static,
 {
-    let (tx, rx) = mpsc::unbounded_channel::<pb::SessionAnswer>();
+    // Each answer travels with its call's permit, given back once the answer is taken
+    // into a message for the transport.
+    let (tx, rx) = mpsc::unbounded_channel::<(pb::SessionAnswer, OwnedSemaphorePermit)>();
+    let room = Arc::new(Semaphore::new(IN_FLIGHT_MAX));
     tokio::spawn(async move {
         loop {
             match inbound.message().await {
                 Ok(Some(calls)) => {
                     for c in calls.calls {
                         let id = c.id;
+                        let Ok(permit) = room.clone().acquire_owned().await else { return };
                         // The client may be gone; its answers go nowhere.
                         let Some(call) = c.call else {
                             let refused = status_to_pb(&Status::invalid_argument("session call without a call"));
-                            let _ = tx.send(pb::SessionAnswer {
-                                id,
-                                answer: Some(pb::session_answer::Answer::Error(refused)),
-                            });
+                            let answer = Some(pb::session_answer::Answer::Error(refused));
+                            let _ = tx.send((pb::SessionAnswer { id, answer }, permit));
                             continue;
                         };
                         let (a, tx) = (answer(call), tx.clone());
                         tokio::spawn(async move {
-                            let _ = tx.send(pb::SessionAnswer { id, answer: Some(a.await) });
+                            let _ = tx.send((pb::SessionAnswer { id, answer: Some(a.await) }, permit));
                         });
                     }
                 }
@@ -105,7 +114,7 @@ where
     });
     futures::stream::unfold(rx, |mut rx| async move {
         let first = rx.recv().await?;
-        let answers = take_ready(first, &mut rx, |a| a.encoded_len());
+        let answers = take_ready(first, &mut rx, |(a, _)| a.encoded_len()).into_iter().map(|(a, _)| a).collect();
         Some((Ok(pb::SessionAnswers { answers }), rx))
     })
 }

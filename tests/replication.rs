@@ -261,6 +261,70 @@ async fn calls_multiplexed_on_one_session_each_get_their_own_answer() {
     assert!(answers.message().await.expect("clean end").is_none(), "the stream ends once the client closes its side");
 }
 
+/// A client that sends calls and never reads the answers is held to a bounded number of
+/// calls in flight (HTTP/2 flow control does the rest); once it reads, every call is
+/// answered. Without the bound the node would read every call and hold every answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_session_that_reads_no_answers_is_held_back_not_buffered() {
+    let node = common::start(1, &[]);
+    open_partition(&[&node], P, BASE).await;
+    let client = Client::new(vec![node.addr.clone()], ClientConfig::default());
+    client.create_table(P, "t").await.expect("create table");
+    // 64 KiB answers: the transport's windows (4 MiB a stream) hold a few dozen.
+    client.put(P, "t", b"big", &vec![7u8; 64 << 10]).await.expect("put");
+    let served = || async {
+        let mut admin = node.admin().await.expect("admin");
+        admin.status(pb::ReplicaStatusRequest { partition: P }).await.expect("status").into_inner().requests
+    };
+    let before = served().await;
+
+    let calls = 8 * weft::SESSION_IN_FLIGHT_MAX as u64;
+    let mut raw = pb::store_client::StoreClient::connect(format!("http://{}", node.addr))
+        .await
+        .expect("connect")
+        .max_decoding_message_size(64 << 20);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let sender = tokio::spawn(async move {
+        for batch in 0..calls / 256 {
+            let calls = (0..256)
+                .map(|i| {
+                    let header = pb::ReadHeader { partition: P, mode: pb::ReadMode::Stale as i32 };
+                    let get = pb::GetRequest { header: Some(header), table: "t".into(), key: b"big".to_vec().into() };
+                    pb::SessionCall { id: batch * 256 + i, call: Some(pb::session_call::Call::Get(get)) }
+                })
+                .collect();
+            if tx.send(pb::SessionCalls { calls }).await.is_err() {
+                break;
+            }
+        }
+        tx
+    });
+    let mut answers = raw.session(tokio_stream::wrappers::ReceiverStream::new(rx)).await.expect("session").into_inner();
+    // Unread, the node serves the bound, a message's worth and what the windows hold, no more.
+    let held = weft::SESSION_IN_FLIGHT_MAX as u64 + 256 + (16 << 20) / (64 << 10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < deadline {
+        let n = served().await - before;
+        assert!(n <= held, "{n} calls served for a client that read no answer (at most {held} expected)");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut got = 0u64;
+    while got < calls {
+        let m = answers.message().await.expect("answers").expect("the stream stays open");
+        for a in m.answers {
+            match a.answer {
+                Some(pb::session_answer::Answer::Get(g)) => {
+                    assert_eq!(g.record.map(|r| r.value.len()), Some(64 << 10), "call {}", a.id)
+                }
+                other => panic!("call {} answered with {other:?}", a.id),
+            }
+            got += 1;
+        }
+    }
+    drop(sender.await.expect("sender"));
+    assert!(answers.message().await.expect("clean end").is_none());
+}
+
 /// Sends a hand-made snapshot stream to a replica's raft service.
 async fn send_snapshot(addr: &str, chunks: Vec<pb::SnapshotChunk>) -> tonic::Status {
     let mut raft = pb::raft_client::RaftClient::connect(format!("http://{addr}")).await.expect("connect raft");
