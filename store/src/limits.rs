@@ -22,6 +22,9 @@ pub struct Limits {
     pub batch_bytes_max: usize,
     /// Largest page a scan or query returns.
     pub page_records_max: usize,
+    /// Record bytes (keys, values, attributes) past which a scan or query page ends early,
+    /// with a token for the rest: a page is never far over this, whatever its limit.
+    pub page_bytes_max: usize,
     /// Most indexes on one table.
     pub indexes_per_table_max: usize,
 }
@@ -37,6 +40,7 @@ impl Default for Limits {
             batch_ops_max: 10_000,
             batch_bytes_max: 32 * 1024 * 1024,
             page_records_max: 10_000,
+            page_bytes_max: 16 * 1024 * 1024,
             indexes_per_table_max: 16,
         }
     }

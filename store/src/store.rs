@@ -144,12 +144,12 @@ impl Store {
 
     /// One page of a key-range scan.
     pub fn scan(&self, table: &str, req: &Scan) -> Result<Page> {
-        self.table(table)?.scan(req, self.limits.page_records_max)
+        self.table(table)?.scan(req, self.limits.page_records_max, self.limits.page_bytes_max)
     }
 
     /// One page of an ordered-index query.
     pub fn query(&self, table: &str, req: &Query) -> Result<Page> {
-        self.table(table)?.query(req, self.limits.page_records_max)
+        self.table(table)?.query(req, self.limits.page_records_max, self.limits.page_bytes_max)
     }
 
     /// The `k` greatest records of an index, greatest first.

@@ -194,8 +194,9 @@ impl TableData {
             .ok_or_else(|| StoreError::IndexNotFound { table: self.name.to_string(), index: name.to_string() })
     }
 
-    /// One page of a key-range scan.
-    pub fn scan(&self, req: &Scan, page_max: usize) -> Result<Page> {
+    /// One page of a key-range scan: at most `req.limit` records, fewer once they pass
+    /// `bytes_max` (see [`take_page`]).
+    pub fn scan(&self, req: &Scan, page_max: usize, bytes_max: usize) -> Result<Page> {
         check_limit(req.limit, page_max)?;
         let fp = {
             let mut buf = b"scan".to_vec();
@@ -221,16 +222,16 @@ impl TableData {
             Bound::Excluded(b) => key.cmp(b.as_slice()) == if req.reverse { Ordering::Greater } else { Ordering::Less },
         };
         let mut iter = iter.map(|i| &i.rec).take_while(|r| within(r.key()));
-        let records: Vec<Arc<Record>> = iter.by_ref().take(req.limit).cloned().collect();
-        let next = match (records.len() == req.limit, records.last()) {
+        let (records, full) = take_page(&mut iter, req.limit, bytes_max);
+        let next = match (full, records.last()) {
             (true, Some(last)) if iter.next().is_some() => Some(token::encode(fp, last.key(), None)),
             _ => None,
         };
         Ok(Page { records, next })
     }
 
-    /// One page of an ordered-index query.
-    pub fn query(&self, req: &Query, page_max: usize) -> Result<Page> {
+    /// One page of an ordered-index query, bounded as [`TableData::scan`] is.
+    pub fn query(&self, req: &Query, page_max: usize, bytes_max: usize) -> Result<Page> {
         check_limit(req.limit, page_max)?;
         let index = self.index(&req.index)?;
         let IndexBody::Ordered(tree) = &index.body else {
@@ -292,8 +293,8 @@ impl TableData {
             }
         };
         let mut iter = iter.take_while(|i| within(i));
-        let records: Vec<Arc<Record>> = iter.by_ref().take(req.limit).map(|i| i.rec.clone()).collect();
-        let next = match (records.len() == req.limit, records.last()) {
+        let (records, full) = take_page(&mut iter.by_ref().map(|i| &i.rec), req.limit, bytes_max);
+        let next = match (full, records.last()) {
             (true, Some(last)) if iter.next().is_some() => Some(token::encode(fp, last.key(), last.attr(attr))),
             _ => None,
         };
@@ -322,6 +323,24 @@ impl TableData {
             }
         }
     }
+}
+
+/// Up to `limit` records from `iter`, fewer once their bytes reach `bytes_max` (the first
+/// always goes, so a page is at most one record over). Returns them and whether the page
+/// stopped full, before `iter` ran out: only then may more follow.
+fn take_page<'a>(
+    iter: &mut impl Iterator<Item = &'a Arc<Record>>,
+    limit: usize,
+    bytes_max: usize,
+) -> (Vec<Arc<Record>>, bool) {
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    while out.len() < limit && (out.is_empty() || bytes < bytes_max) {
+        let Some(r) = iter.next() else { return (out, false) };
+        bytes += r.heap_bytes();
+        out.push(r.clone());
+    }
+    (out, true)
 }
 
 fn check_limit(limit: usize, page_max: usize) -> Result<()> {

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 
-use crate::{Condition, IndexDef, LoadRecord, Op, Query, Record, Scalar, Scan, Store, StoreError, StoreSnapshot};
+use crate::{
+    Condition, IndexDef, Limits, LoadRecord, Op, Page, Query, Record, Scalar, Scan, Store, StoreError, StoreSnapshot,
+};
 
 #[derive(Clone, Debug, PartialEq)]
 struct M {
@@ -163,9 +165,28 @@ fn check_store(store: &Store, model: &Model, live: &[bool; 4]) -> Result<(), Tes
 }
 
 fn new_store() -> Store {
-    let mut s = Store::default();
+    new_store_paged(Limits::default().page_bytes_max)
+}
+
+/// A store whose pages end once their records pass `page_bytes` bytes.
+fn new_store_paged(page_bytes: usize) -> Store {
+    let mut s = Store::new(Limits { page_bytes_max: page_bytes, ..Limits::default() });
     s.create_table(T).ok();
     s
+}
+
+/// A page holds at most `limit` records and goes past the store's byte bound by its last
+/// record at most.
+fn check_page(store: &Store, page: &Page, limit: usize) -> Result<(), StoreError> {
+    let bytes: Vec<usize> = page.records.iter().map(|r| r.heap_bytes()).collect();
+    let before_last: usize = bytes.iter().rev().skip(1).sum();
+    assert!(page.records.len() <= limit, "{} records in a page of {limit}", page.records.len());
+    assert!(
+        bytes.len() <= 1 || before_last < store.limits().page_bytes_max,
+        "a page of {bytes:?} bytes under a bound of {}",
+        store.limits().page_bytes_max
+    );
+    Ok(())
 }
 
 fn create_indexes(store: &mut Store, live: &mut [bool; 4]) {
@@ -183,6 +204,7 @@ fn scan_all(store: &Store, mut req: Scan) -> Result<Vec<Vec<u8>>, StoreError> {
     let mut out = Vec::new();
     loop {
         let page = store.scan(T, &req)?;
+        check_page(store, &page, req.limit)?;
         out.extend(keys(&page.records));
         match page.next {
             Some(t) => req.token = Some(t),
@@ -195,6 +217,7 @@ fn query_all(store: &Store, mut req: Query) -> Result<Vec<Vec<u8>>, StoreError> 
     let mut out = Vec::new();
     loop {
         let page = store.query(T, &req)?;
+        check_page(store, &page, req.limit)?;
         out.extend(keys(&page.records));
         match page.next {
             Some(t) => req.token = Some(t),
@@ -300,8 +323,9 @@ proptest! {
     /// Paged key scans, any bounds, direction and page size, return exactly the model's range.
     #[test]
     fn scans_page_like_the_model(ops in proptest::collection::vec(write_op(), 0..80),
-                                 lo in key_bound(), hi in key_bound(), reverse: bool, limit in 1usize..6) {
-        let mut store = new_store();
+                                 lo in key_bound(), hi in key_bound(), reverse: bool, limit in 1usize..6,
+                                 page_bytes in 1usize..600) {
+        let mut store = new_store_paged(page_bytes);
         let mut model = Model::new();
         for op in &ops {
             let op = op.clone().with_condition(Condition::None);
@@ -321,8 +345,8 @@ proptest! {
     #[test]
     fn queries_page_like_the_model(ops in proptest::collection::vec(write_op(), 0..80),
                                    lo in scalar_bound(), hi in scalar_bound(), reverse: bool,
-                                   limit in 1usize..6, k in 0usize..8, late: bool) {
-        let mut store = new_store();
+                                   limit in 1usize..6, k in 0usize..8, late: bool, page_bytes in 1usize..600) {
+        let mut store = new_store_paged(page_bytes);
         let mut live = [false; 4];
         if !late {
             create_indexes(&mut store, &mut live);
