@@ -164,7 +164,8 @@ async fn operator_story_placement_drain_moves_and_node_loss() {
     assert!(!ok && err.contains("no service t"), "an unknown service is an error, not an empty table: {err}");
     let created = ctl_json(&ep, &["create-service", "t", "--partitions", "4"]);
     assert!(created["lines"][0].as_str().unwrap_or("").contains("4 partitions x 4 replicas"), "{created}");
-    // Read at once: the call waits until the service's partitions are created.
+    // Read at once, as a user would. The window this could fall into (a group elected
+    // before its table exists) is narrow; `routing::tests` pins the waiting itself.
     let (ok, _, err) = weft(&["kv", "--endpoint", &ep, "get", "--service", "t", "key-0"]);
     assert!(!ok && err.trim_end() == "weft: not found: key-0", "{err}");
     let ps = wait_healthy(&ep, "service t placed", |_| true).await;

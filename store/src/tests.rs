@@ -177,7 +177,7 @@ fn new_store_paged(page_bytes: usize) -> Store {
 
 /// A page holds at most `limit` records and goes past the store's byte bound by its last
 /// record at most.
-fn check_page(store: &Store, page: &Page, limit: usize) -> Result<(), StoreError> {
+fn check_page(store: &Store, page: &Page, limit: usize) {
     let bytes: Vec<usize> = page.records.iter().map(|r| r.heap_bytes()).collect();
     let before_last: usize = bytes.iter().rev().skip(1).sum();
     assert!(page.records.len() <= limit, "{} records in a page of {limit}", page.records.len());
@@ -186,7 +186,6 @@ fn check_page(store: &Store, page: &Page, limit: usize) -> Result<(), StoreError
         "a page of {bytes:?} bytes under a bound of {}",
         store.limits().page_bytes_max
     );
-    Ok(())
 }
 
 fn create_indexes(store: &mut Store, live: &mut [bool; 4]) {
@@ -204,7 +203,7 @@ fn scan_all(store: &Store, mut req: Scan) -> Result<Vec<Vec<u8>>, StoreError> {
     let mut out = Vec::new();
     loop {
         let page = store.scan(T, &req)?;
-        check_page(store, &page, req.limit)?;
+        check_page(store, &page, req.limit);
         out.extend(keys(&page.records));
         match page.next {
             Some(t) => req.token = Some(t),
@@ -217,7 +216,7 @@ fn query_all(store: &Store, mut req: Query) -> Result<Vec<Vec<u8>>, StoreError> 
     let mut out = Vec::new();
     loop {
         let page = store.query(T, &req)?;
-        check_page(store, &page, req.limit)?;
+        check_page(store, &page, req.limit);
         out.extend(keys(&page.records));
         match page.next {
             Some(t) => req.token = Some(t),
