@@ -1,7 +1,8 @@
 //! Durable log mode on real `weft node` processes: a whole cluster SIGKILLed under load
 //! comes back from its own disks with every acknowledged write, a torn WAL tail is cut on
 //! restart, and corruption in the middle of a WAL stops the node with an error naming the
-//! file.
+//! file. The first read after such a restart already sees the last write acknowledged
+//! before the kill.
 
 mod common;
 
@@ -174,4 +175,87 @@ async fn whole_cluster_kill_loses_no_acknowledged_write() {
     let err = String::from_utf8_lossy(&out.stderr);
     let name = segment.file_name().and_then(|n| n.to_str()).expect("segment name");
     assert!(err.contains(name) && err.contains("corrupt"), "the error names the corrupt file: {err}");
+}
+
+/// A whole cluster killed under load, then restarted primary first: the first
+/// linearizable reads must return the last write acknowledged before the kill, or a later
+/// one. The primary's state machine is memory only and rebuilt from the log up to the
+/// committed index it last persisted, which under load trails the acknowledged writes; it
+/// may serve reads only once the group has told it what was committed. (openraft's leader
+/// restore let the old primary resume its term from that stale committed index and answer
+/// reads from a state without the last writes: seen in `tests/chaos.rs`, seed 1, durable;
+/// this test failed within three rounds in three runs out of three.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_first_reads_after_a_whole_cluster_kill_see_every_acknowledged_write() {
+    const ROUNDS: u32 = 8;
+    const WRITERS: usize = 8;
+    // Large values keep the primary's WAL busy, so its persisted committed index trails.
+    const PAD: usize = 16 << 10;
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("temp dir")).collect();
+    let mut nodes: Vec<LocalNode> = (1..=3)
+        .map(|i| {
+            let dir = dirs[i as usize - 1].path().to_str().expect("utf-8 temp path");
+            common::start(i, &["--durable", "--data-dir", dir])
+        })
+        .collect();
+    let group: Vec<&LocalNode> = nodes.iter().collect();
+    open_partition(&group, P, BASE).await;
+    let endpoints: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    Client::new(endpoints.clone(), ClientConfig::default()).create_table(P, "t").await.expect("create table");
+    let key = |w: usize| format!("w{w}");
+    for round in 0..ROUNDS {
+        let group: Vec<&LocalNode> = nodes.iter().collect();
+        let leader = primary(&group, P).await;
+        // Each writer counts up its own key; `acked[w]` is its last acknowledged count.
+        let acked = Arc::new(Mutex::new(vec![0u64; WRITERS]));
+        let client = Client::new(endpoints.clone(), ClientConfig::default());
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let (client, acked) = (client.clone(), acked.clone());
+                tokio::spawn(async move {
+                    for i in 1u64.. {
+                        let mut value = i.to_be_bytes().to_vec();
+                        value.resize(PAD, 0);
+                        if client.put(P, "t", key(w).as_bytes(), &value).await.is_ok() {
+                            acked.lock()[w] = i;
+                        }
+                    }
+                })
+            })
+            .collect();
+        wait_for(Duration::from_secs(20), "every writer to be acknowledged", || async {
+            acked.lock().iter().all(|&n| n > 20).then_some(())
+        })
+        .await;
+        for n in nodes.iter_mut() {
+            n.kill();
+        }
+        for w in writers {
+            w.abort();
+        }
+        let acked = acked.lock().clone();
+        // The primary first, the reads on their way while the secondaries start: the
+        // window in which a primary that resumed its term has not heard from them yet.
+        nodes.sort_by_key(|n| n.id + BASE != leader);
+        nodes[0].restart().expect("restart the primary");
+        let reader = Client::new(endpoints.clone(), ClientConfig::default());
+        let reads: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let reader = reader.clone();
+                tokio::spawn(async move { reader.get(P, "t", key(w).as_bytes(), ReadMode::Linearizable).await })
+            })
+            .collect();
+        for n in nodes.iter_mut().skip(1) {
+            n.restart().expect("restart a secondary");
+        }
+        for (w, read) in reads.into_iter().enumerate() {
+            let got = read.await.expect("read task").expect("read after the restart");
+            let got = got.and_then(|r| <[u8; 8]>::try_from(r.value.get(..8)?).ok()).map(u64::from_be_bytes);
+            assert!(
+                got.is_some_and(|n| n >= acked[w]),
+                "round {round}, writer {w}: read {got:?} after the restart, but {} was acknowledged",
+                acked[w]
+            );
+        }
+    }
 }

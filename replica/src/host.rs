@@ -112,6 +112,14 @@ impl RaftSettings {
             max_payload_entries: self.max_payload_entries,
             replication_lag_threshold: LEARNER_LAG_ENTRIES_MAX,
             enable_pre_vote: Some(true),
+            // A restarted primary must win an election (and commit a new term's blank entry)
+            // before it serves anything. openraft's default lets it resume its old term at
+            // once, with the committed index it last persisted; that index is written behind
+            // the acknowledgements (`save_committed` is a hint, not synced before replying)
+            // and the state machine is memory only, so a resumed primary answered
+            // linearizable reads from a state that lacked writes acknowledged before a
+            // whole-cluster kill (`tests/durable.rs`; openraft documents the hazard).
+            enable_leader_restore: Some(false),
             install_snapshot_timeout: 10_000,
             ..Default::default()
         }
