@@ -18,7 +18,7 @@ use crate::index::IndexDef;
 use crate::limits::{Limits, check, check_name};
 use crate::record::Record;
 use crate::scalar::Scalar;
-use crate::table::{KeyItem, Page, Query, Scan, Table, TableSnapshot};
+use crate::table::{KeyItem, Page, Query, Scan, Table, TableSnapshot, take_page};
 
 /// A record to bulk-load, as a snapshot or backup stream delivers it.
 #[derive(Clone, Debug)]
@@ -152,10 +152,22 @@ impl Store {
         self.table(table)?.query(req, self.limits.page_records_max, self.limits.page_bytes_max)
     }
 
-    /// The `k` greatest records of an index, greatest first.
+    /// The `k` greatest records of an index, greatest first. It has no token to continue
+    /// with, so an answer larger than a scan page may be (`page_bytes_max`, passed by at
+    /// most its last record) is refused with [`StoreError::LimitExceeded`]: ask for fewer.
     pub fn top_k(&self, table: &str, index: &str, k: usize) -> Result<Vec<Arc<Record>>> {
         check("top-k count", k, self.limits.page_records_max)?;
-        self.table(table)?.top_k(index, k)
+        let top = self.table(table)?.top_k(index, k)?;
+        let (page, _) = take_page(&mut top.iter(), k, self.limits.page_bytes_max);
+        if page.len() < top.len() {
+            let actual = top.iter().map(|r| r.heap_bytes()).sum();
+            return Err(StoreError::LimitExceeded {
+                what: "top-k answer bytes",
+                actual,
+                limit: self.limits.page_bytes_max,
+            });
+        }
+        Ok(top)
     }
 
     /// Number of records in a table.

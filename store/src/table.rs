@@ -328,7 +328,7 @@ impl TableData {
 /// Up to `limit` records from `iter`, fewer once their bytes reach `bytes_max` (the first
 /// always goes, so a page is at most one record over). Returns them and whether the page
 /// stopped full, before `iter` ran out: only then may more follow.
-fn take_page<'a>(
+pub(crate) fn take_page<'a>(
     iter: &mut impl Iterator<Item = &'a Arc<Record>>,
     limit: usize,
     bytes_max: usize,

@@ -340,7 +340,8 @@ proptest! {
     }
 
     /// Paged index queries return exactly the sorted model's range, both directions;
-    /// top-k agrees with the sorted model for both index kinds.
+    /// top-k agrees with the sorted model for both index kinds, and is refused exactly when
+    /// its answer is larger than a page may be.
     #[test]
     fn queries_page_like_the_model(ops in proptest::collection::vec(write_op(), 0..80),
                                    lo in scalar_bound(), hi in scalar_bound(), reverse: bool,
@@ -368,7 +369,18 @@ proptest! {
         prop_assert_eq!(query_all(&store, req).ok(), Some(want));
         for (name, attr, _) in INDEXES {
             let want: Vec<Vec<u8>> = model_index(&model, attr).into_iter().rev().take(k).map(|(_, k)| k).collect();
-            prop_assert_eq!(store.top_k(T, name, k).ok().map(|r| keys(&r)), Some(want.clone()));
+            // Refused when a page would have ended before its last record.
+            let bytes: Vec<usize> = want.iter().filter_map(|k| store.get(T, k).ok().flatten()).map(|r| r.heap_bytes()).collect();
+            prop_assert_eq!(bytes.len(), want.len());
+            let fits = bytes.iter().rev().skip(1).sum::<usize>() < page_bytes || bytes.len() <= 1;
+            match store.top_k(T, name, k) {
+                Ok(r) => prop_assert!(fits && keys(&r) == want, "top-k {:?}, want {:?} (fits {})", keys(&r), want, fits),
+                Err(StoreError::LimitExceeded { what: "top-k answer bytes", actual, limit }) => {
+                    prop_assert!(!fits, "refused although it fits: {:?} bytes, bound {}", bytes, page_bytes);
+                    prop_assert_eq!((actual, limit), (bytes.iter().sum::<usize>(), page_bytes));
+                }
+                Err(e) => prop_assert!(false, "top-k failed: {}", e),
+            }
             let snap = store.snapshot();
             let t = snap.table(T).ok_or_else(|| TestCaseError::fail("table missing"))?;
             prop_assert_eq!(t.top_k(name, k).ok().map(|r| keys(&r)), Some(want));
