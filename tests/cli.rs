@@ -1,22 +1,17 @@
 //! End-to-end checks of the `weft` binary as a process: the engine benchmark's JSON
 //! contract, and clear one-line errors with a non-zero exit on bad input.
 
-use std::process::Command;
+mod common;
 
-fn weft(args: &[&str]) -> std::process::Output {
-    match Command::new(env!("CARGO_BIN_EXE_weft")).args(args).output() {
-        Ok(out) => out,
-        Err(e) => panic!("could not start weft: {e}"),
-    }
-}
+use common::weft;
 
 #[test]
 fn bench_engine_json_has_every_field() {
-    let out = weft(&["bench", "engine", "--records", "20000", "--runs", "1", "--json"]);
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = match serde_json::from_slice(&out.stdout) {
+    let (ok, out, err) = weft(&["bench", "engine", "--records", "20000", "--runs", "1", "--json"]);
+    assert!(ok, "stderr: {err}");
+    let v: serde_json::Value = match serde_json::from_str(&out) {
         Ok(v) => v,
-        Err(e) => panic!("stdout is not one JSON document ({e}): {}", String::from_utf8_lossy(&out.stdout)),
+        Err(e) => panic!("stdout is not one JSON document ({e}): {out}"),
     };
     assert_eq!(v["records"], 20000);
     for field in [
@@ -46,12 +41,11 @@ fn bench_engine_json_has_every_field() {
 
 #[test]
 fn bad_input_is_a_one_line_error() {
-    let out = weft(&["bench", "engine", "--records", "10", "--runs", "1"]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (ok, out, err) = weft(&["bench", "engine", "--records", "10", "--runs", "1"]);
+    assert!(!ok);
     assert_eq!(err.trim_end().lines().count(), 1, "stderr: {err}");
     assert!(err.contains("--records"), "the error names the bad flag: {err}");
-    assert!(out.stdout.is_empty());
+    assert!(out.is_empty());
 }
 
 #[test]
@@ -60,9 +54,8 @@ fn node_flags_it_cannot_honour_are_refused_by_name() {
     for (flag, extra) in [("--durable", None), ("--down-grace", Some("--down-grace=-1"))] {
         let mut args = vec!["node", "--id", "1", "--listen", "127.0.0.1:0"];
         args.push(extra.unwrap_or(flag));
-        let out = weft(&args);
-        assert!(!out.status.success(), "{flag} was accepted");
-        let err = String::from_utf8_lossy(&out.stderr);
+        let (ok, _, err) = weft(&args);
+        assert!(!ok, "{flag} was accepted");
         assert_eq!(err.trim_end().lines().count(), 1, "stderr: {err}");
         assert!(err.contains(flag), "the error names {flag}: {err}");
     }
@@ -77,19 +70,18 @@ fn node_ids_and_domain_names_that_mean_nothing_are_refused() {
             args.extend(["--id", "1"]);
         }
         args.extend([flag, value]);
-        let out = weft(&args);
-        assert!(!out.status.success(), "{flag} {value:?} was accepted");
-        let err = String::from_utf8_lossy(&out.stderr);
+        let (ok, _, err) = weft(&args);
+        assert!(!ok, "{flag} {value:?} was accepted");
         assert!(err.lines().next().is_some_and(|l| l.contains(flag)), "the error names {flag}: {err}");
     }
 }
 
 #[test]
 fn sim_upgrade_json_has_every_field_and_careful_keeps_quorum() {
-    let out =
+    let (ok, out, err) =
         weft(&["sim", "upgrade", "--nodes", "20", "--uds", "5", "--replicas", "4", "--partitions", "100", "--json"]);
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert!(ok, "stderr: {err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
     for field in [
         "peak_replicas_per_node",
         "baseline_replicas_per_node",
@@ -103,16 +95,15 @@ fn sim_upgrade_json_has_every_field_and_careful_keeps_quorum() {
     assert_eq!(v["quorum_loss_events"], 0, "{v}");
     assert!(v["refused_at"].is_null() && v["blocked_stand_ins"] == 0, "the walk had room and finished: {v}");
     assert!(v["peak_density_ratio"].as_f64().is_some_and(|r| r >= 1.2), "one UD of five down costs 1.25x: {v}");
-    let bad = weft(&["sim", "upgrade", "--nodes", "3", "--uds", "3", "--replicas", "4", "--partitions", "1"]);
-    assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("no node can take"), "a clear reason");
+    let (ok, _, err) = weft(&["sim", "upgrade", "--nodes", "3", "--uds", "3", "--replicas", "4", "--partitions", "1"]);
+    assert!(!ok);
+    assert!(err.contains("no node can take"), "a clear reason: {err}");
 }
 
 #[test]
 fn a_playground_too_small_for_its_replicas_is_refused_before_starting() {
-    let out = weft(&["playground", "--nodes", "2", "--base-port", "7950"]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (ok, _, err) = weft(&["playground", "--nodes", "2", "--base-port", "7950"]);
+    assert!(!ok);
     assert_eq!(err.trim_end().lines().count(), 1, "refused before any node starts: {err}");
     assert!(err.contains("--replicas 4") && err.contains("--nodes is 2"), "{err}");
 }

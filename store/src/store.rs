@@ -18,7 +18,7 @@ use crate::index::IndexDef;
 use crate::limits::{Limits, check, check_name};
 use crate::record::Record;
 use crate::scalar::Scalar;
-use crate::table::{KeyItem, Page, Query, Scan, Table, TableSnapshot, take_page};
+use crate::table::{KeyItem, Page, Query, Scan, Table, TableSnapshot, page_takes_more};
 
 /// A record to bulk-load, as a snapshot or backup stream delivers it.
 #[derive(Clone, Debug)]
@@ -158,14 +158,12 @@ impl Store {
     pub fn top_k(&self, table: &str, index: &str, k: usize) -> Result<Vec<Arc<Record>>> {
         check("top-k count", k, self.limits.page_records_max)?;
         let top = self.table(table)?.top_k(index, k)?;
-        let (page, _) = take_page(&mut top.iter(), k, self.limits.page_bytes_max);
-        if page.len() < top.len() {
-            let actual = top.iter().map(|r| r.heap_bytes()).sum();
-            return Err(StoreError::LimitExceeded {
-                what: "top-k answer bytes",
-                actual,
-                limit: self.limits.page_bytes_max,
-            });
+        let sizes = top.iter().map(|r| r.heap_bytes());
+        let (total, last) = sizes.fold((0, 0), |(total, _), b| (total + b, b));
+        let limit = self.limits.page_bytes_max;
+        // Running totals only grow: a page that would take the last record takes them all.
+        if !page_takes_more(top.len().saturating_sub(1), total - last, limit) {
+            return Err(StoreError::LimitExceeded { what: "top-k answer bytes", actual: total, limit });
         }
         Ok(top)
     }

@@ -328,19 +328,25 @@ impl TableData {
 /// Up to `limit` records from `iter`, fewer once their bytes reach `bytes_max` (the first
 /// always goes, so a page is at most one record over). Returns them and whether the page
 /// stopped full, before `iter` ran out: only then may more follow.
-pub(crate) fn take_page<'a>(
+fn take_page<'a>(
     iter: &mut impl Iterator<Item = &'a Arc<Record>>,
     limit: usize,
     bytes_max: usize,
 ) -> (Vec<Arc<Record>>, bool) {
     let mut out = Vec::new();
     let mut bytes = 0;
-    while out.len() < limit && (out.is_empty() || bytes < bytes_max) {
+    while out.len() < limit && page_takes_more(out.len(), bytes, bytes_max) {
         let Some(r) = iter.next() else { return (out, false) };
         bytes += r.heap_bytes();
         out.push(r.clone());
     }
     (out, true)
+}
+
+/// Whether a page that holds `taken` records of `bytes` bytes takes another under the
+/// byte bound: the first record always, the next ones while the page is under it.
+pub(crate) fn page_takes_more(taken: usize, bytes: usize, bytes_max: usize) -> bool {
+    taken == 0 || bytes < bytes_max
 }
 
 fn check_limit(limit: usize, page_max: usize) -> Result<()> {
