@@ -1,0 +1,122 @@
+//! The calling side: channels to nodes over TLS with the newest credentials, and the bearer
+//! token a client without a certificate presents.
+//!
+//! A secure channel is a tonic `Channel` over a custom connector that opens TCP, sets
+//! `TCP_NODELAY` and runs the TLS handshake with whatever client configuration the
+//! [`Credentials`] hold at that moment, so a rotated certificate is used from the next
+//! connection on. The URI stays `http://`: the connector has already made the stream
+//! secure, and tonic speaks HTTP/2 over it. The node's certificate is checked against the
+//! cluster CA and the address dialled (an IP address or a DNS name).
+
+use std::io;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::credentials::Credentials;
+
+/// How a client reaches nodes.
+#[derive(Clone, Debug, Default)]
+pub struct ClientSecurity {
+    /// TLS credentials; `None` connects in plaintext (to `--insecure` nodes).
+    pub tls: Option<Arc<Credentials>>,
+    /// A bearer token to present (with TLS, for a client without a certificate).
+    pub token: Option<Arc<str>>,
+}
+
+impl ClientSecurity {
+    /// Plaintext, no identity: what `--insecure` nodes expect.
+    pub fn insecure() -> Self {
+        ClientSecurity::default()
+    }
+
+    /// TLS with `creds`.
+    pub fn tls(creds: Arc<Credentials>) -> Self {
+        ClientSecurity { tls: Some(creds), token: None }
+    }
+
+    /// The same, presenting `token` on every call.
+    pub fn with_token(mut self, token: impl Into<Arc<str>>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// A lazily connecting channel to `endpoint` (an `http://host:port` endpoint whose other
+    /// settings the caller chose), secured as configured.
+    pub fn connect_lazy(&self, endpoint: Endpoint, connect_timeout: Duration) -> Channel {
+        match &self.tls {
+            None => endpoint.connect_timeout(connect_timeout).connect_lazy(),
+            Some(creds) => endpoint
+                .connect_timeout(connect_timeout)
+                .connect_with_connector_lazy(TlsConnector { creds: creds.clone() }),
+        }
+    }
+
+    /// The interceptor adding this client's token (if any) to every call.
+    pub fn interceptor(&self) -> Auth {
+        Auth { token: self.token.as_ref().and_then(|t| MetadataValue::try_from(format!("Bearer {t}")).ok()) }
+    }
+
+    /// `channel` with this client's token on every call.
+    pub fn wrap(&self, channel: Channel) -> AuthChannel {
+        InterceptedService::new(channel, self.interceptor())
+    }
+}
+
+/// A channel whose calls carry the client's token: what every weft client talks through.
+pub type AuthChannel = InterceptedService<Channel, Auth>;
+
+/// Adds `authorization: Bearer TOKEN` to every call when a token is configured.
+#[derive(Clone, Debug, Default)]
+pub struct Auth {
+    token: Option<AsciiMetadataValue>,
+}
+
+impl Interceptor for Auth {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(t) = &self.token {
+            req.metadata_mut().insert("authorization", t.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// Opens TCP and runs the TLS handshake with the credentials' current client configuration.
+#[derive(Clone, Debug)]
+pub struct TlsConnector {
+    creds: Arc<Credentials>,
+}
+
+impl tower::Service<Uri> for TlsConnector {
+    type Response = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
+    type Error = io::Error;
+    type Future = BoxFuture<'static, io::Result<Self::Response>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let config = self.creds.current().client.clone();
+        Box::pin(async move {
+            let host = uri.host().ok_or_else(|| io::Error::other(format!("{uri}: no host")))?;
+            let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+            let port = uri.port_u16().unwrap_or(443);
+            let name = ServerName::try_from(host.clone())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{host}: {e}")))?;
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?;
+            Ok(TokioIo::new(tls))
+        })
+    }
+}
