@@ -103,9 +103,14 @@ impl Manifest {
 
 /// Backs up `service` into a new directory under `dir`, named after the service and the
 /// time; returns that directory and its manifest.
-pub async fn backup(endpoints: &[String], service: &str, dir: &Path) -> Result<(PathBuf, Manifest), BackupError> {
+pub async fn backup(
+    config: &ClientConfig,
+    endpoints: &[String],
+    service: &str,
+    dir: &Path,
+) -> Result<(PathBuf, Manifest), BackupError> {
     let created_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-    let map = ServiceClient::fetch_map(endpoints, ClientConfig::default().deadline).await?;
+    let map = ServiceClient::fetch_map(config, endpoints, config.deadline).await?;
     let parts = view::partitions(&map, Some(service));
     if parts.is_empty() {
         return Err(RoutingError::NoService(service.into()).into());
@@ -113,7 +118,7 @@ pub async fn backup(endpoints: &[String], service: &str, dir: &Path) -> Result<(
     let out = dir.join(format!("{service}-{created_unix_ms}"));
     fs::create_dir_all(&out).map_err(io_err(&out))?;
     let nodes: Vec<String> = map.map.iter().flat_map(|m| m.nodes.values().map(|n| n.addr.clone())).collect();
-    let client = Client::new(nodes, ClientConfig::default());
+    let client = Client::new(nodes, config.clone());
     let mut files = Vec::with_capacity(parts.len());
     for p in &parts {
         let file = format!("part-{}.avro", p.index);
@@ -205,6 +210,7 @@ pub struct Restored {
 /// Restores the backup in directory `backup` into a new service `service` with `replicas`
 /// replicas per partition (0: the default).
 pub async fn restore(
+    config: &ClientConfig,
     endpoints: &[String],
     backup: &Path,
     service: &str,
@@ -224,20 +230,20 @@ pub async fn restore(
             )));
         }
     }
-    let map = ServiceClient::fetch_map(endpoints, ClientConfig::default().deadline).await?;
+    let map = ServiceClient::fetch_map(config, endpoints, config.deadline).await?;
     if map.map.as_ref().is_some_and(|m| m.services.contains_key(service)) {
         return Err(BackupError::Refused(format!("service {service} exists: restore into a new name")));
     }
     let up = view::nodes(&map).iter().filter(|n| n.state == "up").count();
     let count =
         u32::try_from(manifest.partitions.len()).map_err(|_| BackupError::Refused("too many partitions".into()))?;
-    crate::local::ready_service(endpoints, up, service, count, replicas, Duration::from_secs(60))
+    crate::local::ready_service(config, endpoints, up, service, count, replicas, Duration::from_secs(60))
         .await
         .map_err(|e| BackupError::Refused(e.to_string()))?;
-    let map = ServiceClient::fetch_map(endpoints, ClientConfig::default().deadline).await?;
+    let map = ServiceClient::fetch_map(config, endpoints, config.deadline).await?;
     let parts = view::partitions(&map, Some(service));
     let nodes: Vec<String> = map.map.iter().flat_map(|m| m.nodes.values().map(|n| n.addr.clone())).collect();
-    let client = Client::new(nodes, ClientConfig::default());
+    let client = Client::new(nodes, config.clone());
     let mut done = Restored { service: service.into(), partitions: 0, tables: 0, records: 0 };
     for p in &manifest.partitions {
         let target =

@@ -85,6 +85,13 @@ pub struct KvBenchArgs {
     /// Print one JSON object and nothing else on stdout.
     #[arg(long)]
     json: bool,
+    /// Local weft clusters run `--insecure` (plaintext, no authentication), to measure what
+    /// TLS costs; with --target both, etcd runs without TLS too.
+    #[arg(long)]
+    insecure: bool,
+    /// Credentials for --endpoints (a running secure cluster).
+    #[command(flatten)]
+    creds: crate::creds::ClientArgs,
 }
 
 const NO_ETCD: &str = "this weft was built without etcd support: benches/vs-etcd.sh builds it with --features etcd";
@@ -137,7 +144,8 @@ async fn remote(a: &KvBenchArgs) -> anyhow::Result<(Target, String)> {
         #[cfg(feature = "etcd")]
         return Ok((Target::etcd(&a.endpoints).await?, format!("etcd at {}", a.endpoints.join(","))));
     }
-    let map = ServiceClient::fetch_map(&a.endpoints, std::time::Duration::from_secs(10)).await?;
+    let config = a.creds.config()?;
+    let map = ServiceClient::fetch_map(&config, &a.endpoints, std::time::Duration::from_secs(10)).await?;
     if !map.map.as_ref().is_some_and(|m| m.services.contains_key(&a.service)) {
         bail!(
             "the cluster has no service {:?}: `weft ctl create-service {} --partitions 8` makes one",
@@ -145,7 +153,7 @@ async fn remote(a: &KvBenchArgs) -> anyhow::Result<(Target, String)> {
             a.service
         );
     }
-    Ok((Target::weft(a.endpoints.clone(), &a.service), format!("weft at {}", a.endpoints.join(","))))
+    Ok((Target::weft(a.endpoints.clone(), &a.service, config), format!("weft at {}", a.endpoints.join(","))))
 }
 
 /// One run on a local cluster started for it.
@@ -155,7 +163,8 @@ async fn local(a: &KvBenchArgs, cfg: &KvConfig, durable: bool) -> anyhow::Result
         return Ok(ycsb::clusters::run_etcd(&a.etcd_bin, a.members, durable, cfg, &a.workloads).await?.0);
     }
     let exe = std::env::current_exe().context("finding the weft binary")?;
-    Ok(ycsb::clusters::run_weft(&exe, a.members, durable, &a.service, a.partitions, cfg, &a.workloads).await?)
+    let tls = !a.insecure;
+    Ok(ycsb::clusters::run_weft(&exe, a.members, durable, tls, &a.service, a.partitions, cfg, &a.workloads).await?)
 }
 
 #[cfg(feature = "etcd")]
@@ -171,6 +180,7 @@ async fn versus(a: &KvBenchArgs, cfg: KvConfig, modes: &[bool]) -> anyhow::Resul
         durable: modes.to_vec(),
         kv: cfg,
         workloads: a.workloads.clone(),
+        tls: !a.insecure,
     };
     let report = ycsb::versus::versus(&vc).await?;
     if let Some(svg) = &a.svg {

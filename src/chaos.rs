@@ -22,7 +22,8 @@
 //! - `partition_one`, `partition_halves`, `partition_ring`: for 2 to 4 s, one node cut off
 //!   from the others; the nodes split in two (the larger half keeps a quorum); or a ring
 //!   in which each node reaches only its two neighbours. Links are cut inside each node's
-//!   transport (`NodeAdmin.CutLinks`), both directions; clients still reach every node,
+//!   transport (`Faults.CutLinks`, served because the nodes start with
+//!   `--fault-injection`), both directions; clients still reach every node,
 //!   so a cut-off primary that kept answering would show up as a stale read.
 //!
 //! After each fault heals, the schedule waits until the cluster manager reports every
@@ -51,9 +52,10 @@ use weft_proto::v1 as pb;
 
 use crate::client::{ClientConfig, ClientError};
 use crate::linearize::{self, Anomaly, Op, OpKind, Outcome};
-use crate::local::{LocalError, LocalNode, cluster_err, free_addrs, start_managed};
+use crate::local::{LocalError, LocalNode, Security, channel, cluster_err, free_addrs, start_managed};
 use crate::manager::{MAP_PARTITION, view};
 use crate::routing::{RoutingError, ServiceClient};
+use weft_security::AuthChannel;
 
 const SERVICE: &str = "chaos";
 const TABLE: &str = "default";
@@ -77,6 +79,9 @@ pub struct ChaosConfig {
     pub partitions: u32,
     /// Replicas per partition.
     pub replicas: u32,
+    /// TLS between the nodes and for the clients (as `root`); false starts `--insecure`
+    /// nodes.
+    pub tls: bool,
 }
 
 impl Default for ChaosConfig {
@@ -90,6 +95,7 @@ impl Default for ChaosConfig {
             keys: 16,
             partitions: 4,
             replicas: 4,
+            tls: true,
         }
     }
 }
@@ -158,15 +164,22 @@ struct Cluster {
     nodes: Vec<LocalNode>,
     endpoints: Vec<String>,
     seeds: usize,
+    /// How the clients and the schedule call the nodes: as `root`, an operator.
+    root: ClientConfig,
+    /// The certificates (removed after the nodes are killed, when the cluster drops).
+    _security: Security,
 }
 
 impl Cluster {
     fn start(exe: &Path, cfg: &ChaosConfig, data: Option<&Path>) -> Result<Cluster, ChaosError> {
         let addrs = free_addrs(cfg.nodes as usize)?;
         let seeds = addrs.len().min(3);
-        let extra = |_| vec!["--down-grace".into(), "2".into()];
-        let nodes = start_managed(exe, &addrs, addrs.len(), data, data.is_some(), extra)?;
-        Ok(Cluster { nodes, endpoints: addrs, seeds })
+        let security = Security::new(cfg.tls)?;
+        // Links are cut through the `Faults` service, which only this flag serves.
+        let extra = |_| vec!["--down-grace".into(), "2".into(), "--fault-injection".into()];
+        let nodes = start_managed(exe, &addrs, addrs.len(), data, data.is_some(), &security, extra)?;
+        let root = ClientConfig { security: security.root()?, ..client_config() };
+        Ok(Cluster { nodes, endpoints: addrs, seeds, root, _security: security })
     }
 
     /// Waits until every node is up in the map and every partition of the service is
@@ -181,7 +194,7 @@ impl Cluster {
         let deadline = Instant::now() + within;
         let mut last = String::from("no map yet");
         loop {
-            if let Ok(m) = ServiceClient::fetch_map(&self.endpoints, Duration::from_secs(2)).await {
+            if let Ok(m) = ServiceClient::fetch_map(&self.root, &self.endpoints, Duration::from_secs(2)).await {
                 let nodes = view::nodes(&m);
                 let parts = view::partitions(&m, Some(SERVICE));
                 let down: Vec<u64> = nodes
@@ -241,7 +254,7 @@ impl Cluster {
     async fn wait_walk(&self, within: Duration) -> Result<(), ChaosError> {
         let deadline = Instant::now() + within;
         loop {
-            if let Ok(m) = ServiceClient::fetch_map(&self.endpoints, Duration::from_secs(2)).await
+            if let Ok(m) = ServiceClient::fetch_map(&self.root, &self.endpoints, Duration::from_secs(2)).await
                 && m.map.as_ref().is_some_and(|m| m.upgrade.is_none())
             {
                 return Ok(());
@@ -255,7 +268,7 @@ impl Cluster {
 
     /// One partition, picked by `pick`, with its primary's node and a secondary's node.
     async fn partition(&self, pick: usize) -> Option<(u64, u64, u64)> {
-        let m = ServiceClient::fetch_map(&self.endpoints, Duration::from_secs(2)).await.ok()?;
+        let m = ServiceClient::fetch_map(&self.root, &self.endpoints, Duration::from_secs(2)).await.ok()?;
         let parts = view::partitions(&m, Some(SERVICE));
         let p = parts.get(pick % parts.len().max(1))?;
         let primary = p.replicas.iter().find(|r| r.role == "primary")?.node;
@@ -270,8 +283,8 @@ impl Cluster {
         for (i, node) in self.nodes.iter().enumerate() {
             let addrs: Vec<String> =
                 (0..self.nodes.len()).filter(|&j| j != i && !reach(i, j)).map(|j| self.endpoints[j].clone()).collect();
-            let mut admin = node.admin().await?;
-            admin.cut_links(pb::CutLinksRequest { addrs }).await.map_err(|s| cluster_err(s.message()))?;
+            let mut faults = pb::faults_client::FaultsClient::new(channel(&self.root.security, &node.addr)?);
+            faults.cut_links(pb::CutLinksRequest { addrs }).await.map_err(|s| cluster_err(s.message()))?;
         }
         Ok(())
     }
@@ -279,12 +292,12 @@ impl Cluster {
     /// Sends one operator command through node `via`; false if it was refused or failed.
     async fn ctl<F, Fut>(&self, via: usize, f: F) -> bool
     where
-        F: FnOnce(pb::cluster_client::ClusterClient<tonic::transport::Channel>) -> Fut,
+        F: FnOnce(pb::cluster_client::ClusterClient<AuthChannel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<pb::CtlResponse>, tonic::Status>>,
     {
         let endpoint = &self.endpoints[via % self.endpoints.len()];
         let call = async {
-            let c = pb::cluster_client::ClusterClient::connect(format!("http://{endpoint}")).await.ok()?;
+            let c = pb::cluster_client::ClusterClient::new(channel(&self.root.security, endpoint).ok()?);
             f(c).await.ok()
         };
         match tokio::time::timeout(Duration::from_secs(10), call).await {
@@ -328,8 +341,8 @@ fn client_config() -> ClientConfig {
 }
 
 /// One client: its own session, one operation at a time, until told to stop.
-async fn client(id: u64, endpoints: Vec<String>, keys: u64, seed: u64, rec: Arc<Recorder>) {
-    let svc = ServiceClient::new(endpoints, client_config());
+async fn client(id: u64, endpoints: Vec<String>, config: ClientConfig, keys: u64, seed: u64, rec: Arc<Recorder>) {
+    let svc = ServiceClient::new(endpoints, config);
     let mut rng = StdRng::seed_from_u64(seed ^ (id.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
     // What this client last saw of each key: the value and its record's version.
     let mut seen: HashMap<u64, Option<(u64, u64)>> = HashMap::new();
@@ -543,7 +556,7 @@ pub async fn run(exe: &Path, cfg: &ChaosConfig) -> Result<(ChaosReport, Vec<Op>)
     // Every node registered, then the service, then every partition whole.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let m = ServiceClient::fetch_map(&endpoints, Duration::from_secs(5)).await?;
+        let m = ServiceClient::fetch_map(&cluster.root, &endpoints, Duration::from_secs(5)).await?;
         if view::nodes(&m).iter().filter(|n| n.state == "up").count() as u64 == cfg.nodes {
             break;
         }
@@ -552,8 +565,7 @@ pub async fn run(exe: &Path, cfg: &ChaosConfig) -> Result<(ChaosReport, Vec<Op>)
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let mut c =
-        pb::cluster_client::ClusterClient::connect(format!("http://{}", endpoints[0])).await.map_err(cluster_err)?;
+    let mut c = pb::cluster_client::ClusterClient::new(channel(&cluster.root.security, &endpoints[0])?);
     let req = pb::CreateServiceRequest { name: SERVICE.into(), partitions: cfg.partitions, replicas: cfg.replicas };
     c.create_service(req).await.map_err(|s| cluster_err(s.message()))?;
     cluster.wait_whole(cfg.replicas as usize, Duration::from_secs(60)).await?;
@@ -565,7 +577,7 @@ pub async fn run(exe: &Path, cfg: &ChaosConfig) -> Result<(ChaosReport, Vec<Op>)
         stop: AtomicBool::new(false),
     });
     let tasks: Vec<_> = (0..cfg.clients as u64)
-        .map(|id| tokio::spawn(client(id, endpoints.clone(), cfg.keys, cfg.seed, rec.clone())))
+        .map(|id| tokio::spawn(client(id, endpoints.clone(), cluster.root.clone(), cfg.keys, cfg.seed, rec.clone())))
         .collect();
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let until = Instant::now() + Duration::from_secs_f64(cfg.seconds);
@@ -582,7 +594,8 @@ pub async fn run(exe: &Path, cfg: &ChaosConfig) -> Result<(ChaosReport, Vec<Op>)
     cluster.wait_whole(cfg.replicas as usize, Duration::from_secs(60)).await?;
 
     // One final linearizable read of every key, after everything else.
-    let reader = ServiceClient::new(endpoints, ClientConfig { deadline: Duration::from_secs(20), ..client_config() });
+    let reader =
+        ServiceClient::new(endpoints, ClientConfig { deadline: Duration::from_secs(20), ..cluster.root.clone() });
     let mut history = std::mem::take(&mut *rec.history.lock());
     let mut finals = HashMap::new();
     for key in 0..cfg.keys {

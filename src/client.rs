@@ -20,17 +20,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 use weft_proto::v1 as pb;
 use weft_proto::v1::store_client::StoreClient;
 use weft_replica::transport::{Peers, TransportConfig};
+use weft_security::{AuthChannel, ClientSecurity};
 
 use crate::session::Mux;
 
 /// One attempt's ways to reach a node: unary calls, and the node's session stream.
 pub(crate) struct Conn {
-    unary: StoreClient<Channel>,
+    unary: StoreClient<AuthChannel>,
     session: Mux,
 }
 
@@ -45,6 +45,9 @@ pub struct ClientConfig {
     pub backoff_min: Duration,
     /// Longest backoff between attempts.
     pub backoff_max: Duration,
+    /// TLS and identity (a client certificate or a bearer token); the default is plaintext
+    /// with no identity, which only `--insecure` nodes accept.
+    pub security: ClientSecurity,
 }
 
 impl Default for ClientConfig {
@@ -54,7 +57,15 @@ impl Default for ClientConfig {
             attempt_timeout: Duration::from_secs(3),
             backoff_min: Duration::from_millis(10),
             backoff_max: Duration::from_millis(100),
+            security: ClientSecurity::insecure(),
         }
+    }
+}
+
+impl ClientConfig {
+    /// The default settings with `security`.
+    pub fn secured(security: ClientSecurity) -> Self {
+        ClientConfig { security, ..ClientConfig::default() }
     }
 }
 
@@ -259,6 +270,22 @@ fn not_hosted(s: &Status) -> bool {
     s.code() == Code::NotFound && s.metadata().get(crate::NOT_HOSTED_KEY).is_some()
 }
 
+/// A status's message with its causes: a transport error says only "transport error" and
+/// keeps why (refused, a TLS alert, a certificate the node rejected) in its source chain.
+pub fn status_text(s: &Status) -> String {
+    let mut text = s.message().to_string();
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);
+    while let Some(c) = cause {
+        let t = c.to_string();
+        if !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 fn leader_hint(s: &Status) -> Option<String> {
     s.metadata().get(crate::LEADER_ADDR_KEY).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
@@ -269,7 +296,11 @@ impl Client {
         Client {
             inner: Arc::new(Inner {
                 endpoints: RwLock::new(Arc::new(endpoints)),
-                peers: Peers::new(TransportConfig { connect_timeout: Duration::from_secs(1), ..Default::default() }),
+                peers: Peers::new(TransportConfig {
+                    connect_timeout: Duration::from_secs(1),
+                    security: config.security.clone(),
+                    ..Default::default()
+                }),
                 primaries: Mutex::default(),
                 sessions: Mutex::default(),
                 client_id: rand::random::<u64>() | 1,
@@ -282,6 +313,11 @@ impl Client {
     /// This client's session id.
     pub fn client_id(&self) -> u64 {
         self.inner.client_id
+    }
+
+    /// Its channels to nodes, one per node, secured as its config says.
+    pub fn peers(&self) -> &Peers {
+        &self.inner.peers
     }
 
     /// Runs one call against the partition's primary (or, for stale reads, any replica),
@@ -345,7 +381,7 @@ impl Client {
                     return Ok(resp);
                 }
                 Err(s) if retryable(&s) => {
-                    let last = format!("{addr}: {}", s.message());
+                    let last = format!("{addr}: {}", status_text(&s));
                     let unhosted = not_hosted(&s);
                     if unhosted || no_answer(&s) {
                         not_hosted_at.insert(addr.clone());

@@ -15,13 +15,13 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use weft_proto::v1 as pb;
 
-use crate::client::{Client, ClientConfig, ClientError, ReadMode};
+use crate::client::{Client, ClientError, ReadMode};
 pub use crate::local::LocalError as BenchError;
-use crate::local::{LocalNode, cluster_err, open_partition, primary};
+use crate::local::{LocalNode, Security, cluster_err, open_partition, primary};
 
-fn start(id: u64, extra: &[&str]) -> Result<LocalNode, BenchError> {
+fn start(id: u64, extra: &[&str], security: &Security) -> Result<LocalNode, BenchError> {
     let exe = std::env::current_exe().map_err(|e| BenchError::Start { id, reason: e.to_string() })?;
-    LocalNode::start(&exe, id, extra)
+    LocalNode::start_secured(&exe, id, "127.0.0.1:0", extra, security)
 }
 
 const P: u64 = 1;
@@ -51,10 +51,14 @@ struct Cluster {
     procs: Vec<LocalNode>,
     client: Client,
     _data: Option<tempfile::TempDir>,
+    _security: Security,
 }
 
-/// Starts `n` nodes and one partition replicated on all of them; waits for a primary.
-async fn cluster(n: u64, mode: Mode) -> Result<Cluster, BenchError> {
+/// Starts `n` nodes (TLS unless `tls` is false) and one partition replicated on all of
+/// them; waits for a primary. The client acts as the harness (node 0): standalone nodes
+/// have no map, so no users.
+async fn cluster(n: u64, mode: Mode, tls: bool) -> Result<Cluster, BenchError> {
+    let security = Security::new(tls)?;
     let data = match mode {
         Mode::Volatile => None,
         Mode::Durable => Some(tempfile::tempdir().map_err(cluster_err)?),
@@ -67,13 +71,13 @@ async fn cluster(n: u64, mode: Mode) -> Result<Cluster, BenchError> {
             Some(d) => vec!["--durable", "--data-dir", d],
             None => Vec::new(),
         };
-        procs.push(start(id, &extra)?);
+        procs.push(start(id, &extra, &security)?);
     }
     open_partition(&procs.iter().collect::<Vec<_>>(), P, 100).await?;
-    let client = Client::new(procs.iter().map(|p| p.addr.clone()).collect(), ClientConfig::default());
+    let client = Client::new(procs.iter().map(|p| p.addr.clone()).collect(), security.harness_config()?);
     // The first write waits (with the client's retries) for an elected primary.
     client.create_table(P, "bench").await.map_err(cluster_err)?;
-    Ok(Cluster { procs, client, _data: data })
+    Ok(Cluster { procs, client, _data: data, _security: security })
 }
 
 /// The value at quantile `q` of ascending `sorted` (0 when empty).
@@ -90,6 +94,8 @@ pub fn percentile(sorted: &[f64], q: f64) -> f64 {
 pub struct ReplicationReport {
     /// Log mode.
     pub mode: &'static str,
+    /// Whether the nodes and the client spoke TLS.
+    pub tls: bool,
     /// Replicas in the partition.
     pub replicas: u64,
     /// Concurrent clients.
@@ -115,8 +121,9 @@ pub async fn replication(
     clients: usize,
     seconds: f64,
     mode: Mode,
+    tls: bool,
 ) -> Result<ReplicationReport, BenchError> {
-    let Cluster { procs: _procs, client, _data } = cluster(replicas, mode).await?;
+    let Cluster { procs: _procs, client, _data, _security } = cluster(replicas, mode, tls).await?;
     let value = vec![7u8; 100];
     // Warm up the connections and the primary cache.
     client.put(P, "bench", b"warmup", &value).await.map_err(cluster_err)?;
@@ -149,6 +156,7 @@ pub async fn replication(
     lat.sort_by(f64::total_cmp);
     Ok(ReplicationReport {
         mode: mode.name(),
+        tls,
         replicas,
         clients,
         seconds: elapsed,
@@ -177,11 +185,11 @@ pub struct FailoverReport {
 
 /// Kills the primary's process under a steady write load, `trials` times, each on a fresh
 /// 4-node cluster; measures the longest write gap and checks every acknowledged write.
-pub async fn failover(trials: usize) -> Result<FailoverReport, BenchError> {
+pub async fn failover(trials: usize, tls: bool) -> Result<FailoverReport, BenchError> {
     let mut gaps = Vec::new();
     let mut lost = 0u64;
     for _ in 0..trials {
-        let Cluster { mut procs, client, _data } = cluster(4, Mode::Volatile).await?;
+        let Cluster { mut procs, client, _data, _security } = cluster(4, Mode::Volatile, tls).await?;
         let acked: Arc<Mutex<BTreeMap<Vec<u8>, Instant>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let writers: Vec<_> = (0..8)
@@ -271,11 +279,12 @@ fn rebuild_record(i: u64) -> (Vec<u8>, Vec<u8>) {
 
 /// Loads about `mib` MiB of records into a single-replica partition, then builds a second
 /// replica from a snapshot over loopback gRPC and times it.
-pub async fn rebuild(mib: u64) -> Result<RebuildReport, BenchError> {
+pub async fn rebuild(mib: u64, tls: bool) -> Result<RebuildReport, BenchError> {
     let snap = ["--snapshot-every", "50", "--keep-behind-snapshot", "5"];
-    let (a, b) = (start(1, &snap)?, start(2, &snap)?);
+    let security = Security::new(tls)?;
+    let (a, b) = (start(1, &snap, &security)?, start(2, &snap, &security)?);
     open_partition(&[&a], P, 100).await?;
-    let client = Client::new(vec![a.addr.clone()], ClientConfig::default());
+    let client = Client::new(vec![a.addr.clone()], security.harness_config()?);
     client.create_table(P, "bench").await.map_err(cluster_err)?;
     // ~140 bytes of stream per record (16-byte key, 100-byte value, framing).
     let records = (mib << 20) / 140;

@@ -4,13 +4,14 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Args, Subcommand};
-use tonic::transport::Channel;
+use weft::client::ClientConfig;
 use weft::manager::view;
 use weft::proto as pb;
 use weft::proto::cluster_client::ClusterClient;
 use weft::routing::ServiceClient;
+use weft_security::AuthChannel;
 
 #[derive(Args)]
 pub struct CtlArgs {
@@ -20,6 +21,8 @@ pub struct CtlArgs {
     /// Print one JSON document and nothing else on stdout.
     #[arg(long, global = true)]
     json: bool,
+    #[command(flatten)]
+    creds: crate::creds::ClientArgs,
     #[command(subcommand)]
     cmd: Ctl,
 }
@@ -139,6 +142,27 @@ enum Ctl {
         #[arg(long)]
         dir: std::path::PathBuf,
     },
+    /// Users of the cluster: add (with a bearer token if asked), remove, list.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Gives USER the role ROLE (reader, writer or operator), cluster-wide or on one service.
+    Grant {
+        #[arg(value_name = "USER")]
+        grantee: String,
+        role: String,
+        /// Only on this service.
+        #[arg(long)]
+        service: Option<String>,
+    },
+    /// Takes ROLE (as granted, cluster-wide or on --service) back from USER.
+    Revoke {
+        #[arg(value_name = "USER")]
+        grantee: String,
+        role: String,
+        /// The service it was granted on.
+        #[arg(long)]
+        service: Option<String>,
+    },
     /// Restores a backup (a directory `ctl backup` made) into a new service.
     Restore {
         /// The backup's directory.
@@ -152,17 +176,34 @@ enum Ctl {
     },
 }
 
+#[derive(Subcommand)]
+enum UserCmd {
+    /// A new user, with no role until one is granted. Its client certificate is made with
+    /// `weft cert create-client NAME`.
+    Add {
+        name: String,
+        /// Also make it a bearer token (printed once; only its SHA-256 is kept), for a
+        /// client that cannot hold a certificate. For an existing user, replaces its token.
+        #[arg(long)]
+        with_token: bool,
+    },
+    /// Removes a user: its certificate and token are refused from the next request on.
+    Remove { name: String },
+    /// Every user with its roles.
+    List,
+}
+
 fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
     writeln!(std::io::stdout(), "{}", serde_json::to_string(v)?)?;
     Ok(())
 }
 
-async fn cluster(endpoint: &str) -> anyhow::Result<ClusterClient<Channel>> {
-    ClusterClient::connect(format!("http://{endpoint}")).await.with_context(|| format!("connecting to {endpoint}"))
+fn cluster(config: &ClientConfig, endpoint: &str) -> anyhow::Result<ClusterClient<AuthChannel>> {
+    Ok(ClusterClient::new(weft::local::channel(&config.security, endpoint)?))
 }
 
 fn grpc(s: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{}", s.message())
+    anyhow::anyhow!("{}", weft::client::status_text(&s))
 }
 
 fn say(resp: pb::CtlResponse, json: bool) -> anyhow::Result<()> {
@@ -179,12 +220,13 @@ fn say(resp: pb::CtlResponse, json: bool) -> anyhow::Result<()> {
 /// Polls the map every 200 ms until `done` says the moves it waits for have settled;
 /// returns its answer and the seconds it took. Gives up after 10 minutes.
 async fn until_moves_settle<T>(
+    config: &ClientConfig,
     endpoint: &str,
     done: impl Fn(&[view::PartitionView]) -> Option<T>,
 ) -> anyhow::Result<(T, f64)> {
     let started = Instant::now();
     loop {
-        let m = ServiceClient::fetch_map(&[endpoint.to_string()], Duration::from_secs(5)).await?;
+        let m = ServiceClient::fetch_map(config, &[endpoint.to_string()], Duration::from_secs(5)).await?;
         if let Some(t) = done(&view::partitions(&m, None)) {
             return Ok((t, started.elapsed().as_secs_f64()));
         }
@@ -197,9 +239,10 @@ async fn until_moves_settle<T>(
 
 pub async fn run(a: CtlArgs) -> anyhow::Result<()> {
     let json = a.json;
+    let config = a.creds.config()?;
     let map = || async {
         Ok::<_, anyhow::Error>(
-            ServiceClient::fetch_map(std::slice::from_ref(&a.endpoint), Duration::from_secs(5)).await?,
+            ServiceClient::fetch_map(&config, std::slice::from_ref(&a.endpoint), Duration::from_secs(5)).await?,
         )
     };
     let mut out = std::io::stdout().lock();
@@ -212,10 +255,19 @@ pub async fn run(a: CtlArgs) -> anyhow::Result<()> {
             let leaderless = parts.iter().filter(|p| !p.replicas.iter().any(|r| r.role == "primary")).count();
             let moving = parts.iter().filter(|p| p.moving.is_some()).count();
             let services = m.map.as_ref().map_or(0, |x| x.services.len());
+            let mut insecure: Vec<u64> = m
+                .map
+                .iter()
+                .flat_map(|x| x.nodes.values())
+                .filter(|n| n.insecure && n.state != pb::NodeState::Down as i32)
+                .map(|n| n.id)
+                .collect();
+            insecure.sort_unstable();
             if json {
                 return print_json(&serde_json::json!({
                     "manager_node": m.manager_node,
                     "map_version": m.version,
+                    "insecure_nodes": insecure,
                     "nodes": { "up": count("up"), "draining": count("draining"), "down": count("down") },
                     "services": services,
                     "partitions": parts.len(),
@@ -238,6 +290,15 @@ pub async fn run(a: CtlArgs) -> anyhow::Result<()> {
                 "partitions        {} ({leaderless} without a primary, {moving} moving a replica)",
                 parts.len()
             )?;
+            if insecure.is_empty() {
+                writeln!(out, "security          TLS and authentication on every node")?;
+            } else {
+                writeln!(
+                    out,
+                    "security          INSECURE: nodes {insecure:?} run --insecure (no TLS, no authentication: \
+                     anyone who reaches them may read, write and reconfigure the cluster)"
+                )?;
+            }
             if m.alarms.is_empty() {
                 writeln!(out, "alarms            none")?;
             }
@@ -306,19 +367,19 @@ pub async fn run(a: CtlArgs) -> anyhow::Result<()> {
         Ctl::CreateService { name, partitions, replicas } => {
             // 0 on the wire asks for the cluster's default.
             let req = pb::CreateServiceRequest { name, partitions, replicas: replicas.unwrap_or(0) };
-            say(cluster(&a.endpoint).await?.create_service(req).await.map_err(grpc)?.into_inner(), json)?;
+            say(cluster(&config, &a.endpoint)?.create_service(req).await.map_err(grpc)?.into_inner(), json)?;
         }
         Ctl::DeleteService { name } => {
             let req = pb::DeleteServiceRequest { name };
-            say(cluster(&a.endpoint).await?.delete_service(req).await.map_err(grpc)?.into_inner(), json)?;
+            say(cluster(&config, &a.endpoint)?.delete_service(req).await.map_err(grpc)?.into_inner(), json)?;
         }
         Ctl::Drain { node, force } => {
             let req = pb::NodeRequest { node, force };
-            say(cluster(&a.endpoint).await?.drain(req).await.map_err(grpc)?.into_inner(), json)?;
+            say(cluster(&config, &a.endpoint)?.drain(req).await.map_err(grpc)?.into_inner(), json)?;
         }
         Ctl::Backup { service, dir } => {
             let endpoints = std::slice::from_ref(&a.endpoint);
-            let (path, m) = weft::backup::backup(endpoints, &service, &dir).await?;
+            let (path, m) = weft::backup::backup(&config, endpoints, &service, &dir).await?;
             if json {
                 print_json(&serde_json::json!({ "path": path, "manifest": m }))?;
             } else {
@@ -362,7 +423,7 @@ pub async fn run(a: CtlArgs) -> anyhow::Result<()> {
         }
         Ctl::Restore { backup, service, replicas } => {
             let endpoints = std::slice::from_ref(&a.endpoint);
-            let r = weft::backup::restore(endpoints, &backup, &service, replicas.unwrap_or(0)).await?;
+            let r = weft::backup::restore(&config, endpoints, &backup, &service, replicas.unwrap_or(0)).await?;
             if json {
                 print_json(&r)?;
             } else {
@@ -374,13 +435,70 @@ pub async fn run(a: CtlArgs) -> anyhow::Result<()> {
                 )?;
             }
         }
+        Ctl::User(UserCmd::Add { name, with_token }) => {
+            let r = cluster(&config, &a.endpoint)?
+                .add_user(pb::AddUserRequest { name, token: with_token })
+                .await
+                .map_err(grpc)?
+                .into_inner();
+            if json {
+                return print_json(
+                    &serde_json::json!({ "lines": r.lines, "token": r.token, "map_version": r.map_version }),
+                );
+            }
+            for l in &r.lines {
+                writeln!(out, "{l}")?;
+            }
+            if !r.token.is_empty() {
+                writeln!(out, "token (shown this once; weft ... --token, or WEFT_TOKEN): {}", r.token)?;
+            }
+        }
+        Ctl::User(UserCmd::Remove { name }) => {
+            let req = pb::RemoveUserRequest { name };
+            say(cluster(&config, &a.endpoint)?.remove_user(req).await.map_err(grpc)?.into_inner(), json)?;
+        }
+        Ctl::User(UserCmd::List) => {
+            let users = cluster(&config, &a.endpoint)?
+                .list_users(pb::ListUsersRequest {})
+                .await
+                .map_err(grpc)?
+                .into_inner()
+                .users;
+            let roles = |u: &pb::UserView| -> Vec<String> {
+                u.grants
+                    .iter()
+                    .map(|g| if g.service.is_empty() { g.role.clone() } else { format!("{} on {}", g.role, g.service) })
+                    .collect()
+            };
+            if json {
+                let v: Vec<_> = users
+                    .iter()
+                    .map(|u| serde_json::json!({ "name": u.name, "token": u.has_token, "roles": roles(u) }))
+                    .collect();
+                return print_json(&v);
+            }
+            writeln!(out, "{:<24} {:<6} ROLES", "USER", "TOKEN")?;
+            for u in &users {
+                let r = roles(u);
+                let r = if r.is_empty() { "-".to_string() } else { r.join(", ") };
+                writeln!(out, "{:<24} {:<6} {r}", u.name, if u.has_token { "yes" } else { "no" })?;
+            }
+        }
+        Ctl::Grant { grantee, role, service } => {
+            let req = pb::GrantRequest { user: grantee, role, service: service.unwrap_or_default() };
+            say(cluster(&config, &a.endpoint)?.grant(req).await.map_err(grpc)?.into_inner(), json)?;
+        }
+        Ctl::Revoke { grantee, role, service } => {
+            let req = pb::GrantRequest { user: grantee, role, service: service.unwrap_or_default() };
+            say(cluster(&config, &a.endpoint)?.revoke(req).await.map_err(grpc)?.into_inner(), json)?;
+        }
         Ctl::Activate { node } => {
             let req = pb::NodeRequest { node, force: false };
-            say(cluster(&a.endpoint).await?.activate(req).await.map_err(grpc)?.into_inner(), json)?;
+            say(cluster(&config, &a.endpoint)?.activate(req).await.map_err(grpc)?.into_inner(), json)?;
         }
         Ctl::MovePrimary { partition, to, force } => {
             let req = pb::MovePrimaryRequest { partition, to_node: to.unwrap_or(0), force };
-            say(cluster(&a.endpoint).await?.move_primary(req).await.map_err(grpc)?.into_inner(), json)?;
+            say(cluster(&config, &a.endpoint)?.move_primary(req).await.map_err(grpc)?.into_inner(), json)?;
         }
         Ctl::Upgrade { apply, dry_run: _, pause, resume, abort, status, no_wait } => {
             let action = if apply {
@@ -397,7 +515,7 @@ pub async fn run(a: CtlArgs) -> anyhow::Result<()> {
                 pb::UpgradeAction::DryRun
             };
             let req = pb::UpgradeRequest { action: action as i32 };
-            let resp = cluster(&a.endpoint).await?.upgrade(req).await.map_err(grpc)?.into_inner();
+            let resp = cluster(&config, &a.endpoint)?.upgrade(req).await.map_err(grpc)?.into_inner();
             if !apply || no_wait || json {
                 return say(resp, json);
             }
@@ -410,7 +528,7 @@ pub async fn run(a: CtlArgs) -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_millis(250)).await;
                 let status = pb::UpgradeRequest { action: pb::UpgradeAction::Status as i32 };
                 // The node answering may itself be restarting: ask again.
-                let Ok(mut c) = cluster(&a.endpoint).await else { continue };
+                let Ok(mut c) = cluster(&config, &a.endpoint) else { continue };
                 let Ok(r) = c.upgrade(status).await else { continue };
                 let line = r.into_inner().lines.join("; ");
                 if line.starts_with("no upgrade walk") {
@@ -432,7 +550,7 @@ pub async fn run(a: CtlArgs) -> anyhow::Result<()> {
                 threshold: threshold.unwrap_or(0.0),
                 max_moves: max_moves.unwrap_or(0),
             };
-            let resp = cluster(&a.endpoint).await?.rebalance(req).await.map_err(grpc)?.into_inner();
+            let resp = cluster(&config, &a.endpoint)?.rebalance(req).await.map_err(grpc)?.into_inner();
             if dry_run || no_wait || json {
                 return say(resp, json);
             }
@@ -440,12 +558,13 @@ pub async fn run(a: CtlArgs) -> anyhow::Result<()> {
                 writeln!(out, "{l}")?;
             }
             let ((), secs) =
-                until_moves_settle(&a.endpoint, |ps| ps.iter().all(|p| p.moving.is_none()).then_some(())).await?;
+                until_moves_settle(&config, &a.endpoint, |ps| ps.iter().all(|p| p.moving.is_none()).then_some(()))
+                    .await?;
             writeln!(out, "done in {secs:.1} s")?;
         }
         Ctl::MoveSecondary { partition, from, to, force, no_wait } => {
             let req = pb::MoveSecondaryRequest { partition, from_node: from, to_node: to.unwrap_or(0), force };
-            let resp = cluster(&a.endpoint).await?.move_secondary(req).await.map_err(grpc)?.into_inner();
+            let resp = cluster(&config, &a.endpoint)?.move_secondary(req).await.map_err(grpc)?.into_inner();
             if no_wait {
                 return say(resp, json);
             }
@@ -454,7 +573,7 @@ pub async fn run(a: CtlArgs) -> anyhow::Result<()> {
                     writeln!(out, "{l}")?;
                 }
             }
-            let (nodes, secs) = until_moves_settle(&a.endpoint, |ps| {
+            let (nodes, secs) = until_moves_settle(&config, &a.endpoint, |ps| {
                 let p = ps.iter().find(|p| p.id == partition && p.moving.is_none())?;
                 Some(p.replicas.iter().map(|r| r.node).collect::<Vec<u64>>())
             })

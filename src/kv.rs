@@ -4,7 +4,6 @@ use std::io::Write;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use weft::client::ClientConfig;
 use weft::routing::ServiceClient;
 
 #[derive(Args)]
@@ -15,6 +14,8 @@ pub struct KvArgs {
     /// Print one JSON document and nothing else on stdout.
     #[arg(long, global = true)]
     json: bool,
+    #[command(flatten)]
+    creds: crate::creds::ClientArgs,
     #[command(subcommand)]
     cmd: Kv,
 }
@@ -66,7 +67,7 @@ fn text(b: &[u8]) -> String {
 }
 
 pub async fn run(a: KvArgs) -> anyhow::Result<()> {
-    let c = ServiceClient::new(vec![a.endpoint.clone()], ClientConfig::default());
+    let c = ServiceClient::new(vec![a.endpoint.clone()], a.creds.config()?);
     let mut out = std::io::stdout().lock();
     match a.cmd {
         Kv::Put { target, key, value } => {

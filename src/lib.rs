@@ -14,6 +14,7 @@
 //! - [`ycsb`]: `weft bench kv`, the YCSB workloads against weft or etcd.
 //! - The engine is re-exported as [`store`] for services that embed it directly.
 
+pub mod authz;
 pub mod backup;
 pub mod chaos;
 pub mod client;

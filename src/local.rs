@@ -5,15 +5,28 @@
 //! one line it prints; it is SIGKILLed on [`LocalNode::kill`] and on drop. Nodes run with
 //! a 50 ms heartbeat and a 300 ms election timeout; their log filter comes from
 //! `WEFT_NODE_LOG` (default `error`).
+//!
+//! Nodes are secure as a real cluster's are ([`Security::Tls`]): a [`Pki`] makes the
+//! cluster's CA, a certificate directory per node, and the client certificates. The
+//! harness itself acts as node 0 (a node certificate no cluster node has) when it opens
+//! replicas or reads their status through the node-admin service, which only nodes may
+//! call; clients of a managed cluster act as `root`, the operator every new cluster has.
+//! Processes in one test binary share one [`Pki`] ([`Security::shared`]).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use tonic::transport::Channel;
 use weft_proto::v1 as pb;
 use weft_proto::v1::node_admin_client::NodeAdminClient;
+use weft_security::credentials::{Credentials, Holder};
+use weft_security::files::{self, CA_CERT, CA_KEY, NODE_CERT, NODE_KEY};
+use weft_security::issue::{self, Ca, Validity};
+use weft_security::{AuthChannel, ClientSecurity};
+
+use crate::client::ClientConfig;
 
 /// Why a local cluster could not be started or driven.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +49,189 @@ pub fn cluster_err(e: impl std::fmt::Display) -> LocalError {
     LocalError::Cluster(e.to_string())
 }
 
+/// A local cluster's certificates, in one directory laid out as `weft cert` lays it out:
+/// `ca.crt`, `ca.key`, `client.NAME.crt`/`.key`, and `node-N/` (`ca.crt`, `node.crt`,
+/// `node.key`) for each node, `harness/` for the harness's own node-0 certificate.
+pub struct Pki {
+    dir: PathBuf,
+    ca: Ca,
+    harness: OnceLock<Arc<Credentials>>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl std::fmt::Debug for Pki {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pki").field("dir", &self.dir).finish()
+    }
+}
+
+impl Pki {
+    /// A new CA and `root`'s client certificate in `dir` (created if missing).
+    pub fn create(dir: &Path) -> Result<Pki, LocalError> {
+        Self::create_in(dir, None)
+    }
+
+    /// The CA already in `dir` (`ca.crt` and `ca.key`, as [`Pki::create`] left them), or a
+    /// new one.
+    pub fn open_or_create(dir: &Path) -> Result<Pki, LocalError> {
+        if !(dir.join(CA_CERT).exists() && dir.join(CA_KEY).exists()) {
+            return Self::create(dir);
+        }
+        let ca = Ca::load(dir, None).map_err(cluster_err)?;
+        let pki = Pki { dir: dir.to_path_buf(), ca, harness: OnceLock::new(), _temp: None };
+        pki.client_files(weft_security::identity::DEFAULT_USER)?;
+        Ok(pki)
+    }
+
+    /// [`Pki::create`] in a temporary directory, removed with the `Pki`.
+    pub fn temporary() -> Result<Pki, LocalError> {
+        let t = tempfile::tempdir().map_err(cluster_err)?;
+        let dir = t.path().to_path_buf();
+        Self::create_in(&dir, Some(t))
+    }
+
+    fn create_in(dir: &Path, temp: Option<tempfile::TempDir>) -> Result<Pki, LocalError> {
+        files::ensure_dir(dir).map_err(cluster_err)?;
+        let (ca, key) = Ca::create(Validity::days(issue::CA_DAYS)).map_err(cluster_err)?;
+        files::write_key(&dir.join(CA_KEY), &key).map_err(cluster_err)?;
+        files::write_cert(&dir.join(CA_CERT), &ca.cert_pem).map_err(cluster_err)?;
+        let pki = Pki { dir: dir.to_path_buf(), ca, harness: OnceLock::new(), _temp: temp };
+        pki.client_files(weft_security::identity::DEFAULT_USER)?;
+        Ok(pki)
+    }
+
+    /// The directory (what `WEFT_CERTS_DIR` names for clients).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The CA.
+    pub fn ca(&self) -> &Ca {
+        &self.ca
+    }
+
+    /// Node `id`'s certificate directory, made if missing (loopback names only).
+    pub fn node_dir(&self, id: u64) -> Result<PathBuf, LocalError> {
+        let dir = self.dir.join(format!("node-{id}"));
+        if !dir.join(NODE_CERT).exists() {
+            let hosts = ["127.0.0.1".to_string(), "localhost".to_string()];
+            let issued = self.ca.node(id, &hosts, Validity::days(issue::LEAF_DAYS)).map_err(cluster_err)?;
+            files::ensure_dir(&dir).map_err(cluster_err)?;
+            files::write_cert(&dir.join(CA_CERT), &self.ca.cert_pem).map_err(cluster_err)?;
+            issue::write_pair(&dir, NODE_CERT, NODE_KEY, &issued, true).map_err(cluster_err)?;
+        }
+        Ok(dir)
+    }
+
+    /// Writes `client.USER.crt`/`.key` unless they exist.
+    pub fn client_files(&self, user: &str) -> Result<(), LocalError> {
+        if !self.dir.join(files::client_cert(user)).exists() {
+            let issued = self.ca.client(user, Validity::days(issue::LEAF_DAYS)).map_err(cluster_err)?;
+            issue::write_pair(&self.dir, &files::client_cert(user), &files::client_key(user), &issued, true)
+                .map_err(cluster_err)?;
+        }
+        Ok(())
+    }
+
+    /// TLS as user `user` (its certificate made if missing).
+    pub fn user(&self, user: &str) -> Result<ClientSecurity, LocalError> {
+        self.client_files(user)?;
+        let creds = Credentials::load(&self.dir, Holder::Client { user: Some(user.into()) }).map_err(cluster_err)?;
+        Ok(ClientSecurity::tls(creds))
+    }
+
+    /// TLS as the harness (node 0).
+    pub fn harness(&self) -> Result<ClientSecurity, LocalError> {
+        if let Some(c) = self.harness.get() {
+            return Ok(ClientSecurity::tls(c.clone()));
+        }
+        let dir = self.dir.join("harness");
+        let issued = self.ca.harness(Validity::days(issue::LEAF_DAYS)).map_err(cluster_err)?;
+        files::ensure_dir(&dir).map_err(cluster_err)?;
+        files::write_cert(&dir.join(CA_CERT), &self.ca.cert_pem).map_err(cluster_err)?;
+        issue::write_pair(&dir, NODE_CERT, NODE_KEY, &issued, true).map_err(cluster_err)?;
+        let creds = Credentials::load(&dir, Holder::Node { id: Some(0) }).map_err(cluster_err)?;
+        Ok(ClientSecurity::tls(self.harness.get_or_init(|| creds).clone()))
+    }
+}
+
+/// How a local cluster is secured.
+#[derive(Clone, Debug)]
+pub enum Security {
+    /// TLS with these certificates.
+    Tls(Arc<Pki>),
+    /// `--insecure` nodes, plaintext clients.
+    Insecure,
+}
+
+impl Security {
+    /// TLS with one [`Pki`] shared by everything this process starts without saying
+    /// otherwise (made on first use in a temporary directory, kept for the process).
+    pub fn shared() -> Result<Security, LocalError> {
+        static SHARED: OnceLock<Arc<Pki>> = OnceLock::new();
+        if let Some(p) = SHARED.get() {
+            return Ok(Security::Tls(p.clone()));
+        }
+        let pki = Arc::new(Pki::temporary()?);
+        Ok(Security::Tls(SHARED.get_or_init(|| pki).clone()))
+    }
+
+    /// TLS with a fresh [`Pki`] of its own, or `--insecure` nodes.
+    pub fn new(tls: bool) -> Result<Security, LocalError> {
+        Ok(if tls { Security::Tls(Arc::new(Pki::temporary()?)) } else { Security::Insecure })
+    }
+
+    /// The flags node `id` starts with.
+    pub fn node_flags(&self, id: u64) -> Result<Vec<String>, LocalError> {
+        Ok(match self {
+            Security::Tls(p) => vec!["--certs-dir".into(), p.node_dir(id)?.display().to_string()],
+            Security::Insecure => vec!["--insecure".into()],
+        })
+    }
+
+    /// How the harness calls nodes (node 0's certificate).
+    pub fn harness(&self) -> Result<ClientSecurity, LocalError> {
+        match self {
+            Security::Tls(p) => p.harness(),
+            Security::Insecure => Ok(ClientSecurity::insecure()),
+        }
+    }
+
+    /// How a client of a managed cluster calls it (as `root`).
+    pub fn root(&self) -> Result<ClientSecurity, LocalError> {
+        self.user(weft_security::identity::DEFAULT_USER)
+    }
+
+    /// How user `name` calls the cluster.
+    pub fn user(&self, name: &str) -> Result<ClientSecurity, LocalError> {
+        match self {
+            Security::Tls(p) => p.user(name),
+            Security::Insecure => Ok(ClientSecurity::insecure()),
+        }
+    }
+
+    /// Client settings as `root`.
+    pub fn root_config(&self) -> Result<ClientConfig, LocalError> {
+        Ok(ClientConfig::secured(self.root()?))
+    }
+
+    /// Client settings as the harness (node 0).
+    pub fn harness_config(&self) -> Result<ClientConfig, LocalError> {
+        Ok(ClientConfig::secured(self.harness()?))
+    }
+
+    /// A lazily connecting channel to `addr` as the harness.
+    pub fn channel(&self, addr: &str) -> Result<AuthChannel, LocalError> {
+        channel(&self.harness()?, addr)
+    }
+}
+
+/// A lazily connecting channel to `addr`, secured by `security`.
+pub fn channel(security: &ClientSecurity, addr: &str) -> Result<AuthChannel, LocalError> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).map_err(cluster_err)?;
+    Ok(security.wrap(security.connect_lazy(endpoint, Duration::from_secs(2))))
+}
+
 /// One node process.
 pub struct LocalNode {
     /// Node id.
@@ -45,19 +241,42 @@ pub struct LocalNode {
     child: Option<Child>,
     exe: PathBuf,
     extra: Vec<String>,
+    /// How the harness calls it.
+    security: Security,
 }
 
 impl LocalNode {
-    /// Starts `exe node` (the `weft` binary) with `extra` flags and waits for its address.
+    /// Starts `exe node` (the `weft` binary) with `extra` flags and waits for its address;
+    /// secured by the shared [`Pki`] unless `extra` says `--insecure`.
     pub fn start(exe: &Path, id: u64, extra: &[&str]) -> Result<LocalNode, LocalError> {
         Self::start_at(exe, id, "127.0.0.1:0", extra)
     }
 
-    /// Starts `exe node` listening on `listen` with `extra` flags and waits for its address.
+    /// Starts `exe node` listening on `listen` with `extra` flags and waits for its address;
+    /// secured by the shared [`Pki`] unless `extra` says `--insecure`.
     pub fn start_at(exe: &Path, id: u64, listen: &str, extra: &[&str]) -> Result<LocalNode, LocalError> {
-        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, addr) = Self::spawn(exe, id, listen, &extra)?;
-        Ok(LocalNode { id, addr, child: Some(child), exe: exe.to_path_buf(), extra })
+        let security = if extra.contains(&"--insecure") { Security::Insecure } else { Security::shared()? };
+        let extra: Vec<&str> = extra.iter().copied().filter(|f| *f != "--insecure").collect();
+        Self::start_secured(exe, id, listen, &extra, &security)
+    }
+
+    /// Starts `exe node` listening on `listen`, secured by `security`, with `extra` flags.
+    pub fn start_secured(
+        exe: &Path,
+        id: u64,
+        listen: &str,
+        extra: &[&str],
+        security: &Security,
+    ) -> Result<LocalNode, LocalError> {
+        let mut flags = security.node_flags(id)?;
+        flags.extend(extra.iter().map(|s| s.to_string()));
+        let (child, addr) = Self::spawn(exe, id, listen, &flags)?;
+        Ok(LocalNode { id, addr, child: Some(child), exe: exe.to_path_buf(), extra: flags, security: security.clone() })
+    }
+
+    /// How it is secured.
+    pub fn security(&self) -> &Security {
+        &self.security
     }
 
     /// Kills the process if it runs and starts it again on the same address with the same
@@ -77,6 +296,10 @@ impl LocalNode {
             .args(["--heartbeat-ms", "50", "--election-timeout-ms", "300"])
             .args(extra)
             .env("WEFT_LOG", std::env::var("WEFT_NODE_LOG").unwrap_or_else(|_| "error".into()))
+            // The caller's client settings are not the node's: its flags say all.
+            .env_remove("WEFT_CERTS_DIR")
+            .env_remove("WEFT_USER")
+            .env_remove("WEFT_TOKEN")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -129,9 +352,14 @@ impl LocalNode {
         self.child.is_some()
     }
 
-    /// A node-admin client.
-    pub async fn admin(&self) -> Result<NodeAdminClient<Channel>, LocalError> {
-        NodeAdminClient::connect(format!("http://{}", self.addr)).await.map_err(cluster_err)
+    /// A channel to it, as the harness (node 0).
+    pub fn channel(&self) -> Result<AuthChannel, LocalError> {
+        self.security.channel(&self.addr)
+    }
+
+    /// A node-admin client, as the harness (node 0).
+    pub async fn admin(&self) -> Result<NodeAdminClient<AuthChannel>, LocalError> {
+        Ok(NodeAdminClient::new(self.channel()?))
     }
 
     /// The status of its replica of `partition`, if it answers.
@@ -213,6 +441,7 @@ pub fn start_managed(
     uds: usize,
     data: Option<&Path>,
     durable: bool,
+    security: &Security,
     extra: impl Fn(u64) -> Vec<String>,
 ) -> Result<Vec<LocalNode>, LocalError> {
     let seeds = addrs[..addrs.len().min(3)].join(",");
@@ -229,7 +458,7 @@ pub fn start_managed(
         }
         flags.extend(extra(id));
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-        nodes.push(LocalNode::start_at(exe, id, addr, &flags)?);
+        nodes.push(LocalNode::start_secured(exe, id, addr, &flags, security)?);
     }
     Ok(nodes)
 }
@@ -237,6 +466,7 @@ pub fn start_managed(
 /// Waits until `nodes` nodes are up in the cluster map, creates `service` (unless it
 /// exists) and waits until each of its partitions has a primary; `within` bounds each wait.
 pub async fn ready_service(
+    config: &ClientConfig,
     endpoints: &[String],
     nodes: usize,
     service: &str,
@@ -246,7 +476,7 @@ pub async fn ready_service(
 ) -> Result<(), LocalError> {
     use crate::manager::view;
     use crate::routing::ServiceClient;
-    let fetch = || async { ServiceClient::fetch_map(endpoints, Duration::from_secs(2)).await.ok() };
+    let fetch = || async { ServiceClient::fetch_map(config, endpoints, Duration::from_secs(2)).await.ok() };
     let deadline = Instant::now() + within;
     let map = loop {
         if let Some(m) = fetch().await
@@ -263,8 +493,7 @@ pub async fn ready_service(
     };
     if !map.map.as_ref().is_some_and(|m| m.services.contains_key(service)) {
         let endpoint = endpoints.first().ok_or_else(|| cluster_err("no endpoints"))?;
-        let mut c =
-            pb::cluster_client::ClusterClient::connect(format!("http://{endpoint}")).await.map_err(cluster_err)?;
+        let mut c = pb::cluster_client::ClusterClient::new(channel(&config.security, endpoint)?);
         let req = pb::CreateServiceRequest { name: service.into(), partitions, replicas };
         c.create_service(req).await.map_err(|s| cluster_err(format!("creating {service}: {}", s.message())))?;
     }

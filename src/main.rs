@@ -7,6 +7,8 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 mod bench_kv;
+mod cert;
+mod creds;
 mod ctl;
 mod kv;
 mod playground;
@@ -43,6 +45,9 @@ enum Command {
     /// Faults against real nodes under concurrent clients, then a linearizability check;
     /// exits non-zero unless the history is linearizable and no acknowledged write is lost.
     Chaos(ChaosArgs),
+    /// Certificates: a cluster CA, node and client certificates, and what a directory holds.
+    #[command(subcommand)]
+    Cert(cert::Cert),
 }
 
 #[derive(Args)]
@@ -72,6 +77,9 @@ struct ChaosArgs {
     /// at an anomaly than its window gives.
     #[arg(long)]
     history: Option<std::path::PathBuf>,
+    /// Run the nodes `--insecure` (by default they run with TLS, the clients as `root`).
+    #[arg(long)]
+    insecure: bool,
 }
 
 #[derive(Args)]
@@ -130,6 +138,33 @@ struct NodeArgs {
     /// Log entries kept behind a snapshot for slow followers.
     #[arg(long, default_value_t = 5_000)]
     keep_behind_snapshot: u64,
+    /// Directory with ca.crt, node.crt and node.key (weft cert create-node makes them);
+    /// WEFT_CERTS_DIR when not given (and not --insecure).
+    #[arg(long)]
+    certs_dir: Option<std::path::PathBuf>,
+    /// Run without TLS or authentication: anyone who reaches a port may do anything.
+    #[arg(long)]
+    insecure: bool,
+    /// Serve the Faults service (operators may cut this node's links): for `weft chaos`
+    /// and tests, never for production.
+    #[arg(long)]
+    fault_injection: bool,
+    /// Client connections held at once (past it, new ones are refused); node connections
+    /// are not counted.
+    #[arg(long, default_value_t = 4096)]
+    max_client_connections: usize,
+    /// Seconds a connection may go with no request in flight before it is closed.
+    #[arg(long, default_value_t = 300.0)]
+    idle_timeout_s: f64,
+    /// Seconds a TLS handshake may take.
+    #[arg(long, default_value_t = 10.0)]
+    handshake_timeout_s: f64,
+    /// Requests one client may have in flight on this node at once.
+    #[arg(long, default_value_t = 10_000)]
+    client_in_flight_max: usize,
+    /// Seconds a unary request may take (a client's shorter deadline wins).
+    #[arg(long, default_value_t = 120.0)]
+    request_deadline_s: f64,
 }
 
 #[derive(Subcommand)]
@@ -208,6 +243,20 @@ struct RebuildArgs {
     /// Print one JSON object and nothing else on stdout.
     #[arg(long)]
     json: bool,
+    /// Nodes without TLS.
+    #[arg(long)]
+    insecure: bool,
+}
+
+/// Whether a benchmark's nodes speak TLS.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SecurityArg {
+    /// TLS between nodes and to the client (the default, as nodes run).
+    Tls,
+    /// `--insecure` nodes, plaintext.
+    Insecure,
+    /// Plaintext, then TLS, side by side: both reports and TLS's throughput ratio.
+    Both,
 }
 
 #[derive(Args)]
@@ -224,6 +273,9 @@ struct ReplicationArgs {
     /// Log mode: `both` runs volatile, then durable, and nests the durable figures.
     #[arg(long, value_enum, default_value_t = ModeArg::Both)]
     mode: ModeArg,
+    /// TLS or plaintext; `both` measures the two side by side.
+    #[arg(long, value_enum, default_value_t = SecurityArg::Tls)]
+    security: SecurityArg,
     /// Print one JSON object and nothing else on stdout.
     #[arg(long)]
     json: bool,
@@ -244,6 +296,9 @@ struct FailoverArgs {
     /// Print one JSON object and nothing else on stdout.
     #[arg(long)]
     json: bool,
+    /// Nodes without TLS.
+    #[arg(long)]
+    insecure: bool,
 }
 
 #[derive(Args)]
@@ -299,6 +354,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ctl(a) => runtime()?.block_on(ctl::run(a)),
         Command::Kv(a) => runtime()?.block_on(kv::run(a)),
         Command::Sim(Sim::Upgrade(a)) => sim_upgrade(a),
+        Command::Cert(c) => cert::run(c),
         Command::Chaos(a) => {
             init_tracing();
             chaos(a)
@@ -313,32 +369,55 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("--replicas, --clients and --seconds must be positive");
             }
             use weft::cluster_bench::{Mode, replication};
-            let report = runtime()?.block_on(async {
-                let run = |mode| replication(a.replicas, a.clients, a.seconds, mode);
-                Ok::<_, weft::cluster_bench::BenchError>(match a.mode {
-                    ModeArg::Volatile => run(Mode::Volatile).await?,
-                    ModeArg::Durable => run(Mode::Durable).await?,
-                    ModeArg::Both => {
-                        let mut r = run(Mode::Volatile).await?;
-                        r.durable = Some(Box::new(run(Mode::Durable).await?));
-                        r
-                    }
+            let rt = runtime()?;
+            let one = |tls: bool| {
+                rt.block_on(async {
+                    let run = |mode| replication(a.replicas, a.clients, a.seconds, mode, tls);
+                    Ok::<_, weft::cluster_bench::BenchError>(match a.mode {
+                        ModeArg::Volatile => run(Mode::Volatile).await?,
+                        ModeArg::Durable => run(Mode::Durable).await?,
+                        ModeArg::Both => {
+                            let mut r = run(Mode::Volatile).await?;
+                            r.durable = Some(Box::new(run(Mode::Durable).await?));
+                            r
+                        }
+                    })
                 })
-            })?;
-            print_report(&report, a.json, "weft bench replication")
+            };
+            match a.security {
+                SecurityArg::Tls => print_report(&one(true)?, a.json, "weft bench replication"),
+                SecurityArg::Insecure => print_report(&one(false)?, a.json, "weft bench replication"),
+                SecurityArg::Both => {
+                    let (plain, tls) = (one(false)?, one(true)?);
+                    let ratio = |t: &weft::cluster_bench::ReplicationReport,
+                                 p: &weft::cluster_bench::ReplicationReport| {
+                        (t.writes_per_s / p.writes_per_s.max(1e-9) * 1000.0).round() / 1000.0
+                    };
+                    let mut ratios = serde_json::json!({ plain.mode: ratio(&tls, &plain) });
+                    if let (Some(t), Some(p)) = (&tls.durable, &plain.durable) {
+                        ratios[p.mode] = ratio(t, p).into();
+                    }
+                    let report = serde_json::json!({
+                        "insecure": plain,
+                        "tls": tls,
+                        "tls_over_insecure_writes_per_s": ratios,
+                    });
+                    print_report(&report, a.json, "weft bench replication (insecure, then TLS)")
+                }
+            }
         }
         Command::Bench(Bench::Rebuild(a)) => {
             if a.mib == 0 {
                 anyhow::bail!("--mib must be positive");
             }
-            let report = runtime()?.block_on(weft::cluster_bench::rebuild(a.mib))?;
+            let report = runtime()?.block_on(weft::cluster_bench::rebuild(a.mib, !a.insecure))?;
             print_report(&report, a.json, "weft bench rebuild")
         }
         Command::Bench(Bench::Failover(a)) => {
             if a.trials == 0 {
                 anyhow::bail!("--trials must be positive");
             }
-            let report = runtime()?.block_on(weft::cluster_bench::failover(a.trials))?;
+            let report = runtime()?.block_on(weft::cluster_bench::failover(a.trials, !a.insecure))?;
             print_report(&report, a.json, "weft bench failover")
         }
     }
@@ -368,6 +447,7 @@ fn chaos(a: ChaosArgs) -> anyhow::Result<()> {
             durable,
             clients: a.clients,
             keys: a.keys,
+            tls: !a.insecure,
             ..weft::chaos::ChaosConfig::default()
         };
         let (report, history) = rt.block_on(weft::chaos::run(&exe, &cfg))?;
@@ -445,7 +525,37 @@ fn node(a: NodeArgs) -> anyhow::Result<()> {
     if !(a.move_stall_s.is_finite() && a.move_stall_s > 0.0) {
         anyhow::bail!("--move-stall-s must be a positive number of seconds");
     }
+    let seconds = [a.idle_timeout_s, a.handshake_timeout_s, a.request_deadline_s];
+    if seconds.iter().any(|s| !(s.is_finite() && *s > 0.0))
+        || a.max_client_connections == 0
+        || a.client_in_flight_max == 0
+    {
+        anyhow::bail!("the connection and request limits must be positive");
+    }
+    let certs_dir = a
+        .certs_dir
+        .clone()
+        .or_else(|| (!a.insecure).then(|| std::env::var_os("WEFT_CERTS_DIR").map(std::path::PathBuf::from)).flatten());
+    let tls = match (&certs_dir, a.insecure) {
+        (Some(dir), false) => Some(
+            weft_security::Credentials::load(dir, weft_security::Holder::Node { id: Some(a.id) })
+                .with_context(|| format!("loading node {}'s certificates from {}", a.id, dir.display()))?,
+        ),
+        (None, true) => None,
+        (None, false) => anyhow::bail!(
+            "no certificates: give --certs-dir DIR (ca.crt, node.crt, node.key; `weft cert create-node` makes them) \
+             or --insecure to run without TLS or authentication"
+        ),
+        (Some(_), true) => anyhow::bail!("--certs-dir and --insecure exclude each other"),
+    };
     init_tracing();
+    if tls.is_none() {
+        tracing::warn!(
+            "INSECURE: --insecure given: no TLS, no authentication; anyone who reaches {} may read, write and \
+             reconfigure the cluster",
+            a.listen
+        );
+    }
     let config = weft::node::NodeConfig {
         id: a.id,
         listen: a.listen,
@@ -471,6 +581,20 @@ fn node(a: NodeArgs) -> anyhow::Result<()> {
             ..Default::default()
         },
         metrics: a.metrics,
+        security: weft::node::NodeSecurity {
+            tls,
+            connections: weft_security::server::ServerLimits {
+                handshake_timeout: std::time::Duration::from_secs_f64(a.handshake_timeout_s),
+                client_connections_max: a.max_client_connections,
+                idle_timeout: std::time::Duration::from_secs_f64(a.idle_timeout_s),
+                ..Default::default()
+            },
+            requests: weft_security::gate::GateLimits {
+                client_in_flight_max: a.client_in_flight_max,
+                request_deadline: std::time::Duration::from_secs_f64(a.request_deadline_s),
+            },
+            fault_injection: a.fault_injection,
+        },
     };
     runtime()?.block_on(async move {
         let node = weft::node::Node::bind(config).await.with_context(|| format!("binding {}", a.listen))?;

@@ -10,24 +10,55 @@ use std::fmt::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::sync::atomic::Ordering;
+
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
 use weft_proto::v1 as pb;
 use weft_replica::host::Host;
+use weft_security::Identity;
+use weft_security::credentials::Credentials;
+use weft_security::gate::Gate;
+use weft_security::server::{ConnStats, Listener, Peer, ServerLimits};
 
 use crate::manager::Manager;
 
+/// What the metrics port reads, and how it is secured.
 #[derive(Clone)]
-struct Ctx {
-    host: Arc<Host>,
-    manager: Arc<Manager>,
+pub struct Ctx {
+    /// The node's replicas.
+    pub host: Arc<Host>,
+    /// The node's cluster-manager role.
+    pub manager: Arc<Manager>,
+    /// The gRPC port's gate: its refusals, and the users a scraper's certificate must name.
+    pub gate: Arc<Gate>,
+    /// The gRPC port's connections.
+    pub conns: Arc<ConnStats>,
+    /// The node's credentials (the HTTP port serves TLS with the same certificate); `None`
+    /// is `--insecure`.
+    pub tls: Option<Arc<Credentials>>,
 }
 
-/// Serves `/metrics` on `listener` for as long as the process runs.
-pub async fn serve(listener: tokio::net::TcpListener, host: Arc<Host>, manager: Arc<Manager>) -> std::io::Result<()> {
-    let app = Router::new().route("/metrics", get(render)).with_state(Ctx { host, manager });
-    axum::serve(listener, app).await
+/// Serves `/metrics` on `listener` for as long as the process runs: over TLS with the node's
+/// certificate unless `--insecure`. A scraper presents a client certificate of this cluster
+/// (a node's, or a user's that the cluster knows) or a user's bearer token; anyone else gets
+/// `401 Unauthorized` and nothing else.
+pub async fn serve(listener: tokio::net::TcpListener, ctx: Ctx, limits: ServerLimits) {
+    let stats = Arc::new(ConnStats::default());
+    let mut incoming = weft_security::server::incoming(listener, ctx.tls.clone(), Listener::Http, limits, stats);
+    while let Some(conn) = futures::StreamExt::next(&mut incoming).await {
+        let Ok(conn) = conn else { continue };
+        let peer = conn.info().peer.clone();
+        let app = Router::new().route("/metrics", get(render)).with_state((ctx.clone(), peer));
+        tokio::spawn(async move {
+            let svc = hyper_util::service::TowerToHyperService::new(app);
+            let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            if let Err(e) = builder.serve_connection(hyper_util::rt::TokioIo::new(conn), svc).await {
+                tracing::debug!(error = %e, "metrics connection ended");
+            }
+        });
+    }
 }
 
 /// Binds the metrics listener (so a taken port fails the node's start, not later).
@@ -35,12 +66,40 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
     tokio::net::TcpListener::bind(addr).await
 }
 
-async fn render(State(ctx): State<Ctx>) -> String {
-    text(&ctx.host, &ctx.manager)
+/// Whether this connection's peer (and the request's token) may read the metrics.
+fn allowed(ctx: &Ctx, peer: &Peer, headers: &axum::http::HeaderMap) -> Result<(), &'static str> {
+    let known = |name: &str| ctx.gate.users().is_some_and(|u| u.by_name(name).is_some());
+    let token = || {
+        headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|t| ctx.gate.users().is_some_and(|u| u.by_token(t.trim()).is_some()))
+    };
+    match peer {
+        Peer::Insecure | Peer::Tls(Some(Identity::Node(_))) => Ok(()),
+        Peer::Tls(Some(Identity::User(name))) if known(name) => Ok(()),
+        Peer::Tls(Some(Identity::User(_))) => Err("this certificate's user is not a user of this cluster\n"),
+        Peer::Tls(None) if token() => Ok(()),
+        Peer::Tls(None) => Err("present a client certificate of this cluster, or a user's bearer token\n"),
+        Peer::Plaintext => Err("this port serves only TLS (https): use the cluster's CA and a client certificate\n"),
+    }
+}
+
+async fn render(
+    State((ctx, peer)): State<(Ctx, Peer)>,
+    headers: axum::http::HeaderMap,
+) -> Result<String, (axum::http::StatusCode, &'static str)> {
+    if let Err(why) = allowed(&ctx, &peer, &headers) {
+        ctx.gate.refusals.unauthenticated.fetch_add(1, Ordering::Relaxed);
+        return Err((axum::http::StatusCode::UNAUTHORIZED, why));
+    }
+    Ok(text(&ctx))
 }
 
 /// The exposition text.
-pub fn text(host: &Host, manager: &Manager) -> String {
+pub fn text(ctx: &Ctx) -> String {
+    let (host, manager) = (&ctx.host, &ctx.manager);
     let statuses: Vec<pb::ReplicaStatus> = host.list().iter().map(|r| crate::node::status_of(r)).collect();
     let mut out = String::new();
     let mut metric = |kind: &str, name: &str, help: &str, rows: &mut dyn Iterator<Item = (String, f64)>| {
@@ -108,5 +167,69 @@ pub fn text(host: &Host, manager: &Manager) -> String {
             &mut [(String::new(), quorum as f64)].into_iter(),
         );
     }
+    let n = |v: u64| [(format!("{{node=\"{node}\"}}"), v as f64)].into_iter();
+    let r = &ctx.gate.refusals;
+    let refusals = [
+        ("unauthenticated", r.unauthenticated.load(Ordering::Relaxed)),
+        ("permission_denied", r.permission_denied.load(Ordering::Relaxed)),
+        ("resource_exhausted", r.resource_exhausted.load(Ordering::Relaxed)),
+        ("deadline_exceeded", r.deadline_exceeded.load(Ordering::Relaxed)),
+    ];
+    metric(
+        "counter",
+        "weft_node_refused_requests_total",
+        "Requests refused before any service saw them, by gRPC code.",
+        &mut refusals.iter().map(|(code, v)| (format!("{{node=\"{node}\",code=\"{code}\"}}"), *v as f64)),
+    );
+    let c = &ctx.conns;
+    metric(
+        "gauge",
+        "weft_node_connections",
+        "Open connections on the gRPC port, by peer kind.",
+        &mut [
+            ("client", c.client_connections.load(Ordering::Relaxed) as f64),
+            ("node", c.node_connections.load(Ordering::Relaxed) as f64),
+        ]
+        .into_iter()
+        .map(|(kind, v)| (format!("{{node=\"{node}\",peer=\"{kind}\"}}"), v)),
+    );
+    metric(
+        "counter",
+        "weft_node_tls_handshakes_failed_total",
+        "TLS handshakes refused: no, foreign or expired certificate, timeout, garbage.",
+        &mut n(c.handshakes_failed.load(Ordering::Relaxed)),
+    );
+    metric(
+        "counter",
+        "weft_node_connections_refused_total",
+        "Connections closed on arrival or served only to refuse (over the connection limits, plaintext).",
+        &mut n(c.connections_dropped.load(Ordering::Relaxed)
+            + c.connections_over_limit.load(Ordering::Relaxed)
+            + c.plaintext_connections.load(Ordering::Relaxed)),
+    );
+    metric(
+        "counter",
+        "weft_node_idle_connections_closed_total",
+        "Connections closed after no request for the idle timeout.",
+        &mut n(c.idle_closed.load(Ordering::Relaxed)),
+    );
+    if let Some(creds) = &ctx.tls {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let cur = creds.current();
+        metric(
+            "gauge",
+            "weft_node_certificate_expiry_seconds",
+            "Seconds until the node's certificate (cert=\"node\") or its CA (cert=\"ca\") expires.",
+            &mut [("node", cur.not_after_unix - now), ("ca", cur.ca_not_after_unix - now)]
+                .into_iter()
+                .map(|(which, v)| (format!("{{node=\"{node}\",cert=\"{which}\"}}"), v as f64)),
+        );
+    }
+    metric(
+        "gauge",
+        "weft_node_insecure",
+        "1 when the node runs --insecure (no TLS, no authentication).",
+        &mut n(u64::from(ctx.tls.is_none())),
+    );
     out
 }

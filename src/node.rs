@@ -32,7 +32,13 @@ use weft_replica::host::{Host, RaftSettings, Replica, Storage};
 use weft_replica::transport::{RaftService, TransportConfig};
 use weft_replica::types::TypeConfig;
 use weft_replica::wire;
+use weft_security::credentials::Credentials;
+use weft_security::gate::GateLimits;
+use weft_security::server::{ConnStats, Listener, ServerLimits};
+use weft_security::{ClientSecurity, Principal, Right};
 use weft_store::{Limits, Query, Scan, Token};
+
+use crate::authz::{self, AccessView};
 
 /// How a node is started.
 #[derive(Clone, Debug)]
@@ -53,6 +59,22 @@ pub struct NodeConfig {
     pub cluster: crate::manager::ClusterConfig,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// TLS, limits on connections and requests, fault injection.
+    pub security: NodeSecurity,
+}
+
+/// How a node is secured.
+#[derive(Clone, Debug, Default)]
+pub struct NodeSecurity {
+    /// The node's credentials (`ca.crt`, `node.crt`, `node.key`); `None` is `--insecure`:
+    /// no TLS, no authentication, every caller may do anything.
+    pub tls: Option<Arc<Credentials>>,
+    /// Limits on connections (handshakes, client connections, idleness).
+    pub connections: ServerLimits,
+    /// Limits on requests (in flight per client, deadline).
+    pub requests: GateLimits,
+    /// Serve the `Faults` service (cutting links, for `weft chaos` and tests) to operators.
+    pub fault_injection: bool,
 }
 
 /// Why the node could not start.
@@ -73,6 +95,9 @@ pub enum NodeError {
 pub struct Node {
     host: Arc<Host>,
     manager: Arc<crate::manager::Manager>,
+    access: Arc<AccessView>,
+    security: NodeSecurity,
+    conns: Arc<ConnStats>,
     listener: tokio::net::TcpListener,
     metrics: Option<tokio::net::TcpListener>,
     addr: SocketAddr,
@@ -81,19 +106,29 @@ pub struct Node {
 impl Node {
     /// Binds the listening socket.
     pub async fn bind(config: NodeConfig) -> Result<Self, NodeError> {
-        let host = Host::new(&config.raft, config.transport.clone(), config.limits.clone(), config.storage.clone())?;
+        let security = config.security.clone();
+        let mut transport = config.transport.clone();
+        transport.security = match &security.tls {
+            Some(creds) => ClientSecurity::tls(creds.clone()),
+            None => ClientSecurity::insecure(),
+        };
+        let host = Host::new(&config.raft, transport, config.limits.clone(), config.storage.clone())?;
         let recovered = host.recover().await?;
         if !recovered.is_empty() {
             tracing::info!(?recovered, "durable replicas reopened from disk");
         }
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
-        let manager = crate::manager::Manager::new(host.clone(), config.id, addr.to_string(), config.cluster);
+        let gate = weft_security::gate::Gate::new(security.tls.is_some(), security.requests.clone());
+        let access = AccessView::new(gate, config.cluster.seeds.is_empty());
+        let mut cluster = config.cluster;
+        cluster.insecure = security.tls.is_none();
+        let manager = crate::manager::Manager::new(host.clone(), config.id, addr.to_string(), cluster, access.clone());
         let metrics = match config.metrics {
             Some(a) => Some(crate::metrics::bind(a).await?),
             None => None,
         };
-        Ok(Node { host, manager, listener, metrics, addr })
+        Ok(Node { host, manager, access, security, conns: Arc::default(), listener, metrics, addr })
     }
 
     /// The address actually bound.
@@ -101,48 +136,98 @@ impl Node {
         self.addr
     }
 
+    /// The gate in front of this node's services (its refusal counts, its users).
+    pub fn gate(&self) -> &Arc<weft_security::gate::Gate> {
+        &self.access.gate
+    }
+
     /// Serves until `shutdown` completes.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), NodeError> {
         let max = self.host.peers().config().max_message_bytes;
-        let store = pb::store_server::StoreServer::new(StoreService { host: self.host.clone() })
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(max);
+        let store = pb::store_server::StoreServer::new(StoreService {
+            host: self.host.clone(),
+            access: self.access.clone(),
+            session_bytes: session_budget(self.host.limits()),
+        })
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
         let admin = pb::node_admin_server::NodeAdminServer::new(AdminService {
             host: self.host.clone(),
             incarnation: self.manager.incarnation(),
-        });
+        })
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
         let raft = RaftService::new(self.host.clone()).into_server();
-        let cluster = pb::cluster_server::ClusterServer::new(crate::manager::ClusterService::new(self.manager.clone()))
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(max);
+        let cluster = pb::cluster_server::ClusterServer::new(crate::manager::ClusterService::new(
+            self.manager.clone(),
+            self.access.clone(),
+        ))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+        let faults = self.security.fault_injection.then(|| {
+            tracing::warn!("fault injection is on (--fault-injection): operators may cut this node's links");
+            pb::faults_server::FaultsServer::new(FaultsService { host: self.host.clone() })
+        });
+        let tls = self.security.tls.clone();
+        if let Some(creds) = &tls {
+            weft_security::credentials::watch(vec![creds.clone()], CERT_CHECK_EVERY);
+        }
         self.manager.start();
         if let Some(l) = self.metrics {
-            let (host, manager) = (self.host.clone(), self.manager.clone());
+            let ctx = crate::metrics::Ctx {
+                host: self.host.clone(),
+                manager: self.manager.clone(),
+                gate: self.access.gate.clone(),
+                conns: self.conns.clone(),
+                tls: tls.clone(),
+            };
+            let limits = self.security.connections.clone();
             tokio::spawn(async move {
-                if let Err(e) = crate::metrics::serve(l, host, manager).await {
-                    tracing::error!(error = %e, "metrics endpoint stopped");
-                }
+                crate::metrics::serve(l, ctx, limits).await;
             });
         }
-        // `Server::tcp_nodelay` only covers listeners tonic binds itself; set it on every
-        // accepted socket, or Nagle holds a stream's trailing frames for a delayed ACK
-        // (40 ms per pipelined-append heartbeat, so per idle linearizable read).
-        let incoming =
-            tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(self.listener), |s| {
-                s.and_then(|s| s.set_nodelay(true).map(|()| s))
-            });
+        let incoming = weft_security::server::incoming(
+            self.listener,
+            tls,
+            Listener::Grpc,
+            self.security.connections.clone(),
+            self.conns.clone(),
+        );
         tonic::transport::Server::builder()
-            .tcp_nodelay(true)
             .initial_stream_window_size(weft_replica::transport::STREAM_WINDOW_BYTES)
             .initial_connection_window_size(weft_replica::transport::CONNECTION_WINDOW_BYTES)
+            .max_concurrent_streams(STREAMS_PER_CONNECTION_MAX)
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+            .layer(self.access.gate.layer())
             .add_service(store)
             .add_service(admin)
             .add_service(raft)
             .add_service(cluster)
+            .add_optional_service(faults)
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await?;
         Ok(())
     }
+}
+
+/// How often certificate files are checked for changes (SIGHUP reloads at once).
+const CERT_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// HTTP/2 streams (calls) one connection may have open at once.
+const STREAMS_PER_CONNECTION_MAX: u32 = 1024;
+
+/// Answer bytes one session stream may hold at once (see [`crate::session::Budget`]).
+const SESSION_ANSWER_BYTES_MAX: usize = 64 << 20;
+
+/// The session byte budget: the largest get answer the limits allow is what a get reserves
+/// until its answer is known.
+fn session_budget(limits: &Limits) -> crate::session::Budget {
+    let record = limits.key_bytes_max
+        + limits.value_bytes_max
+        + limits.attrs_per_record_max * (limits.name_bytes_max + limits.attr_value_bytes_max + 16)
+        + 256;
+    crate::session::Budget { bytes_max: SESSION_ANSWER_BYTES_MAX, get_estimate: record, write_estimate: 1024 }
 }
 
 fn replica_of(host: &Host, partition: u64) -> Result<Arc<Replica>, Status> {
@@ -185,24 +270,86 @@ fn write_error(partition: u64, e: RaftError<TypeConfig, ClientWriteError<TypeCon
     }
 }
 
-/// The client Store service.
+/// The client Store service. Every call is checked against the caller's rights on the
+/// partition's service ([`AccessView::check`]); writes are checked against the engine's
+/// limits, the partition's hash range and for NaN attributes before they are proposed, so
+/// a refused write never reaches a log.
 #[derive(Clone)]
 struct StoreService {
     host: Arc<Host>,
+    access: Arc<AccessView>,
+    session_bytes: crate::session::Budget,
+}
+
+/// Why a write is refused before it is proposed, as the state machine would refuse it: a
+/// command result with an error (nothing applied, retrying will not help).
+fn refused(code: pb::ErrorCode, message: String) -> pb::WriteResponse {
+    let error = pb::CommandError { code: code as i32, message };
+    pb::WriteResponse {
+        result: Some(pb::CommandResult { version: 0, outcome: Some(pb::command_result::Outcome::Error(error)) }),
+    }
+}
+
+/// The checks a write must pass before it is proposed: the limits (as applying checks them),
+/// no NaN attribute (an index could not order it), every key in the partition's range.
+fn admissible(cmd: &pb::Command, limits: &Limits, range: authz::Range) -> Result<(), pb::WriteResponse> {
+    let Some(pb::command::Kind::Batch(batch)) = &cmd.kind else { return Ok(()) };
+    let mut ops = Vec::with_capacity(batch.ops.len());
+    for op in &batch.ops {
+        match weft_replica::command::op_from_pb(op.clone()) {
+            Ok(op) => ops.push(op),
+            Err(e) => return Err(refused(pb::ErrorCode::Invalid, e.to_string())),
+        }
+    }
+    if let Err(e) = limits.check_ops(&ops) {
+        return Err(refused(pb::ErrorCode::Limit, e.to_string()));
+    }
+    for op in &ops {
+        if let weft_store::Op::Put { attrs, .. } = op
+            && let Some((name, _)) = attrs.iter().find(|(_, v)| matches!(v, weft_store::Scalar::F64(f) if f.is_nan()))
+        {
+            return Err(refused(
+                pb::ErrorCode::Invalid,
+                format!("attribute {name:?} is NaN: an index cannot order it (send a number or leave it out)"),
+            ));
+        }
+        if let Some((low, high)) = range {
+            let h = weft_cluster_manager::keyspace::hash(op.key());
+            if h < low || h > high {
+                return Err(refused(
+                    pb::ErrorCode::Invalid,
+                    format!(
+                        "key {:?} hashes to {h:#018x}, outside this partition's range {low:#018x}..={high:#018x}: \
+                         route it by the cluster map",
+                        String::from_utf8_lossy(op.key())
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl StoreService {
     /// Replicates one command through the partition's primary; answers with its result.
     async fn propose(
         &self,
+        principal: &Principal,
         partition: u64,
         session: Option<pb::Session>,
         mut cmd: pb::Command,
     ) -> Result<pb::WriteResponse, Status> {
+        let range = self.access.check(principal, partition, Right::Write)?;
+        if let Err(refusal) = admissible(&cmd, self.host.limits(), range) {
+            return Ok(refusal);
+        }
         let replica = replica_of(&self.host, partition)?;
         replica.requests.fetch_add(1, Ordering::Relaxed);
         if cmd.session.is_none() {
             cmd.session = session;
+        }
+        if let Some(s) = cmd.session.as_mut() {
+            s.client_id = authz::session_id(principal, s.client_id);
         }
         let result = replica.proposer.propose(cmd).await.map_err(|e| write_error(partition, e))?;
         Ok(pb::WriteResponse { result: Some(result) })
@@ -212,13 +359,18 @@ impl StoreService {
     /// its applied state; returns the answer with what the response says about it.
     async fn read<T>(
         &self,
+        principal: &Principal,
+        right: Right,
         header: Option<pb::ReadHeader>,
         read: impl FnOnce(&weft_store::Store) -> weft_store::Result<T>,
     ) -> Result<(T, Option<pb::ReadInfo>), Status> {
         let header = header.ok_or_else(|| Status::invalid_argument("read without a header"))?;
+        self.access.check(principal, header.partition, right)?;
+        let mode = pb::ReadMode::try_from(header.mode)
+            .map_err(|_| Status::invalid_argument(format!("unknown read mode {}", header.mode)))?;
         let replica = replica_of(&self.host, header.partition)?;
         replica.requests.fetch_add(1, Ordering::Relaxed);
-        let stale = header.mode == pb::ReadMode::Stale as i32;
+        let stale = mode == pb::ReadMode::Stale;
         if !stale {
             match replica.reads.ensure().await {
                 Ok(_) => {}
@@ -230,6 +382,18 @@ impl StoreService {
         }
         let (answer, applied) = replica.sm.read(|st| (read(&st.store), st.last_applied.map_or(0, |l| l.index)));
         Ok((answer.map_err(engine_status)?, Some(pb::ReadInfo { stale, replica: replica.id, applied })))
+    }
+
+    async fn get_as(&self, principal: &Principal, req: pb::GetRequest) -> Result<pb::GetResponse, Status> {
+        let (record, info) = self
+            .read(principal, Right::Read, req.header, |s| Ok(s.get(&req.table, &req.key)?.map(record_to_pb)))
+            .await?;
+        Ok(pb::GetResponse { info, record })
+    }
+
+    async fn write_as(&self, principal: &Principal, req: pb::WriteRequest) -> Result<pb::WriteResponse, Status> {
+        let cmd = req.command.ok_or_else(|| Status::invalid_argument("write request without a command"))?;
+        self.propose(principal, req.partition, req.session, cmd).await
     }
 }
 
@@ -268,6 +432,9 @@ fn value_bound(b: Option<pb::ValueBound>) -> Result<Bound<weft_store::Scalar>, S
         None => Bound::Unbounded,
         Some(b) => {
             let v = scalar_from_pb(b.value)?;
+            if matches!(v, weft_store::Scalar::F64(f) if f.is_nan()) {
+                return Err(Status::invalid_argument("a query bound is NaN: no value compares with it"));
+            }
             if b.inclusive { Bound::Included(v) } else { Bound::Excluded(v) }
         }
     })
@@ -281,15 +448,12 @@ fn token(t: &[u8]) -> Option<Token> {
 type SessionStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::SessionAnswers, Status>> + Send>>;
 
 impl StoreService {
-    /// One session call, answered as its unary RPC would answer it.
-    async fn session_call(self, call: pb::session_call::Call) -> pb::session_answer::Answer {
-        use pb::store_server::Store;
+    /// One session call, answered as its unary RPC would answer it for the stream's caller.
+    async fn session_call(self, principal: Principal, call: pb::session_call::Call) -> pb::session_answer::Answer {
         let answer = match call {
-            pb::session_call::Call::Get(r) => {
-                self.get(Request::new(r)).await.map(|r| pb::session_answer::Answer::Get(r.into_inner()))
-            }
+            pb::session_call::Call::Get(r) => self.get_as(&principal, r).await.map(pb::session_answer::Answer::Get),
             pb::session_call::Call::Write(r) => {
-                self.write(Request::new(r)).await.map(|r| pb::session_answer::Answer::Write(r.into_inner()))
+                self.write_as(&principal, r).await.map(pb::session_answer::Answer::Write)
             }
         };
         answer.unwrap_or_else(|s| pb::session_answer::Answer::Error(crate::session::status_to_pb(&s)))
@@ -308,8 +472,11 @@ impl pb::store_server::Store for StoreService {
         &self,
         req: Request<tonic::Streaming<pb::SessionCalls>>,
     ) -> Result<Response<SessionStream>, Status> {
+        let principal = authz::principal(&req)?;
         let svc = self.clone();
-        let answers = crate::session::serve(req.into_inner(), move |call| svc.clone().session_call(call));
+        let answers = crate::session::serve(req.into_inner(), self.session_bytes, move |call| {
+            svc.clone().session_call(principal.clone(), call)
+        });
         Ok(Response::new(Box::pin(answers)))
     }
 
@@ -317,9 +484,10 @@ impl pb::store_server::Store for StoreService {
     /// an O(1) engine snapshot and streams it as a snapshot transfer would, without client
     /// sessions: they mean nothing to a restored service.
     async fn backup(&self, req: Request<pb::BackupRequest>) -> Result<Response<BackupStream>, Status> {
+        let principal = authz::principal(&req)?;
         let partition = req.into_inner().partition;
         let header = Some(pb::ReadHeader { partition, mode: pb::ReadMode::Linearizable as i32 });
-        let (snapshot, _) = self.read(header, |s| Ok(s.snapshot())).await?;
+        let (snapshot, _) = self.read(&principal, Right::Operate, header, |s| Ok(s.snapshot())).await?;
         let chunk_bytes = self.host.peers().config().snapshot_chunk_bytes;
         let (rx, encoder) = weft_replica::transport::stream_snapshot(
             pb::SnapshotChunk::default(),
@@ -340,37 +508,39 @@ impl pb::store_server::Store for StoreService {
     }
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
-        let req = req.into_inner();
-        let (record, info) = self.read(req.header, |s| Ok(s.get(&req.table, &req.key)?.map(record_to_pb))).await?;
-        Ok(Response::new(pb::GetResponse { info, record }))
+        let principal = authz::principal(&req)?;
+        Ok(Response::new(self.get_as(&principal, req.into_inner()).await?))
     }
 
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::WriteResponse>, Status> {
+        let principal = authz::principal(&req)?;
         let req = req.into_inner();
         let put = req.put.ok_or_else(|| Status::invalid_argument("put request without a put"))?;
         let cmd = batch_command(vec![pb::Op { kind: Some(pb::op::Kind::Put(put)) }]);
-        Ok(Response::new(self.propose(req.partition, req.session, cmd).await?))
+        Ok(Response::new(self.propose(&principal, req.partition, req.session, cmd).await?))
     }
 
     async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::WriteResponse>, Status> {
+        let principal = authz::principal(&req)?;
         let req = req.into_inner();
         let del = req.delete.ok_or_else(|| Status::invalid_argument("delete request without a delete"))?;
         let cmd = batch_command(vec![pb::Op { kind: Some(pb::op::Kind::Delete(del)) }]);
-        Ok(Response::new(self.propose(req.partition, req.session, cmd).await?))
+        Ok(Response::new(self.propose(&principal, req.partition, req.session, cmd).await?))
     }
 
     async fn batch(&self, req: Request<pb::BatchRequest>) -> Result<Response<pb::WriteResponse>, Status> {
+        let principal = authz::principal(&req)?;
         let req = req.into_inner();
-        Ok(Response::new(self.propose(req.partition, req.session, batch_command(req.ops)).await?))
+        Ok(Response::new(self.propose(&principal, req.partition, req.session, batch_command(req.ops)).await?))
     }
 
     async fn write(&self, req: Request<pb::WriteRequest>) -> Result<Response<pb::WriteResponse>, Status> {
-        let req = req.into_inner();
-        let cmd = req.command.ok_or_else(|| Status::invalid_argument("write request without a command"))?;
-        Ok(Response::new(self.propose(req.partition, req.session, cmd).await?))
+        let principal = authz::principal(&req)?;
+        Ok(Response::new(self.write_as(&principal, req.into_inner()).await?))
     }
 
     async fn scan(&self, req: Request<pb::ScanRequest>) -> Result<Response<pb::ScanResponse>, Status> {
+        let principal = authz::principal(&req)?;
         let req = req.into_inner();
         let scan = Scan {
             start: key_bound(req.start),
@@ -379,11 +549,12 @@ impl pb::store_server::Store for StoreService {
             limit: req.limit as usize,
             token: token(&req.token),
         };
-        let (page, info) = self.read(req.header, |s| s.scan(&req.table, &scan)).await?;
+        let (page, info) = self.read(&principal, Right::Read, req.header, |s| s.scan(&req.table, &scan)).await?;
         Ok(Response::new(page_response(page, info)))
     }
 
     async fn query(&self, req: Request<pb::QueryRequest>) -> Result<Response<pb::ScanResponse>, Status> {
+        let principal = authz::principal(&req)?;
         let req = req.into_inner();
         let query = Query {
             index: req.index,
@@ -393,14 +564,31 @@ impl pb::store_server::Store for StoreService {
             limit: req.limit as usize,
             token: token(&req.token),
         };
-        let (page, info) = self.read(req.header, |s| s.query(&req.table, &query)).await?;
+        let (page, info) = self.read(&principal, Right::Read, req.header, |s| s.query(&req.table, &query)).await?;
         Ok(Response::new(page_response(page, info)))
     }
 
     async fn top_k(&self, req: Request<pb::TopKRequest>) -> Result<Response<pb::TopKResponse>, Status> {
+        let principal = authz::principal(&req)?;
         let req = req.into_inner();
-        let (top, info) = self.read(req.header, |s| s.top_k(&req.table, &req.index, req.k as usize)).await?;
+        let (top, info) =
+            self.read(&principal, Right::Read, req.header, |s| s.top_k(&req.table, &req.index, req.k as usize)).await?;
         Ok(Response::new(pb::TopKResponse { info, records: top.iter().map(record_to_pb).collect() }))
+    }
+}
+
+/// Fault injection (`--fault-injection` only; the gate lets only operators call it).
+struct FaultsService {
+    host: Arc<Host>,
+}
+
+#[tonic::async_trait]
+impl pb::faults_server::Faults for FaultsService {
+    async fn cut_links(&self, req: Request<pb::CutLinksRequest>) -> Result<Response<pb::CutLinksResponse>, Status> {
+        let addrs = req.into_inner().addrs;
+        tracing::warn!(?addrs, "fault injection: links cut (an empty list restores them)");
+        self.host.peers().cut_links(addrs);
+        Ok(Response::new(pb::CutLinksResponse {}))
     }
 }
 
@@ -562,13 +750,6 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
             std::process::exit(1);
         });
         Ok(Response::new(pb::RestartResponse { incarnation: self.incarnation }))
-    }
-
-    async fn cut_links(&self, req: Request<pb::CutLinksRequest>) -> Result<Response<pb::CutLinksResponse>, Status> {
-        let addrs = req.into_inner().addrs;
-        tracing::warn!(?addrs, "fault injection: links cut (an empty list restores them)");
-        self.host.peers().cut_links(addrs);
-        Ok(Response::new(pb::CutLinksResponse {}))
     }
 
     async fn list(&self, _req: Request<pb::ListReplicasRequest>) -> Result<Response<pb::ListReplicasResponse>, Status> {

@@ -24,10 +24,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use tonic::Status;
+use tonic::Code;
 use weft_cluster_manager::keyspace;
 use weft_proto::v1 as pb;
 use weft_proto::v1::cluster_client::ClusterClient;
+use weft_replica::transport::{Peers, TransportConfig};
 
 use crate::client::{Client, ClientConfig, ClientError, ReadMode, delete_op, put_op};
 
@@ -79,22 +80,41 @@ impl ServiceClient {
 
     /// The current map, fetched from the first endpoint that answers; rounds over the
     /// endpoints are retried with backoff for up to `within` (a node restarting or a
-    /// manager being elected answers `UNAVAILABLE` for a moment).
-    pub async fn fetch_map(endpoints: &[String], within: Duration) -> Result<pb::GetMapResponse, RoutingError> {
+    /// manager being elected answers `UNAVAILABLE` for a moment). A refusal (no right, no
+    /// identity) is answered at once: asking again will not change it.
+    pub async fn fetch_map(
+        config: &ClientConfig,
+        endpoints: &[String],
+        within: Duration,
+    ) -> Result<pb::GetMapResponse, RoutingError> {
+        let peers = Peers::new(TransportConfig {
+            connect_timeout: Duration::from_secs(2),
+            security: config.security.clone(),
+            ..Default::default()
+        });
+        Self::fetch_map_with(&peers, endpoints, within).await
+    }
+
+    async fn fetch_map_with(
+        peers: &Peers,
+        endpoints: &[String],
+        within: Duration,
+    ) -> Result<pb::GetMapResponse, RoutingError> {
         let deadline = Instant::now() + within;
         let mut backoff = Duration::from_millis(20);
         loop {
             let mut last = String::from("no endpoints");
             for e in endpoints {
                 let answer = async {
-                    let mut c = ClusterClient::connect(format!("http://{e}"))
-                        .await
-                        .map_err(|_| Status::unavailable("cannot connect (is a weft node running there?)"))?;
+                    let mut c = ClusterClient::new(peers.channel(e)?);
                     c.get_map(pb::GetMapRequest {}).await.map(|r| r.into_inner())
                 };
                 match tokio::time::timeout(Duration::from_secs(5), answer).await {
                     Ok(Ok(m)) => return Ok(m),
-                    Ok(Err(s)) => last = format!("{e}: {}", s.message()),
+                    Ok(Err(s)) if matches!(s.code(), Code::Unauthenticated | Code::PermissionDenied) => {
+                        return Err(RoutingError::Client(ClientError::Rpc(s)));
+                    }
+                    Ok(Err(s)) => last = format!("{e}: {}", crate::client::status_text(&s)),
                     Err(_) => last = format!("{e}: no answer in 5 s"),
                 }
             }
@@ -114,7 +134,7 @@ impl ServiceClient {
         if let Some(c) = self.cached.lock().clone() {
             endpoints.extend(c.map.iter().flat_map(|m| m.nodes.values().map(|n| n.addr.clone())));
         }
-        let map = Self::fetch_map(&endpoints, self.config.deadline).await?;
+        let map = Self::fetch_map_with(self.client.peers(), &endpoints, self.config.deadline).await?;
         // Nodes the map calls down are left out: a stale-map answer needs every node the
         // client asks to say it hosts no replica or not to answer (`ClientError::NotHosted`).
         let all = || map.map.iter().flat_map(|m| m.nodes.values());

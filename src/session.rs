@@ -21,10 +21,10 @@ use std::sync::Arc;
 use prost::Message;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 use weft_proto::v1 as pb;
 use weft_proto::v1::store_client::StoreClient;
+use weft_security::AuthChannel;
 
 /// Most calls (or answers) put in one message.
 const MAX_PER_MESSAGE: usize = 256;
@@ -69,21 +69,48 @@ pub(crate) fn status_from_pb(c: pb::CallStatus) -> Status {
     s
 }
 
+/// How much answer memory one session stream may hold: calls being answered, and answers
+/// not yet handed to the transport. A call reserves its estimate before it runs (a get the
+/// largest record the limits allow, a write a little), and its answer's real size once it
+/// is known; past `bytes_max` the node reads no further calls, so a client that stops
+/// reading is held back by HTTP/2 flow control whatever its answers weigh.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Budget {
+    /// Answer bytes held at most.
+    pub(crate) bytes_max: usize,
+    /// What a get reserves until its answer is known.
+    pub(crate) get_estimate: usize,
+    /// What a write reserves until its answer is known.
+    pub(crate) write_estimate: usize,
+}
+
+/// A call's places in the bounds: one of [`IN_FLIGHT_MAX`], and its bytes.
+type Held = (OwnedSemaphorePermit, OwnedSemaphorePermit);
+
+/// `n` bytes of `bytes`, capped at its size so one huge answer cannot wait forever.
+async fn reserve(bytes: &Arc<Semaphore>, n: usize, max: usize) -> Option<OwnedSemaphorePermit> {
+    let n = u32::try_from(n.min(max)).unwrap_or(u32::MAX);
+    bytes.clone().acquire_many_owned(n).await.ok()
+}
+
 /// The node's end: answers every call read from `inbound` with `answer`, each in its own
 /// task, and returns the stream of answer messages (every answer ready at once in one).
 /// The stream ends once the client has closed its side and every call is answered.
 pub(crate) fn serve<F, Fut>(
     mut inbound: tonic::Streaming<pb::SessionCalls>,
+    budget: Budget,
     answer: F,
 ) -> impl futures::Stream<Item = Result<pb::SessionAnswers, Status>> + Send + 'static
 where
     F: Fn(pb::session_call::Call) -> Fut + Send + 'static,
     Fut: Future<Output = pb::session_answer::Answer> + Send + 'static,
 {
-    // Each answer travels with its call's permit, given back once the answer is taken
+    // Each answer travels with its call's permits, given back once the answer is taken
     // into a message for the transport.
-    let (tx, rx) = mpsc::unbounded_channel::<(pb::SessionAnswer, OwnedSemaphorePermit)>();
+    let (tx, rx) = mpsc::unbounded_channel::<(pb::SessionAnswer, Held)>();
     let room = Arc::new(Semaphore::new(IN_FLIGHT_MAX));
+    let max = budget.bytes_max.clamp(1, u32::MAX as usize);
+    let bytes = Arc::new(Semaphore::new(max));
     tokio::spawn(async move {
         loop {
             match inbound.message().await {
@@ -91,16 +118,30 @@ where
                     for c in calls.calls {
                         let id = c.id;
                         let Ok(permit) = room.clone().acquire_owned().await else { return };
+                        let estimate = match &c.call {
+                            Some(pb::session_call::Call::Get(_)) => budget.get_estimate,
+                            _ => budget.write_estimate,
+                        };
+                        let Some(reserved) = reserve(&bytes, estimate, max).await else { return };
                         // The client may be gone; its answers go nowhere.
                         let Some(call) = c.call else {
                             let refused = status_to_pb(&Status::invalid_argument("session call without a call"));
                             let answer = Some(pb::session_answer::Answer::Error(refused));
-                            let _ = tx.send((pb::SessionAnswer { id, answer }, permit));
+                            let _ = tx.send((pb::SessionAnswer { id, answer }, (permit, reserved)));
                             continue;
                         };
-                        let (a, tx) = (answer(call), tx.clone());
+                        let (a, tx, bytes) = (answer(call), tx.clone(), bytes.clone());
                         tokio::spawn(async move {
-                            let _ = tx.send((pb::SessionAnswer { id, answer: Some(a.await) }, permit));
+                            let answer = pb::SessionAnswer { id, answer: Some(a.await) };
+                            let (mut reserved, size) = (reserved, answer.encoded_len().min(max));
+                            let held = reserved.num_permits();
+                            if size < held {
+                                drop(reserved.split(held - size));
+                            } else if size > held {
+                                let Some(more) = reserve(&bytes, size - held, max).await else { return };
+                                reserved.merge(more);
+                            }
+                            let _ = tx.send((answer, (permit, reserved)));
                         });
                     }
                 }
@@ -143,7 +184,7 @@ pub(crate) struct Mux {
 
 impl Mux {
     /// Opens a session on `store`'s channel (lazily: the stream starts with the first call).
-    pub(crate) fn open(store: StoreClient<Channel>) -> Mux {
+    pub(crate) fn open(store: StoreClient<AuthChannel>) -> Mux {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(drive(store, rx));
         Mux { tx }
@@ -187,9 +228,14 @@ fn ended() -> Status {
 }
 
 /// A broken stream's status for the calls it leaves unanswered: no answer (`Cancelled`),
-/// whatever code the transport gave.
+/// whatever code the transport gave, unless the node refused the stream itself for who
+/// the caller is (no identity, no right, over its limits): each call would have been
+/// refused the same way, and asking again will not change that.
 fn broke(s: &Status) -> Status {
-    Status::cancelled(format!("the session stream broke before the answer came: {}", s.message()))
+    match s.code() {
+        Code::Unauthenticated | Code::PermissionDenied | Code::ResourceExhausted => s.clone(),
+        _ => Status::cancelled(format!("the session stream broke before the answer came: {}", s.message())),
+    }
 }
 
 /// `first` and every call queued now (up to a message's worth) as one message, each call
@@ -217,7 +263,7 @@ fn batch(
 
 /// Owns one session stream: sends queued calls, routes answers to their callers, and on
 /// a broken stream fails every call still waiting (they got no answer) and ends.
-async fn drive(mut store: StoreClient<Channel>, mut rx: mpsc::UnboundedReceiver<(pb::session_call::Call, Reply)>) {
+async fn drive(mut store: StoreClient<AuthChannel>, mut rx: mpsc::UnboundedReceiver<(pb::session_call::Call, Reply)>) {
     let mut waiting: HashMap<u64, Reply> = HashMap::new();
     let mut next_id = 0u64;
     let Some(first) = rx.recv().await else { return };

@@ -33,10 +33,11 @@ use openraft::raft::{
 use openraft::{BasicNode, RaftNetworkFactory};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status, Streaming};
 use weft_proto::v1 as pb;
 use weft_proto::v1::raft_client::RaftClient;
+use weft_security::AuthChannel;
 
 use crate::host::Host;
 use crate::snapshot;
@@ -55,6 +56,22 @@ pub const CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
 /// Snapshot chunks buffered between the encoder and the network, per stream.
 pub const SNAPSHOT_CHUNKS_IN_FLIGHT: usize = 8;
 
+/// Largest gRPC message a node sends or accepts, on every service: twice the largest
+/// command the engine's default limits allow (a batch of 32 MiB of keys, values and
+/// attributes, plus per-operation framing), with room for a session message's other calls.
+/// Writes are checked against the limits before they are proposed, and appends carrying
+/// many entries are cut into messages of [`APPEND_MESSAGE_BYTES`], so no valid message
+/// comes near it; anything larger is refused by the transport before it is read whole.
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// Entry bytes past which a pipelined append is cut into several messages (a single
+/// larger entry travels alone).
+pub const APPEND_MESSAGE_BYTES: usize = 16 << 20;
+
+/// Longest wait for the next chunk of a snapshot stream being received: a sender that
+/// stops sending does not hold the receiver's decoder and memory.
+pub const SNAPSHOT_CHUNK_WAIT: Duration = Duration::from_secs(30);
+
 /// Transport settings.
 #[derive(Clone, Debug)]
 pub struct TransportConfig {
@@ -64,21 +81,24 @@ pub struct TransportConfig {
     pub max_message_bytes: usize,
     /// Connect timeout to a peer.
     pub connect_timeout: Duration,
+    /// TLS and identity for calls to peers (a node's own certificate).
+    pub security: weft_security::ClientSecurity,
 }
 
 impl Default for TransportConfig {
     fn default() -> Self {
         TransportConfig {
             snapshot_chunk_bytes: 1 << 20,
-            max_message_bytes: 512 << 20,
+            max_message_bytes: MAX_MESSAGE_BYTES,
             connect_timeout: Duration::from_secs(2),
+            security: weft_security::ClientSecurity::insecure(),
         }
     }
 }
 
 #[derive(Debug)]
 struct PeersInner {
-    channels: Mutex<std::collections::HashMap<String, Channel>>,
+    channels: Mutex<std::collections::HashMap<String, AuthChannel>>,
     /// Addresses whose links fault injection has cut (see [`Peers::cut_links`]).
     cut: Mutex<std::collections::HashSet<String>>,
     config: TransportConfig,
@@ -113,8 +133,9 @@ impl Peers {
         self.inner.cut.lock().contains(addr)
     }
 
-    /// The shared channel to `addr` (`host:port`).
-    pub fn channel(&self, addr: &str) -> Result<Channel, Status> {
+    /// The shared channel to `addr` (`host:port`), over TLS when the transport has
+    /// credentials. The URI stays `http://`: the connector makes the stream secure.
+    pub fn channel(&self, addr: &str) -> Result<AuthChannel, Status> {
         if self.is_cut(addr) {
             return Err(Status::unavailable(format!("link to {addr} cut by fault injection")));
         }
@@ -124,18 +145,18 @@ impl Peers {
         }
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| Status::invalid_argument(format!("peer address {addr:?}: {e}")))?
-            .connect_timeout(self.inner.config.connect_timeout)
             .tcp_nodelay(true)
             .initial_stream_window_size(STREAM_WINDOW_BYTES)
             .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5));
-        let channel = endpoint.connect_lazy();
+        let security = &self.inner.config.security;
+        let channel = security.wrap(security.connect_lazy(endpoint, self.inner.config.connect_timeout));
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }
 
-    fn raft_client(&self, addr: &str) -> Result<RaftClient<Channel>, Status> {
+    fn raft_client(&self, addr: &str) -> Result<RaftClient<AuthChannel>, Status> {
         let max = self.inner.config.max_message_bytes;
         Ok(RaftClient::new(self.channel(addr)?).max_decoding_message_size(max).max_encoding_message_size(max))
     }
@@ -244,6 +265,39 @@ fn streaming_error(s: Status) -> StreamingError<TypeConfig> {
     }
 }
 
+/// One result per request from the answers to its parts: the first failure, else the
+/// last part's result (the whole request's entries accepted). A stream that ends inside a
+/// request's parts ends with that request's failure if one came, else with nothing (the
+/// leader sees a broken stream and sends again, as for any stream that ends early).
+fn merge_parts<S>(
+    answers: S,
+    parts: Arc<Mutex<std::collections::VecDeque<usize>>>,
+) -> impl Stream<Item = Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>
+where
+    S: Stream<Item = Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>> + Unpin,
+{
+    futures::stream::unfold((answers, parts), |(mut answers, parts)| async move {
+        let n = parts.lock().pop_front().unwrap_or(1).max(1);
+        let mut merged = None;
+        for _ in 0..n {
+            match answers.next().await {
+                Some(r) => {
+                    if !matches!(merged, Some(Err(_)) | Some(Ok(Err(_)))) {
+                        merged = Some(r);
+                    }
+                }
+                None => {
+                    return match merged {
+                        Some(r @ (Err(_) | Ok(Err(_)))) => Some((r, (answers, parts))),
+                        _ => None,
+                    };
+                }
+            }
+        }
+        merged.map(|r| (r, (answers, parts)))
+    })
+}
+
 fn with_ttl<T>(msg: T, option: &RPCOption) -> Request<T> {
     let mut req = Request::new(msg);
     req.set_timeout(option.hard_ttl());
@@ -251,7 +305,7 @@ fn with_ttl<T>(msg: T, option: &RPCOption) -> Request<T> {
 }
 
 impl Link {
-    fn client(&self) -> Result<RaftClient<Channel>, Status> {
+    fn client(&self) -> Result<RaftClient<AuthChannel>, Status> {
         self.peers.raft_client(&self.addr)
     }
 
@@ -300,19 +354,27 @@ impl RaftNetworkV2<TypeConfig> for Link {
             let (peers, addr) = (self.peers.clone(), self.addr.clone());
             let open = move || !peers.is_cut(&addr);
             let still_open = open.clone();
-            let input = input.take_while(move |_| std::future::ready(open()));
-            let mut req = Request::new(input.map(move |r| wire::append_to_pb(target, &r)));
+            // A request whose entries pass [`APPEND_MESSAGE_BYTES`] goes as several messages;
+            // `parts` says how many answers make up each request's one result.
+            let parts: Arc<Mutex<std::collections::VecDeque<usize>>> = Arc::default();
+            let counted = parts.clone();
+            let input = input.take_while(move |_| std::future::ready(open())).flat_map(move |r| {
+                let msgs = wire::split_append(target, &r, APPEND_MESSAGE_BYTES);
+                counted.lock().push_back(msgs.len());
+                futures::stream::iter(msgs)
+            });
+            let mut req = Request::new(input);
             let md = req.metadata_mut();
             md.insert(PARTITION_KEY, target.partition.into());
             md.insert(REPLICA_KEY, target.replica.into());
             let answers = client.stream_append(req).await.map_err(&unreachable)?.into_inner();
             // The target accepted the stream: the path works, whatever the answers say.
             backoff.succeeded();
-            let out = answers.take_while(move |_| std::future::ready(still_open())).map(move |r| match r {
+            let answers = answers.take_while(move |_| std::future::ready(still_open())).map(move |r| match r {
                 Ok(a) => wire::stream_append_result_from_pb(a).map_err(wire_rpc_error),
                 Err(s) => Err(rpc_error(s)),
             });
-            Ok(out.boxed())
+            Ok(merge_parts(answers, parts).boxed())
         })
     }
 
@@ -674,7 +736,10 @@ impl pb::raft_server::Raft for RaftService {
         req: Request<Streaming<pb::SnapshotChunk>>,
     ) -> Result<Response<pb::SnapshotResponse>, Status> {
         let mut stream = req.into_inner();
-        let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        let first = tokio::time::timeout(SNAPSHOT_CHUNK_WAIT, stream.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded(format!("no snapshot chunk in {SNAPSHOT_CHUNK_WAIT:?}")))??
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
         let started = Instant::now();
         let first_target = first.target;
         let replica = self.host.target(first.target)?;
@@ -701,7 +766,9 @@ impl pb::raft_server::Raft for RaftService {
                 if !sent || done {
                     break;
                 }
-                chunk = stream.message().await?;
+                chunk = tokio::time::timeout(SNAPSHOT_CHUNK_WAIT, stream.message()).await.map_err(|_| {
+                    Status::deadline_exceeded(format!("no snapshot chunk in {SNAPSHOT_CHUNK_WAIT:?}"))
+                })??;
             }
             Ok(())
         }
@@ -820,5 +887,41 @@ mod backoff_tests {
         assert_eq!(b.wait(t0 + Duration::from_millis(600)), Duration::ZERO, "a success clears it");
         b.failed(t0);
         assert_eq!(b.wait(t0), Duration::from_millis(10), "and the count starts again");
+    }
+}
+
+#[cfg(test)]
+mod merge_tests {
+    use openraft::raft::StreamAppendError;
+
+    use super::*;
+    use crate::types::{LeaderId, LogId};
+
+    fn ok(i: u64) -> Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>> {
+        Ok(Ok(Some(LogId { leader_id: LeaderId { term: 1, node_id: 1 }, index: i })))
+    }
+
+    fn conflict(i: u64) -> Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>> {
+        Ok(Err(StreamAppendError::Conflict(LogId { leader_id: LeaderId { term: 1, node_id: 1 }, index: i })))
+    }
+
+    fn index(r: &Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>) -> (bool, u64) {
+        match r {
+            Ok(Ok(Some(l))) => (true, l.index),
+            Ok(Err(StreamAppendError::Conflict(l))) => (false, l.index),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// Each request's parts answer as one: the last part's acceptance, or the first failure.
+    #[tokio::test]
+    async fn the_answers_to_a_requests_parts_make_one_result() {
+        let parts: Arc<Mutex<std::collections::VecDeque<usize>>> = Arc::new(Mutex::new([1, 3, 2, 2].into()));
+        let answers = futures::stream::iter([ok(5), ok(7), ok(9), ok(12), conflict(13), ok(14), ok(15)]);
+        let merged: Vec<_> = merge_parts(answers, parts).collect().await;
+        let got: Vec<_> = merged.iter().map(index).collect();
+        // The last request's second answer never came: its first part was accepted, which
+        // proves nothing about the whole, so the stream just ends.
+        assert_eq!(got, [(true, 5), (true, 12), (false, 13)]);
     }
 }

@@ -37,8 +37,20 @@ pub fn leader_id_to_pb(l: &LeaderId) -> pb::LeaderId {
     pb::LeaderId { term: l.term, node_id: l.node_id }
 }
 
-fn leader_id_from_pb(l: pb::LeaderId) -> LeaderId {
-    LeaderId { term: l.term, node_id: l.node_id }
+/// The largest raft term a peer may send: 2^48, 280 trillion elections (at a thousand a
+/// second, nine thousand years). A term near 2^64 is nonsense, not a long history: adopted,
+/// it would leave a group unable to elect anyone (the term cannot grow), so it is refused.
+pub const TERM_MAX: u64 = 1 << 48;
+
+/// The largest log index a peer may send: 2^62, far beyond any log, and far enough below
+/// 2^64 that no `index + 1` overflows.
+pub const INDEX_MAX: u64 = 1 << 62;
+
+fn leader_id_from_pb(l: pb::LeaderId) -> Result<LeaderId, WireError> {
+    if l.term > TERM_MAX {
+        return Err(WireError(format!("term {}: above {TERM_MAX}, refused as nonsense", l.term)));
+    }
+    Ok(LeaderId { term: l.term, node_id: l.node_id })
 }
 
 /// Vote to wire.
@@ -49,7 +61,7 @@ pub fn vote_to_pb(v: &Vote) -> pb::Vote {
 /// Vote from wire.
 pub fn vote_from_pb(v: Option<pb::Vote>) -> Result<Vote, WireError> {
     let v = need(v, "vote")?;
-    Ok(Vote { leader_id: leader_id_from_pb(need(v.leader_id, "vote.leader_id")?), committed: v.committed })
+    Ok(Vote { leader_id: leader_id_from_pb(need(v.leader_id, "vote.leader_id")?)?, committed: v.committed })
 }
 
 /// Log id to wire.
@@ -108,8 +120,13 @@ pub fn snapshot_meta_from_pb(m: pb::SnapshotMeta) -> Result<SnapshotMeta, WireEr
 
 /// Optional log id from wire.
 pub fn opt_log_id_from_pb(l: Option<pb::LogId>) -> Result<Option<LogId>, WireError> {
-    l.map(|l| Ok(LogId { leader_id: leader_id_from_pb(need(l.leader_id, "log_id.leader_id")?), index: l.index }))
-        .transpose()
+    l.map(|l| {
+        if l.index > INDEX_MAX {
+            return Err(WireError(format!("log index {}: above {INDEX_MAX}, refused as nonsense", l.index)));
+        }
+        Ok(LogId { leader_id: leader_id_from_pb(need(l.leader_id, "log_id.leader_id")?)?, index: l.index })
+    })
+    .transpose()
 }
 
 /// Membership to wire.
@@ -164,6 +181,59 @@ pub fn append_to_pb(target: pb::Target, r: &AppendEntriesRequest<TypeConfig>) ->
         entries: r.entries.iter().map(entry_to_pb).collect(),
         leader_commit: opt_log_id_to_pb(r.leader_commit.as_ref()),
     }
+}
+
+/// `r` as one or more messages whose entries each stay under `max_bytes` (a single larger
+/// entry goes alone). Each part follows the one before it (its `prev_log_id` is the last
+/// entry of the part before), and commits no further than its own last entry, as a
+/// follower would from the whole request; delivered in order, the parts leave the follower
+/// exactly as the whole request would, and a failure midway leaves it a prefix, which is an
+/// ordinary follower state.
+pub fn split_append(
+    target: pb::Target,
+    r: &AppendEntriesRequest<TypeConfig>,
+    max_bytes: usize,
+) -> Vec<pb::AppendRequest> {
+    use prost::Message;
+    let whole = append_to_pb(target, r);
+    if whole.entries.len() <= 1 {
+        return vec![whole];
+    }
+    let total: usize = whole.entries.iter().map(|e| e.encoded_len()).sum();
+    if total <= max_bytes {
+        return vec![whole];
+    }
+    let mut parts = Vec::new();
+    let mut prev = whole.prev_log_id.clone();
+    let mut cur: Vec<pb::Entry> = Vec::new();
+    let mut bytes = 0usize;
+    let finish = |cur: &mut Vec<pb::Entry>, prev: &mut Option<pb::LogId>, parts: &mut Vec<pb::AppendRequest>| {
+        let entries = std::mem::take(cur);
+        let last = entries.last().and_then(|e| e.log_id.clone());
+        let commit = match (&whole.leader_commit, &last) {
+            (Some(c), Some(l)) if c.index > l.index => Some(l.clone()),
+            (c, _) => c.clone(),
+        };
+        parts.push(pb::AppendRequest {
+            target: Some(target),
+            vote: whole.vote.clone(),
+            prev_log_id: prev.clone(),
+            entries,
+            leader_commit: commit,
+        });
+        *prev = last;
+    };
+    for e in &whole.entries {
+        let n = e.encoded_len();
+        if !cur.is_empty() && bytes + n > max_bytes {
+            finish(&mut cur, &mut prev, &mut parts);
+            bytes = 0;
+        }
+        bytes += n;
+        cur.push(e.clone());
+    }
+    finish(&mut cur, &mut prev, &mut parts);
+    parts
 }
 
 /// Append request from wire.
@@ -238,4 +308,84 @@ pub fn vote_resp_from_pb(r: pb::VoteResponse) -> Result<VoteResponse<TypeConfig>
 /// The openraft node (the hosting node's address) of a replica at `addr`.
 pub fn node_of(addr: &str) -> <TypeConfig as RaftTypeConfig>::Node {
     BasicNode { addr: addr.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(term: u64, index: u64, value_bytes: usize) -> Entry {
+        let put = pb::Put {
+            table: "t".into(),
+            key: index.to_be_bytes().to_vec().into(),
+            value: vec![7u8; value_bytes].into(),
+            ..Default::default()
+        };
+        let cmd = pb::Command {
+            session: None,
+            kind: Some(pb::command::Kind::Batch(pb::Batch {
+                ops: vec![pb::Op { kind: Some(pb::op::Kind::Put(put)) }],
+            })),
+        };
+        openraft::Entry {
+            log_id: LogId { leader_id: LeaderId { term, node_id: 1 }, index },
+            payload: EntryPayload::Normal(Commands(vec![cmd])),
+        }
+    }
+
+    fn log_id(term: u64, index: u64) -> LogId {
+        LogId { leader_id: LeaderId { term, node_id: 1 }, index }
+    }
+
+    /// Parts chain on their prev ids, carry every entry once in order, and commit no further
+    /// than their own last entry.
+    #[test]
+    fn a_large_append_is_cut_into_parts_that_follow_each_other() {
+        let target = pb::Target { partition: 3, replica: 9 };
+        let entries: Vec<Entry> = (11..=20).map(|i| entry(2, i, 1000)).collect();
+        let r = AppendEntriesRequest {
+            vote: Vote { leader_id: LeaderId { term: 2, node_id: 1 }, committed: true },
+            prev_log_id: Some(log_id(2, 10)),
+            entries,
+            leader_commit: Some(log_id(2, 18)),
+        };
+        let parts = split_append(target, &r, 3500);
+        assert!(parts.len() >= 3, "{} parts", parts.len());
+        let mut prev = Some(log_id(2, 10));
+        let mut seen = Vec::new();
+        for p in &parts {
+            assert_eq!(opt_log_id_from_pb(p.prev_log_id.clone()).unwrap(), prev);
+            let back = append_from_pb(p.clone()).unwrap();
+            let last = back.entries.last().unwrap().log_id;
+            assert!(back.leader_commit.unwrap().index <= last.index.max(18));
+            assert!(back.leader_commit.unwrap().index <= 18);
+            if last.index < 18 {
+                assert_eq!(back.leader_commit, Some(last), "a part commits no further than its last entry");
+            }
+            seen.extend(back.entries.iter().map(|e| e.log_id.index));
+            prev = Some(last);
+        }
+        assert_eq!(seen, (11..=20).collect::<Vec<_>>());
+        assert_eq!(split_append(target, &r, 1 << 20).len(), 1, "a small append goes whole");
+    }
+
+    #[test]
+    fn terms_and_indexes_near_two_to_the_sixty_four_are_refused() {
+        let vote = |term| pb::Vote { leader_id: Some(pb::LeaderId { term, node_id: 1 }), committed: false };
+        assert!(vote_from_pb(Some(vote(TERM_MAX))).is_ok());
+        let e = vote_from_pb(Some(vote(u64::MAX))).unwrap_err();
+        assert!(e.to_string().contains("refused as nonsense"), "{e}");
+        assert!(vote_from_pb(Some(vote(TERM_MAX + 1))).is_err());
+        let id = |index| Some(pb::LogId { leader_id: Some(pb::LeaderId { term: 1, node_id: 1 }), index });
+        assert!(opt_log_id_from_pb(id(INDEX_MAX)).is_ok());
+        assert!(opt_log_id_from_pb(id(u64::MAX)).is_err());
+        let req = pb::VoteRequest {
+            target: None,
+            vote: Some(vote(u64::MAX)),
+            last_log_id: id(u64::MAX),
+            pre_vote: false,
+            leadership_transfer: true,
+        };
+        assert!(vote_req_from_pb(req).is_err());
+    }
 }

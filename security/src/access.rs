@@ -341,7 +341,13 @@ mod tests {
         }
         assert_eq!(access("/weft.v1.Store/Put"), Access::Service(Right::Write));
         assert_eq!(access("/weft.v1.Store/Get"), Access::Service(Right::Read));
-        assert_eq!(access("/weft.v1.Cluster/Drain"), Access::Cluster(Right::Operate));
+        for m in ["Drain", "Activate", "Rebalance", "Upgrade", "ListUsers", "AddUser", "RemoveUser", "Grant", "Revoke"]
+        {
+            assert_eq!(access(&format!("/weft.v1.Cluster/{m}")), Access::Cluster(Right::Operate), "{m}");
+        }
+        for m in ["CreateService", "DeleteService", "MovePrimary", "MoveSecondary"] {
+            assert_eq!(access(&format!("/weft.v1.Cluster/{m}")), Access::Service(Right::Operate), "{m}");
+        }
         assert_eq!(access("/weft.v1.Faults/CutLinks"), Access::Cluster(Right::Operate));
         assert_eq!(access("/weft.v1.Cluster/GetMap"), Access::Known);
     }

@@ -94,9 +94,28 @@ pub async fn create(r: &Replica) -> Result<(), Status> {
     {
         return Err(Status::internal(format!("creating the cluster map table: {}", e.message)));
     }
-    let empty = pb::ClusterMap { next_partition: 1, next_replica: FIRST_REPLICA_ID, ..Default::default() };
+    let mut empty = pb::ClusterMap { next_partition: 1, next_replica: FIRST_REPLICA_ID, ..Default::default() };
+    init_users(&mut empty);
     write(r, &empty, 0).await?;
     Ok(())
+}
+
+/// Makes `root` a cluster-wide operator, once: a new cluster's first user, as the
+/// certificate directory's default client (`client.root.crt`). Returns whether it changed
+/// the map (a map written before users existed gets `root` the first time a manager reads
+/// it; `root` may later be removed like any user, and does not come back).
+pub fn init_users(m: &mut pb::ClusterMap) -> bool {
+    if m.users_initialized {
+        return false;
+    }
+    let root = weft_security::identity::DEFAULT_USER.to_string();
+    m.users.entry(root.clone()).or_insert_with(|| pb::UserInfo {
+        name: root,
+        token_sha256: Default::default(),
+        grants: vec![pb::UserGrant { role: weft_security::Role::Operator.name().into(), service: String::new() }],
+    });
+    m.users_initialized = true;
+    true
 }
 
 async fn propose(r: &Replica, cmd: pb::Command) -> Result<pb::CommandResult, Status> {

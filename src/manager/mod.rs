@@ -21,6 +21,7 @@ mod map_group;
 mod reconcile;
 mod service;
 mod upgrade;
+mod users;
 pub mod view;
 
 use std::collections::{HashMap, HashSet};
@@ -31,11 +32,11 @@ use openraft::ServerState;
 use openraft::async_runtime::watch::WatchReceiver;
 use parking_lot::Mutex;
 use tonic::Status;
-use tonic::transport::Channel;
 use weft_proto::v1 as pb;
 use weft_proto::v1::cluster_client::ClusterClient;
 use weft_proto::v1::node_admin_client::NodeAdminClient;
 use weft_replica::host::{Host, Replica};
+use weft_security::AuthChannel;
 
 pub use map::MAP_PARTITION;
 pub use reconcile::DEFAULT_TABLE;
@@ -67,6 +68,8 @@ pub struct ClusterConfig {
     pub balance_threshold: f64,
     /// A move whose new replica makes no progress this long is abandoned (`reconcile`).
     pub move_stall: Duration,
+    /// The node runs `--insecure` (reported in its heartbeats, shown by `weft ctl status`).
+    pub insecure: bool,
 }
 
 impl Default for ClusterConfig {
@@ -83,6 +86,7 @@ impl Default for ClusterConfig {
             balance_every: Some(Duration::from_secs(60)),
             balance_threshold: 1.5,
             move_stall: Duration::from_secs(120),
+            insecure: false,
         }
     }
 }
@@ -153,11 +157,19 @@ pub struct Manager {
     /// The address a forwarded call last reached the manager through; tried first next
     /// time, so a paused or unreachable seed early in the list is not waited on again.
     forward_via: Mutex<Option<String>>,
+    /// Who may do what on this node, refreshed from the map (`heartbeat_loop`).
+    access: Arc<crate::authz::AccessView>,
 }
 
 impl Manager {
     /// The manager role of node `id` serving on `addr`.
-    pub fn new(host: Arc<Host>, id: u64, addr: String, cfg: ClusterConfig) -> Arc<Self> {
+    pub fn new(
+        host: Arc<Host>,
+        id: u64,
+        addr: String,
+        cfg: ClusterConfig,
+        access: Arc<crate::authz::AccessView>,
+    ) -> Arc<Self> {
         Arc::new(Manager {
             host,
             id,
@@ -167,6 +179,7 @@ impl Manager {
             soft: Mutex::default(),
             ops: Mutex::default(),
             forward_via: Mutex::default(),
+            access,
         })
     }
 
@@ -212,6 +225,7 @@ impl Manager {
             state: pb::NodeState::Up as i32,
             incarnation: self.incarnation,
             drained: false,
+            insecure: self.cfg.insecure,
         }
     }
 
@@ -250,11 +264,11 @@ impl Manager {
         self.cfg.seeds.iter().filter(|s| **s != self.addr).cloned().collect()
     }
 
-    fn admin(&self, addr: &str) -> Result<NodeAdminClient<Channel>, Status> {
+    fn admin(&self, addr: &str) -> Result<NodeAdminClient<AuthChannel>, Status> {
         Ok(NodeAdminClient::new(self.host.peers().channel(addr)?))
     }
 
-    fn cluster(&self, addr: &str) -> Result<ClusterClient<Channel>, Status> {
+    fn cluster(&self, addr: &str) -> Result<ClusterClient<AuthChannel>, Status> {
         Ok(ClusterClient::new(self.host.peers().channel(addr)?))
     }
 
@@ -270,7 +284,7 @@ impl Manager {
             rates.fill(&mut replicas, Instant::now());
             let req = pb::HeartbeatRequest { node: Some(self.info()), replicas };
             let sent = match self.leading() {
-                Some(_) => self.on_heartbeat(req).await.map(|_| ()),
+                Some(_) => self.on_heartbeat(req).await,
                 None => service::forward(
                     &self,
                     self.manager_addrs(),
@@ -279,7 +293,16 @@ impl Manager {
                     |mut c, r| async move { c.heartbeat(r).await },
                 )
                 .await
-                .map(|_| ()),
+                .map(tonic::Response::into_inner),
+            };
+            let sent = match sent {
+                Ok(r) => {
+                    if let Err(e) = self.refresh_access(r.map_version).await {
+                        tracing::debug!(error = %e.message(), "reading the cluster map's users failed; next beat");
+                    }
+                    Ok(())
+                }
+                Err(e) => Err(e),
             };
             match sent {
                 Ok(()) if failing => {
@@ -293,6 +316,31 @@ impl Manager {
                 _ => {}
             }
         }
+    }
+
+    /// Reads the map again when it is newer than the one this node's access view holds (a
+    /// heartbeat's answer says), so grants and revokes reach every node within a beat.
+    async fn refresh_access(&self, version: u64) -> Result<(), Status> {
+        if version == 0 || version == self.access.version() {
+            return Ok(());
+        }
+        let (map, version) = match self.leading() {
+            Some(leader) => map::read_applied(&leader)?.ok_or_else(|| Status::unavailable("no map yet"))?,
+            None => {
+                let r = service::forward(
+                    self,
+                    self.manager_addrs(),
+                    pb::GetMapRequest {},
+                    service::QUICK_FORWARD_TIMEOUT,
+                    |mut c, r| async move { c.get_map(r).await },
+                )
+                .await?
+                .into_inner();
+                (r.map.unwrap_or_default(), r.version)
+            }
+        };
+        self.access.apply(&map, version);
+        Ok(())
     }
 
     /// Records a heartbeat; registers the node or updates its entry when anything about it
@@ -320,6 +368,7 @@ impl Manager {
                     || n.capacity_replicas != node.capacity_replicas
                     || n.capacity_memory_bytes != node.capacity_memory_bytes
                     || n.incarnation != node.incarnation
+                    || n.insecure != node.insecure
                     || n.state == pb::NodeState::Down as i32
             }
         };

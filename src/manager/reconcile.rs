@@ -24,7 +24,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tonic::transport::Channel;
 use tonic::{Code, Response, Status};
 use weft_cluster_manager::model::NodeStatus;
 use weft_cluster_manager::placement;
@@ -32,6 +31,7 @@ use weft_cluster_manager::repair::{self, Action, Alarm};
 use weft_proto::v1 as pb;
 use weft_proto::v1::node_admin_client::NodeAdminClient;
 use weft_replica::host::Replica;
+use weft_security::AuthChannel;
 
 use super::{Manager, map};
 use crate::client::{Client, ClientConfig, ClientError};
@@ -76,6 +76,10 @@ impl Manager {
         let Some((m, _)) = map::read(leader).await? else {
             return map::create(leader).await;
         };
+        if !m.users_initialized {
+            self.update(|m| Ok(map::init_users(m))).await?;
+            return Ok(());
+        }
         // 1. Liveness.
         let now = Instant::now();
         let silent: Vec<u64> = {
@@ -356,7 +360,7 @@ impl Manager {
             let req = pb::OpenReplicaRequest { partition: p.id, replica: r.replica, mode: 0, initial };
             step(self.admin(addr)?.open_replica(req)).await?;
         }
-        let client = Client::new(addrs, ClientConfig::default());
+        let client = Client::new(addrs, ClientConfig::secured(self.host.peers().config().security.clone()));
         match client.create_table(p.id, DEFAULT_TABLE).await {
             Ok(_) => {}
             Err(ClientError::Refused { code: pb::ErrorCode::TableExists, .. }) => {}
@@ -726,7 +730,7 @@ impl Manager {
         f: F,
     ) -> Result<(), Status>
     where
-        F: Fn(NodeAdminClient<Channel>) -> Fut,
+        F: Fn(NodeAdminClient<AuthChannel>) -> Fut,
         Fut: Future<Output = Result<(), Status>>,
     {
         // Ask the replicas who leads now (reports can be half a second old), so calls go to

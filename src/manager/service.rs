@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::metadata::MetadataValue;
-use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 use weft_proto::v1 as pb;
 use weft_proto::v1::cluster_client::ClusterClient;
+use weft_security::AuthChannel;
 
 use super::Manager;
 
@@ -32,7 +32,7 @@ pub(super) async fn forward<M, T, F, Fut>(
 ) -> Result<Response<T>, Status>
 where
     M: Clone,
-    F: Fn(ClusterClient<Channel>, Request<M>) -> Fut,
+    F: Fn(ClusterClient<AuthChannel>, Request<M>) -> Fut,
     Fut: Future<Output = Result<Response<T>, Status>>,
 {
     forward_hops(mgr, addrs, msg, 1, timeout, f).await
@@ -48,7 +48,7 @@ async fn forward_hops<M, T, F, Fut>(
 ) -> Result<Response<T>, Status>
 where
     M: Clone,
-    F: Fn(ClusterClient<Channel>, Request<M>) -> Fut,
+    F: Fn(ClusterClient<AuthChannel>, Request<M>) -> Fut,
     Fut: Future<Output = Result<Response<T>, Status>>,
 {
     let via = mgr.forward_via.lock().clone();
@@ -79,15 +79,33 @@ where
     Err(last)
 }
 
-/// The `Cluster` service.
+/// The `Cluster` service. The gate has checked the caller's role for each method; this
+/// service checks what only the request says: the service an operator command is about,
+/// and that a heartbeat comes from the node it describes. A node forwarding a call has
+/// checked its caller already (nodes may do anything).
 pub struct ClusterService {
     mgr: Arc<Manager>,
+    access: Arc<crate::authz::AccessView>,
 }
 
 impl ClusterService {
     /// The service over this node's manager role.
-    pub fn new(mgr: Arc<Manager>) -> Self {
-        ClusterService { mgr }
+    pub fn new(mgr: Arc<Manager>, access: Arc<crate::authz::AccessView>) -> Self {
+        ClusterService { mgr, access }
+    }
+
+    /// `Ok` when the caller is an operator of `service` (or cluster-wide).
+    fn operator_of<T>(&self, req: &Request<T>, service: &str) -> Result<(), Status> {
+        crate::authz::principal(req)?.require(weft_security::Right::Operate, Some(service))
+    }
+
+    /// `Ok` when the caller is an operator of `partition`'s service (or cluster-wide).
+    fn operator_of_partition<T>(&self, req: &Request<T>, partition: u64) -> Result<(), Status> {
+        let principal = crate::authz::principal(req)?;
+        match self.access.service_of(partition) {
+            Some(service) => principal.require(weft_security::Right::Operate, Some(&service)),
+            None => principal.require(weft_security::Right::Operate, None),
+        }
     }
 
     /// `None`: answer here. `Some((addrs, hops))`: forward there.
@@ -128,6 +146,20 @@ macro_rules! routed {
 #[tonic::async_trait]
 impl pb::cluster_server::Cluster for ClusterService {
     async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        // A node speaks only for itself; a relayed heartbeat (a second hop: its sender set
+        // one hop, the node relaying it two) was checked where it first arrived.
+        let hops: u32 = req.metadata().get(HOPS).and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(0);
+        let forwarded = hops >= 2;
+        if let weft_security::Principal::Node(caller) = crate::authz::principal(&req)?
+            && !forwarded
+        {
+            let named = req.get_ref().node.as_ref().map_or(0, |n| n.id);
+            if named != caller {
+                return Err(Status::permission_denied(format!(
+                    "a heartbeat for node {named} from node {caller}'s certificate: a node heartbeats only for itself"
+                )));
+            }
+        }
         routed!(self, req, heartbeat, |m| self.mgr.on_heartbeat(m), QUICK_FORWARD_TIMEOUT)
     }
 
@@ -139,13 +171,16 @@ impl pb::cluster_server::Cluster for ClusterService {
     }
 
     async fn get_map(&self, req: Request<pb::GetMapRequest>) -> Result<Response<pb::GetMapResponse>, Status> {
-        routed!(self, req, get_map, |_m| self.mgr.get_map(), QUICK_FORWARD_TIMEOUT)
+        let node = crate::authz::principal(&req)?.is_node();
+        let r = routed!(self, req, get_map, |_m| self.mgr.get_map(), QUICK_FORWARD_TIMEOUT)?;
+        Ok(if node { r } else { r.map(super::users::without_users) })
     }
 
     async fn create_service(
         &self,
         req: Request<pb::CreateServiceRequest>,
     ) -> Result<Response<pb::CtlResponse>, Status> {
+        self.operator_of(&req, req.get_ref().name.trim())?;
         routed!(self, req, create_service, |m| self.mgr.create_service(m))
     }
 
@@ -153,6 +188,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         req: Request<pb::DeleteServiceRequest>,
     ) -> Result<Response<pb::CtlResponse>, Status> {
+        self.operator_of(&req, &req.get_ref().name)?;
         routed!(self, req, delete_service, |m| self.mgr.delete_service(m))
     }
 
@@ -165,6 +201,7 @@ impl pb::cluster_server::Cluster for ClusterService {
     }
 
     async fn move_primary(&self, req: Request<pb::MovePrimaryRequest>) -> Result<Response<pb::CtlResponse>, Status> {
+        self.operator_of_partition(&req, req.get_ref().partition)?;
         routed!(self, req, move_primary, |m| self.mgr.move_primary(m))
     }
 
@@ -172,6 +209,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         req: Request<pb::MoveSecondaryRequest>,
     ) -> Result<Response<pb::CtlResponse>, Status> {
+        self.operator_of_partition(&req, req.get_ref().partition)?;
         routed!(self, req, move_secondary, |m| self.mgr.move_secondary(m))
     }
 
@@ -181,5 +219,25 @@ impl pb::cluster_server::Cluster for ClusterService {
 
     async fn upgrade(&self, req: Request<pb::UpgradeRequest>) -> Result<Response<pb::CtlResponse>, Status> {
         routed!(self, req, upgrade, |m| self.mgr.upgrade(m))
+    }
+
+    async fn list_users(&self, req: Request<pb::ListUsersRequest>) -> Result<Response<pb::ListUsersResponse>, Status> {
+        routed!(self, req, list_users, |_m| self.mgr.list_users(), QUICK_FORWARD_TIMEOUT)
+    }
+
+    async fn add_user(&self, req: Request<pb::AddUserRequest>) -> Result<Response<pb::AddUserResponse>, Status> {
+        routed!(self, req, add_user, |m| self.mgr.add_user(m))
+    }
+
+    async fn remove_user(&self, req: Request<pb::RemoveUserRequest>) -> Result<Response<pb::CtlResponse>, Status> {
+        routed!(self, req, remove_user, |m| self.mgr.remove_user(m))
+    }
+
+    async fn grant(&self, req: Request<pb::GrantRequest>) -> Result<Response<pb::CtlResponse>, Status> {
+        routed!(self, req, grant, |m| self.mgr.grant(m, true))
+    }
+
+    async fn revoke(&self, req: Request<pb::GrantRequest>) -> Result<Response<pb::CtlResponse>, Status> {
+        routed!(self, req, revoke, |m| self.mgr.grant(m, false))
     }
 }

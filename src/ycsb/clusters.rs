@@ -12,7 +12,8 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 use super::{KvConfig, KvError, KvReport, Target, Workload};
-use crate::local::{LocalError, LocalNode, cluster_err, free_addrs, ready_service, start_managed};
+use crate::client::ClientConfig;
+use crate::local::{LocalError, LocalNode, Security, cluster_err, free_addrs, ready_service, start_managed};
 
 /// Replicas per weft partition in a local cluster (fewer when there are fewer nodes).
 const REPLICAS: u32 = 4;
@@ -22,40 +23,52 @@ pub struct WeftCluster {
     _nodes: Vec<LocalNode>,
     /// Every node's address.
     pub endpoints: Vec<String>,
+    /// How a client reaches it (as `root`, over TLS unless the cluster is `--insecure`).
+    pub config: ClientConfig,
+    _security: Security,
     _data: Option<TempDir>,
 }
 
-/// Starts `members` managed nodes (durable logs under a temporary directory if `durable`)
-/// and a `service` of `partitions` partitions whose primaries are all elected.
+/// Starts `members` managed nodes (durable logs under a temporary directory if `durable`,
+/// TLS unless `tls` is false) and a `service` of `partitions` partitions whose primaries
+/// are all elected.
 pub async fn start_weft(
     exe: &Path,
     members: usize,
     durable: bool,
+    tls: bool,
     service: &str,
     partitions: u32,
 ) -> Result<WeftCluster, LocalError> {
     let addrs = free_addrs(members)?;
     let data = if durable { Some(tempfile::tempdir().map_err(cluster_err)?) } else { None };
-    let nodes = start_managed(exe, &addrs, members, data.as_ref().map(|d| d.path()), durable, |_| Vec::new())?;
+    let security = Security::new(tls)?;
+    let dir = data.as_ref().map(|d| d.path());
+    let nodes = start_managed(exe, &addrs, members, dir, durable, &security, |_| Vec::new())?;
     let replicas = REPLICAS.min(members as u32);
-    ready_service(&addrs, members, service, partitions, replicas, Duration::from_secs(60)).await?;
-    Ok(WeftCluster { _nodes: nodes, endpoints: addrs, _data: data })
+    let config = security.root_config()?;
+    ready_service(&config, &addrs, members, service, partitions, replicas, Duration::from_secs(60)).await?;
+    Ok(WeftCluster { _nodes: nodes, endpoints: addrs, config, _security: security, _data: data })
 }
 
 /// Loads and runs `workloads` on a local weft cluster started for them (see [`start_weft`]).
+#[allow(clippy::too_many_arguments)]
 pub async fn run_weft(
     exe: &Path,
     members: usize,
     durable: bool,
+    tls: bool,
     service: &str,
     partitions: u32,
     cfg: &KvConfig,
     workloads: &[Workload],
 ) -> Result<KvReport, KvError> {
-    let cluster = start_weft(exe, members, durable, service, partitions).await?;
+    let cluster = start_weft(exe, members, durable, tls, service, partitions).await?;
     let mode = if durable { "durable" } else { "volatile" };
-    let name = format!("weft ({members} nodes, {mode}, {partitions} partitions)");
-    super::run(&Target::weft(cluster.endpoints.clone(), service), name, cfg, workloads).await
+    let security = if tls { "TLS" } else { "plaintext" };
+    let name = format!("weft ({members} nodes, {mode}, {security}, {partitions} partitions)");
+    let target = Target::weft(cluster.endpoints.clone(), service, cluster.config.clone());
+    super::run(&target, name, cfg, workloads).await
 }
 
 #[cfg(feature = "etcd")]

@@ -41,8 +41,8 @@ pub enum Target {
 
 impl Target {
     /// The default table of `service`, reached through any of `endpoints` (weft nodes).
-    pub fn weft(endpoints: Vec<String>, service: &str) -> Target {
-        let client = ServiceClient::new(endpoints, Default::default());
+    pub fn weft(endpoints: Vec<String>, service: &str, config: crate::client::ClientConfig) -> Target {
+        let client = ServiceClient::new(endpoints, config);
         Target::Weft { client: Arc::new(client), service: service.into(), table: crate::manager::DEFAULT_TABLE.into() }
     }
 

@@ -30,6 +30,8 @@ pub struct VersusConfig {
     pub kv: KvConfig,
     /// The workloads, in order.
     pub workloads: Vec<Workload>,
+    /// TLS on both sides: weft's nodes and clients, etcd's peers and clients.
+    pub tls: bool,
 }
 
 /// One like-for-like pairing.
@@ -85,7 +87,8 @@ pub async fn versus(cfg: &VersusConfig) -> Result<VersusReport, VersusError> {
     for &durable in &cfg.durable {
         let mode = if durable { "durable" } else { "volatile" };
         let (etcd, fsync) = run_etcd(&cfg.etcd, cfg.members, durable, &cfg.kv, &cfg.workloads).await?;
-        let weft = run_weft(&cfg.exe, cfg.members, durable, SERVICE, cfg.partitions, &cfg.kv, &cfg.workloads).await?;
+        let weft =
+            run_weft(&cfg.exe, cfg.members, durable, cfg.tls, SERVICE, cfg.partitions, &cfg.kv, &cfg.workloads).await?;
         let mut ratios = BTreeMap::new();
         let mut p99_ratios = BTreeMap::new();
         for (w, e) in weft.workloads.iter().zip(&etcd.workloads) {

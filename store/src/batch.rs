@@ -87,7 +87,8 @@ impl Op {
         }
     }
 
-    pub(crate) fn key(&self) -> &[u8] {
+    /// The key it writes.
+    pub fn key(&self) -> &[u8] {
         match self {
             Op::Put { key, .. } | Op::Delete { key, .. } => key,
         }

@@ -1,6 +1,7 @@
 //! Explicit, configurable limits on everything a caller controls. Every limit is checked
 //! before anything changes.
 
+use crate::batch::Op;
 use crate::error::{Result, StoreError};
 
 /// Size and count limits; [`Limits::default`] suits most services.
@@ -43,6 +44,35 @@ impl Default for Limits {
             page_bytes_max: 16 * 1024 * 1024,
             indexes_per_table_max: 16,
         }
+    }
+}
+
+impl Limits {
+    /// The checks on a batch that need no state: operation count, every record's key,
+    /// value and attributes, and the batch's bytes. A write that fails them can be refused
+    /// before it is proposed (the node does), so it never reaches a log; applying checks
+    /// them again, with the checks that need the state (tables, conditions).
+    pub fn check_ops(&self, ops: &[Op]) -> Result<()> {
+        check("batch operations", ops.len(), self.batch_ops_max)?;
+        let mut bytes = 0usize;
+        for op in ops {
+            match op {
+                Op::Put { key, value, attrs, .. } => {
+                    crate::store::check_record(self, key, value.len(), attrs.iter().map(|(n, v)| (n.as_str(), v)))?;
+                    bytes += key.len()
+                        + value.len()
+                        + attrs.iter().map(|(n, v)| n.len() + v.heap_bytes() + 8).sum::<usize>();
+                }
+                Op::Delete { key, .. } => {
+                    if key.is_empty() {
+                        return Err(StoreError::Invalid { what: "key", reason: "empty".into() });
+                    }
+                    check("key bytes", key.len(), self.key_bytes_max)?;
+                    bytes += key.len();
+                }
+            }
+        }
+        check("batch bytes", bytes, self.batch_bytes_max)
     }
 }
 

@@ -308,26 +308,10 @@ impl Store {
     /// Validates a whole batch against limits and the current state; returns each
     /// operation's previous version.
     fn validate(&self, ops: &[Op]) -> Result<Vec<Option<u64>>> {
-        check("batch operations", ops.len(), self.limits.batch_ops_max)?;
-        let mut bytes = 0usize;
+        self.limits.check_ops(ops)?;
         let mut previous = Vec::with_capacity(ops.len());
         for (i, op) in ops.iter().enumerate() {
             let t = self.table(op.table())?;
-            match op {
-                Op::Put { key, value, attrs, .. } => {
-                    self.check_record(key, value.len(), attrs.iter().map(|(n, v)| (n.as_str(), v)))?;
-                    bytes += key.len()
-                        + value.len()
-                        + attrs.iter().map(|(n, v)| n.len() + v.heap_bytes() + 8).sum::<usize>();
-                }
-                Op::Delete { key, .. } => {
-                    if key.is_empty() {
-                        return Err(StoreError::Invalid { what: "key", reason: "empty".into() });
-                    }
-                    check("key bytes", key.len(), self.limits.key_bytes_max)?;
-                    bytes += key.len();
-                }
-            }
             let current = t.get(op.key()).map(|r| r.version());
             let (ok, expected) = match op.condition() {
                 Condition::None => (true, String::new()),
@@ -348,7 +332,6 @@ impl Store {
             }
             previous.push(current);
         }
-        check("batch bytes", bytes, self.limits.batch_bytes_max)?;
         Ok(previous)
     }
 }
@@ -395,7 +378,7 @@ impl TableLoader {
 }
 
 /// Checks one record against `l`.
-fn check_record<'a>(
+pub(crate) fn check_record<'a>(
     l: &Limits,
     key: &[u8],
     value_len: usize,

@@ -1,0 +1,50 @@
+//! How the CLI's client commands (`weft kv`, `weft ctl`, `weft bench kv --endpoints`) find
+//! their credentials: `--certs-dir` (or `WEFT_CERTS_DIR`) holds `ca.crt` and
+//! `client.USER.crt`/`.key`; `--user` (or `WEFT_USER`) picks USER, `root` by default; a
+//! bearer token (`--token` or `WEFT_TOKEN`) replaces the client certificate, and then only
+//! `ca.crt` is read. Without a certificate directory the commands speak plaintext, which
+//! only `--insecure` nodes accept (a secure node refuses with a message saying so).
+
+use anyhow::Context;
+use clap::Args;
+use weft::client::ClientConfig;
+use weft_security::{ClientSecurity, Credentials, Holder};
+
+#[derive(Args, Clone, Debug)]
+pub struct ClientArgs {
+    /// Directory with ca.crt and client.USER.crt/.key (CockroachDB's layout).
+    #[arg(long, global = true, env = "WEFT_CERTS_DIR")]
+    certs_dir: Option<std::path::PathBuf>,
+    /// The user to act as: its certificate is client.USER.crt.
+    #[arg(long, global = true, env = "WEFT_USER", default_value = weft_security::identity::DEFAULT_USER)]
+    user: String,
+    /// A bearer token to present instead of a client certificate (needs --certs-dir for
+    /// ca.crt).
+    #[arg(long, global = true, env = "WEFT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl ClientArgs {
+    /// The client security these flags describe.
+    pub fn security(&self) -> anyhow::Result<ClientSecurity> {
+        let Some(dir) = &self.certs_dir else {
+            if self.token.is_some() {
+                anyhow::bail!("a token needs --certs-dir (or WEFT_CERTS_DIR) for ca.crt, to verify the nodes");
+            }
+            return Ok(ClientSecurity::insecure());
+        };
+        let user = if self.token.is_some() { None } else { Some(self.user.clone()) };
+        let creds = Credentials::load(dir, Holder::Client { user })
+            .with_context(|| format!("loading client credentials from {}", dir.display()))?;
+        let security = ClientSecurity::tls(creds);
+        Ok(match &self.token {
+            Some(t) => security.with_token(t.as_str()),
+            None => security,
+        })
+    }
+
+    /// Default client settings with these credentials.
+    pub fn config(&self) -> anyhow::Result<ClientConfig> {
+        Ok(ClientConfig::secured(self.security()?))
+    }
+}
