@@ -146,6 +146,8 @@ pub fn session_id(principal: &Principal, client_id: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use weft_security::access::Via;
+
     use super::*;
 
     fn map() -> pb::ClusterMap {
@@ -169,7 +171,7 @@ mod tests {
         view.apply(&map(), 7);
         assert_eq!(view.version(), 7);
         let users = view.gate.users().unwrap();
-        let w = Principal::User(users.by_name("w").unwrap().clone());
+        let w = Principal::User(users.by_name("w").unwrap().clone(), Via::Certificate);
         assert_eq!(view.check(&w, 3, Right::Write).unwrap(), Some((0, 99)));
         assert_eq!(view.check(&w, 3, Right::Operate).unwrap_err().code(), tonic::Code::PermissionDenied);
         assert_eq!(view.check(&w, 4, Right::Read).unwrap_err().code(), tonic::Code::Unavailable, "not in the map yet");
@@ -181,8 +183,9 @@ mod tests {
 
     #[test]
     fn sessions_of_different_callers_never_meet() {
-        let alice = Principal::User(Arc::new(User { name: "alice".into(), token_sha256: None, grants: vec![] }));
-        let bob = Principal::User(Arc::new(User { name: "bob".into(), token_sha256: None, grants: vec![] }));
+        let user = |name: &str| User { name: name.into(), token_sha256: None, grants: vec![] };
+        let alice = Principal::User(Arc::new(user("alice")), Via::Certificate);
+        let bob = Principal::User(Arc::new(user("bob")), Via::Certificate);
         assert_ne!(session_id(&alice, 42), session_id(&bob, 42));
         assert_eq!(session_id(&alice, 42), session_id(&alice, 42));
         assert_eq!(session_id(&Principal::Insecure, 42), 42);

@@ -56,6 +56,9 @@ pub struct Pki {
     dir: PathBuf,
     ca: Ca,
     harness: OnceLock<Arc<Credentials>>,
+    /// Held while certificate files are made, so that threads starting nodes at once make
+    /// each file once.
+    making: parking_lot::Mutex<()>,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -78,7 +81,7 @@ impl Pki {
             return Self::create(dir);
         }
         let ca = Ca::load(dir, None).map_err(cluster_err)?;
-        let pki = Pki { dir: dir.to_path_buf(), ca, harness: OnceLock::new(), _temp: None };
+        let pki = Pki { dir: dir.to_path_buf(), ca, harness: OnceLock::new(), making: Default::default(), _temp: None };
         pki.client_files(weft_security::identity::DEFAULT_USER)?;
         Ok(pki)
     }
@@ -95,7 +98,7 @@ impl Pki {
         let (ca, key) = Ca::create(Validity::days(issue::CA_DAYS)).map_err(cluster_err)?;
         files::write_key(&dir.join(CA_KEY), &key).map_err(cluster_err)?;
         files::write_cert(&dir.join(CA_CERT), &ca.cert_pem).map_err(cluster_err)?;
-        let pki = Pki { dir: dir.to_path_buf(), ca, harness: OnceLock::new(), _temp: temp };
+        let pki = Pki { dir: dir.to_path_buf(), ca, harness: OnceLock::new(), making: Default::default(), _temp: temp };
         pki.client_files(weft_security::identity::DEFAULT_USER)?;
         Ok(pki)
     }
@@ -113,6 +116,7 @@ impl Pki {
     /// Node `id`'s certificate directory, made if missing (loopback names only).
     pub fn node_dir(&self, id: u64) -> Result<PathBuf, LocalError> {
         let dir = self.dir.join(format!("node-{id}"));
+        let _making = self.making.lock();
         if !dir.join(NODE_CERT).exists() {
             let hosts = ["127.0.0.1".to_string(), "localhost".to_string()];
             let issued = self.ca.node(id, &hosts, Validity::days(issue::LEAF_DAYS)).map_err(cluster_err)?;
@@ -125,6 +129,7 @@ impl Pki {
 
     /// Writes `client.USER.crt`/`.key` unless they exist.
     pub fn client_files(&self, user: &str) -> Result<(), LocalError> {
+        let _making = self.making.lock();
         if !self.dir.join(files::client_cert(user)).exists() {
             let issued = self.ca.client(user, Validity::days(issue::LEAF_DAYS)).map_err(cluster_err)?;
             issue::write_pair(&self.dir, &files::client_cert(user), &files::client_key(user), &issued, true)
@@ -142,6 +147,7 @@ impl Pki {
 
     /// TLS as the harness (node 0).
     pub fn harness(&self) -> Result<ClientSecurity, LocalError> {
+        let _making = self.making.lock();
         if let Some(c) = self.harness.get() {
             return Ok(ClientSecurity::tls(c.clone()));
         }
@@ -345,6 +351,11 @@ impl LocalNode {
             self.child.as_ref().ok_or_else(|| LocalError::Cluster(format!("node {} is not running", self.id)))?;
         let pid = i32::try_from(child.id()).map_err(cluster_err)?;
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).map_err(cluster_err)
+    }
+
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Whether it has not been killed.

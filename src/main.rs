@@ -232,7 +232,7 @@ enum Bench {
     /// Time to build a new replica of an M MiB partition from a snapshot over loopback gRPC.
     Rebuild(RebuildArgs),
     /// YCSB workloads A-F against weft, etcd, or both side by side.
-    Kv(bench_kv::KvBenchArgs),
+    Kv(Box<bench_kv::KvBenchArgs>),
 }
 
 #[derive(Args)]
@@ -362,7 +362,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(Bench::Engine(a)) => bench_engine(a),
         Command::Bench(Bench::Kv(a)) => {
             init_tracing();
-            runtime()?.block_on(bench_kv::run(a))
+            runtime()?.block_on(bench_kv::run(*a))
         }
         Command::Bench(Bench::Replication(a)) => {
             if a.replicas == 0 || a.clients == 0 || a.seconds.is_nan() || a.seconds <= 0.0 {

@@ -147,7 +147,7 @@ impl Node {
         let store = pb::store_server::StoreServer::new(StoreService {
             host: self.host.clone(),
             access: self.access.clone(),
-            session_bytes: session_budget(self.host.limits()),
+            session_bytes: session_budget(self.host.limits(), self.security.requests.request_deadline),
         })
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
@@ -222,12 +222,17 @@ const SESSION_ANSWER_BYTES_MAX: usize = 64 << 20;
 
 /// The session byte budget: the largest get answer the limits allow is what a get reserves
 /// until its answer is known.
-fn session_budget(limits: &Limits) -> crate::session::Budget {
+fn session_budget(limits: &Limits, call_deadline: std::time::Duration) -> crate::session::Budget {
     let record = limits.key_bytes_max
         + limits.value_bytes_max
         + limits.attrs_per_record_max * (limits.name_bytes_max + limits.attr_value_bytes_max + 16)
         + 256;
-    crate::session::Budget { bytes_max: SESSION_ANSWER_BYTES_MAX, get_estimate: record, write_estimate: 1024 }
+    crate::session::Budget {
+        bytes_max: SESSION_ANSWER_BYTES_MAX,
+        get_estimate: record,
+        write_estimate: 1024,
+        call_deadline,
+    }
 }
 
 fn replica_of(host: &Host, partition: u64) -> Result<Arc<Replica>, Status> {
@@ -448,8 +453,13 @@ fn token(t: &[u8]) -> Option<Token> {
 type SessionStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::SessionAnswers, Status>> + Send>>;
 
 impl StoreService {
-    /// One session call, answered as its unary RPC would answer it for the stream's caller.
+    /// One session call, answered as its unary RPC would answer it for the stream's caller,
+    /// with the caller's rights as they are now (not as they were when the stream opened).
     async fn session_call(self, principal: Principal, call: pb::session_call::Call) -> pb::session_answer::Answer {
+        let principal = match self.access.gate.current(&principal) {
+            Ok(p) => p,
+            Err(s) => return pb::session_answer::Answer::Error(crate::session::status_to_pb(&s)),
+        };
         let answer = match call {
             pb::session_call::Call::Get(r) => self.get_as(&principal, r).await.map(pb::session_answer::Answer::Get),
             pb::session_call::Call::Write(r) => {

@@ -82,6 +82,9 @@ pub(crate) struct Budget {
     pub(crate) get_estimate: usize,
     /// What a write reserves until its answer is known.
     pub(crate) write_estimate: usize,
+    /// The longest one call may take, as a unary call's deadline (its answer is then
+    /// `DEADLINE_EXCEEDED`: a write's outcome unknown).
+    pub(crate) call_deadline: std::time::Duration,
 }
 
 /// A call's places in the bounds: one of [`IN_FLIGHT_MAX`], and its bytes.
@@ -131,8 +134,15 @@ where
                             continue;
                         };
                         let (a, tx, bytes) = (answer(call), tx.clone(), bytes.clone());
+                        let deadline = budget.call_deadline;
                         tokio::spawn(async move {
-                            let answer = pb::SessionAnswer { id, answer: Some(a.await) };
+                            let a = tokio::time::timeout(deadline, a).await.unwrap_or_else(|_| {
+                                let late = Status::deadline_exceeded(format!(
+                                    "the call took longer than its {deadline:?} deadline"
+                                ));
+                                pb::session_answer::Answer::Error(status_to_pb(&late))
+                            });
+                            let answer = pb::SessionAnswer { id, answer: Some(a) };
                             let (mut reserved, size) = (reserved, answer.encoded_len().min(max));
                             let held = reserved.num_permits();
                             if size < held {

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use common::{LocalNode, free_addrs, wait_for, weft, weft_with_input};
 use serde_json::Value;
-use weft::client::ClientConfig;
 use weft::routing::ServiceClient;
 
 const GRACE: &str = "2";
@@ -42,14 +41,9 @@ fn start_node(i: u64, addr: &str, seeds: &str, more: &[&str]) -> LocalNode {
     LocalNode::start_at(std::path::Path::new(env!("CARGO_BIN_EXE_weft")), i, addr, &extra).expect("start node")
 }
 
-/// `GET /metrics` over a plain socket (HTTP/1.0: the server closes when done).
-fn scrape(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to metrics");
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: weft\r\n\r\n").expect("send");
-    let mut body = String::new();
-    s.read_to_string(&mut body).expect("read");
-    body
+/// `GET /metrics` over HTTPS as `root`.
+async fn scrape(addr: &str) -> String {
+    common::https_get(addr, "/metrics", &common::root().security).await
 }
 
 fn ctl_json(endpoint: &str, args: &[&str]) -> Value {
@@ -122,15 +116,19 @@ async fn wait_node_up(ep: &str, id: u64) {
 fn start_stalling_cluster(n: u64) -> (Vec<LocalNode>, Vec<String>) {
     let addrs = free_addrs(n as usize);
     let seeds = addrs[..3].join(",");
-    let nodes = (1..=n).map(|i| start_node(i, &addrs[i as usize - 1], &seeds, &["--move-stall-s", "2"])).collect();
+    let flags = ["--move-stall-s", "2", "--fault-injection"];
+    let nodes = (1..=n).map(|i| start_node(i, &addrs[i as usize - 1], &seeds, &flags)).collect();
     (nodes, addrs)
 }
 
-/// Cuts every node's links to `targets`, except node `keep`'s.
+/// Cuts every node's links to `targets`, except node `keep`'s (the nodes serve fault
+/// injection; `root` is an operator).
 async fn cut_links_but(nodes: &[LocalNode], keep: u64, targets: Vec<String>) {
+    let root = common::root().security;
     for n in nodes.iter().filter(|n| n.id != keep) {
         let cut = weft::proto::CutLinksRequest { addrs: targets.clone() };
-        n.admin().await.expect("admin").cut_links(cut).await.expect("cut links");
+        let channel = weft::local::channel(&root, &n.addr).expect("channel");
+        weft::proto::faults_client::FaultsClient::new(channel).cut_links(cut).await.expect("cut links");
     }
 }
 
@@ -174,14 +172,14 @@ async fn operator_story_placement_drain_moves_and_node_loss() {
     assert!(!ok && err.contains("volatile"), "a walk that would lose the map's replicas is refused: {err}");
 
     // Node 1's metrics show its replicas.
-    let text = scrape(&metrics);
+    let text = scrape(&metrics).await;
     assert!(text.starts_with("HTTP/1.") && text.contains(" 200 "), "{text}");
     assert!(text.contains("weft_node_replicas{node=\"1\"}"), "{text}");
     assert!(text.contains("weft_replica_applied_index{node=\"1\",partition="), "{text}");
     assert!(text.contains("# TYPE weft_replica_requests_total counter"), "{text}");
 
     // Writes routed by key through any node; reads through the CLI.
-    let client = ServiceClient::new(vec![addrs[4].clone()], ClientConfig::default());
+    let client = ServiceClient::new(vec![addrs[4].clone()], common::root());
     let mut acked = BTreeMap::new();
     write(&client, &mut acked, 0..100).await;
     let (ok, out, _) = weft(&["kv", "--endpoint", &addrs[0], "get", "--service", "t", "key-7"]);
@@ -314,7 +312,7 @@ async fn operator_story_placement_drain_moves_and_node_loss() {
     .await;
 
     // Every acknowledged write is there.
-    let reader = ServiceClient::new(vec![addrs[1].clone()], ClientConfig::default());
+    let reader = ServiceClient::new(vec![addrs[1].clone()], common::root());
     for (k, v) in &acked {
         let got = reader.get("t", "default", k.as_bytes()).await.expect("read");
         assert_eq!(got.map(|r| r.value.to_vec()), Some(v.as_bytes().to_vec()), "key {k}");
@@ -343,7 +341,7 @@ async fn operator_story_placement_drain_moves_and_node_loss() {
     })
     .await;
     client.put("t", "default", b"after-remake", b"fresh").await.expect("a put routed by a stale map");
-    let fresh = ServiceClient::new(vec![addrs[2].clone()], ClientConfig::default());
+    let fresh = ServiceClient::new(vec![addrs[2].clone()], common::root());
     let got = fresh.get("t", "default", b"after-remake").await.expect("read");
     assert_eq!(got.map(|r| r.value.to_vec()), Some(b"fresh".to_vec()));
     assert_eq!(fresh.get("t", "default", b"key-7").await.expect("read"), None, "the old service's data is gone");
@@ -401,7 +399,7 @@ async fn rebalance_spreads_hot_primaries() {
         .map(|w| {
             let (keys, stop, ep) = (keys.clone(), stop.clone(), addrs[0].clone());
             tokio::spawn(async move {
-                let c = ServiceClient::new(vec![ep], ClientConfig::default());
+                let c = ServiceClient::new(vec![ep], common::root());
                 let mut i = w;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     c.put("t", "default", &keys[i % keys.len()], b"v").await.expect("hot put");
@@ -441,7 +439,7 @@ async fn rebalance_spreads_hot_primaries() {
     let restored = ctl_json(&ep, &["restore", &path, "--service", "r"]);
     assert_eq!(restored["records"], keys.len(), "{restored}");
     assert_eq!(restored["tables"], 10, "one table per partition: {restored}");
-    let c = ServiceClient::new(vec![addrs[1].clone()], ClientConfig::default());
+    let c = ServiceClient::new(vec![addrs[1].clone()], common::root());
     let pairs = |rs: Vec<weft::proto::Record>| -> Vec<(Vec<u8>, Vec<u8>)> {
         rs.into_iter().map(|r| (r.key.to_vec(), r.value.to_vec())).collect()
     };
@@ -486,7 +484,7 @@ async fn a_move_target_lost_to_a_restart_gets_a_fresh_id() {
         .and_then(|r| r["node"].as_u64())
         .expect("a secondary");
     // About 100 MB, so building a replica takes long enough to restart its node meanwhile.
-    let client = weft::Client::new(addrs.clone(), ClientConfig::default());
+    let client = weft::Client::new(addrs.clone(), common::root());
     for b in 0..100u32 {
         let ops = (0..16u32)
             .map(|i| {
@@ -575,12 +573,14 @@ async fn a_late_report_missing_live_replicas_gets_nothing_replaced() {
     let before = wait_healthy(&ep, "service t placed", |_| true).await;
     let victim = 5u64;
     assert!(before.iter().any(|p| nodes_of(p).contains(&victim)), "node 5 hosts a replica of t: {before:?}");
+    // The late reports are node 5's own, sent with its certificate: a node may report only
+    // for itself.
     let connect = |addr: &str| {
-        let url = format!("http://{addr}");
-        async move { ClusterClient::connect(url).await.expect("connect") }
+        let channel = common::channel_as_node(victim, addr);
+        async move { ClusterClient::new(channel) }
     };
     let mut reader = connect(&ep).await;
-    let map = |mut c: ClusterClient<tonic::transport::Channel>| async move {
+    let map = |mut c: ClusterClient<weft_security::AuthChannel>| async move {
         c.get_map(weft::proto::GetMapRequest {}).await.expect("get map").into_inner().map.expect("a map")
     };
     let info = map(reader.clone()).await.nodes.get(&victim).cloned().expect("node 5 in the map");
@@ -701,8 +701,7 @@ async fn a_drain_whose_move_stalled_tries_another_node() {
         .and_then(|r| r["node"].as_u64())
         .expect("a secondary");
     ctl_json(&ep, &["drain", &from.to_string()]);
-    let mut reader =
-        weft::proto::cluster_client::ClusterClient::connect(format!("http://{ep}")).await.expect("connect");
+    let mut reader = weft::proto::cluster_client::ClusterClient::new(common::channel(&ep));
     let mut targets = BTreeSet::new();
     let until = std::time::Instant::now() + Duration::from_secs(30);
     while targets.len() < 2 && std::time::Instant::now() < until {

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use common::{LocalNode, open_partition, primary, wait_for};
 use parking_lot::Mutex;
-use weft::client::ClientConfig;
 use weft::proto as pb;
 use weft::{Client, ReadMode};
 
@@ -64,7 +63,7 @@ async fn whole_cluster_kill_loses_no_acknowledged_write() {
         assert_eq!(s.mode, pb::LogMode::Durable as i32, "node {} opened the replica durable", n.id);
     }
     let endpoints: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
-    let client = Client::new(endpoints.clone(), ClientConfig::default());
+    let client = Client::new(endpoints.clone(), common::harness());
     client.create_table(P, "t").await.expect("create table");
 
     // Writers run until the whole cluster is killed under them; one secondary is killed
@@ -128,7 +127,7 @@ async fn whole_cluster_kill_loses_no_acknowledged_write() {
         let s = wait_for(Duration::from_secs(10), "the replica to reopen", || n.status(P)).await;
         assert_eq!(s.replica, BASE + n.id, "node {} reopened its own replica", n.id);
     }
-    let reader = Client::new(endpoints, ClientConfig::default());
+    let reader = Client::new(endpoints, common::harness());
     let mut missing = Vec::new();
     for (k, v) in &acked {
         match reader.get(P, "t", k.as_bytes(), ReadMode::Linearizable).await.expect("read") {
@@ -160,6 +159,7 @@ async fn whole_cluster_kill_loses_no_acknowledged_write() {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
         .args(["node", "--id", "3", "--listen", "127.0.0.1:0", "--durable", "--data-dir"])
         .arg(dirs[2].path())
+        .args(common::security().node_flags(3).expect("node 3's certificates"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -202,14 +202,14 @@ async fn the_first_reads_after_a_whole_cluster_kill_see_every_acknowledged_write
         .collect();
     open_partition(&nodes.iter().collect::<Vec<_>>(), P, BASE).await;
     let endpoints: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
-    Client::new(endpoints.clone(), ClientConfig::default()).create_table(P, "t").await.expect("create table");
+    Client::new(endpoints.clone(), common::harness()).create_table(P, "t").await.expect("create table");
     let key = |w: usize| format!("w{w}");
     for round in 0..ROUNDS {
         let group: Vec<&LocalNode> = nodes.iter().collect();
         let leader = primary(&group, P).await;
         // Each writer counts up its own key; `acked[w]` is its last acknowledged count.
         let acked = Arc::new(Mutex::new(vec![0u64; WRITERS]));
-        let client = Client::new(endpoints.clone(), ClientConfig::default());
+        let client = Client::new(endpoints.clone(), common::harness());
         let writers: Vec<_> = (0..WRITERS)
             .map(|w| {
                 let (client, acked) = (client.clone(), acked.clone());
@@ -239,7 +239,7 @@ async fn the_first_reads_after_a_whole_cluster_kill_see_every_acknowledged_write
         // window in which a primary that resumed its term has not heard from them yet.
         nodes.sort_by_key(|n| n.id + BASE != leader);
         nodes[0].restart().expect("restart the primary");
-        let reader = Client::new(endpoints.clone(), ClientConfig::default());
+        let reader = Client::new(endpoints.clone(), common::harness());
         let reads: Vec<_> = (0..WRITERS)
             .map(|w| {
                 let reader = reader.clone();

@@ -33,8 +33,8 @@ async fn every_seed_restarted_empty_in_turn_and_the_map_lives_on() {
     let addrs = free_addrs(4);
     let exe = std::path::Path::new(env!("CARGO_BIN_EXE_weft"));
     let extra = |_| ["--down-grace", "2", "--balance-every", "0"].map(String::from).to_vec();
-    let mut nodes = start_managed(exe, &addrs, 4, None, false, extra).expect("start the cluster");
-    ready_service(&addrs, 4, "t", 1, 3, Duration::from_secs(60)).await.expect("service t ready");
+    let mut nodes = start_managed(exe, &addrs, 4, None, false, &common::security(), extra).expect("start the cluster");
+    ready_service(&common::root(), &addrs, 4, "t", 1, 3, Duration::from_secs(60)).await.expect("service t ready");
     let ep = addrs[3].as_str();
 
     for seed in 0..3 {

@@ -96,7 +96,7 @@ async fn writes_survive_kills_and_a_learner_is_built_by_snapshot() {
     let group: Vec<&LocalNode> = nodes[..4].iter().collect();
     let first_primary = open_partition(&group, P, BASE).await;
     let endpoints: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
-    let client = Client::new(endpoints, ClientConfig::default());
+    let client = Client::new(endpoints, common::harness());
     client.create_table(P, "t").await.expect("create table");
     let acked = Arc::new(Mutex::new(BTreeMap::new()));
 
@@ -166,7 +166,7 @@ async fn writes_survive_kills_and_a_learner_is_built_by_snapshot() {
     // Stale reads from each survivor: flagged stale, served by that replica, and converge.
     let (last_key, last_value) = acked.iter().next_back().expect("some writes");
     for n in &survivors {
-        let c = Client::new(vec![n.addr.clone()], ClientConfig::default());
+        let c = Client::new(vec![n.addr.clone()], common::harness());
         let (rec, info) = wait_for(Duration::from_secs(10), "the survivor to apply the last write", || async {
             let (rec, info) = c.get_with_info(P, "t", last_key.as_bytes(), ReadMode::Stale).await.ok()?;
             rec.is_some().then_some((rec, info))
@@ -184,12 +184,12 @@ async fn linearizable_reads_go_to_the_primary_and_stale_reads_do_not() {
     let group: Vec<&LocalNode> = nodes.iter().collect();
     let leader = open_partition(&group, P, BASE).await;
     let all: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
-    let client = Client::new(all, ClientConfig::default());
+    let client = Client::new(all, common::harness());
     client.create_table(P, "t").await.expect("create table");
     let v = client.put(P, "t", b"k", b"v1").await.expect("put");
     let secondary = nodes.iter().find(|n| BASE + n.id != leader).expect("a secondary");
     // A client that only knows a secondary: a linearizable read follows the primary hint.
-    let c = Client::new(vec![secondary.addr.clone()], ClientConfig::default());
+    let c = Client::new(vec![secondary.addr.clone()], common::harness());
     let (rec, info) = c.get_with_info(P, "t", b"k", ReadMode::Linearizable).await.expect("linearizable read");
     assert!(!info.stale);
     assert_eq!(info.replica, leader, "served by the primary");
@@ -212,7 +212,7 @@ async fn calls_multiplexed_on_one_session_each_get_their_own_answer() {
     let nodes: Vec<LocalNode> = (1..=4).map(|i| common::start(i, &[])).collect();
     let group: Vec<&LocalNode> = nodes.iter().collect();
     let leader = open_partition(&group, P, BASE).await;
-    let client = Client::new(nodes.iter().map(|n| n.addr.clone()).collect(), ClientConfig::default());
+    let client = Client::new(nodes.iter().map(|n| n.addr.clone()).collect(), common::harness());
     client.create_table(P, "t").await.expect("create table");
     let n = 400u32;
     let puts = (0..n).map(|i| {
@@ -232,7 +232,7 @@ async fn calls_multiplexed_on_one_session_each_get_their_own_answer() {
     }
     // A raw session on the primary: a call without a call is refused on its own.
     let addr = &nodes.iter().find(|n| BASE + n.id == leader).expect("the primary's node").addr;
-    let mut raw = pb::store_client::StoreClient::connect(format!("http://{addr}")).await.expect("connect");
+    let mut raw = pb::store_client::StoreClient::new(common::channel(addr));
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let header = pb::ReadHeader { partition: P, mode: pb::ReadMode::Linearizable as i32 };
     let get = pb::GetRequest { header: Some(header), table: "t".into(), key: b"k7".to_vec().into() };
@@ -268,7 +268,7 @@ async fn calls_multiplexed_on_one_session_each_get_their_own_answer() {
 async fn a_session_that_reads_no_answers_is_held_back_not_buffered() {
     let node = common::start(1, &[]);
     open_partition(&[&node], P, BASE).await;
-    let client = Client::new(vec![node.addr.clone()], ClientConfig::default());
+    let client = Client::new(vec![node.addr.clone()], common::harness());
     client.create_table(P, "t").await.expect("create table");
     // 64 KiB answers: the transport's windows (4 MiB a stream) hold a few dozen.
     client.put(P, "t", b"big", &vec![7u8; 64 << 10]).await.expect("put");
@@ -279,10 +279,7 @@ async fn a_session_that_reads_no_answers_is_held_back_not_buffered() {
     let before = served().await;
 
     let calls = 8 * weft::SESSION_IN_FLIGHT_MAX as u64;
-    let mut raw = pb::store_client::StoreClient::connect(format!("http://{}", node.addr))
-        .await
-        .expect("connect")
-        .max_decoding_message_size(64 << 20);
+    let mut raw = pb::store_client::StoreClient::new(common::channel(&node.addr)).max_decoding_message_size(64 << 20);
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let sender = tokio::spawn(async move {
         for batch in 0..calls / 256 {
@@ -327,7 +324,7 @@ async fn a_session_that_reads_no_answers_is_held_back_not_buffered() {
 
 /// Sends a hand-made snapshot stream to a replica's raft service.
 async fn send_snapshot(addr: &str, chunks: Vec<pb::SnapshotChunk>) -> tonic::Status {
-    let mut raft = pb::raft_client::RaftClient::connect(format!("http://{addr}")).await.expect("connect raft");
+    let mut raft = pb::raft_client::RaftClient::new(common::channel(addr));
     match raft.snapshot(tokio_stream::iter(chunks)).await {
         Ok(r) => panic!("a defective snapshot stream was accepted: {:?}", r.into_inner()),
         Err(s) => s,
@@ -339,7 +336,7 @@ async fn corrupt_or_truncated_snapshot_streams_are_rejected_and_change_nothing()
     let node = common::start(1, &[]);
     let leader = open_partition(&[&node], 7, 700).await;
     assert_eq!(leader, 701);
-    let client = Client::new(vec![node.addr.clone()], ClientConfig::default());
+    let client = Client::new(vec![node.addr.clone()], common::harness());
     client.create_table(7, "t").await.expect("create table");
     client.put(7, "t", b"k", b"kept").await.expect("put");
 
@@ -415,7 +412,7 @@ async fn leadership_moves_on_command_under_load() {
     let nodes: Vec<LocalNode> = (1..=4).map(|i| common::start(i, &[])).collect();
     let group: Vec<&LocalNode> = nodes.iter().collect();
     let leader = open_partition(&group, P, BASE).await;
-    let client = Client::new(nodes.iter().map(|n| n.addr.clone()).collect(), ClientConfig::default());
+    let client = Client::new(nodes.iter().map(|n| n.addr.clone()).collect(), common::harness());
     client.create_table(P, "t").await.expect("create table");
     let acked = Arc::new(Mutex::new(BTreeMap::new()));
     let target = nodes.iter().map(|n| BASE + n.id).find(|r| *r != leader).expect("a secondary");
@@ -446,16 +443,16 @@ async fn leadership_moves_on_command_under_load() {
 /// transport).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_resume_over_a_healed_link() {
-    let mut nodes: Vec<LocalNode> = (1..=4).map(|i| common::start(i, &[])).collect();
+    let mut nodes: Vec<LocalNode> = (1..=4).map(|i| common::start(i, &["--fault-injection"])).collect();
     let group: Vec<&LocalNode> = nodes.iter().collect();
     let leader = open_partition(&group, P, BASE).await;
-    let client = Client::new(nodes.iter().map(|n| n.addr.clone()).collect(), ClientConfig::default());
+    let client = Client::new(nodes.iter().map(|n| n.addr.clone()).collect(), common::harness());
     client.create_table(P, "t").await.expect("create table");
     client.put(P, "t", b"before", b"1").await.expect("put before the cut");
     let l = node_of(&nodes, leader);
     let followers: Vec<usize> = (0..nodes.len()).filter(|i| *i != l).collect();
     let (healed, doomed) = (followers[0], followers[1]);
-    let mut admin = nodes[l].admin().await.expect("admin");
+    let mut admin = common::faults(&nodes[l]);
     admin.cut_links(pb::CutLinksRequest { addrs: vec![nodes[healed].addr.clone()] }).await.expect("cut");
     // Twenty heartbeat intervals: every heartbeat to it fails and the backoff reaches its cap.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -479,14 +476,14 @@ async fn heartbeats_resume_over_a_healed_link() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cut_off_primary_with_writes_in_flight_serves_no_stale_read() {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    let nodes: Vec<LocalNode> = (1..=4).map(|i| common::start(i, &[])).collect();
+    let nodes: Vec<LocalNode> = (1..=4).map(|i| common::start(i, &["--fault-injection"])).collect();
     let group: Vec<&LocalNode> = nodes.iter().collect();
     let leader = open_partition(&group, P, BASE).await;
     let old = &nodes[node_of(&nodes, leader)];
-    let everyone = Client::new(nodes.iter().map(|n| n.addr.clone()).collect(), ClientConfig::default());
+    let everyone = Client::new(nodes.iter().map(|n| n.addr.clone()).collect(), common::harness());
     everyone.create_table(P, "t").await.expect("create table");
     everyone.put(P, "t", b"k", b"0").await.expect("first put");
-    let short = ClientConfig { deadline: Duration::from_secs(1), ..ClientConfig::default() };
+    let short = ClientConfig { deadline: Duration::from_secs(1), ..common::harness() };
     let only_old = Client::new(vec![old.addr.clone()], short);
     let acked = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -551,7 +548,7 @@ async fn a_cut_off_primary_with_writes_in_flight_serves_no_stale_read() {
         } else {
             vec![old.addr.clone()]
         };
-        n.admin().await.expect("admin").cut_links(pb::CutLinksRequest { addrs }).await.expect("cut");
+        common::faults(n).cut_links(pb::CutLinksRequest { addrs }).await.expect("cut");
     }
     let others: Vec<&LocalNode> = nodes.iter().filter(|n| n.id != old.id).collect();
     let new = primary(&others, P).await;
@@ -563,7 +560,7 @@ async fn a_cut_off_primary_with_writes_in_flight_serves_no_stale_read() {
     // Reads keep hitting the cut-off primary while the new one acknowledges writes.
     tokio::time::sleep(Duration::from_secs(2)).await;
     for n in &nodes {
-        n.admin().await.expect("admin").cut_links(pb::CutLinksRequest { addrs: vec![] }).await.expect("heal");
+        common::faults(n).cut_links(pb::CutLinksRequest { addrs: vec![] }).await.expect("heal");
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);

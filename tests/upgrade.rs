@@ -36,19 +36,22 @@ async fn upgrade_walk_restarts_every_node_while_writes_continue() {
         .collect();
     let ep = addrs[0].clone();
     wait_for(Duration::from_secs(30), "5 nodes up", || async {
-        let m = ServiceClient::fetch_map(std::slice::from_ref(&ep), Duration::from_secs(1)).await.ok()?;
+        let m =
+            ServiceClient::fetch_map(&common::root(), std::slice::from_ref(&ep), Duration::from_secs(1)).await.ok()?;
         (weft::manager::view::nodes(&m).iter().filter(|n| n.state == "up").count() == 5).then_some(())
     })
     .await;
     let (ok, _, err) = weft(&["ctl", "--endpoint", &ep, "create-service", "u", "--partitions", "4"]);
     assert!(ok, "{err}");
     wait_for(Duration::from_secs(30), "partitions with primaries", || async {
-        let m = ServiceClient::fetch_map(std::slice::from_ref(&ep), Duration::from_secs(1)).await.ok()?;
+        let m =
+            ServiceClient::fetch_map(&common::root(), std::slice::from_ref(&ep), Duration::from_secs(1)).await.ok()?;
         let ps = weft::manager::view::partitions(&m, Some("u"));
         (ps.len() == 4 && ps.iter().all(|p| p.created && p.replicas.iter().any(|r| r.role == "primary"))).then_some(())
     })
     .await;
-    let before = incarnations(&ServiceClient::fetch_map(&addrs, Duration::from_secs(5)).await.expect("map"));
+    let before =
+        incarnations(&ServiceClient::fetch_map(&common::root(), &addrs, Duration::from_secs(5)).await.expect("map"));
 
     // The dry run prints every UD's plan and changes nothing.
     let (ok, out, err) = weft(&["ctl", "--endpoint", &ep, "--json", "upgrade", "--dry-run"]);
@@ -65,7 +68,7 @@ async fn upgrade_walk_restarts_every_node_while_writes_continue() {
     let writer = {
         let (stop, acked, failures, addrs) = (stop.clone(), acked.clone(), failures.clone(), addrs.clone());
         tokio::spawn(async move {
-            let config = ClientConfig { deadline: Duration::from_secs(20), ..ClientConfig::default() };
+            let config = ClientConfig { deadline: Duration::from_secs(20), ..common::root() };
             let c = ServiceClient::new(addrs, config);
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
@@ -102,7 +105,7 @@ async fn upgrade_walk_restarts_every_node_while_writes_continue() {
     assert!(acked.len() > 50, "the writer kept writing: {} writes", acked.len());
 
     // Every node restarted; every partition is back to 4 replicas in 4 UDs.
-    let m = ServiceClient::fetch_map(&addrs, Duration::from_secs(5)).await.expect("map");
+    let m = ServiceClient::fetch_map(&common::root(), &addrs, Duration::from_secs(5)).await.expect("map");
     let after = incarnations(&m);
     for (id, inc) in &before {
         assert_ne!(after.get(id), Some(inc), "node {id} was not restarted");
@@ -111,7 +114,7 @@ async fn upgrade_walk_restarts_every_node_while_writes_continue() {
         let uds: BTreeSet<&str> = p.replicas.iter().map(|r| r.ud.as_str()).collect();
         assert!(p.replicas.len() == 4 && uds.len() == 4 && p.moving.is_none(), "{p:?}");
     }
-    let reader = ServiceClient::new(addrs.clone(), ClientConfig::default());
+    let reader = ServiceClient::new(addrs.clone(), common::root());
     for k in &acked {
         let got = reader.get("u", "default", k.as_bytes()).await.expect("read");
         assert_eq!(got.map(|r| r.value.to_vec()), Some(k.as_bytes().to_vec()), "acknowledged {k} lost");

@@ -21,6 +21,7 @@
 
 pub mod checkpoint;
 pub mod command;
+pub mod files;
 pub mod host;
 pub mod log_store;
 pub mod proposer;

@@ -277,24 +277,23 @@ where
     S: Stream<Item = Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>> + Unpin,
 {
     futures::stream::unfold((answers, parts), |(mut answers, parts)| async move {
+        // The count is read once the request's first answer is in: by then the request
+        // has been taken from openraft's stream and its count entered.
+        let mut merged = answers.next().await?;
         let n = parts.lock().pop_front().unwrap_or(1).max(1);
-        let mut merged = None;
-        for _ in 0..n {
+        for _ in 1..n {
             match answers.next().await {
                 Some(r) => {
-                    if !matches!(merged, Some(Err(_)) | Some(Ok(Err(_)))) {
-                        merged = Some(r);
+                    if !matches!(merged, Err(_) | Ok(Err(_))) {
+                        merged = r;
                     }
                 }
                 None => {
-                    return match merged {
-                        Some(r @ (Err(_) | Ok(Err(_)))) => Some((r, (answers, parts))),
-                        _ => None,
-                    };
+                    return matches!(merged, Err(_) | Ok(Err(_))).then_some((merged, (answers, parts)));
                 }
             }
         }
-        merged.map(|r| (r, (answers, parts)))
+        Some((merged, (answers, parts)))
     })
 }
 

@@ -204,20 +204,20 @@ pub fn split_append(
         return vec![whole];
     }
     let mut parts = Vec::new();
-    let mut prev = whole.prev_log_id.clone();
+    let mut prev = whole.prev_log_id;
     let mut cur: Vec<pb::Entry> = Vec::new();
     let mut bytes = 0usize;
     let finish = |cur: &mut Vec<pb::Entry>, prev: &mut Option<pb::LogId>, parts: &mut Vec<pb::AppendRequest>| {
         let entries = std::mem::take(cur);
-        let last = entries.last().and_then(|e| e.log_id.clone());
+        let last = entries.last().and_then(|e| e.log_id);
         let commit = match (&whole.leader_commit, &last) {
-            (Some(c), Some(l)) if c.index > l.index => Some(l.clone()),
-            (c, _) => c.clone(),
+            (Some(c), Some(l)) if c.index > l.index => Some(*l),
+            (c, _) => *c,
         };
         parts.push(pb::AppendRequest {
             target: Some(target),
-            vote: whole.vote.clone(),
-            prev_log_id: prev.clone(),
+            vote: whole.vote,
+            prev_log_id: *prev,
             entries,
             leader_commit: commit,
         });
@@ -354,7 +354,7 @@ mod tests {
         let mut prev = Some(log_id(2, 10));
         let mut seen = Vec::new();
         for p in &parts {
-            assert_eq!(opt_log_id_from_pb(p.prev_log_id.clone()).unwrap(), prev);
+            assert_eq!(opt_log_id_from_pb(p.prev_log_id).unwrap(), prev);
             let back = append_from_pb(p.clone()).unwrap();
             let last = back.entries.last().unwrap().log_id;
             assert!(back.leader_commit.unwrap().index <= last.index.max(18));

@@ -190,6 +190,15 @@ impl Users {
     }
 }
 
+/// How a user proved who it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// Its client certificate.
+    Certificate,
+    /// Its bearer token.
+    Token,
+}
+
 /// Who made a request, once authenticated (a request extension the services read).
 #[derive(Clone, Debug)]
 pub enum Principal {
@@ -197,8 +206,8 @@ pub enum Principal {
     Insecure,
     /// A node of the cluster.
     Node(u64),
-    /// A user.
-    User(Arc<User>),
+    /// A user, as the users were when it was authenticated.
+    User(Arc<User>, Via),
 }
 
 impl std::fmt::Display for Principal {
@@ -206,7 +215,7 @@ impl std::fmt::Display for Principal {
         match self {
             Principal::Insecure => write!(f, "an unauthenticated caller (--insecure)"),
             Principal::Node(id) => write!(f, "node {id}"),
-            Principal::User(u) => write!(f, "user {}", u.name),
+            Principal::User(u, _) => write!(f, "user {}", u.name),
         }
     }
 }
@@ -216,7 +225,7 @@ impl Principal {
     pub fn allows(&self, right: Right, service: Option<&str>) -> bool {
         match self {
             Principal::Insecure | Principal::Node(_) => true,
-            Principal::User(u) => u.allows(right, service),
+            Principal::User(u, _) => u.allows(right, service),
         }
     }
 
@@ -242,7 +251,7 @@ impl Principal {
         match self {
             Principal::Insecure => String::new(),
             Principal::Node(id) => format!("node:{id}"),
-            Principal::User(u) => format!("user:{}", u.name),
+            Principal::User(u, _) => format!("user:{}", u.name),
         }
     }
 }

@@ -80,9 +80,13 @@ pub fn read(path: &Path) -> Result<Vec<u8>, Error> {
     std::fs::read(path).map_err(|e| Error::io(path, e))
 }
 
+/// A temporary name beside `path`, unique to this process and call (two threads writing
+/// the same file never share one).
 fn tmp_name(path: &Path) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(format!(".tmp{}", std::process::id()));
+    name.push(format!(".tmp{}.{n}", std::process::id()));
     path.with_file_name(name)
 }
 

@@ -5,15 +5,15 @@
 //!
 //! Every refusal is `UNAUTHENTICATED` (no or unknown identity), `PERMISSION_DENIED` (known,
 //! without the right) or `RESOURCE_EXHAUSTED` (over a limit), names what was missing and
-//! never a secret, is counted ([`Refusals`]) and logged (at most [`LOG_PER_WINDOW`] lines per
-//! ten seconds, then a count of those left out, so a flood cannot fill the disk).
+//! never a secret, is counted ([`Refusals`]) and logged (within a [`LogBudget`], so a flood
+//! cannot fill the disk).
 
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -21,8 +21,9 @@ use parking_lot::{Mutex, RwLock};
 use tonic::Status;
 use tonic::body::Body;
 
-use crate::access::{self, Access, Principal, Users};
+use crate::access::{self, Access, Principal, Users, Via};
 use crate::identity::Identity;
+use crate::log_budget::LogBudget;
 use crate::server::{ConnInfo, InFlight, Peer};
 
 /// Limits the gate enforces.
@@ -55,9 +56,6 @@ pub struct Refusals {
     pub deadline_exceeded: AtomicU64,
 }
 
-/// Log lines about refusals per ten-second window.
-pub const LOG_PER_WINDOW: u32 = 20;
-
 /// The gate's state, shared by every connection.
 pub struct Gate {
     secure: bool,
@@ -66,7 +64,7 @@ pub struct Gate {
     /// Refusals so far.
     pub refusals: Refusals,
     in_flight: Mutex<HashMap<String, Arc<AtomicUsize>>>,
-    log: Mutex<(Instant, u32, u64)>,
+    log: LogBudget,
 }
 
 impl std::fmt::Debug for Gate {
@@ -84,7 +82,7 @@ impl Gate {
             limits,
             refusals: Refusals::default(),
             in_flight: Mutex::default(),
-            log: Mutex::new((Instant::now(), 0, 0)),
+            log: LogBudget::default(),
         })
     }
 
@@ -117,18 +115,8 @@ impl Gate {
             _ => return status,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        let mut log = self.log.lock();
-        if log.0.elapsed() >= Duration::from_secs(10) {
-            if log.2 > 0 {
-                tracing::warn!(left_out = log.2, "refused requests not logged in the last window");
-            }
-            *log = (Instant::now(), 0, 0);
-        }
-        if log.1 < LOG_PER_WINDOW {
-            log.1 += 1;
+        if self.log.allow() {
             tracing::warn!(?remote, method = path, code = ?status.code(), reason = status.message(), "request refused");
-        } else {
-            log.2 += 1;
         }
         status
     }
@@ -153,7 +141,7 @@ impl Gate {
             )),
             Peer::Tls(Some(Identity::Node(id))) => Ok(Principal::Node(*id)),
             Peer::Tls(Some(Identity::User(name))) => match users()?.by_name(name) {
-                Some(u) => Ok(Principal::User(u.clone())),
+                Some(u) => Ok(Principal::User(u.clone(), Via::Certificate)),
                 None => Err(Status::unauthenticated(format!(
                     "user {name} is not a user of this cluster (weft ctl user add {name})"
                 ))),
@@ -169,10 +157,26 @@ impl Gate {
                         )
                     })?;
                 match users()?.by_token(token.trim()) {
-                    Some(u) => Ok(Principal::User(u.clone())),
+                    Some(u) => Ok(Principal::User(u.clone(), Via::Token)),
                     None => Err(Status::unauthenticated("the bearer token is not one this cluster knows")),
                 }
             }
+        }
+    }
+
+    /// `principal` as the users are now: a stream authenticated a while ago (a session)
+    /// asks before each of its calls, so a grant, revoke or removal reaches it too. A user
+    /// who authenticated by token is refused once that token is replaced.
+    pub fn current(&self, principal: &Principal) -> Result<Principal, Status> {
+        let Principal::User(then, via) = principal else { return Ok(principal.clone()) };
+        let users =
+            self.users().ok_or_else(|| Status::unavailable("this node has not read the cluster's users yet"))?;
+        match users.by_name(&then.name) {
+            None => Err(Status::unauthenticated(format!("user {} is not a user of this cluster any more", then.name))),
+            Some(now) if *via == Via::Token && now.token_sha256 != then.token_sha256 => {
+                Err(Status::unauthenticated(format!("user {}'s token was replaced", then.name)))
+            }
+            Some(now) => Ok(Principal::User(now.clone(), *via)),
         }
     }
 
@@ -187,10 +191,10 @@ impl Gate {
         let principal = self.authenticate(info, headers)?;
         let ok = match (access::access(path), &principal) {
             (_, Principal::Insecure | Principal::Node(_)) => true,
-            (Access::Node, Principal::User(_)) => false,
-            (Access::Known, Principal::User(_)) => true,
-            (Access::Cluster(r), Principal::User(u)) => u.allows(r, None),
-            (Access::Service(r), Principal::User(u)) => u.allows_somewhere(r),
+            (Access::Node, Principal::User(..)) => false,
+            (Access::Known, Principal::User(..)) => true,
+            (Access::Cluster(r), Principal::User(u, _)) => u.allows(r, None),
+            (Access::Service(r), Principal::User(u, _)) => u.allows_somewhere(r),
         };
         if !ok {
             let why = match access::access(path) {
@@ -203,7 +207,7 @@ impl Gate {
         }
         let client = match &principal {
             Principal::Node(_) => None,
-            Principal::User(u) => Some(format!("user:{}", u.name)),
+            Principal::User(u, _) => Some(format!("user:{}", u.name)),
             Principal::Insecure => Some(info.remote.map(|a| a.ip().to_string()).unwrap_or_default()),
         };
         let counted = match client {

@@ -24,6 +24,7 @@ pub mod files;
 pub mod gate;
 pub mod identity;
 pub mod issue;
+pub mod log_budget;
 pub mod server;
 
 use std::path::{Path, PathBuf};

@@ -77,9 +77,11 @@ pub enum Peer {
     Tls(Option<Identity>),
 }
 
-/// Connection counts and refusals, for metrics.
+/// Connection counts and refusals, for metrics (and the budget their log lines share).
 #[derive(Debug, Default)]
 pub struct ConnStats {
+    /// Log lines about refused connections.
+    pub log: crate::log_budget::LogBudget,
     /// Client connections open now.
     pub client_connections: AtomicUsize,
     /// Node connections open now.
@@ -303,7 +305,9 @@ pub fn incoming(
             let _ = tcp.set_nodelay(true);
             let Ok(permit) = handshakes.clone().try_acquire_owned() else {
                 stats.connections_dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%remote, "too many connections being set up; closed on arrival");
+                if stats.log.allow() {
+                    tracing::warn!(%remote, "too many connections being set up; closed on arrival");
+                }
                 continue;
             };
             let (tx, tls, limits, stats) = (tx.clone(), tls.clone(), limits.clone(), stats.clone());
@@ -360,12 +364,16 @@ async fn ready(
         Ok(Ok((io, peer))) => admit(io, remote, peer, limits, stats),
         Ok(Err(e)) => {
             stats.handshakes_failed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%remote, error = %e, "TLS handshake refused");
+            if stats.log.allow() {
+                tracing::warn!(%remote, error = %e, "TLS handshake refused");
+            }
             None
         }
         Err(_) => {
             stats.handshakes_failed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%remote, timeout = ?limits.handshake_timeout, "TLS handshake took too long; closed");
+            if stats.log.allow() {
+                tracing::warn!(%remote, timeout = ?limits.handshake_timeout, "TLS handshake took too long; closed");
+            }
             None
         }
     }
@@ -388,14 +396,19 @@ fn admit(io: Io, remote: SocketAddr, peer: Peer, limits: &ServerLimits, stats: &
             over_limit = true;
             idle_timeout = REFUSED_IDLE;
             stats.connections_over_limit.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%remote, open, max = limits.client_connections_max, "client connection over the limit: its requests are refused");
+            if stats.log.allow() {
+                tracing::warn!(%remote, open, max = limits.client_connections_max, "client connection over the limit: its requests are refused");
+            }
         }
     }
     if peer == Peer::Plaintext {
         idle_timeout = idle_timeout.min(PLAINTEXT_IDLE);
         stats.plaintext_connections.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(%remote, "plaintext connection to a node that requires TLS: its requests are refused");
+        if stats.log.allow() {
+            tracing::warn!(%remote, "plaintext connection to a node that requires TLS: its requests are refused");
+        }
     }
+    tracing::debug!(%remote, ?peer, over_limit, open = stats.client_connections.load(Ordering::Relaxed), max = limits.client_connections_max, "connection admitted");
     let state = Arc::new(ConnState::new(over_limit));
     Some(Conn {
         io,

@@ -100,7 +100,7 @@ impl Manager {
             .update(|m| {
                 let g = grant_of(m, &req)?;
                 let u = m.users.get_mut(&req.user).ok_or_else(|| Status::not_found(format!("no user {}", req.user)))?;
-                let had = u.grants.iter().any(|x| *x == g);
+                let had = u.grants.contains(&g);
                 if give {
                     if had {
                         return Ok(format!("user {} already holds {}", req.user, describe(&g)));

@@ -1,13 +1,48 @@
 //! Test-side wrappers over `weft::local` (real `weft node` processes on loopback) that
 //! panic with a clear message instead of returning errors.
+//!
+//! Every node a test starts runs with TLS, its certificates made by one CA shared by the
+//! test binary ([`weft::local::Security::shared`]); clients act as `root` ([`root`]) on a
+//! managed cluster, as the harness's node-0 identity ([`harness`]) on standalone nodes, and
+//! `weft` CLI runs ([`weft`]) find `root`'s certificate through `WEFT_CERTS_DIR`.
 
 #![allow(dead_code)]
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use weft::client::ClientConfig;
 #[allow(unused_imports)]
-pub use weft::local::{LocalNode, membership};
+pub use weft::local::{LocalNode, Security, membership};
+use weft_security::AuthChannel;
+
+/// The CA and certificates every node of this test binary runs with.
+pub fn security() -> Security {
+    Security::shared().expect("the shared test CA")
+}
+
+/// The shared CA's directory: `ca.crt`, `client.root.crt`, ... (what `WEFT_CERTS_DIR` names).
+pub fn certs_dir() -> std::path::PathBuf {
+    match security() {
+        Security::Tls(pki) => pki.dir().to_path_buf(),
+        Security::Insecure => unreachable!("the shared security is TLS"),
+    }
+}
+
+/// Client settings acting as `root`, for managed clusters.
+pub fn root() -> ClientConfig {
+    security().root_config().expect("root's client certificate")
+}
+
+/// Client settings acting as the harness (node 0), for standalone nodes.
+pub fn harness() -> ClientConfig {
+    security().harness_config().expect("the harness certificate")
+}
+
+/// A channel to `addr` as the harness (node 0).
+pub fn channel(addr: &str) -> AuthChannel {
+    security().channel(addr).expect("a channel")
+}
 
 /// Starts this build's `weft node`.
 pub fn start(id: u64, extra: &[&str]) -> LocalNode {
@@ -58,6 +93,9 @@ pub fn weft_with_input(args: &[&str], input: &[u8]) -> (bool, String, String) {
     use std::process::{Command, Stdio};
     let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
         .args(args)
+        .env("WEFT_CERTS_DIR", certs_dir())
+        .env_remove("WEFT_USER")
+        .env_remove("WEFT_TOKEN")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -72,4 +110,45 @@ pub fn weft_with_input(args: &[&str], input: &[u8]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// A channel to `addr` holding node `id`'s own certificate, for a test that speaks as that
+/// node (a report it sends late).
+pub fn channel_as_node(id: u64, addr: &str) -> AuthChannel {
+    let Security::Tls(pki) = security() else { unreachable!("the shared security is TLS") };
+    let dir = pki.node_dir(id).expect("node certificates");
+    let creds = weft_security::Credentials::load(&dir, weft_security::Holder::Node { id: Some(id) }).expect("load");
+    weft::local::channel(&weft_security::ClientSecurity::tls(creds), addr).expect("a channel")
+}
+
+/// `GET path` over HTTPS (HTTP/1.0: the server closes when done) with `security`'s
+/// certificate, or with none when `security` has no credentials but the shared CA is used
+/// to verify the node. Returns the status line and body.
+pub async fn https_get(addr: &str, path: &str, security: &weft_security::ClientSecurity) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let creds = match &security.tls {
+        Some(c) => c.clone(),
+        None => weft_security::Credentials::load(&certs_dir(), weft_security::Holder::Client { user: None })
+            .expect("the CA"),
+    };
+    let mut config = (*creds.current().client).clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).to_string();
+    let name = rustls::pki_types::ServerName::try_from(host).expect("server name");
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect to metrics");
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await.expect("TLS");
+    let mut req = format!("GET {path} HTTP/1.0\r\nHost: weft\r\n");
+    if let Some(t) = &security.token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    req.push_str("\r\n");
+    tls.write_all(req.as_bytes()).await.expect("send");
+    let mut body = Vec::new();
+    let _ = tls.read_to_end(&mut body).await;
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// The fault-injection service of a node started with `--fault-injection`, as the harness.
+pub fn faults(node: &LocalNode) -> weft::proto::faults_client::FaultsClient<AuthChannel> {
+    weft::proto::faults_client::FaultsClient::new(channel(&node.addr))
 }
