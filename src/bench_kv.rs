@@ -142,7 +142,7 @@ pub async fn run(a: KvBenchArgs) -> anyhow::Result<()> {
 async fn remote(a: &KvBenchArgs) -> anyhow::Result<(Target, String)> {
     if a.target == TargetArg::Etcd {
         #[cfg(feature = "etcd")]
-        return Ok((Target::etcd(&a.endpoints).await?, format!("etcd at {}", a.endpoints.join(","))));
+        return Ok((Target::etcd(&a.endpoints, None).await?, format!("etcd at {}", a.endpoints.join(","))));
     }
     let config = a.creds.config()?;
     let map = ServiceClient::fetch_map(&config, &a.endpoints, std::time::Duration::from_secs(10)).await?;
@@ -160,7 +160,7 @@ async fn remote(a: &KvBenchArgs) -> anyhow::Result<(Target, String)> {
 async fn local(a: &KvBenchArgs, cfg: &KvConfig, durable: bool) -> anyhow::Result<KvReport> {
     if a.target == TargetArg::Etcd {
         #[cfg(feature = "etcd")]
-        return Ok(ycsb::clusters::run_etcd(&a.etcd_bin, a.members, durable, cfg, &a.workloads).await?.0);
+        return Ok(ycsb::clusters::run_etcd(&a.etcd_bin, a.members, durable, !a.insecure, cfg, &a.workloads).await?.0);
     }
     let exe = std::env::current_exe().context("finding the weft binary")?;
     let tls = !a.insecure;

@@ -26,6 +26,16 @@ fn grant_of(m: &pb::ClusterMap, req: &pb::GrantRequest) -> Result<pb::UserGrant,
     Ok(pb::UserGrant { role: role.name().into(), service })
 }
 
+/// Refuses a change that leaves no user a cluster-wide operator: nobody but a node could
+/// then manage users again.
+fn keeps_an_operator(m: &pb::ClusterMap) -> Result<(), Status> {
+    let operator = Role::Operator.name();
+    if m.users.values().any(|u| u.grants.iter().any(|g| g.role == operator && g.service.is_empty())) {
+        return Ok(());
+    }
+    Err(Status::failed_precondition("that would leave no cluster-wide operator: grant another user operator first"))
+}
+
 fn describe(g: &pb::UserGrant) -> String {
     if g.service.is_empty() { format!("{} (cluster-wide)", g.role) } else { format!("{} on {}", g.role, g.service) }
 }
@@ -85,7 +95,7 @@ impl Manager {
         let (_, version) = self
             .update(|m| {
                 m.users.remove(&req.name).ok_or_else(|| Status::not_found(format!("no user {}", req.name)))?;
-                Ok(())
+                keeps_an_operator(m)
             })
             .await?;
         tracing::info!(user = %req.name, "user removed");
@@ -112,6 +122,7 @@ impl Manager {
                         return Err(Status::not_found(format!("user {} does not hold {}", req.user, describe(&g))));
                     }
                     u.grants.retain(|x| *x != g);
+                    keeps_an_operator(m)?;
                     Ok(format!("user {} no longer holds {}", req.user, describe(&g)))
                 }
             })
@@ -147,5 +158,16 @@ mod tests {
         assert_eq!(grant_of(&m, &req("node", "")).unwrap_err().code(), tonic::Code::InvalidArgument);
         assert_eq!(grant_of(&m, &req("admin", "")).unwrap_err().code(), tonic::Code::InvalidArgument);
         assert_eq!(grant_of(&m, &req("reader", "nope")).unwrap_err().code(), tonic::Code::NotFound);
+    }
+
+    #[test]
+    fn the_last_cluster_wide_operator_stays() {
+        let mut m = pb::ClusterMap::default();
+        assert!(super::super::map::init_users(&mut m));
+        keeps_an_operator(&m).unwrap();
+        m.users.get_mut("root").unwrap().grants[0].service = "demo".into();
+        assert_eq!(keeps_an_operator(&m).unwrap_err().code(), tonic::Code::FailedPrecondition);
+        m.users.clear();
+        assert!(keeps_an_operator(&m).is_err());
     }
 }

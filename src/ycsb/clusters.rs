@@ -81,22 +81,26 @@ mod etcd {
     use std::time::{Duration, Instant};
 
     use tempfile::TempDir;
+    use weft_security::issue::{self, Validity};
 
-    use crate::local::{LocalError, cluster_err, free_addrs};
+    use crate::local::{LocalError, Pki, cluster_err, free_addrs};
     use crate::ycsb::{KvConfig, KvError, KvReport, Target, Workload};
 
-    /// Loads and runs `workloads` on a local etcd cluster started for them; returns the
-    /// report and how fsync was set.
+    /// Loads and runs `workloads` on a local etcd cluster started for them (TLS between
+    /// members and for the client when `tls`, as weft runs); returns the report and how
+    /// fsync was set.
     pub async fn run_etcd(
         bin: &Path,
         members: usize,
         fsync: bool,
+        tls: bool,
         cfg: &KvConfig,
         workloads: &[Workload],
     ) -> Result<(KvReport, String), KvError> {
-        let cluster = start_etcd(bin, members, fsync).await?;
-        let target = Target::etcd(&cluster.endpoints).await?;
-        let name = format!("etcd ({members} members, fsync {})", cluster.fsync);
+        let cluster = start_etcd(bin, members, fsync, tls).await?;
+        let target = Target::etcd(&cluster.endpoints, cluster.tls_options()).await?;
+        let security = if tls { "TLS" } else { "plaintext" };
+        let name = format!("etcd ({members} members, fsync {}, {security})", cluster.fsync);
         Ok((crate::ycsb::run(&target, name, cfg, workloads).await?, cluster.fsync.clone()))
     }
 
@@ -107,7 +111,20 @@ mod etcd {
         pub endpoints: Vec<String>,
         /// How fsync was handled: `on`, or how it was turned off.
         pub fsync: String,
+        /// The CA, client certificate and key (PEM) a client presents, when TLS is on.
+        tls: Option<(String, String, String)>,
         _data: TempDir,
+    }
+
+    impl EtcdCluster {
+        /// How an etcd client reaches the members.
+        pub fn tls_options(&self) -> Option<etcd_client::TlsOptions> {
+            self.tls.as_ref().map(|(ca, cert, key)| {
+                etcd_client::TlsOptions::new()
+                    .ca_certificate(etcd_client::Certificate::from_pem(ca))
+                    .identity(etcd_client::Identity::from_pem(cert, key))
+            })
+        }
     }
 
     impl Drop for EtcdCluster {
@@ -126,8 +143,10 @@ mod etcd {
         })
     }
 
-    /// Starts `members` etcd members from `bin` and waits until the cluster takes a write.
-    pub async fn start_etcd(bin: &Path, members: usize, fsync: bool) -> Result<EtcdCluster, LocalError> {
+    /// Starts `members` etcd members from `bin` (with `tls`: client and peer TLS, client
+    /// certificates required on both, certificates made by a CA of weft's) and waits until
+    /// the cluster takes a write.
+    pub async fn start_etcd(bin: &Path, members: usize, fsync: bool, tls: bool) -> Result<EtcdCluster, LocalError> {
         let no_fsync_flag = !fsync && has_flag(bin, "--unsafe-no-fsync");
         let on_tmpfs = !fsync && !no_fsync_flag;
         let data = if on_tmpfs { tempfile::tempdir_in("/dev/shm") } else { tempfile::tempdir() };
@@ -137,9 +156,11 @@ mod etcd {
             (false, true) => "off: --unsafe-no-fsync".to_string(),
             (false, false) => "off: data on tmpfs (this etcd has no --unsafe-no-fsync)".to_string(),
         };
+        let scheme = if tls { "https" } else { "http" };
+        let pki = if tls { Some(Pki::create(&data.path().join("certs"))?) } else { None };
         let addrs = free_addrs(2 * members)?;
         let (client, peer) = addrs.split_at(members);
-        let initial: Vec<String> = peer.iter().enumerate().map(|(i, p)| format!("e{}=http://{p}", i + 1)).collect();
+        let initial: Vec<String> = peer.iter().enumerate().map(|(i, p)| format!("e{}={scheme}://{p}", i + 1)).collect();
         let initial = initial.join(",");
         let mut children = Vec::new();
         for i in 0..members {
@@ -149,14 +170,33 @@ mod etcd {
             cmd.args(["--name", &format!("e{}", i + 1)])
                 .arg("--data-dir")
                 .arg(&dir)
-                .args(["--listen-client-urls", &format!("http://{}", client[i])])
-                .args(["--advertise-client-urls", &format!("http://{}", client[i])])
-                .args(["--listen-peer-urls", &format!("http://{}", peer[i])])
-                .args(["--initial-advertise-peer-urls", &format!("http://{}", peer[i])])
+                .args(["--listen-client-urls", &format!("{scheme}://{}", client[i])])
+                .args(["--advertise-client-urls", &format!("{scheme}://{}", client[i])])
+                .args(["--listen-peer-urls", &format!("{scheme}://{}", peer[i])])
+                .args(["--initial-advertise-peer-urls", &format!("{scheme}://{}", peer[i])])
                 .args(["--initial-cluster", &initial, "--initial-cluster-state", "new"])
                 .args(["--initial-cluster-token", "weft-bench-kv", "--logger", "zap", "--log-level", "error"]);
             if no_fsync_flag {
                 cmd.arg("--unsafe-no-fsync");
+            }
+            if let Some(pki) = &pki {
+                // A node certificate of weft's CA: server and client use, 127.0.0.1 named.
+                let certs = data.path().join(format!("e{}-certs", i + 1));
+                let hosts = ["127.0.0.1".to_string(), "localhost".to_string()];
+                let issued = pki.ca().node(100 + i as u64, &hosts, Validity::days(1)).map_err(cluster_err)?;
+                issue::write_pair(&certs, "member.crt", "member.key", &issued, true).map_err(cluster_err)?;
+                let (cert, key, ca) = (certs.join("member.crt"), certs.join("member.key"), pki.dir().join("ca.crt"));
+                for (flag, path) in [
+                    ("--cert-file", &cert),
+                    ("--key-file", &key),
+                    ("--trusted-ca-file", &ca),
+                    ("--peer-cert-file", &cert),
+                    ("--peer-key-file", &key),
+                    ("--peer-trusted-ca-file", &ca),
+                ] {
+                    cmd.arg(flag).arg(path);
+                }
+                cmd.args(["--client-cert-auth", "--peer-client-cert-auth"]);
             }
             let err = log.try_clone().map_err(cluster_err)?;
             let child = cmd.stdin(Stdio::null()).stdout(log).stderr(err).spawn().map_err(|e| {
@@ -164,12 +204,20 @@ mod etcd {
             })?;
             children.push(child);
         }
-        let endpoints: Vec<String> = client.iter().map(|c| format!("http://{c}")).collect();
-        let cluster = EtcdCluster { children, endpoints, fsync: fsync_note, _data: data };
+        let endpoints: Vec<String> = client.iter().map(|c| format!("{scheme}://{c}")).collect();
+        let tls = match &pki {
+            None => None,
+            Some(p) => {
+                let read = |name: &str| std::fs::read_to_string(p.dir().join(name)).map_err(cluster_err);
+                Some((read("ca.crt")?, read("client.root.crt")?, read("client.root.key")?))
+            }
+        };
+        let cluster = EtcdCluster { children, endpoints, fsync: fsync_note, tls, _data: data };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let attempt = async {
-                let c = etcd_client::Client::connect(&cluster.endpoints, None).await?;
+                let options = cluster.tls_options().map(|t| etcd_client::ConnectOptions::new().with_tls(t));
+                let c = etcd_client::Client::connect(&cluster.endpoints, options).await?;
                 c.kv_client().put("weft-bench-ready", "1", None).await
             };
             match tokio::time::timeout(Duration::from_secs(2), attempt).await {

@@ -46,10 +46,12 @@ impl Target {
         Target::Weft { client: Arc::new(client), service: service.into(), table: crate::manager::DEFAULT_TABLE.into() }
     }
 
-    /// The key space of the etcd cluster at `endpoints` (`http://host:port`).
+    /// The key space of the etcd cluster at `endpoints` (`http://host:port`, or `https://`
+    /// with `tls`).
     #[cfg(feature = "etcd")]
-    pub async fn etcd(endpoints: &[String]) -> Result<Target, TargetError> {
-        let client = etcd_client::Client::connect(endpoints, None).await?;
+    pub async fn etcd(endpoints: &[String], tls: Option<etcd_client::TlsOptions>) -> Result<Target, TargetError> {
+        let options = tls.map(|t| etcd_client::ConnectOptions::new().with_tls(t));
+        let client = etcd_client::Client::connect(endpoints, options).await?;
         Ok(Target::Etcd(Box::new(client.kv_client())))
     }
 

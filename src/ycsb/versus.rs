@@ -86,7 +86,7 @@ pub async fn versus(cfg: &VersusConfig) -> Result<VersusReport, VersusError> {
     let mut pairings = Vec::new();
     for &durable in &cfg.durable {
         let mode = if durable { "durable" } else { "volatile" };
-        let (etcd, fsync) = run_etcd(&cfg.etcd, cfg.members, durable, &cfg.kv, &cfg.workloads).await?;
+        let (etcd, fsync) = run_etcd(&cfg.etcd, cfg.members, durable, cfg.tls, &cfg.kv, &cfg.workloads).await?;
         let weft =
             run_weft(&cfg.exe, cfg.members, durable, cfg.tls, SERVICE, cfg.partitions, &cfg.kv, &cfg.workloads).await?;
         let mut ratios = BTreeMap::new();
