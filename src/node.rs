@@ -214,8 +214,11 @@ impl Node {
 /// How often certificate files are checked for changes (SIGHUP reloads at once).
 const CERT_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// HTTP/2 streams (calls) one connection may have open at once.
-const STREAMS_PER_CONNECTION_MAX: u32 = 1024;
+/// HTTP/2 streams (calls) one connection may have open at once. Every raft group's traffic
+/// between two nodes shares one connection (a replication stream per group and follower,
+/// heartbeats, snapshots), so this is far above what a client needs: a client's requests
+/// are bounded by the gate's per-client limit (`--client-in-flight-max`) first.
+const STREAMS_PER_CONNECTION_MAX: u32 = 16_384;
 
 /// Answer bytes one session stream may hold at once (see [`crate::session::Budget`]).
 const SESSION_ANSWER_BYTES_MAX: usize = 64 << 20;

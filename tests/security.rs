@@ -751,3 +751,89 @@ async fn certificates_rotate_on_every_node_under_load() {
         assert!(fresh.get(P, "t", key.as_bytes(), ReadMode::Linearizable).await.expect("read").is_some(), "{key}");
     }
 }
+
+/// A replica that a group's primary is told to build on a node of another CA gets nothing:
+/// the primary's connections to it fail their handshakes, so no log entry and no snapshot
+/// byte reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_of_another_ca_receives_no_entry_and_no_snapshot() {
+    const P: u64 = 9;
+    let node = common::start(1, &[]);
+    common::open_partition(&[&node], P, 900).await;
+    let client = Client::new(vec![node.addr.clone()], common::harness());
+    client.create_table(P, "t").await.expect("table");
+    for i in 0..200u32 {
+        client.put(P, "t", &i.to_be_bytes(), &[7u8; 100]).await.expect("put");
+    }
+    let other = Security::Tls(Arc::new(Pki::temporary().expect("another CA")));
+    let outsider = LocalNode::start_secured(exe(), 2, "127.0.0.1:0", &[], &other).expect("the outsider");
+    let mut theirs = outsider.admin().await.expect("the outsider's own harness");
+    theirs
+        .open_replica(pb::OpenReplicaRequest { partition: P, replica: 902, mode: 0, initial: None })
+        .await
+        .expect("open");
+    let mut ours = node.admin().await.expect("admin");
+    let learner = pb::AddLearnerRequest { partition: P, replica: 902, addr: outsider.addr.clone(), blocking: false };
+    ours.add_learner(learner).await.expect("the primary takes the learner into its membership");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let st = theirs.status(pb::ReplicaStatusRequest { partition: P }).await.expect("status").into_inner();
+    assert_eq!((st.last_log_index, st.snapshot_bytes, st.records), (0, 0, 0), "the outsider received {st:?}");
+    // The primary itself goes on serving.
+    client.put(P, "t", b"after", b"1").await.expect("writes go on");
+}
+
+/// `weft cert` makes a CA, node and client certificates with private keys, lists them, and
+/// refuses to overwrite or to name a user badly.
+#[test]
+fn weft_cert_makes_and_lists_certificates() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("certs");
+    let d = dir.to_str().unwrap();
+    let (ok, _, err) = weft(&["cert", "create-ca", "--certs-dir", d]);
+    assert!(ok, "{err}");
+    let (ok, _, err) =
+        weft(&["cert", "create-node", "--id", "3", "--host", "127.0.0.1", "--host", "n3.example", "--certs-dir", d]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = weft(&["cert", "create-client", "alice", "--certs-dir", d, "--lifetime-days", "30"]);
+    assert!(ok, "{err}");
+    for key in ["ca.key", "node.key", "client.alice.key"] {
+        assert_eq!(std::fs::metadata(dir.join(key)).unwrap().permissions().mode() & 0o777, 0o600, "{key}");
+    }
+    assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+    let (ok, out, err) = weft(&["cert", "list", d, "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let kinds: Vec<&str> = v.as_array().unwrap().iter().filter_map(|c| c["kind"].as_str()).collect();
+    assert_eq!(kinds, ["ca", "client alice", "node 3"], "{out}");
+    let node = &v.as_array().unwrap()[2];
+    assert!(
+        node["names"].to_string().contains("n3.example") && node["names"].to_string().contains("weft://node/3"),
+        "{node}"
+    );
+    assert_eq!(node["expired"], false);
+    let (ok, _, err) = weft(&["cert", "create-ca", "--certs-dir", d]);
+    assert!(!ok && err.contains("exists"), "{err}");
+    let (ok, _, err) = weft(&["cert", "create-client", "Bad Name", "--certs-dir", d]);
+    assert!(!ok && err.contains("user name"), "{err}");
+    let (ok, _, _) = weft(&["cert", "create-node", "--id", "4", "--certs-dir", d]);
+    assert!(!ok, "a node certificate needs a host");
+}
+
+/// A node without certificates refuses to start unless `--insecure`; an insecure node says
+/// so in its log, and `weft ctl status` names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insecure_is_asked_for_and_announced() {
+    let (ok, _, err) = common::weft_plain(&["node", "--id", "1", "--listen", "127.0.0.1:0"]);
+    assert!(!ok && err.contains("no certificates") && err.contains("--insecure"), "{err}");
+    let addr = free_addrs(1).remove(0);
+    let _node = LocalNode::start_at(exe(), 1, &addr, &["--insecure", "--seeds", &addr]).expect("an insecure node");
+    let status = wait_for(Duration::from_secs(30), "the insecure node registered", || async {
+        let (ok, out, _) = common::weft_plain(&["ctl", "--endpoint", &addr, "status"]);
+        (ok && out.contains("1 up")).then_some(out)
+    })
+    .await;
+    assert!(status.contains("INSECURE: nodes [1]"), "{status}");
+    let (ok, out, _) = common::weft_plain(&["ctl", "--endpoint", &addr, "--json", "status"]);
+    assert!(ok && out.contains("\"insecure_nodes\":[1]"), "{out}");
+}

@@ -89,11 +89,25 @@ pub fn weft(args: &[&str]) -> (bool, String, String) {
 
 /// [`weft`] with `input` on its standard input.
 pub fn weft_with_input(args: &[&str], input: &[u8]) -> (bool, String, String) {
+    run_weft(args, input, Some(&certs_dir()))
+}
+
+/// Runs the `weft` binary with no credentials in its environment (plaintext, as against
+/// `--insecure` nodes).
+pub fn weft_plain(args: &[&str]) -> (bool, String, String) {
+    run_weft(args, &[], None)
+}
+
+fn run_weft(args: &[&str], input: &[u8], certs: Option<&std::path::Path>) -> (bool, String, String) {
     use std::io::Write;
     use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
+    match certs {
+        Some(dir) => cmd.env("WEFT_CERTS_DIR", dir),
+        None => cmd.env_remove("WEFT_CERTS_DIR"),
+    };
+    let mut child = cmd
         .args(args)
-        .env("WEFT_CERTS_DIR", certs_dir())
         .env_remove("WEFT_USER")
         .env_remove("WEFT_TOKEN")
         .stdin(Stdio::piped())
