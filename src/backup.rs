@@ -116,14 +116,14 @@ pub async fn backup(
         return Err(RoutingError::NoService(service.into()).into());
     }
     let out = dir.join(format!("{service}-{created_unix_ms}"));
-    weft_replica::files::create_dir_all(&out).map_err(io_err(&out))?;
+    weft_security::files::private_dir(&out).map_err(io_err(&out))?;
     let nodes: Vec<String> = map.map.iter().flat_map(|m| m.nodes.values().map(|n| n.addr.clone())).collect();
     let client = Client::new(nodes, config.clone());
     let mut files = Vec::with_capacity(parts.len());
     for p in &parts {
         let file = format!("part-{}.avro", p.index);
         let path = out.join(&file);
-        let mut f = weft_replica::files::create(&path).map_err(io_err(&path))?;
+        let mut f = weft_security::files::private_file(&path).map_err(io_err(&path))?;
         let mut stream = client.backup(p.id).await?;
         let mut check = ChunkCheck::default();
         while let Some(chunk) = stream
@@ -153,7 +153,7 @@ pub async fn backup(
     let manifest = Manifest { service: service.into(), created_unix_ms, map_version: map.version, partitions: files };
     let path = out.join(MANIFEST);
     let text = serde_json::to_string_pretty(&manifest).map_err(|e| BackupError::Corrupt(e.to_string()))?;
-    std::io::Write::write_all(&mut weft_replica::files::create(&path).map_err(io_err(&path))?, text.as_bytes())
+    std::io::Write::write_all(&mut weft_security::files::private_file(&path).map_err(io_err(&path))?, text.as_bytes())
         .map_err(io_err(&path))?;
     Ok((out, manifest))
 }

@@ -20,7 +20,7 @@ use weft_replica::host::Host;
 use weft_security::Identity;
 use weft_security::credentials::Credentials;
 use weft_security::gate::Gate;
-use weft_security::server::{ConnStats, Listener, Peer, ServerLimits};
+use weft_security::server::{ConnState, ConnStats, Listener, Peer, ServerLimits};
 
 use crate::manager::Manager;
 
@@ -49,8 +49,8 @@ pub async fn serve(listener: tokio::net::TcpListener, ctx: Ctx, limits: ServerLi
     let mut incoming = weft_security::server::incoming(listener, ctx.tls.clone(), Listener::Http, limits, stats);
     while let Some(conn) = futures::StreamExt::next(&mut incoming).await {
         let Ok(conn) = conn else { continue };
-        let peer = conn.info().peer.clone();
-        let app = Router::new().route("/metrics", get(render)).with_state((ctx.clone(), peer));
+        let (peer, state) = (conn.info().peer.clone(), conn.info().state.clone());
+        let app = Router::new().route("/metrics", get(render)).with_state((ctx.clone(), peer, state));
         tokio::spawn(async move {
             let svc = hyper_util::service::TowerToHyperService::new(app);
             let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
@@ -87,9 +87,12 @@ fn allowed(ctx: &Ctx, peer: &Peer, headers: &axum::http::HeaderMap) -> Result<()
 }
 
 async fn render(
-    State((ctx, peer)): State<(Ctx, Peer)>,
+    State((ctx, peer, state)): State<(Ctx, Peer, Arc<ConnState>)>,
     headers: axum::http::HeaderMap,
 ) -> Result<String, (axum::http::StatusCode, &'static str)> {
+    // A scrape is a request in flight: a scraper that keeps its connection and scrapes
+    // every few seconds is not idle.
+    let _in_flight = state.begin();
     if let Err(why) = allowed(&ctx, &peer, &headers) {
         ctx.gate.refusals.unauthenticated.fetch_add(1, Ordering::Relaxed);
         return Err((axum::http::StatusCode::UNAUTHORIZED, why));

@@ -101,7 +101,7 @@ impl Checkpoints {
     /// Opens (creating) `dir` and loads its newest checkpoint, if any, into an engine
     /// with `limits`.
     pub fn open(dir: &Path, limits: Limits) -> Result<(Self, Option<Loaded>), CheckpointError> {
-        crate::files::create_dir_all(dir).map_err(io_err(dir))?;
+        weft_security::files::private_dir(dir).map_err(io_err(dir))?;
         let this = Checkpoints { dir: dir.to_path_buf() };
         let newest = this.positions()?.into_iter().max();
         let loaded = match newest {
@@ -160,7 +160,7 @@ impl Checkpoints {
         let n = position(meta);
         let (avro, meta_path) = self.paths(n);
         let tmp = avro.with_extension("avro.tmp");
-        let file = crate::files::create(&tmp).map_err(io_err(&tmp))?;
+        let file = weft_security::files::private_file(&tmp).map_err(io_err(&tmp))?;
         let mut out = Crc { inner: BufWriter::with_capacity(1 << 20, file), crc: 0, bytes: 0 };
         snapshot::encode(store, sessions, &mut out)?;
         let (crc, bytes) = (out.crc, out.bytes);

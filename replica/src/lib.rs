@@ -21,7 +21,6 @@
 
 pub mod checkpoint;
 pub mod command;
-pub mod files;
 pub mod host;
 pub mod log_store;
 pub mod proposer;

@@ -141,7 +141,7 @@ pub fn write_framed(path: &Path, payload: &[u8]) -> Result<(), WalError> {
     let mut data = Vec::with_capacity(payload.len() + HEADER);
     frame(payload, &mut data);
     let tmp = path.with_extension("tmp");
-    let mut f = crate::files::create(&tmp).map_err(io_err(&tmp))?;
+    let mut f = weft_security::files::private_file(&tmp).map_err(io_err(&tmp))?;
     f.write_all(&data).and_then(|()| f.sync_all()).map_err(io_err(&tmp))?;
     fs::rename(&tmp, path).map_err(io_err(path))?;
     sync_dir(path.parent().unwrap_or(Path::new(".")))
@@ -169,7 +169,7 @@ impl Wal {
         segment_bytes: u64,
         mut visit: impl FnMut(&[u8]) -> Result<Option<u64>, String>,
     ) -> Result<(Wal, Recovery), WalError> {
-        crate::files::create_dir_all(dir).map_err(io_err(dir))?;
+        weft_security::files::private_dir(dir).map_err(io_err(dir))?;
         let mut seqs = Vec::new();
         for entry in fs::read_dir(dir).map_err(io_err(dir))? {
             let entry = entry.map_err(io_err(dir))?;
@@ -222,7 +222,7 @@ impl Wal {
             Some(s) => s,
             None => {
                 let path = segment_path(dir, 1);
-                crate::files::create(&path).map_err(io_err(&path))?;
+                weft_security::files::private_file(&path).map_err(io_err(&path))?;
                 sync_dir(dir)?;
                 last_len = 0;
                 Segment { seq: 1, path, max_index: None }
@@ -286,7 +286,7 @@ impl Wal {
         }
         let seq = self.active.seq + 1;
         let path = segment_path(&self.dir, seq);
-        let file = crate::files::create_new(&path).map_err(io_err(&path))?;
+        let file = weft_security::files::private_new_file(&path).map_err(io_err(&path))?;
         sync_dir(&self.dir)?;
         let old = std::mem::replace(&mut self.active, Segment { seq, path, max_index: None });
         self.sealed.push(old);

@@ -10,7 +10,8 @@
 //!
 //! Keys are written with mode 0600 and directories created 0700; every file is written to a
 //! temporary name and renamed into place, so a node that reloads its files never reads one
-//! half written.
+//! half written. The same private modes serve a node's data files ([`private_dir`],
+//! [`private_file`]): its logs and checkpoints hold every value its clients wrote.
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -37,9 +38,30 @@ pub fn client_key(name: &str) -> String {
     format!("client.{name}.key")
 }
 
+/// Mode of a private directory: its owner's alone.
+pub const PRIVATE_DIR: u32 = 0o700;
+/// Mode of a private file.
+pub const PRIVATE_FILE: u32 = 0o600;
+
+/// Creates `dir` and any missing parents, each 0700. Keys, and a node's logs and
+/// checkpoints (every value its clients wrote), live in such directories.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new().recursive(true).mode(PRIVATE_DIR).create(dir)
+}
+
+/// Creates (or truncates) `path` for writing, 0600 whatever the umask says.
+pub fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(PRIVATE_FILE).open(path)
+}
+
+/// Creates `path` for writing, 0600; fails if it exists.
+pub fn private_new_file(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new().write(true).create_new(true).mode(PRIVATE_FILE).open(path)
+}
+
 /// Creates `dir` (and its parents) with mode 0700 if it does not exist.
 pub fn ensure_dir(dir: &Path) -> Result<(), Error> {
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| Error::io(dir, e))
+    private_dir(dir).map_err(|e| Error::io(dir, e))
 }
 
 /// Writes `bytes` to `path` with `mode`, atomically (temporary file, then rename).
@@ -95,6 +117,22 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+
+    #[test]
+    fn private_files_are_their_owners_alone() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("a/b");
+        private_dir(&dir).unwrap();
+        for d in [t.path().join("a"), dir.clone()] {
+            assert_eq!(std::fs::metadata(&d).unwrap().permissions().mode() & 0o777, PRIVATE_DIR);
+        }
+        private_file(&dir.join("x")).unwrap();
+        private_new_file(&dir.join("y")).unwrap();
+        assert!(private_new_file(&dir.join("y")).is_err());
+        for f in ["x", "y"] {
+            assert_eq!(std::fs::metadata(dir.join(f)).unwrap().permissions().mode() & 0o777, PRIVATE_FILE);
+        }
+    }
 
     #[test]
     fn keys_are_private_and_directories_closed() {

@@ -43,6 +43,10 @@ impl Default for GateLimits {
     }
 }
 
+/// Clients (users, or addresses under `--insecure`) past which idle entries of the
+/// per-client in-flight counts are forgotten.
+const CLIENTS_TRACKED_MAX: usize = 4096;
+
 /// Refused requests, by kind.
 #[derive(Debug, Default)]
 pub struct Refusals {
@@ -213,7 +217,15 @@ impl Gate {
         let counted = match client {
             None => None,
             Some(key) => {
-                let counter = self.in_flight.lock().entry(key).or_default().clone();
+                let counter = {
+                    let mut clients = self.in_flight.lock();
+                    // One entry per user (or address under --insecure): forget the idle ones
+                    // before the map could grow without bound.
+                    if clients.len() >= CLIENTS_TRACKED_MAX {
+                        clients.retain(|_, c| Arc::strong_count(c) > 1);
+                    }
+                    clients.entry(key).or_default().clone()
+                };
                 if counter.fetch_add(1, Ordering::AcqRel) >= self.limits.client_in_flight_max {
                     counter.fetch_sub(1, Ordering::AcqRel);
                     return Err(Status::resource_exhausted(format!(
