@@ -104,6 +104,9 @@ impl ServiceClient {
         let mut backoff = Duration::from_millis(20);
         loop {
             let mut last = String::from("no endpoints");
+            // A TLS handshake refused for a certificate (this client's CA does not vouch for
+            // the node's, or the node refused this client's) will not go better on a retry.
+            let mut refused = false;
             for e in endpoints {
                 let answer = async {
                     let mut c = ClusterClient::new(peers.channel(e)?);
@@ -114,11 +117,14 @@ impl ServiceClient {
                     Ok(Err(s)) if matches!(s.code(), Code::Unauthenticated | Code::PermissionDenied) => {
                         return Err(RoutingError::Client(ClientError::Rpc(s)));
                     }
-                    Ok(Err(s)) => last = format!("{e}: {}", crate::client::status_text(&s)),
+                    Ok(Err(s)) => {
+                        last = format!("{e}: {}", crate::client::status_text(&s));
+                        refused |= last.contains("peer certificate") || last.contains("alert");
+                    }
                     Err(_) => last = format!("{e}: no answer in 5 s"),
                 }
             }
-            if Instant::now() + backoff > deadline {
+            if refused || Instant::now() + backoff > deadline {
                 return Err(RoutingError::NoMap(last));
             }
             tokio::time::sleep(backoff).await;
