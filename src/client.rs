@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 use tonic::{Code, Status};
-use weft_proto::v1 as pb;
+use weft_proto::detail;
 use weft_proto::v1::store_client::StoreClient;
+use weft_proto::v1::{self as pb, ErrorReason};
 use weft_replica::transport::{Peers, TransportConfig};
 use weft_security::{AuthChannel, ClientSecurity};
 
@@ -81,8 +82,9 @@ pub enum ReadMode {
 /// What went wrong with a client call.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The state machine refused the command (condition failed, no such table, limits...).
-    /// Deterministic: retrying will not help.
+    /// The command was refused, by the state machine or by the node before proposing it
+    /// (condition failed, no such table, limits...): not applied. Deterministic: retrying
+    /// will not help.
     #[error("refused ({code:?}): {message}")]
     Refused {
         /// Why.
@@ -93,7 +95,9 @@ pub enum ClientError {
     /// The request was invalid or failed for a reason retrying cannot fix.
     #[error("{:?}: {}", .0.code(), .0.message())]
     Rpc(Status),
-    /// A write's outcome is unknown: no attempt got an answer before the deadline.
+    /// A write's outcome is unknown: it may have applied. No attempt got a definite answer
+    /// before the deadline and at least one may have been proposed, or the session said
+    /// its result is forgotten (`ERROR_CODE_SESSION_EXPIRED`).
     #[error("write outcome unknown after {attempts} attempts (last error: {last})")]
     Indeterminate {
         /// Attempts made.
@@ -101,7 +105,8 @@ pub enum ClientError {
         /// The last error seen.
         last: String,
     },
-    /// A read found no primary (or no reachable replica) before the deadline.
+    /// No primary (or no reachable replica) answered before the deadline: a read, or a
+    /// write every attempt of which was refused before it was proposed (not applied).
     #[error("no answer after {attempts} attempts (last error: {last})")]
     Unavailable {
         /// Attempts made.
@@ -198,7 +203,7 @@ impl WriteTicket {
         let inner = &self.client.inner;
         let acked_below = inner.seqs.acked_below(self.seq);
         let session = pb::Session { client_id: inner.client_id, seq: self.seq, acked_below };
-        let cmd = pb::Command { session: Some(session), kind: Some(kind) };
+        let cmd = pb::Command { session: None, kind: Some(kind) };
         let resp = self
             .client
             .call(partition, true, true, |c| {
@@ -209,10 +214,13 @@ impl WriteTicket {
         let result =
             resp.result.ok_or_else(|| ClientError::Rpc(Status::internal("write response without a result")))?;
         if let Some(pb::command_result::Outcome::Error(e)) = &result.outcome {
-            return Err(ClientError::Refused {
-                code: pb::ErrorCode::try_from(e.code).unwrap_or(pb::ErrorCode::Unspecified),
-                message: e.message.clone(),
-            });
+            let code = pb::ErrorCode::try_from(e.code).unwrap_or(pb::ErrorCode::Unspecified);
+            // The only refusal that does not mean "not applied": the first attempt's result
+            // is forgotten.
+            if code == pb::ErrorCode::SessionExpired {
+                return Err(ClientError::Indeterminate { attempts: 1, last: e.message.clone() });
+            }
+            return Err(ClientError::Refused { code, message: e.message.clone() });
         }
         Ok(result)
     }
@@ -267,7 +275,16 @@ fn no_answer(s: &Status) -> bool {
 
 /// Whether the node answered that it hosts no replica of the partition.
 fn not_hosted(s: &Status) -> bool {
-    s.code() == Code::NotFound && s.metadata().get(crate::NOT_HOSTED_KEY).is_some()
+    s.code() == Code::NotFound && detail::reason_of(s) == ErrorReason::NotHosted
+}
+
+/// Whether a failed attempt proves its write was never proposed (see `docs/api.md`):
+/// anything else (no answer, an unknown outcome, an unexplained failure) may have applied.
+fn never_proposed(s: &Status) -> bool {
+    matches!(
+        detail::reason_of(s),
+        ErrorReason::NotPrimary | ErrorReason::NotHosted | ErrorReason::NotReady | ErrorReason::NoQuorum
+    )
 }
 
 /// A status's message with its causes: a transport error says only "transport error" and
@@ -286,8 +303,9 @@ pub fn status_text(s: &Status) -> String {
     text
 }
 
-fn leader_hint(s: &Status) -> Option<String> {
-    s.metadata().get(crate::LEADER_ADDR_KEY).and_then(|v| v.to_str().ok()).map(str::to_string)
+/// The primary a failed attempt names, if any.
+pub(crate) fn leader_hint(s: &Status) -> Option<String> {
+    detail::of(s).map(|d| d.leader_addr).filter(|a| !a.is_empty())
 }
 
 impl Client {
@@ -342,6 +360,9 @@ impl Client {
         // answered as a replica of the partition would (see `ClientError::NotHosted`).
         let mut not_hosted_at: HashSet<String> = HashSet::new();
         let mut answered_as_host = false;
+        // Whether any attempt of a write may have applied it (it got no answer, or one
+        // that does not prove the write was never proposed).
+        let mut maybe_applied = false;
         loop {
             attempts += 1;
             let endpoints = self.inner.endpoints.read().clone();
@@ -382,6 +403,7 @@ impl Client {
                 }
                 Err(s) if retryable(&s) => {
                     let last = format!("{addr}: {}", status_text(&s));
+                    maybe_applied |= write && !never_proposed(&s);
                     let unhosted = not_hosted(&s);
                     if unhosted || no_answer(&s) {
                         not_hosted_at.insert(addr.clone());
@@ -409,7 +431,7 @@ impl Client {
                         }
                     }
                     if Instant::now() >= deadline {
-                        return Err(if write {
+                        return Err(if maybe_applied {
                             ClientError::Indeterminate { attempts, last }
                         } else {
                             ClientError::Unavailable { attempts, last }
@@ -562,8 +584,25 @@ fn header(partition: u64, mode: ReadMode) -> pb::ReadHeader {
 
 #[cfg(test)]
 mod tests {
-    use super::Seqs;
+    use super::{Seqs, never_proposed};
     use std::sync::atomic::{AtomicU64, Ordering};
+    use tonic::{Code, Status};
+    use weft_proto::detail;
+    use weft_proto::v1::ErrorReason;
+
+    /// A write that ends without an answer is "not applied" only when every failed attempt
+    /// proves it was never proposed; an unknown outcome, a bare failure or a timeout may
+    /// have applied it.
+    #[test]
+    fn only_answers_that_prove_no_proposal_count_as_not_applied() {
+        for reason in [ErrorReason::NotPrimary, ErrorReason::NotHosted, ErrorReason::NotReady, ErrorReason::NoQuorum] {
+            assert!(never_proposed(&detail::reason(Code::Unavailable, "x", reason)), "{reason:?}");
+        }
+        assert!(!never_proposed(&detail::reason(Code::Unavailable, "x", ErrorReason::OutcomeUnknown)));
+        assert!(!never_proposed(&Status::unavailable("a failure without a reason")));
+        assert!(!never_proposed(&Status::deadline_exceeded("attempt timed out")));
+        assert!(!never_proposed(&Status::cancelled("the session stream broke")));
+    }
 
     /// What the state machine checks: a write whose seq lies below an `acked_below` it has
     /// already heard from this client is refused. Writers on several threads draw seqs and

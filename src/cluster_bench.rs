@@ -203,7 +203,7 @@ pub async fn failover(trials: usize, tls: bool) -> Result<FailoverReport, BenchE
                             Ok(_) => {
                                 acked.lock().insert(key, Instant::now());
                             }
-                            Err(ClientError::Indeterminate { .. }) => {}
+                            Err(ClientError::Indeterminate { .. } | ClientError::Unavailable { .. }) => {}
                             Err(e) => return Err(cluster_err(e)),
                         }
                         i += 1;

@@ -5,6 +5,8 @@
 //! - [`manager`]: the cluster manager's part on every node: heartbeats, the replicated
 //!   cluster map on the seeds, placement, repair, drains and operator commands.
 //! - [`metrics`]: Prometheus text on `--metrics`.
+//! - [`status`]: the statuses a node answers with, each failure's code and
+//!   `weft.v1.ErrorDetail` (not the primary, not hosted, outcome unknown...).
 //! - [`chaos`]: `weft chaos`, fault injection against real nodes with a history check.
 //! - [`linearize`]: the linearizability checker for register histories (`weft chaos`).
 //! - [`local`]: local `weft node` processes for benchmarks and end-to-end tests.
@@ -26,18 +28,10 @@ pub mod metrics;
 pub mod node;
 pub mod routing;
 mod session;
+pub mod status;
 pub mod ycsb;
 
 pub use client::{Client, ClientError, ReadMode};
 pub use session::IN_FLIGHT_MAX as SESSION_IN_FLIGHT_MAX;
 pub use weft_proto::v1 as proto;
 pub use weft_store as store;
-
-/// gRPC metadata key carrying the current primary's node address on a not-primary answer.
-pub const LEADER_ADDR_KEY: &str = "weft-leader-addr";
-/// gRPC metadata key carrying the current primary's replica id on a not-primary answer.
-pub const LEADER_ID_KEY: &str = "weft-leader-id";
-/// gRPC metadata key on a `NOT_FOUND` answer meaning "this node hosts no replica of that
-/// partition": the request was not proposed there, and a client routed by a cluster map
-/// that every node answers this way holds a stale map.
-pub const NOT_HOSTED_KEY: &str = "weft-not-hosted";

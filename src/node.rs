@@ -4,8 +4,8 @@
 //! `Raft` (the internal transport, see `weft_replica::transport`) and `NodeAdmin` (open
 //! and close replicas, membership changes, status). A write or linearizable read that
 //! reaches a replica that is not the primary is answered `UNAVAILABLE` with the primary's
-//! address and replica id in the response metadata ([`crate::LEADER_ADDR_KEY`]), so
-//! clients can follow it. Stale reads are served by any replica from its applied state and
+//! address and replica id in the status details ([`crate::status`]), so clients can
+//! follow it. Stale reads are served by any replica from its applied state and
 //! flagged `stale` in the response.
 //!
 //! Linearizable reads use openraft's read index: the primary confirms its leadership by a
@@ -23,14 +23,11 @@ use std::sync::atomic::Ordering;
 
 use openraft::ServerState;
 use openraft::async_runtime::watch::WatchReceiver;
-use openraft::error::{ClientWriteError, ForwardReason, ForwardToLeader, LinearizableReadError, RaftError};
-use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 use weft_proto::v1 as pb;
 use weft_replica::command::{record_to_pb, scalar_from_pb};
 use weft_replica::host::{Host, RaftSettings, Replica, Storage};
 use weft_replica::transport::{RaftService, TransportConfig};
-use weft_replica::types::TypeConfig;
 use weft_replica::wire;
 use weft_security::credentials::Credentials;
 use weft_security::gate::GateLimits;
@@ -39,6 +36,7 @@ use weft_security::{ClientSecurity, Principal, Right};
 use weft_store::{Limits, Query, Scan, Token};
 
 use crate::authz::{self, AccessView};
+use crate::status;
 
 /// How a node is started.
 #[derive(Clone, Debug)]
@@ -239,43 +237,7 @@ fn session_budget(limits: &Limits, call_deadline: std::time::Duration) -> crate:
 }
 
 fn replica_of(host: &Host, partition: u64) -> Result<Arc<Replica>, Status> {
-    host.get(partition).ok_or_else(|| {
-        let mut s = Status::not_found(format!("partition {partition} has no replica on this node"));
-        s.metadata_mut().insert(crate::NOT_HOSTED_KEY, MetadataValue::from_static("1"));
-        s
-    })
-}
-
-/// `UNAVAILABLE` with the primary's address and id attached when known.
-fn not_primary(partition: u64, f: &ForwardToLeader<TypeConfig>) -> Status {
-    let why = match f.reason {
-        ForwardReason::NotLeader => "",
-        ForwardReason::LeadershipTransfer => " (handing the primary over)",
-        ForwardReason::LeaseExpired => " (its quorum lease lapsed: no quorum has answered it lately)",
-    };
-    let mut s = Status::unavailable(format!(
-        "not the primary of partition {partition}{why}; primary is {}",
-        f.leader_node.as_ref().map_or("unknown", |n| n.addr.as_str())
-    ));
-    if let (Some(id), Some(node)) = (f.leader_id, f.leader_node.as_ref())
-        && let (Ok(addr), Ok(id)) =
-            (MetadataValue::try_from(node.addr.as_str()), MetadataValue::try_from(id.to_string()))
-    {
-        s.metadata_mut().insert(crate::LEADER_ADDR_KEY, addr);
-        s.metadata_mut().insert(crate::LEADER_ID_KEY, id);
-    }
-    s
-}
-
-fn write_error(partition: u64, e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> Status {
-    match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => not_primary(partition, &f),
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => Status::failed_precondition(e.to_string()),
-        RaftError::APIError(ClientWriteError::PreconditionFailed(e)) => Status::failed_precondition(e.to_string()),
-        // Discarded by a leader change before it committed: not applied, safe to retry.
-        RaftError::APIError(ClientWriteError::LogEntryDiscarded(e)) => Status::unavailable(e.to_string()),
-        RaftError::Fatal(f) => Status::unavailable(format!("replica of partition {partition} stopped: {f}")),
-    }
+    host.get(partition).ok_or_else(|| status::not_hosted(partition))
 }
 
 /// The client Store service. Every call is checked against the caller's rights on the
@@ -304,6 +266,22 @@ fn admissible(cmd: &pb::Command, limits: &Limits, range: authz::Range) -> Result
     let Some(pb::command::Kind::Batch(batch)) = &cmd.kind else { return Ok(()) };
     let mut ops = Vec::with_capacity(batch.ops.len());
     for op in &batch.ops {
+        let condition = match &op.kind {
+            Some(pb::op::Kind::Put(p)) => p.condition.as_ref(),
+            Some(pb::op::Kind::Delete(d)) => d.condition.as_ref(),
+            None => None,
+        };
+        if let Some(pb::Condition {
+            kind: Some(pb::condition::Kind::Exists(false) | pb::condition::Kind::Absent(false)),
+        }) = condition
+        {
+            return Err(refused(
+                pb::ErrorCode::Invalid,
+                "a condition `exists: false` or `absent: false` says nothing: send `absent: true`, `exists: true`, \
+                 or no condition"
+                    .into(),
+            ));
+        }
         match weft_replica::command::op_from_pb(op.clone()) {
             Ok(op) => ops.push(op),
             Err(e) => return Err(refused(pb::ErrorCode::Invalid, e.to_string())),
@@ -351,15 +329,18 @@ impl StoreService {
         if let Err(refusal) = admissible(&cmd, self.host.limits(), range) {
             return Ok(refusal);
         }
+        if cmd.session.is_some() {
+            return Err(Status::invalid_argument(
+                "Command.session is the node's to set: send the session in WriteRequest.session",
+            ));
+        }
         let replica = replica_of(&self.host, partition)?;
         replica.requests.fetch_add(1, Ordering::Relaxed);
-        if cmd.session.is_none() {
-            cmd.session = session;
-        }
+        cmd.session = session;
         if let Some(s) = cmd.session.as_mut() {
             s.client_id = authz::session_id(principal, s.client_id);
         }
-        let result = replica.proposer.propose(cmd).await.map_err(|e| write_error(partition, e))?;
+        let result = replica.proposer.propose(cmd).await.map_err(|e| status::write_error(partition, e))?;
         Ok(pb::WriteResponse { result: Some(result) })
     }
 
@@ -380,16 +361,12 @@ impl StoreService {
         replica.requests.fetch_add(1, Ordering::Relaxed);
         let stale = mode == pb::ReadMode::Stale;
         if !stale {
-            match replica.reads.ensure().await {
-                Ok(_) => {}
-                Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
-                    return Err(not_primary(header.partition, &f));
-                }
-                Err(e) => return Err(Status::unavailable(format!("read index: {e}"))),
-            }
+            replica.reads.ensure().await.map_err(|e| status::read_index_error(header.partition, e))?;
         }
-        let (answer, applied) = replica.sm.read(|st| (read(&st.store), st.last_applied.map_or(0, |l| l.index)));
-        Ok((answer.map_err(engine_status)?, Some(pb::ReadInfo { stale, replica: replica.id, applied })))
+        let (answer, applied) =
+            replica.sm.read(|st| (st.last_applied.map(|_| read(&st.store)), st.last_applied.map_or(0, |l| l.index)));
+        let answer = answer.ok_or_else(|| status::not_ready(header.partition, replica.id))?;
+        Ok((answer.map_err(status::engine)?, Some(pb::ReadInfo { stale, replica: replica.id, applied })))
     }
 
     async fn get_as(&self, principal: &Principal, req: pb::GetRequest) -> Result<pb::GetResponse, Status> {
@@ -415,15 +392,6 @@ fn page_response(page: weft_store::Page, info: Option<pb::ReadInfo>) -> pb::Scan
         info,
         records: page.records.iter().map(record_to_pb).collect(),
         token: page.next.map(|t| t.as_bytes().to_vec().into()).unwrap_or_default(),
-    }
-}
-
-fn engine_status(e: weft_store::StoreError) -> Status {
-    match e {
-        weft_store::StoreError::TableNotFound(_) | weft_store::StoreError::IndexNotFound { .. } => {
-            Status::not_found(e.to_string())
-        }
-        _ => Status::invalid_argument(e.to_string()),
     }
 }
 
@@ -700,7 +668,7 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
             .raft
             .add_learner(req.replica, wire::node_of(&req.addr), req.blocking)
             .await
-            .map_err(|e| write_error(req.partition, e))?;
+            .map_err(|e| status::write_error(req.partition, e))?;
         Ok(Response::new(pb::MembershipResponse { log_id: Some(wire::log_id_to_pb(&resp.log_id)) }))
     }
 
@@ -732,7 +700,8 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
                 openraft::ChangeMembers::RemoveNodes(leftovers),
             ])
         };
-        let resp = r.raft.change_membership(change, req.retain).await.map_err(|e| write_error(req.partition, e))?;
+        let resp =
+            r.raft.change_membership(change, req.retain).await.map_err(|e| status::write_error(req.partition, e))?;
         Ok(Response::new(pb::MembershipResponse { log_id: Some(wire::log_id_to_pb(&resp.log_id)) }))
     }
 
@@ -742,7 +711,9 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
     ) -> Result<Response<pb::TransferLeaderToResponse>, Status> {
         let req = req.into_inner();
         let r = replica_of(&self.host, req.partition)?;
-        r.raft.trigger().transfer_leader(req.to).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        r.raft.trigger().transfer_leader(req.to).await.map_err(|e| {
+            Status::unavailable(format!("leader transfer of partition {} to replica {}: {e}", req.partition, req.to))
+        })?;
         Ok(Response::new(pb::TransferLeaderToResponse {}))
     }
 

@@ -203,7 +203,8 @@ impl ServiceClient {
                 tokio::time::sleep(STALE_MAP_RETRY).await;
             }
             match f(st.clone()).await {
-                // Only reads answer `Unavailable` (writes end `Indeterminate`).
+                // No replica answered a read, or no attempt of a write got past "not the
+                // primary": once more on a fresh map (a write under its same ticket).
                 Err(RoutingError::Client(e @ ClientError::Unavailable { .. })) if !refreshed => {
                     tracing::debug!(error = %e, "refreshing the cluster map and retrying");
                     refreshed = true;

@@ -8,7 +8,7 @@
 //! [`Mux`] on the client sends every call queued since its last send in one message, and
 //! the node answers the calls as they finish, every answer ready at once in one message.
 //! Each call means exactly what its unary RPC means, and a failed call comes back as the
-//! status its unary RPC would have returned (metadata included), so the client's retry
+//! status its unary RPC would have returned (metadata and details included), so the client's retry
 //! logic is the same for both.
 //!
 //! A call whose stream breaks before its answer comes back fails with `Cancelled`: no
@@ -52,12 +52,17 @@ pub(crate) fn status_to_pb(s: &Status) -> pb::CallStatus {
             tonic::metadata::KeyAndValueRef::Binary(..) => None,
         })
         .collect();
-    pb::CallStatus { code: s.code() as i32, message: s.message().to_string(), metadata }
+    pb::CallStatus {
+        code: s.code() as i32,
+        message: s.message().to_string(),
+        metadata,
+        details: s.details().to_vec().into(),
+    }
 }
 
 /// The status a session answer carries, as its unary RPC would have returned it.
 pub(crate) fn status_from_pb(c: pb::CallStatus) -> Status {
-    let mut s = Status::new(Code::from_i32(c.code), c.message);
+    let mut s = Status::with_details(Code::from_i32(c.code), c.message, c.details);
     for (k, v) in c.metadata {
         if let (Ok(k), Ok(v)) = (
             tonic::metadata::AsciiMetadataKey::from_bytes(k.as_bytes()),
@@ -334,17 +339,20 @@ mod tests {
 
     #[test]
     fn a_status_crosses_the_session_as_its_unary_rpc_would_return_it() {
-        let mut s = Status::unavailable("not the primary of partition 3; primary is 127.0.0.1:7001");
-        s.metadata_mut().insert(crate::LEADER_ADDR_KEY, "127.0.0.1:7001".parse().expect("ascii"));
-        s.metadata_mut().insert(crate::LEADER_ID_KEY, "103".parse().expect("ascii"));
+        let detail = pb::ErrorDetail {
+            reason: pb::ErrorReason::NotPrimary as i32,
+            leader_id: 103,
+            leader_addr: "127.0.0.1:7001".into(),
+        };
+        let mut s = weft_proto::detail::status(Code::Unavailable, "not the primary of partition 3", detail.clone());
+        s.metadata_mut().insert("x-note", "kept".parse().expect("ascii"));
         let back = status_from_pb(status_to_pb(&s));
         assert_eq!(back.code(), Code::Unavailable);
         assert_eq!(back.message(), s.message());
-        for key in [crate::LEADER_ADDR_KEY, crate::LEADER_ID_KEY] {
-            assert_eq!(back.metadata().get(key), s.metadata().get(key), "{key}");
-        }
+        assert_eq!(weft_proto::detail::of(&back), Some(detail));
+        assert_eq!(back.metadata().get("x-note"), s.metadata().get("x-note"));
         assert!(std::error::Error::source(&back).is_none(), "a node's own answer, not a transport failure");
-        let unknown = status_from_pb(pb::CallStatus { code: 999, message: "?".into(), metadata: Default::default() });
+        let unknown = status_from_pb(pb::CallStatus { code: 999, message: "?".into(), ..Default::default() });
         assert_eq!(unknown.code(), Code::Unknown, "an unknown code stays a failure");
     }
 }

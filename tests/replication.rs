@@ -35,7 +35,8 @@ fn spawn_writer(
                 Ok(_) => {
                     acked.lock().insert(k, v);
                 }
-                Err(ClientError::Indeterminate { .. }) => {}
+                // Not acknowledged: it may have applied, or provably did not.
+                Err(ClientError::Indeterminate { .. } | ClientError::Unavailable { .. }) => {}
                 Err(e) => panic!("write {k} failed: {e}"),
             }
             i += 1;

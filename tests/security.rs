@@ -359,7 +359,7 @@ async fn grants_take_effect_at_once_and_sessions_belong_to_their_caller() {
             ..Default::default()
         };
         let cmd = pb::Command {
-            session: Some(session),
+            session: None,
             kind: Some(pb::command::Kind::Batch(pb::Batch {
                 ops: vec![pb::Op { kind: Some(pb::op::Kind::Put(put)) }],
             })),

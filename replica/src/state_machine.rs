@@ -170,7 +170,7 @@ fn apply_command(st: &mut State, index: u64, cmd: &pb::Command) -> pb::CommandRe
             return pb::CommandResult {
                 version: index,
                 outcome: Some(pb::command_result::Outcome::Error(pb::CommandError {
-                    code: pb::ErrorCode::Invalid as i32,
+                    code: pb::ErrorCode::SessionExpired as i32,
                     message: format!(
                         "session {} seq {} is older than the remembered window; the write may or may not have applied",
                         session.client_id, session.seq

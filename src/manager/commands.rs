@@ -22,13 +22,28 @@ fn lines(v: Vec<String>, map_version: u64) -> pb::CtlResponse {
     pb::CtlResponse { lines: v, map_version }
 }
 
+/// Each partition's primary node as the reports say (the highest term wins when two
+/// replicas both still say so).
+fn primaries(reported: &[(u64, pb::ReplicaStatus)]) -> std::collections::HashMap<u64, u64> {
+    let mut best: std::collections::HashMap<u64, (u64, u64)> = Default::default();
+    for (node, s) in reported.iter().filter(|(_, s)| s.role == pb::Role::Primary as i32) {
+        let e = best.entry(s.partition).or_insert((s.term, *node));
+        if s.term > e.0 {
+            *e = (s.term, *node);
+        }
+    }
+    best.into_iter().map(|(partition, (_, node))| (partition, node)).collect()
+}
+
 impl Manager {
     /// The map with the reports and alarms behind it.
     pub(super) async fn get_map(&self) -> Result<pb::GetMapResponse, Status> {
         let leader = self.leading().ok_or_else(|| Status::unavailable("not the cluster manager"))?;
         let (map, version) =
             map::read(&leader).await?.ok_or_else(|| Status::unavailable("the cluster map is not written yet"))?;
-        let (reported_by, reported) = self.reported().into_iter().unzip();
+        let reported = self.reported();
+        let primaries = primaries(&reported);
+        let (reported_by, reported) = reported.into_iter().unzip();
         Ok(pb::GetMapResponse {
             map: Some(map),
             version,
@@ -36,6 +51,7 @@ impl Manager {
             reported,
             reported_by,
             alarms: self.alarms(),
+            primaries,
         })
     }
 

@@ -755,8 +755,8 @@ impl Manager {
                 Ok(Ok(())) => return Ok(()),
                 Ok(Err(s)) if matches!(s.code(), Code::Unavailable | Code::NotFound | Code::Unknown) => {
                     tracing::debug!(partition = p.id, %addr, error = %s.message(), "not the primary here");
-                    if let Some(hint) = s.metadata().get(crate::LEADER_ADDR_KEY).and_then(|v| v.to_str().ok()) {
-                        addrs.insert(i, hint.to_string());
+                    if let Some(hint) = crate::client::leader_hint(&s) {
+                        addrs.insert(i, hint);
                     }
                     last = s;
                 }
