@@ -128,6 +128,10 @@ enum Ctl {
     },
     /// Lets a drained node take replicas again.
     Activate { node: u64 },
+    /// Forgets a node that is gone for good: refused while it still hosts a replica the
+    /// cluster needs (drain it, or wait for a down node's replicas to be replaced), while
+    /// it is a seed, and while it still heartbeats.
+    RemoveNode { node: u64 },
     /// Backs up a service: each partition's snapshot, from its primary, into a new
     /// directory under --dir (one Avro file per partition and a manifest).
     Backup {
@@ -495,6 +499,10 @@ pub async fn run(a: CtlArgs) -> anyhow::Result<()> {
         Ctl::Activate { node } => {
             let req = pb::NodeRequest { node, force: false };
             say(cluster(&config, &a.endpoint)?.activate(req).await.map_err(grpc)?.into_inner(), json)?;
+        }
+        Ctl::RemoveNode { node } => {
+            let req = pb::NodeRequest { node, force: false };
+            say(cluster(&config, &a.endpoint)?.remove_node(req).await.map_err(grpc)?.into_inner(), json)?;
         }
         Ctl::MovePrimary { partition, to, force } => {
             let req = pb::MovePrimaryRequest { partition, to_node: to.unwrap_or(0), force };

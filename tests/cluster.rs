@@ -3,7 +3,7 @@
 //!
 //! One cluster, one story: placement of a new service, routed writes, drain and
 //! activate, move-secondary and move-primary, a SIGKILLed node whose replicas are
-//! replaced, a late node filled by rebalance, a volatile node restarted empty and rebuilt, with every acknowledged write
+//! replaced and which is then removed from the map, a late node filled by rebalance, a volatile node restarted empty and rebuilt, with every acknowledged write
 //! read back at the end, and a client holding a stale map after its service was made
 //! again. A second cluster shows rebalance spreading hot primaries by request load.
 
@@ -155,7 +155,10 @@ async fn operator_story_placement_drain_moves_and_node_loss() {
 
     // A bad request is refused with the reason and changes nothing.
     let (ok, _, err) = weft(&["ctl", "--endpoint", &ep, "create-service", "t", "--partitions", "4", "--replicas", "6"]);
-    assert!(!ok && err.contains("cannot place"), "6 replicas on 5 nodes must be refused: {err}");
+    assert!(
+        !ok && err.contains("6 replicas need 6 nodes up with room; the cluster has 5"),
+        "6 replicas on 5 nodes must be refused: {err}"
+    );
     let (ok, _, err) = weft(&["ctl", "--endpoint", &ep, "create-service", "t", "--partitions", "4", "--replicas", "0"]);
     assert!(!ok && err.contains("--replicas"), "0 replicas is refused, not taken as the default: {err}");
     let (ok, _, err) = weft(&["ctl", "--endpoint", &ep, "partitions", "--service", "t"]);
@@ -266,6 +269,15 @@ async fn operator_story_placement_drain_moves_and_node_loss() {
     let ep = addrs[0].clone();
     wait_healthy(&ep, "replicas of the killed node replaced", |ps| ps.iter().all(|p| !nodes_of(p).contains(&victim)))
         .await;
+    // Gone for good: the operator removes it from the map. A node still hosting replicas
+    // the cluster needs is refused, naming them.
+    let (ok, _, err) = weft(&["ctl", "--endpoint", &ep, "remove-node", "5"]);
+    assert!(!ok && err.contains("node 5 still hosts replica"), "remove-node 5: {err}");
+    let (ok, out, err) = weft(&["ctl", "--endpoint", &ep, "remove-node", &victim.to_string()]);
+    assert!(ok, "remove-node {victim}: {out} / {err}");
+    let listed = ctl_json(&ep, &["nodes"]);
+    let listed = listed.as_array().expect("nodes");
+    assert!(listed.iter().all(|n| n["id"] != victim), "node {victim} is gone from the map: {listed:?}");
     // A volatile node that restarts comes back empty: its replicas are rebuilt under new
     // ids (here on the node itself, the only one left free of them).
     let before: BTreeMap<u64, Vec<u64>> =
@@ -280,7 +292,7 @@ async fn operator_story_placement_drain_moves_and_node_loss() {
     })
     .await;
     let status = ctl_json(&ep, &["status"]);
-    assert_eq!(status["nodes"]["down"], 1, "{status}");
+    assert_eq!(status["nodes"]["down"], 0, "the removed node is not counted: {status}");
     assert_eq!(status["alarms"].as_array().map(Vec::len), Some(0), "{status}");
 
     // A node added late is empty; rebalance evens the cluster out to within the threshold.
@@ -674,6 +686,41 @@ async fn a_move_whose_new_replica_makes_no_progress_is_abandoned() {
         Some(())
     })
     .await;
+}
+
+/// A move whose target's node stopped answering is given up after `--move-stall-s` like
+/// one whose target answers and stalls: every round's failed step counts as no progress.
+/// (It used to be retried every 0.3 s for as long as the node stayed away.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_to_a_node_that_stopped_answering_is_given_up() {
+    let (mut nodes, addrs) = start_stalling_cluster(6);
+    let ep = addrs[3].clone();
+    wait_up(&ep, 6).await;
+    ctl_json(&ep, &["create-service", "t", "--partitions", "1"]);
+    let ps = wait_healthy(&ep, "service t placed", |_| true).await;
+    let pids = ps[0]["id"].as_u64().expect("id").to_string();
+    let manager = ctl_json(&ep, &["status"])["manager_node"].as_u64().expect("manager node");
+    let hosting = nodes_of(&ps[0]);
+    let before = replica_ids(&ps[0]);
+    let spare = (1..=6u64).find(|n| !hosting.contains(n) && *n != manager && addrs[*n as usize - 1] != ep);
+    let spare = spare.expect("a spare node");
+    let from = ps[0]["replicas"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["role"] == "secondary"))
+        .and_then(|r| r["node"].as_u64())
+        .expect("a secondary");
+    nodes[spare as usize - 1].kill();
+    let args =
+        ["ctl", "--endpoint", &ep, "move-secondary", &pids, "--from", &from.to_string(), "--to", &spare.to_string()];
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let ctl = tokio::task::spawn_blocking(move || weft(&args.iter().map(String::as_str).collect::<Vec<_>>()));
+    let (ok, out, err) = tokio::time::timeout(Duration::from_secs(60), ctl)
+        .await
+        .expect("move-secondary ended: the move to a dead node was given up")
+        .expect("ctl task");
+    assert!(!ok && err.contains("abandoned"), "move-secondary: {out} / {err}");
+    let ps = wait_healthy(&ep, "the partition settled on its replicas", |_| true).await;
+    assert_eq!(replica_ids(&ps[0]), before, "the partition kept its replicas");
 }
 
 /// After a move stalls on a node, the next plan for that partition goes around the node:

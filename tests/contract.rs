@@ -53,12 +53,24 @@ async fn every_failure_a_client_acts_on_carries_its_reason() {
     let _nodes: Vec<LocalNode> =
         weft::local::start_managed(exe, &addrs, 4, None, false, &common::security(), |_| Vec::new())
             .expect("start the cluster");
-    weft::local::ready_service(&common::root(), &addrs, 4, "s", 1, 3, Duration::from_secs(60))
-        .await
-        .expect("service s ready");
+    // A service created the moment a fresh cluster first answers waits for the nodes its
+    // placement needs instead of failing because they have not registered yet; one that
+    // needs more nodes than there are says how many there are.
+    let cluster = pb::cluster_client::ClusterClient::new(root_channel(&addrs[0]));
+    wait_for(Duration::from_secs(30), "the cluster map", || {
+        let mut cluster = cluster.clone();
+        async move { cluster.get_map(pb::GetMapRequest {}).await.ok() }
+    })
+    .await;
+    let create = |name: &str, replicas| {
+        let mut cluster = cluster.clone();
+        let req = pb::CreateServiceRequest { name: name.into(), partitions: 1, replicas };
+        async move { cluster.create_service(req).await }
+    };
+    let too_big = tokio::spawn(create("big", 5));
+    create("s", 3).await.expect("service s created as soon as the cluster answered");
 
     // The map names each partition's primary: no joining of parallel arrays.
-    let cluster = pb::cluster_client::ClusterClient::new(root_channel(&addrs[0]));
     let (map, partition, primary) = wait_for(Duration::from_secs(10), "the map to name the primary", || {
         let mut cluster = cluster.clone();
         async move {
@@ -143,6 +155,10 @@ async fn every_failure_a_client_acts_on_carries_its_reason() {
     let r = on(primary).write(w(5, 10, b"s")).await.expect("an answer").into_inner();
     let (code, message) = refusal(&r).expect("refused");
     assert_eq!(code, pb::ErrorCode::SessionExpired, "{message}");
+
+    let s = too_big.await.expect("the task").expect_err("5 replicas on 4 nodes");
+    assert_eq!(s.code(), Code::FailedPrecondition, "{s:?}");
+    assert!(s.message().contains("5 replicas need 5 nodes up with room; the cluster has 4"), "{}", s.message());
 }
 
 /// A replica opened but not yet built answers stale reads "not ready", not "no such

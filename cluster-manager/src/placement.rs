@@ -22,12 +22,14 @@ use crate::model::{Node, NodeId, NodeStatus};
 pub enum PlacementError {
     /// Every node was ruled out by a hard rule; the counts say why.
     #[error(
-        "no node can take a replica of {bytes} bytes: {down} down, {draining} draining, \
+        "no node can take a replica of {bytes} bytes: of {nodes} nodes known, {down} down, {draining} draining, \
          {hosting} already hosting the partition, {full} without room"
     )]
     NoCandidate {
         /// Replica size asked for.
         bytes: u64,
+        /// Nodes known.
+        nodes: usize,
         /// Nodes down.
         down: usize,
         /// Nodes draining.
@@ -98,6 +100,7 @@ fn no_candidate(nodes: &[Node], hosting: &[NodeId], bytes: u64) -> PlacementErro
     let count = |f: &dyn Fn(&Node) -> bool| nodes.iter().filter(|n| f(n)).count();
     PlacementError::NoCandidate {
         bytes,
+        nodes: nodes.len(),
         down: count(&|n| n.status == NodeStatus::Down),
         draining: count(&|n| n.status == NodeStatus::Draining),
         hosting: count(&|n| n.status == NodeStatus::Up && hosting.contains(&n.id)),
@@ -201,8 +204,11 @@ mod tests {
         nodes[1].status = NodeStatus::Draining;
         nodes[3].capacity.replicas = 0;
         let err = choose(&nodes, &[3], 0).unwrap_err();
-        assert_eq!(err, PlacementError::NoCandidate { bytes: 0, down: 1, draining: 1, hosting: 1, full: 1 });
-        assert!(err.to_string().contains("1 down, 1 draining, 1 already hosting the partition, 1 without room"));
+        assert_eq!(err, PlacementError::NoCandidate { bytes: 0, nodes: 4, down: 1, draining: 1, hosting: 1, full: 1 });
+        assert!(
+            err.to_string()
+                .contains("of 4 nodes known, 1 down, 1 draining, 1 already hosting the partition, 1 without room")
+        );
     }
 
     fn arb_nodes() -> impl Strategy<Value = Vec<Node>> {

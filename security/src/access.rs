@@ -288,8 +288,8 @@ pub fn access(path: &str) -> Access {
         }
         (
             "Cluster",
-            "Drain" | "Activate" | "Rebalance" | "Upgrade" | "ListUsers" | "AddUser" | "RemoveUser" | "Grant"
-            | "Revoke",
+            "Drain" | "Activate" | "RemoveNode" | "Rebalance" | "Upgrade" | "ListUsers" | "AddUser" | "RemoveUser"
+            | "Grant" | "Revoke",
         ) => Access::Cluster(Right::Operate),
         ("Faults", _) => Access::Cluster(Right::Operate),
         _ => Access::Node,
@@ -350,8 +350,18 @@ mod tests {
         }
         assert_eq!(access("/weft.v1.Store/Put"), Access::Service(Right::Write));
         assert_eq!(access("/weft.v1.Store/Get"), Access::Service(Right::Read));
-        for m in ["Drain", "Activate", "Rebalance", "Upgrade", "ListUsers", "AddUser", "RemoveUser", "Grant", "Revoke"]
-        {
+        for m in [
+            "Drain",
+            "Activate",
+            "RemoveNode",
+            "Rebalance",
+            "Upgrade",
+            "ListUsers",
+            "AddUser",
+            "RemoveUser",
+            "Grant",
+            "Revoke",
+        ] {
             assert_eq!(access(&format!("/weft.v1.Cluster/{m}")), Access::Cluster(Right::Operate), "{m}");
         }
         for m in ["CreateService", "DeleteService", "MovePrimary", "MoveSecondary"] {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tonic::Status;
+use weft_cluster_manager::model::NodeStatus;
 use weft_cluster_manager::{balance, keyspace, placement};
 use weft_proto::v1 as pb;
 
@@ -17,6 +18,9 @@ const NAME_MAX: usize = 64;
 const PARTITIONS_MAX: u32 = 4096;
 /// Most replicas of one partition.
 const REPLICAS_MAX: u32 = 9;
+/// How long a new service waits for the nodes its placement needs (a fresh cluster answers
+/// before all its nodes have registered).
+const NODES_WAIT: Duration = Duration::from_secs(10);
 
 fn lines(v: Vec<String>, map_version: u64) -> pb::CtlResponse {
     pb::CtlResponse { lines: v, map_version }
@@ -36,6 +40,35 @@ fn primaries(reported: &[(u64, pb::ReplicaStatus)]) -> std::collections::HashMap
 }
 
 impl Manager {
+    /// Waits until at least `replicas` nodes are up with room for a replica, as a fresh
+    /// cluster's nodes are still registering when it first answers, for at most until
+    /// [`NODES_WAIT`] after this node became the manager (by then every node that is
+    /// running has registered); returns the reports to place by. Past that, says how many
+    /// nodes there are and how many the placement needs.
+    async fn nodes_for(&self, replicas: usize) -> Result<Vec<(u64, pb::ReplicaStatus)>, Status> {
+        let deadline = self.soft.lock().since.unwrap_or_else(Instant::now) + NODES_WAIT;
+        loop {
+            let leader = self.leading().ok_or_else(|| Status::unavailable("not the cluster manager"))?;
+            let (m, _) =
+                map::read(&leader).await?.ok_or_else(|| Status::unavailable("the cluster map is not written yet"))?;
+            let reported = self.reported();
+            let nodes = map::model(&m, &reported);
+            let usable = nodes.iter().filter(|n| n.status == NodeStatus::Up && n.fits(0)).count();
+            if usable >= replicas {
+                return Ok(reported);
+            }
+            if Instant::now() >= deadline {
+                let up = nodes.iter().filter(|n| n.status == NodeStatus::Up).count();
+                return Err(Status::failed_precondition(format!(
+                    "{replicas} replicas need {replicas} nodes up with room; the cluster has {usable} \
+                     ({} registered, {up} up): start more nodes, activate drained ones, or ask for fewer --replicas",
+                    nodes.len()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// The map with the reports and alarms behind it.
     pub(super) async fn get_map(&self) -> Result<pb::GetMapResponse, Status> {
         let leader = self.leading().ok_or_else(|| Status::unavailable("not the cluster manager"))?;
@@ -75,7 +108,7 @@ impl Manager {
         if replicas > REPLICAS_MAX {
             return Err(Status::invalid_argument(format!("--replicas must be 1 to {REPLICAS_MAX}")));
         }
-        let reported = self.reported();
+        let reported = self.nodes_for(replicas as usize).await?;
         let (out, version) = self
             .update(|m| {
                 if m.services.contains_key(&name) {
@@ -176,6 +209,63 @@ impl Manager {
         };
         tracing::info!(node, drained, "operator set node drain");
         Ok(lines(vec![line], version))
+    }
+
+    /// Forgets a node that is gone for good: it leaves the map, and with it `ctl status`,
+    /// placement and the upgrade walk. Refused while any partition still has (or is
+    /// moving) a replica on it, while it is a seed (every node names the seeds), while it
+    /// still heartbeats, and during an upgrade walk. A removed node that comes back
+    /// registers again as a new, empty node.
+    pub(super) async fn remove_node(&self, node: u64) -> Result<pb::CtlResponse, Status> {
+        let seeds = self.cfg.seeds.clone();
+        let (addr, version) = self
+            .update(|m| {
+                let n = m.nodes.get(&node).ok_or_else(|| Status::not_found(format!("no node {node}")))?;
+                let mut needed: Vec<String> = m
+                    .partitions
+                    .values()
+                    .filter_map(|p| {
+                        let on = p.replicas.iter().find(|r| r.node == node).map(|r| r.replica).or_else(|| {
+                            let mv = p.pending.as_ref()?;
+                            [mv.to, mv.replaces].into_iter().flatten().find(|r| r.node == node).map(|r| r.replica)
+                        })?;
+                        Some(format!("replica {on} of partition {} ({})", p.id, p.service))
+                    })
+                    .collect();
+                if !needed.is_empty() {
+                    let more = needed.len().saturating_sub(3);
+                    needed.truncate(3);
+                    let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+                    return Err(Status::failed_precondition(format!(
+                        "node {node} still hosts {}{more}: the cluster needs them; drain the node, or wait until \
+                         its replicas are replaced (a down node's are, after the grace period)",
+                        needed.join(", ")
+                    )));
+                }
+                if seeds.contains(&n.addr) {
+                    return Err(Status::failed_precondition(format!(
+                        "node {node} ({}) is a seed: every node names it in --seeds; replace the seed list first",
+                        n.addr
+                    )));
+                }
+                if n.state != pb::NodeState::Down as i32 {
+                    return Err(Status::failed_precondition(format!(
+                        "node {node} is not down: it still heartbeats and would register again; stop it first"
+                    )));
+                }
+                if m.upgrade.is_some() {
+                    return Err(Status::failed_precondition(
+                        "an upgrade walk is under way: remove nodes when it has finished or been aborted",
+                    ));
+                }
+                let addr = n.addr.clone();
+                m.nodes.remove(&node);
+                Ok(addr)
+            })
+            .await?;
+        self.soft.lock().seen.remove(&node);
+        tracing::info!(node, %addr, "operator removed a node from the cluster map");
+        Ok(lines(vec![format!("node {node} ({addr}) removed from the cluster map")], version))
     }
 
     fn partition(m: &pb::ClusterMap, id: u64) -> Result<&pb::PartitionInfo, Status> {

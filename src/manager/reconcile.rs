@@ -19,7 +19,9 @@
 //! (joint consensus), record the result in the map, close the old replica. Every step is
 //! idempotent, so a driver that dies midway is simply run again. A learner that makes no
 //! progress for `move_stall` (default 120 s, `weft node --move-stall-s`) gets its move
-//! given up (`abandon_stalled`), except an upgrade's stand-in, which is waited on.
+//! given up (`abandon_stalled`), except an upgrade's stand-in, which is waited on. The
+//! count runs across the rounds that retry a failed step ([`Manager::stalled_for`]), so a
+//! target whose node stopped answering is given up the same way.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,6 +45,18 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(600);
 /// Time a node may take to confirm that it lost a replica its report missed.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(2);
+/// A move target's progress as its status shows it: last log index, applied index,
+/// snapshot bytes received, snapshots installed.
+type Progress = (u64, u64, u64, u64);
+
+/// A move's target and how long it has gone without progress ([`Manager::stalled_for`]).
+#[derive(Debug)]
+pub(super) struct MoveClock {
+    replica: u64,
+    progress: Option<Progress>,
+    since: Instant,
+}
+
 /// A node where a move stalled is avoided for that partition this many stall periods.
 const STALLED_AVOID_FACTOR: u32 = 10;
 
@@ -337,9 +351,43 @@ impl Manager {
             return self.create_partition(&m, &p).await;
         }
         if let Some(mv) = p.pending.clone() {
-            return self.finish_move(&m, &p, mv).await;
+            let done = self.finish_move(&m, &p, mv.clone()).await;
+            match (&done, mv.to) {
+                (Ok(()), _) => {
+                    self.soft.lock().move_clocks.remove(&pid);
+                }
+                // A step failed (the target's node does not answer, the primary cannot be
+                // reached...) and the target has not moved for `move_stall` over every
+                // round that tried: given up, as a target that answers and stalls is.
+                // `ABORTED` means the move is already dropped or abandoned.
+                (Err(e), Some(to))
+                    if e.code() != Code::Aborted && self.stalled_for(pid, to.replica, None) > self.cfg.move_stall =>
+                {
+                    let to_addr = Self::addr_of(&m, to.node)?;
+                    return self.abandon_stalled(&m, &p, &mv, to, &to_addr).await;
+                }
+                _ => {}
+            }
+            return done;
         }
         Ok(())
+    }
+
+    /// How long the target `replica` of `partition`'s move has gone without progress,
+    /// counted across rounds; `progress` (its log, applied index, snapshot bytes and
+    /// installs) restarts the count when it differs from the last seen. A new target
+    /// starts a new count.
+    fn stalled_for(&self, partition: u64, replica: u64, progress: Option<Progress>) -> Duration {
+        let now = Instant::now();
+        let mut soft = self.soft.lock();
+        let c = soft.move_clocks.entry(partition).or_insert(MoveClock { replica, progress, since: now });
+        if c.replica != replica {
+            *c = MoveClock { replica, progress, since: now };
+        } else if progress.is_some() && progress != c.progress {
+            c.progress = progress;
+            c.since = now;
+        }
+        now.saturating_duration_since(c.since)
     }
 
     pub(super) fn addr_of(m: &pb::ClusterMap, node: u64) -> Result<String, Status> {
@@ -528,8 +576,6 @@ impl Manager {
     ) -> Result<CatchUp, Status> {
         let deadline = Instant::now() + CATCH_UP_TIMEOUT;
         let mut goal = None;
-        let mut progress = None;
-        let mut moved = Instant::now();
         loop {
             if goal.is_none() {
                 goal = self.primary_status(m, p).await.map(|(_, st)| st.applied_index);
@@ -544,10 +590,7 @@ impl Manager {
                 return Ok(CatchUp::Done);
             }
             let now = (st.last_log_index, st.applied_index, st.snapshot_bytes, st.snapshots_installed);
-            if progress != Some(now) {
-                progress = Some(now);
-                moved = Instant::now();
-            } else if moved.elapsed() > self.cfg.move_stall {
+            if self.stalled_for(p.id, replica, Some(now)) > self.cfg.move_stall {
                 return Ok(CatchUp::Stalled);
             }
             if Instant::now() > deadline {
@@ -580,6 +623,8 @@ impl Manager {
         let stand_in =
             m.upgrade.iter().flat_map(|u| &u.stand_ins).any(|s| s.partition == p.id && s.stand_in == Some(to));
         if stand_in {
+            // The wait starts over: one warning per stall period, not one per round.
+            self.soft.lock().move_clocks.remove(&p.id);
             tracing::warn!(
                 partition = p.id,
                 node = to.node,

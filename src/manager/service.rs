@@ -200,6 +200,10 @@ impl pb::cluster_server::Cluster for ClusterService {
         routed!(self, req, activate, |m: pb::NodeRequest| self.mgr.set_drained(m.node, false, m.force))
     }
 
+    async fn remove_node(&self, req: Request<pb::NodeRequest>) -> Result<Response<pb::CtlResponse>, Status> {
+        routed!(self, req, remove_node, |m: pb::NodeRequest| self.mgr.remove_node(m.node))
+    }
+
     async fn move_primary(&self, req: Request<pb::MovePrimaryRequest>) -> Result<Response<pb::CtlResponse>, Status> {
         self.operator_of_partition(&req, req.get_ref().partition)?;
         routed!(self, req, move_primary, |m| self.mgr.move_primary(m))
