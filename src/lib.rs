@@ -10,28 +10,27 @@
 //! - [`chaos`]: `weft chaos`, fault injection against real nodes with a history check.
 //! - [`linearize`]: the linearizability checker for register histories (`weft chaos`).
 //! - [`local`]: local `weft node` processes for benchmarks and end-to-end tests.
-//! - [`client`]: the Rust client: finds a partition's primary, caches it, follows
-//!   not-primary answers with their leader hint, retries with backoff under a deadline, and
-//!   gives every write a session sequence number so a retry never applies twice.
+//! - [`client`] and [`routing`]: the Rust client (the `weft-client` crate, re-exported):
+//!   finds a partition's primary, caches it, follows not-primary answers with their leader
+//!   hint, retries with backoff under a deadline, and gives every write a session sequence
+//!   number so a retry never applies twice; routes keys to partitions by the cluster map.
 //! - [`ycsb`]: `weft bench kv`, the YCSB workloads against weft or etcd.
 //! - The engine is re-exported as [`store`] for services that embed it directly.
 
 pub mod authz;
 pub mod backup;
 pub mod chaos;
-pub mod client;
 pub mod cluster_bench;
 pub mod linearize;
 pub mod local;
 pub mod manager;
 pub mod metrics;
 pub mod node;
-pub mod routing;
 mod session;
 pub mod status;
 pub mod ycsb;
 
-pub use client::{Client, ClientError, ReadMode};
 pub use session::IN_FLIGHT_MAX as SESSION_IN_FLIGHT_MAX;
+pub use weft_client::{Client, ClientError, ReadMode, client, routing};
 pub use weft_proto::v1 as proto;
 pub use weft_store as store;

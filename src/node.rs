@@ -192,8 +192,8 @@ impl Node {
             self.conns.clone(),
         );
         tonic::transport::Server::builder()
-            .initial_stream_window_size(weft_replica::transport::STREAM_WINDOW_BYTES)
-            .initial_connection_window_size(weft_replica::transport::CONNECTION_WINDOW_BYTES)
+            .initial_stream_window_size(weft_security::client::STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(weft_security::client::CONNECTION_WINDOW_BYTES)
             .max_concurrent_streams(STREAMS_PER_CONNECTION_MAX)
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
@@ -429,7 +429,7 @@ impl StoreService {
     async fn session_call(self, principal: Principal, call: pb::session_call::Call) -> pb::session_answer::Answer {
         let principal = match self.access.gate.current(&principal) {
             Ok(p) => p,
-            Err(s) => return pb::session_answer::Answer::Error(crate::session::status_to_pb(&s)),
+            Err(s) => return pb::session_answer::Answer::Error(weft_proto::session::status_to_pb(&s)),
         };
         let answer = match call {
             pb::session_call::Call::Get(r) => self.get_as(&principal, r).await.map(pb::session_answer::Answer::Get),
@@ -437,7 +437,7 @@ impl StoreService {
                 self.write_as(&principal, r).await.map(pb::session_answer::Answer::Write)
             }
         };
-        answer.unwrap_or_else(|s| pb::session_answer::Answer::Error(crate::session::status_to_pb(&s)))
+        answer.unwrap_or_else(|s| pb::session_answer::Answer::Error(weft_proto::session::status_to_pb(&s)))
     }
 }
 

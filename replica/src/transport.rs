@@ -33,7 +33,6 @@ use openraft::raft::{
 use openraft::{BasicNode, RaftNetworkFactory};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
-use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status, Streaming};
 use weft_proto::v1 as pb;
 use weft_proto::v1::raft_client::RaftClient;
@@ -45,24 +44,13 @@ use crate::state_machine::Image;
 use crate::types::{PartitionId, ReplicaId, TypeConfig, Vote};
 use crate::wire::{self, WireError};
 
-/// HTTP/2 flow-control window of one stream, both directions: a whole snapshot chunk
-/// in flight and the next one behind it, instead of h2's 64 KiB default (which makes
-/// each 1 MiB chunk wait for sixteen window updates).
-pub const STREAM_WINDOW_BYTES: u32 = 4 << 20;
-
-/// HTTP/2 flow-control window of one connection (every group's traffic to one node).
-pub const CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
-
 /// Snapshot chunks buffered between the encoder and the network, per stream.
 pub const SNAPSHOT_CHUNKS_IN_FLIGHT: usize = 8;
 
-/// Largest gRPC message a node sends or accepts, on every service: twice the largest
-/// command the engine's default limits allow (a batch of 32 MiB of keys, values and
-/// attributes, plus per-operation framing), with room for a session message's other calls.
-/// Writes are checked against the limits before they are proposed, and appends carrying
-/// many entries are cut into messages of [`APPEND_MESSAGE_BYTES`], so no valid message
-/// comes near it; anything larger is refused by the transport before it is read whole.
-pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// Largest gRPC message a node sends or accepts, on every service (see the constant's
+/// own docs); appends carrying many entries are cut into messages of
+/// [`APPEND_MESSAGE_BYTES`], so no valid message comes near it.
+pub use weft_proto::MAX_MESSAGE_BYTES;
 
 /// Entry bytes past which a pipelined append is cut into several messages (a single
 /// larger entry travels alone).
@@ -98,7 +86,7 @@ impl Default for TransportConfig {
 
 #[derive(Debug)]
 struct PeersInner {
-    channels: Mutex<std::collections::HashMap<String, AuthChannel>>,
+    channels: weft_security::Channels,
     /// Addresses whose links fault injection has cut (see [`Peers::cut_links`]).
     cut: Mutex<std::collections::HashSet<String>>,
     config: TransportConfig,
@@ -113,7 +101,8 @@ pub struct Peers {
 impl Peers {
     /// No channels yet; they connect lazily on first use.
     pub fn new(config: TransportConfig) -> Self {
-        Peers { inner: Arc::new(PeersInner { channels: Mutex::default(), cut: Mutex::default(), config }) }
+        let channels = weft_security::Channels::new(config.security.clone(), config.connect_timeout);
+        Peers { inner: Arc::new(PeersInner { channels, cut: Mutex::default(), config }) }
     }
 
     /// The transport settings.
@@ -133,27 +122,13 @@ impl Peers {
         self.inner.cut.lock().contains(addr)
     }
 
-    /// The shared channel to `addr` (`host:port`), over TLS when the transport has
-    /// credentials. The URI stays `http://`: the connector makes the stream secure.
+    /// The shared channel to `addr` (`host:port`), secured as the transport says
+    /// ([`weft_security::Channels`]), unless fault injection cut the link.
     pub fn channel(&self, addr: &str) -> Result<AuthChannel, Status> {
         if self.is_cut(addr) {
             return Err(Status::unavailable(format!("link to {addr} cut by fault injection")));
         }
-        let mut channels = self.inner.channels.lock();
-        if let Some(c) = channels.get(addr) {
-            return Ok(c.clone());
-        }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| Status::invalid_argument(format!("peer address {addr:?}: {e}")))?
-            .tcp_nodelay(true)
-            .initial_stream_window_size(STREAM_WINDOW_BYTES)
-            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
-            .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(5));
-        let security = &self.inner.config.security;
-        let channel = security.wrap(security.connect_lazy(endpoint, self.inner.config.connect_timeout));
-        channels.insert(addr.to_string(), channel.clone());
-        Ok(channel)
+        self.inner.channels.channel(addr)
     }
 
     fn raft_client(&self, addr: &str) -> Result<RaftClient<AuthChannel>, Status> {

@@ -1,5 +1,5 @@
-//! The calling side: channels to nodes over TLS with the newest credentials, and the bearer
-//! token a client without a certificate presents.
+//! The calling side: channels to nodes over TLS with the newest credentials, one per node
+//! address ([`Channels`]), and the bearer token a client without a certificate presents.
 //!
 //! A secure channel is a tonic `Channel` over a custom connector that opens TCP, sets
 //! `TCP_NODELAY` and runs the TLS handshake with whatever client configuration the
@@ -74,6 +74,61 @@ impl ClientSecurity {
 
 /// A channel whose calls carry the client's token: what every weft client talks through.
 pub type AuthChannel = InterceptedService<Channel, Auth>;
+
+/// HTTP/2 stream flow-control window of every channel: large enough that a 1 MiB value or
+/// a snapshot chunk does not wait on window updates.
+pub const STREAM_WINDOW_BYTES: u32 = 4 << 20;
+/// HTTP/2 connection flow-control window of every channel.
+pub const CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
+
+/// One lazily connected channel per node address, shared by every caller: a node's
+/// channels to its peers, a client's to the nodes. Every channel has `TCP_NODELAY`, the
+/// windows above and HTTP/2 keep-alive pings every 5 s (a dead peer is noticed within
+/// 10 s), and is secured as the [`ClientSecurity`] says.
+#[derive(Clone, Debug)]
+pub struct Channels {
+    inner: Arc<ChannelsInner>,
+}
+
+#[derive(Debug)]
+struct ChannelsInner {
+    channels: parking_lot::Mutex<std::collections::HashMap<String, AuthChannel>>,
+    security: ClientSecurity,
+    connect_timeout: Duration,
+}
+
+impl Channels {
+    /// No channels yet; each connects on first use, within `connect_timeout`.
+    pub fn new(security: ClientSecurity, connect_timeout: Duration) -> Self {
+        let inner = ChannelsInner { channels: Default::default(), security, connect_timeout };
+        Channels { inner: Arc::new(inner) }
+    }
+
+    /// How these channels are secured.
+    pub fn security(&self) -> &ClientSecurity {
+        &self.inner.security
+    }
+
+    /// The shared channel to `addr` (`host:port`). The URI stays `http://`: the connector
+    /// makes the stream secure.
+    pub fn channel(&self, addr: &str) -> Result<AuthChannel, tonic::Status> {
+        let mut channels = self.inner.channels.lock();
+        if let Some(c) = channels.get(addr) {
+            return Ok(c.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| tonic::Status::invalid_argument(format!("node address {addr:?}: {e}")))?
+            .tcp_nodelay(true)
+            .initial_stream_window_size(STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5));
+        let security = &self.inner.security;
+        let channel = security.wrap(security.connect_lazy(endpoint, self.inner.connect_timeout));
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+}
 
 /// Adds `authorization: Bearer TOKEN` to every call when a token is configured.
 #[derive(Clone, Debug, Default)]

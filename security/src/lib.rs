@@ -30,7 +30,7 @@ pub mod server;
 use std::path::{Path, PathBuf};
 
 pub use access::{Principal, Right, Role};
-pub use client::{AuthChannel, ClientSecurity};
+pub use client::{AuthChannel, Channels, ClientSecurity};
 pub use credentials::{Credentials, Holder};
 pub use identity::Identity;
 

@@ -28,7 +28,7 @@ use tonic::Code;
 use weft_cluster_manager::keyspace;
 use weft_proto::v1 as pb;
 use weft_proto::v1::cluster_client::ClusterClient;
-use weft_replica::transport::{Peers, TransportConfig};
+use weft_security::Channels;
 
 use crate::client::{Client, ClientConfig, ClientError, ReadMode, delete_op, put_op};
 
@@ -87,16 +87,12 @@ impl ServiceClient {
         endpoints: &[String],
         within: Duration,
     ) -> Result<pb::GetMapResponse, RoutingError> {
-        let peers = Peers::new(TransportConfig {
-            connect_timeout: Duration::from_secs(2),
-            security: config.security.clone(),
-            ..Default::default()
-        });
-        Self::fetch_map_with(&peers, endpoints, within).await
+        let channels = Channels::new(config.security.clone(), Duration::from_secs(2));
+        Self::fetch_map_with(&channels, endpoints, within).await
     }
 
     async fn fetch_map_with(
-        peers: &Peers,
+        channels: &Channels,
         endpoints: &[String],
         within: Duration,
     ) -> Result<pb::GetMapResponse, RoutingError> {
@@ -109,7 +105,7 @@ impl ServiceClient {
             let mut refused = false;
             for e in endpoints {
                 let answer = async {
-                    let mut c = ClusterClient::new(peers.channel(e)?);
+                    let mut c = ClusterClient::new(channels.channel(e)?);
                     c.get_map(pb::GetMapRequest {}).await.map(|r| r.into_inner())
                 };
                 match tokio::time::timeout(Duration::from_secs(5), answer).await {
@@ -140,7 +136,7 @@ impl ServiceClient {
         if let Some(c) = self.cached.lock().clone() {
             endpoints.extend(c.map.iter().flat_map(|m| m.nodes.values().map(|n| n.addr.clone())));
         }
-        let map = Self::fetch_map_with(self.client.peers(), &endpoints, self.config.deadline).await?;
+        let map = Self::fetch_map_with(self.client.channels(), &endpoints, self.config.deadline).await?;
         // Nodes the map calls down are left out: a stale-map answer needs every node the
         // client asks to say it hosts no replica or not to answer (`ClientError::NotHosted`).
         let all = || map.map.iter().flat_map(|m| m.nodes.values());

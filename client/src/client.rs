@@ -24,8 +24,7 @@ use tonic::{Code, Status};
 use weft_proto::detail;
 use weft_proto::v1::store_client::StoreClient;
 use weft_proto::v1::{self as pb, ErrorReason};
-use weft_replica::transport::{Peers, TransportConfig};
-use weft_security::{AuthChannel, ClientSecurity};
+use weft_security::{AuthChannel, Channels, ClientSecurity};
 
 use crate::session::Mux;
 
@@ -133,7 +132,7 @@ struct Inner {
     /// Replaced whole by [`Client::set_endpoints`]; each attempt reads the current list.
     endpoints: RwLock<Arc<Vec<String>>>,
     /// One lazily connected channel per node, the same way nodes reach their peers.
-    peers: Peers,
+    channels: Channels,
     primaries: Mutex<HashMap<u64, String>>,
     /// One session stream per node for gets and writes (see [`crate::session`]).
     sessions: Mutex<HashMap<String, Mux>>,
@@ -304,7 +303,7 @@ pub fn status_text(s: &Status) -> String {
 }
 
 /// The primary a failed attempt names, if any.
-pub(crate) fn leader_hint(s: &Status) -> Option<String> {
+pub fn leader_hint(s: &Status) -> Option<String> {
     detail::of(s).map(|d| d.leader_addr).filter(|a| !a.is_empty())
 }
 
@@ -314,11 +313,7 @@ impl Client {
         Client {
             inner: Arc::new(Inner {
                 endpoints: RwLock::new(Arc::new(endpoints)),
-                peers: Peers::new(TransportConfig {
-                    connect_timeout: Duration::from_secs(1),
-                    security: config.security.clone(),
-                    ..Default::default()
-                }),
+                channels: Channels::new(config.security.clone(), Duration::from_secs(1)),
                 primaries: Mutex::default(),
                 sessions: Mutex::default(),
                 client_id: rand::random::<u64>() | 1,
@@ -334,8 +329,8 @@ impl Client {
     }
 
     /// Its channels to nodes, one per node, secured as its config says.
-    pub fn peers(&self) -> &Peers {
-        &self.inner.peers
+    pub fn channels(&self) -> &Channels {
+        &self.inner.channels
     }
 
     /// Runs one call against the partition's primary (or, for stale reads, any replica),
@@ -372,9 +367,9 @@ impl Client {
                 endpoints[next_endpoint % endpoints.len().max(1)].clone()
             });
             let left = deadline.saturating_duration_since(Instant::now());
-            let outcome = match self.inner.peers.channel(&addr) {
+            let outcome = match self.inner.channels.channel(&addr) {
                 Ok(ch) => {
-                    let max = self.inner.peers.config().max_message_bytes;
+                    let max = weft_proto::MAX_MESSAGE_BYTES;
                     let unary = StoreClient::new(ch).max_decoding_message_size(max).max_encoding_message_size(max);
                     let session = {
                         let mut sessions = self.inner.sessions.lock();
