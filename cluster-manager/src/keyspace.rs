@@ -5,6 +5,10 @@
 //! hash (seed 0): a published, stable function, so every client, node and release agrees
 //! on where a key lives.
 
+/// The partition id of the cluster map's own replica group: never a service's, and never
+/// reachable through the client `Store` service.
+pub const MAP_PARTITION: u64 = 0;
+
 /// A key's position in the hash space.
 pub fn hash(key: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(key)

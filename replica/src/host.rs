@@ -11,7 +11,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::{BasicNode, Config, SnapshotPolicy};
+use std::sync::atomic::Ordering;
+
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
 use parking_lot::RwLock;
 use tonic::Status;
 use weft_proto::v1 as pb;
@@ -150,6 +153,51 @@ pub struct Replica {
     /// Client requests (reads and writes) served since it opened: the load report's
     /// request rate is this counter's change between heartbeats.
     pub requests: std::sync::atomic::AtomicU64,
+}
+
+fn role(state: ServerState, is_voter: bool) -> pb::Role {
+    match state {
+        ServerState::Leader => pb::Role::Primary,
+        ServerState::Candidate => pb::Role::Candidate,
+        ServerState::Follower if is_voter => pb::Role::Secondary,
+        ServerState::Learner | ServerState::Follower => pb::Role::Learner,
+        _ => pb::Role::Unknown,
+    }
+}
+
+impl Replica {
+    /// What this replica reports of itself: its role, term, leader, indexes, membership,
+    /// size, log mode, snapshot progress and request count (`requests_per_s` is the
+    /// heartbeat's to fill).
+    pub fn status(&self) -> pb::ReplicaStatus {
+        let r = self;
+        let m = r.raft.metrics().borrow_watched().clone();
+        let is_voter = m.membership_config.membership().voter_ids().any(|v| v == r.id);
+        let (memory, records) = r.sm.read(|st| {
+            let records = st.store.table_names().filter_map(|t| st.store.count(t).ok()).sum::<usize>();
+            (st.store.memory_bytes(), records)
+        });
+        let p = r.sm.progress();
+        pb::ReplicaStatus {
+            partition: r.partition,
+            replica: r.id,
+            role: role(m.state, is_voter) as i32,
+            term: m.current_term,
+            leader: m.current_leader.unwrap_or(0),
+            has_leader: m.current_leader.is_some(),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            membership: Some(crate::wire::membership_to_pb(m.membership_config.membership())),
+            memory_bytes: memory as u64,
+            records: records as u64,
+            mode: r.mode as i32,
+            snapshot_bytes: p.bytes.load(Ordering::Relaxed),
+            snapshot_records: p.records.load(Ordering::Relaxed),
+            snapshots_installed: p.installed.load(Ordering::Relaxed),
+            requests: r.requests.load(Ordering::Relaxed),
+            requests_per_s: 0.0,
+        }
+    }
 }
 
 /// Where and how a node keeps durable replicas.

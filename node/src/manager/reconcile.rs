@@ -36,7 +36,7 @@ use weft_replica::host::Replica;
 use weft_security::AuthChannel;
 
 use super::{Manager, map};
-use crate::client::{Client, ClientConfig, ClientError};
+use weft_client::client::{Client, ClientConfig, ClientError};
 
 /// Most partitions with an operation in flight at once.
 pub(super) const MAX_OPS: usize = 4;
@@ -800,7 +800,7 @@ impl Manager {
                 Ok(Ok(())) => return Ok(()),
                 Ok(Err(s)) if matches!(s.code(), Code::Unavailable | Code::NotFound | Code::Unknown) => {
                     tracing::debug!(partition = p.id, %addr, error = %s.message(), "not the primary here");
-                    if let Some(hint) = crate::client::leader_hint(&s) {
+                    if let Some(hint) = weft_client::client::leader_hint(&s) {
                         addrs.insert(i, hint);
                     }
                     last = s;

@@ -21,7 +21,7 @@ use weft_security::access::{Grant, Role, User, Users};
 use weft_security::gate::Gate;
 use weft_security::{Principal, Right};
 
-use crate::manager::MAP_PARTITION;
+use weft_cluster_manager::keyspace::MAP_PARTITION;
 
 /// One partition as the map describes it.
 #[derive(Clone, Debug)]

@@ -16,8 +16,7 @@ use weft_proto::v1 as pb;
 use weft_replica::host::Replica;
 use weft_replica::types::Commands;
 
-/// The partition id of the cluster map's own replica group.
-pub const MAP_PARTITION: u64 = 0;
+pub use weft_cluster_manager::keyspace::MAP_PARTITION;
 const MAP_TABLE: &str = "cluster";
 const MAP_KEY: &[u8] = b"map";
 /// Replica ids the map hands out start here; the map's own first replicas use the seed

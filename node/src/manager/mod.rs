@@ -283,8 +283,7 @@ impl Manager {
         let mut rates = RequestRates::default();
         loop {
             tick.tick().await;
-            let mut replicas: Vec<pb::ReplicaStatus> =
-                self.host.list().iter().map(|r| crate::node::status_of(r)).collect();
+            let mut replicas: Vec<pb::ReplicaStatus> = self.host.list().iter().map(|r| r.status()).collect();
             rates.fill(&mut replicas, Instant::now());
             let req = pb::HeartbeatRequest { node: Some(self.info()), replicas };
             let sent = match self.leading() {

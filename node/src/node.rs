@@ -21,7 +21,6 @@ use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use openraft::ServerState;
 use openraft::async_runtime::watch::WatchReceiver;
 use tonic::{Request, Response, Status};
 use weft_proto::v1 as pb;
@@ -579,45 +578,6 @@ struct AdminService {
     incarnation: u64,
 }
 
-fn role(state: ServerState, is_voter: bool) -> pb::Role {
-    match state {
-        ServerState::Leader => pb::Role::Primary,
-        ServerState::Candidate => pb::Role::Candidate,
-        ServerState::Follower if is_voter => pb::Role::Secondary,
-        ServerState::Learner | ServerState::Follower => pb::Role::Learner,
-        _ => pb::Role::Unknown,
-    }
-}
-
-pub(crate) fn status_of(r: &Replica) -> pb::ReplicaStatus {
-    let m = r.raft.metrics().borrow_watched().clone();
-    let is_voter = m.membership_config.membership().voter_ids().any(|v| v == r.id);
-    let (memory, records) = r.sm.read(|st| {
-        let records = st.store.table_names().filter_map(|t| st.store.count(t).ok()).sum::<usize>();
-        (st.store.memory_bytes(), records)
-    });
-    let p = r.sm.progress();
-    pb::ReplicaStatus {
-        partition: r.partition,
-        replica: r.id,
-        role: role(m.state, is_voter) as i32,
-        term: m.current_term,
-        leader: m.current_leader.unwrap_or(0),
-        has_leader: m.current_leader.is_some(),
-        last_log_index: m.last_log_index.unwrap_or(0),
-        applied_index: m.last_applied.map_or(0, |l| l.index),
-        membership: Some(wire::membership_to_pb(m.membership_config.membership())),
-        memory_bytes: memory as u64,
-        records: records as u64,
-        mode: r.mode as i32,
-        snapshot_bytes: p.bytes.load(Ordering::Relaxed),
-        snapshot_records: p.records.load(Ordering::Relaxed),
-        snapshots_installed: p.installed.load(Ordering::Relaxed),
-        requests: r.requests.load(Ordering::Relaxed),
-        requests_per_s: 0.0,
-    }
-}
-
 #[tonic::async_trait]
 impl pb::node_admin_server::NodeAdmin for AdminService {
     async fn open_replica(
@@ -719,7 +679,7 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
 
     async fn status(&self, req: Request<pb::ReplicaStatusRequest>) -> Result<Response<pb::ReplicaStatus>, Status> {
         let r = replica_of(&self.host, req.into_inner().partition)?;
-        Ok(Response::new(status_of(&r)))
+        Ok(Response::new(r.status()))
     }
 
     async fn restart(&self, _req: Request<pb::RestartRequest>) -> Result<Response<pb::RestartResponse>, Status> {
@@ -737,8 +697,6 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
     }
 
     async fn list(&self, _req: Request<pb::ListReplicasRequest>) -> Result<Response<pb::ListReplicasResponse>, Status> {
-        Ok(Response::new(pb::ListReplicasResponse {
-            replicas: self.host.list().iter().map(|r| status_of(r)).collect(),
-        }))
+        Ok(Response::new(pb::ListReplicasResponse { replicas: self.host.list().iter().map(|r| r.status()).collect() }))
     }
 }
