@@ -238,7 +238,7 @@ pub async fn restore(
     let up = view::nodes(&map).iter().filter(|n| n.state == "up").count();
     let count =
         u32::try_from(manifest.partitions.len()).map_err(|_| BackupError::Refused("too many partitions".into()))?;
-    crate::local::ready_service(config, endpoints, up, service, count, replicas, Duration::from_secs(60))
+    weft_client::routing::ready_service(config, endpoints, up, service, count, replicas, Duration::from_secs(60))
         .await
         .map_err(|e| BackupError::Refused(e.to_string()))?;
     let map = ServiceClient::fetch_map(config, endpoints, config.deadline).await?;

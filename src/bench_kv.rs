@@ -1,5 +1,5 @@
 //! `weft bench kv`: YCSB workloads A–F against a weft service, an etcd cluster, or both
-//! side by side (see `weft::ycsb`). Without `--endpoints` it starts local clusters itself.
+//! side by side (see `weft_testkit::ycsb`). Without `--endpoints` it starts local clusters itself.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::Args;
 use weft::routing::ServiceClient;
-use weft::ycsb::{self, KeyDistribution, KvConfig, KvReport, Target, Workload};
+use weft_testkit::ycsb::{self, KeyDistribution, KvConfig, KvReport, Target, Workload};
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum TargetArg {

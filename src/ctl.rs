@@ -203,7 +203,7 @@ fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
 }
 
 fn cluster(config: &ClientConfig, endpoint: &str) -> anyhow::Result<ClusterClient<AuthChannel>> {
-    Ok(ClusterClient::new(weft::local::channel(&config.security, endpoint)?))
+    Ok(ClusterClient::new(weft_testkit::local::channel(&config.security, endpoint)?))
 }
 
 fn grpc(s: tonic::Status) -> anyhow::Error {

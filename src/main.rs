@@ -208,8 +208,8 @@ struct SimUpgradeArgs {
     standby_keep_s: f64,
     /// Whether the walked nodes keep their replicas across the restart (`durable`) or come
     /// back empty (`volatile`, weft's in-memory default).
-    #[arg(long, value_enum, default_value_t = weft::cluster_bench::Mode::Volatile)]
-    log: weft::cluster_bench::Mode,
+    #[arg(long, value_enum, default_value_t = weft_testkit::cluster_bench::Mode::Volatile)]
+    log: weft_testkit::cluster_bench::Mode,
     /// Print one JSON object and nothing else on stdout.
     #[arg(long)]
     json: bool,
@@ -368,12 +368,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if a.replicas == 0 || a.clients == 0 || a.seconds.is_nan() || a.seconds <= 0.0 {
                 anyhow::bail!("--replicas, --clients and --seconds must be positive");
             }
-            use weft::cluster_bench::{Mode, replication};
+            use weft_testkit::cluster_bench::{Mode, replication};
             let rt = runtime()?;
             let one = |tls: bool| {
                 rt.block_on(async {
                     let run = |mode| replication(a.replicas, a.clients, a.seconds, mode, tls);
-                    Ok::<_, weft::cluster_bench::BenchError>(match a.mode {
+                    Ok::<_, weft_testkit::cluster_bench::BenchError>(match a.mode {
                         ModeArg::Volatile => run(Mode::Volatile).await?,
                         ModeArg::Durable => run(Mode::Durable).await?,
                         ModeArg::Both => {
@@ -389,8 +389,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 SecurityArg::Insecure => print_report(&one(false)?, a.json, "weft bench replication"),
                 SecurityArg::Both => {
                     let (plain, tls) = (one(false)?, one(true)?);
-                    let ratio = |t: &weft::cluster_bench::ReplicationReport,
-                                 p: &weft::cluster_bench::ReplicationReport| {
+                    let ratio = |t: &weft_testkit::cluster_bench::ReplicationReport,
+                                 p: &weft_testkit::cluster_bench::ReplicationReport| {
                         (t.writes_per_s / p.writes_per_s.max(1e-9) * 1000.0).round() / 1000.0
                     };
                     let mut ratios = serde_json::json!({ plain.mode: ratio(&tls, &plain) });
@@ -410,14 +410,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if a.mib == 0 {
                 anyhow::bail!("--mib must be positive");
             }
-            let report = runtime()?.block_on(weft::cluster_bench::rebuild(a.mib, !a.insecure))?;
+            let report = runtime()?.block_on(weft_testkit::cluster_bench::rebuild(a.mib, !a.insecure))?;
             print_report(&report, a.json, "weft bench rebuild")
         }
         Command::Bench(Bench::Failover(a)) => {
             if a.trials == 0 {
                 anyhow::bail!("--trials must be positive");
             }
-            let report = runtime()?.block_on(weft::cluster_bench::failover(a.trials, !a.insecure))?;
+            let report = runtime()?.block_on(weft_testkit::cluster_bench::failover(a.trials, !a.insecure))?;
             print_report(&report, a.json, "weft bench failover")
         }
     }
@@ -440,7 +440,7 @@ fn chaos(a: ChaosArgs) -> anyhow::Result<()> {
     let rt = runtime()?;
     let mut reports = Vec::new();
     for &durable in modes {
-        let cfg = weft::chaos::ChaosConfig {
+        let cfg = weft_testkit::chaos::ChaosConfig {
             seconds: a.seconds,
             nodes: a.nodes,
             seed: a.seed,
@@ -448,9 +448,9 @@ fn chaos(a: ChaosArgs) -> anyhow::Result<()> {
             clients: a.clients,
             keys: a.keys,
             tls: !a.insecure,
-            ..weft::chaos::ChaosConfig::default()
+            ..weft_testkit::chaos::ChaosConfig::default()
         };
-        let (report, history) = rt.block_on(weft::chaos::run(&exe, &cfg))?;
+        let (report, history) = rt.block_on(weft_testkit::chaos::run(&exe, &cfg))?;
         if let Some(path) = &a.history {
             let mut out = String::new();
             for op in &history {
@@ -640,7 +640,7 @@ fn sim_upgrade(a: SimUpgradeArgs) -> anyhow::Result<()> {
         upgrade_s: a.upgrade_s,
         restart_wait_s: a.restart_wait_s,
         standby_keep_s: a.standby_keep_s,
-        durable: a.log == weft::cluster_bench::Mode::Durable,
+        durable: a.log == weft_testkit::cluster_bench::Mode::Durable,
     };
     let started = std::time::Instant::now();
     let r = run(&cfg).context("placing the simulated cluster")?;

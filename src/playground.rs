@@ -20,7 +20,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use std::sync::Arc;
 
-use weft::local::{self, Security};
+use weft_testkit::local::{self, Security};
 
 #[derive(Args)]
 pub struct PlaygroundArgs {

@@ -127,7 +127,7 @@ async fn cut_links_but(nodes: &[LocalNode], keep: u64, targets: Vec<String>) {
     let root = common::root().security;
     for n in nodes.iter().filter(|n| n.id != keep) {
         let cut = weft::proto::CutLinksRequest { addrs: targets.clone() };
-        let channel = weft::local::channel(&root, &n.addr).expect("channel");
+        let channel = weft_testkit::local::channel(&root, &n.addr).expect("channel");
         weft::proto::faults_client::FaultsClient::new(channel).cut_links(cut).await.expect("cut links");
     }
 }

@@ -17,7 +17,7 @@ use weft_security::AuthChannel;
 type Store = pb::store_client::StoreClient<AuthChannel>;
 
 fn root_channel(addr: &str) -> AuthChannel {
-    weft::local::channel(&common::security().root().expect("root"), addr).expect("a channel")
+    weft_testkit::local::channel(&common::security().root().expect("root"), addr).expect("a channel")
 }
 
 fn put(key: &[u8], value: &[u8], condition: Option<pb::condition::Kind>) -> pb::Op {
@@ -51,7 +51,7 @@ async fn every_failure_a_client_acts_on_carries_its_reason() {
     let addrs = common::free_addrs(4);
     let exe = std::path::Path::new(env!("CARGO_BIN_EXE_weft"));
     let _nodes: Vec<LocalNode> =
-        weft::local::start_managed(exe, &addrs, 4, None, false, &common::security(), |_| Vec::new())
+        weft_testkit::local::start_managed(exe, &addrs, 4, None, false, &common::security(), |_| Vec::new())
             .expect("start the cluster");
     // A service created the moment a fresh cluster first answers waits for the nodes its
     // placement needs instead of failing because they have not registered yet; one that

@@ -12,11 +12,11 @@ use std::time::Duration;
 use common::{LocalNode, Security, free_addrs, wait_for, weft};
 use tonic::Code;
 use weft::client::{Client, ClientConfig, ClientError, ReadMode};
-use weft::local::{Pki, channel, ready_service};
 use weft::proto as pb;
 use weft::routing::{RoutingError, ServiceClient};
 use weft_security::issue::Validity;
 use weft_security::{ClientSecurity, Credentials, Holder};
+use weft_testkit::local::{Pki, channel, ready_service};
 
 const EXE: &str = env!("CARGO_BIN_EXE_weft");
 
@@ -688,7 +688,7 @@ async fn certificates_rotate_on_every_node_under_load() {
     let nodes: Vec<LocalNode> =
         (1..=3u64).map(|i| LocalNode::start_secured(exe(), i, "127.0.0.1:0", &[], &security).expect("start")).collect();
     let group: Vec<&LocalNode> = nodes.iter().collect();
-    weft::local::open_partition(&group, P, 800).await.expect("open");
+    weft_testkit::local::open_partition(&group, P, 800).await.expect("open");
     let client = Client::new(nodes.iter().map(|n| n.addr.clone()).collect(), security.harness_config().unwrap());
     client.create_table(P, "t").await.expect("table");
     let ca = pem(pki.dir().join("ca.crt"));

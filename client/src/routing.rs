@@ -59,6 +59,68 @@ pub enum RoutingError {
     /// The partition call failed.
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// The cluster refused a request or did not get ready in time ([`ready_service`]).
+    #[error("{0}")]
+    Cluster(String),
+}
+
+/// Waits until `nodes` nodes are up in the cluster map, creates `service` (unless it
+/// exists) and waits until each of its partitions is created and the map names its
+/// primary; `within` bounds each wait.
+pub async fn ready_service(
+    config: &ClientConfig,
+    endpoints: &[String],
+    nodes: usize,
+    service: &str,
+    partitions: u32,
+    replicas: u32,
+    within: Duration,
+) -> Result<(), RoutingError> {
+    let fetch = || async { ServiceClient::fetch_map(config, endpoints, Duration::from_secs(2)).await.ok() };
+    let up = |m: &pb::GetMapResponse| {
+        m.map.as_ref().map_or(0, |m| m.nodes.values().filter(|n| n.state == pb::NodeState::Up as i32).count())
+    };
+    let deadline = Instant::now() + within;
+    let map = loop {
+        if let Some(m) = fetch().await
+            && up(&m) == nodes
+        {
+            break m;
+        }
+        if Instant::now() > deadline {
+            return Err(RoutingError::Cluster(format!(
+                "the nodes did not all register with the cluster manager within {within:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    if !map.map.as_ref().is_some_and(|m| m.services.contains_key(service)) {
+        let endpoint = endpoints.first().ok_or_else(|| RoutingError::NoMap("no endpoints".into()))?;
+        let channels = Channels::new(config.security.clone(), Duration::from_secs(2));
+        let channel = channels.channel(endpoint).map_err(|s| RoutingError::Cluster(s.message().to_string()))?;
+        let req = pb::CreateServiceRequest { name: service.into(), partitions, replicas };
+        ClusterClient::new(channel)
+            .create_service(req)
+            .await
+            .map_err(|s| RoutingError::Cluster(format!("creating {service}: {}", s.message())))?;
+    }
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(m) = fetch().await
+            && let Some(map) = &m.map
+        {
+            let mut parts = map.partitions.values().filter(|p| p.service == service).peekable();
+            if parts.peek().is_some() && parts.all(|p| p.created && m.primaries.contains_key(&p.id)) {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(RoutingError::Cluster(format!(
+                "the {service} partitions did not all elect a primary within {within:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// A client addressing services by name and keys, routed by the cluster map.

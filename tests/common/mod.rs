@@ -1,8 +1,8 @@
-//! Test-side wrappers over `weft::local` (real `weft node` processes on loopback) that
+//! Test-side wrappers over `weft_testkit::local` (real `weft node` processes on loopback) that
 //! panic with a clear message instead of returning errors.
 //!
 //! Every node a test starts runs with TLS, its certificates made by one CA shared by the
-//! test binary ([`weft::local::Security::shared`]); clients act as `root` ([`root`]) on a
+//! test binary ([`weft_testkit::local::Security::shared`]); clients act as `root` ([`root`]) on a
 //! managed cluster, as the harness's node-0 identity ([`harness`]) on standalone nodes, and
 //! `weft` CLI runs ([`weft`]) find `root`'s certificate through `WEFT_CERTS_DIR`.
 
@@ -12,9 +12,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use weft::client::ClientConfig;
-#[allow(unused_imports)]
-pub use weft::local::{LocalNode, Security, membership};
 use weft_security::AuthChannel;
+#[allow(unused_imports)]
+pub use weft_testkit::local::{LocalNode, Security, membership};
 
 /// The CA and certificates every node of this test binary runs with.
 pub fn security() -> Security {
@@ -68,18 +68,18 @@ where
 /// Opens a partition on `nodes` (replica id = base + node id), initialized by the first,
 /// and waits for a primary. Returns the primary's replica id.
 pub async fn open_partition(nodes: &[&LocalNode], partition: u64, base: u64) -> u64 {
-    weft::local::open_partition(nodes, partition, base).await.expect("open partition");
+    weft_testkit::local::open_partition(nodes, partition, base).await.expect("open partition");
     primary(nodes, partition).await
 }
 
 /// Waits until one of `nodes` reports itself primary of `partition`; returns its replica id.
 pub async fn primary(nodes: &[&LocalNode], partition: u64) -> u64 {
-    weft::local::primary(nodes, partition, Duration::from_secs(20)).await.expect("a primary")
+    weft_testkit::local::primary(nodes, partition, Duration::from_secs(20)).await.expect("a primary")
 }
 
-/// `n` loopback addresses with ports free right now (see `weft::local::free_addrs`).
+/// `n` loopback addresses with ports free right now (see `weft_testkit::local::free_addrs`).
 pub fn free_addrs(n: usize) -> Vec<String> {
-    weft::local::free_addrs(n).expect("free loopback ports")
+    weft_testkit::local::free_addrs(n).expect("free loopback ports")
 }
 
 /// Runs the `weft` binary with `args`; returns (success, stdout, stderr).
@@ -132,7 +132,7 @@ pub fn channel_as_node(id: u64, addr: &str) -> AuthChannel {
     let Security::Tls(pki) = security() else { unreachable!("the shared security is TLS") };
     let dir = pki.node_dir(id).expect("node certificates");
     let creds = weft_security::Credentials::load(&dir, weft_security::Holder::Node { id: Some(id) }).expect("load");
-    weft::local::channel(&weft_security::ClientSecurity::tls(creds), addr).expect("a channel")
+    weft_testkit::local::channel(&weft_security::ClientSecurity::tls(creds), addr).expect("a channel")
 }
 
 /// `GET path` over HTTPS (HTTP/1.0: the server closes when done) with `security`'s

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use crate::routing::{RoutingError, ServiceClient};
+use weft_client::routing::{RoutingError, ServiceClient};
 
 /// A target's failure.
 #[derive(Debug, thiserror::Error)]
@@ -41,9 +41,13 @@ pub enum Target {
 
 impl Target {
     /// The default table of `service`, reached through any of `endpoints` (weft nodes).
-    pub fn weft(endpoints: Vec<String>, service: &str, config: crate::client::ClientConfig) -> Target {
+    pub fn weft(endpoints: Vec<String>, service: &str, config: weft_client::client::ClientConfig) -> Target {
         let client = ServiceClient::new(endpoints, config);
-        Target::Weft { client: Arc::new(client), service: service.into(), table: crate::manager::DEFAULT_TABLE.into() }
+        Target::Weft {
+            client: Arc::new(client),
+            service: service.into(),
+            table: weft_node::manager::DEFAULT_TABLE.into(),
+        }
     }
 
     /// The key space of the etcd cluster at `endpoints` (`http://host:port`, or `https://`

@@ -26,7 +26,7 @@ use weft_security::files::{self, CA_CERT, CA_KEY, NODE_CERT, NODE_KEY};
 use weft_security::issue::{self, Ca, Validity};
 use weft_security::{AuthChannel, ClientSecurity};
 
-use crate::client::ClientConfig;
+use weft_client::client::ClientConfig;
 
 /// Why a local cluster could not be started or driven.
 #[derive(Debug, thiserror::Error)]
@@ -474,51 +474,10 @@ pub fn start_managed(
     Ok(nodes)
 }
 
-/// Waits until `nodes` nodes are up in the cluster map, creates `service` (unless it
-/// exists) and waits until each of its partitions has a primary; `within` bounds each wait.
-pub async fn ready_service(
-    config: &ClientConfig,
-    endpoints: &[String],
-    nodes: usize,
-    service: &str,
-    partitions: u32,
-    replicas: u32,
-    within: Duration,
-) -> Result<(), LocalError> {
-    use crate::manager::view;
-    use crate::routing::ServiceClient;
-    let fetch = || async { ServiceClient::fetch_map(config, endpoints, Duration::from_secs(2)).await.ok() };
-    let deadline = Instant::now() + within;
-    let map = loop {
-        if let Some(m) = fetch().await
-            && view::nodes(&m).iter().filter(|n| n.state == "up").count() == nodes
-        {
-            break m;
-        }
-        if Instant::now() > deadline {
-            return Err(cluster_err(format!(
-                "the nodes did not all register with the cluster manager within {within:?}"
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    if !map.map.as_ref().is_some_and(|m| m.services.contains_key(service)) {
-        let endpoint = endpoints.first().ok_or_else(|| cluster_err("no endpoints"))?;
-        let mut c = pb::cluster_client::ClusterClient::new(channel(&config.security, endpoint)?);
-        let req = pb::CreateServiceRequest { name: service.into(), partitions, replicas };
-        c.create_service(req).await.map_err(|s| cluster_err(format!("creating {service}: {}", s.message())))?;
-    }
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(m) = fetch().await {
-            let parts = view::partitions(&m, Some(service));
-            if !parts.is_empty() && parts.iter().all(|p| p.created && p.replicas.iter().any(|r| r.role == "primary")) {
-                return Ok(());
-            }
-        }
-        if Instant::now() > deadline {
-            return Err(cluster_err(format!("the {service} partitions did not all elect a primary within {within:?}")));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+pub use weft_client::routing::ready_service;
+
+impl From<weft_client::routing::RoutingError> for LocalError {
+    fn from(e: weft_client::routing::RoutingError) -> Self {
+        LocalError::Cluster(e.to_string())
     }
 }

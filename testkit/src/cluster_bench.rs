@@ -15,9 +15,9 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use weft_proto::v1 as pb;
 
-use crate::client::{Client, ClientError, ReadMode};
 pub use crate::local::LocalError as BenchError;
 use crate::local::{LocalNode, Security, cluster_err, open_partition, primary};
+use weft_client::client::{Client, ClientError, ReadMode};
 
 fn start(id: u64, extra: &[&str], security: &Security) -> Result<LocalNode, BenchError> {
     let exe = std::env::current_exe().map_err(|e| BenchError::Start { id, reason: e.to_string() })?;

@@ -50,11 +50,11 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use weft_proto::v1 as pb;
 
-use crate::client::{ClientConfig, ClientError};
 use crate::linearize::{self, Anomaly, Op, OpKind, Outcome};
 use crate::local::{LocalError, LocalNode, Security, channel, cluster_err, free_addrs, start_managed};
-use crate::manager::{MAP_PARTITION, view};
-use crate::routing::{RoutingError, ServiceClient};
+use weft_client::client::{ClientConfig, ClientError};
+use weft_client::routing::{RoutingError, ServiceClient};
+use weft_node::manager::{MAP_PARTITION, view};
 use weft_security::AuthChannel;
 
 const SERVICE: &str = "chaos";

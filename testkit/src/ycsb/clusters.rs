@@ -12,8 +12,8 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 use super::{KvConfig, KvError, KvReport, Target, Workload};
-use crate::client::ClientConfig;
 use crate::local::{LocalError, LocalNode, Security, cluster_err, free_addrs, ready_service, start_managed};
+use weft_client::client::ClientConfig;
 
 /// Replicas per weft partition in a local cluster (fewer when there are fewer nodes).
 const REPLICAS: u32 = 4;

@@ -1,0 +1,18 @@
+//! weft's harness: what drives real `weft node` processes for the end-to-end tests, the
+//! fault runs and the cluster benchmarks.
+//!
+//! - [`local`]: local `weft node` processes on loopback, with a CA and certificates made
+//!   for them.
+//! - [`chaos`]: `weft chaos`, faults against real nodes with a history check.
+//! - [`linearize`]: the linearizability checker for register histories.
+//! - [`cluster_bench`]: `weft bench replication | failover | rebuild`.
+//! - [`ycsb`]: `weft bench kv`, the YCSB workloads against weft or etcd.
+//!
+//! It talks to nodes through `weft-client` like any client, and reads the cluster map
+//! through the node's views of it; nothing in the node or the client depends on it.
+
+pub mod chaos;
+pub mod cluster_bench;
+pub mod linearize;
+pub mod local;
+pub mod ycsb;
