@@ -691,7 +691,7 @@ fn bench_engine(a: EngineArgs) -> anyhow::Result<()> {
             }
         }
     }
-    println!("targets (issue 2, at 1,000,000 records):");
+    println!("targets (the engine's, at 1,000,000 records):");
     for t in &report.targets {
         let mark = if t.met { "ok  " } else { "MISS" };
         println!("  {mark} {:<44} {:>10.3} (limit {:.3})", t.what, t.value, t.limit);

@@ -1,5 +1,5 @@
 //! Security end to end, on real `weft node` processes with real certificates: what an
-//! attacker on the same network tried against an unsecured playground (issue 18), each
+//! attacker on the same network tried against an unsecured playground, each
 //! attempt now refused; roles, grants and tokens taking effect without a restart; write
 //! sessions bound to their caller; bad input refused before it is proposed; connection
 //! floods, slow handshakes and idle connections cut off; certificates rotated under load.

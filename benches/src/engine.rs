@@ -1,4 +1,4 @@
-//! `weft bench engine`: the engine workload of issue 2, with `BTreeMap` baselines measured
+//! `weft bench engine`: the engine workload the engine was specified against, with `BTreeMap` baselines measured
 //! in the same run on the same records.
 //!
 //! Records: 16-byte random keys, 100-byte random values, two random i64 attributes (`a`
@@ -51,7 +51,7 @@ pub struct EngineReport {
     pub bulk_build_ms: f64,
     pub bytes_per_record: f64,
     pub rss_bytes_per_record: Option<f64>,
-    /// Each target of issue 2 and whether this run met it.
+    /// Each of the engine's targets and whether this run met it.
     pub targets: Vec<Target>,
 }
 
@@ -346,7 +346,7 @@ pub fn run(cfg: &EngineConfig) -> Result<EngineReport, BenchError> {
     Ok(r)
 }
 
-/// The targets issue 2 sets at N = 1,000,000 (evaluated at any N, for information).
+/// The engine's targets at N = 1,000,000 (evaluated at any N, for information).
 fn targets(r: &EngineReport) -> Vec<Target> {
     let t = |what: &str, value: f64, limit: f64| Target { what: what.into(), value, limit, met: value <= limit };
     let bt_insert = r.baseline_btreemap_insert_ms;

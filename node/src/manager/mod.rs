@@ -8,12 +8,17 @@
 //! - Whichever node hosts the map's primary is the manager: it keeps the heartbeat times and
 //!   reports as soft state (a new manager gives every node a fresh grace period), marks
 //!   silent nodes down, creates partitions, replaces lost replicas, moves replicas off
-//!   draining nodes and runs operator commands (`reconcile`).
+//!   draining nodes, balances, and runs operator commands (`reconcile`, `commands`).
+//! - The map group lives on the seeds; a seed that restarted empty gets a new map replica
+//!   (`map_group`).
+//! - Upgrade walks take one upgrade domain down at a time without losing quorum
+//!   (`upgrade`); users and grants live in the map (`users`).
 //! - Every node serves the `Cluster` gRPC service and forwards to the manager (`service`).
 //!
-//! Known gaps, stated rather than hidden: the map group itself is not re-replicated when a
-//! seed loses its replica (a volatile seed restart leaves it one replica short until the
-//! seed set is rebuilt by hand), and balancing and upgrade walks are not driven yet.
+//! Known gaps, stated rather than hidden: a seed that never comes back leaves the map group
+//! one replica short until the seed list is changed on every node (no command does that);
+//! the decisions about moves and upgrade steps are made inside this async code rather than
+//! by a pure reconciler in `weft-cluster-manager`, so they are tested end to end only.
 
 mod commands;
 pub mod map;
