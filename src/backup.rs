@@ -253,7 +253,7 @@ pub async fn restore(
             })?;
         let path = backup.join(&p.file);
         let file = fs::File::open(&path).map_err(io_err(&path))?;
-        let progress = weft_replica::state_machine::Progress::default();
+        let progress = weft_replica::snapshot::Progress::default();
         let (store, _) = weft_replica::snapshot::decode(std::io::BufReader::new(file), Default::default(), &progress)
             .map_err(|e| BackupError::Corrupt(format!("{}: {e}", path.display())))?;
         let snap = store.snapshot();

@@ -22,8 +22,8 @@ use weft_proto::v1 as pb;
 use weft_store::{Limits, Store, StoreSnapshot};
 
 use crate::sessions::Sessions;
+use crate::snapshot::Progress;
 use crate::snapshot::{self, SnapshotError};
-use crate::state_machine::Progress;
 use crate::types::SnapshotMeta;
 use crate::wal::{self, WalError, io_err};
 use crate::wire;

@@ -21,9 +21,10 @@ use weft_proto::v1 as pb;
 use weft_store::Limits;
 
 use crate::log_store::{LogStore, SEGMENT_BYTES};
+use crate::state_machine::Raft;
 use crate::state_machine::StateMachine;
 use crate::transport::{GroupNetworkFactory, Peers, TransportConfig};
-use crate::types::{PartitionId, Raft, ReplicaId};
+use crate::types::{PartitionId, ReplicaId};
 
 /// Why a replica could not be opened or closed.
 #[derive(Debug, thiserror::Error)]

@@ -8,9 +8,19 @@
 //! - [`sessions`]: exactly-once application of retried client writes.
 //! - [`snapshot`]: the Avro snapshot stream codec.
 //! - [`wire`], [`command`]: conversions to and from the `weft.v1` protobuf messages.
-//! - [`transport`]: the raft network over gRPC, one channel per peer node for all groups,
-//!   and the server side that routes incoming messages to the addressed replica.
+//! - [`transport`]: the raft network's sending side over gRPC, one channel per peer node
+//!   for all groups.
+//! - [`raft_service`]: its receiving side, the `Raft` service that routes each message to
+//!   the addressed replica.
+//! - [`proposer`], [`read_gate`]: a primary's writes batched into entries, its
+//!   linearizable reads into read-index rounds.
 //! - [`host`]: the replicas one node process hosts.
+//!
+//! No module imports another in a circle: `types` depends on nothing in the crate and
+//! `wire` on `types`; `snapshot` (with its transfer `Progress`) on `sessions`; the state
+//! machine (and the `Raft` alias over it) on those; the transport's sending side on the
+//! state machine; the host on the transport; the receiving side (`raft_service`) on the
+//! host.
 //!
 //! openraft is pinned exactly at 0.10.0-alpha.37: the 0.10 line alone has streamed full
 //! snapshots owned by the state machine, leader transfer, read-index and lease reads and
@@ -24,6 +34,7 @@ pub mod command;
 pub mod host;
 pub mod log_store;
 pub mod proposer;
+pub mod raft_service;
 pub mod read_gate;
 pub mod sessions;
 pub mod snapshot;

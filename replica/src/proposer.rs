@@ -1,9 +1,10 @@
 //! Batches a primary's concurrent client writes into raft entries.
 //!
-//! Every write goes through one queue per replica. A proposer task takes whatever is
-//! queued (up to [`MAX_COMMANDS`] commands or [`MAX_BYTES`] bytes) as one entry, with at
-//! most [`MAX_IN_FLIGHT`] entries being committed at a time: while those commit, new
-//! writes queue up and go out together in the next entry. Under light load an entry holds
+//! Every write goes through one queue per replica, of at most [`QUEUE_MAX`] writes. A
+//! proposer task takes whatever is queued (up to [`MAX_COMMANDS`] commands or
+//! [`MAX_BYTES`] bytes) as one entry, with at most [`MAX_IN_FLIGHT`] entries being
+//! committed at a time: while those commit, new writes queue up and go out together in
+//! the next entry. Under light load an entry holds
 //! one command and waits for nothing; under heavy load the per-entry costs (log append,
 //! fsync in durable mode, replication message, apply) are shared by many writes. Each
 //! command keeps its own session and result; all of an entry's commands apply at its log
@@ -20,7 +21,8 @@ use prost::Message;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use weft_proto::v1 as pb;
 
-use crate::types::{Commands, Raft, TypeConfig};
+use crate::state_machine::Raft;
+use crate::types::{Commands, TypeConfig};
 
 /// Most commands in one entry.
 pub const MAX_COMMANDS: usize = 256;
@@ -28,6 +30,11 @@ pub const MAX_COMMANDS: usize = 256;
 pub const MAX_BYTES: usize = 1 << 20;
 /// Entries being committed at once.
 pub const MAX_IN_FLIGHT: usize = 4;
+/// Writes waiting for the proposer at most. Past it [`Proposer::propose`] waits for room:
+/// back-pressure on the session stream or unary call that brought the write, and through
+/// HTTP/2 flow control on the client. Sixteen entries' worth of commands: far more than
+/// ever wait while entries commit at the rate the log takes them.
+pub const QUEUE_MAX: usize = 16 * MAX_COMMANDS;
 
 /// What a proposal can fail with: openraft's answer to the entry that carried it.
 pub type ProposeError = RaftError<TypeConfig, ClientWriteError<TypeConfig>>;
@@ -37,7 +44,7 @@ type Reply = oneshot::Sender<Result<pb::CommandResult, ProposeError>>;
 /// The write queue of one replica.
 #[derive(Clone, Debug)]
 pub struct Proposer {
-    tx: mpsc::UnboundedSender<(pb::Command, Reply)>,
+    tx: mpsc::Sender<(pb::Command, Reply)>,
     in_flight: InFlight,
 }
 
@@ -73,7 +80,7 @@ impl Drop for Flying {
 impl Proposer {
     /// Starts the proposer task of `raft`; it ends when every handle is dropped.
     pub fn start(raft: Raft) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(QUEUE_MAX);
         let in_flight = InFlight::default();
         tokio::spawn(run(raft, rx, in_flight.clone()));
         Proposer { tx, in_flight }
@@ -88,12 +95,12 @@ impl Proposer {
     pub async fn propose(&self, cmd: pb::Command) -> Result<pb::CommandResult, ProposeError> {
         let (reply, answer) = oneshot::channel();
         let stopped = || RaftError::Fatal(openraft::error::Fatal::Stopped);
-        self.tx.send((cmd, reply)).map_err(|_| stopped())?;
+        self.tx.send((cmd, reply)).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 }
 
-async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<(pb::Command, Reply)>, in_flight: InFlight) {
+async fn run(raft: Raft, mut rx: mpsc::Receiver<(pb::Command, Reply)>, in_flight: InFlight) {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     // A command that could not join the last entry starts the next one.
     let mut held: Option<(pb::Command, Reply)> = None;

@@ -27,7 +27,8 @@ use openraft::raft::ReadPolicy;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::proposer::InFlight;
-use crate::types::{Raft, TypeConfig};
+use crate::state_machine::Raft;
+use crate::types::TypeConfig;
 
 /// How long a round that waits for the writes' replication messages may wait before it
 /// sends a heartbeat of its own: a few replication round trips under load. It only runs
@@ -39,17 +40,22 @@ pub type ReadError = RaftError<TypeConfig, LinearizableReadError<TypeConfig>>;
 
 type Reply = oneshot::Sender<Result<(), ReadError>>;
 
+/// Reads waiting at the gate at most. Past it [`ReadGate::ensure`] waits for room:
+/// back-pressure on the call that brought the read. One round serves every read queued
+/// when it starts, so the queue drains a round at a time.
+pub const QUEUE_MAX: usize = 4096;
+
 /// The linearizable-read gate of one replica.
 #[derive(Clone, Debug)]
 pub struct ReadGate {
-    tx: mpsc::UnboundedSender<Reply>,
+    tx: mpsc::Sender<Reply>,
 }
 
 impl ReadGate {
     /// Starts the gate task of `raft`, whose proposer has `writes` in flight; it ends when
     /// every handle is dropped.
     pub fn start(raft: Raft, writes: InFlight) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(QUEUE_MAX);
         tokio::spawn(run(raft, rx, writes));
         ReadGate { tx }
     }
@@ -59,12 +65,12 @@ impl ReadGate {
     pub async fn ensure(&self) -> Result<(), ReadError> {
         let (reply, answer) = oneshot::channel();
         let stopped = || RaftError::Fatal(openraft::error::Fatal::Stopped);
-        self.tx.send(reply).map_err(|_| stopped())?;
+        self.tx.send(reply).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 }
 
-async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Reply>, writes: InFlight) {
+async fn run(raft: Raft, mut rx: mpsc::Receiver<Reply>, writes: InFlight) {
     while let Some(first) = rx.recv().await {
         let mut waiting = vec![first];
         while let Ok(more) = rx.try_recv() {

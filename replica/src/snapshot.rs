@@ -18,7 +18,7 @@
 //! format, the schema and so the bytes on the wire and on disk are standard Avro.
 
 use std::io::{BufRead, Write};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 
 use prost::Message;
@@ -29,7 +29,17 @@ use weft_proto::v1 as pb;
 use weft_store::{IndexDef, IndexKind, Limits, LoadRecord, Scalar, Store, StoreError, StoreSnapshot, TableLoader};
 
 use crate::sessions::{ClientSession, Sessions};
-use crate::state_machine::Progress;
+
+/// Snapshot transfer progress, observable while a stream is received.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Bytes of the current or last snapshot stream received.
+    pub bytes: AtomicU64,
+    /// Records of it decoded.
+    pub records: AtomicU64,
+    /// Snapshots installed since the replica opened.
+    pub installed: AtomicU64,
+}
 
 /// The snapshot stream's Avro schema text.
 pub const SCHEMA_TEXT: &str = include_str!("../schema/snapshot.avsc");

@@ -15,7 +15,7 @@
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use futures::{Stream, StreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
@@ -27,6 +27,7 @@ use weft_store::{Limits, Store, StoreSnapshot};
 use crate::checkpoint::{CheckpointError, Checkpoints, Loaded};
 use crate::command::{error_to_pb, index_from_pb, op_from_pb, record_to_pb, wire_error_to_pb};
 use crate::sessions::{Seen, Sessions};
+use crate::snapshot::Progress;
 use crate::types::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
 
 /// The applied state of one replica.
@@ -42,16 +43,8 @@ pub struct State {
     pub sessions: Sessions,
 }
 
-/// Snapshot transfer progress, observable while a stream is received.
-#[derive(Debug, Default)]
-pub struct Progress {
-    /// Bytes of the current or last snapshot stream received.
-    pub bytes: AtomicU64,
-    /// Records of it decoded.
-    pub records: AtomicU64,
-    /// Snapshots installed since the replica opened.
-    pub installed: AtomicU64,
-}
+/// A raft group handle: openraft over this state machine.
+pub type Raft = openraft::Raft<TypeConfig, StateMachine>;
 
 /// A snapshot's data.
 #[derive(Debug)]

@@ -48,5 +48,3 @@ pub type Membership = openraft::Membership<ReplicaId, openraft::BasicNode>;
 pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<TypeConfig>;
 /// Snapshot metadata.
 pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
-/// A raft group handle.
-pub type Raft = openraft::Raft<TypeConfig, crate::state_machine::StateMachine>;

@@ -374,7 +374,7 @@ fn codec_rates(records: u64) -> Result<(f64, f64), BenchError> {
     let mut decode = Vec::new();
     for _ in 0..3 {
         let t = Instant::now();
-        let progress = weft_replica::state_machine::Progress::default();
+        let progress = weft_replica::snapshot::Progress::default();
         let built =
             weft_replica::snapshot::decode(bytes.as_slice(), Default::default(), &progress).map_err(cluster_err)?;
         decode.push(bytes.len() as f64 / 1e6 / t.elapsed().as_secs_f64());
