@@ -19,7 +19,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::ops::Bound;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use openraft::async_runtime::watch::WatchReceiver;
 use tonic::{Request, Response, Status};
@@ -335,12 +334,11 @@ impl StoreService {
             ));
         }
         let replica = replica_of(&self.host, partition)?;
-        replica.requests.fetch_add(1, Ordering::Relaxed);
         cmd.session = session;
         if let Some(s) = cmd.session.as_mut() {
             s.client_id = authz::session_id(principal, s.client_id);
         }
-        let result = replica.proposer.propose(cmd).await.map_err(|e| status::write_error(partition, e))?;
+        let result = replica.write(cmd).await.map_err(|e| status::write_error(partition, e))?;
         Ok(pb::WriteResponse { result: Some(result) })
     }
 
@@ -358,15 +356,13 @@ impl StoreService {
         let mode = pb::ReadMode::try_from(header.mode)
             .map_err(|_| Status::invalid_argument(format!("unknown read mode {}", header.mode)))?;
         let replica = replica_of(&self.host, header.partition)?;
-        replica.requests.fetch_add(1, Ordering::Relaxed);
         let stale = mode == pb::ReadMode::Stale;
-        if !stale {
-            replica.reads.ensure().await.map_err(|e| status::read_index_error(header.partition, e))?;
-        }
-        let (answer, applied) =
-            replica.sm.read(|st| (st.last_applied.map(|_| read(&st.store)), st.last_applied.map_or(0, |l| l.index)));
-        let answer = answer.ok_or_else(|| status::not_ready(header.partition, replica.id))?;
-        Ok((answer.map_err(status::engine)?, Some(pb::ReadInfo { stale, replica: replica.id, applied })))
+        let (answer, applied) = replica
+            .read(!stale, |st| read(&st.store))
+            .await
+            .map_err(|e| status::read_index_error(header.partition, e))?
+            .ok_or_else(|| status::not_ready(header.partition, replica.id()))?;
+        Ok((answer.map_err(status::engine)?, Some(pb::ReadInfo { stale, replica: replica.id(), applied })))
     }
 
     async fn get_as(&self, principal: &Principal, req: pb::GetRequest) -> Result<pb::GetResponse, Status> {
@@ -606,10 +602,12 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
         let req = req.into_inner();
         if req.replica != 0 {
             match self.host.get(req.partition) {
-                Some(r) if r.id != req.replica => {
+                Some(r) if r.id() != req.replica => {
                     return Err(Status::not_found(format!(
                         "partition {} is hosted here as replica {}, not {}",
-                        req.partition, r.id, req.replica
+                        req.partition,
+                        r.id(),
+                        req.replica
                     )));
                 }
                 _ => {}
@@ -626,7 +624,7 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
         let req = req.into_inner();
         let r = replica_of(&self.host, req.partition)?;
         let resp = r
-            .raft
+            .raft()
             .add_learner(req.replica, wire::node_of(&req.addr), req.blocking)
             .await
             .map_err(|e| status::write_error(req.partition, e))?;
@@ -647,7 +645,7 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
         let leftovers: std::collections::BTreeSet<u64> = if req.retain {
             Default::default()
         } else {
-            let m = r.raft.metrics().borrow_watched().clone();
+            let m = r.raft().metrics().borrow_watched().clone();
             let members = m.membership_config.membership();
             let now: std::collections::BTreeSet<u64> = members.voter_ids().collect();
             members.nodes().map(|(id, _)| *id).filter(|id| !voters.contains(id) && !now.contains(id)).collect()
@@ -662,7 +660,7 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
             ])
         };
         let resp =
-            r.raft.change_membership(change, req.retain).await.map_err(|e| status::write_error(req.partition, e))?;
+            r.raft().change_membership(change, req.retain).await.map_err(|e| status::write_error(req.partition, e))?;
         Ok(Response::new(pb::MembershipResponse { log_id: Some(wire::log_id_to_pb(&resp.log_id)) }))
     }
 
@@ -672,7 +670,7 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
     ) -> Result<Response<pb::TransferLeaderToResponse>, Status> {
         let req = req.into_inner();
         let r = replica_of(&self.host, req.partition)?;
-        r.raft.trigger().transfer_leader(req.to).await.map_err(|e| {
+        r.raft().trigger().transfer_leader(req.to).await.map_err(|e| {
             Status::unavailable(format!("leader transfer of partition {} to replica {}: {e}", req.partition, req.to))
         })?;
         Ok(Response::new(pb::TransferLeaderToResponse {}))

@@ -132,28 +132,24 @@ impl RaftSettings {
     }
 }
 
-/// One hosted replica.
+/// One hosted replica. Its parts are the crate's own: from outside, a client's writes go
+/// through [`Replica::write`], its reads through [`Replica::read`], what it reports
+/// through [`Replica::status`], and what only an operator or the cluster manager does
+/// (membership, leader transfer) through [`Replica::raft`].
 #[derive(Debug)]
 pub struct Replica {
-    /// Its partition.
-    pub partition: PartitionId,
-    /// Its id (this incarnation's).
-    pub id: ReplicaId,
-    /// The raft group handle.
-    pub raft: Raft,
-    /// The state machine, for reads.
-    pub sm: StateMachine,
-    /// The log, for status.
-    pub log: LogStore,
-    /// Volatile or durable.
-    pub mode: pb::LogMode,
+    pub(crate) partition: PartitionId,
+    pub(crate) id: ReplicaId,
+    pub(crate) raft: Raft,
+    pub(crate) sm: StateMachine,
+    pub(crate) mode: pb::LogMode,
     /// Its write queue: client writes batched into entries.
-    pub proposer: crate::proposer::Proposer,
+    pub(crate) proposer: crate::proposer::Proposer,
     /// Its linearizable reads, batched into read-index rounds.
-    pub reads: crate::read_gate::ReadGate,
+    pub(crate) reads: crate::read_gate::ReadGate,
     /// Client requests (reads and writes) served since it opened: the load report's
     /// request rate is this counter's change between heartbeats.
-    pub requests: std::sync::atomic::AtomicU64,
+    pub(crate) requests: std::sync::atomic::AtomicU64,
 }
 
 fn role(state: ServerState, is_voter: bool) -> pb::Role {
@@ -167,6 +163,58 @@ fn role(state: ServerState, is_voter: bool) -> pb::Role {
 }
 
 impl Replica {
+    /// Its partition.
+    pub fn partition(&self) -> PartitionId {
+        self.partition
+    }
+
+    /// Its id (this incarnation's).
+    pub fn id(&self) -> ReplicaId {
+        self.id
+    }
+
+    /// Volatile or durable.
+    pub fn mode(&self) -> pb::LogMode {
+        self.mode
+    }
+
+    /// The raft group handle, for what is not a client's read or write: membership
+    /// changes, leader transfer, its metrics.
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// Replicates one client command through this replica, batched with whatever else is
+    /// queued (openraft refuses it unless this replica is the primary); answers with the
+    /// state machine's result. Counts one request.
+    pub async fn write(&self, cmd: pb::Command) -> Result<pb::CommandResult, crate::proposer::ProposeError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.proposer.propose(cmd).await
+    }
+
+    /// Runs `f` on the applied state, after a read-index round when `linearizable` (the
+    /// primary confirms itself with a quorum and waits until it has applied its commit
+    /// index). Answers with `f`'s result and the index applied, or `None` when the replica
+    /// has applied nothing yet (it is being built: its empty state says nothing of the
+    /// partition's). Counts one request.
+    pub async fn read<T>(
+        &self,
+        linearizable: bool,
+        f: impl FnOnce(&crate::state_machine::State) -> T,
+    ) -> Result<Option<(T, u64)>, crate::read_gate::ReadError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if linearizable {
+            self.reads.ensure().await?;
+        }
+        Ok(self.sm.read(|st| st.last_applied.map(|l| (f(st), l.index))))
+    }
+
+    /// Runs `f` on the applied state as it is now, counting no request: the node's own
+    /// reads (the cluster map record, the membership).
+    pub fn state<T>(&self, f: impl FnOnce(&crate::state_machine::State) -> T) -> T {
+        self.sm.read(f)
+    }
+
     /// What this replica reports of itself: its role, term, leader, indexes, membership,
     /// size, log mode, snapshot progress and request count (`requests_per_s` is the
     /// heartbeat's to fill).
@@ -332,7 +380,7 @@ impl Host {
         let proposer = crate::proposer::Proposer::start(raft.clone());
         let reads = crate::read_gate::ReadGate::start(raft.clone(), proposer.in_flight());
         let requests = std::sync::atomic::AtomicU64::new(0);
-        let replica = Arc::new(Replica { partition, id, raft, sm, log, mode, proposer, reads, requests });
+        let replica = Arc::new(Replica { partition, id, raft, sm, mode, proposer, reads, requests });
         let raced = {
             let mut map = self.replicas.write();
             match map.get(&partition) {

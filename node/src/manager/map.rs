@@ -26,7 +26,7 @@ pub const FIRST_REPLICA_ID: u64 = 1 << 20;
 /// Reads the map after confirming leadership with a quorum (read index); `None` until the
 /// first manager has written it.
 pub async fn read(r: &Replica) -> Result<Option<(pb::ClusterMap, u64)>, Status> {
-    r.raft
+    r.raft()
         .ensure_linearizable(ReadPolicy::ReadIndex)
         .await
         .map_err(|e| Status::unavailable(format!("cluster map read: {e}")))?;
@@ -36,7 +36,7 @@ pub async fn read(r: &Replica) -> Result<Option<(pb::ClusterMap, u64)>, Status> 
 /// The map as this replica has applied it, without a quorum round: for decisions a later
 /// conditional write re-checks anyway (is a heartbeat's node entry out of date?).
 pub fn read_applied(r: &Replica) -> Result<Option<(pb::ClusterMap, u64)>, Status> {
-    let raw = r.sm.read(|st| match st.store.get(MAP_TABLE, MAP_KEY) {
+    let raw = r.state(|st| match st.store.get(MAP_TABLE, MAP_KEY) {
         Ok(rec) => rec.map(|rec| (rec.value().to_vec(), rec.version())),
         Err(_) => None,
     });
@@ -119,7 +119,7 @@ pub fn init_users(m: &mut pb::ClusterMap) -> bool {
 
 async fn propose(r: &Replica, cmd: pb::Command) -> Result<pb::CommandResult, Status> {
     let resp = r
-        .raft
+        .raft()
         .client_write(Commands(vec![cmd]))
         .await
         .map_err(|e| Status::unavailable(format!("cluster map write: {e}")))?;

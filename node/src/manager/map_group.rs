@@ -36,7 +36,7 @@ const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
 impl Manager {
     /// Replaces at most one lost map replica; `Ok(true)` when it changed the group.
     pub(super) async fn heal_map_group(&self, leader: &Replica, m: &pb::ClusterMap) -> Result<bool, Status> {
-        let metrics = leader.raft.metrics().borrow_watched().clone();
+        let metrics = leader.raft().metrics().borrow_watched().clone();
         let membership = metrics.membership_config.membership().clone();
         if membership.get_joint_config().len() != 1 {
             return Ok(false);
@@ -49,10 +49,10 @@ impl Manager {
         if !stale.is_empty() {
             tracing::info!(?stale, "removing cluster-map learners an unfinished rebuild left");
             let remove = ChangeMembers::RemoveNodes(stale);
-            leader.raft.change_membership(remove, false).await.map_err(|e| refused(e.to_string()))?;
+            leader.raft().change_membership(remove, false).await.map_err(|e| refused(e.to_string()))?;
             return Ok(true);
         }
-        for &lost in voters.iter().filter(|v| **v != leader.id) {
+        for &lost in voters.iter().filter(|v| **v != leader.id()) {
             let Some(addr) = membership.get_node(&lost).map(|n| n.addr.clone()) else { continue };
             let Some(node) = m.nodes.values().find(|n| n.addr == addr && n.state == pb::NodeState::Up as i32) else {
                 continue;
@@ -79,13 +79,13 @@ impl Manager {
             tracing::warn!(node = node.id, lost, fresh, "a seed lost its cluster-map replica; rebuilding it there");
             let open = pb::OpenReplicaRequest { partition: MAP_PARTITION, replica: fresh, mode: 0, initial: None };
             step(self.admin(&addr)?.open_replica(open)).await?;
-            let learner = leader.raft.add_learner(fresh, wire::node_of(&addr), true);
+            let learner = leader.raft().add_learner(fresh, wire::node_of(&addr), true);
             tokio::time::timeout(CATCH_UP_TIMEOUT, learner)
                 .await
                 .map_err(|_| refused(format!("replica {fresh} did not catch up within {CATCH_UP_TIMEOUT:?}")))?
                 .map_err(|e| refused(e.to_string()))?;
             let next: BTreeSet<u64> = voters.iter().copied().filter(|v| *v != lost).chain([fresh]).collect();
-            leader.raft.change_membership(next, false).await.map_err(|e| refused(e.to_string()))?;
+            leader.raft().change_membership(next, false).await.map_err(|e| refused(e.to_string()))?;
             tracing::info!(node = node.id, lost, fresh, "cluster-map replica rebuilt");
             return Ok(true);
         }

@@ -241,7 +241,7 @@ impl Manager {
     /// The local map replica when it is the map's primary.
     fn leading(&self) -> Option<Arc<Replica>> {
         let r = self.host.get(MAP_PARTITION)?;
-        let m = r.raft.metrics().borrow_watched().clone();
+        let m = r.raft().metrics().borrow_watched().clone();
         if m.state != ServerState::Leader {
             return None;
         }
@@ -261,7 +261,7 @@ impl Manager {
     /// this node hosts a map replica that knows it, else the seeds.
     fn manager_addrs(&self) -> Vec<String> {
         if let Some(r) = self.host.get(MAP_PARTITION) {
-            let m = r.raft.metrics().borrow_watched().clone();
+            let m = r.raft().metrics().borrow_watched().clone();
             if let Some(leader) = m.current_leader
                 && let Some(n) = m.membership_config.membership().get_node(&leader)
                 && n.addr != self.addr

@@ -301,12 +301,12 @@ impl Manager {
                 }
                 if in_ud(self.id) {
                     if let Some(r) = self.host.get(MAP_PARTITION) {
-                        let members = r.sm.read(|st| st.membership.membership().clone());
+                        let members = r.state(|st| st.membership.membership().clone());
                         let to =
                             members.nodes().find(|(_, n)| m.nodes.values().any(|x| x.addr == n.addr && x.ud != ud));
                         if let Some((id, _)) = to {
                             tracing::info!(to = id, "upgrade walk: handing the cluster manager off the UD");
-                            let _ = r.raft.trigger().transfer_leader(*id).await;
+                            let _ = r.raft().trigger().transfer_leader(*id).await;
                         }
                     }
                     return Ok(());
