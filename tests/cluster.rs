@@ -661,17 +661,7 @@ async fn a_move_whose_new_replica_makes_no_progress_is_abandoned() {
     // Every node but the manager's loses its links to the spare: whichever replica leads
     // cannot send it anything, while the manager still opens it and asks how it is doing.
     cut_links_but(&nodes, manager, vec![addrs[spare as usize - 1].clone()]).await;
-    let args =
-        ["ctl", "--endpoint", &ep, "move-secondary", &pids, "--from", &from.to_string(), "--to", &spare.to_string()];
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let ctl = tokio::task::spawn_blocking(move || weft(&args.iter().map(String::as_str).collect::<Vec<_>>()));
-    let (ok, out, err) = tokio::time::timeout(Duration::from_secs(60), ctl)
-        .await
-        .expect("move-secondary ended well inside the ten-minute catch-up limit")
-        .expect("ctl task");
-    assert!(!ok && err.contains("abandoned"), "move-secondary: {out} / {err}");
-    let ps = wait_healthy(&ep, "the partition settled on its replicas", |_| true).await;
-    assert_eq!(replica_ids(&ps[0]), before, "the partition kept its replicas");
+    move_is_abandoned(&ep, &pids, from, spare, &before).await;
     // The learner left the group and its replica was closed.
     let voters: BTreeSet<u64> = before.iter().copied().collect();
     wait_for(Duration::from_secs(10), "the learner gone from the group and its node", || async {
@@ -710,16 +700,22 @@ async fn a_move_to_a_node_that_stopped_answering_is_given_up() {
         .and_then(|r| r["node"].as_u64())
         .expect("a secondary");
     nodes[spare as usize - 1].kill();
-    let args =
-        ["ctl", "--endpoint", &ep, "move-secondary", &pids, "--from", &from.to_string(), "--to", &spare.to_string()];
+    move_is_abandoned(&ep, &pids, from, spare, &before).await;
+}
+
+/// Runs `ctl move-secondary` of partition `pids` from node `from` to node `to` and checks
+/// that the move is abandoned well inside the ten-minute catch-up limit, with the
+/// partition left on its replicas `before`.
+async fn move_is_abandoned(ep: &str, pids: &str, from: u64, to: u64, before: &[u64]) {
+    let args = ["ctl", "--endpoint", ep, "move-secondary", pids, "--from", &from.to_string(), "--to", &to.to_string()];
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let ctl = tokio::task::spawn_blocking(move || weft(&args.iter().map(String::as_str).collect::<Vec<_>>()));
     let (ok, out, err) = tokio::time::timeout(Duration::from_secs(60), ctl)
         .await
-        .expect("move-secondary ended: the move to a dead node was given up")
+        .expect("move-secondary ended well inside the ten-minute catch-up limit")
         .expect("ctl task");
     assert!(!ok && err.contains("abandoned"), "move-secondary: {out} / {err}");
-    let ps = wait_healthy(&ep, "the partition settled on its replicas", |_| true).await;
+    let ps = wait_healthy(ep, "the partition settled on its replicas", |_| true).await;
     assert_eq!(replica_ids(&ps[0]), before, "the partition kept its replicas");
 }
 

@@ -18,7 +18,10 @@
 //! - `drain`: a node drained until it holds no replica, then activated again;
 //! - `cluster_restart` (durable mode, once, mid-run): every node SIGKILLed and restarted;
 //! - `upgrade_walk` (durable mode, once, three quarters in): `weft ctl upgrade --apply`,
-//!   every node restarted in place one upgrade domain at a time, waited for to the end;
+//!   every node restarted in place one upgrade domain at a time, waited for to the end.
+//!   A durable run does both of these even when earlier faults leave no time for them
+//!   before `--seconds` is up (the run then ends after them), and asks for the walk again
+//!   while the manager refuses it (a node still down after the restart);
 //! - `partition_one`, `partition_halves`, `partition_ring`: for 2 to 4 s, one node cut off
 //!   from the others; the nodes split in two (the larger half keeps a quorum); or a ring
 //!   in which each node reaches only its two neighbours. Links are cut inside each node's
@@ -409,10 +412,19 @@ async fn faults(
     let half = Instant::now() + (until - Instant::now()) / 2;
     let three_quarters = Instant::now() + (until - Instant::now()) * 3 / 4;
     let n = cluster.nodes.len();
-    while Instant::now() < until {
+    // The whole-cluster restart and the walk happen in every durable run, past `until`
+    // if the faults before them took the time, within a bound.
+    let overtime = until + Duration::from_secs(180);
+    while Instant::now() < until || !restarted_all || !walked {
         tokio::time::sleep(Duration::from_millis(rng.random_range(1000..3000))).await;
-        if Instant::now() >= until {
+        if Instant::now() >= until && restarted_all && walked {
             break;
+        }
+        if Instant::now() >= overtime {
+            return Err(ChaosError::Stuck(
+                "the durable schedule's whole-cluster restart or upgrade walk could not run in 180 s past its end"
+                    .into(),
+            ));
         }
         let start_ns = rec.now();
         let mut target = 0;
@@ -420,7 +432,6 @@ async fn faults(
             restarted_all = true;
             "cluster_restart"
         } else if !walked && Instant::now() >= three_quarters {
-            walked = true;
             "upgrade_walk"
         } else {
             match rng.random_range(0..10) {
@@ -496,6 +507,7 @@ async fn faults(
                 if !cluster.ctl(rng.random_range(0..n), |mut c| async move { c.upgrade(req).await }).await {
                     continue;
                 }
+                walked = true;
                 cluster.wait_walk(Duration::from_secs(180)).await?;
             }
             "drain" => {
