@@ -162,8 +162,8 @@ impl Credentials {
     }
 }
 
-/// Reloads every credential set when its files change (checked every `every`) and on
-/// SIGHUP, for as long as the process runs.
+/// Reloads every credential set when its files change (checked every `every`, the first
+/// time `every` from now) and at once on SIGHUP, for as long as the process runs.
 pub fn watch(all: Vec<Arc<Credentials>>, every: Duration) {
     tokio::spawn(async move {
         let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
@@ -173,7 +173,7 @@ pub fn watch(all: Vec<Arc<Credentials>>, every: Duration) {
                 None
             }
         };
-        let mut tick = tokio::time::interval(every);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let forced = tokio::select! {
@@ -303,6 +303,29 @@ mod tests {
         files::write_cert(&dir.join(CA_CERT), &ca.cert_pem).unwrap();
         let n = ca.node(id, &["127.0.0.1".into()], Validity::days(1)).unwrap();
         issue::write_pair(dir, NODE_CERT, NODE_KEY, &n, true).unwrap();
+    }
+
+    /// SIGHUP reloads at once, whatever the file poll's period: with the poll an hour
+    /// away, only the signal can bring the new certificate in.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sighup_reloads_the_certificates_at_once() {
+        use tokio::signal::unix::{SignalKind, signal};
+        // A listener of the test's own first: from here on SIGHUP is handled, and never
+        // ends the test process, whenever the watcher's own listener is in place.
+        let _own = signal(SignalKind::hangup()).unwrap();
+        let t = tempfile::tempdir().unwrap();
+        let (ca, _) = Ca::create(Validity::days(1)).unwrap();
+        node_dir(&ca, t.path(), 1);
+        let c = Credentials::load(t.path(), Holder::Node { id: Some(1) }).unwrap();
+        let first = c.current().serial.clone();
+        watch(vec![c.clone()], Duration::from_secs(3600));
+        node_dir(&ca, t.path(), 1);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while c.current().serial == first {
+            assert!(std::time::Instant::now() < deadline, "SIGHUP did not reload the certificates");
+            nix::sys::signal::raise(nix::sys::signal::Signal::SIGHUP).unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     #[test]
