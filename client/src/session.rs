@@ -23,19 +23,24 @@ use weft_security::AuthChannel;
 /// Waiting entries above which those whose caller has given up are dropped.
 const PRUNE_ABOVE: usize = 4096;
 
+/// Calls queued for one node's stream and not yet taken into a message. Past it a caller
+/// waits for room: the stream's own flow control (the node reads no more calls while it
+/// holds its in-flight maximum) reaches the callers instead of a queue that grows.
+pub const QUEUED_CALLS_MAX: usize = 4096;
+
 type Reply = oneshot::Sender<Result<pb::session_answer::Answer, Status>>;
 
 /// The client's end for one node: a handle to the task that owns the stream. Cheap to
 /// clone; the task ends (and [`Mux::is_closed`] turns true) when the stream breaks.
 #[derive(Clone)]
 pub(crate) struct Mux {
-    tx: mpsc::UnboundedSender<(pb::session_call::Call, Reply)>,
+    tx: mpsc::Sender<(pb::session_call::Call, Reply)>,
 }
 
 impl Mux {
     /// Opens a session on `store`'s channel (lazily: the stream starts with the first call).
     pub(crate) fn open(store: StoreClient<AuthChannel>) -> Mux {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(QUEUED_CALLS_MAX);
         tokio::spawn(drive(store, rx));
         Mux { tx }
     }
@@ -48,7 +53,7 @@ impl Mux {
     /// One call; its answer, or the status its unary RPC would have failed with.
     pub(crate) async fn call(&self, call: pb::session_call::Call) -> Result<pb::session_answer::Answer, Status> {
         let (reply, answer) = oneshot::channel();
-        self.tx.send((call, reply)).map_err(|_| ended())?;
+        self.tx.send((call, reply)).await.map_err(|_| ended())?;
         match answer.await {
             Ok(Ok(pb::session_answer::Answer::Error(e))) => Err(status_from_pb(e)),
             Ok(r) => r,
@@ -92,7 +97,7 @@ fn broke(s: &Status) -> Status {
 /// numbered and its reply entered in `waiting`.
 fn batch(
     first: (pb::session_call::Call, Reply),
-    rx: &mut mpsc::UnboundedReceiver<(pb::session_call::Call, Reply)>,
+    rx: &mut mpsc::Receiver<(pb::session_call::Call, Reply)>,
     next_id: &mut u64,
     waiting: &mut HashMap<u64, Reply>,
 ) -> pb::SessionCalls {
@@ -113,7 +118,7 @@ fn batch(
 
 /// Owns one session stream: sends queued calls, routes answers to their callers, and on
 /// a broken stream fails every call still waiting (they got no answer) and ends.
-async fn drive(mut store: StoreClient<AuthChannel>, mut rx: mpsc::UnboundedReceiver<(pb::session_call::Call, Reply)>) {
+async fn drive(mut store: StoreClient<AuthChannel>, mut rx: mpsc::Receiver<(pb::session_call::Call, Reply)>) {
     let mut waiting: HashMap<u64, Reply> = HashMap::new();
     let mut next_id = 0u64;
     let Some(first) = rx.recv().await else { return };
