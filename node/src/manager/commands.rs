@@ -26,19 +26,6 @@ fn lines(v: Vec<String>, map_version: u64) -> pb::CtlResponse {
     pb::CtlResponse { lines: v, map_version }
 }
 
-/// Each partition's primary node as the reports say (the highest term wins when two
-/// replicas both still say so).
-fn primaries(reported: &[(u64, pb::ReplicaStatus)]) -> std::collections::HashMap<u64, u64> {
-    let mut best: std::collections::HashMap<u64, (u64, u64)> = Default::default();
-    for (node, s) in reported.iter().filter(|(_, s)| s.role == pb::Role::Primary as i32) {
-        let e = best.entry(s.partition).or_insert((s.term, *node));
-        if s.term > e.0 {
-            *e = (s.term, *node);
-        }
-    }
-    best.into_iter().map(|(partition, (_, node))| (partition, node)).collect()
-}
-
 impl Manager {
     /// Waits until at least `replicas` nodes are up with room for a replica, as a fresh
     /// cluster's nodes are still registering when it first answers, for at most until
@@ -75,7 +62,7 @@ impl Manager {
         let (map, version) =
             map::read(&leader).await?.ok_or_else(|| Status::unavailable("the cluster map is not written yet"))?;
         let reported = self.reported();
-        let primaries = primaries(&reported);
+        let primaries = super::reconcile::primaries(reported.iter().map(|(node, s)| (*node, s)));
         let (reported_by, reported) = reported.into_iter().unzip();
         Ok(pb::GetMapResponse {
             map: Some(map),

@@ -57,6 +57,22 @@ pub(super) struct MoveClock {
     since: Instant,
 }
 
+/// Each partition's primary node as `reports` (reporting node, status) say: the replica
+/// that reports itself primary, the highest term winning when a deposed one still does.
+/// The one rule for "the primary" the manager acts on and `GetMap` answers.
+pub(super) fn primaries<'a>(
+    reports: impl Iterator<Item = (u64, &'a pb::ReplicaStatus)>,
+) -> std::collections::HashMap<u64, u64> {
+    let mut best: std::collections::HashMap<u64, (u64, u64)> = Default::default();
+    for (node, s) in reports.filter(|(_, s)| s.role == pb::Role::Primary as i32) {
+        let e = best.entry(s.partition).or_insert((s.term, node));
+        if s.term > e.0 {
+            *e = (s.term, node);
+        }
+    }
+    best.into_iter().map(|(partition, (_, node))| (partition, node)).collect()
+}
+
 /// A node where a move stalled is avoided for that partition this many stall periods.
 const STALLED_AVOID_FACTOR: u32 = 10;
 
@@ -718,15 +734,11 @@ impl Manager {
         }
     }
 
-    /// The node whose report says it is `partition`'s primary (highest term wins).
+    /// The node whose report says it is `partition`'s primary ([`primaries`]' rule).
     pub(super) fn primary_node(&self, partition: u64) -> Option<u64> {
         let soft = self.soft.lock();
-        soft.seen
-            .iter()
-            .flat_map(|(node, s)| s.replicas.iter().map(move |r| (*node, r)))
-            .filter(|(_, r)| r.partition == partition && r.role == pb::Role::Primary as i32)
-            .max_by_key(|(_, r)| r.term)
-            .map(|(node, _)| node)
+        let reports = soft.seen.iter().flat_map(|(node, s)| s.replicas.iter().map(move |r| (*node, r)));
+        primaries(reports.filter(|(_, r)| r.partition == partition)).get(&partition).copied()
     }
 
     /// The address of the replica that says it is `p`'s primary now (highest term wins).
