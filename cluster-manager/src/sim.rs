@@ -6,9 +6,11 @@
 //! rebuild copies `partition_bytes` at `rebuild_bytes_per_s`; each node builds one replica
 //! at a time (queued builds wait). Two policies:
 //!
-//! - [`Policy::Careful`] (weft's walk, the default): before a UD goes down,
-//!   [`walk::plan_ud`] moves primaries off it and builds a stand-in outside it for each of
-//!   its replicas; the UD goes down only when every build is done. What happens when it is
+//! - [`Policy::Careful`] (weft's walk, the default): the live manager's own state machine,
+//!   [`walk::next`], decides every step; the simulator only carries each out on its clock.
+//!   Before a UD goes down, a stand-in is built outside it for each of its replicas
+//!   ([`walk::plan_ud`]) and its primaries move out; the UD goes down only when every
+//!   build is done. What happens when it is
 //!   back follows the log mode, as in the live walk: durable, its replicas catch up and
 //!   the stand-ins are removed (the placement is as before); volatile (`durable: false`,
 //!   weft's default), its nodes come back empty, so its replicas are removed and the
@@ -41,12 +43,12 @@
 //! clock and the copying are simulated.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap};
 
 use crate::model::{Capacity, Load, Node, NodeId, NodeStatus};
-use crate::placement::{self, count_replica, place_partition};
+use crate::placement::{self, count_replica, place_partition, uncount_replica};
 use crate::repair::quorum;
-use crate::walk::{self, Placed};
+use crate::walk::{self, Phase, Placed, ReplicaAt, Reported, StandIn, Walk, WalkPartition, WalkStep, WalkView};
 
 /// How the walk treats the replicas of the UD it takes down.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -201,74 +203,200 @@ fn empty_report() -> SimReport {
     }
 }
 
-fn careful(mut nodes: Vec<Node>, mut parts: Vec<Placed>, uds: &[String], cfg: &SimConfig, build_s: f64) -> SimReport {
+/// The careful walk: [`walk::next`] decides every step, exactly as it does for the live
+/// manager; this executes each step at once on the simulated cluster and clock (a build
+/// takes `build_s` per build queued on its node, a restart `upgrade_s`).
+fn careful(nodes: Vec<Node>, parts: Vec<Placed>, uds: &[String], cfg: &SimConfig, build_s: f64) -> SimReport {
+    let mut sim = Careful::new(nodes, parts);
     let mut r = empty_report();
     let q = quorum(cfg.replicas);
-    for ud in uds {
-        let plan = walk::plan_ud(&nodes, &parts, ud);
-        if !plan.blocked.is_empty() || !plan.quorum_at_risk.is_empty() {
-            // The live walk waits here for room (`upgrade.rs`): the walk is refused.
-            r.refused_at = Some(ud.clone());
-            r.blocked_stand_ins = (plan.blocked.len() + plan.quorum_at_risk.len()) as u64;
-            break;
-        }
-        for (pid, from, to) in &plan.primary_moves {
-            if let Some(p) = parts.iter_mut().find(|p| p.id == *pid) {
-                p.primary = *to;
+    let mut w = Walk {
+        uds: uds.to_vec(),
+        index: 0,
+        phase: Phase::Prepare,
+        planned: false,
+        stand_ins: Vec::new(),
+        incarnations: BTreeMap::new(),
+    };
+    loop {
+        let ud = w.uds.get(w.index).cloned().unwrap_or_default();
+        match walk::next(&w, &sim.view()) {
+            WalkStep::Finish => break,
+            WalkStep::Blocked(plan) => {
+                // The live walk waits here for room: the walk is refused.
+                r.refused_at = Some(ud);
+                r.blocked_stand_ins = (plan.blocked.len() + plan.quorum_at_risk.len()) as u64;
+                break;
             }
-            for n in nodes.iter_mut() {
-                if n.id == *from {
-                    n.load.primaries = n.load.primaries.saturating_sub(1);
-                } else if n.id == *to {
-                    n.load.primaries += 1;
+            WalkStep::Wait(why) => {
+                // Every step completes at once here, so a wait means the walk cannot go on.
+                r.refused_at = Some(format!("{ud}: {why}"));
+                break;
+            }
+            WalkStep::HandOffManager => unreachable_in_sim(&mut r, &ud),
+            WalkStep::BuildStandIns(plan) => {
+                // Each node builds one replica at a time: the step lasts as long as the busiest.
+                let mut per_node: BTreeMap<NodeId, u32> = BTreeMap::new();
+                for b in &plan.builds {
+                    *per_node.entry(b.to).or_default() += 1;
+                }
+                r.walk_s += f64::from(per_node.values().copied().max().unwrap_or(0)) * build_s;
+                r.moves += plan.builds.len() as u64;
+                r.peak_replicas_per_node = r.peak_replicas_per_node.max(plan.peak_replicas_per_node);
+                w.stand_ins = plan.builds.iter().filter_map(|b| sim.build(b)).collect();
+                w.planned = true;
+            }
+            WalkStep::MovePrimaries(moves) => {
+                r.primary_moves += moves.len() as u64;
+                for (pid, _, to) in moves {
+                    sim.set_primary(pid, Some(to.node));
                 }
             }
-        }
-        r.primary_moves += plan.primary_moves.len() as u64;
-        r.moves += plan.builds.len() as u64;
-        // Each node builds one replica at a time: the step lasts as long as the busiest.
-        let mut per_node: BTreeMap<NodeId, u32> = BTreeMap::new();
-        for b in &plan.builds {
-            *per_node.entry(b.to).or_default() += 1;
-        }
-        let busiest = per_node.values().copied().max().unwrap_or(0);
-        r.walk_s += f64::from(busiest) * build_s + cfg.upgrade_s;
-        r.peak_replicas_per_node = r.peak_replicas_per_node.max(plan.peak_replicas_per_node);
-        let in_ud = |id: NodeId| nodes.iter().any(|n| n.id == id && n.ud == *ud);
-        r.quorum_at_risk_events += parts
-            .iter()
-            .filter(|p| {
-                let stand_ins = plan.builds.iter().filter(|b| b.partition == p.id).count();
-                p.replicas.iter().filter(|id| !in_ud(**id)).count() + stand_ins == q
-            })
-            .count() as u64;
-        if cfg.durable {
-            // The UD is back and caught up: the stand-ins go, the loads are as before.
-            continue;
-        }
-        // Volatile: the UD came back empty. Its replicas are removed and the stand-ins keep
-        // their places (what the live walk does), so the next UD is planned from here.
-        let walked: Vec<NodeId> = nodes.iter().filter(|n| n.ud == *ud).map(|n| n.id).collect();
-        let stand_in_for: HashMap<(u64, NodeId), NodeId> =
-            plan.builds.iter().map(|b| ((b.partition, b.stands_in_for), b.to)).collect();
-        for p in parts.iter_mut() {
-            let mut kept = Vec::with_capacity(p.replicas.len());
-            for &id in &p.replicas {
-                if !walked.contains(&id) {
-                    kept.push(id);
-                    continue;
-                }
-                placement::uncount_replica(&mut nodes, id, p.bytes);
-                if let Some(&to) = stand_in_for.get(&(p.id, id)) {
-                    placement::count_replica(&mut nodes, to, p.bytes);
-                    kept.push(to);
-                }
+            WalkStep::Restart(incarnations) => {
+                r.quorum_at_risk_events += sim
+                    .parts
+                    .iter()
+                    .filter(|p| p.replicas.iter().filter(|x| !sim.in_ud(x.node, &ud)).count() == q)
+                    .count() as u64;
+                r.walk_s += cfg.upgrade_s;
+                sim.restart(&ud, cfg.durable);
+                w.incarnations = incarnations;
+                w.phase = Phase::Restart;
             }
-            p.replicas = kept;
+            WalkStep::Recovered => w.phase = Phase::Recover,
+            WalkStep::Remove(removals) => {
+                for x in &removals {
+                    sim.remove(x.partition, x.replica);
+                }
+                w.stand_ins.retain(|s| !removals.iter().any(|x| x.partition == s.partition));
+            }
+            WalkStep::NextUd => {
+                w.index += 1;
+                w.phase = Phase::Prepare;
+                w.planned = false;
+                w.stand_ins.clear();
+                w.incarnations.clear();
+            }
         }
     }
-    r.doubled_partitions = parts.iter().filter(|p| doubled(&nodes, p.replicas.iter().copied())).count() as u64;
+    r.doubled_partitions =
+        sim.parts.iter().filter(|p| doubled(&sim.nodes, p.replicas.iter().map(|x| x.node))).count() as u64;
     r
+}
+
+/// The simulator has no manager node, so [`walk::next`] never asks it to hand one off.
+fn unreachable_in_sim(r: &mut SimReport, ud: &str) {
+    r.refused_at = Some(format!("{ud}: the walk asked to move a manager the simulator does not have"));
+}
+
+/// The cluster a careful walk runs on: placements with replica ids, loads, incarnations,
+/// and the replicas a volatile restart took.
+struct Careful {
+    nodes: Vec<Node>,
+    parts: Vec<WalkPartition>,
+    incarnations: BTreeMap<NodeId, u64>,
+    /// Replicas whose node came back without them (partition, replica id).
+    lost: Vec<(u64, u64)>,
+    next_replica: u64,
+}
+
+impl Careful {
+    fn new(nodes: Vec<Node>, placed: Vec<Placed>) -> Self {
+        let mut next_replica = 0;
+        let parts = placed
+            .into_iter()
+            .map(|p| WalkPartition {
+                id: p.id,
+                replicas: p
+                    .replicas
+                    .iter()
+                    .map(|&node| {
+                        next_replica += 1;
+                        ReplicaAt { node, replica: next_replica }
+                    })
+                    .collect(),
+                primary: Some(p.primary),
+                moving: false,
+                bytes: p.bytes,
+                requests_per_s: p.requests_per_s,
+            })
+            .collect();
+        let incarnations = nodes.iter().map(|n| (n.id, 1)).collect();
+        Careful { nodes, parts, incarnations, lost: Vec::new(), next_replica }
+    }
+
+    fn view(&self) -> WalkView {
+        let mut reports: BTreeMap<NodeId, Vec<Reported>> = self.nodes.iter().map(|n| (n.id, Vec::new())).collect();
+        for p in &self.parts {
+            for x in p.replicas.iter().filter(|x| !self.lost.contains(&(p.id, x.replica))) {
+                reports.entry(x.node).or_default().push(Reported {
+                    partition: p.id,
+                    replica: x.replica,
+                    applied_index: 0,
+                });
+            }
+        }
+        WalkView {
+            nodes: self.nodes.clone(),
+            incarnations: self.incarnations.clone(),
+            partitions: self.parts.clone(),
+            reports,
+            manager: None,
+        }
+    }
+
+    fn in_ud(&self, node: NodeId, ud: &str) -> bool {
+        self.nodes.iter().any(|n| n.id == node && n.ud == ud)
+    }
+
+    /// Builds `b`'s stand-in (at once: its time is already counted).
+    fn build(&mut self, b: &walk::Build) -> Option<StandIn> {
+        let p = self.parts.iter_mut().find(|p| p.id == b.partition)?;
+        let original = p.replicas.iter().copied().find(|x| x.node == b.stands_in_for)?;
+        self.next_replica += 1;
+        let stand_in = ReplicaAt { node: b.to, replica: self.next_replica };
+        p.replicas.push(stand_in);
+        count_replica(&mut self.nodes, b.to, b.bytes);
+        Some(StandIn { partition: b.partition, original, stand_in })
+    }
+
+    fn set_primary(&mut self, partition: u64, to: Option<NodeId>) {
+        let Some(p) = self.parts.iter_mut().find(|p| p.id == partition) else { return };
+        let from = std::mem::replace(&mut p.primary, to);
+        for n in self.nodes.iter_mut() {
+            if Some(n.id) == from {
+                n.load.primaries = n.load.primaries.saturating_sub(1);
+            }
+            if Some(n.id) == to {
+                n.load.primaries += 1;
+            }
+        }
+    }
+
+    /// The UD's nodes restart: new incarnations; volatile, they come back empty.
+    fn restart(&mut self, ud: &str, durable: bool) {
+        let walked: Vec<NodeId> = self.nodes.iter().filter(|n| n.ud == ud).map(|n| n.id).collect();
+        for id in &walked {
+            *self.incarnations.entry(*id).or_default() += 1;
+        }
+        if !durable {
+            for p in &self.parts {
+                self.lost.extend(p.replicas.iter().filter(|x| walked.contains(&x.node)).map(|x| (p.id, x.replica)));
+            }
+        }
+    }
+
+    /// Removes one replica; a primary there hands off to another replica first.
+    fn remove(&mut self, partition: u64, replica: ReplicaAt) {
+        let Some(p) = self.parts.iter_mut().find(|p| p.id == partition) else { return };
+        p.replicas.retain(|x| *x != replica);
+        let (bytes, primary, next) = (p.bytes, p.primary, p.replicas.first().map(|x| x.node));
+        uncount_replica(&mut self.nodes, replica.node, bytes);
+        self.lost.retain(|x| *x != (partition, replica.replica));
+        if primary == Some(replica.node) {
+            self.set_primary(partition, next);
+        }
+    }
 }
 
 /// Whether two of these replicas' nodes share a UD.

@@ -1,36 +1,29 @@
-//! The upgrade-domain walk on the live cluster (`weft ctl upgrade`).
+//! The upgrade-domain walk on the live cluster (`weft ctl upgrade`): the executor of
+//! [`walk::next`].
 //!
-//! The walk lives in the map (`ClusterMap.upgrade`), so a new manager resumes it. For each
-//! UD in order (sorted by name):
-//! 1. **Prepare**: [`walk::plan_ud`] picks a stand-in node outside the UD for every replica
-//!    in it; each is built as an extra voter (a pending move without a replaced replica).
-//!    Primaries move off the UD, and so does the manager itself. The walk goes on only when
-//!    every stand-in has caught up and no primary is left in the UD.
-//! 2. **Restart**: every node of the UD is asked to restart (it re-executes its binary, so
-//!    a binary replaced on disk is the upgrade); the walk waits until each heartbeats with a
-//!    new incarnation.
-//! 3. **Recover**: once a UD replica reports itself caught up again (durable nodes recover
-//!    from disk), its stand-in is removed; a replica the restart lost (volatile) is removed
-//!    instead and the stand-in keeps its place. Then the next UD.
+//! The walk lives in the map (`ClusterMap.upgrade`), so a new manager resumes it. Every
+//! tick the manager builds a [`WalkView`] from the map and the nodes' reports, asks
+//! [`walk::next`] for the one step to take (the phases and their rules are documented
+//! there, and `weft sim` runs the same function), and carries it out: records stand-ins
+//! and removals as pending moves, asks primaries and the manager role off the UD, asks the
+//! UD's nodes to restart (each re-executes its binary, so a binary replaced on disk is the
+//! upgrade), and records the phase.
 //!
-//! Every partition thus keeps its full replica count up while a UD is down. Pause stops
-//! the walk between steps; resume continues it; abort forgets it (stand-ins already built
-//! stay as extra replicas until an operator moves them). A walk is refused while a node is
-//! down, a move is in flight, a UD's plan is blocked or puts a quorum at risk, or the
-//! cluster map's own replicas are volatile (a restarted volatile seed would lose its map
-//! replica, and re-replicating the map group is not built).
+//! Pause stops the walk between steps; resume continues it; abort forgets it (stand-ins
+//! already built stay as extra replicas until an operator moves them). A walk is refused
+//! while a node is down, a move is in flight, a UD's plan is blocked or puts a quorum at
+//! risk, or the cluster map's own replicas are volatile (a restarted volatile seed would
+//! lose its map replica, and re-replicating the map group is not built).
 
 use std::sync::Arc;
 
 use tonic::Status;
-use weft_cluster_manager::walk::{self, Placed};
+use weft_cluster_manager::walk::{
+    self, Phase, Placed, ReplicaAt, Reported, StandIn, Walk, WalkPartition, WalkStep, WalkView,
+};
 use weft_proto::v1 as pb;
 
 use super::{MAP_PARTITION, Manager, map};
-
-/// A replica is caught up when it has applied to within this many entries of the
-/// partition's most advanced replica.
-const CAUGHT_UP_LAG: u64 = 64;
 
 fn phase_name(p: i32) -> &'static str {
     match pb::UpgradePhase::try_from(p) {
@@ -44,24 +37,53 @@ fn phase_name(p: i32) -> &'static str {
 impl Manager {
     /// Settled partitions as the walk and balance code see them.
     pub(super) fn placed(&self, m: &pb::ClusterMap, reported: &[(u64, pb::ReplicaStatus)]) -> Vec<Placed> {
-        m.partitions
+        self.walk_view(m, reported).placed()
+    }
+
+    /// The map and the nodes' reports as [`walk::next`] takes them.
+    fn walk_view(&self, m: &pb::ClusterMap, reported: &[(u64, pb::ReplicaStatus)]) -> WalkView {
+        let at = |r: &pb::ReplicaPlacement| ReplicaAt { node: r.node, replica: r.replica };
+        let partitions = m
+            .partitions
             .values()
-            .filter(|p| p.created && p.pending.is_none() && !p.replicas.is_empty())
-            .map(|p| {
-                let replicas: Vec<u64> = p.replicas.iter().map(|r| r.node).collect();
-                Placed {
-                    id: p.id,
-                    primary: self.primary_node(p.id).unwrap_or(replicas[0]),
-                    replicas,
-                    bytes: map::partition_bytes(p.id, reported),
-                    requests_per_s: reported
-                        .iter()
-                        .filter(|(_, s)| s.partition == p.id && s.role == pb::Role::Primary as i32)
-                        .map(|(_, s)| s.requests_per_s)
-                        .sum(),
-                }
+            .map(|p| WalkPartition {
+                id: p.id,
+                replicas: p.replicas.iter().map(at).collect(),
+                primary: self.primary_node(p.id),
+                moving: !p.created || p.pending.is_some(),
+                bytes: map::partition_bytes(p.id, reported),
+                requests_per_s: reported
+                    .iter()
+                    .filter(|(_, s)| s.partition == p.id && s.role == pb::Role::Primary as i32)
+                    .map(|(_, s)| s.requests_per_s)
+                    .sum(),
             })
-            .collect()
+            .collect();
+        let reports = {
+            let soft = self.soft.lock();
+            soft.seen
+                .iter()
+                .map(|(node, seen)| {
+                    let hosted = seen
+                        .replicas
+                        .iter()
+                        .map(|r| Reported {
+                            partition: r.partition,
+                            replica: r.replica,
+                            applied_index: r.applied_index,
+                        })
+                        .collect();
+                    (*node, hosted)
+                })
+                .collect()
+        };
+        WalkView {
+            nodes: map::model(m, reported),
+            incarnations: m.nodes.values().map(|n| (n.id, n.incarnation)).collect(),
+            partitions,
+            reports,
+            manager: Some(self.id),
+        }
     }
 
     fn uds(m: &pb::ClusterMap) -> Vec<String> {
@@ -218,31 +240,28 @@ impl Manager {
         .map(|_| ())
     }
 
-    /// One step of the walk in the map.
+    /// One step of the walk in the map: [`walk::next`] decides it, this carries it out.
     pub(super) async fn drive_upgrade(self: &Arc<Self>, m: &pb::ClusterMap) -> Result<(), Status> {
         let Some(u) = m.upgrade.clone() else { return Ok(()) };
-        let Some(ud) = u.uds.get(u.index as usize).cloned() else {
-            self.update(|m| {
-                m.upgrade = None;
-                Ok(())
-            })
-            .await?;
-            tracing::info!("upgrade walk complete");
-            return Ok(());
-        };
+        let state = walk_of(&u)?;
+        let ud = state.uds.get(state.index).cloned().unwrap_or_default();
         let reported = self.reported();
-        let in_ud = |node: u64| m.nodes.get(&node).is_some_and(|n| n.ud == ud);
-        match pb::UpgradePhase::try_from(u.phase) {
-            Ok(pb::UpgradePhase::Prepare) if !u.planned => {
-                if m.partitions.values().any(|p| p.pending.is_some()) {
-                    return self.waiting(&u, "moves in flight to finish".into()).await;
-                }
-                let plan = walk::plan_ud(&map::model(m, &reported), &self.placed(m, &reported), &ud);
-                if !plan.blocked.is_empty() || !plan.quorum_at_risk.is_empty() {
-                    let why =
-                        format!("room for stand-ins ({} blocked)", plan.blocked.len() + plan.quorum_at_risk.len());
-                    return self.waiting(&u, why).await;
-                }
+        let step = walk::next(&state, &self.walk_view(m, &reported));
+        match step {
+            WalkStep::Finish => {
+                self.update(|m| {
+                    m.upgrade = None;
+                    Ok(())
+                })
+                .await?;
+                tracing::info!("upgrade walk complete");
+            }
+            WalkStep::Wait(why) => self.waiting(&u, why).await?,
+            WalkStep::Blocked(plan) => {
+                let why = format!("room for stand-ins ({} blocked)", plan.blocked.len() + plan.quorum_at_risk.len());
+                self.waiting(&u, why).await?;
+            }
+            WalkStep::BuildStandIns(plan) => {
                 self.update(|m| {
                     let mut stand_ins = Vec::new();
                     for b in &plan.builds {
@@ -274,55 +293,38 @@ impl Manager {
                 })
                 .await?;
                 tracing::info!(%ud, stand_ins = plan.builds.len(), "upgrade walk: building stand-ins");
-                Ok(())
             }
-            Ok(pb::UpgradePhase::Prepare) => {
-                let building = u
-                    .stand_ins
-                    .iter()
-                    .filter(|s| m.partitions.get(&s.partition).is_some_and(|p| p.pending.is_some()))
-                    .count();
-                if building > 0 {
-                    return self.waiting(&u, format!("{} to catch up", count(building, "stand-in", "stand-ins"))).await;
-                }
-                // Primaries off the UD, the manager last.
-                let mut left = 0;
-                for p in m.partitions.values() {
-                    let Some(primary) = self.primary_node(p.id).filter(|n| in_ud(*n)) else { continue };
-                    left += 1;
-                    if let Some(to) = p.replicas.iter().find(|r| !in_ud(r.node))
-                        && let Err(e) = self.transfer_primary(m, p, to.replica).await
-                    {
-                        tracing::debug!(partition = p.id, from = primary, error = %e.message(), "primary move off the UD");
+            WalkStep::MovePrimaries(moves) => {
+                for (pid, from, to) in &moves {
+                    let Some(p) = m.partitions.get(pid) else { continue };
+                    if let Err(e) = self.transfer_primary(m, p, to.replica).await {
+                        tracing::debug!(partition = pid, from, error = %e.message(), "primary move off the UD");
                     }
                 }
-                if left > 0 {
-                    return self.waiting(&u, format!("{} to leave the UD", count(left, "primary", "primaries"))).await;
-                }
-                if in_ud(self.id) {
-                    if let Some(r) = self.host.get(MAP_PARTITION) {
-                        let members = r.state(|st| st.membership.membership().clone());
-                        let to =
-                            members.nodes().find(|(_, n)| m.nodes.values().any(|x| x.addr == n.addr && x.ud != ud));
-                        if let Some((id, _)) = to {
-                            tracing::info!(to = id, "upgrade walk: handing the cluster manager off the UD");
-                            let _ = r.raft().trigger().transfer_leader(*id).await;
-                        }
+                let why = format!("{} to leave the UD", walk::count(moves.len(), "primary", "primaries"));
+                self.waiting(&u, why).await?;
+            }
+            WalkStep::HandOffManager => {
+                if let Some(r) = self.host.get(MAP_PARTITION) {
+                    let members = r.state(|st| st.membership.membership().clone());
+                    let to = members.nodes().find(|(_, n)| m.nodes.values().any(|x| x.addr == n.addr && x.ud != ud));
+                    if let Some((id, _)) = to {
+                        tracing::info!(to = id, "upgrade walk: handing the cluster manager off the UD");
+                        let _ = r.raft().trigger().transfer_leader(*id).await;
                     }
-                    return Ok(());
                 }
-                let incarnations: std::collections::HashMap<u64, u64> =
-                    m.nodes.values().filter(|n| n.ud == ud).map(|n| (n.id, n.incarnation)).collect();
+            }
+            WalkStep::Restart(incarnations) => {
                 self.update(|m| {
                     if let Some(x) = m.upgrade.as_mut() {
                         x.phase = pb::UpgradePhase::Restart as i32;
-                        x.incarnations = incarnations.clone();
+                        x.incarnations = incarnations.iter().map(|(k, v)| (*k, *v)).collect();
                         x.waiting = "nodes to restart".into();
                     }
                     Ok(())
                 })
                 .await?;
-                for n in m.nodes.values().filter(|n| n.ud == ud) {
+                for n in m.nodes.values().filter(|n| incarnations.contains_key(&n.id)) {
                     match self.admin(&n.addr) {
                         Ok(mut a) => {
                             if let Err(e) = a.restart(pb::RestartRequest {}).await {
@@ -333,20 +335,8 @@ impl Manager {
                     }
                 }
                 tracing::info!(%ud, "upgrade walk: nodes restarting");
-                Ok(())
             }
-            Ok(pb::UpgradePhase::Restart) => {
-                let back = u.incarnations.iter().all(|(id, before)| {
-                    m.nodes.get(id).is_some_and(|n| n.incarnation != *before && n.state != pb::NodeState::Down as i32)
-                });
-                if !back {
-                    let missing = u
-                        .incarnations
-                        .iter()
-                        .filter(|(id, before)| m.nodes.get(id).is_none_or(|n| n.incarnation == **before))
-                        .count();
-                    return self.waiting(&u, format!("{missing} nodes to come back")).await;
-                }
+            WalkStep::Recovered => {
                 self.update(|m| {
                     if let Some(x) = m.upgrade.as_mut() {
                         x.phase = pb::UpgradePhase::Recover as i32;
@@ -356,76 +346,79 @@ impl Manager {
                 })
                 .await?;
                 tracing::info!(%ud, "upgrade walk: nodes back");
-                Ok(())
             }
-            Ok(pb::UpgradePhase::Recover) => {
-                let mut remaining = Vec::new();
-                let mut removals = Vec::new();
-                for s in &u.stand_ins {
-                    let (Some(original), Some(stand_in)) = (s.original, s.stand_in) else { continue };
-                    let Some(p) = m.partitions.get(&s.partition) else { continue };
-                    if p.pending.is_some() {
-                        remaining.push(*s);
-                        continue;
-                    }
-                    let head = reported.iter().filter(|(_, r)| r.partition == p.id).map(|(_, r)| r.applied_index).max();
-                    let report = self.soft.lock().seen.get(&original.node).map(|seen| {
-                        seen.replicas.iter().find(|r| r.partition == p.id && r.replica == original.replica).cloned()
-                    });
-                    match report {
-                        // The original is back and caught up: the stand-in goes.
-                        Some(Some(r)) if r.applied_index + CAUGHT_UP_LAG >= head.unwrap_or(0) => {
-                            removals.push((p.id, stand_in, "upgrade: original caught up, stand-in removed"))
-                        }
-                        // The node is back without it (volatile): the original goes.
-                        Some(None) => removals.push((p.id, original, "upgrade: original lost in the restart, removed")),
-                        _ => remaining.push(*s),
-                    }
-                }
-                if removals.is_empty() && remaining.is_empty() {
-                    self.update(|m| {
-                        if let Some(x) = m.upgrade.as_mut() {
-                            x.index += 1;
-                            x.phase = pb::UpgradePhase::Prepare as i32;
-                            x.planned = false;
-                            x.stand_ins.clear();
-                            x.incarnations.clear();
-                            x.waiting.clear();
-                        }
-                        Ok(())
-                    })
-                    .await?;
-                    tracing::info!(%ud, "upgrade walk: UD done");
-                    return Ok(());
-                }
-                if removals.is_empty() {
-                    return self.waiting(&u, format!("{} replicas to catch up", remaining.len())).await;
-                }
+            WalkStep::Remove(removals) => {
                 self.update(|m| {
-                    for (pid, replica, reason) in &removals {
-                        if let Some(p) = m.partitions.get_mut(pid).filter(|p| p.pending.is_none()) {
+                    for x in &removals {
+                        let reason = if x.original_lost {
+                            "upgrade: original lost in the restart, removed"
+                        } else {
+                            "upgrade: original caught up, stand-in removed"
+                        };
+                        if let Some(p) = m.partitions.get_mut(&x.partition).filter(|p| p.pending.is_none()) {
                             p.pending = Some(pb::PendingMove {
                                 to: None,
-                                replaces: Some(*replica),
-                                reason: (*reason).into(),
+                                replaces: Some(pb::ReplicaPlacement {
+                                    node: x.replica.node,
+                                    replica: x.replica.replica,
+                                }),
+                                reason: reason.into(),
                                 opened: false,
                             });
                         }
                     }
-                    if let Some(x) = m.upgrade.as_mut() {
-                        x.stand_ins.retain(|s| !removals.iter().any(|(pid, _, _)| *pid == s.partition));
+                    if let Some(u) = m.upgrade.as_mut() {
+                        u.stand_ins.retain(|s| !removals.iter().any(|x| x.partition == s.partition));
                     }
                     Ok(())
                 })
                 .await?;
-                Ok(())
             }
-            _ => Err(Status::internal("upgrade walk in an unknown phase")),
+            WalkStep::NextUd => {
+                self.update(|m| {
+                    if let Some(x) = m.upgrade.as_mut() {
+                        x.index += 1;
+                        x.phase = pb::UpgradePhase::Prepare as i32;
+                        x.planned = false;
+                        x.stand_ins.clear();
+                        x.incarnations.clear();
+                        x.waiting.clear();
+                    }
+                    Ok(())
+                })
+                .await?;
+                tracing::info!(%ud, "upgrade walk: UD done");
+            }
         }
+        Ok(())
     }
 }
 
-/// `n` and the noun in the number it needs: "1 primary", "2 primaries".
-fn count(n: usize, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
+/// The walk the map records, as [`walk::next`] takes it.
+fn walk_of(u: &pb::UpgradeState) -> Result<Walk, Status> {
+    let phase = match pb::UpgradePhase::try_from(u.phase) {
+        Ok(pb::UpgradePhase::Prepare) => Phase::Prepare,
+        Ok(pb::UpgradePhase::Restart) => Phase::Restart,
+        Ok(pb::UpgradePhase::Recover) => Phase::Recover,
+        _ => return Err(Status::internal("upgrade walk in an unknown phase")),
+    };
+    let at = |r: &pb::ReplicaPlacement| ReplicaAt { node: r.node, replica: r.replica };
+    Ok(Walk {
+        uds: u.uds.clone(),
+        index: u.index as usize,
+        phase,
+        planned: u.planned,
+        stand_ins: u
+            .stand_ins
+            .iter()
+            .filter_map(|s| {
+                Some(StandIn {
+                    partition: s.partition,
+                    original: at(s.original.as_ref()?),
+                    stand_in: at(s.stand_in.as_ref()?),
+                })
+            })
+            .collect(),
+        incarnations: u.incarnations.iter().map(|(k, v)| (*k, *v)).collect(),
+    })
 }
