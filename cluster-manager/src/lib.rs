@@ -4,7 +4,8 @@
 //! - [`model`]: nodes with their upgrade and fault domains, capacities and load.
 //! - [`placement`]: where a new replica of a partition goes.
 //! - [`repair`]: which replicas on down nodes to replace; which partitions lost quorum.
-//! - [`walk`]: what must happen before an upgrade domain goes down.
+//! - [`walk`]: what must happen before an upgrade domain goes down, and the walk's steps.
+//! - [`moves`]: one replica move's phases and the step each takes next.
 //! - [`sim`]: the upgrade-walk simulator (careful and classic policies).
 //! - [`balance`]: which replicas to move so that replica counts even out.
 //!
@@ -15,6 +16,7 @@
 pub mod balance;
 pub mod keyspace;
 pub mod model;
+pub mod moves;
 pub mod placement;
 pub mod repair;
 pub mod sim;

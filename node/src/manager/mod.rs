@@ -123,9 +123,9 @@ struct Soft {
     /// Per partition, the nodes where a move of it stalled and when (`reconcile`).
     stalled: HashMap<u64, Vec<(u64, Instant)>>,
     /// Per partition with a move under way, its target's last progress and when it was
-    /// first seen (`reconcile::MoveClock`): kept across the rounds that retry a failed
+    /// first seen (`moves::MoveClock`): kept across the rounds that retry a failed
     /// step, so a target that never answers is given up like one that answers and stalls.
-    move_clocks: HashMap<u64, reconcile::MoveClock>,
+    move_clocks: HashMap<u64, weft_cluster_manager::moves::MoveClock>,
 }
 
 /// Each replica's request rate between two heartbeats, from its request counter.

@@ -14,22 +14,24 @@
 //! 6. every `balance_every`, when nothing is moving, [`weft_cluster_manager::balance::plan`] evens out replica
 //!    counts past the threshold (at most [`MAX_OPS`] moves a round).
 //!
-//! A move is: open the new replica, add it as a learner and wait until it has caught up
-//! (snapshot and log), hand the primary away if it is the replica leaving, change the voters
-//! (joint consensus), record the result in the map, close the old replica. Every step is
-//! idempotent, so a driver that dies midway is simply run again. A learner that makes no
-//! progress for `move_stall` (default 120 s, `weft node --move-stall-s`) gets its move
-//! given up (`abandon_stalled`), except an upgrade's stand-in, which is waited on. The
-//! count runs across the rounds that retry a failed step ([`Manager::stalled_for`]), so a
-//! target whose node stopped answering is given up the same way.
+//! A move is driven by [`weft_cluster_manager::moves`]: that state machine decides each
+//! step (open, learner, catch-up, hand-off, voters, record, close; drop, fresh id, abandon)
+//! from what this module observes, and this module carries the steps out over node-admin
+//! calls. Every step is idempotent, so a driver that dies midway is simply run again. A
+//! learner that makes no progress for `move_stall` (default 120 s, `weft node
+//! --move-stall-s`) has its move given up ([`Manager::abandon`]), except an upgrade's
+//! stand-in, which is waited on; the count runs across the rounds that retry a failed
+//! step, so a target whose node stopped answering is given up the same way.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tonic::{Code, Response, Status};
 use weft_cluster_manager::model::NodeStatus;
+use weft_cluster_manager::moves::{self, Failure, Hosted, Move, MoveClock, Phase, Progress, Seen, Step, Target};
 use weft_cluster_manager::placement;
 use weft_cluster_manager::repair::{self, Action, Alarm};
+use weft_cluster_manager::walk::ReplicaAt;
 use weft_proto::v1 as pb;
 use weft_proto::v1::node_admin_client::NodeAdminClient;
 use weft_replica::host::Replica;
@@ -43,20 +45,10 @@ pub(super) const MAX_OPS: usize = 4;
 /// Time one node-admin step may take (a learner's catch-up has its own, longer one).
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(600);
+/// How often a learner's catch-up is polled.
+const CATCH_UP_POLL: Duration = Duration::from_millis(250);
 /// Time a node may take to confirm that it lost a replica its report missed.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(2);
-/// A move target's progress as its status shows it: last log index, applied index,
-/// snapshot bytes received, snapshots installed.
-type Progress = (u64, u64, u64, u64);
-
-/// A move's target and how long it has gone without progress ([`Manager::stalled_for`]).
-#[derive(Debug)]
-pub(super) struct MoveClock {
-    replica: u64,
-    progress: Option<Progress>,
-    since: Instant,
-}
-
 /// Each partition's primary node as `reports` (reporting node, status) say: the replica
 /// that reports itself primary, the highest term winning when a deposed one still does.
 /// The one rule for "the primary" the manager acts on and `GetMap` answers.
@@ -75,15 +67,6 @@ pub(super) fn primaries<'a>(
 
 /// A node where a move stalled is avoided for that partition this many stall periods.
 const STALLED_AVOID_FACTOR: u32 = 10;
-
-/// How a learner's catch-up wait ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum CatchUp {
-    /// It applied what the primary had when the wait began.
-    Done,
-    /// It made no progress for the configured `move_stall`.
-    Stalled,
-}
 
 /// The table every partition of a service starts with.
 pub const DEFAULT_TABLE: &str = "default";
@@ -366,44 +349,35 @@ impl Manager {
         if !p.created {
             return self.create_partition(&m, &p).await;
         }
-        if let Some(mv) = p.pending.clone() {
-            let done = self.finish_move(&m, &p, mv.clone()).await;
-            match (&done, mv.to) {
-                (Ok(()), _) => {
-                    self.soft.lock().move_clocks.remove(&pid);
-                }
-                // A step failed (the target's node does not answer, the primary cannot be
-                // reached...) and the target has not moved for `move_stall` over every
-                // round that tried: given up, as a target that answers and stalls is.
-                // `ABORTED` means the move is already dropped or abandoned.
-                (Err(e), Some(to))
-                    if e.code() != Code::Aborted && self.stalled_for(pid, to.replica, None) > self.cfg.move_stall =>
-                {
-                    let to_addr = Self::addr_of(&m, to.node)?;
-                    return self.abandon_stalled(&m, &p, &mv, to, &to_addr).await;
-                }
-                _ => {}
+        let Some(pending) = p.pending.clone() else { return Ok(()) };
+        let mv = move_of(&m, &p, &pending);
+        let done = self.finish_move(&m, &p, &pending, mv.clone()).await;
+        match (&done, mv.to) {
+            (Ok(()), _) => {
+                self.soft.lock().move_clocks.remove(&pid);
             }
-            return done;
+            // `ABORTED` means the move is already dropped or abandoned.
+            (Err(e), Some(to)) if e.code() != Code::Aborted => {
+                match moves::on_failure(&mv, self.stalled_for(pid, to.replica, None), self.cfg.move_stall) {
+                    Failure::Retry => {}
+                    Failure::Abandon => return self.abandon(&m, &p, &pending, to).await,
+                    Failure::KeepWaiting => return self.keep_waiting(pid, to),
+                }
+            }
+            _ => {}
         }
-        Ok(())
+        done
     }
 
     /// How long the target `replica` of `partition`'s move has gone without progress,
-    /// counted across rounds; `progress` (its log, applied index, snapshot bytes and
-    /// installs) restarts the count when it differs from the last seen. A new target
-    /// starts a new count.
+    /// counted across rounds ([`MoveClock`]).
     fn stalled_for(&self, partition: u64, replica: u64, progress: Option<Progress>) -> Duration {
         let now = Instant::now();
         let mut soft = self.soft.lock();
-        let c = soft.move_clocks.entry(partition).or_insert(MoveClock { replica, progress, since: now });
-        if c.replica != replica {
-            *c = MoveClock { replica, progress, since: now };
-        } else if progress.is_some() && progress != c.progress {
-            c.progress = progress;
-            c.since = now;
-        }
-        now.saturating_duration_since(c.since)
+        soft.move_clocks
+            .entry(partition)
+            .or_insert_with(|| MoveClock::new(replica, progress, now))
+            .observe(replica, progress, now)
     }
 
     pub(super) fn addr_of(m: &pb::ClusterMap, node: u64) -> Result<String, Status> {
@@ -442,232 +416,231 @@ impl Manager {
         Ok(())
     }
 
+    /// Runs one round of a move: [`moves::next`] decides each step from what this observes
+    /// ([`Manager::observe_move`]), this carries it out.
     async fn finish_move(
         &self,
         m: &pb::ClusterMap,
         p: &pb::PartitionInfo,
-        mut mv: pb::PendingMove,
+        pending: &pb::PendingMove,
+        mut mv: Move,
     ) -> Result<(), Status> {
-        let to = mv.to;
-        if let Some(to) = to {
-            let to_addr = Self::addr_of(m, to.node)?;
-            // A move planned from a report older than the partition's last change can
-            // target a node that hosts a member of the partition: the "lost" replica alive
-            // after all, or one another move just put there. Its open would fail forever
-            // (one replica per partition per node, found by `weft chaos`, seed 11), so the
-            // move is dropped and the next round plans from fresh reports.
-            let on_target = self.hosted_any(&to_addr, p.id).await?;
-            if let Some(st) = &on_target
-                && st.replica != to.replica
-                && p.replicas.iter().any(|r| r.replica == st.replica)
-            {
-                self.amend_pending(p.id, &mv, |pending, _| *pending = None).await?;
-                tracing::warn!(
-                    partition = p.id,
-                    node = to.node,
-                    member = st.replica,
-                    reason = %mv.reason,
-                    "a move's target node already hosts a member of the partition; the move is dropped"
-                );
-                return Err(Status::aborted(format!(
-                    "node {} already hosts replica {} of partition {}; the move ({}) was dropped",
-                    to.node, st.replica, p.id, mv.reason
-                )));
-            }
-            if mv.opened {
-                // Opened before: unless the node still hosts it, it went with a restart of
-                // its node, and the group may know its id. Never open that id again,
-                // empty: the next round builds a replica with a fresh one.
-                // Only the node's own "not hosted" answer counts: an unreachable node is
-                // asked again next round.
-                if on_target.is_none_or(|st| st.replica != to.replica) {
-                    self.amend_pending(p.id, &mv, |pending, next_replica| {
-                        if let Some(pending) = pending.as_mut() {
-                            pending.to = Some(pb::ReplicaPlacement { node: to.node, replica: *next_replica });
-                            pending.opened = false;
+        let mut pending = pending.clone();
+        let to_addr = match mv.to {
+            Some(to) => Some(Self::addr_of(m, to.node)?),
+            None => None,
+        };
+        let deadline = Instant::now() + CATCH_UP_TIMEOUT;
+        let mut goal = None;
+        let mut phase = mv.first_phase();
+        loop {
+            let seen = self.observe_move(m, p, &mv, phase, to_addr.as_deref(), &mut goal).await;
+            let (next, then) = moves::next(&mv, phase, &seen, self.cfg.move_stall);
+            let target = |what: &str| match mv.to {
+                Some(to) => format!("replica {} of partition {} on node {} {what}", to.replica, p.id, to.node),
+                None => format!("partition {}'s move {what}", p.id),
+            };
+            match next {
+                Step::Done => return Ok(()),
+                Step::Unreachable => return Err(Status::unavailable(target("did not answer; next round"))),
+                Step::Drop { member } => {
+                    self.amend_pending(p.id, &pending, |x, _| *x = None).await?;
+                    let node = mv.to.map_or(0, |t| t.node);
+                    tracing::warn!(partition = p.id, node, member, reason = %pending.reason, "a move's target node already hosts a member of the partition; the move is dropped");
+                    return Err(Status::aborted(format!(
+                        "node {node} already hosts replica {member} of partition {}; the move ({}) was dropped",
+                        p.id, pending.reason
+                    )));
+                }
+                Step::FreshId => {
+                    let node = mv.to.map_or(0, |t| t.node);
+                    self.amend_pending(p.id, &pending, |x, next_replica| {
+                        if let Some(x) = x.as_mut() {
+                            x.to = Some(pb::ReplicaPlacement { node, replica: *next_replica });
+                            x.opened = false;
                             *next_replica += 1;
                         }
                     })
                     .await?;
-                    tracing::warn!(
-                        partition = p.id,
-                        node = to.node,
-                        replica = to.replica,
-                        "a move's target was lost; it gets a fresh replica id"
-                    );
-                    return Err(Status::unavailable(format!(
-                        "the move's target replica {} on node {} was lost; retrying with a fresh id",
-                        to.replica, to.node
-                    )));
+                    tracing::warn!(partition = p.id, node, "a move's target was lost; it gets a fresh replica id");
+                    return Err(Status::unavailable(target("was lost; retrying with a fresh id")));
                 }
-            } else {
-                // Recorded before the first open, so a retry after any failure knows.
-                self.amend_pending(p.id, &mv, |pending, _| {
-                    if let Some(pending) = pending.as_mut() {
+                Step::Open { first } => {
+                    let (Some(to), Some(addr)) = (mv.to, &to_addr) else { return Err(Status::internal("no target")) };
+                    if first {
+                        // Recorded before the first open, so a retry after any failure knows.
+                        self.amend_pending(p.id, &pending, |x, _| {
+                            if let Some(x) = x.as_mut() {
+                                x.opened = true;
+                            }
+                        })
+                        .await?;
                         pending.opened = true;
+                        mv.opened = true;
                     }
-                })
-                .await?;
-                mv.opened = true;
-            }
-            let open = pb::OpenReplicaRequest { partition: p.id, replica: to.replica, mode: 0, initial: None };
-            step(self.admin(&to_addr)?.open_replica(open)).await?;
-            let learner =
-                pb::AddLearnerRequest { partition: p.id, replica: to.replica, addr: to_addr.clone(), blocking: false };
-            self.on_primary(m, p, STEP_TIMEOUT, |mut c| {
-                let req = learner.clone();
-                async move { c.add_learner(req).await.map(|_| ()) }
-            })
-            .await?;
-            if self.wait_caught_up(m, p, &to_addr, to.replica).await? == CatchUp::Stalled {
-                return self.abandon_stalled(m, p, &mv, to, &to_addr).await;
-            }
-        }
-        let leaving = mv.replaces;
-        if let Some(old) = &leaving
-            && self.primary_node(p.id) == Some(old.node)
-            && let Some(next) = p.replicas.iter().find(|r| r.replica != old.replica)
-        {
-            self.transfer_primary(m, p, next.replica).await?;
-        }
-        let voters: Vec<u64> = p
-            .replicas
-            .iter()
-            .filter(|r| leaving.as_ref().is_none_or(|o| o.replica != r.replica))
-            .map(|r| r.replica)
-            .chain(to.map(|t| t.replica))
-            .collect();
-        self.set_voters(m, p, voters).await?;
-        self.update(|m| {
-            let Some(q) = m.partitions.get_mut(&p.id) else { return Ok(()) };
-            if q.pending.as_ref() != Some(&mv) {
-                return Ok(());
-            }
-            match (&leaving, to) {
-                (Some(old), Some(to)) => {
-                    for r in q.replicas.iter_mut().filter(|r| r.replica == old.replica) {
-                        *r = to;
+                    let open = pb::OpenReplicaRequest { partition: p.id, replica: to.replica, mode: 0, initial: None };
+                    step(self.admin(addr)?.open_replica(open)).await?;
+                }
+                Step::AddLearner => {
+                    let (Some(to), Some(addr)) = (mv.to, &to_addr) else { return Err(Status::internal("no target")) };
+                    let learner = pb::AddLearnerRequest {
+                        partition: p.id,
+                        replica: to.replica,
+                        addr: addr.clone(),
+                        blocking: false,
+                    };
+                    self.on_primary(m, p, STEP_TIMEOUT, |mut c| {
+                        let req = learner.clone();
+                        async move { c.add_learner(req).await.map(|_| ()) }
+                    })
+                    .await?;
+                }
+                Step::Lost => {
+                    tracing::warn!(partition = p.id, reason = %pending.reason, "a move's target was lost while it caught up");
+                    return Err(Status::unavailable(target("was lost while it caught up")));
+                }
+                Step::Wait => {
+                    if Instant::now() > deadline {
+                        return Err(Status::deadline_exceeded(target(&format!(
+                            "did not catch up within {CATCH_UP_TIMEOUT:?}"
+                        ))));
+                    }
+                    tokio::time::sleep(CATCH_UP_POLL).await;
+                }
+                Step::Abandon => {
+                    let Some(to) = mv.to else { return Err(Status::internal("no target")) };
+                    return self.abandon(m, p, &pending, to).await;
+                }
+                Step::KeepWaiting => {
+                    let Some(to) = mv.to else { return Err(Status::internal("no target")) };
+                    return self.keep_waiting(p.id, to);
+                }
+                Step::Transfer(next) => self.transfer_primary(m, p, next).await?,
+                Step::SetVoters(voters) => self.set_voters(m, p, voters).await?,
+                Step::Record => {
+                    let recorded: Vec<pb::ReplicaPlacement> = mv
+                        .recorded()
+                        .iter()
+                        .map(|r| pb::ReplicaPlacement { node: r.node, replica: r.replica })
+                        .collect();
+                    self.update(|m| {
+                        if let Some(q) = m.partitions.get_mut(&p.id)
+                            && q.pending.as_ref() == Some(&pending)
+                        {
+                            q.replicas = recorded.clone();
+                            q.pending = None;
+                        }
+                        Ok(())
+                    })
+                    .await?;
+                    self.soft.lock().changed.insert(p.id, Instant::now());
+                    tracing::info!(partition = p.id, to = ?mv.to.map(|t| t.node), leaving = ?mv.replaces.map(|o| o.node), reason = %pending.reason, "replica move done");
+                }
+                Step::Close(old) => {
+                    if let Ok(addr) = Self::addr_of(m, old.node)
+                        && let Ok(mut admin) = self.admin(&addr)
+                    {
+                        let req = pb::CloseReplicaRequest { partition: p.id, replica: old.replica };
+                        // Best effort: a node that is down is cleaned up when it reports again.
+                        let _ = step(admin.close_replica(req)).await;
                     }
                 }
-                (Some(old), None) => q.replicas.retain(|r| r.replica != old.replica),
-                (None, Some(to)) => q.replicas.push(to),
-                (None, None) => {}
             }
-            q.pending = None;
-            Ok(())
-        })
-        .await?;
-        self.soft.lock().changed.insert(p.id, Instant::now());
-        tracing::info!(partition = p.id, to = ?to.map(|t| t.node), leaving = ?leaving.map(|o| o.node), reason = %mv.reason, "replica move done");
-        if let Some(old) = leaving
-            && let Ok(addr) = Self::addr_of(m, old.node)
-            && let Ok(mut admin) = self.admin(&addr)
-        {
-            let req = pb::CloseReplicaRequest { partition: p.id, replica: old.replica };
-            // Best effort: a node that is down is cleaned up when it reports again.
-            let _ = step(admin.close_replica(req)).await;
+            phase = then;
         }
-        Ok(())
     }
 
-    /// Waits until the learner `replica` on `addr` has applied everything `p`'s primary
-    /// had applied when the wait began, polling both every 250 ms, for at most
-    /// [`CATCH_UP_TIMEOUT`]. A learner whose progress (log, applied index, snapshot bytes
-    /// received, snapshots installed) stands still for the configured `move_stall` ends
-    /// the wait with [`CatchUp::Stalled`].
-    ///
-    /// Not openraft's blocking add-learner: its wait has no deadline of its own and once
-    /// sat out the whole catch-up timeout with the learner in sync (a `weft chaos` seed-11
-    /// stop, after a leader change), and its lag allowance (openraft's default, 5,000
-    /// entries) let an empty learner through when the log was short, so moves promoted
-    /// empty voters. Here the condition is the replicas' own applied indexes. A target
-    /// that its node no longer hosts (it restarted empty) ends the wait with an error, and
-    /// the next round gives the move a fresh id.
-    async fn wait_caught_up(
+    /// What [`moves::next`] needs in `phase`: the target node's answer (open, catch-up),
+    /// the catch-up goal and stall count, the reported primary (hand-off). `goal` is what
+    /// the primary had applied when the catch-up wait began, asked once.
+    async fn observe_move(
         &self,
         m: &pb::ClusterMap,
         p: &pb::PartitionInfo,
-        addr: &str,
-        replica: u64,
-    ) -> Result<CatchUp, Status> {
-        let deadline = Instant::now() + CATCH_UP_TIMEOUT;
-        let mut goal = None;
-        loop {
-            if goal.is_none() {
-                goal = self.primary_status(m, p).await.map(|(_, st)| st.applied_index);
+        mv: &Move,
+        phase: Phase,
+        to_addr: Option<&str>,
+        goal: &mut Option<u64>,
+    ) -> Seen {
+        let mut seen = Seen::default();
+        match (phase, mv.to, to_addr) {
+            (Phase::Open | Phase::CatchUp, Some(to), Some(addr)) => {
+                if phase == Phase::CatchUp && goal.is_none() {
+                    *goal = self.primary_status(m, p).await.map(|(_, st)| st.applied_index);
+                }
+                seen.goal = *goal;
+                seen.target = match self.hosted_any(addr, p.id).await {
+                    Ok(Some(st)) => {
+                        let progress = (st.last_log_index, st.applied_index, st.snapshot_bytes, st.snapshots_installed);
+                        if st.replica == to.replica {
+                            seen.stalled_for = self.stalled_for(p.id, to.replica, Some(progress));
+                        }
+                        Target::Hosts(Some(Hosted { replica: st.replica, progress }))
+                    }
+                    Ok(None) => Target::Hosts(None),
+                    Err(e) => {
+                        tracing::debug!(partition = p.id, %addr, error = %e.message(), "a move's target node did not answer");
+                        Target::Silent
+                    }
+                };
             }
-            let Some(st) = self.hosted(addr, p.id, replica).await? else {
-                tracing::warn!(partition = p.id, replica, %addr, "a move's target was lost while it caught up");
-                return Err(Status::unavailable(format!(
-                    "the move's target replica {replica} on {addr} was lost while it caught up"
-                )));
-            };
-            if goal.is_some_and(|g| st.applied_index >= g) {
-                return Ok(CatchUp::Done);
-            }
-            let now = (st.last_log_index, st.applied_index, st.snapshot_bytes, st.snapshots_installed);
-            if self.stalled_for(p.id, replica, Some(now)) > self.cfg.move_stall {
-                return Ok(CatchUp::Stalled);
-            }
-            if Instant::now() > deadline {
-                return Err(Status::deadline_exceeded(format!(
-                    "replica {replica} of partition {} did not catch up within {CATCH_UP_TIMEOUT:?}",
-                    p.id
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            (Phase::Transfer, _, _) => seen.primary = self.primary_node(p.id),
+            _ => {}
         }
+        seen
+    }
+
+    /// An upgrade stand-in made no progress for `move_stall`: it is not given up (the walk
+    /// would take its UD down one replica short); its count starts over, one warning per
+    /// stall period. Pausing or aborting the walk is the operator's call.
+    fn keep_waiting(&self, partition: u64, to: ReplicaAt) -> Result<(), Status> {
+        let stall = self.cfg.move_stall;
+        self.soft.lock().move_clocks.remove(&partition);
+        tracing::warn!(
+            partition,
+            node = to.node,
+            replica = to.replica,
+            ?stall,
+            "an upgrade stand-in made no progress; still waiting"
+        );
+        Err(Status::deadline_exceeded(format!(
+            "stand-in {} of partition {partition} on node {} made no progress for {stall:?}",
+            to.replica, to.node
+        )))
     }
 
     /// Gives up a move whose new replica made no progress for `move_stall` (its node
-    /// reachable, the primary's stream to it not: a one-way network fault, a node too
-    /// loaded to apply). The learner leaves the group (a membership change to the voters
-    /// the map lists, which removes leftover learners), its replica is closed, and the
-    /// pending move is cleared: a repair or drain is planned afresh next round; an
-    /// operator's move is dropped, and `ctl move-secondary` says so. An upgrade stand-in
-    /// is not given up (the walk would take its UD down one replica short): the wait
-    /// starts over, and pausing or aborting the walk is the operator's call.
-    async fn abandon_stalled(
+    /// unreachable, or reachable with the primary's stream to it not: a one-way network
+    /// fault, a node too loaded to apply). The learner leaves the group (a membership
+    /// change to the voters the map lists, which removes leftover learners), its replica
+    /// is closed, and the pending move is cleared: a repair or drain is planned afresh
+    /// next round, around that node; an operator's move is dropped, and
+    /// `ctl move-secondary` says so.
+    async fn abandon(
         &self,
         m: &pb::ClusterMap,
         p: &pb::PartitionInfo,
-        mv: &pb::PendingMove,
-        to: pb::ReplicaPlacement,
-        to_addr: &str,
+        pending: &pb::PendingMove,
+        to: ReplicaAt,
     ) -> Result<(), Status> {
         let stall = self.cfg.move_stall;
-        let stand_in =
-            m.upgrade.iter().flat_map(|u| &u.stand_ins).any(|s| s.partition == p.id && s.stand_in == Some(to));
-        if stand_in {
-            // The wait starts over: one warning per stall period, not one per round.
-            self.soft.lock().move_clocks.remove(&p.id);
-            tracing::warn!(
-                partition = p.id,
-                node = to.node,
-                replica = to.replica,
-                ?stall,
-                "an upgrade stand-in made no progress; still waiting"
-            );
-            return Err(Status::deadline_exceeded(format!(
-                "stand-in {} of partition {} on node {} made no progress for {stall:?}",
-                to.replica, p.id, to.node
-            )));
-        }
         self.set_voters(m, p, p.replicas.iter().map(|r| r.replica).collect()).await?;
-        self.amend_pending(p.id, mv, |pending, _| *pending = None).await?;
+        self.amend_pending(p.id, pending, |x, _| *x = None).await?;
         {
             let mut soft = self.soft.lock();
             soft.changed.insert(p.id, Instant::now());
             soft.stalled.entry(p.id).or_default().push((to.node, Instant::now()));
         }
-        if let Ok(mut admin) = self.admin(to_addr) {
+        if let Ok(addr) = Self::addr_of(m, to.node)
+            && let Ok(mut admin) = self.admin(&addr)
+        {
             // Best effort: a replica left behind is closed as a stray.
             let _ = step(admin.close_replica(pb::CloseReplicaRequest { partition: p.id, replica: to.replica })).await;
         }
-        tracing::warn!(partition = p.id, node = to.node, replica = to.replica, ?stall, reason = %mv.reason, "a move's new replica made no progress; the move was abandoned");
+        tracing::warn!(partition = p.id, node = to.node, replica = to.replica, ?stall, reason = %pending.reason, "a move's new replica made no progress; the move was abandoned");
         Err(Status::aborted(format!(
             "replica {} of partition {} on node {} made no progress for {stall:?}; the move ({}) was abandoned",
-            to.replica, p.id, to.node, mv.reason
+            to.replica, p.id, to.node, pending.reason
         )))
     }
 
@@ -874,5 +847,18 @@ pub(super) async fn step<T>(call: impl Future<Output = Result<Response<T>, Statu
     match tokio::time::timeout(STEP_TIMEOUT, call).await {
         Ok(r) => r.map(Response::into_inner),
         Err(_) => Err(Status::deadline_exceeded(format!("node-admin call took over {STEP_TIMEOUT:?}"))),
+    }
+}
+
+/// The map's pending move of `p` as [`moves::next`] takes it.
+fn move_of(m: &pb::ClusterMap, p: &pb::PartitionInfo, pending: &pb::PendingMove) -> Move {
+    let at = |r: &pb::ReplicaPlacement| ReplicaAt { node: r.node, replica: r.replica };
+    Move {
+        partition: p.id,
+        to: pending.to.as_ref().map(at),
+        replaces: pending.replaces.as_ref().map(at),
+        opened: pending.opened,
+        stand_in: m.upgrade.iter().flat_map(|u| &u.stand_ins).any(|s| s.partition == p.id && s.stand_in == pending.to),
+        members: p.replicas.iter().map(at).collect(),
     }
 }
