@@ -4,6 +4,7 @@
 //! - [`model`]: nodes with their upgrade and fault domains, capacities and load.
 //! - [`placement`]: where a new replica of a partition goes.
 //! - [`repair`]: which replicas on down nodes to replace; which partitions lost quorum.
+//! - [`reconcile`]: the manager's round: down nodes, lost replicas, the moves to plan.
 //! - [`walk`]: what must happen before an upgrade domain goes down, and the walk's steps.
 //! - [`moves`]: one replica move's phases and the step each takes next.
 //! - [`sim`]: the upgrade-walk simulator (careful and classic policies).
@@ -18,6 +19,7 @@ pub mod keyspace;
 pub mod model;
 pub mod moves;
 pub mod placement;
+pub mod reconcile;
 pub mod repair;
 pub mod sim;
 #[cfg(test)]

@@ -68,6 +68,21 @@ pub enum Alarm {
     },
 }
 
+impl std::fmt::Display for Alarm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Alarm::QuorumLost { partition, live, quorum } => write!(
+                f,
+                "QUORUM LOST: partition {partition} has {live} live replicas of the {quorum} a quorum needs; \
+                 writes stop and nothing is repaired automatically"
+            ),
+            Alarm::NoRoom { partition, from, reason } => {
+                write!(f, "partition {partition}: no node can take the replica lost on node {from}: {reason}")
+            }
+        }
+    }
+}
+
 /// Majority of `n` voters.
 pub fn quorum(n: usize) -> usize {
     n / 2 + 1

@@ -15,10 +15,12 @@
 //!   (`upgrade`); users and grants live in the map (`users`).
 //! - Every node serves the `Cluster` gRPC service and forwards to the manager (`service`).
 //!
-//! Known gaps, stated rather than hidden: a seed that never comes back leaves the map group
-//! one replica short until the seed list is changed on every node (no command does that);
-//! the decisions about moves and upgrade steps are made inside this async code rather than
-//! by a pure reconciler in `weft-cluster-manager`, so they are tested end to end only.
+//! Decisions are pure functions in `weft-cluster-manager` (`reconcile`, `moves`, `walk`,
+//! `placement`, `repair`, `balance`), unit-tested without a network; this module observes
+//! and carries them out.
+//!
+//! Known gap, stated rather than hidden: a seed that never comes back leaves the map group
+//! one replica short until the seed list is changed on every node (no command does that).
 
 mod commands;
 pub mod map;
@@ -120,8 +122,8 @@ struct Soft {
     alarms: HashSet<String>,
     /// When the manager last balanced on its own.
     balanced: Option<Instant>,
-    /// Per partition, the nodes where a move of it stalled and when (`reconcile`).
-    stalled: HashMap<u64, Vec<(u64, Instant)>>,
+    /// Where moves stalled lately, avoided by the next moves of the same partition.
+    stalls: weft_cluster_manager::reconcile::Stalls,
     /// Per partition with a move under way, its target's last progress and when it was
     /// first seen (`moves::MoveClock`): kept across the rounds that retry a failed
     /// step, so a target that never answers is given up like one that answers and stalls.

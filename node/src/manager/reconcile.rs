@@ -1,16 +1,19 @@
-//! The manager's control loop and the operations it drives.
+//! The manager's control loop and the operations it drives: the executor of the pure
+//! decisions in [`weft_cluster_manager::reconcile`], [`weft_cluster_manager::moves`] and
+//! [`weft_cluster_manager::walk`]. This module observes (the map, heartbeats, node-admin
+//! answers) and acts; it decides nothing those modules decide.
 //!
 //! Every tick on the manager's node:
-//! 1. nodes silent past the grace period are marked down; a seed that lost its map
-//!    replica gets a new one (`map_group`);
+//! 1. nodes silent past the grace period are marked down ([`reconcile::silent`]); a seed
+//!    that lost its map replica gets a new one (`map_group`);
 //! 2. partitions not yet created, or with a move pending, get a driver task (one per
 //!    partition, at most [`MAX_OPS`] at a time);
-//! 3. [`repair::plan`] picks replacements for replicas on down nodes and replicas a node no
-//!    longer holds (a volatile restart: its report misses them and, asked, the node
-//!    confirms); replicas on draining nodes are moved out; each becomes a pending move in
-//!    the map, so a new manager resumes it;
+//! 3. replicas an up node no longer reports are suspected ([`reconcile::suspects`]) and
+//!    replaced only once their node confirms it lost them; [`reconcile::plan_moves`] picks
+//!    replacements and moves off draining nodes, around nodes where a move stalled; each
+//!    becomes a pending move in the map, so a new manager resumes it;
 //! 4. replicas that nodes report but the map no longer lists are closed;
-//! 5. an upgrade walk in the map takes its next step (`upgrade`);
+//! 5. an upgrade walk in the map takes its next step (`upgrade`, [`weft_cluster_manager::walk::next`]);
 //! 6. every `balance_every`, when nothing is moving, [`weft_cluster_manager::balance::plan`] evens out replica
 //!    counts past the threshold (at most [`MAX_OPS`] moves a round).
 //!
@@ -23,14 +26,14 @@
 //! stand-in, which is waited on; the count runs across the rounds that retry a failed
 //! step, so a target whose node stopped answering is given up the same way.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tonic::{Code, Response, Status};
-use weft_cluster_manager::model::NodeStatus;
 use weft_cluster_manager::moves::{self, Failure, Hosted, Move, MoveClock, Phase, Progress, Seen, Step, Target};
-use weft_cluster_manager::placement;
-use weft_cluster_manager::repair::{self, Action, Alarm};
+use weft_cluster_manager::reconcile::{self, Heard};
+use weft_cluster_manager::repair;
 use weft_cluster_manager::walk::ReplicaAt;
 use weft_proto::v1 as pb;
 use weft_proto::v1::node_admin_client::NodeAdminClient;
@@ -95,18 +98,10 @@ impl Manager {
         }
         // 1. Liveness.
         let now = Instant::now();
-        let silent: Vec<u64> = {
+        let silent = {
             let soft = self.soft.lock();
-            let since = soft.since.unwrap_or(now);
-            m.nodes
-                .values()
-                .filter(|n| n.state != pb::NodeState::Down as i32)
-                .filter(|n| {
-                    let last = soft.seen.get(&n.id).map_or(since, |s| s.at.max(since));
-                    now.duration_since(last) > self.cfg.down_grace
-                })
-                .map(|n| n.id)
-                .collect()
+            let nodes = m.nodes.values().map(|n| (n.id, n.state == pb::NodeState::Down as i32));
+            reconcile::silent(nodes, &heard(&soft), soft.since.unwrap_or(now), now, self.cfg.down_grace)
         };
         if !silent.is_empty() {
             self.update(|m| {
@@ -137,7 +132,7 @@ impl Manager {
         }
         // 3. Repairs and drains.
         let reported = self.reported();
-        let mut nodes = map::model(&m, &reported);
+        let nodes = map::model(&m, &reported);
         // Partitions with a stand-in belong to the upgrade walk until it removes it.
         let walking: Vec<u64> = m.upgrade.iter().flat_map(|u| u.stand_ins.iter().map(|s| s.partition)).collect();
         let settled: Vec<&pb::PartitionInfo> =
@@ -151,71 +146,20 @@ impl Manager {
                 bytes: map::partition_bytes(p.id, &reported),
             });
         }
-        let (actions, alarms) = repair::plan(&nodes, &plan_input);
-        let mut alarm_texts: Vec<String> = alarms.iter().map(alarm_text).collect();
         let budget = MAX_OPS.saturating_sub(self.ops.lock().len());
-        let avoid = self.stalled_targets();
-        let mut moves: Vec<(u64, u64, u64, String)> = Vec::new();
-        for &Action::Replace { partition, from, to } in &actions {
-            if moves.len() >= budget {
-                break;
-            }
-            let to = match avoid.get(&partition) {
-                Some(bad) if bad.contains(&to) => {
-                    let Some(part) = plan_input.iter().find(|p| p.id == partition) else { continue };
-                    let view = placement::closed_to_new(&nodes, |n| bad.contains(&n.id));
-                    match placement::choose(&view, &part.replicas, part.bytes) {
-                        Ok(to) => to,
-                        Err(e) => {
-                            alarm_texts.push(format!(
-                                "partition {partition}: no node can take the replica lost on node {from} \
-                                 but nodes {bad:?}, where a move to it stalled: {e}"
-                            ));
-                            continue;
-                        }
-                    }
-                }
-                _ => to,
-            };
-            moves.push((partition, from, to, "replace a lost replica".to_string()));
-        }
-        for (_, _, to, _) in &moves {
-            placement::count_replica(&mut nodes, *to, 0);
-        }
-        let draining: Vec<u64> = nodes.iter().filter(|n| n.status == NodeStatus::Draining).map(|n| n.id).collect();
-        let replaced: Vec<u64> = moves.iter().map(|mv| mv.0).collect();
-        for p in settled.iter().filter(|p| !replaced.contains(&p.id)) {
-            if moves.len() >= budget {
-                break;
-            }
-            let Some(from) = p.replicas.iter().find(|r| draining.contains(&r.node)) else {
-                continue;
-            };
-            let hosting: Vec<u64> = p.replicas.iter().map(|r| r.node).collect();
-            let view = match avoid.get(&p.id) {
-                Some(bad) => std::borrow::Cow::Owned(placement::closed_to_new(&nodes, |n| bad.contains(&n.id))),
-                None => std::borrow::Cow::Borrowed(&nodes),
-            };
-            match placement::choose(&view, &hosting, map::partition_bytes(p.id, &reported)) {
-                Ok(to) => {
-                    placement::count_replica(&mut nodes, to, 0);
-                    moves.push((p.id, from.node, to, format!("drain node {}", from.node)));
-                }
-                Err(e) => {
-                    alarm_texts.push(format!("partition {}: cannot move off draining node {}: {e}", p.id, from.node))
-                }
-            }
-        }
+        let keep = self.cfg.move_stall.saturating_mul(STALLED_AVOID_FACTOR);
+        let avoid = self.soft.lock().stalls.avoid(now, keep);
+        let (moves, alarm_texts) = reconcile::plan_moves(&nodes, &plan_input, &avoid, budget);
         self.raise(alarm_texts);
         if !moves.is_empty() {
             self.update(|m| {
-                for (pid, from, to, reason) in &moves {
+                for mv in &moves {
                     let replica = m.next_replica;
-                    let Some(p) = m.partitions.get_mut(pid).filter(|p| p.pending.is_none()) else { continue };
+                    let Some(p) = m.partitions.get_mut(&mv.partition).filter(|p| p.pending.is_none()) else { continue };
                     p.pending = Some(pb::PendingMove {
-                        to: Some(pb::ReplicaPlacement { node: *to, replica }),
-                        replaces: p.replicas.iter().find(|r| r.node == *from).cloned(),
-                        reason: reason.clone(),
+                        to: Some(pb::ReplicaPlacement { node: mv.to, replica }),
+                        replaces: p.replicas.iter().find(|r| r.node == mv.from).cloned(),
+                        reason: mv.reason.text(mv.from),
                         opened: false,
                     });
                     m.next_replica += 1;
@@ -223,9 +167,9 @@ impl Manager {
                 Ok(())
             })
             .await?;
-            for (pid, from, to, reason) in &moves {
-                tracing::info!(partition = pid, from, to, %reason, "replica move planned");
-                self.spawn_op(*pid);
+            for mv in &moves {
+                tracing::info!(partition = mv.partition, from = mv.from, to = mv.to, reason = %mv.reason.text(mv.from), "replica move planned");
+                self.spawn_op(mv.partition);
             }
         }
         // 4. Garbage.
@@ -268,19 +212,12 @@ impl Manager {
     }
 
     /// Nodes of `p` that are up and, in a report newer than the partition's last change,
-    /// no longer host their replica.
+    /// no longer host their replica ([`reconcile::suspects`]).
     fn lost(&self, p: &pb::PartitionInfo) -> Vec<u64> {
         let soft = self.soft.lock();
-        let Some(base) = self.reports_settle_after(&soft, p.id) else { return Vec::new() };
-        p.replicas
-            .iter()
-            .filter(|r| {
-                soft.seen.get(&r.node).is_some_and(|s| {
-                    s.at > base && !s.replicas.iter().any(|x| x.partition == p.id && x.replica == r.replica)
-                })
-            })
-            .map(|r| r.node)
-            .collect()
+        let replicas: Vec<ReplicaAt> =
+            p.replicas.iter().map(|r| ReplicaAt { node: r.node, replica: r.replica }).collect();
+        reconcile::suspects(p.id, &replicas, &heard(&soft), self.reports_settle_after(&soft, p.id))
     }
 
     /// Of `suspects` (nodes whose report misses their replica of `p`), those whose node
@@ -629,7 +566,7 @@ impl Manager {
         {
             let mut soft = self.soft.lock();
             soft.changed.insert(p.id, Instant::now());
-            soft.stalled.entry(p.id).or_default().push((to.node, Instant::now()));
+            soft.stalls.record(p.id, to.node, Instant::now());
         }
         if let Ok(addr) = Self::addr_of(m, to.node)
             && let Ok(mut admin) = self.admin(&addr)
@@ -653,19 +590,6 @@ impl Manager {
             async move { c.change_membership(req).await.map(|_| ()) }
         })
         .await
-    }
-
-    /// For each partition, the nodes where a move of it stalled within the last
-    /// [`STALLED_AVOID_FACTOR`] stall periods: repairs and drains plan around them (a node
-    /// the primary cannot reach would stall the next move just the same).
-    fn stalled_targets(&self) -> std::collections::HashMap<u64, Vec<u64>> {
-        let keep = self.cfg.move_stall.saturating_mul(STALLED_AVOID_FACTOR);
-        let mut soft = self.soft.lock();
-        soft.stalled.retain(|_, v| {
-            v.retain(|(_, at)| at.elapsed() < keep);
-            !v.is_empty()
-        });
-        soft.stalled.iter().map(|(p, v)| (*p, v.iter().map(|(n, _)| *n).collect())).collect()
     }
 
     /// Applies `edit` to `partition`'s pending move (and the map's next replica id) if the
@@ -830,18 +754,6 @@ impl Manager {
     }
 }
 
-fn alarm_text(a: &Alarm) -> String {
-    match a {
-        Alarm::QuorumLost { partition, live, quorum } => format!(
-            "QUORUM LOST: partition {partition} has {live} live replicas of the {quorum} a quorum needs; \
-             writes stop and nothing is repaired automatically"
-        ),
-        Alarm::NoRoom { partition, from, reason } => {
-            format!("partition {partition}: no node can take the replica lost on node {from}: {reason}")
-        }
-    }
-}
-
 /// One node-admin call under [`STEP_TIMEOUT`].
 pub(super) async fn step<T>(call: impl Future<Output = Result<Response<T>, Status>>) -> Result<T, Status> {
     match tokio::time::timeout(STEP_TIMEOUT, call).await {
@@ -861,4 +773,14 @@ fn move_of(m: &pb::ClusterMap, p: &pb::PartitionInfo, pending: &pb::PendingMove)
         stand_in: m.upgrade.iter().flat_map(|u| &u.stand_ins).any(|s| s.partition == p.id && s.stand_in == pending.to),
         members: p.replicas.iter().map(at).collect(),
     }
+}
+
+/// What each node last told the manager, as [`reconcile`] takes it.
+fn heard(soft: &super::Soft) -> BTreeMap<u64, Heard> {
+    soft.seen
+        .iter()
+        .map(|(node, s)| {
+            (*node, Heard { at: s.at, hosted: s.replicas.iter().map(|r| (r.partition, r.replica)).collect() })
+        })
+        .collect()
 }
