@@ -568,7 +568,11 @@ fn node(a: NodeArgs) -> anyhow::Result<()> {
         },
         transport: Default::default(),
         limits: Default::default(),
-        storage: weft_replica::host::Storage { data_dir: a.data_dir.clone(), durable_by_default: a.durable },
+        storage: weft_replica::host::Storage {
+            data_dir: a.data_dir.clone(),
+            durable_by_default: a.durable,
+            disk: None,
+        },
         cluster: weft::manager::ClusterConfig {
             seeds: a.seeds.clone(),
             ud: a.ud.clone(),

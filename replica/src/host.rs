@@ -256,6 +256,9 @@ pub struct Storage {
     pub data_dir: Option<PathBuf>,
     /// Whether replicas opened with the node-default mode are durable.
     pub durable_by_default: bool,
+    /// The disk durable replicas' logs and checkpoints are written through (`None`: the
+    /// real file system; tests pass a [`crate::disk::FaultyDisk`]).
+    pub disk: Option<Arc<dyn crate::disk::Disk>>,
 }
 
 /// Every replica on this node.
@@ -365,9 +368,10 @@ impl Host {
             pb::LogMode::Durable => {
                 let dir = self.replica_dir(partition, id)?;
                 let storage = |reason: String| HostError::Storage { partition, replica: id, reason };
-                let (log, _) =
-                    LogStore::open_durable(&dir.join("wal"), SEGMENT_BYTES).map_err(|e| storage(e.to_string()))?;
-                let sm = StateMachine::open_durable(self.limits.clone(), &dir.join("checkpoints"))
+                let disk = self.storage.disk.clone().unwrap_or_else(crate::disk::os);
+                let (log, _) = LogStore::open_durable(disk.clone(), &dir.join("wal"), SEGMENT_BYTES)
+                    .map_err(|e| storage(e.to_string()))?;
+                let sm = StateMachine::open_durable(self.limits.clone(), disk, &dir.join("checkpoints"))
                     .map_err(|e| storage(e.to_string()))?;
                 (log, sm)
             }

@@ -4,6 +4,8 @@
 //! - [`log_store`]: the raft log, volatile (memory only) or durable (over [`wal`]).
 //! - [`wal`]: write-ahead log segment files: framing, group-commit sync, torn-tail recovery.
 //! - [`checkpoint`]: engine checkpoints of durable replicas.
+//! - [`disk`]: the file calls the WAL and checkpoints make, on the real file system or on
+//!   a faulty in-memory twin that loses unsynced writes in a crash.
 //! - [`state_machine`]: applies commands to a `weft-store` engine; O(1) snapshots.
 //! - [`sessions`]: exactly-once application of retried client writes.
 //! - [`snapshot`]: the Avro snapshot stream codec.
@@ -16,7 +18,7 @@
 //!   linearizable reads into read-index rounds.
 //! - [`host`]: the replicas one node process hosts.
 //!
-//! No module imports another in a circle: `types` depends on nothing in the crate and
+//! No module imports another in a circle: `disk` and `types` depend on nothing in the crate and
 //! `wire` on `types`; `snapshot` (with its transfer `Progress`) on `sessions`; the state
 //! machine (and the `Raft` alias over it) on those; the transport's sending side on the
 //! state machine; the host on the transport; the receiving side (`raft_service`) on the
@@ -31,6 +33,7 @@
 
 pub mod checkpoint;
 pub mod command;
+pub mod disk;
 pub mod host;
 pub mod log_store;
 pub mod proposer;

@@ -29,6 +29,7 @@ use prost::Message;
 use weft_proto::v1 as pb;
 use weft_proto::v1::wal_record::Kind;
 
+use crate::disk::Disk;
 use crate::types::{Entry, LogId, TypeConfig, Vote};
 use crate::wal::{self, Recovery, Wal, WalError};
 use crate::wire;
@@ -133,12 +134,12 @@ impl LogStore {
 
     /// Opens the durable log in `dir` (created if missing), replaying its WAL, and starts
     /// its writer thread.
-    pub fn open_durable(dir: &Path, segment_bytes: u64) -> Result<(Self, Recovery), WalError> {
+    pub fn open_durable(disk: Arc<dyn Disk>, dir: &Path, segment_bytes: u64) -> Result<(Self, Recovery), WalError> {
         let mut inner = Inner::default();
-        let (wal, recovery) = Wal::open(dir, segment_bytes, |p| inner.replay(p))?;
+        let (wal, recovery) = Wal::open(disk.clone(), dir, segment_bytes, |p| inner.replay(p))?;
         inner.check().map_err(|reason| corrupt(dir, reason))?;
         let vote_path = dir.join(VOTE_FILE);
-        match std::fs::read(&vote_path) {
+        match disk.read(&vote_path) {
             Ok(data) => {
                 let payload = wal::read_framed(&data).map_err(|r| corrupt(&vote_path, r))?;
                 let vote = pb::Vote::decode(payload).map_err(|e| corrupt(&vote_path, e.to_string()))?;
@@ -150,7 +151,7 @@ impl LogStore {
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("weft-wal".into())
-            .spawn(move || write_loop(wal, vote_path, rx))
+            .spawn(move || write_loop(wal, disk, vote_path, rx))
             .map_err(|source| WalError::Io { path: dir.to_path_buf(), source })?;
         tracing::info!(
             dir = %dir.display(),
@@ -194,7 +195,7 @@ impl LogStore {
 
 /// The writer thread of a durable log: group commits until every sender is gone. After an
 /// I/O error it fails every later operation (openraft then stops the group).
-fn write_loop(mut wal: Wal, vote_path: PathBuf, rx: mpsc::Receiver<WalOp>) {
+fn write_loop(mut wal: Wal, disk: Arc<dyn Disk>, vote_path: PathBuf, rx: mpsc::Receiver<WalOp>) {
     let mut failed: Option<String> = None;
     while let Ok(first) = rx.recv() {
         let mut waiters = Vec::new();
@@ -239,7 +240,7 @@ fn write_loop(mut wal: Wal, vote_path: PathBuf, rx: mpsc::Receiver<WalOp>) {
                 WalOp::Vote { payload, done } => {
                     let r = match &failed {
                         Some(e) => Err(e.clone()),
-                        None => wal::write_framed(&vote_path, &payload).map_err(|e| e.to_string()),
+                        None => wal::write_framed(&*disk, &vote_path, &payload).map_err(|e| e.to_string()),
                     };
                     let _ = done.send(r);
                 }
@@ -363,7 +364,7 @@ mod tests {
     impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Durable {
         async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
             let dir = TempDir::new().map_err(|e| StorageError::read(ErrorSource::from_error(&e)))?;
-            let (log, _) = LogStore::open_durable(dir.path(), 4096)
+            let (log, _) = LogStore::open_durable(crate::disk::os(), dir.path(), 4096)
                 .map_err(|e| StorageError::read(ErrorSource::from_error(&e)))?;
             Ok((dir, log, StateMachine::new(Limits::default())))
         }
@@ -408,13 +409,44 @@ mod tests {
         )
     }
 
+    /// A failed fsync is never reported as a flush: the append's callback gets the error,
+    /// so does every later write (openraft then stops the group), even once the disk works
+    /// again; after a power cut, what was flushed before the failure is all there.
+    #[tokio::test]
+    async fn a_failed_sync_fails_the_flush_and_every_later_write() {
+        use crate::disk::{Call, FaultyDisk};
+        let disk = FaultyDisk::new(7);
+        let dir = Path::new("/log");
+        let (mut log, _) = LogStore::open_durable(Arc::new(disk.clone()), dir, 512).unwrap();
+        append(&mut log, (0..10).map(|i| blank(1, i)).collect()).await;
+        disk.fail(Call::Sync, true);
+        let flushed = |log: &mut LogStore, entries: Vec<Entry>| {
+            let (tx, rx) = <TypeConfig as TypeConfigExt>::oneshot();
+            let cb = IOFlushed::<TypeConfig>::signal(tx);
+            let mut log = log.clone();
+            async move {
+                log.append(entries, cb).await.unwrap();
+                rx.await.unwrap()
+            }
+        };
+        assert!(flushed(&mut log, vec![blank(1, 10)]).await.is_err(), "a failed sync is not a flush");
+        disk.fail(Call::Sync, false);
+        assert!(flushed(&mut log, vec![blank(1, 11)]).await.is_err(), "nor is anything after it");
+        assert!(log.save_vote(&Vote::new(2, 7)).await.is_err());
+        drop(log);
+        disk.crash();
+        let (mut log, _) = LogStore::open_durable(Arc::new(disk.clone()), dir, 512).unwrap();
+        let (_, _, _, entries) = state(&mut log).await;
+        assert!(entries.len() >= 10 && entries[..10] == (0..10).map(|i| log_id(1, i)).collect::<Vec<_>>()[..]);
+    }
+
     /// Everything a durable log was told survives reopening: entries, truncation, purge,
     /// vote and committed id, across several segments.
     #[tokio::test]
     async fn durable_log_reopens_as_it_was() {
         let dir = TempDir::new().unwrap();
         let before = {
-            let (mut log, _) = LogStore::open_durable(dir.path(), 512).unwrap();
+            let (mut log, _) = LogStore::open_durable(crate::disk::os(), dir.path(), 512).unwrap();
             append(&mut log, (0..40).map(|i| blank(1, i)).collect()).await;
             log.truncate_after(Some(log_id(1, 29))).await.unwrap();
             append(&mut log, (30..50).map(|i| blank(2, i)).collect()).await;
@@ -426,7 +458,7 @@ mod tests {
             state(&mut log).await
         };
         let segments = std::fs::read_dir(dir.path()).unwrap().count();
-        let (mut log, rec) = LogStore::open_durable(dir.path(), 512).unwrap();
+        let (mut log, rec) = LogStore::open_durable(crate::disk::os(), dir.path(), 512).unwrap();
         assert_eq!(rec.torn_bytes, 0);
         let after = state(&mut log).await;
         assert_eq!(before, after);

@@ -26,6 +26,7 @@ use weft_store::{Limits, Store, StoreSnapshot};
 
 use crate::checkpoint::{CheckpointError, Checkpoints, Loaded};
 use crate::command::{error_to_pb, index_from_pb, op_from_pb, record_to_pb, wire_error_to_pb};
+use crate::disk::Disk;
 use crate::sessions::{Seen, Sessions};
 use crate::snapshot::Progress;
 use crate::types::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
@@ -87,8 +88,8 @@ impl StateMachine {
 
     /// A durable state machine over the checkpoints in `dir`: it starts from the newest
     /// one and writes one for every snapshot.
-    pub fn open_durable(limits: Limits, dir: &Path) -> Result<Self, CheckpointError> {
-        let (checkpoints, loaded) = Checkpoints::open(dir, limits.clone())?;
+    pub fn open_durable(limits: Limits, disk: Arc<dyn Disk>, dir: &Path) -> Result<Self, CheckpointError> {
+        let (checkpoints, loaded) = Checkpoints::open(disk, dir, limits.clone())?;
         Ok(match loaded {
             None => Self::with(Store::new(limits), None, Some(checkpoints)),
             Some(Loaded { meta, store, sessions }) => {
