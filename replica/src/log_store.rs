@@ -20,7 +20,6 @@ use std::io;
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::mpsc;
 
 use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::{LogState, RaftLogReader};
@@ -38,6 +37,9 @@ use crate::wire;
 pub const SEGMENT_BYTES: u64 = 64 << 20;
 /// Most queued operations one group commit takes.
 const MAX_GROUP: usize = 4096;
+/// Most operations (records, flush callbacks, vote saves) queued for the WAL writer; past
+/// it, the raft core's storage calls wait (back-pressure onto openraft, then proposers).
+pub const WAL_QUEUE_MAX: usize = 8192;
 const VOTE_FILE: &str = "vote";
 
 #[derive(Debug, Default)]
@@ -113,7 +115,7 @@ enum WalOp {
 #[derive(Clone, Debug, Default)]
 pub struct LogStore {
     inner: Arc<Mutex<Inner>>,
-    wal: Option<mpsc::Sender<WalOp>>,
+    wal: Option<tokio::sync::mpsc::Sender<WalOp>>,
 }
 
 impl Debug for WalOp {
@@ -148,7 +150,7 @@ impl LogStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(source) => return Err(WalError::Io { path: vote_path, source }),
         }
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = tokio::sync::mpsc::channel(WAL_QUEUE_MAX);
         std::thread::Builder::new()
             .name("weft-wal".into())
             .spawn(move || write_loop(wal, disk, vote_path, rx))
@@ -177,30 +179,31 @@ impl LogStore {
         self.len() == 0
     }
 
-    fn send(&self, op: WalOp) -> Result<(), io::Error> {
+    async fn send(&self, op: WalOp) -> Result<(), io::Error> {
         match &self.wal {
             None => Ok(()),
-            Some(tx) => tx.send(op).map_err(|_| io::Error::other("the WAL writer has stopped")),
+            Some(tx) => tx.send(op).await.map_err(|_| io::Error::other("the WAL writer has stopped")),
         }
     }
 
-    fn record(&self, kind: Kind, index: Option<u64>) -> Result<(), io::Error> {
+    async fn record(&self, kind: Kind, index: Option<u64>) -> Result<(), io::Error> {
         if self.wal.is_none() {
             return Ok(());
         }
         let payload = pb::WalRecord { kind: Some(kind) }.encode_to_vec();
-        self.send(WalOp::Record { payload, index })
+        self.send(WalOp::Record { payload, index }).await
     }
 }
 
 /// The writer thread of a durable log: group commits until every sender is gone. After an
 /// I/O error it fails every later operation (openraft then stops the group).
-fn write_loop(mut wal: Wal, disk: Arc<dyn Disk>, vote_path: PathBuf, rx: mpsc::Receiver<WalOp>) {
+fn write_loop(mut wal: Wal, disk: Arc<dyn Disk>, vote_path: PathBuf, mut rx: tokio::sync::mpsc::Receiver<WalOp>) {
     let mut failed: Option<String> = None;
-    while let Ok(first) = rx.recv() {
+    while let Some(first) = rx.blocking_recv() {
         let mut waiters = Vec::new();
         let mut remove = None;
-        for op in std::iter::once(first).chain(rx.try_iter().take(MAX_GROUP)) {
+        let more = std::iter::from_fn(|| rx.try_recv().ok()).take(MAX_GROUP);
+        for op in std::iter::once(first).chain(more) {
             match op {
                 WalOp::Record { payload, index } => {
                     if failed.is_none()
@@ -279,7 +282,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         if self.wal.is_some() {
             let (done, rx) = tokio::sync::oneshot::channel();
-            self.send(WalOp::Vote { payload: wire::vote_to_pb(vote).encode_to_vec(), done })?;
+            self.send(WalOp::Vote { payload: wire::vote_to_pb(vote).encode_to_vec(), done }).await?;
             rx.await.map_err(|_| io::Error::other("the WAL writer has stopped"))?.map_err(io::Error::other)?;
         }
         self.inner.lock().vote = Some(*vote);
@@ -289,6 +292,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
         self.inner.lock().committed = committed;
         self.record(Kind::Committed(pb::wal_record::Committed { id: wire::opt_log_id_to_pb(committed.as_ref()) }), None)
+            .await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
@@ -311,10 +315,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         for e in entries {
             let index = e.log_id.index;
-            self.record(Kind::Entry(wire::entry_to_pb(&e)), Some(index))?;
+            self.record(Kind::Entry(wire::entry_to_pb(&e)), Some(index)).await?;
             self.inner.lock().insert(e);
         }
-        self.send(WalOp::Flushed(callback))
+        self.send(WalOp::Flushed(callback)).await
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
@@ -323,6 +327,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Kind::Truncate(pb::wal_record::Truncate { after: wire::opt_log_id_to_pb(last_log_id.as_ref()) }),
             None,
         )
+        .await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
@@ -333,8 +338,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             inner.purge(log_id);
         }
-        self.record(Kind::Purged(wire::log_id_to_pb(&log_id)), None)?;
-        self.send(WalOp::RemoveThrough(log_id.index))
+        self.record(Kind::Purged(wire::log_id_to_pb(&log_id)), None).await?;
+        self.send(WalOp::RemoveThrough(log_id.index)).await
     }
 }
 
