@@ -10,6 +10,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ];
     println!("cargo:rerun-if-changed=proto");
     let fds = protox::compile(files, ["proto"])?;
-    tonic_prost_build::configure().bytes(".weft.v1").compile_fds(fds)?;
+    // Map fields are BTreeMaps: whoever iterates one (the cluster manager walks the map's
+    // nodes and partitions) sees the same order in every process and every run, which a
+    // simulation replaying a seed needs.
+    tonic_prost_build::configure().bytes(".weft.v1").btree_map(".weft.v1").compile_fds(fds)?;
     Ok(())
 }

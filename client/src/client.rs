@@ -15,9 +15,11 @@
 //! calls to a message; scans and backups are unary calls. Both carry the same statuses,
 //! so one retry loop serves both.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use parking_lot::{Mutex, RwLock};
 use tonic::{Code, Status};
@@ -133,9 +135,9 @@ struct Inner {
     endpoints: RwLock<Arc<Vec<String>>>,
     /// One lazily connected channel per node, the same way nodes reach their peers.
     channels: Channels,
-    primaries: Mutex<HashMap<u64, String>>,
+    primaries: Mutex<BTreeMap<u64, String>>,
     /// One session stream per node for gets and writes (see [`crate::session`]).
-    sessions: Mutex<HashMap<String, Mux>>,
+    sessions: Mutex<BTreeMap<String, Mux>>,
     client_id: u64,
     seqs: Seqs,
     config: ClientConfig,
@@ -316,7 +318,7 @@ impl Client {
                 channels: Channels::new(config.security.clone(), Duration::from_secs(1)),
                 primaries: Mutex::default(),
                 sessions: Mutex::default(),
-                client_id: rand::random::<u64>() | 1,
+                client_id: weft_security::rng::random_u64() | 1,
                 seqs: Seqs::default(),
                 config,
             }),
@@ -353,7 +355,7 @@ impl Client {
         let mut dead: Option<String> = None;
         // Endpoints that answered "not hosted" or did not answer at all, and whether any
         // answered as a replica of the partition would (see `ClientError::NotHosted`).
-        let mut not_hosted_at: HashSet<String> = HashSet::new();
+        let mut not_hosted_at: BTreeSet<String> = BTreeSet::new();
         let mut answered_as_host = false;
         // Whether any attempt of a write may have applied it (it got no answer, or one
         // that does not prove the write was never proposed).

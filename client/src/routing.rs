@@ -21,7 +21,9 @@
 //! refreshed maps, as a stale map does, instead of reaching a group that has no table yet.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use parking_lot::Mutex;
 use tonic::Code;

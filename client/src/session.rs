@@ -11,7 +11,7 @@
 //! answer, which the client treats like a timed-out unary call (a write is retried under
 //! its session seq, so it still applies at most once).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use tokio::sync::{mpsc, oneshot};
 use tonic::{Code, Status};
@@ -99,7 +99,7 @@ fn batch(
     first: (pb::session_call::Call, Reply),
     rx: &mut mpsc::Receiver<(pb::session_call::Call, Reply)>,
     next_id: &mut u64,
-    waiting: &mut HashMap<u64, Reply>,
+    waiting: &mut BTreeMap<u64, Reply>,
 ) -> pb::SessionCalls {
     let taken = take_ready(first, || rx.try_recv().ok(), |(call, _)| call.encoded_len());
     let calls = taken
@@ -119,7 +119,7 @@ fn batch(
 /// Owns one session stream: sends queued calls, routes answers to their callers, and on
 /// a broken stream fails every call still waiting (they got no answer) and ends.
 async fn drive(mut store: StoreClient<AuthChannel>, mut rx: mpsc::Receiver<(pb::session_call::Call, Reply)>) {
-    let mut waiting: HashMap<u64, Reply> = HashMap::new();
+    let mut waiting: BTreeMap<u64, Reply> = BTreeMap::new();
     let mut next_id = 0u64;
     let Some(first) = rx.recv().await else { return };
     let (out, out_rx) = mpsc::channel::<pb::SessionCalls>(64);
@@ -128,8 +128,8 @@ async fn drive(mut store: StoreClient<AuthChannel>, mut rx: mpsc::Receiver<(pb::
     if out.send(batch(first, &mut rx, &mut next_id, &mut waiting)).await.is_err() {
         return;
     }
-    let fail_all = |waiting: &mut HashMap<u64, Reply>, s: &Status| {
-        for (_, r) in waiting.drain() {
+    let fail_all = |waiting: &mut BTreeMap<u64, Reply>, s: &Status| {
+        for (_, r) in std::mem::take(waiting) {
             let _ = r.send(Err(s.clone()));
         }
     };

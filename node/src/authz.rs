@@ -10,7 +10,7 @@
 //!
 //! Never depends on the manager's decisions: it only reads maps it is given.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -35,7 +35,7 @@ struct Part {
 pub struct AccessView {
     /// The gate in front of this node's services.
     pub gate: Arc<Gate>,
-    parts: RwLock<Arc<HashMap<u64, Part>>>,
+    parts: RwLock<Arc<BTreeMap<u64, Part>>>,
     version: AtomicU64,
     standalone: bool,
 }

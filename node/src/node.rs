@@ -58,6 +58,9 @@ pub struct NodeConfig {
     pub metrics: Option<SocketAddr>,
     /// TLS, limits on connections and requests, fault injection.
     pub security: NodeSecurity,
+    /// The network to listen and dial over; `None` is real TCP. A simulated network
+    /// (`weft chaos --simulated`) carries plaintext only, so it needs `security.tls: None`.
+    pub network: Option<weft_security::net::SharedNetwork>,
 }
 
 /// How a node is secured.
@@ -86,6 +89,15 @@ pub enum NodeError {
     /// Replica host setup failed.
     #[error(transparent)]
     Host(#[from] weft_replica::host::HostError),
+    /// TLS was asked for over a simulated network, which carries plaintext only.
+    #[error("a simulated network carries plaintext only: start the node without TLS")]
+    TlsOverSimulatedNetwork,
+}
+
+/// Where a node accepts connections.
+enum Listening {
+    Tcp(tokio::net::TcpListener),
+    Net(Box<dyn weft_security::net::Acceptor>),
 }
 
 /// A bound node, ready to serve.
@@ -95,7 +107,7 @@ pub struct Node {
     access: Arc<AccessView>,
     security: NodeSecurity,
     conns: Arc<ConnStats>,
-    listener: tokio::net::TcpListener,
+    listener: Listening,
     metrics: Option<tokio::net::TcpListener>,
     addr: SocketAddr,
 }
@@ -104,18 +116,32 @@ impl Node {
     /// Binds the listening socket.
     pub async fn bind(config: NodeConfig) -> Result<Self, NodeError> {
         let security = config.security.clone();
+        if config.network.is_some() && security.tls.is_some() {
+            return Err(NodeError::TlsOverSimulatedNetwork);
+        }
         let mut transport = config.transport.clone();
         transport.security = match &security.tls {
             Some(creds) => ClientSecurity::tls(creds.clone()),
             None => ClientSecurity::insecure(),
-        };
+        }
+        .over(config.network.clone());
         let host = Host::new(&config.raft, transport, config.limits.clone(), config.storage.clone())?;
         let recovered = host.recover().await?;
         if !recovered.is_empty() {
             tracing::info!(?recovered, "durable replicas reopened from disk");
         }
-        let listener = tokio::net::TcpListener::bind(config.listen).await?;
-        let addr = listener.local_addr()?;
+        let (listener, addr) = match &config.network {
+            None => {
+                let l = tokio::net::TcpListener::bind(config.listen).await?;
+                let addr = l.local_addr()?;
+                (Listening::Tcp(l), addr)
+            }
+            Some(net) => {
+                let l = net.bind(config.listen).await?;
+                let addr = l.local_addr()?;
+                (Listening::Net(l), addr)
+            }
+        };
         let gate = weft_security::gate::Gate::new(security.tls.is_some(), security.requests.clone());
         let access = AccessView::new(gate, config.cluster.seeds.is_empty());
         let mut cluster = config.cluster;
@@ -183,13 +209,11 @@ impl Node {
                 crate::metrics::serve(l, ctx, limits).await;
             });
         }
-        let incoming = weft_security::server::incoming(
-            self.listener,
-            tls,
-            Listener::Grpc,
-            self.security.connections.clone(),
-            self.conns.clone(),
-        );
+        let limits = self.security.connections.clone();
+        let incoming = match self.listener {
+            Listening::Tcp(l) => weft_security::server::incoming(l, tls, Listener::Grpc, limits, self.conns.clone()),
+            Listening::Net(a) => weft_security::server::incoming_net(a, limits, self.conns.clone()),
+        };
         tonic::transport::Server::builder()
             .initial_stream_window_size(weft_security::client::STREAM_WINDOW_BYTES)
             .initial_connection_window_size(weft_security::client::CONNECTION_WINDOW_BYTES)

@@ -6,7 +6,7 @@
 //! state, so it is the same incarnation (a volatile replica never comes back; it is
 //! rebuilt under a new id). Closing a durable replica deletes its directory.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -264,7 +264,7 @@ pub struct Storage {
 /// Every replica on this node.
 #[derive(Debug)]
 pub struct Host {
-    replicas: RwLock<HashMap<PartitionId, Arc<Replica>>>,
+    replicas: RwLock<BTreeMap<PartitionId, Arc<Replica>>>,
     peers: Peers,
     config: Arc<Config>,
     limits: Limits,

@@ -17,6 +17,7 @@
 //! - [`proposer`], [`read_gate`]: a primary's writes batched into entries, its
 //!   linearizable reads into read-index rounds.
 //! - [`host`]: the replicas one node process hosts.
+//! - [`runtime`]: openraft's tokio runtime with randomness a simulation can seed.
 //!
 //! No module imports another in a circle: `disk` and `types` depend on nothing in the crate and
 //! `wire` on `types`; `snapshot` (with its transfer `Progress`) on `sessions`; the state
@@ -39,6 +40,7 @@ pub mod log_store;
 pub mod proposer;
 pub mod raft_service;
 pub mod read_gate;
+pub mod runtime;
 pub mod sessions;
 pub mod snapshot;
 pub mod state_machine;

@@ -11,7 +11,7 @@
 //! index, under one state-machine lock. Since a record's version is that index, commands
 //! writing the same key go in separate entries (see `Touched`).
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -160,11 +160,11 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<(pb::Command, Reply)>, in_flight
 #[derive(Default)]
 struct Touched {
     hasher: std::hash::RandomState,
-    keys: HashSet<u64>,
-    tables: HashSet<u64>,
+    keys: BTreeSet<u64>,
+    tables: BTreeSet<u64>,
     /// Tables some command writes as a whole (pop-max picks its key when applied; schema
     /// changes).
-    whole: HashSet<u64>,
+    whole: BTreeSet<u64>,
 }
 
 impl Touched {

@@ -14,7 +14,7 @@
 //! once more than [`CLIENTS_MAX`] clients are remembered, so every replica answers a retry
 //! the same way.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use weft_proto::v1 as pb;
@@ -49,7 +49,7 @@ pub enum Seen {
 /// Every client's session.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Sessions {
-    clients: HashMap<u64, ClientSession>,
+    clients: BTreeMap<u64, ClientSession>,
 }
 
 impl Sessions {

@@ -16,7 +16,9 @@
 
 use std::io::{self, Write};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -90,7 +92,7 @@ impl Default for TransportConfig {
 struct PeersInner {
     channels: weft_security::Channels,
     /// Addresses whose links fault injection has cut (see [`Peers::cut_links`]).
-    cut: Mutex<std::collections::HashSet<String>>,
+    cut: Mutex<std::collections::BTreeSet<String>>,
     config: TransportConfig,
 }
 

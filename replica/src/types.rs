@@ -28,6 +28,7 @@ openraft::declare_raft_types!(
         R = Vec<pb::CommandResult>,
         NodeId = u64,
         Node = openraft::BasicNode,
+        AsyncRuntime = crate::runtime::WeftRuntime,
 );
 
 /// A replica id: unique per incarnation.

@@ -15,7 +15,7 @@
 //! read and checks every request against it, so a grant or revoke takes effect on every
 //! node within one map refresh (under a second), with no restart.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -151,8 +151,8 @@ pub fn new_token() -> String {
 /// Every user of the cluster, by name and by token digest.
 #[derive(Debug, Default)]
 pub struct Users {
-    by_name: HashMap<String, Arc<User>>,
-    by_token: HashMap<[u8; 32], Arc<User>>,
+    by_name: BTreeMap<String, Arc<User>>,
+    by_token: BTreeMap<[u8; 32], Arc<User>>,
 }
 
 impl Users {

@@ -23,6 +23,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::credentials::Credentials;
+use crate::net::{BoxStream, SharedNetwork};
 
 /// How a client reaches nodes.
 #[derive(Clone, Debug, Default)]
@@ -31,6 +32,8 @@ pub struct ClientSecurity {
     pub tls: Option<Arc<Credentials>>,
     /// A bearer token to present (with TLS, for a client without a certificate).
     pub token: Option<Arc<str>>,
+    /// The network to dial over; `None` is real TCP ([`crate::net`]).
+    pub network: Option<SharedNetwork>,
 }
 
 impl ClientSecurity {
@@ -41,7 +44,13 @@ impl ClientSecurity {
 
     /// TLS with `creds`.
     pub fn tls(creds: Arc<Credentials>) -> Self {
-        ClientSecurity { tls: Some(creds), token: None }
+        ClientSecurity { tls: Some(creds), token: None, network: None }
+    }
+
+    /// The same, dialing over `network` instead of TCP.
+    pub fn over(mut self, network: Option<SharedNetwork>) -> Self {
+        self.network = network;
+        self
     }
 
     /// The same, presenting `token` on every call.
@@ -53,11 +62,12 @@ impl ClientSecurity {
     /// A lazily connecting channel to `endpoint` (an `http://host:port` endpoint whose other
     /// settings the caller chose), secured as configured.
     pub fn connect_lazy(&self, endpoint: Endpoint, connect_timeout: Duration) -> Channel {
-        match &self.tls {
-            None => endpoint.connect_timeout(connect_timeout).connect_lazy(),
-            Some(creds) => endpoint
-                .connect_timeout(connect_timeout)
-                .connect_with_connector_lazy(TlsConnector { creds: creds.clone() }),
+        let endpoint = endpoint.connect_timeout(connect_timeout);
+        match (&self.tls, &self.network) {
+            (None, None) => endpoint.connect_lazy(),
+            (Some(creds), None) => endpoint.connect_with_connector_lazy(TlsConnector { creds: creds.clone() }),
+            // A simulated network carries plaintext only (`crate::net`).
+            (_, Some(network)) => endpoint.connect_with_connector_lazy(NetConnector { network: network.clone() }),
         }
     }
 
@@ -92,7 +102,7 @@ pub struct Channels {
 
 #[derive(Debug)]
 struct ChannelsInner {
-    channels: parking_lot::Mutex<std::collections::HashMap<String, AuthChannel>>,
+    channels: parking_lot::Mutex<std::collections::BTreeMap<String, AuthChannel>>,
     security: ClientSecurity,
     connect_timeout: Duration,
 }
@@ -142,6 +152,32 @@ impl Interceptor for Auth {
             req.metadata_mut().insert("authorization", t.clone());
         }
         Ok(req)
+    }
+}
+
+/// Dials over a [`crate::net::Network`] (plaintext).
+#[derive(Clone, Debug)]
+pub struct NetConnector {
+    network: SharedNetwork,
+}
+
+impl tower::Service<Uri> for NetConnector {
+    type Response = TokioIo<BoxStream>;
+    type Error = io::Error;
+    type Future = BoxFuture<'static, io::Result<Self::Response>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let network = self.network.clone();
+        Box::pin(async move {
+            let host = uri.host().ok_or_else(|| io::Error::other(format!("{uri}: no host")))?;
+            let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+            let port = uri.port_u16().unwrap_or(80);
+            Ok(TokioIo::new(network.dial(host, port).await?))
+        })
     }
 }
 

@@ -8,7 +8,7 @@
 //! never a secret, is counted ([`Refusals`]) and logged (within a [`LogBudget`], so a flood
 //! cannot fill the disk).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -67,7 +67,7 @@ pub struct Gate {
     limits: GateLimits,
     /// Refusals so far.
     pub refusals: Refusals,
-    in_flight: Mutex<HashMap<String, Arc<AtomicUsize>>>,
+    in_flight: Mutex<BTreeMap<String, Arc<AtomicUsize>>>,
     log: LogBudget,
 }
 

@@ -25,6 +25,8 @@ pub mod gate;
 pub mod identity;
 pub mod issue;
 pub mod log_budget;
+pub mod net;
+pub mod rng;
 pub mod server;
 
 use std::path::{Path, PathBuf};

@@ -24,15 +24,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
 use crate::credentials::{Credentials, Loaded};
 use crate::identity::{self, Identity};
+use crate::net::{Acceptor, BoxStream};
 
 /// Limits on connections.
 #[derive(Clone, Debug)]
@@ -157,6 +158,8 @@ impl Drop for InFlight {
 enum Io {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// A connection over a [`crate::net::Network`] (plaintext).
+    Net(BoxStream),
 }
 
 /// Decrements its count when the connection closes.
@@ -206,11 +209,12 @@ impl AsyncRead for Conn {
                 this.stats.idle_closed.fetch_add(1, Ordering::Relaxed);
                 return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "connection idle: closed")));
             }
-            this.idle.as_mut().reset((now + (this.idle_timeout - idle)).into());
+            this.idle.as_mut().reset(now + (this.idle_timeout - idle));
         }
         match &mut this.io {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Io::Net(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -220,6 +224,7 @@ impl AsyncWrite for Conn {
         match &mut self.get_mut().io {
             Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Io::Net(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -227,6 +232,7 @@ impl AsyncWrite for Conn {
         match &mut self.get_mut().io {
             Io::Plain(s) => Pin::new(s).poll_flush(cx),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Io::Net(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -234,6 +240,7 @@ impl AsyncWrite for Conn {
         match &mut self.get_mut().io {
             Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Io::Net(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 
@@ -245,6 +252,7 @@ impl AsyncWrite for Conn {
         match &mut self.get_mut().io {
             Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            Io::Net(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -252,6 +260,7 @@ impl AsyncWrite for Conn {
         match &self.io {
             Io::Plain(s) => s.is_write_vectored(),
             Io::Tls(s) => s.is_write_vectored(),
+            Io::Net(s) => s.is_write_vectored(),
         }
     }
 }
@@ -318,6 +327,37 @@ pub fn incoming(
                     let _ = tx.send(Ok(conn)).await;
                 }
             });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// Accepts connections from a simulated network's `acceptor` (plaintext, `--insecure`
+/// only: see [`crate::net`]) and yields each at once, under the same connection limits.
+pub fn incoming_net(
+    mut acceptor: Box<dyn Acceptor>,
+    limits: ServerLimits,
+    stats: Arc<ConnStats>,
+) -> tokio_stream::wrappers::ReceiverStream<io::Result<Conn>> {
+    let (tx, rx) = mpsc::channel::<io::Result<Conn>>(64);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                () = tx.closed() => return,
+                a = acceptor.accept() => a,
+            };
+            match accepted {
+                Ok((stream, remote)) => {
+                    if let Some(conn) = admit(Io::Net(stream), remote, Peer::Insecure, &limits, &stats) {
+                        let _ = tx.send(Ok(conn)).await;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)

@@ -60,8 +60,8 @@ use weft_client::routing::{RoutingError, ServiceClient};
 use weft_node::manager::{MAP_PARTITION, view};
 use weft_security::AuthChannel;
 
-const SERVICE: &str = "chaos";
-const TABLE: &str = "default";
+pub(crate) const SERVICE: &str = "chaos";
+pub(crate) const TABLE: &str = "default";
 
 /// What a chaos run does.
 #[derive(Clone, Debug)]
@@ -313,29 +313,43 @@ impl Cluster {
     }
 }
 
-/// Shared by the clients: the history, the run's clock, and value ids.
-struct Recorder {
-    start: Instant,
-    history: Mutex<Vec<Op>>,
-    next_value: AtomicU64,
-    stop: AtomicBool,
+/// Shared by the clients: the history, the run's clock (the runtime's: simulated time
+/// under `--simulated`), and value ids.
+pub(crate) struct Recorder {
+    /// Set by the first reading, on the reader's runtime (a simulated host's clock).
+    start: std::sync::OnceLock<tokio::time::Instant>,
+    pub(crate) history: Mutex<Vec<Op>>,
+    pub(crate) next_value: AtomicU64,
+    pub(crate) stop: AtomicBool,
+    /// The service is up and the clients are starting (`--simulated`'s driver says).
+    pub(crate) ready: AtomicBool,
 }
 
 impl Recorder {
-    fn now(&self) -> u64 {
-        self.start.elapsed().as_nanos() as u64
+    pub(crate) fn new() -> Self {
+        Recorder {
+            start: std::sync::OnceLock::new(),
+            history: Mutex::new(Vec::new()),
+            next_value: AtomicU64::new(1),
+            stop: AtomicBool::new(false),
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn now(&self) -> u64 {
+        self.start.get_or_init(tokio::time::Instant::now).elapsed().as_nanos() as u64
     }
 }
 
-fn key_bytes(k: u64) -> Vec<u8> {
+pub(crate) fn key_bytes(k: u64) -> Vec<u8> {
     format!("chaos-{k:04}").into_bytes()
 }
 
-fn value_of(rec: &pb::Record) -> Option<u64> {
+pub(crate) fn value_of(rec: &pb::Record) -> Option<u64> {
     rec.value.as_ref().try_into().ok().map(u64::from_be_bytes)
 }
 
-fn client_config() -> ClientConfig {
+pub(crate) fn client_config() -> ClientConfig {
     ClientConfig {
         deadline: Duration::from_secs(5),
         attempt_timeout: Duration::from_secs(1),
@@ -344,7 +358,14 @@ fn client_config() -> ClientConfig {
 }
 
 /// One client: its own session, one operation at a time, until told to stop.
-async fn client(id: u64, endpoints: Vec<String>, config: ClientConfig, keys: u64, seed: u64, rec: Arc<Recorder>) {
+pub(crate) async fn client(
+    id: u64,
+    endpoints: Vec<String>,
+    config: ClientConfig,
+    keys: u64,
+    seed: u64,
+    rec: Arc<Recorder>,
+) {
     let svc = ServiceClient::new(endpoints, config);
     let mut rng = StdRng::seed_from_u64(seed ^ (id.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
     // What this client last saw of each key: the value and its record's version.
@@ -582,12 +603,7 @@ pub async fn run(exe: &Path, cfg: &ChaosConfig) -> Result<(ChaosReport, Vec<Op>)
     c.create_service(req).await.map_err(|s| cluster_err(s.message()))?;
     cluster.wait_whole(cfg.replicas as usize, Duration::from_secs(60)).await?;
 
-    let rec = Arc::new(Recorder {
-        start: Instant::now(),
-        history: Mutex::new(Vec::new()),
-        next_value: AtomicU64::new(1),
-        stop: AtomicBool::new(false),
-    });
+    let rec = Arc::new(Recorder::new());
     let tasks: Vec<_> = (0..cfg.clients as u64)
         .map(|id| tokio::spawn(client(id, endpoints.clone(), cluster.root.clone(), cfg.keys, cfg.seed, rec.clone())))
         .collect();
@@ -647,7 +663,7 @@ pub async fn run(exe: &Path, cfg: &ChaosConfig) -> Result<(ChaosReport, Vec<Op>)
 }
 
 /// Acknowledged writes the final values prove lost (module docs).
-fn lost_acked_writes(history: &[Op], finals: &HashMap<u64, Option<u64>>) -> u64 {
+pub(crate) fn lost_acked_writes(history: &[Op], finals: &HashMap<u64, Option<u64>>) -> u64 {
     let written = |o: &Op| match (o.kind, o.outcome) {
         (OpKind::Write(v), _) => Some(v),
         (OpKind::Cas { new, .. }, Outcome::Cas(true) | Outcome::Unknown) => Some(new),

@@ -5,6 +5,8 @@
 //!   for them.
 //! - [`chaos`]: `weft chaos`, faults against real nodes with a history check.
 //! - [`linearize`]: the linearizability checker for register histories.
+//! - [`simulated`]: `weft chaos --simulated`, the chaos workload on in-process nodes over
+//!   turmoil's simulated network and clock, replayable from a seed.
 //! - [`cluster_bench`]: `weft bench replication | failover | rebuild`.
 //! - [`ycsb`]: `weft bench kv`, the YCSB workloads against weft or etcd.
 //!
@@ -15,4 +17,5 @@ pub mod chaos;
 pub mod cluster_bench;
 pub mod linearize;
 pub mod local;
+pub mod simulated;
 pub mod ycsb;

@@ -3,14 +3,14 @@
 //! reason (unless forced) before it changes anything.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tonic::Status;
 use weft_cluster_manager::model::NodeStatus;
 use weft_cluster_manager::{balance, keyspace, placement};
 use weft_proto::v1 as pb;
 
-use super::{Manager, map};
+use super::{Manager, clock, map};
 
 /// Longest service name.
 const NAME_MAX: usize = 64;
@@ -33,7 +33,7 @@ impl Manager {
     /// running has registered); returns the reports to place by. Past that, says how many
     /// nodes there are and how many the placement needs.
     async fn nodes_for(&self, replicas: usize) -> Result<Vec<(u64, pb::ReplicaStatus)>, Status> {
-        let deadline = self.soft.lock().since.unwrap_or_else(Instant::now) + NODES_WAIT;
+        let deadline = self.soft.lock().since.unwrap_or_else(clock::now) + NODES_WAIT;
         loop {
             let leader = self.leading().ok_or_else(|| Status::unavailable("not the cluster manager"))?;
             let (m, _) =
@@ -44,7 +44,7 @@ impl Manager {
             if usable >= replicas {
                 return Ok(reported);
             }
-            if Instant::now() >= deadline {
+            if clock::now() >= deadline {
                 let up = nodes.iter().filter(|n| n.status == NodeStatus::Up).count();
                 return Err(Status::failed_precondition(format!(
                     "{replicas} replicas need {replicas} nodes up with room; the cluster has {usable} \
@@ -301,13 +301,13 @@ impl Manager {
         self.transfer_primary(&m, p, target.replica).await?;
         // Confirm from the new primary itself.
         let addr = Self::addr_of(&m, target.node)?;
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = clock::now() + Duration::from_secs(10);
         loop {
             let status = self.admin(&addr)?.status(pb::ReplicaStatusRequest { partition: p.id }).await;
             if status.is_ok_and(|s| s.get_ref().role == pb::Role::Primary as i32) {
                 break;
             }
-            if Instant::now() > deadline {
+            if clock::now() > deadline {
                 return Err(Status::deadline_exceeded(format!(
                     "partition {}: node {} did not become primary within 10 s",
                     p.id, target.node

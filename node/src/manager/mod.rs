@@ -22,6 +22,7 @@
 //! Known gap, stated rather than hidden: a seed that never comes back leaves the map group
 //! one replica short until the seed list is changed on every node (no command does that).
 
+pub mod clock;
 mod commands;
 pub mod map;
 mod map_group;
@@ -31,7 +32,7 @@ mod upgrade;
 mod users;
 pub mod view;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -114,12 +115,12 @@ struct Soft {
     term: u64,
     /// When this node became manager in `term`.
     since: Option<Instant>,
-    seen: HashMap<u64, Seen>,
+    seen: BTreeMap<u64, Seen>,
     /// When each partition's placement last changed (a report older than that may not
     /// list a replica just opened).
-    changed: HashMap<u64, Instant>,
+    changed: BTreeMap<u64, Instant>,
     /// Alarms already logged, so each is logged once when it starts.
-    alarms: HashSet<String>,
+    alarms: BTreeSet<String>,
     /// When the manager last balanced on its own.
     balanced: Option<Instant>,
     /// Where moves stalled lately, avoided by the next moves of the same partition.
@@ -127,20 +128,20 @@ struct Soft {
     /// Per partition with a move under way, its target's last progress and when it was
     /// first seen (`moves::MoveClock`): kept across the rounds that retry a failed
     /// step, so a target that never answers is given up like one that answers and stalls.
-    move_clocks: HashMap<u64, weft_cluster_manager::moves::MoveClock>,
+    move_clocks: BTreeMap<u64, weft_cluster_manager::moves::MoveClock>,
 }
 
 /// Each replica's request rate between two heartbeats, from its request counter.
 #[derive(Default)]
 struct RequestRates {
-    last: HashMap<(u64, u64), (u64, Instant)>,
+    last: BTreeMap<(u64, u64), (u64, Instant)>,
 }
 
 impl RequestRates {
     /// Sets `requests_per_s` on each status from the counter's change since the last
     /// call (0 for a replica seen for the first time); forgets replicas no longer listed.
     fn fill(&mut self, replicas: &mut [pb::ReplicaStatus], now: Instant) {
-        let mut next = HashMap::with_capacity(replicas.len());
+        let mut next = BTreeMap::new();
         for r in replicas.iter_mut() {
             let key = (r.partition, r.replica);
             if let Some(&(count, at)) = self.last.get(&key) {
@@ -164,7 +165,7 @@ pub struct Manager {
     incarnation: u64,
     soft: Mutex<Soft>,
     /// Partitions with an operation (create, move) being driven.
-    ops: Mutex<HashSet<u64>>,
+    ops: Mutex<BTreeSet<u64>>,
     /// The address a forwarded call last reached the manager through; tried first next
     /// time, so a paused or unreachable seed early in the list is not waited on again.
     forward_via: Mutex<Option<String>>,
@@ -186,7 +187,7 @@ impl Manager {
             id,
             addr,
             cfg,
-            incarnation: rand::random(),
+            incarnation: weft_security::rng::random_u64(),
             soft: Mutex::default(),
             ops: Mutex::default(),
             forward_via: Mutex::default(),
@@ -252,7 +253,7 @@ impl Manager {
             if soft.term != m.current_term {
                 // A new reign: forget the last one's soft state; every node gets a fresh
                 // grace period from now.
-                *soft = Soft { term: m.current_term, since: Some(Instant::now()), ..Soft::default() };
+                *soft = Soft { term: m.current_term, since: Some(clock::now()), ..Soft::default() };
                 tracing::info!(term = m.current_term, "this node is now the cluster manager");
             }
         }
@@ -291,7 +292,7 @@ impl Manager {
         loop {
             tick.tick().await;
             let mut replicas: Vec<pb::ReplicaStatus> = self.host.list().iter().map(|r| r.status()).collect();
-            rates.fill(&mut replicas, Instant::now());
+            rates.fill(&mut replicas, clock::now());
             let req = pb::HeartbeatRequest { node: Some(self.info()), replicas };
             let sent = match self.leading() {
                 Some(_) => self.on_heartbeat(req).await,
@@ -361,7 +362,7 @@ impl Manager {
         if node.id == 0 || node.addr.is_empty() {
             return Err(Status::invalid_argument("a node needs a non-zero id and an address"));
         }
-        let seen = Seen { at: Instant::now(), incarnation: node.incarnation, replicas: req.replicas };
+        let seen = Seen { at: clock::now(), incarnation: node.incarnation, replicas: req.replicas };
         self.soft.lock().seen.insert(node.id, seen);
         // Heartbeats arrive several times a second from every node: compare against the
         // applied map (no quorum round); a change goes through `update`, which reads and
@@ -483,7 +484,7 @@ mod tests {
     #[test]
     fn request_rates_are_counter_changes_over_time() {
         let mut rates = RequestRates::default();
-        let t0 = Instant::now();
+        let t0 = clock::now();
         let mut first = vec![status(1, 10), status(2, 0)];
         rates.fill(&mut first, t0);
         assert!(first.iter().all(|s| s.requests_per_s == 0.0), "no rate before a second report");

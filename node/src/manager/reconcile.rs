@@ -40,7 +40,7 @@ use weft_proto::v1::node_admin_client::NodeAdminClient;
 use weft_replica::host::Replica;
 use weft_security::AuthChannel;
 
-use super::{Manager, map};
+use super::{Manager, clock, map};
 use weft_client::client::{Client, ClientConfig, ClientError};
 
 /// Most partitions with an operation in flight at once.
@@ -57,8 +57,8 @@ const CONFIRM_TIMEOUT: Duration = Duration::from_secs(2);
 /// The one rule for "the primary" the manager acts on and `GetMap` answers.
 pub(super) fn primaries<'a>(
     reports: impl Iterator<Item = (u64, &'a pb::ReplicaStatus)>,
-) -> std::collections::HashMap<u64, u64> {
-    let mut best: std::collections::HashMap<u64, (u64, u64)> = Default::default();
+) -> std::collections::BTreeMap<u64, u64> {
+    let mut best: std::collections::BTreeMap<u64, (u64, u64)> = Default::default();
     for (node, s) in reports.filter(|(_, s)| s.role == pb::Role::Primary as i32) {
         let e = best.entry(s.partition).or_insert((s.term, node));
         if s.term > e.0 {
@@ -97,7 +97,7 @@ impl Manager {
             return Ok(());
         }
         // 1. Liveness.
-        let now = Instant::now();
+        let now = clock::now();
         let silent = {
             let soft = self.soft.lock();
             let nodes = m.nodes.values().map(|n| (n.id, n.state == pb::NodeState::Down as i32));
@@ -309,7 +309,7 @@ impl Manager {
     /// How long the target `replica` of `partition`'s move has gone without progress,
     /// counted across rounds ([`MoveClock`]).
     fn stalled_for(&self, partition: u64, replica: u64, progress: Option<Progress>) -> Duration {
-        let now = Instant::now();
+        let now = clock::now();
         let mut soft = self.soft.lock();
         soft.move_clocks
             .entry(partition)
@@ -348,7 +348,7 @@ impl Manager {
             Ok(())
         })
         .await?;
-        self.soft.lock().changed.insert(p.id, Instant::now());
+        self.soft.lock().changed.insert(p.id, clock::now());
         tracing::info!(partition = p.id, service = %p.service, index = p.index, "partition created");
         Ok(())
     }
@@ -367,7 +367,7 @@ impl Manager {
             Some(to) => Some(Self::addr_of(m, to.node)?),
             None => None,
         };
-        let deadline = Instant::now() + CATCH_UP_TIMEOUT;
+        let deadline = clock::now() + CATCH_UP_TIMEOUT;
         let mut goal = None;
         let mut phase = mv.first_phase();
         loop {
@@ -437,7 +437,7 @@ impl Manager {
                     return Err(Status::unavailable(target("was lost while it caught up")));
                 }
                 Step::Wait => {
-                    if Instant::now() > deadline {
+                    if clock::now() > deadline {
                         return Err(Status::deadline_exceeded(target(&format!(
                             "did not catch up within {CATCH_UP_TIMEOUT:?}"
                         ))));
@@ -470,7 +470,7 @@ impl Manager {
                         Ok(())
                     })
                     .await?;
-                    self.soft.lock().changed.insert(p.id, Instant::now());
+                    self.soft.lock().changed.insert(p.id, clock::now());
                     tracing::info!(partition = p.id, to = ?mv.to.map(|t| t.node), leaving = ?mv.replaces.map(|o| o.node), reason = %pending.reason, "replica move done");
                 }
                 Step::Close(old) => {
@@ -565,8 +565,8 @@ impl Manager {
         self.amend_pending(p.id, pending, |x, _| *x = None).await?;
         {
             let mut soft = self.soft.lock();
-            soft.changed.insert(p.id, Instant::now());
-            soft.stalls.record(p.id, to.node, Instant::now());
+            soft.changed.insert(p.id, clock::now());
+            soft.stalls.record(p.id, to.node, clock::now());
         }
         if let Ok(addr) = Self::addr_of(m, to.node)
             && let Ok(mut admin) = self.admin(&addr)

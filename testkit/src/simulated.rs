@@ -1,0 +1,445 @@
+//! `weft chaos --simulated`: the chaos workload and its history check, on weft nodes
+//! running in this process over turmoil's simulated network and clock, under one seed.
+//!
+//! Each node is a real `weft_node::Node` (its gRPC services, replicas, openraft groups and
+//! cluster manager) started inside a turmoil host; it listens and dials through
+//! [`TurmoilNet`], weft's network seam (`weft_security::net`), in plaintext. The clients
+//! are `weft_client` service clients on a turmoil client host; they run the same
+//! operations as `weft chaos` ([`crate::chaos`]: reads, writes and compare-and-sets with
+//! run-unique values) and record the history on the simulated clock.
+//!
+//! The driver steps the simulation and injects one fault at a time, chosen by the seed:
+//! a node crashed and restarted (volatile: it comes back empty and its replicas are
+//! rebuilt), a node cut off from the others, the nodes split in two, or one link held
+//! then released. Each fault lasts 1 to 3 simulated seconds; the next starts 2 to 4 s after
+//! the last healed. After `seconds` of load the clients stop, every link is repaired, the
+//! cluster is given time to settle, and a final linearizable read of every key joins the
+//! history, which [`crate::linearize::check`] decides.
+//!
+//! The history's hash (`history_hash`: xxh3 over every operation's client, key, kind,
+//! outcome and simulated call and return times) names the run: the same seed gives the
+//! same hash when the simulation is deterministic. Nothing is read from the real clock;
+//! randomness inside the nodes (openraft's election timeouts, client and node ids) comes
+//! from the seed ([`weft_security::rng`]).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use weft_client::client::ClientConfig;
+use weft_client::routing::ServiceClient;
+use weft_proto::v1 as pb;
+use weft_security::ClientSecurity;
+use weft_security::net::{Acceptor, BoxStream, Network, SharedNetwork};
+
+use crate::chaos::{self, Recorder, SERVICE, TABLE};
+use crate::linearize::{self, Anomaly, Op, OpKind, Outcome};
+
+/// The port every simulated node listens on.
+const PORT: u16 = 7000;
+
+/// What a simulated run does.
+#[derive(Clone, Debug)]
+pub struct SimulatedConfig {
+    /// The seed: of the network, the fault schedule, the clients and the nodes' randomness.
+    pub seed: u64,
+    /// Simulated seconds of load and faults.
+    pub seconds: f64,
+    /// Nodes (the first three are seeds).
+    pub nodes: u64,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Keys the clients share.
+    pub keys: u64,
+    /// Partitions of the service.
+    pub partitions: u32,
+    /// Replicas per partition.
+    pub replicas: u32,
+}
+
+impl Default for SimulatedConfig {
+    fn default() -> Self {
+        SimulatedConfig { seed: 1, seconds: 20.0, nodes: 5, clients: 4, keys: 8, partitions: 2, replicas: 3 }
+    }
+}
+
+/// What a simulated run saw, and the verdict.
+#[derive(Clone, Debug, Serialize)]
+pub struct SimulatedReport {
+    /// Always `simulated`.
+    pub mode: &'static str,
+    /// The seed.
+    pub seed: u64,
+    /// xxh3 of the history, hex: the same seed gives the same hash.
+    pub history_hash: String,
+    /// Operations invoked (final reads included).
+    pub ops: u64,
+    /// Operations with a definite answer.
+    pub ok: u64,
+    /// Reads that got no answer.
+    pub failed: u64,
+    /// Writes and compare-and-sets whose outcome is unknown.
+    pub indeterminate: u64,
+    /// Faults injected, by kind.
+    pub faults: BTreeMap<String, u64>,
+    /// The checker's verdict.
+    pub linearizable: bool,
+    /// Acknowledged writes the final state proves lost.
+    pub lost_acked_writes: u64,
+    /// Keys the checker could neither prove nor refute within its budget.
+    pub undecided_keys: Vec<u64>,
+    /// On failure: the smallest window of history that shows the anomaly.
+    pub anomaly: Option<Anomaly>,
+    /// Simulated seconds the whole run took.
+    pub simulated_s: f64,
+    /// The command that replays this run.
+    pub replay: String,
+}
+
+/// Why a simulated run could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum SimulatedError {
+    /// The configuration cannot run.
+    #[error("bad simulated chaos configuration: {0}")]
+    Config(&'static str),
+    /// The simulation failed (a host's software returned an error, or time ran out).
+    #[error("simulation seed {seed}: {reason}")]
+    Sim {
+        /// The seed.
+        seed: u64,
+        /// What happened.
+        reason: String,
+    },
+}
+
+/// weft's network seam over turmoil: listening on the host's port, dialing by host
+/// address. The listener reports the host's own address (turmoil binds the unspecified
+/// one), so the node advertises an address its peers can dial.
+#[derive(Debug)]
+pub struct TurmoilNet {
+    /// The host this network object belongs to (its node's name), `None` for clients.
+    pub host: Option<String>,
+}
+
+struct TurmoilAcceptor {
+    listener: turmoil::net::TcpListener,
+    addr: SocketAddr,
+}
+
+impl Acceptor for TurmoilAcceptor {
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.addr)
+    }
+
+    fn accept(&mut self) -> BoxFuture<'_, std::io::Result<(BoxStream, SocketAddr)>> {
+        Box::pin(async move {
+            let (s, remote) = self.listener.accept().await?;
+            Ok((Box::new(s) as BoxStream, remote))
+        })
+    }
+}
+
+impl Network for TurmoilNet {
+    fn bind(&self, addr: SocketAddr) -> BoxFuture<'static, std::io::Result<Box<dyn Acceptor>>> {
+        let host = self.host.clone();
+        Box::pin(async move {
+            let listener =
+                turmoil::net::TcpListener::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), addr.port()))
+                    .await?;
+            let ip = match &host {
+                Some(h) => turmoil::lookup(h.as_str()),
+                None => addr.ip(),
+            };
+            Ok(Box::new(TurmoilAcceptor { listener, addr: SocketAddr::new(ip, addr.port()) }) as Box<dyn Acceptor>)
+        })
+    }
+
+    fn dial(&self, host: String, port: u16) -> BoxFuture<'static, std::io::Result<BoxStream>> {
+        Box::pin(async move {
+            let s = turmoil::net::TcpStream::connect((host.as_str(), port)).await?;
+            Ok(Box::new(s) as BoxStream)
+        })
+    }
+}
+
+fn name(i: u64) -> String {
+    format!("n{i}")
+}
+
+/// One node's software: a weft node on the simulated network, serving until crashed.
+async fn node(i: u64, seeds: Vec<String>) -> turmoil::Result {
+    let network: SharedNetwork = Arc::new(TurmoilNet { host: Some(name(i)) });
+    let config = weft_node::node::NodeConfig {
+        id: i,
+        listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), PORT),
+        raft: Default::default(),
+        transport: Default::default(),
+        limits: Default::default(),
+        storage: Default::default(),
+        cluster: weft_node::manager::ClusterConfig {
+            seeds,
+            ud: format!("ud{i}"),
+            fd: format!("fd{i}"),
+            down_grace: Duration::from_secs(2),
+            balance_every: None,
+            ..Default::default()
+        },
+        metrics: None,
+        security: Default::default(),
+        network: Some(network),
+    };
+    let node = weft_node::node::Node::bind(config).await?;
+    node.serve(std::future::pending()).await?;
+    Ok(())
+}
+
+fn client_config(network: &SharedNetwork) -> ClientConfig {
+    ClientConfig { security: ClientSecurity::insecure().over(Some(network.clone())), ..chaos::client_config() }
+}
+
+/// The test driver's software: waits for the cluster, creates the service, runs the
+/// clients until told to stop, then reads every key.
+async fn driver(cfg: SimulatedConfig, endpoints: Vec<String>, rec: Arc<Recorder>) -> turmoil::Result {
+    let network: SharedNetwork = Arc::new(TurmoilNet { host: None });
+    let config = client_config(&network);
+    // The map first, then the service; both retried until the cluster answers.
+    loop {
+        let created = async {
+            let channel = config.security.wrap(config.security.connect_lazy(
+                tonic::transport::Endpoint::from_shared(format!("http://{}", endpoints[0]))?,
+                Duration::from_secs(1),
+            ));
+            let mut c = pb::cluster_client::ClusterClient::new(channel);
+            let req =
+                pb::CreateServiceRequest { name: SERVICE.into(), partitions: cfg.partitions, replicas: cfg.replicas };
+            c.create_service(req).await?;
+            Ok::<(), Box<dyn std::error::Error>>(())
+        };
+        match tokio::time::timeout(Duration::from_secs(5), created).await {
+            Ok(Ok(())) => break,
+            _ => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+    // Every partition writable before the clock of the history starts to matter.
+    let svc = ServiceClient::new(endpoints.clone(), config.clone());
+    for key in 0..cfg.keys {
+        while svc.get(SERVICE, TABLE, &chaos::key_bytes(key)).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    rec.now();
+    rec.ready.store(true, Ordering::Relaxed);
+    let tasks: Vec<_> = (0..cfg.clients as u64)
+        .map(|id| tokio::spawn(chaos::client(id, endpoints.clone(), config.clone(), cfg.keys, cfg.seed, rec.clone())))
+        .collect();
+    for t in tasks {
+        let _ = t.await;
+    }
+    // The driver repairs every link and stops faulting before it sets `stop`; give the
+    // cluster time to rebuild what the last fault took, then read every key.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let reader = ServiceClient::new(endpoints, ClientConfig { deadline: Duration::from_secs(30), ..config });
+    for key in 0..cfg.keys {
+        let call_ns = rec.now();
+        let value = reader.get(SERVICE, TABLE, &chaos::key_bytes(key)).await?.as_ref().and_then(chaos::value_of);
+        let op = Op {
+            client: u64::MAX,
+            key,
+            kind: OpKind::Read,
+            call_ns,
+            return_ns: rec.now(),
+            outcome: Outcome::Read(value),
+        };
+        rec.history.lock().push(op);
+    }
+    Ok(())
+}
+
+/// A fault in force, and what heals it.
+enum Fault {
+    Crashed(String),
+    Cut(Vec<String>, Vec<String>),
+    Held(String, String),
+}
+
+/// Runs one simulated chaos schedule; returns the report and the whole history.
+pub fn run(cfg: &SimulatedConfig) -> Result<(SimulatedReport, Vec<Op>), SimulatedError> {
+    if cfg.nodes < 3 || cfg.nodes > 9 {
+        return Err(SimulatedError::Config("--nodes must be 3 to 9"));
+    }
+    if cfg.replicas as u64 > cfg.nodes || cfg.replicas < 3 {
+        return Err(SimulatedError::Config("--replicas must be 3 to --nodes (a fault takes one replica away)"));
+    }
+    if cfg.keys == 0 || cfg.clients == 0 || cfg.partitions == 0 {
+        return Err(SimulatedError::Config("--keys, --clients and --partitions must be positive"));
+    }
+    // Every host runs on this thread: one seeded sequence serves them all, in the
+    // simulation's own order.
+    weft_security::rng::seed_thread(cfg.seed);
+    let result = simulate(cfg);
+    weft_security::rng::unseed_thread();
+    result
+}
+
+fn simulate(cfg: &SimulatedConfig) -> Result<(SimulatedReport, Vec<Op>), SimulatedError> {
+    let failed = |reason: String| SimulatedError::Sim { seed: cfg.seed, reason };
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(cfg.seed)
+        .simulation_duration(Duration::from_secs_f64(cfg.seconds + 600.0))
+        .tick_duration(Duration::from_millis(1))
+        .min_message_latency(Duration::from_micros(200))
+        .max_message_latency(Duration::from_millis(5))
+        .tcp_capacity(1 << 16)
+        .build();
+    let names: Vec<String> = (1..=cfg.nodes).map(name).collect();
+    let seeds: Vec<String> = names.iter().take(3).map(|n| format!("{}:{PORT}", sim.lookup(n.as_str()))).collect();
+    let endpoints: Vec<String> = names.iter().map(|n| format!("{}:{PORT}", sim.lookup(n.as_str()))).collect();
+    for i in 1..=cfg.nodes {
+        let seeds = seeds.clone();
+        sim.host(name(i).as_str(), move || node(i, seeds.clone()));
+    }
+    let rec = Arc::new(Recorder::new());
+    sim.client("driver", driver(cfg.clone(), endpoints, rec.clone()));
+
+    let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0xfa17);
+    let mut faults: BTreeMap<String, u64> = BTreeMap::new();
+    let mut active: Option<(Fault, Duration)> = None;
+    let mut next_fault: Option<Duration> = None;
+    let mut load_started: Option<Duration> = None;
+    let load = Duration::from_secs_f64(cfg.seconds);
+    loop {
+        let finished = sim.step().map_err(|e| failed(e.to_string()))?;
+        if finished {
+            break;
+        }
+        let now = sim.elapsed();
+        if load_started.is_none() && rec.ready.load(Ordering::Relaxed) {
+            load_started = Some(now);
+            next_fault = Some(now + Duration::from_millis(rng.random_range(1000..3000)));
+        }
+        let Some(started) = load_started else { continue };
+        if let Some((fault, until)) = &active
+            && now >= *until
+        {
+            match fault {
+                Fault::Crashed(n) => sim.bounce(n.as_str()),
+                Fault::Cut(a, b) => {
+                    for x in a {
+                        for y in b {
+                            sim.repair(x.as_str(), y.as_str());
+                        }
+                    }
+                }
+                Fault::Held(a, b) => sim.release(a.as_str(), b.as_str()),
+            }
+            active = None;
+            next_fault = Some(now + Duration::from_millis(rng.random_range(2000..4000)));
+        }
+        if now >= started + load {
+            if !rec.stop.load(Ordering::Relaxed) && active.is_none() {
+                rec.stop.store(true, Ordering::Relaxed);
+            }
+            continue;
+        }
+        if active.is_none() && next_fault.is_some_and(|t| now >= t) {
+            let until = now + Duration::from_millis(rng.random_range(1000..3000));
+            let pick = rng.random_range(0..names.len());
+            let fault = match rng.random_range(0..4) {
+                0 => {
+                    sim.crash(names[pick].as_str());
+                    Fault::Crashed(names[pick].clone())
+                }
+                1 => {
+                    let others: Vec<String> = names.iter().filter(|n| **n != names[pick]).cloned().collect();
+                    for o in &others {
+                        sim.partition(names[pick].as_str(), o.as_str());
+                    }
+                    Fault::Cut(vec![names[pick].clone()], others)
+                }
+                2 => {
+                    let n = names.len();
+                    let side = |i: usize| (i + n - pick) % n < n.div_ceil(2);
+                    let a: Vec<String> = (0..n).filter(|i| side(*i)).map(|i| names[i].clone()).collect();
+                    let b: Vec<String> = (0..n).filter(|i| !side(*i)).map(|i| names[i].clone()).collect();
+                    for x in &a {
+                        for y in &b {
+                            sim.partition(x.as_str(), y.as_str());
+                        }
+                    }
+                    Fault::Cut(a, b)
+                }
+                _ => {
+                    let other = names[(pick + 1 + rng.random_range(0..names.len() - 1)) % names.len()].clone();
+                    sim.hold(names[pick].as_str(), other.as_str());
+                    Fault::Held(names[pick].clone(), other)
+                }
+            };
+            let kind = match &fault {
+                Fault::Crashed(_) => "crash_restart",
+                Fault::Cut(a, _) if a.len() == 1 => "partition_one",
+                Fault::Cut(..) => "partition_halves",
+                Fault::Held(..) => "hold_link",
+            };
+            *faults.entry(kind.to_string()).or_default() += 1;
+            active = Some((fault, until));
+        }
+    }
+    let history = std::mem::take(&mut *rec.history.lock());
+    let finals: std::collections::HashMap<u64, Option<u64>> = history
+        .iter()
+        .filter(|o| o.client == u64::MAX)
+        .filter_map(|o| match o.outcome {
+            Outcome::Read(v) => Some((o.key, v)),
+            _ => None,
+        })
+        .collect();
+    let verdict = linearize::check(&history, linearize::DEFAULT_BUDGET);
+    let indeterminate = history.iter().filter(|o| o.outcome == Outcome::Unknown && o.kind != OpKind::Read).count();
+    let failed_reads = history.iter().filter(|o| o.outcome == Outcome::Unknown && o.kind == OpKind::Read).count();
+    let report = SimulatedReport {
+        mode: "simulated",
+        seed: cfg.seed,
+        history_hash: format!("{:016x}", history_hash(&history)),
+        ops: history.len() as u64,
+        ok: (history.len() - indeterminate - failed_reads) as u64,
+        failed: failed_reads as u64,
+        indeterminate: indeterminate as u64,
+        faults,
+        linearizable: verdict.linearizable() && finals.len() as u64 == cfg.keys,
+        lost_acked_writes: chaos::lost_acked_writes(&history, &finals),
+        undecided_keys: verdict.undecided,
+        anomaly: verdict.anomaly,
+        simulated_s: sim.elapsed().as_secs_f64(),
+        replay: format!("weft chaos --simulated --seed {} --seconds {}", cfg.seed, cfg.seconds),
+    };
+    Ok((report, history))
+}
+
+/// xxh3 over every operation, in the order recorded.
+pub fn history_hash(history: &[Op]) -> u64 {
+    let mut bytes = Vec::with_capacity(history.len() * 64);
+    for o in history {
+        let (kind, a, b) = match o.kind {
+            OpKind::Read => (0u8, 0, 0),
+            OpKind::Write(v) => (1, v, 0),
+            OpKind::Cas { expect, new } => (2, expect.map_or(u64::MAX, |e| e), new),
+        };
+        let (outcome, c) = match o.outcome {
+            Outcome::Read(v) => (0u8, v.map_or(u64::MAX, |v| v)),
+            Outcome::Written => (1, 0),
+            Outcome::Cas(ok) => (2, u64::from(ok)),
+            Outcome::Unknown => (3, 0),
+        };
+        for x in [o.client, o.key, a, b, c, o.call_ns, o.return_ns] {
+            bytes.extend_from_slice(&x.to_le_bytes());
+        }
+        bytes.extend_from_slice(&[kind, outcome]);
+    }
+    xxhash_rust::xxh3::xxh3_64(&bytes)
+}
