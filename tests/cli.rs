@@ -107,3 +107,25 @@ fn a_playground_too_small_for_its_replicas_is_refused_before_starting() {
     assert_eq!(err.trim_end().lines().count(), 1, "refused before any node starts: {err}");
     assert!(err.contains("--replicas 4") && err.contains("--nodes is 2"), "{err}");
 }
+
+/// `weft chaos --simulated`: the JSON the CLI contract names, and the same seed giving the
+/// same history in two separate processes.
+#[test]
+fn simulated_chaos_replays_a_seed_across_processes() {
+    let args = ["chaos", "--simulated", "--seed", "3", "--seconds", "5", "--json"];
+    let (ok, out, err) = weft(&args);
+    assert!(ok, "stderr: {err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
+    assert_eq!(v["linearizable"], true, "{v}");
+    assert_eq!(v["lost_acked_writes"], 0, "{v}");
+    assert!(v["ops"].as_u64().is_some_and(|n| n > 100), "{v}");
+    let hash = v["history_hash"].as_str().expect("history_hash").to_string();
+    assert_eq!(hash.len(), 16, "{v}");
+    assert!(v["replay"].as_str().is_some_and(|r| r.contains("--simulated --seed 3")), "{v}");
+    let (ok, again, err) = weft(&args);
+    assert!(ok, "stderr: {err}");
+    let w: serde_json::Value = serde_json::from_str(&again).expect("one JSON document");
+    assert_eq!(w["history_hash"], hash, "the same seed in another process: {v} vs {w}");
+    let (ok, _, err) = weft(&["chaos", "--simulated", "--mode", "durable"]);
+    assert!(!ok && err.contains("volatile nodes only"), "{err}");
+}
