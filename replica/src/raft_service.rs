@@ -28,19 +28,30 @@ use crate::wire;
 struct ChunkReader {
     rx: mpsc::Receiver<Bytes>,
     cur: Bytes,
+    /// Every chunk is queued before decoding starts (a seeded simulation decodes on the
+    /// runtime's own thread): never wait.
+    inline: bool,
 }
 
 impl ChunkReader {
     /// Waits for the next non-empty chunk; false once the stream has ended.
     fn fill(&mut self) -> bool {
         while self.cur.is_empty() {
-            match self.rx.blocking_recv() {
+            let next = if self.inline { self.rx.try_recv().ok() } else { self.rx.blocking_recv() };
+            match next {
                 Some(b) => self.cur = b,
                 None => return false,
             }
         }
         true
     }
+}
+
+/// Where a received snapshot is decoded: on a blocking thread as its chunks arrive, or, in
+/// a seeded simulation, on this task once all have arrived.
+enum Decoding<T> {
+    Thread(tokio::task::JoinHandle<T>),
+    Inline(ChunkReader),
 }
 
 impl Read for ChunkReader {
@@ -176,12 +187,19 @@ impl pb::raft_server::Raft for RaftService {
         let progress_sm = replica.sm.clone();
         progress_sm.progress().bytes.store(0, Ordering::Relaxed);
         progress_sm.progress().records.store(0, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel::<Bytes>(SNAPSHOT_CHUNKS_IN_FLIGHT);
+        let inline = weft_security::rng::seeded();
+        let capacity = if inline { crate::transport::SIMULATED_CHUNKS_MAX } else { SNAPSHOT_CHUNKS_IN_FLIGHT };
+        let (tx, rx) = mpsc::channel::<Bytes>(capacity);
         let limits = self.host.limits().clone();
         let decoder_sm = replica.sm.clone();
-        let decoder = tokio::task::spawn_blocking(move || {
-            snapshot::decode(ChunkReader { rx, cur: Bytes::new() }, limits, decoder_sm.progress())
-        });
+        let reader = ChunkReader { rx, cur: Bytes::new(), inline };
+        let decoder = if inline {
+            Decoding::Inline(reader)
+        } else {
+            let limits = limits.clone();
+            let sm = decoder_sm.clone();
+            Decoding::Thread(tokio::task::spawn_blocking(move || snapshot::decode(reader, limits, sm.progress())))
+        };
         let mut check = ChunkCheck::default();
         let mut chunk = Some(first);
         let checked: Result<(), Status> = async {
@@ -203,7 +221,10 @@ impl pb::raft_server::Raft for RaftService {
         .await;
         drop(tx);
         let received_s = started.elapsed().as_secs_f64();
-        let decoded = decoder.await.map_err(|e| Status::internal(format!("snapshot decoder: {e}")))?;
+        let decoded = match decoder {
+            Decoding::Thread(h) => h.await.map_err(|e| Status::internal(format!("snapshot decoder: {e}")))?,
+            Decoding::Inline(reader) => snapshot::decode(reader, limits, decoder_sm.progress()),
+        };
         checked?;
         // A decoder that stopped early explains a stream that stopped early.
         let (store, sessions) = decoded.map_err(|e| Status::data_loss(e.to_string()))?;

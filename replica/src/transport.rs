@@ -448,6 +448,18 @@ pub fn stream_snapshot(
     sessions: crate::sessions::Sessions,
     chunk_bytes: usize,
 ) -> (mpsc::Receiver<pb::SnapshotChunk>, tokio::task::JoinHandle<Result<snapshot::Counts, snapshot::SnapshotError>>) {
+    if weft_security::rng::seeded() {
+        // A seeded simulation: encoded here and now, every chunk queued, so the stream is
+        // ready at the same simulated moment in every run.
+        let (tx, rx) = mpsc::channel(SIMULATED_CHUNKS_MAX);
+        let mut out = ChunkWriter::new(tx, header, chunk_bytes);
+        out.inline = true;
+        let encoded = snapshot::encode(&store, &sessions, &mut out).and_then(|counts| {
+            out.finish()?;
+            Ok(counts)
+        });
+        return (rx, tokio::spawn(async move { encoded }));
+    }
     let (tx, rx) = mpsc::channel(SNAPSHOT_CHUNKS_IN_FLIGHT);
     let encoder = tokio::task::spawn_blocking(move || {
         let mut out = ChunkWriter::new(tx, header, chunk_bytes);
@@ -457,6 +469,10 @@ pub fn stream_snapshot(
     });
     (rx, encoder)
 }
+
+/// Most chunks one snapshot stream holds in a seeded simulation, where the whole stream is
+/// queued at once (simulated partitions are small).
+pub(crate) const SIMULATED_CHUNKS_MAX: usize = 1 << 16;
 
 /// The checks a receiver of a chunked snapshot stream makes on each chunk: its CRC32C, and
 /// on the last one the CRC32C and length of the whole stream.
@@ -510,6 +526,8 @@ impl ChunkCheck {
 /// Cuts the encoder's output into checksummed chunk messages and sends each when full.
 pub(crate) struct ChunkWriter {
     tx: mpsc::Sender<pb::SnapshotChunk>,
+    /// Queue without waiting (a seeded simulation encodes on the runtime's own thread).
+    inline: bool,
     next: pb::SnapshotChunk,
     buf: Vec<u8>,
     chunk_bytes: usize,
@@ -522,6 +540,7 @@ impl ChunkWriter {
         let chunk_bytes = chunk_bytes.max(1);
         ChunkWriter {
             tx,
+            inline: false,
             next: header,
             buf: Vec::with_capacity(chunk_bytes),
             chunk_bytes,
@@ -542,7 +561,8 @@ impl ChunkWriter {
             msg.total_crc32c = self.total_crc;
             msg.total_bytes = self.total_bytes;
         }
-        self.tx.blocking_send(msg).map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "snapshot stream closed"))
+        let sent = if self.inline { self.tx.try_send(msg).is_ok() } else { self.tx.blocking_send(msg).is_ok() };
+        if sent { Ok(()) } else { Err(io::Error::new(io::ErrorKind::BrokenPipe, "snapshot stream closed")) }
     }
 
     pub(crate) fn finish(mut self) -> io::Result<()> {

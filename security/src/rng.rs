@@ -23,6 +23,13 @@ pub fn unseed_thread() {
     SEEDED.with(|s| *s.borrow_mut() = None);
 }
 
+/// Whether this thread runs a seeded simulation. Work weft would hand to another thread
+/// (snapshot encoding and decoding) then runs on the calling task instead, so its result
+/// arrives at the same simulated moment in every run (`weft_replica::transport`).
+pub fn seeded() -> bool {
+    SEEDED.with(|s| s.borrow().is_some())
+}
+
 /// A random `u64`: the next from this thread's seed, if it has one.
 pub fn random_u64() -> u64 {
     SEEDED.with(|s| match s.borrow_mut().as_mut() {

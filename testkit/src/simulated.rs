@@ -18,9 +18,15 @@
 //!
 //! The history's hash (`history_hash`: xxh3 over every operation's client, key, kind,
 //! outcome and simulated call and return times) names the run: the same seed gives the
-//! same hash when the simulation is deterministic. Nothing is read from the real clock;
-//! randomness inside the nodes (openraft's election timeouts, client and node ids) comes
-//! from the seed ([`weft_security::rng`]).
+//! same hash. Nothing is read from the real clock; randomness inside the nodes (openraft's
+//! election timeouts, client and node ids) comes from the seed ([`weft_security::rng`]);
+//! snapshot streams are encoded and decoded on the simulated task, not a thread pool.
+//!
+//! One simulation per process: a replay is a fresh process (the `replay` command). tokio's
+//! task ids come from one process-wide counter, and a crashed host's tasks are dropped in
+//! an order those ids decide (the runtime's task list is sharded by id), so any other
+//! tokio runtime busy in the same process, or an earlier simulation, can change what a
+//! crash-restart does. Seeds are swept one process each (`tests/simulation.rs`).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -416,7 +422,10 @@ fn simulate(cfg: &SimulatedConfig) -> Result<(SimulatedReport, Vec<Op>), Simulat
         undecided_keys: verdict.undecided,
         anomaly: verdict.anomaly,
         simulated_s: sim.elapsed().as_secs_f64(),
-        replay: format!("weft chaos --simulated --seed {} --seconds {}", cfg.seed, cfg.seconds),
+        replay: format!(
+            "weft chaos --simulated --seed {} --seconds {} --nodes {} --clients {} --keys {}",
+            cfg.seed, cfg.seconds, cfg.nodes, cfg.clients, cfg.keys
+        ),
     };
     Ok((report, history))
 }
