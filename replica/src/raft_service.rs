@@ -298,9 +298,12 @@ mod tests {
             }
             drop(dtx);
             assert!(chunk_bytes > 1000 || chunks > 10, "expected many chunks at {chunk_bytes} bytes");
-            let (back, _) =
-                snapshot::decode(ChunkReader { rx: drx, cur: Bytes::new() }, Default::default(), &Progress::default())
-                    .unwrap();
+            let (back, _) = snapshot::decode(
+                ChunkReader { rx: drx, cur: Bytes::new(), inline: false },
+                Default::default(),
+                &Progress::default(),
+            )
+            .unwrap();
             assert_eq!(back.count("t").unwrap(), 2_000);
             assert_eq!(back.get("t", &7u32.to_be_bytes()).unwrap().map(|r| r.value().to_vec()), Some(vec![7; 50]));
         }
