@@ -217,11 +217,7 @@ async fn driver(cfg: SimulatedConfig, endpoints: Vec<String>, rec: Arc<Recorder>
     // The map first, then the service; both retried until the cluster answers.
     loop {
         let created = async {
-            let channel = config.security.wrap(config.security.connect_lazy(
-                tonic::transport::Endpoint::from_shared(format!("http://{}", endpoints[0]))?,
-                Duration::from_secs(1),
-            ));
-            let mut c = pb::cluster_client::ClusterClient::new(channel);
+            let mut c = pb::cluster_client::ClusterClient::new(crate::local::channel(&config.security, &endpoints[0])?);
             let req =
                 pb::CreateServiceRequest { name: SERVICE.into(), partitions: cfg.partitions, replicas: cfg.replicas };
             c.create_service(req).await?;
