@@ -433,6 +433,16 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")
 }
 
+/// Writes every operation of a chaos history to `path`, one JSON object per line.
+fn write_history(path: &std::path::Path, history: &[weft_testkit::linearize::Op]) -> anyhow::Result<()> {
+    let mut out = String::new();
+    for op in history {
+        out.push_str(&serde_json::to_string(op)?);
+        out.push('\n');
+    }
+    std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))
+}
+
 /// `weft chaos --simulated`: one seeded run in this process.
 fn chaos_simulated(a: &ChaosArgs) -> anyhow::Result<()> {
     if matches!(a.mode, Some(ModeArg::Durable | ModeArg::Both)) {
@@ -451,12 +461,7 @@ fn chaos_simulated(a: &ChaosArgs) -> anyhow::Result<()> {
     };
     let (report, history) = weft_testkit::simulated::run(&cfg)?;
     if let Some(path) = &a.history {
-        let mut out = String::new();
-        for op in &history {
-            out.push_str(&serde_json::to_string(op)?);
-            out.push('\n');
-        }
-        std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))?;
+        write_history(path, &history)?;
     }
     if a.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -502,12 +507,7 @@ fn chaos(a: ChaosArgs) -> anyhow::Result<()> {
         };
         let (report, history) = rt.block_on(weft_testkit::chaos::run(&exe, &cfg))?;
         if let Some(path) = &a.history {
-            let mut out = String::new();
-            for op in &history {
-                out.push_str(&serde_json::to_string(op)?);
-                out.push('\n');
-            }
-            std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))?;
+            write_history(path, &history)?;
         }
         reports.push(report);
     }

@@ -573,15 +573,7 @@ async fn faults(
 /// Runs one chaos schedule against fresh nodes of the `weft` binary at `exe`; returns
 /// the report and the whole history.
 pub async fn run(exe: &Path, cfg: &ChaosConfig) -> Result<(ChaosReport, Vec<Op>), ChaosError> {
-    if cfg.nodes < 3 || cfg.nodes > 9 {
-        return Err(ChaosError::Config("--nodes must be 3 to 9"));
-    }
-    if cfg.replicas as u64 > cfg.nodes || cfg.replicas < 3 {
-        return Err(ChaosError::Config("--replicas must be 3 to --nodes (a fault takes one replica away)"));
-    }
-    if cfg.keys == 0 || cfg.clients == 0 || cfg.partitions == 0 {
-        return Err(ChaosError::Config("--keys, --clients and --partitions must be positive"));
-    }
+    check_shape(cfg.nodes, cfg.replicas, cfg.keys, cfg.clients, cfg.partitions).map_err(ChaosError::Config)?;
     let temp = tempfile::tempdir().map_err(cluster_err)?;
     let data: Option<PathBuf> = cfg.durable.then(|| temp.path().to_path_buf());
     let mut cluster = Cluster::start(exe, cfg, data.as_deref())?;
@@ -660,6 +652,27 @@ pub async fn run(exe: &Path, cfg: &ChaosConfig) -> Result<(ChaosReport, Vec<Op>)
         anomaly: verdict.anomaly,
     };
     Ok((report, history))
+}
+
+/// Why a run of this shape cannot be carried out, if it cannot (shared with
+/// `--simulated`).
+pub(crate) fn check_shape(
+    nodes: u64,
+    replicas: u32,
+    keys: u64,
+    clients: usize,
+    partitions: u32,
+) -> Result<(), &'static str> {
+    if !(3..=9).contains(&nodes) {
+        return Err("--nodes must be 3 to 9");
+    }
+    if replicas as u64 > nodes || replicas < 3 {
+        return Err("--replicas must be 3 to --nodes (a fault takes one replica away)");
+    }
+    if keys == 0 || clients == 0 || partitions == 0 {
+        return Err("--keys, --clients and --partitions must be positive");
+    }
+    Ok(())
 }
 
 /// Acknowledged writes the final values prove lost (module docs).

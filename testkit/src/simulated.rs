@@ -272,15 +272,8 @@ enum Fault {
 
 /// Runs one simulated chaos schedule; returns the report and the whole history.
 pub fn run(cfg: &SimulatedConfig) -> Result<(SimulatedReport, Vec<Op>), SimulatedError> {
-    if cfg.nodes < 3 || cfg.nodes > 9 {
-        return Err(SimulatedError::Config("--nodes must be 3 to 9"));
-    }
-    if cfg.replicas as u64 > cfg.nodes || cfg.replicas < 3 {
-        return Err(SimulatedError::Config("--replicas must be 3 to --nodes (a fault takes one replica away)"));
-    }
-    if cfg.keys == 0 || cfg.clients == 0 || cfg.partitions == 0 {
-        return Err(SimulatedError::Config("--keys, --clients and --partitions must be positive"));
-    }
+    chaos::check_shape(cfg.nodes, cfg.replicas, cfg.keys, cfg.clients, cfg.partitions)
+        .map_err(SimulatedError::Config)?;
     // Every host runs on this thread: one seeded sequence serves them all, in the
     // simulation's own order.
     weft_security::rng::seed_thread(cfg.seed);
