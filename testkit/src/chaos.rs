@@ -617,41 +617,77 @@ pub async fn run(exe: &Path, cfg: &ChaosConfig) -> Result<(ChaosReport, Vec<Op>)
     let reader =
         ServiceClient::new(endpoints, ClientConfig { deadline: Duration::from_secs(20), ..cluster.root.clone() });
     let mut history = std::mem::take(&mut *rec.history.lock());
-    let mut finals = HashMap::new();
-    for key in 0..cfg.keys {
-        let call_ns = rec.now();
-        let value = reader.get(SERVICE, TABLE, &key_bytes(key)).await?.as_ref().and_then(value_of);
-        finals.insert(key, value);
-        let op = Op {
-            client: u64::MAX,
-            key,
-            kind: OpKind::Read,
-            call_ns,
-            return_ns: rec.now(),
-            outcome: Outcome::Read(value),
-        };
-        history.push(op);
-    }
+    history.extend(read_every_key(&reader, cfg.keys, &rec).await?);
     drop(cluster);
 
-    let verdict = linearize::check(&history, linearize::DEFAULT_BUDGET);
-    let indeterminate = history.iter().filter(|o| o.outcome == Outcome::Unknown && o.kind != OpKind::Read).count();
-    let failed = history.iter().filter(|o| o.outcome == Outcome::Unknown && o.kind == OpKind::Read).count();
+    let t = Tally::of(&history);
     let report = ChaosReport {
         mode: if cfg.durable { "durable" } else { "volatile" },
         seed: cfg.seed,
         ops: history.len() as u64,
-        ok: (history.len() - indeterminate - failed) as u64,
-        failed: failed as u64,
-        indeterminate: indeterminate as u64,
+        ok: t.ok,
+        failed: t.failed,
+        indeterminate: t.indeterminate,
         faults,
         timeline,
-        linearizable: verdict.linearizable(),
-        lost_acked_writes: lost_acked_writes(&history, &finals),
-        undecided_keys: verdict.undecided,
-        anomaly: verdict.anomaly,
+        linearizable: t.verdict.linearizable(),
+        lost_acked_writes: t.lost_acked_writes,
+        undecided_keys: t.verdict.undecided,
+        anomaly: t.verdict.anomaly,
     };
     Ok((report, history))
+}
+
+/// The client id of the final reads, after every other operation.
+pub(crate) const FINAL_READER: u64 = u64::MAX;
+
+/// One linearizable read of every key, as operations of [`FINAL_READER`].
+pub(crate) async fn read_every_key(reader: &ServiceClient, keys: u64, rec: &Recorder) -> Result<Vec<Op>, RoutingError> {
+    let mut ops = Vec::with_capacity(keys as usize);
+    for key in 0..keys {
+        let call_ns = rec.now();
+        let value = reader.get(SERVICE, TABLE, &key_bytes(key)).await?.as_ref().and_then(value_of);
+        let outcome = Outcome::Read(value);
+        ops.push(Op { client: FINAL_READER, key, kind: OpKind::Read, call_ns, return_ns: rec.now(), outcome });
+    }
+    Ok(ops)
+}
+
+/// What a finished history adds up to: the checker's verdict, the counts a report
+/// shows, and the acknowledged writes the final reads prove lost.
+pub(crate) struct Tally {
+    pub(crate) verdict: linearize::Verdict,
+    pub(crate) ok: u64,
+    pub(crate) failed: u64,
+    pub(crate) indeterminate: u64,
+    pub(crate) lost_acked_writes: u64,
+    /// Keys the final reads answered.
+    pub(crate) final_keys: u64,
+}
+
+impl Tally {
+    pub(crate) fn of(history: &[Op]) -> Tally {
+        let finals: HashMap<u64, Option<u64>> = history
+            .iter()
+            .filter(|o| o.client == FINAL_READER)
+            .filter_map(|o| match o.outcome {
+                Outcome::Read(v) => Some((o.key, v)),
+                _ => None,
+            })
+            .collect();
+        let unknown = |read: bool| {
+            history.iter().filter(|o| o.outcome == Outcome::Unknown && (o.kind == OpKind::Read) == read).count() as u64
+        };
+        let (indeterminate, failed) = (unknown(false), unknown(true));
+        Tally {
+            verdict: linearize::check(history, linearize::DEFAULT_BUDGET),
+            ok: history.len() as u64 - indeterminate - failed,
+            failed,
+            indeterminate,
+            lost_acked_writes: lost_acked_writes(history, &finals),
+            final_keys: finals.len() as u64,
+        }
+    }
 }
 
 /// Why a run of this shape cannot be carried out, if it cannot (shared with
@@ -676,7 +712,7 @@ pub(crate) fn check_shape(
 }
 
 /// Acknowledged writes the final values prove lost (module docs).
-pub(crate) fn lost_acked_writes(history: &[Op], finals: &HashMap<u64, Option<u64>>) -> u64 {
+fn lost_acked_writes(history: &[Op], finals: &HashMap<u64, Option<u64>>) -> u64 {
     let written = |o: &Op| match (o.kind, o.outcome) {
         (OpKind::Write(v), _) => Some(v),
         (OpKind::Cas { new, .. }, Outcome::Cas(true) | Outcome::Unknown) => Some(new),

@@ -45,7 +45,7 @@ use weft_security::ClientSecurity;
 use weft_security::net::{Acceptor, BoxStream, Network, SharedNetwork};
 
 use crate::chaos::{self, Recorder, SERVICE, TABLE};
-use crate::linearize::{self, Anomaly, Op, OpKind, Outcome};
+use crate::linearize::{Anomaly, Op, OpKind, Outcome};
 
 /// The port every simulated node listens on.
 const PORT: u16 = 7000;
@@ -247,19 +247,8 @@ async fn driver(cfg: SimulatedConfig, endpoints: Vec<String>, rec: Arc<Recorder>
     // cluster time to rebuild what the last fault took, then read every key.
     tokio::time::sleep(Duration::from_secs(10)).await;
     let reader = ServiceClient::new(endpoints, ClientConfig { deadline: Duration::from_secs(30), ..config });
-    for key in 0..cfg.keys {
-        let call_ns = rec.now();
-        let value = reader.get(SERVICE, TABLE, &chaos::key_bytes(key)).await?.as_ref().and_then(chaos::value_of);
-        let op = Op {
-            client: u64::MAX,
-            key,
-            kind: OpKind::Read,
-            call_ns,
-            return_ns: rec.now(),
-            outcome: Outcome::Read(value),
-        };
-        rec.history.lock().push(op);
-    }
+    let finals = chaos::read_every_key(&reader, cfg.keys, &rec).await?;
+    rec.history.lock().extend(finals);
     Ok(())
 }
 
@@ -386,30 +375,20 @@ fn simulate(cfg: &SimulatedConfig) -> Result<(SimulatedReport, Vec<Op>), Simulat
         }
     }
     let history = std::mem::take(&mut *rec.history.lock());
-    let finals: std::collections::HashMap<u64, Option<u64>> = history
-        .iter()
-        .filter(|o| o.client == u64::MAX)
-        .filter_map(|o| match o.outcome {
-            Outcome::Read(v) => Some((o.key, v)),
-            _ => None,
-        })
-        .collect();
-    let verdict = linearize::check(&history, linearize::DEFAULT_BUDGET);
-    let indeterminate = history.iter().filter(|o| o.outcome == Outcome::Unknown && o.kind != OpKind::Read).count();
-    let failed_reads = history.iter().filter(|o| o.outcome == Outcome::Unknown && o.kind == OpKind::Read).count();
+    let t = chaos::Tally::of(&history);
     let report = SimulatedReport {
         mode: "simulated",
         seed: cfg.seed,
         history_hash: format!("{:016x}", history_hash(&history)),
         ops: history.len() as u64,
-        ok: (history.len() - indeterminate - failed_reads) as u64,
-        failed: failed_reads as u64,
-        indeterminate: indeterminate as u64,
+        ok: t.ok,
+        failed: t.failed,
+        indeterminate: t.indeterminate,
         faults,
-        linearizable: verdict.linearizable() && finals.len() as u64 == cfg.keys,
-        lost_acked_writes: chaos::lost_acked_writes(&history, &finals),
-        undecided_keys: verdict.undecided,
-        anomaly: verdict.anomaly,
+        linearizable: t.verdict.linearizable() && t.final_keys == cfg.keys,
+        lost_acked_writes: t.lost_acked_writes,
+        undecided_keys: t.verdict.undecided,
+        anomaly: t.verdict.anomaly,
         simulated_s: sim.elapsed().as_secs_f64(),
         replay: format!(
             "weft chaos --simulated --seed {} --seconds {} --nodes {} --clients {} --keys {}",
