@@ -8,6 +8,8 @@
 //! - [`simulated`]: `weft chaos --simulated`, the chaos workload on in-process nodes over
 //!   turmoil's simulated network and clock, replayable from a seed.
 //! - [`cluster_bench`]: `weft bench replication | failover | rebuild`.
+//! - [`world`]: one cluster test, two worlds: the [`world::Cluster`] trait, in-process
+//!   nodes and node processes.
 //! - [`ycsb`]: `weft bench kv`, the YCSB workloads against weft or etcd.
 //!
 //! It talks to nodes through `weft-client` like any client, and reads the cluster map
@@ -18,4 +20,5 @@ pub mod cluster_bench;
 pub mod linearize;
 pub mod local;
 pub mod simulated;
+pub mod world;
 pub mod ycsb;

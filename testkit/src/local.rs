@@ -28,6 +28,11 @@ use weft_security::{AuthChannel, ClientSecurity};
 
 use weft_client::client::ClientConfig;
 
+/// Raft heartbeat of every node the harness starts, in either world.
+pub const HEARTBEAT: Duration = Duration::from_millis(50);
+/// Raft election timeout of every node the harness starts, in either world.
+pub const ELECTION_TIMEOUT: Duration = Duration::from_millis(300);
+
 /// Why a local cluster could not be started or driven.
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
@@ -299,7 +304,10 @@ impl LocalNode {
         let fail = |reason: String| LocalError::Start { id, reason };
         let mut child = Command::new(exe)
             .args(["node", "--id", &id.to_string(), "--listen", listen])
-            .args(["--heartbeat-ms", "50", "--election-timeout-ms", "300"])
+            .arg("--heartbeat-ms")
+            .arg(HEARTBEAT.as_millis().to_string())
+            .arg("--election-timeout-ms")
+            .arg(ELECTION_TIMEOUT.as_millis().to_string())
             .args(extra)
             .env("WEFT_LOG", std::env::var("WEFT_NODE_LOG").unwrap_or_else(|_| "error".into()))
             // The caller's client settings are not the node's: its flags say all.
