@@ -1,4 +1,5 @@
-//! Compiles `proto/weft/v1/*.proto` with protox (pure Rust): no system `protoc`.
+//! Compiles `proto/weft/v1/*.proto` (the API) and `proto/weft/testing/v1/*.proto` (fault
+//! injection, for tests only) with protox (pure Rust): no system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
@@ -7,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "weft/v1/raft.proto",
         "weft/v1/admin.proto",
         "weft/v1/cluster.proto",
+        "weft/testing/v1/faults.proto",
     ];
     println!("cargo:rerun-if-changed=proto");
     let fds = protox::compile(files, ["proto"])?;

@@ -151,8 +151,8 @@ struct NodeArgs {
     /// Run without TLS or authentication: anyone who reaches a port may do anything.
     #[arg(long)]
     insecure: bool,
-    /// Serve the Faults service (operators may cut this node's links): for `weft chaos`
-    /// and tests, never for production.
+    /// Serve fault injection (`weft.testing.v1.Faults`: operators may cut this node's
+    /// links): for `weft chaos` and tests, never for production.
     #[arg(long)]
     fault_injection: bool,
     /// Client connections held at once (past it, new ones are refused); node connections

@@ -126,9 +126,7 @@ fn start_stalling_cluster(n: u64) -> (Vec<LocalNode>, Vec<String>) {
 async fn cut_links_but(nodes: &[LocalNode], keep: u64, targets: Vec<String>) {
     let root = common::root().security;
     for n in nodes.iter().filter(|n| n.id != keep) {
-        let cut = weft::proto::CutLinksRequest { addrs: targets.clone() };
-        let channel = weft_testkit::local::channel(&root, &n.addr).expect("channel");
-        weft::proto::faults_client::FaultsClient::new(channel).cut_links(cut).await.expect("cut links");
+        weft_testkit::local::cut_links(&root, &n.addr, targets.clone()).await.expect("cut links");
     }
 }
 

@@ -454,10 +454,13 @@ async fn heartbeats_resume_over_a_healed_link() {
     let followers: Vec<usize> = (0..nodes.len()).filter(|i| *i != l).collect();
     let (healed, doomed) = (followers[0], followers[1]);
     let mut admin = common::faults(&nodes[l]);
-    admin.cut_links(pb::CutLinksRequest { addrs: vec![nodes[healed].addr.clone()] }).await.expect("cut");
+    admin
+        .cut_links(weft_proto::testing::v1::CutLinksRequest { addrs: vec![nodes[healed].addr.clone()] })
+        .await
+        .expect("cut");
     // Twenty heartbeat intervals: every heartbeat to it fails and the backoff reaches its cap.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    admin.cut_links(pb::CutLinksRequest { addrs: vec![] }).await.expect("heal");
+    admin.cut_links(weft_proto::testing::v1::CutLinksRequest { addrs: vec![] }).await.expect("heal");
     tokio::time::sleep(Duration::from_millis(500)).await;
     nodes[doomed].kill();
     // Idle for several leases: nothing but heartbeats reaches the secondaries.
@@ -549,7 +552,7 @@ async fn a_cut_off_primary_with_writes_in_flight_serves_no_stale_read() {
         } else {
             vec![old.addr.clone()]
         };
-        common::faults(n).cut_links(pb::CutLinksRequest { addrs }).await.expect("cut");
+        common::faults(n).cut_links(weft_proto::testing::v1::CutLinksRequest { addrs }).await.expect("cut");
     }
     let others: Vec<&LocalNode> = nodes.iter().filter(|n| n.id != old.id).collect();
     let new = primary(&others, P).await;
@@ -561,7 +564,7 @@ async fn a_cut_off_primary_with_writes_in_flight_serves_no_stale_read() {
     // Reads keep hitting the cut-off primary while the new one acknowledges writes.
     tokio::time::sleep(Duration::from_secs(2)).await;
     for n in &nodes {
-        common::faults(n).cut_links(pb::CutLinksRequest { addrs: vec![] }).await.expect("heal");
+        common::faults(n).cut_links(weft_proto::testing::v1::CutLinksRequest { addrs: vec![] }).await.expect("heal");
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);

@@ -213,11 +213,9 @@ async fn an_attacker_without_the_right_credentials_gets_nothing() {
     }
 
     // Fault injection is not part of a node started without --fault-injection.
-    let mut faults = pb::faults_client::FaultsClient::new(channel(&root, &ep).unwrap());
-    assert_eq!(
-        code(faults.cut_links(pb::CutLinksRequest { addrs: vec![addrs[1].clone()] }).await).0,
-        Code::Unimplemented
-    );
+    let mut faults = weft_proto::testing::v1::faults_client::FaultsClient::new(channel(&root, &ep).unwrap());
+    let cut = weft_proto::testing::v1::CutLinksRequest { addrs: vec![addrs[1].clone()] };
+    assert_eq!(code(faults.cut_links(cut).await).0, Code::Unimplemented);
 
     // The metrics port: nothing without TLS, nothing without a certificate.
     let plain_http = {

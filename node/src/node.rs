@@ -73,7 +73,8 @@ pub struct NodeSecurity {
     pub connections: ServerLimits,
     /// Limits on requests (in flight per client, deadline).
     pub requests: GateLimits,
-    /// Serve the `Faults` service (cutting links, for `weft chaos` and tests) to operators.
+    /// Serve fault injection (`weft.testing.v1.Faults`: cutting links, for `weft chaos` and tests)
+    /// to operators.
     pub fault_injection: bool,
 }
 
@@ -189,7 +190,7 @@ impl Node {
         .max_encoding_message_size(max);
         let faults = self.security.fault_injection.then(|| {
             tracing::warn!("fault injection is on (--fault-injection): operators may cut this node's links");
-            pb::faults_server::FaultsServer::new(FaultsService { host: self.host.clone() })
+            weft_proto::testing::v1::faults_server::FaultsServer::new(FaultsService { host: self.host.clone() })
         });
         let tls = self.security.tls.clone();
         if let Some(creds) = &tls {
@@ -584,12 +585,15 @@ struct FaultsService {
 }
 
 #[tonic::async_trait]
-impl pb::faults_server::Faults for FaultsService {
-    async fn cut_links(&self, req: Request<pb::CutLinksRequest>) -> Result<Response<pb::CutLinksResponse>, Status> {
+impl weft_proto::testing::v1::faults_server::Faults for FaultsService {
+    async fn cut_links(
+        &self,
+        req: Request<weft_proto::testing::v1::CutLinksRequest>,
+    ) -> Result<Response<weft_proto::testing::v1::CutLinksResponse>, Status> {
         let addrs = req.into_inner().addrs;
         tracing::warn!(?addrs, "fault injection: links cut (an empty list restores them)");
         self.host.peers().cut_links(addrs);
-        Ok(Response::new(pb::CutLinksResponse {}))
+        Ok(Response::new(weft_proto::testing::v1::CutLinksResponse {}))
     }
 }
 

@@ -18,6 +18,15 @@ pub mod v1 {
     tonic::include_proto!("weft.v1");
 }
 
+/// Package `weft.testing.v1`: fault injection for weft's own tests and `weft chaos`, kept
+/// out of the API package. A node serves it only when started with `--fault-injection`.
+pub mod testing {
+    /// Generated messages and services of package `weft.testing.v1`.
+    pub mod v1 {
+        tonic::include_proto!("weft.testing.v1");
+    }
+}
+
 /// Why a call failed, carried in the gRPC status details as the standard rich error model
 /// has it: `grpc-status-details-bin` holds a `google.rpc.Status` whose `details` hold one
 /// `google.protobuf.Any` packing a [`v1::ErrorDetail`]. Any gRPC library can read it

@@ -270,12 +270,21 @@ pub enum Access {
     Service(Right),
 }
 
-/// The gRPC package every weft service is in.
+/// The gRPC package of weft's API.
 const PACKAGE: &str = "/weft.v1.";
+/// The gRPC package of fault injection (served only by a node started with
+/// `--fault-injection`).
+const TESTING: &str = "/weft.testing.v1.";
 
 /// What calling `path` (`/weft.v1.Store/Put`) needs. Anything not listed needs a node:
 /// a method added later is closed to clients until it is listed here.
 pub fn access(path: &str) -> Access {
+    if let Some(rest) = path.strip_prefix(TESTING) {
+        return match rest.split_once('/') {
+            Some(("Faults", _)) => Access::Cluster(Right::Operate),
+            _ => Access::Node,
+        };
+    }
     let Some(rest) = path.strip_prefix(PACKAGE) else { return Access::Node };
     let (service, method) = rest.split_once('/').unwrap_or((rest, ""));
     match (service, method) {
@@ -291,7 +300,6 @@ pub fn access(path: &str) -> Access {
             "Drain" | "Activate" | "RemoveNode" | "Rebalance" | "Upgrade" | "ListUsers" | "AddUser" | "RemoveUser"
             | "Grant" | "Revoke",
         ) => Access::Cluster(Right::Operate),
-        ("Faults", _) => Access::Cluster(Right::Operate),
         _ => Access::Node,
     }
 }
@@ -367,7 +375,8 @@ mod tests {
         for m in ["CreateService", "DeleteService", "MovePrimary", "MoveSecondary"] {
             assert_eq!(access(&format!("/weft.v1.Cluster/{m}")), Access::Service(Right::Operate), "{m}");
         }
-        assert_eq!(access("/weft.v1.Faults/CutLinks"), Access::Cluster(Right::Operate));
+        assert_eq!(access("/weft.testing.v1.Faults/CutLinks"), Access::Cluster(Right::Operate));
+        assert_eq!(access("/weft.v1.Faults/CutLinks"), Access::Node, "fault injection is not in the API package");
         assert_eq!(access("/weft.v1.Cluster/GetMap"), Access::Known);
     }
 

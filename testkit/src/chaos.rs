@@ -25,7 +25,7 @@
 //! - `partition_one`, `partition_halves`, `partition_ring`: for 2 to 4 s, one node cut off
 //!   from the others; the nodes split in two (the larger half keeps a quorum); or a ring
 //!   in which each node reaches only its two neighbours. Links are cut inside each node's
-//!   transport (`Faults.CutLinks`, served because the nodes start with
+//!   transport (`weft.testing.v1.Faults`, served because the nodes start with
 //!   `--fault-injection`), both directions; clients still reach every node,
 //!   so a cut-off primary that kept answering would show up as a stale read.
 //!
@@ -286,8 +286,7 @@ impl Cluster {
         for (i, node) in self.nodes.iter().enumerate() {
             let addrs: Vec<String> =
                 (0..self.nodes.len()).filter(|&j| j != i && !reach(i, j)).map(|j| self.endpoints[j].clone()).collect();
-            let mut faults = pb::faults_client::FaultsClient::new(channel(&self.root.security, &node.addr)?);
-            faults.cut_links(pb::CutLinksRequest { addrs }).await.map_err(|s| cluster_err(s.message()))?;
+            crate::local::cut_links(&self.root.security, &node.addr, addrs).await?;
         }
         Ok(())
     }

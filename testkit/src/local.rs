@@ -243,6 +243,16 @@ pub fn channel(security: &ClientSecurity, addr: &str) -> Result<AuthChannel, Loc
     Ok(security.wrap(security.connect_lazy(endpoint, Duration::from_secs(2))))
 }
 
+/// Cuts node `at`'s links to the node addresses `addrs` (an empty list restores them)
+/// through fault injection (`weft.testing.v1.Faults`, served by a node started with
+/// `--fault-injection` to operators).
+pub async fn cut_links(security: &ClientSecurity, at: &str, addrs: Vec<String>) -> Result<(), LocalError> {
+    let mut faults = weft_proto::testing::v1::faults_client::FaultsClient::new(channel(security, at)?);
+    let cut = weft_proto::testing::v1::CutLinksRequest { addrs };
+    faults.cut_links(cut).await.map_err(|s| cluster_err(s.message()))?;
+    Ok(())
+}
+
 /// One node process.
 pub struct LocalNode {
     /// Node id.

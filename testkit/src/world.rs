@@ -11,7 +11,7 @@
 //! (`tests/worlds.rs`). Both worlds start the same cluster: `n` nodes, node i in UD
 //! `ud<i>` and FD `fd<i>`, the first three the seeds, raft at a 50 ms heartbeat and a
 //! 300 ms election timeout, a 2 s down grace, fault injection on (links are cut through
-//! the same `Faults` service in both worlds), clients acting as `root`.
+//! the same `weft.testing.v1.Faults` service in both worlds), clients acting as `root`.
 //!
 //! A crash is abrupt in both: a process gets SIGKILL; an in-process node's runtime stops
 //! polling it and drops every task (its replicas' memory with them), without a graceful
@@ -29,7 +29,6 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use weft_client::client::ClientConfig;
-use weft_proto::v1 as pb;
 use weft_security::credentials::{Credentials, Holder};
 
 use crate::local::{self, LocalError, LocalNode, Security, cluster_err};
@@ -64,7 +63,7 @@ pub trait Cluster {
     }
 }
 
-/// Cuts node `id`'s links to every other node, both ways, through the `Faults` service
+/// Cuts node `id`'s links to every other node, both ways, through fault injection
 /// (the nodes' clients still reach every node).
 pub async fn isolate(cluster: &impl Cluster, id: u64) -> Result<(), LocalError> {
     let own = cluster.addr(id)?;
@@ -85,10 +84,7 @@ pub async fn heal(cluster: &impl Cluster) -> Result<(), LocalError> {
 }
 
 async fn cut_links(cluster: &impl Cluster, at: &str, addrs: Vec<String>) -> Result<(), LocalError> {
-    let channel = local::channel(&cluster.security().root()?, at)?;
-    let mut faults = pb::faults_client::FaultsClient::new(channel);
-    faults.cut_links(pb::CutLinksRequest { addrs }).await.map_err(|s| cluster_err(s.message()))?;
-    Ok(())
+    local::cut_links(&cluster.security().root()?, at, addrs).await
 }
 
 /// `weft node` processes on loopback: the end-to-end world.

@@ -163,6 +163,6 @@ pub async fn https_get(addr: &str, path: &str, security: &weft_security::ClientS
 }
 
 /// The fault-injection service of a node started with `--fault-injection`, as the harness.
-pub fn faults(node: &LocalNode) -> weft::proto::faults_client::FaultsClient<AuthChannel> {
-    weft::proto::faults_client::FaultsClient::new(channel(&node.addr))
+pub fn faults(node: &LocalNode) -> weft_proto::testing::v1::faults_client::FaultsClient<AuthChannel> {
+    weft_proto::testing::v1::faults_client::FaultsClient::new(channel(&node.addr))
 }
