@@ -23,11 +23,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use weft_proto::v1 as pb;
-use weft_replica::transport::ChunkCheck;
+use weft_replica::ChunkCheck;
 
 use crate::client::{Client, ClientConfig, ClientError};
-use crate::manager::view;
-use crate::routing::{RoutingError, ServiceClient};
+use crate::node::view;
+use crate::routing::ServiceClient;
 
 /// The manifest's file name inside a backup directory.
 pub const MANIFEST: &str = "manifest.json";
@@ -35,8 +35,10 @@ pub const MANIFEST: &str = "manifest.json";
 /// Records per batch when a restore writes a partition.
 const RESTORE_BATCH: usize = 500;
 
-/// What can go wrong backing up or restoring.
+/// What can go wrong backing up or restoring: the one error of the `weft` library crate.
+/// New variants may be added: match with a wildcard arm.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BackupError {
     /// Reading or writing backup files.
     #[error("{path}: {source}")]
@@ -46,10 +48,7 @@ pub enum BackupError {
         /// The error.
         source: std::io::Error,
     },
-    /// The cluster map could not be read, or has no such service.
-    #[error(transparent)]
-    Routing(#[from] RoutingError),
-    /// A partition call failed.
+    /// A call failed, the cluster map could not be read, or it has no such service.
     #[error(transparent)]
     Client(#[from] ClientError),
     /// A snapshot stream or file failed its checks.
@@ -113,7 +112,7 @@ pub async fn backup(
     let map = ServiceClient::fetch_map(config, endpoints, config.deadline).await?;
     let parts = view::partitions(&map, Some(service));
     if parts.is_empty() {
-        return Err(RoutingError::NoService(service.into()).into());
+        return Err(ClientError::NoService(service.into()).into());
     }
     let out = dir.join(format!("{service}-{created_unix_ms}"));
     weft_security::files::private_dir(&out).map_err(io_err(&out))?;
@@ -277,10 +276,7 @@ pub async fn restore(
                 let attrs = r
                     .attrs()
                     .iter()
-                    .map(|a| pb::Attr {
-                        name: a.name().into(),
-                        value: Some(weft_replica::command::scalar_to_pb(a.value())),
-                    })
+                    .map(|a| pb::Attr { name: a.name().into(), value: Some(weft_replica::scalar_to_pb(a.value())) })
                     .collect();
                 let put = pb::Put {
                     table: table.name().into(),

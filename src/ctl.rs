@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use clap::{Args, Subcommand};
 use weft::client::ClientConfig;
-use weft::manager::view;
+use weft::node::view;
 use weft::proto as pb;
 use weft::proto::cluster_client::ClusterClient;
 use weft::routing::ServiceClient;

@@ -26,7 +26,7 @@ struct Target {
     #[arg(long)]
     service: String,
     /// Table within each partition.
-    #[arg(long, default_value = weft::manager::DEFAULT_TABLE)]
+    #[arg(long, default_value = weft::node::DEFAULT_TABLE)]
     table: String,
 }
 

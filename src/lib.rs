@@ -1,8 +1,7 @@
 //! weft: a partitioned, replicated, in-memory stateful store.
 //!
-//! - [`node`], [`manager`], [`authz`], [`status`], [`metrics`]: the node (the `weft-node`
-//!   crate, re-exported): the server of every gRPC service on one port, and the live
-//!   cluster manager.
+//! - [`node`]: the node (the `weft-node` crate, re-exported): the server of every gRPC
+//!   service on one port, and the live cluster manager.
 //! - [`client`] and [`routing`]: the Rust client (the `weft-client` crate, re-exported):
 //!   finds a partition's primary, caches it, follows not-primary answers with their leader
 //!   hint, retries with backoff under a deadline, and gives every write a session sequence
@@ -17,6 +16,6 @@
 pub mod backup;
 
 pub use weft_client::{Client, ClientError, ReadMode, client, routing};
-pub use weft_node::{SESSION_IN_FLIGHT_MAX, authz, manager, metrics, node, status};
+pub use weft_node as node;
 pub use weft_proto::v1 as proto;
 pub use weft_store as store;

@@ -92,7 +92,7 @@ struct ChaosArgs {
 struct NodeArgs {
     /// Node id, 1 to 1048575: a seed's id is also its cluster-map replica's id, and the
     /// ids above are the ones the map gives replicas.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..weft::manager::map::FIRST_REPLICA_ID))]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..weft::node::FIRST_REPLICA_ID))]
     id: u64,
     /// Address to serve gRPC on (port 0 picks a free port; the bound address is printed).
     #[arg(long)]
@@ -379,7 +379,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let one = |tls: bool| {
                 rt.block_on(async {
                     let run = |mode| replication(a.replicas, a.clients, a.seconds, mode, tls);
-                    Ok::<_, weft_testkit::cluster_bench::BenchError>(match a.mode {
+                    Ok::<_, weft_testkit::Error>(match a.mode {
                         ModeArg::Volatile => run(Mode::Volatile).await?,
                         ModeArg::Durable => run(Mode::Durable).await?,
                         ModeArg::Both => {
@@ -609,7 +609,7 @@ fn node(a: NodeArgs) -> anyhow::Result<()> {
     let config = weft::node::NodeConfig {
         id: a.id,
         listen: a.listen,
-        raft: weft_replica::host::RaftSettings {
+        raft: weft_replica::RaftSettings {
             heartbeat: std::time::Duration::from_millis(a.heartbeat_ms),
             election_timeout: std::time::Duration::from_millis(a.election_timeout_ms),
             snapshot_every: a.snapshot_every,
@@ -618,12 +618,8 @@ fn node(a: NodeArgs) -> anyhow::Result<()> {
         },
         transport: Default::default(),
         limits: Default::default(),
-        storage: weft_replica::host::Storage {
-            data_dir: a.data_dir.clone(),
-            durable_by_default: a.durable,
-            disk: None,
-        },
-        cluster: weft::manager::ClusterConfig {
+        storage: weft_replica::Storage { data_dir: a.data_dir.clone(), durable_by_default: a.durable, disk: None },
+        cluster: weft::node::ClusterConfig {
             seeds: a.seeds.clone(),
             ud: a.ud.clone(),
             fd: a.fd.clone(),

@@ -12,7 +12,7 @@ mod common;
 use std::time::Duration;
 
 use common::{free_addrs, wait_for, weft};
-use weft::manager::MAP_PARTITION;
+use weft::node::MAP_PARTITION;
 use weft_testkit::local::{LocalNode, ready_service, start_managed};
 
 /// The voters of the map group as this status's replica knows them, once the group is

@@ -279,7 +279,7 @@ async fn a_session_that_reads_no_answers_is_held_back_not_buffered() {
     };
     let before = served().await;
 
-    let calls = 8 * weft::SESSION_IN_FLIGHT_MAX as u64;
+    let calls = 8 * weft::node::SESSION_IN_FLIGHT_MAX as u64;
     let mut raw = pb::store_client::StoreClient::new(common::channel(&node.addr)).max_decoding_message_size(64 << 20);
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let sender = tokio::spawn(async move {
@@ -299,7 +299,7 @@ async fn a_session_that_reads_no_answers_is_held_back_not_buffered() {
     });
     let mut answers = raw.session(tokio_stream::wrappers::ReceiverStream::new(rx)).await.expect("session").into_inner();
     // Unread, the node serves the bound, a message's worth and what the windows hold, no more.
-    let held = weft::SESSION_IN_FLIGHT_MAX as u64 + 256 + (16 << 20) / (64 << 10);
+    let held = weft::node::SESSION_IN_FLIGHT_MAX as u64 + 256 + (16 << 20) / (64 << 10);
     let deadline = std::time::Instant::now() + Duration::from_secs(3);
     while std::time::Instant::now() < deadline {
         let n = served().await - before;
@@ -475,7 +475,7 @@ async fn heartbeats_resume_over_a_healed_link() {
 /// A primary cut off from every secondary while writes are in flight on it must serve no
 /// linearizable read that misses a write the new primary acknowledged. Its read rounds
 /// take the path that waits for answers to replication messages (writes in flight,
-/// `weft_replica::read_gate`); none come, so it must fall back to a heartbeat round and
+/// `replica/src/read_gate.rs`); none come, so it must fall back to a heartbeat round and
 /// fail, never answer from its own state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cut_off_primary_with_writes_in_flight_serves_no_stale_read() {

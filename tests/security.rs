@@ -13,7 +13,7 @@ use common::{LocalNode, Security, free_addrs, wait_for, weft};
 use tonic::Code;
 use weft::client::{Client, ClientConfig, ClientError, ReadMode};
 use weft::proto as pb;
-use weft::routing::{RoutingError, ServiceClient};
+use weft::routing::ServiceClient;
 use weft_security::issue::Validity;
 use weft_security::{ClientSecurity, Credentials, Holder};
 use weft_testkit::local::{Pki, channel, ready_service};
@@ -102,9 +102,9 @@ fn code<T: std::fmt::Debug>(r: Result<T, tonic::Status>) -> (Code, String) {
 }
 
 /// What a routed call's refusal says: its gRPC code.
-fn routed_code<T: std::fmt::Debug>(r: Result<T, RoutingError>) -> Code {
+fn routed_code<T: std::fmt::Debug>(r: Result<T, ClientError>) -> Code {
     match r.expect_err("refused") {
-        RoutingError::Client(ClientError::Rpc(s)) => s.code(),
+        ClientError::Rpc(s) => s.code(),
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
@@ -315,7 +315,7 @@ async fn grants_take_effect_at_once_and_sessions_belong_to_their_caller() {
     wait_for(Duration::from_secs(2), "the revoke", || async {
         matches!(
             as_alice.put("s", "default", b"k", b"2").await,
-            Err(RoutingError::Client(ClientError::Rpc(s))) if s.code() == Code::PermissionDenied
+            Err(ClientError::Rpc(s)) if s.code() == Code::PermissionDenied
         )
         .then_some(())
     })
@@ -345,7 +345,7 @@ async fn grants_take_effect_at_once_and_sessions_belong_to_their_caller() {
     assert!(ok, "{err}");
     let victim = Client::new(addrs.clone(), common::root());
     let map = ServiceClient::fetch_map(&common::root(), &addrs, Duration::from_secs(5)).await.expect("map");
-    let parts = weft::manager::view::partitions(&map, Some("s"));
+    let parts = weft::node::view::partitions(&map, Some("s"));
     let h = weft_cluster_manager::keyspace::hash(b"v");
     let p = parts.iter().find(|p| p.low <= h && h <= p.high).expect("v's partition").id;
     victim.put(p, "default", b"v", b"1").await.expect("root's first write");
@@ -403,7 +403,7 @@ async fn grants_take_effect_at_once_and_sessions_belong_to_their_caller() {
     wait_for(Duration::from_secs(2), "the removal", || async {
         matches!(
             as_alice.get("s", "default", b"k").await,
-            Err(RoutingError::Client(ClientError::Rpc(s))) if s.code() == Code::Unauthenticated
+            Err(ClientError::Rpc(s)) if s.code() == Code::Unauthenticated
         )
         .then_some(())
     })

@@ -38,7 +38,7 @@ async fn upgrade_walk_restarts_every_node_while_writes_continue() {
     wait_for(Duration::from_secs(30), "5 nodes up", || async {
         let m =
             ServiceClient::fetch_map(&common::root(), std::slice::from_ref(&ep), Duration::from_secs(1)).await.ok()?;
-        (weft::manager::view::nodes(&m).iter().filter(|n| n.state == "up").count() == 5).then_some(())
+        (weft::node::view::nodes(&m).iter().filter(|n| n.state == "up").count() == 5).then_some(())
     })
     .await;
     let (ok, _, err) = weft(&["ctl", "--endpoint", &ep, "create-service", "u", "--partitions", "4"]);
@@ -46,7 +46,7 @@ async fn upgrade_walk_restarts_every_node_while_writes_continue() {
     wait_for(Duration::from_secs(30), "partitions with primaries", || async {
         let m =
             ServiceClient::fetch_map(&common::root(), std::slice::from_ref(&ep), Duration::from_secs(1)).await.ok()?;
-        let ps = weft::manager::view::partitions(&m, Some("u"));
+        let ps = weft::node::view::partitions(&m, Some("u"));
         (ps.len() == 4 && ps.iter().all(|p| p.created && p.replicas.iter().any(|r| r.role == "primary"))).then_some(())
     })
     .await;
@@ -110,7 +110,7 @@ async fn upgrade_walk_restarts_every_node_while_writes_continue() {
     for (id, inc) in &before {
         assert_ne!(after.get(id), Some(inc), "node {id} was not restarted");
     }
-    for p in weft::manager::view::partitions(&m, Some("u")) {
+    for p in weft::node::view::partitions(&m, Some("u")) {
         let uds: BTreeSet<&str> = p.replicas.iter().map(|r| r.ud.as_str()).collect();
         assert!(p.replicas.len() == 4 && uds.len() == 4 && p.moving.is_none(), "{p:?}");
     }

@@ -64,8 +64,10 @@ pub struct Target {
     pub met: bool,
 }
 
-/// Errors of the engine benchmark.
+/// Errors of the engine benchmark: the one error this crate returns. New variants may be
+/// added: match with a wildcard arm.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BenchError {
     /// The engine refused a request the benchmark makes.
     #[error("engine: {0}")]

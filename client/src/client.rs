@@ -80,8 +80,12 @@ pub enum ReadMode {
     Stale,
 }
 
-/// What went wrong with a client call.
+/// What went wrong with a client call, by partition ([`Client`]) or by key
+/// ([`crate::routing::ServiceClient`]): the one error this crate returns. `docs/api.md`
+/// says which variants mean applied, not applied, or unknown. New variants may be added:
+/// match with a wildcard arm.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
     /// The command was refused, by the state machine or by the node before proposing it
     /// (condition failed, no such table, limits...): not applied. Deterministic: retrying
@@ -128,6 +132,25 @@ pub enum ClientError {
     /// No endpoints were given.
     #[error("the client has no endpoints")]
     NoEndpoints,
+    /// No endpoint answered with the cluster map.
+    #[error("no node answered with the cluster map: {0}")]
+    NoMap(String),
+    /// The map has no such service.
+    #[error("no service {0:?} (weft ctl services lists them)")]
+    NoService(String),
+    /// The service's partitions are still being created (their groups opened and table
+    /// `default` made); nothing was sent. Calls wait for them until the deadline.
+    #[error("partition {partition} of service {service:?} is still being created")]
+    NotReady {
+        /// The service.
+        service: String,
+        /// A partition not created yet.
+        partition: u64,
+    },
+    /// The cluster refused a request or did not get ready in time
+    /// ([`crate::routing::ready_service`]).
+    #[error("{0}")]
+    Cluster(String),
 }
 
 struct Inner {
@@ -504,7 +527,7 @@ impl Client {
     }
 
     /// A consistent snapshot of `partition` from its primary, as a stream of checksummed
-    /// chunks (see [`weft_replica::transport::ChunkCheck`]).
+    /// chunks (see [`weft_replica::ChunkCheck`]).
     pub async fn backup(&self, partition: u64) -> Result<tonic::Streaming<pb::SnapshotChunk>, ClientError> {
         self.call(partition, true, false, |mut c| async move {
             Ok(c.unary.backup(pb::BackupRequest { partition }).await?.into_inner())

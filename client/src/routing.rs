@@ -40,32 +40,6 @@ const STALE_MAP_RETRY: Duration = Duration::from_millis(100);
 /// Records per page when a scan walks a partition.
 const SCAN_PAGE: u32 = 1000;
 
-/// What a service-level call can fail with, beyond the partition client's errors.
-#[derive(Debug, thiserror::Error)]
-pub enum RoutingError {
-    /// No endpoint answered with a map.
-    #[error("no node answered with the cluster map: {0}")]
-    NoMap(String),
-    /// The map has no such service.
-    #[error("no service {0:?} (weft ctl services lists them)")]
-    NoService(String),
-    /// The service's partitions are still being created (their groups opened and table
-    /// `default` made); nothing was sent. Calls wait for them until the deadline.
-    #[error("partition {partition} of service {service:?} is still being created")]
-    NotReady {
-        /// The service.
-        service: String,
-        /// A partition not created yet.
-        partition: u64,
-    },
-    /// The partition call failed.
-    #[error(transparent)]
-    Client(#[from] ClientError),
-    /// The cluster refused a request or did not get ready in time ([`ready_service`]).
-    #[error("{0}")]
-    Cluster(String),
-}
-
 /// Waits until `nodes` nodes are up in the cluster map, creates `service` (unless it
 /// exists) and waits until each of its partitions is created and the map names its
 /// primary; `within` bounds each wait.
@@ -77,7 +51,7 @@ pub async fn ready_service(
     partitions: u32,
     replicas: u32,
     within: Duration,
-) -> Result<(), RoutingError> {
+) -> Result<(), ClientError> {
     let fetch = || async { ServiceClient::fetch_map(config, endpoints, Duration::from_secs(2)).await.ok() };
     let up = |m: &pb::GetMapResponse| {
         m.map.as_ref().map_or(0, |m| m.nodes.values().filter(|n| n.state == pb::NodeState::Up as i32).count())
@@ -90,21 +64,21 @@ pub async fn ready_service(
             break m;
         }
         if Instant::now() > deadline {
-            return Err(RoutingError::Cluster(format!(
+            return Err(ClientError::Cluster(format!(
                 "the nodes did not all register with the cluster manager within {within:?}"
             )));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     if !map.map.as_ref().is_some_and(|m| m.services.contains_key(service)) {
-        let endpoint = endpoints.first().ok_or_else(|| RoutingError::NoMap("no endpoints".into()))?;
+        let endpoint = endpoints.first().ok_or_else(|| ClientError::NoMap("no endpoints".into()))?;
         let channels = Channels::new(config.security.clone(), Duration::from_secs(2));
-        let channel = channels.channel(endpoint).map_err(|s| RoutingError::Cluster(s.message().to_string()))?;
+        let channel = channels.channel(endpoint).map_err(|s| ClientError::Cluster(s.message().to_string()))?;
         let req = pb::CreateServiceRequest { name: service.into(), partitions, replicas };
         ClusterClient::new(channel)
             .create_service(req)
             .await
-            .map_err(|s| RoutingError::Cluster(format!("creating {service}: {}", s.message())))?;
+            .map_err(|s| ClientError::Cluster(format!("creating {service}: {}", s.message())))?;
     }
     let deadline = Instant::now() + within;
     loop {
@@ -117,7 +91,7 @@ pub async fn ready_service(
             }
         }
         if Instant::now() > deadline {
-            return Err(RoutingError::Cluster(format!(
+            return Err(ClientError::Cluster(format!(
                 "the {service} partitions did not all elect a primary within {within:?}"
             )));
         }
@@ -150,7 +124,7 @@ impl ServiceClient {
         config: &ClientConfig,
         endpoints: &[String],
         within: Duration,
-    ) -> Result<pb::GetMapResponse, RoutingError> {
+    ) -> Result<pb::GetMapResponse, ClientError> {
         let channels = Channels::new(config.security.clone(), Duration::from_secs(2));
         Self::fetch_map_with(&channels, endpoints, within).await
     }
@@ -159,7 +133,7 @@ impl ServiceClient {
         channels: &Channels,
         endpoints: &[String],
         within: Duration,
-    ) -> Result<pb::GetMapResponse, RoutingError> {
+    ) -> Result<pb::GetMapResponse, ClientError> {
         let deadline = Instant::now() + within;
         let mut backoff = Duration::from_millis(20);
         loop {
@@ -175,7 +149,7 @@ impl ServiceClient {
                 match tokio::time::timeout(Duration::from_secs(5), answer).await {
                     Ok(Ok(m)) => return Ok(m),
                     Ok(Err(s)) if matches!(s.code(), Code::Unauthenticated | Code::PermissionDenied) => {
-                        return Err(RoutingError::Client(ClientError::Rpc(s)));
+                        return Err(ClientError::Rpc(s));
                     }
                     Ok(Err(s)) => {
                         last = format!("{e}: {}", crate::client::status_text(&s));
@@ -185,14 +159,14 @@ impl ServiceClient {
                 }
             }
             if refused || Instant::now() + backoff > deadline {
-                return Err(RoutingError::NoMap(last));
+                return Err(ClientError::NoMap(last));
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_millis(500));
         }
     }
 
-    async fn state(&self, refresh: bool) -> Result<Arc<pb::GetMapResponse>, RoutingError> {
+    async fn state(&self, refresh: bool) -> Result<Arc<pb::GetMapResponse>, ClientError> {
         if !refresh && let Some(c) = self.cached.lock().clone() {
             return Ok(c);
         }
@@ -216,19 +190,19 @@ impl ServiceClient {
     }
 
     /// The partitions of `service`, in hash order, once every one of them is created.
-    fn partitions(map: &pb::GetMapResponse, service: &str) -> Result<Vec<pb::PartitionInfo>, RoutingError> {
-        let m = map.map.as_ref().ok_or_else(|| RoutingError::NoMap("empty answer".into()))?;
-        let s = m.services.get(service).ok_or_else(|| RoutingError::NoService(service.into()))?;
+    fn partitions(map: &pb::GetMapResponse, service: &str) -> Result<Vec<pb::PartitionInfo>, ClientError> {
+        let m = map.map.as_ref().ok_or_else(|| ClientError::NoMap("empty answer".into()))?;
+        let s = m.services.get(service).ok_or_else(|| ClientError::NoService(service.into()))?;
         let parts: Vec<pb::PartitionInfo> =
             s.partition_ids.iter().filter_map(|id| m.partitions.get(id).cloned()).collect();
         if let Some(p) = parts.iter().find(|p| !p.created) {
-            return Err(RoutingError::NotReady { service: service.into(), partition: p.id });
+            return Err(ClientError::NotReady { service: service.into(), partition: p.id });
         }
         Ok(parts)
     }
 
     /// Runs `f` on the partition holding `key`, refreshing the map once if that could help.
-    async fn on_key<T, F, Fut>(&self, service: &str, key: &[u8], f: F) -> Result<T, RoutingError>
+    async fn on_key<T, F, Fut>(&self, service: &str, key: &[u8], f: F) -> Result<T, ClientError>
     where
         F: Fn(u64) -> Fut,
         Fut: Future<Output = Result<T, ClientError>>,
@@ -240,18 +214,18 @@ impl ServiceClient {
             let p = parts
                 .iter()
                 .find(|p| p.low <= h && h <= p.high)
-                .ok_or_else(|| RoutingError::NoMap(format!("service {service} has no partition for hash {h:#x}")))?;
-            Ok(f(p.id).await?)
+                .ok_or_else(|| ClientError::NoMap(format!("service {service} has no partition for hash {h:#x}")))?;
+            f(p.id).await
         })
         .await
     }
 
     /// Runs `f` on the cached map, and again on a refreshed one when that could help: once
     /// when no replica answered a read, and until the deadline when the map is stale.
-    async fn on_map<T, F, Fut>(&self, f: F) -> Result<T, RoutingError>
+    async fn on_map<T, F, Fut>(&self, f: F) -> Result<T, ClientError>
     where
         F: Fn(Arc<pb::GetMapResponse>) -> Fut,
-        Fut: Future<Output = Result<T, RoutingError>>,
+        Fut: Future<Output = Result<T, ClientError>>,
     {
         let deadline = Instant::now() + self.config.deadline;
         let mut refreshed = false;
@@ -265,14 +239,14 @@ impl ServiceClient {
             match f(st.clone()).await {
                 // No replica answered a read, or no attempt of a write got past "not the
                 // primary": once more on a fresh map (a write under its same ticket).
-                Err(RoutingError::Client(e @ ClientError::Unavailable { .. })) if !refreshed => {
+                Err(e @ ClientError::Unavailable { .. }) if !refreshed => {
                     tracing::debug!(error = %e, "refreshing the cluster map and retrying");
                     refreshed = true;
                 }
                 // The map is stale, or the service is still being created: reads go again
                 // on a fresh one, and so do writes, under the ticket they were given, so
                 // none applies twice.
-                Err(e @ (RoutingError::Client(ClientError::NotHosted { .. }) | RoutingError::NotReady { .. }))
+                Err(e @ (ClientError::NotHosted { .. } | ClientError::NotReady { .. }))
                     if Instant::now() < deadline =>
                 {
                     tracing::debug!(error = %e, version = st.version, "stale cluster map; refreshing");
@@ -284,7 +258,7 @@ impl ServiceClient {
     }
 
     /// Puts one record into `service`; returns its version.
-    pub async fn put(&self, service: &str, table: &str, key: &[u8], value: &[u8]) -> Result<u64, RoutingError> {
+    pub async fn put(&self, service: &str, table: &str, key: &[u8], value: &[u8]) -> Result<u64, ClientError> {
         self.put_if(service, table, key, value, None).await
     }
 
@@ -296,27 +270,27 @@ impl ServiceClient {
         key: &[u8],
         value: &[u8],
         condition: Option<pb::Condition>,
-    ) -> Result<u64, RoutingError> {
+    ) -> Result<u64, ClientError> {
         let (ticket, op) = (self.client.ticket(), put_op(table, key, value, condition));
         let (ticket, op) = (&ticket, &op);
         self.on_key(service, key, |p| async move { ticket.batch(p, vec![op.clone()]).await }).await
     }
 
     /// Reads one record (linearizable).
-    pub async fn get(&self, service: &str, table: &str, key: &[u8]) -> Result<Option<pb::Record>, RoutingError> {
+    pub async fn get(&self, service: &str, table: &str, key: &[u8]) -> Result<Option<pb::Record>, ClientError> {
         let c = &self.client;
         self.on_key(service, key, |p| async move { c.get(p, table, key, ReadMode::Linearizable).await }).await
     }
 
     /// Deletes one record; returns the batch version.
-    pub async fn delete(&self, service: &str, table: &str, key: &[u8]) -> Result<u64, RoutingError> {
+    pub async fn delete(&self, service: &str, table: &str, key: &[u8]) -> Result<u64, ClientError> {
         let (ticket, op) = (self.client.ticket(), delete_op(table, key));
         let (ticket, op) = (&ticket, &op);
         self.on_key(service, key, |p| async move { ticket.batch(p, vec![op.clone()]).await }).await
     }
 
     /// Up to `limit` records of `table` over every partition of `service`, in key order.
-    pub async fn scan(&self, service: &str, table: &str, limit: usize) -> Result<Vec<pb::Record>, RoutingError> {
+    pub async fn scan(&self, service: &str, table: &str, limit: usize) -> Result<Vec<pb::Record>, ClientError> {
         self.scan_from(service, table, &[], limit).await
     }
 
@@ -329,7 +303,7 @@ impl ServiceClient {
         table: &str,
         from: &[u8],
         limit: usize,
-    ) -> Result<Vec<pb::Record>, RoutingError> {
+    ) -> Result<Vec<pb::Record>, ClientError> {
         // A stale map sends the whole scan again on a fresh one (reads only).
         self.on_map(|st| async move { self.scan_on(&st, service, table, from, limit).await }).await
     }
@@ -342,7 +316,7 @@ impl ServiceClient {
         table: &str,
         from: &[u8],
         limit: usize,
-    ) -> Result<Vec<pb::Record>, RoutingError> {
+    ) -> Result<Vec<pb::Record>, ClientError> {
         let page = u32::try_from(limit).unwrap_or(u32::MAX).clamp(1, SCAN_PAGE);
         let walks = Self::partitions(st, service)?.into_iter().map(|p| {
             let client = self.client.clone();
@@ -389,8 +363,8 @@ mod tests {
     #[test]
     fn a_service_is_routed_to_only_once_every_partition_is_created() {
         let ids = |m| ServiceClient::partitions(&m, "s").map(|ps| ps.iter().map(|p| p.id).collect::<Vec<_>>());
-        assert!(matches!(ids(map_with([true, false])), Err(RoutingError::NotReady { partition: 2, .. })));
+        assert!(matches!(ids(map_with([true, false])), Err(ClientError::NotReady { partition: 2, .. })));
         assert!(matches!(ids(map_with([true, true])), Ok(v) if v == [1, 2]));
-        assert!(matches!(ServiceClient::partitions(&map_with([true, true]), "x"), Err(RoutingError::NoService(_))));
+        assert!(matches!(ServiceClient::partitions(&map_with([true, true]), "x"), Err(ClientError::NoService(_))));
     }
 }

@@ -17,8 +17,11 @@ use std::cmp::Ordering;
 
 use crate::model::{Node, NodeId, NodeStatus};
 
-/// Why no node could be chosen.
+/// Why no node could be chosen: the one error this crate returns (its other decisions
+/// cannot fail; they answer with steps and alarms). New variants may be added: match
+/// with a wildcard arm.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PlacementError {
     /// Every node was ruled out by a hard rule; the counts say why.
     #[error(

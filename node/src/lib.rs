@@ -1,26 +1,33 @@
 //! weft's node: what one `weft node` process runs.
 //!
-//! - [`node`]: the server: one port serving the client `Store`, the internal `Raft` and
-//!   `NodeAdmin`, the cluster manager's `Cluster` (and `Faults` when asked), for every
+//! The crate's surface is what the root re-exports: [`Node`] with its [`NodeConfig`] and
+//! [`Error`], the manager's [`ClusterConfig`], the map's constants and [`view`] (the
+//! cluster map as tables, which `weft ctl` and the harness print). Every module is private.
+//!
+//! - `node`: the server: one port serving the client `Store`, the internal `Raft` and
+//!   `NodeAdmin`, the cluster manager's `Cluster` (and fault injection when asked), for every
 //!   replica the node hosts.
-//! - [`manager`]: the cluster manager's part on every node: heartbeats, the replicated
+//! - `manager`: the cluster manager's part on every node: heartbeats, the replicated
 //!   cluster map on the seeds, placement, repair, drains, upgrade walks and operator
 //!   commands, deciding with `weft-cluster-manager` and carrying its steps out.
-//! - [`authz`]: per-service rights from the cluster map's users and grants.
-//! - [`status`]: the statuses the node answers with, each failure's code and
+//! - `authz`: per-service rights from the cluster map's users and grants.
+//! - `status`: the statuses the node answers with, each failure's code and
 //!   `weft.v1.ErrorDetail` (not the primary, not hosted, outcome unknown...).
-//! - [`metrics`]: Prometheus text on `--metrics`.
+//! - `metrics`: Prometheus text on `--metrics`.
 //! - `session`: the server end of `Store.Session`.
 //!
 //! It calls other nodes through `weft-client` (the manager creating a service's default
 //! table) and `weft-replica` (raft groups, their transport), and never depends on the CLI
 //! or the test harness.
 
-pub mod authz;
-pub mod manager;
-pub mod metrics;
-pub mod node;
+mod authz;
+mod manager;
+mod metrics;
+mod node;
 mod session;
-pub mod status;
+mod status;
 
+pub use manager::map::FIRST_REPLICA_ID;
+pub use manager::{ClusterConfig, DEFAULT_TABLE, MAP_PARTITION, view};
+pub use node::{Error, Node, NodeConfig, NodeSecurity};
 pub use session::IN_FLIGHT_MAX as SESSION_IN_FLIGHT_MAX;

@@ -16,7 +16,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
 use weft_proto::v1 as pb;
-use weft_replica::host::Host;
+use weft_replica::Host;
 use weft_security::Identity;
 use weft_security::credentials::Credentials;
 use weft_security::gate::Gate;

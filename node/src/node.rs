@@ -1,7 +1,7 @@
 //! The node host: one process, one port, every replica it hosts.
 //!
 //! Serves three gRPC services: `Store` (client reads and writes, addressed by partition),
-//! `Raft` (the internal transport, see `weft_replica::transport`) and `NodeAdmin` (open
+//! `Raft` (the internal transport, see `replica/src/transport.rs`) and `NodeAdmin` (open
 //! and close replicas, membership changes, status). A write or linearizable read that
 //! reaches a replica that is not the primary is answered `UNAVAILABLE` with the primary's
 //! address and replica id in the status details ([`crate::status`]), so clients can
@@ -12,7 +12,7 @@
 //! quorum's acknowledgement of a message it sent after the read arrived, then waits until
 //! it has applied up to its commit index. Concurrent reads share rounds, and while writes
 //! are in flight the writes' own replication messages serve as that message, so a round
-//! costs no heartbeat (`weft_replica::read_gate`). Lease reads would save the round trip
+//! costs no heartbeat (`replica/src/read_gate.rs`). Lease reads would save the round trip
 //! but trust bounded clock drift; weft does not assume it.
 
 use std::collections::BTreeMap;
@@ -23,11 +23,11 @@ use std::sync::Arc;
 use openraft::async_runtime::watch::WatchReceiver;
 use tonic::{Request, Response, Status};
 use weft_proto::v1 as pb;
-use weft_replica::command::{record_to_pb, scalar_from_pb};
-use weft_replica::host::{Host, RaftSettings, Replica, Storage};
-use weft_replica::raft_service::RaftService;
-use weft_replica::transport::TransportConfig;
-use weft_replica::wire;
+use weft_replica::RaftService;
+use weft_replica::TransportConfig;
+use weft_replica::{Host, RaftSettings, Replica, Storage};
+use weft_replica::{record_to_pb, scalar_from_pb};
+
 use weft_security::credentials::Credentials;
 use weft_security::gate::GateLimits;
 use weft_security::server::{ConnStats, Listener, ServerLimits};
@@ -78,9 +78,10 @@ pub struct NodeSecurity {
     pub fault_injection: bool,
 }
 
-/// Why the node could not start.
+/// Why the node could not start. New variants may be added: match with a wildcard arm.
 #[derive(Debug, thiserror::Error)]
-pub enum NodeError {
+#[non_exhaustive]
+pub enum Error {
     /// Binding or serving failed.
     #[error("node transport")]
     Io(#[from] std::io::Error),
@@ -89,7 +90,7 @@ pub enum NodeError {
     Server(#[from] tonic::transport::Error),
     /// Replica host setup failed.
     #[error(transparent)]
-    Host(#[from] weft_replica::host::HostError),
+    Replica(#[from] weft_replica::Error),
     /// TLS was asked for over a simulated network, which carries plaintext only.
     #[error("a simulated network carries plaintext only: start the node without TLS")]
     TlsOverSimulatedNetwork,
@@ -115,10 +116,10 @@ pub struct Node {
 
 impl Node {
     /// Binds the listening socket.
-    pub async fn bind(config: NodeConfig) -> Result<Self, NodeError> {
+    pub async fn bind(config: NodeConfig) -> Result<Self, Error> {
         let security = config.security.clone();
         if config.network.is_some() && security.tls.is_some() {
-            return Err(NodeError::TlsOverSimulatedNetwork);
+            return Err(Error::TlsOverSimulatedNetwork);
         }
         let mut transport = config.transport.clone();
         transport.security = match &security.tls {
@@ -166,7 +167,7 @@ impl Node {
     }
 
     /// Serves until `shutdown` completes.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), NodeError> {
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
         let max = self.host.peers().config().max_message_bytes;
         let store = pb::store_server::StoreServer::new(StoreService {
             host: self.host.clone(),
@@ -306,7 +307,7 @@ fn admissible(cmd: &pb::Command, limits: &Limits, range: authz::Range) -> Result
                     .into(),
             ));
         }
-        match weft_replica::command::op_from_pb(op.clone()) {
+        match weft_replica::op_from_pb(op.clone()) {
             Ok(op) => ops.push(op),
             Err(e) => return Err(refused(pb::ErrorCode::Invalid, e.to_string())),
         }
@@ -491,12 +492,8 @@ impl pb::store_server::Store for StoreService {
         let header = Some(pb::ReadHeader { partition, mode: pb::ReadMode::Linearizable as i32 });
         let (snapshot, _) = self.read(&principal, Right::Operate, header, |s| Ok(s.snapshot())).await?;
         let chunk_bytes = self.host.peers().config().snapshot_chunk_bytes;
-        let (rx, encoder) = weft_replica::transport::stream_snapshot(
-            pb::SnapshotChunk::default(),
-            snapshot,
-            Default::default(),
-            chunk_bytes,
-        );
+        let (rx, encoder) =
+            weft_replica::stream_snapshot(pb::SnapshotChunk::default(), snapshot, Default::default(), chunk_bytes);
         // A failed encoder ends the stream without its last chunk, which the reader rejects.
         tokio::spawn(async move {
             match encoder.await {
@@ -614,7 +611,7 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
         let initial = match req.initial {
             None => None,
             Some(m) => {
-                let m = wire::membership_from_pb(m)?;
+                let m = weft_replica::membership_from_pb(m)?;
                 let voters: BTreeMap<_, _> = m.nodes().map(|(id, n)| (*id, n.clone())).collect();
                 Some(voters)
             }
@@ -653,10 +650,10 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
         let r = replica_of(&self.host, req.partition)?;
         let resp = r
             .raft()
-            .add_learner(req.replica, wire::node_of(&req.addr), req.blocking)
+            .add_learner(req.replica, weft_replica::node_of(&req.addr), req.blocking)
             .await
             .map_err(|e| status::write_error(req.partition, e))?;
-        Ok(Response::new(pb::MembershipResponse { log_id: Some(wire::log_id_to_pb(&resp.log_id)) }))
+        Ok(Response::new(pb::MembershipResponse { log_id: Some(weft_replica::log_id_to_pb(&resp.log_id)) }))
     }
 
     async fn change_membership(
@@ -689,7 +686,7 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
         };
         let resp =
             r.raft().change_membership(change, req.retain).await.map_err(|e| status::write_error(req.partition, e))?;
-        Ok(Response::new(pb::MembershipResponse { log_id: Some(wire::log_id_to_pb(&resp.log_id)) }))
+        Ok(Response::new(pb::MembershipResponse { log_id: Some(weft_replica::log_id_to_pb(&resp.log_id)) }))
     }
 
     async fn transfer_leader(

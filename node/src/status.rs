@@ -19,7 +19,7 @@ use openraft::type_config::alias::CommittedLeaderIdOf;
 use tonic::{Code, Status};
 use weft_proto::detail;
 use weft_proto::v1::{self as pb, ErrorReason};
-use weft_replica::types::TypeConfig;
+use weft_replica::TypeConfig;
 
 /// The primary a forward names, as a detail with `reason`.
 fn with_leader(reason: ErrorReason, f: &ForwardToLeader<TypeConfig>) -> pb::ErrorDetail {
@@ -176,7 +176,7 @@ mod tests {
         let mut f = ForwardToLeader::empty();
         if let Some(id) = leader {
             f.leader_id = Some(id);
-            f.leader_node = Some(weft_replica::wire::node_of("10.0.0.9:7001"));
+            f.leader_node = Some(weft_replica::node_of("10.0.0.9:7001"));
         }
         f
     }

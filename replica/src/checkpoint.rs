@@ -22,9 +22,10 @@ use weft_proto::v1 as pb;
 use weft_store::{Limits, Store, StoreSnapshot};
 
 use crate::disk::{Appender, Disk};
+use crate::error::Error;
 use crate::sessions::Sessions;
+use crate::snapshot;
 use crate::snapshot::Progress;
-use crate::snapshot::{self, SnapshotError};
 use crate::types::SnapshotMeta;
 use crate::wal::{self, WalError, io_err};
 use crate::wire;
@@ -45,7 +46,7 @@ pub enum CheckpointError {
     },
     /// Encoding failed.
     #[error("writing a checkpoint: {0}")]
-    Encode(#[from] SnapshotError),
+    Encode(#[from] Error),
 }
 
 /// A loaded checkpoint.

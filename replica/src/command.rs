@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use weft_proto::v1 as pb;
-use weft_store::{Condition, IndexDef, IndexKind, Op, Record, Scalar, StoreError};
+use weft_store::{Condition, IndexDef, Op, Record, Scalar, StoreError};
 
 use crate::wire::WireError;
 
@@ -74,15 +74,6 @@ pub fn index_from_pb(d: Option<pb::IndexDef>) -> Result<IndexDef, WireError> {
         Ok(pb::IndexKind::MaxHeap) => Ok(IndexDef::max_heap(d.name, d.attr)),
         _ => Err(WireError(format!("index {:?}: unknown kind {}", d.name, d.kind))),
     }
-}
-
-/// Index definition to wire.
-pub fn index_to_pb(d: &IndexDef) -> pb::IndexDef {
-    let kind = match d.kind {
-        IndexKind::Ordered => pb::IndexKind::Ordered,
-        IndexKind::MaxHeap => pb::IndexKind::MaxHeap,
-    };
-    pb::IndexDef { name: d.name.clone(), attr: d.attr.clone(), kind: kind as i32 }
 }
 
 /// Record to wire.

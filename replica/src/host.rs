@@ -20,55 +20,12 @@ use tonic::Status;
 use weft_proto::v1 as pb;
 use weft_store::Limits;
 
+use crate::error::Error;
 use crate::log_store::{LogStore, SEGMENT_BYTES};
 use crate::state_machine::Raft;
 use crate::state_machine::StateMachine;
 use crate::transport::{GroupNetworkFactory, Peers, TransportConfig};
 use crate::types::{PartitionId, ReplicaId};
-
-/// Why a replica could not be opened or closed.
-#[derive(Debug, thiserror::Error)]
-pub enum HostError {
-    /// The partition already has a replica here, with another id.
-    #[error("partition {partition} already has replica {existing} on this node")]
-    AlreadyOpen {
-        /// Partition.
-        partition: PartitionId,
-        /// The replica hosted.
-        existing: ReplicaId,
-    },
-    /// No replica of the partition here.
-    #[error("partition {0} has no replica on this node")]
-    NotOpen(PartitionId),
-    /// A durable replica was asked of a node without a data directory.
-    #[error("durable log mode needs the node to run with --data-dir")]
-    NoDataDir,
-    /// A durable replica's files could not be opened or recovered.
-    #[error("partition {partition} replica {replica}: {reason}")]
-    Storage {
-        /// Partition.
-        partition: PartitionId,
-        /// Replica.
-        replica: ReplicaId,
-        /// What went wrong (file and cause).
-        reason: String,
-    },
-    /// openraft refused.
-    #[error("raft: {0}")]
-    Raft(String),
-}
-
-impl From<HostError> for Status {
-    fn from(e: HostError) -> Self {
-        match e {
-            HostError::AlreadyOpen { .. } => Status::already_exists(e.to_string()),
-            HostError::NotOpen(_) => Status::not_found(e.to_string()),
-            HostError::NoDataDir => Status::failed_precondition(e.to_string()),
-            HostError::Storage { .. } => Status::data_loss(e.to_string()),
-            HostError::Raft(_) => Status::internal(e.to_string()),
-        }
-    }
-}
 
 /// Raft timing and log settings for every group on the node.
 #[derive(Clone, Debug)]
@@ -104,7 +61,7 @@ impl Default for RaftSettings {
 }
 
 impl RaftSettings {
-    fn config(&self) -> Result<Config, HostError> {
+    fn config(&self) -> Result<Config, Error> {
         let min = self.election_timeout.as_millis() as u64;
         Config {
             cluster_name: "weft".into(),
@@ -128,7 +85,7 @@ impl RaftSettings {
             ..Default::default()
         }
         .validate()
-        .map_err(|e| HostError::Raft(e.to_string()))
+        .map_err(|e| Error::Raft(e.to_string()))
     }
 }
 
@@ -278,9 +235,9 @@ impl Host {
         transport: TransportConfig,
         limits: Limits,
         storage: Storage,
-    ) -> Result<Arc<Self>, HostError> {
+    ) -> Result<Arc<Self>, Error> {
         if storage.durable_by_default && storage.data_dir.is_none() {
-            return Err(HostError::NoDataDir);
+            return Err(Error::NoDataDir);
         }
         Ok(Arc::new(Host {
             replicas: RwLock::default(),
@@ -295,19 +252,16 @@ impl Host {
         self.storage.data_dir.as_ref().map(|d| d.join("replicas"))
     }
 
-    fn replica_dir(&self, partition: PartitionId, id: ReplicaId) -> Result<PathBuf, HostError> {
-        Ok(self.replicas_dir().ok_or(HostError::NoDataDir)?.join(format!("p{partition}-r{id}")))
+    fn replica_dir(&self, partition: PartitionId, id: ReplicaId) -> Result<PathBuf, Error> {
+        Ok(self.replicas_dir().ok_or(Error::NoDataDir)?.join(format!("p{partition}-r{id}")))
     }
 
     /// Reopens every durable replica in the data directory; returns (partition, replica)
     /// of each. Two directories for one partition is an error naming both.
-    pub async fn recover(&self) -> Result<Vec<(PartitionId, ReplicaId)>, HostError> {
+    pub async fn recover(&self) -> Result<Vec<(PartitionId, ReplicaId)>, Error> {
         let Some(root) = self.replicas_dir() else { return Ok(Vec::new()) };
-        let io = |e: std::io::Error| HostError::Storage {
-            partition: 0,
-            replica: 0,
-            reason: format!("{}: {e}", root.display()),
-        };
+        let io =
+            |e: std::io::Error| Error::Storage { partition: 0, replica: 0, reason: format!("{}: {e}", root.display()) };
         let mut found: BTreeMap<PartitionId, ReplicaId> = BTreeMap::new();
         let entries = match std::fs::read_dir(&root) {
             Ok(e) => e,
@@ -321,7 +275,7 @@ impl Host {
                 continue;
             };
             if let Some(other) = found.insert(p, r) {
-                return Err(HostError::Storage {
+                return Err(Error::Storage {
                     partition: p,
                     replica: r,
                     reason: format!(
@@ -355,19 +309,19 @@ impl Host {
         id: ReplicaId,
         mode: pb::LogMode,
         initial: Option<BTreeMap<ReplicaId, BasicNode>>,
-    ) -> Result<Arc<Replica>, HostError> {
+    ) -> Result<Arc<Replica>, Error> {
         let mode = match mode {
             pb::LogMode::NodeDefault if self.storage.durable_by_default => pb::LogMode::Durable,
             pb::LogMode::NodeDefault => pb::LogMode::Volatile,
             m => m,
         };
         if let Some(r) = self.get(partition) {
-            return if r.id == id { Ok(r) } else { Err(HostError::AlreadyOpen { partition, existing: r.id }) };
+            return if r.id == id { Ok(r) } else { Err(Error::AlreadyOpen { partition, existing: r.id }) };
         }
         let (log, sm) = match mode {
             pb::LogMode::Durable => {
                 let dir = self.replica_dir(partition, id)?;
-                let storage = |reason: String| HostError::Storage { partition, replica: id, reason };
+                let storage = |reason: String| Error::Storage { partition, replica: id, reason };
                 let disk = self.storage.disk.clone().unwrap_or_else(crate::disk::os);
                 let (log, _) = LogStore::open_durable(disk.clone(), &dir.join("wal"), SEGMENT_BYTES)
                     .map_err(|e| storage(e.to_string()))?;
@@ -377,10 +331,14 @@ impl Host {
             }
             _ => (LogStore::volatile(), StateMachine::new(self.limits.clone())),
         };
-        let network = GroupNetworkFactory::new(self.peers.clone(), partition);
-        let raft = Raft::new(id, self.config.clone(), network, log.clone(), sm.clone())
-            .await
-            .map_err(|e| HostError::Raft(e.to_string()))?;
+        let raft = match &self.peers.config().router {
+            Some(seat) => Raft::new(id, self.config.clone(), seat.factory(partition), log.clone(), sm.clone()).await,
+            None => {
+                let network = GroupNetworkFactory::new(self.peers.clone(), partition);
+                Raft::new(id, self.config.clone(), network, log.clone(), sm.clone()).await
+            }
+        }
+        .map_err(|e| Error::Raft(e.to_string()))?;
         let proposer = crate::proposer::Proposer::start(raft.clone());
         let reads = crate::read_gate::ReadGate::start(raft.clone(), proposer.in_flight());
         let requests = std::sync::atomic::AtomicU64::new(0);
@@ -397,14 +355,14 @@ impl Host {
         };
         if let Some(existing) = raced {
             let _ = replica.raft.shutdown().await;
-            return Err(HostError::AlreadyOpen { partition, existing });
+            return Err(Error::AlreadyOpen { partition, existing });
         }
         if let Some(members) = initial {
             match replica.raft.initialize(members).await {
                 Ok(()) => {}
                 // Already initialized (a retried open): fine.
                 Err(openraft::error::RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => {}
-                Err(e) => return Err(HostError::Raft(e.to_string())),
+                Err(e) => return Err(Error::Raft(e.to_string())),
             }
         }
         tracing::info!(partition, replica = id, ?mode, "replica opened");
@@ -412,12 +370,12 @@ impl Host {
     }
 
     /// Closes a partition's replica and drops its state.
-    pub async fn close(&self, partition: PartitionId) -> Result<(), HostError> {
-        let r = self.replicas.write().remove(&partition).ok_or(HostError::NotOpen(partition))?;
-        r.raft.shutdown().await.map_err(|e| HostError::Raft(e.to_string()))?;
+    pub async fn close(&self, partition: PartitionId) -> Result<(), Error> {
+        let r = self.replicas.write().remove(&partition).ok_or(Error::NotOpen(partition))?;
+        r.raft.shutdown().await.map_err(|e| Error::Raft(e.to_string()))?;
         if r.mode == pb::LogMode::Durable {
             let dir = self.replica_dir(partition, r.id)?;
-            std::fs::remove_dir_all(&dir).map_err(|e| HostError::Storage {
+            std::fs::remove_dir_all(&dir).map_err(|e| Error::Storage {
                 partition,
                 replica: r.id,
                 reason: format!("removing {}: {e}", dir.display()),

@@ -1,23 +1,31 @@
 //! One weft partition replica as an openraft group.
 //!
-//! - [`types`]: the group's openraft type configuration; replica ids are per incarnation.
-//! - [`log_store`]: the raft log, volatile (memory only) or durable (over [`wal`]).
-//! - [`wal`]: write-ahead log segment files: framing, group-commit sync, torn-tail recovery.
-//! - [`checkpoint`]: engine checkpoints of durable replicas.
+//! The crate's surface is what the root re-exports ([`Host`] and [`Replica`], the
+//! [`RaftService`], the conversions the node's services need, [`Error`]) plus three public
+//! modules: [`disk`] (the storage seam and its faulty twin), [`router`] (the transport's
+//! in-memory twin) and [`snapshot`] (the Avro snapshot format, which backups share). Every other module is private.
+//!
+//! - `error`: [`Error`], the one error the crate returns.
+//! - `types`: the group's openraft type configuration; replica ids are per incarnation.
+//! - `log_store`: the raft log, volatile (memory only) or durable (over `wal`).
+//! - `wal`: write-ahead log segment files: framing, group-commit sync, torn-tail recovery.
+//! - `checkpoint`: engine checkpoints of durable replicas.
 //! - [`disk`]: the file calls the WAL and checkpoints make, on the real file system or on
 //!   a faulty in-memory twin that loses unsynced writes in a crash.
-//! - [`state_machine`]: applies commands to a `weft-store` engine; O(1) snapshots.
-//! - [`sessions`]: exactly-once application of retried client writes.
+//! - `state_machine`: applies commands to a `weft-store` engine; O(1) snapshots.
+//! - `sessions`: exactly-once application of retried client writes.
 //! - [`snapshot`]: the Avro snapshot stream codec.
-//! - [`wire`], [`command`]: conversions to and from the `weft.v1` protobuf messages.
-//! - [`transport`]: the raft network's sending side over gRPC, one channel per peer node
+//! - `wire`, `command`: conversions to and from the `weft.v1` protobuf messages.
+//! - `transport`: the raft network's sending side over gRPC, one channel per peer node
 //!   for all groups.
-//! - [`raft_service`]: its receiving side, the `Raft` service that routes each message to
+//! - [`router`]: the transport's in-memory twin: raft messages between hosts in one
+//!   process, through filters that drop, delay, reorder, duplicate and partition.
+//! - `raft_service`: its receiving side, the `Raft` service that routes each message to
 //!   the addressed replica.
-//! - [`proposer`], [`read_gate`]: a primary's writes batched into entries, its
+//! - `proposer`, `read_gate`: a primary's writes batched into entries, its
 //!   linearizable reads into read-index rounds.
-//! - [`host`]: the replicas one node process hosts.
-//! - [`runtime`]: openraft's tokio runtime with randomness a simulation can seed.
+//! - `host`: the replicas one node process hosts.
+//! - `runtime`: openraft's tokio runtime with randomness a simulation can seed.
 //!
 //! No module imports another in a circle: `disk` and `types` depend on nothing in the crate and
 //! `wire` on `types`; `snapshot` (with its transfer `Progress`) on `sessions`; the state
@@ -29,22 +37,34 @@
 //! snapshots owned by the state machine, leader transfer, read-index and lease reads and
 //! pre-vote. `openraft-multi`'s `GroupRouter` is not used: its calls carry only the target
 //! id, while our transport needs the target node's address, which openraft hands to
-//! [`openraft::RaftNetworkFactory::new_client`]; so [`transport`] implements the
+//! [`openraft::RaftNetworkFactory::new_client`]; so `transport` implements the
 //! per-(group, target) network directly, over one shared channel per peer address.
 
-pub mod checkpoint;
-pub mod command;
+mod checkpoint;
+mod command;
 pub mod disk;
-pub mod host;
-pub mod log_store;
-pub mod proposer;
-pub mod raft_service;
-pub mod read_gate;
-pub mod runtime;
-pub mod sessions;
+mod error;
+mod host;
+mod log_store;
+mod proposer;
+mod raft_service;
+mod read_gate;
+pub mod router;
+mod runtime;
+mod sessions;
 pub mod snapshot;
-pub mod state_machine;
-pub mod transport;
-pub mod types;
-pub mod wal;
-pub mod wire;
+mod state_machine;
+mod transport;
+mod types;
+mod wal;
+mod wire;
+
+pub use command::{op_from_pb, record_to_pb, scalar_from_pb, scalar_to_pb};
+pub use error::Error;
+pub use host::{Host, RaftSettings, Replica, Storage};
+pub use proposer::ProposeError;
+pub use raft_service::RaftService;
+pub use read_gate::ReadError;
+pub use transport::{ChunkCheck, TransportConfig, stream_snapshot};
+pub use types::{Commands, PartitionId, ReplicaId, TypeConfig};
+pub use wire::{log_id_to_pb, membership_from_pb, node_of};

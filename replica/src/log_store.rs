@@ -164,21 +164,6 @@ impl LogStore {
         Ok((LogStore { inner: Arc::new(Mutex::new(inner)), wal: Some(tx) }, recovery))
     }
 
-    /// Whether changes are written to disk.
-    pub fn is_durable(&self) -> bool {
-        self.wal.is_some()
-    }
-
-    /// Number of entries held (after purges).
-    pub fn len(&self) -> usize {
-        self.inner.lock().log.len()
-    }
-
-    /// Whether the log holds no entries.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     async fn send(&self, op: WalOp) -> Result<(), io::Error> {
         match &self.wal {
             None => Ok(()),

@@ -5,7 +5,7 @@
 //! The stream is a table header followed by that table's records in key order, for each
 //! table; then the client sessions; then an `End` item with the counts. Encoding walks an
 //! O(1) engine snapshot, so writes go on meanwhile; it writes to any [`Write`], which the
-//! transport turns into bounded gRPC chunks. Decoding reads any [`Read`] and bulk-builds
+//! transport turns into bounded gRPC chunks. Decoding reads any [`std::io::Read`] and bulk-builds
 //! each table in O(n) as soon as its records are complete, so the receiver holds at most
 //! one table's decoded records beside the engine it is building, and never the encoded
 //! stream. A stream whose schema differs, that is cut short, or whose counts disagree is
@@ -28,6 +28,7 @@ use serde_avro_fast::ser::SerializerConfig;
 use weft_proto::v1 as pb;
 use weft_store::{IndexDef, IndexKind, Limits, LoadRecord, Scalar, Store, StoreError, StoreSnapshot, TableLoader};
 
+use crate::error::Error;
 use crate::sessions::{ClientSession, Sessions};
 
 /// Snapshot transfer progress, observable while a stream is received.
@@ -51,29 +52,12 @@ static SCHEMA: LazyLock<Schema> =
 /// Uncompressed bytes per Avro container block (each block decodes independently).
 const BLOCK_BYTES: u32 = 64 * 1024;
 
-/// Why a snapshot stream could not be encoded or decoded.
-#[derive(Debug, thiserror::Error)]
-pub enum SnapshotError {
-    /// The Avro layer failed: bad header, bad block, truncated data, or a write error.
-    #[error("snapshot avro stream: {0}")]
-    Avro(String),
-    /// The stream decoded but does not describe a valid snapshot.
-    #[error("malformed snapshot: {0}")]
-    Malformed(String),
-    /// Writing the stream failed (the receiver went away).
-    #[error("snapshot stream: {0}")]
-    Io(#[from] std::io::Error),
-    /// The engine refused the data (limits, ordering).
-    #[error("snapshot rejected by the engine: {0}")]
-    Store(#[from] StoreError),
+fn avro(e: impl std::fmt::Display) -> Error {
+    Error::SnapshotAvro(e.to_string())
 }
 
-fn avro(e: impl std::fmt::Display) -> SnapshotError {
-    SnapshotError::Avro(e.to_string())
-}
-
-fn malformed(what: impl Into<String>) -> SnapshotError {
-    SnapshotError::Malformed(what.into())
+fn malformed(what: impl Into<String>) -> Error {
+    Error::SnapshotMalformed(what.into())
 }
 
 /// Counts of what a stream carried.
@@ -192,12 +176,12 @@ fn scalar_ser(s: &Scalar) -> ser::Scalar<'_> {
     }
 }
 
-fn append<W: Write>(w: &mut Writer<'_, '_, W>, kind: ser::Kind<'_>) -> Result<(), SnapshotError> {
+fn append<W: Write>(w: &mut Writer<'_, '_, W>, kind: ser::Kind<'_>) -> Result<(), Error> {
     w.serialize(ser::Item { kind }).map_err(avro)
 }
 
 /// Encodes a snapshot into `out` as one Avro object container stream.
-pub fn encode<W: Write>(store: &StoreSnapshot, sessions: &Sessions, out: W) -> Result<Counts, SnapshotError> {
+pub fn encode<W: Write>(store: &StoreSnapshot, sessions: &Sessions, out: W) -> Result<Counts, Error> {
     let mut config = SerializerConfig::new(&SCHEMA);
     let mut w = WriterBuilder::new(&mut config).approx_block_size(BLOCK_BYTES).build(out).map_err(avro)?;
     let mut counts = Counts::default();
@@ -381,7 +365,7 @@ enum ToBuilder {
 }
 
 /// The building thread: owns the new engine and builds each table's records as they come.
-fn build(limits: Limits, rx: std::sync::mpsc::Receiver<ToBuilder>) -> Result<Store, SnapshotError> {
+fn build(limits: Limits, rx: std::sync::mpsc::Receiver<ToBuilder>) -> Result<Store, Error> {
     let mut store = Store::new(limits);
     let mut current: Option<TableLoader> = None;
     for msg in rx {
@@ -412,9 +396,9 @@ fn build(limits: Limits, rx: std::sync::mpsc::Receiver<ToBuilder>) -> Result<Sto
 /// Two threads share the work: this one decodes Avro items (container blocks decode
 /// independently of what is done with them) and a scoped builder thread turns records
 /// into engine records and tables, so decoding the next block overlaps building the last.
-/// Between them sit at most [`BUILD_BATCHES_IN_FLIGHT`] batches of records, never a whole
+/// Between them sit at most `BUILD_BATCHES_IN_FLIGHT` batches of records, never a whole
 /// table of decoded records.
-pub fn decode<R: BufRead>(input: R, limits: Limits, progress: &Progress) -> Result<(Store, Sessions), SnapshotError> {
+pub fn decode<R: BufRead>(input: R, limits: Limits, progress: &Progress) -> Result<(Store, Sessions), Error> {
     let (tx, rx) = std::sync::mpsc::sync_channel(BUILD_BATCHES_IN_FLIGHT);
     // No single field of a valid stream is longer than a batch may be: a corrupt length
     // is an error, not an allocation.
@@ -423,7 +407,7 @@ pub fn decode<R: BufRead>(input: R, limits: Limits, progress: &Progress) -> Resu
         let builder = std::thread::Builder::new()
             .name("snapshot-build".into())
             .spawn_scoped(scope, move || build(limits, rx))
-            .map_err(SnapshotError::Io)?;
+            .map_err(Error::SnapshotIo)?;
         let read = read_items(input, field_bytes_max, tx, progress);
         let built = builder.join().map_err(|_| malformed("the snapshot builder thread panicked"))?;
         // A builder that stopped (limits, key order) closed the channel under the reader:
@@ -440,7 +424,7 @@ fn read_items<R: BufRead>(
     field_bytes_max: usize,
     tx: std::sync::mpsc::SyncSender<ToBuilder>,
     progress: &Progress,
-) -> Result<Sessions, SnapshotError> {
+) -> Result<Sessions, Error> {
     let send = |msg: ToBuilder| tx.send(msg).map_err(|_| malformed("the snapshot builder stopped"));
     let flush = |batch: &mut Vec<LoadRecord>| {
         if batch.is_empty() {

@@ -51,10 +51,10 @@ pub(crate) const REPLICA_KEY: &str = "weft-replica";
 /// Snapshot chunks buffered between the encoder and the network, per stream.
 pub const SNAPSHOT_CHUNKS_IN_FLIGHT: usize = 8;
 
-/// Largest gRPC message a node sends or accepts, on every service (see the constant's
-/// own docs); appends carrying many entries are cut into messages of
-/// [`APPEND_MESSAGE_BYTES`], so no valid message comes near it.
-pub use weft_proto::MAX_MESSAGE_BYTES;
+// The largest gRPC message a node sends or accepts, on every service; appends carrying
+// many entries are cut into messages of `APPEND_MESSAGE_BYTES`, so no valid message comes
+// near it.
+use weft_proto::MAX_MESSAGE_BYTES;
 
 /// Entry bytes past which a pipelined append is cut into several messages (a single
 /// larger entry travels alone).
@@ -75,6 +75,9 @@ pub struct TransportConfig {
     pub connect_timeout: Duration,
     /// TLS and identity for calls to peers (a node's own certificate).
     pub security: weft_security::ClientSecurity,
+    /// Raft messages go through this in-memory router instead of gRPC (tests only; see
+    /// [`crate::router`]).
+    pub router: Option<crate::router::Seat>,
 }
 
 impl Default for TransportConfig {
@@ -84,6 +87,7 @@ impl Default for TransportConfig {
             max_message_bytes: MAX_MESSAGE_BYTES,
             connect_timeout: Duration::from_secs(2),
             security: weft_security::ClientSecurity::insecure(),
+            router: None,
         }
     }
 }
@@ -440,14 +444,14 @@ impl RaftNetworkV2<TypeConfig> for Link {
 
 /// Encodes `store` and `sessions` on a blocking thread into checksummed chunks of at most
 /// `chunk_bytes` (the first carrying `header`'s fields, the last `done` with the totals), at
-/// most [`SNAPSHOT_CHUNKS_IN_FLIGHT`] ahead of the reader. Snapshot transfers and backups
+/// most `SNAPSHOT_CHUNKS_IN_FLIGHT` (8) ahead of the reader. Snapshot transfers and backups
 /// both send this stream; dropping the receiver stops the encoder.
 pub fn stream_snapshot(
     header: pb::SnapshotChunk,
     store: weft_store::StoreSnapshot,
     sessions: crate::sessions::Sessions,
     chunk_bytes: usize,
-) -> (mpsc::Receiver<pb::SnapshotChunk>, tokio::task::JoinHandle<Result<snapshot::Counts, snapshot::SnapshotError>>) {
+) -> (mpsc::Receiver<pb::SnapshotChunk>, tokio::task::JoinHandle<Result<snapshot::Counts, crate::error::Error>>) {
     if weft_security::rng::seeded() {
         // A seeded simulation: encoded here and now, every chunk queued, so the stream is
         // ready at the same simulated moment in every run.

@@ -315,13 +315,9 @@ impl Wal {
     }
 
     /// Number of segment files, the active one included.
+    #[cfg(test)]
     pub fn segments(&self) -> usize {
         self.sealed.len() + 1
-    }
-
-    /// The active segment's path.
-    pub fn active_path(&self) -> &Path {
-        &self.active.path
     }
 }
 

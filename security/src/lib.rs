@@ -36,8 +36,10 @@ pub use client::{AuthChannel, Channels, ClientSecurity};
 pub use credentials::{Credentials, Holder};
 pub use identity::Identity;
 
-/// What went wrong with certificates or credentials.
+/// What went wrong with certificates or credentials: the one error this crate returns.
+/// New variants may be added: match with a wildcard arm.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A file could not be read or written.
     #[error("{}: {source}", path.display())]

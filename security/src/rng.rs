@@ -1,5 +1,5 @@
 //! Randomness a simulation can seed: the draws weft makes that shape what a cluster does
-//! (openraft's election timeouts through `weft_replica::runtime`, client session ids, node
+//! (openraft's election timeouts through `replica/src/runtime.rs`, client session ids, node
 //! incarnations). On a real node nothing seeds it and every draw comes from the operating
 //! system's generator; `weft chaos --simulated` seeds the thread its simulation runs on,
 //! so a seed replays. Keys, tokens and certificate serials never come from here.
@@ -25,7 +25,7 @@ pub fn unseed_thread() {
 
 /// Whether this thread runs a seeded simulation. Work weft would hand to another thread
 /// (snapshot encoding and decoding) then runs on the calling task instead, so its result
-/// arrives at the same simulated moment in every run (`weft_replica::transport`).
+/// arrives at the same simulated moment in every run (`replica/src/transport.rs`).
 pub fn seeded() -> bool {
     SEEDED.with(|s| s.borrow().is_some())
 }

@@ -53,11 +53,12 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use weft_proto::v1 as pb;
 
+use crate::Error;
 use crate::linearize::{self, Anomaly, Op, OpKind, Outcome};
-use crate::local::{LocalError, LocalNode, Security, channel, cluster_err, free_addrs, start_managed};
+use crate::local::{LocalNode, Security, channel, cluster_err, free_addrs, start_managed};
 use weft_client::client::{ClientConfig, ClientError};
-use weft_client::routing::{RoutingError, ServiceClient};
-use weft_node::manager::{MAP_PARTITION, view};
+use weft_client::routing::ServiceClient;
+use weft_node::{MAP_PARTITION, view};
 use weft_security::AuthChannel;
 
 pub(crate) const SERVICE: &str = "chaos";
@@ -146,23 +147,6 @@ pub struct FaultEvent {
     pub whole_ns: u64,
 }
 
-/// Why a run could not be carried out (a verdict of "not linearizable" is not an error).
-#[derive(Debug, thiserror::Error)]
-pub enum ChaosError {
-    /// The configuration cannot run.
-    #[error("bad chaos configuration: {0}")]
-    Config(&'static str),
-    /// The cluster could not be started or driven.
-    #[error(transparent)]
-    Local(#[from] LocalError),
-    /// A cluster call failed.
-    #[error(transparent)]
-    Routing(#[from] RoutingError),
-    /// The cluster did not recover in time after the faults stopped.
-    #[error("{0}")]
-    Stuck(String),
-}
-
 struct Cluster {
     nodes: Vec<LocalNode>,
     endpoints: Vec<String>,
@@ -174,7 +158,7 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn start(exe: &Path, cfg: &ChaosConfig, data: Option<&Path>) -> Result<Cluster, ChaosError> {
+    fn start(exe: &Path, cfg: &ChaosConfig, data: Option<&Path>) -> Result<Cluster, Error> {
         let addrs = free_addrs(cfg.nodes as usize)?;
         let seeds = addrs.len().min(3);
         let security = Security::new(cfg.tls)?;
@@ -187,13 +171,13 @@ impl Cluster {
 
     /// Waits until every node is up in the map and every partition of the service is
     /// whole: its replicas all primary or secondary, exactly one primary, no move in flight.
-    async fn wait_whole(&self, replicas: usize, within: Duration) -> Result<(), ChaosError> {
+    async fn wait_whole(&self, replicas: usize, within: Duration) -> Result<(), Error> {
         self.wait_whole_but(replicas, within, None).await
     }
 
     /// [`Cluster::wait_whole`], with `draining` allowed to be draining and required to
     /// hold no replica.
-    async fn wait_whole_but(&self, replicas: usize, within: Duration, draining: Option<u64>) -> Result<(), ChaosError> {
+    async fn wait_whole_but(&self, replicas: usize, within: Duration, draining: Option<u64>) -> Result<(), Error> {
         let deadline = Instant::now() + within;
         let mut last = String::from("no map yet");
         loop {
@@ -233,7 +217,7 @@ impl Cluster {
                 last = format!("nodes not up: {down:?}; partitions not whole: {broken:?} {shown} {map_group}");
             }
             if Instant::now() > deadline {
-                return Err(ChaosError::Stuck(format!("the cluster was not whole within {within:?}: {last}")));
+                return Err(Error::Stuck(format!("the cluster was not whole within {within:?}: {last}")));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -254,7 +238,7 @@ impl Cluster {
     }
 
     /// Waits until the cluster map has no upgrade walk in flight.
-    async fn wait_walk(&self, within: Duration) -> Result<(), ChaosError> {
+    async fn wait_walk(&self, within: Duration) -> Result<(), Error> {
         let deadline = Instant::now() + within;
         loop {
             if let Ok(m) = ServiceClient::fetch_map(&self.root, &self.endpoints, Duration::from_secs(2)).await
@@ -263,7 +247,7 @@ impl Cluster {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(ChaosError::Stuck(format!("the upgrade walk did not finish within {within:?}")));
+                return Err(Error::Stuck(format!("the upgrade walk did not finish within {within:?}")));
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
@@ -282,7 +266,7 @@ impl Cluster {
 
     /// Cuts the links between nodes that `reach` says cannot talk (indexes into the node
     /// list, both directions decided by the caller); `reach = |_, _| true` heals.
-    async fn cut(&self, reach: impl Fn(usize, usize) -> bool) -> Result<(), ChaosError> {
+    async fn cut(&self, reach: impl Fn(usize, usize) -> bool) -> Result<(), Error> {
         for (i, node) in self.nodes.iter().enumerate() {
             let addrs: Vec<String> =
                 (0..self.nodes.len()).filter(|&j| j != i && !reach(i, j)).map(|j| self.endpoints[j].clone()).collect();
@@ -401,9 +385,7 @@ pub(crate) async fn client(
                     seen.insert(key, Some((new, version)));
                     if cas { Outcome::Cas(true) } else { Outcome::Written }
                 }
-                Err(RoutingError::Client(ClientError::Refused { code, .. }))
-                    if cas && code == pb::ErrorCode::ConditionFailed =>
-                {
+                Err(ClientError::Refused { code, .. }) if cas && code == pb::ErrorCode::ConditionFailed => {
                     Outcome::Cas(false)
                 }
                 Err(e) => {
@@ -425,7 +407,7 @@ async fn faults(
     until: Instant,
     rng: &mut StdRng,
     rec: &Recorder,
-) -> Result<Vec<FaultEvent>, ChaosError> {
+) -> Result<Vec<FaultEvent>, Error> {
     let mut events = Vec::new();
     let mut restarted_all = !cfg.durable;
     let mut walked = !cfg.durable;
@@ -441,7 +423,7 @@ async fn faults(
             break;
         }
         if Instant::now() >= overtime {
-            return Err(ChaosError::Stuck(
+            return Err(Error::Stuck(
                 "the durable schedule's whole-cluster restart or upgrade walk could not run in 180 s past its end"
                     .into(),
             ));
@@ -549,7 +531,7 @@ async fn faults(
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
                 if !activated {
-                    return Err(ChaosError::Stuck(format!("node {node} could not be activated after its drain")));
+                    return Err(Error::Stuck(format!("node {node} could not be activated after its drain")));
                 }
             }
             _ => {
@@ -571,8 +553,8 @@ async fn faults(
 
 /// Runs one chaos schedule against fresh nodes of the `weft` binary at `exe`; returns
 /// the report and the whole history.
-pub async fn run(exe: &Path, cfg: &ChaosConfig) -> Result<(ChaosReport, Vec<Op>), ChaosError> {
-    check_shape(cfg.nodes, cfg.replicas, cfg.keys, cfg.clients, cfg.partitions).map_err(ChaosError::Config)?;
+pub async fn run(exe: &Path, cfg: &ChaosConfig) -> Result<(ChaosReport, Vec<Op>), Error> {
+    check_shape(cfg.nodes, cfg.replicas, cfg.keys, cfg.clients, cfg.partitions).map_err(Error::Config)?;
     let temp = tempfile::tempdir().map_err(cluster_err)?;
     let data: Option<PathBuf> = cfg.durable.then(|| temp.path().to_path_buf());
     let mut cluster = Cluster::start(exe, cfg, data.as_deref())?;
@@ -585,7 +567,7 @@ pub async fn run(exe: &Path, cfg: &ChaosConfig) -> Result<(ChaosReport, Vec<Op>)
             break;
         }
         if Instant::now() > deadline {
-            return Err(ChaosError::Stuck("the nodes did not all register within 60 s".into()));
+            return Err(Error::Stuck("the nodes did not all register within 60 s".into()));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -641,7 +623,7 @@ pub async fn run(exe: &Path, cfg: &ChaosConfig) -> Result<(ChaosReport, Vec<Op>)
 pub(crate) const FINAL_READER: u64 = u64::MAX;
 
 /// One linearizable read of every key, as operations of [`FINAL_READER`].
-pub(crate) async fn read_every_key(reader: &ServiceClient, keys: u64, rec: &Recorder) -> Result<Vec<Op>, RoutingError> {
+pub(crate) async fn read_every_key(reader: &ServiceClient, keys: u64, rec: &Recorder) -> Result<Vec<Op>, ClientError> {
     let mut ops = Vec::with_capacity(keys as usize);
     for key in 0..keys {
         let call_ns = rec.now();

@@ -15,12 +15,12 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use weft_proto::v1 as pb;
 
-pub use crate::local::LocalError as BenchError;
+use crate::Error;
 use crate::local::{LocalNode, Security, cluster_err, open_partition, primary};
 use weft_client::client::{Client, ClientError, ReadMode};
 
-fn start(id: u64, extra: &[&str], security: &Security) -> Result<LocalNode, BenchError> {
-    let exe = std::env::current_exe().map_err(|e| BenchError::Start { id, reason: e.to_string() })?;
+fn start(id: u64, extra: &[&str], security: &Security) -> Result<LocalNode, Error> {
+    let exe = std::env::current_exe().map_err(|e| Error::Start { id, reason: e.to_string() })?;
     LocalNode::start_secured(&exe, id, "127.0.0.1:0", extra, security)
 }
 
@@ -57,7 +57,7 @@ struct Cluster {
 /// Starts `n` nodes (TLS unless `tls` is false) and one partition replicated on all of
 /// them; waits for a primary. The client acts as the harness (node 0): standalone nodes
 /// have no map, so no users.
-async fn cluster(n: u64, mode: Mode, tls: bool) -> Result<Cluster, BenchError> {
+async fn cluster(n: u64, mode: Mode, tls: bool) -> Result<Cluster, Error> {
     let security = Security::new(tls)?;
     let data = match mode {
         Mode::Volatile => None,
@@ -122,7 +122,7 @@ pub async fn replication(
     seconds: f64,
     mode: Mode,
     tls: bool,
-) -> Result<ReplicationReport, BenchError> {
+) -> Result<ReplicationReport, Error> {
     let Cluster { procs: _procs, client, _data, _security } = cluster(replicas, mode, tls).await?;
     let value = vec![7u8; 100];
     // Warm up the connections and the primary cache.
@@ -142,7 +142,7 @@ pub async fn replication(
                     lat.push(t.elapsed().as_secs_f64() * 1e3);
                     i += 1;
                 }
-                Ok::<_, BenchError>(lat)
+                Ok::<_, Error>(lat)
             })
         })
         .collect();
@@ -185,7 +185,7 @@ pub struct FailoverReport {
 
 /// Kills the primary's process under a steady write load, `trials` times, each on a fresh
 /// 4-node cluster; measures the longest write gap and checks every acknowledged write.
-pub async fn failover(trials: usize, tls: bool) -> Result<FailoverReport, BenchError> {
+pub async fn failover(trials: usize, tls: bool) -> Result<FailoverReport, Error> {
     let mut gaps = Vec::new();
     let mut lost = 0u64;
     for _ in 0..trials {
@@ -279,7 +279,7 @@ fn rebuild_record(i: u64) -> (Vec<u8>, Vec<u8>) {
 
 /// Loads about `mib` MiB of records into a single-replica partition, then builds a second
 /// replica from a snapshot over loopback gRPC and times it.
-pub async fn rebuild(mib: u64, tls: bool) -> Result<RebuildReport, BenchError> {
+pub async fn rebuild(mib: u64, tls: bool) -> Result<RebuildReport, Error> {
     let snap = ["--snapshot-every", "50", "--keep-behind-snapshot", "5"];
     let security = Security::new(tls)?;
     let (a, b) = (start(1, &snap, &security)?, start(2, &snap, &security)?);
@@ -322,7 +322,7 @@ pub async fn rebuild(mib: u64, tls: bool) -> Result<RebuildReport, BenchError> {
             break st;
         }
         if t.elapsed() > Duration::from_secs(60) {
-            return Err(BenchError::Cluster(format!(
+            return Err(Error::Cluster(format!(
                 "the new replica did not catch up within a minute to {target}: {st:?}"
             )));
         }
@@ -330,7 +330,7 @@ pub async fn rebuild(mib: u64, tls: bool) -> Result<RebuildReport, BenchError> {
     };
     let rebuild_s = t.elapsed().as_secs_f64();
     if st.snapshots_installed == 0 {
-        return Err(BenchError::Cluster(format!("the new replica caught up from the log, not a snapshot: {st:?}")));
+        return Err(Error::Cluster(format!("the new replica caught up from the log, not a snapshot: {st:?}")));
     }
     let bytes = st.snapshot_bytes;
     let (encode, decode) = codec_rates(st.records)?;
@@ -348,7 +348,7 @@ pub async fn rebuild(mib: u64, tls: bool) -> Result<RebuildReport, BenchError> {
 
 /// Encodes `records` records like the rebuild's into an Avro snapshot stream in memory,
 /// then decodes it; the median of 3 of each, in MB/s: (encode, decode).
-fn codec_rates(records: u64) -> Result<(f64, f64), BenchError> {
+fn codec_rates(records: u64) -> Result<(f64, f64), Error> {
     let mut loaded: Vec<weft_store::LoadRecord> = (0..records)
         .map(|i| {
             let (key, value) = rebuild_record(i);

@@ -17,8 +17,11 @@
 
 pub mod chaos;
 pub mod cluster_bench;
+mod error;
 pub mod linearize;
 pub mod local;
 pub mod simulated;
 pub mod world;
 pub mod ycsb;
+
+pub use error::Error;

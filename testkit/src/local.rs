@@ -28,30 +28,16 @@ use weft_security::{AuthChannel, ClientSecurity};
 
 use weft_client::client::ClientConfig;
 
+use crate::Error;
+
 /// Raft heartbeat of every node the harness starts, in either world.
 pub const HEARTBEAT: Duration = Duration::from_millis(50);
 /// Raft election timeout of every node the harness starts, in either world.
 pub const ELECTION_TIMEOUT: Duration = Duration::from_millis(300);
 
-/// Why a local cluster could not be started or driven.
-#[derive(Debug, thiserror::Error)]
-pub enum LocalError {
-    /// A node process could not be started or did not report its address.
-    #[error("starting node {id}: {reason}")]
-    Start {
-        /// Node id.
-        id: u64,
-        /// Why.
-        reason: String,
-    },
-    /// The cluster did not form or a call failed.
-    #[error("{0}")]
-    Cluster(String),
-}
-
-/// Any failure while driving the cluster, as a [`LocalError::Cluster`].
-pub fn cluster_err(e: impl std::fmt::Display) -> LocalError {
-    LocalError::Cluster(e.to_string())
+/// Any failure while driving the cluster, as a [`Error::Cluster`].
+pub fn cluster_err(e: impl std::fmt::Display) -> Error {
+    Error::Cluster(e.to_string())
 }
 
 /// A local cluster's certificates, in one directory laid out as `weft cert` lays it out:
@@ -75,13 +61,13 @@ impl std::fmt::Debug for Pki {
 
 impl Pki {
     /// A new CA and `root`'s client certificate in `dir` (created if missing).
-    pub fn create(dir: &Path) -> Result<Pki, LocalError> {
+    pub fn create(dir: &Path) -> Result<Pki, Error> {
         Self::create_in(dir, None)
     }
 
     /// The CA already in `dir` (`ca.crt` and `ca.key`, as [`Pki::create`] left them), or a
     /// new one.
-    pub fn open_or_create(dir: &Path) -> Result<Pki, LocalError> {
+    pub fn open_or_create(dir: &Path) -> Result<Pki, Error> {
         if !(dir.join(CA_CERT).exists() && dir.join(CA_KEY).exists()) {
             return Self::create(dir);
         }
@@ -92,13 +78,13 @@ impl Pki {
     }
 
     /// [`Pki::create`] in a temporary directory, removed with the `Pki`.
-    pub fn temporary() -> Result<Pki, LocalError> {
+    pub fn temporary() -> Result<Pki, Error> {
         let t = tempfile::tempdir().map_err(cluster_err)?;
         let dir = t.path().to_path_buf();
         Self::create_in(&dir, Some(t))
     }
 
-    fn create_in(dir: &Path, temp: Option<tempfile::TempDir>) -> Result<Pki, LocalError> {
+    fn create_in(dir: &Path, temp: Option<tempfile::TempDir>) -> Result<Pki, Error> {
         files::ensure_dir(dir).map_err(cluster_err)?;
         let (ca, key) = Ca::create(Validity::days(issue::CA_DAYS)).map_err(cluster_err)?;
         files::write_key(&dir.join(CA_KEY), &key).map_err(cluster_err)?;
@@ -119,7 +105,7 @@ impl Pki {
     }
 
     /// Node `id`'s certificate directory, made if missing (loopback names only).
-    pub fn node_dir(&self, id: u64) -> Result<PathBuf, LocalError> {
+    pub fn node_dir(&self, id: u64) -> Result<PathBuf, Error> {
         let dir = self.dir.join(format!("node-{id}"));
         let _making = self.making.lock();
         if !dir.join(NODE_CERT).exists() {
@@ -133,7 +119,7 @@ impl Pki {
     }
 
     /// Writes `client.USER.crt`/`.key` unless they exist.
-    pub fn client_files(&self, user: &str) -> Result<(), LocalError> {
+    pub fn client_files(&self, user: &str) -> Result<(), Error> {
         let _making = self.making.lock();
         if !self.dir.join(files::client_cert(user)).exists() {
             let issued = self.ca.client(user, Validity::days(issue::LEAF_DAYS)).map_err(cluster_err)?;
@@ -144,14 +130,14 @@ impl Pki {
     }
 
     /// TLS as user `user` (its certificate made if missing).
-    pub fn user(&self, user: &str) -> Result<ClientSecurity, LocalError> {
+    pub fn user(&self, user: &str) -> Result<ClientSecurity, Error> {
         self.client_files(user)?;
         let creds = Credentials::load(&self.dir, Holder::Client { user: Some(user.into()) }).map_err(cluster_err)?;
         Ok(ClientSecurity::tls(creds))
     }
 
     /// TLS as the harness (node 0).
-    pub fn harness(&self) -> Result<ClientSecurity, LocalError> {
+    pub fn harness(&self) -> Result<ClientSecurity, Error> {
         let _making = self.making.lock();
         if let Some(c) = self.harness.get() {
             return Ok(ClientSecurity::tls(c.clone()));
@@ -178,7 +164,7 @@ pub enum Security {
 impl Security {
     /// TLS with one [`Pki`] shared by everything this process starts without saying
     /// otherwise (made on first use in a temporary directory, kept for the process).
-    pub fn shared() -> Result<Security, LocalError> {
+    pub fn shared() -> Result<Security, Error> {
         static SHARED: OnceLock<Arc<Pki>> = OnceLock::new();
         if let Some(p) = SHARED.get() {
             return Ok(Security::Tls(p.clone()));
@@ -188,12 +174,12 @@ impl Security {
     }
 
     /// TLS with a fresh [`Pki`] of its own, or `--insecure` nodes.
-    pub fn new(tls: bool) -> Result<Security, LocalError> {
+    pub fn new(tls: bool) -> Result<Security, Error> {
         Ok(if tls { Security::Tls(Arc::new(Pki::temporary()?)) } else { Security::Insecure })
     }
 
     /// The flags node `id` starts with.
-    pub fn node_flags(&self, id: u64) -> Result<Vec<String>, LocalError> {
+    pub fn node_flags(&self, id: u64) -> Result<Vec<String>, Error> {
         Ok(match self {
             Security::Tls(p) => vec!["--certs-dir".into(), p.node_dir(id)?.display().to_string()],
             Security::Insecure => vec!["--insecure".into()],
@@ -201,7 +187,7 @@ impl Security {
     }
 
     /// How the harness calls nodes (node 0's certificate).
-    pub fn harness(&self) -> Result<ClientSecurity, LocalError> {
+    pub fn harness(&self) -> Result<ClientSecurity, Error> {
         match self {
             Security::Tls(p) => p.harness(),
             Security::Insecure => Ok(ClientSecurity::insecure()),
@@ -209,12 +195,12 @@ impl Security {
     }
 
     /// How a client of a managed cluster calls it (as `root`).
-    pub fn root(&self) -> Result<ClientSecurity, LocalError> {
+    pub fn root(&self) -> Result<ClientSecurity, Error> {
         self.user(weft_security::identity::DEFAULT_USER)
     }
 
     /// How user `name` calls the cluster.
-    pub fn user(&self, name: &str) -> Result<ClientSecurity, LocalError> {
+    pub fn user(&self, name: &str) -> Result<ClientSecurity, Error> {
         match self {
             Security::Tls(p) => p.user(name),
             Security::Insecure => Ok(ClientSecurity::insecure()),
@@ -222,23 +208,23 @@ impl Security {
     }
 
     /// Client settings as `root`.
-    pub fn root_config(&self) -> Result<ClientConfig, LocalError> {
+    pub fn root_config(&self) -> Result<ClientConfig, Error> {
         Ok(ClientConfig::secured(self.root()?))
     }
 
     /// Client settings as the harness (node 0).
-    pub fn harness_config(&self) -> Result<ClientConfig, LocalError> {
+    pub fn harness_config(&self) -> Result<ClientConfig, Error> {
         Ok(ClientConfig::secured(self.harness()?))
     }
 
     /// A lazily connecting channel to `addr` as the harness.
-    pub fn channel(&self, addr: &str) -> Result<AuthChannel, LocalError> {
+    pub fn channel(&self, addr: &str) -> Result<AuthChannel, Error> {
         channel(&self.harness()?, addr)
     }
 }
 
 /// A lazily connecting channel to `addr`, secured by `security`.
-pub fn channel(security: &ClientSecurity, addr: &str) -> Result<AuthChannel, LocalError> {
+pub fn channel(security: &ClientSecurity, addr: &str) -> Result<AuthChannel, Error> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).map_err(cluster_err)?;
     Ok(security.wrap(security.connect_lazy(endpoint, Duration::from_secs(2))))
 }
@@ -246,7 +232,7 @@ pub fn channel(security: &ClientSecurity, addr: &str) -> Result<AuthChannel, Loc
 /// Cuts node `at`'s links to the node addresses `addrs` (an empty list restores them)
 /// through fault injection (`weft.testing.v1.Faults`, served by a node started with
 /// `--fault-injection` to operators).
-pub async fn cut_links(security: &ClientSecurity, at: &str, addrs: Vec<String>) -> Result<(), LocalError> {
+pub async fn cut_links(security: &ClientSecurity, at: &str, addrs: Vec<String>) -> Result<(), Error> {
     let mut faults = weft_proto::testing::v1::faults_client::FaultsClient::new(channel(security, at)?);
     let cut = weft_proto::testing::v1::CutLinksRequest { addrs };
     faults.cut_links(cut).await.map_err(|s| cluster_err(s.message()))?;
@@ -269,13 +255,13 @@ pub struct LocalNode {
 impl LocalNode {
     /// Starts `exe node` (the `weft` binary) with `extra` flags and waits for its address;
     /// secured by the shared [`Pki`] unless `extra` says `--insecure`.
-    pub fn start(exe: &Path, id: u64, extra: &[&str]) -> Result<LocalNode, LocalError> {
+    pub fn start(exe: &Path, id: u64, extra: &[&str]) -> Result<LocalNode, Error> {
         Self::start_at(exe, id, "127.0.0.1:0", extra)
     }
 
     /// Starts `exe node` listening on `listen` with `extra` flags and waits for its address;
     /// secured by the shared [`Pki`] unless `extra` says `--insecure`.
-    pub fn start_at(exe: &Path, id: u64, listen: &str, extra: &[&str]) -> Result<LocalNode, LocalError> {
+    pub fn start_at(exe: &Path, id: u64, listen: &str, extra: &[&str]) -> Result<LocalNode, Error> {
         let security = if extra.contains(&"--insecure") { Security::Insecure } else { Security::shared()? };
         let extra: Vec<&str> = extra.iter().copied().filter(|f| *f != "--insecure").collect();
         Self::start_secured(exe, id, listen, &extra, &security)
@@ -288,7 +274,7 @@ impl LocalNode {
         listen: &str,
         extra: &[&str],
         security: &Security,
-    ) -> Result<LocalNode, LocalError> {
+    ) -> Result<LocalNode, Error> {
         let mut flags = security.node_flags(id)?;
         flags.extend(extra.iter().map(|s| s.to_string()));
         let (child, addr) = Self::spawn(exe, id, listen, &flags)?;
@@ -302,7 +288,7 @@ impl LocalNode {
 
     /// Kills the process if it runs and starts it again on the same address with the same
     /// flags (so a durable node finds its data directory again).
-    pub fn restart(&mut self) -> Result<(), LocalError> {
+    pub fn restart(&mut self) -> Result<(), Error> {
         self.kill();
         let (child, addr) = Self::spawn(&self.exe, self.id, &self.addr, &self.extra)?;
         debug_assert_eq!(addr, self.addr);
@@ -310,8 +296,8 @@ impl LocalNode {
         Ok(())
     }
 
-    fn spawn(exe: &Path, id: u64, listen: &str, extra: &[String]) -> Result<(Child, String), LocalError> {
-        let fail = |reason: String| LocalError::Start { id, reason };
+    fn spawn(exe: &Path, id: u64, listen: &str, extra: &[String]) -> Result<(Child, String), Error> {
+        let fail = |reason: String| Error::Start { id, reason };
         let mut child = Command::new(exe)
             .args(["node", "--id", &id.to_string(), "--listen", listen])
             .arg("--heartbeat-ms")
@@ -355,18 +341,17 @@ impl LocalNode {
     }
 
     /// SIGSTOP: the process stays, silent, until [`LocalNode::resume`].
-    pub fn pause(&self) -> Result<(), LocalError> {
+    pub fn pause(&self) -> Result<(), Error> {
         self.signal(nix::sys::signal::Signal::SIGSTOP)
     }
 
     /// SIGCONT after [`LocalNode::pause`].
-    pub fn resume(&self) -> Result<(), LocalError> {
+    pub fn resume(&self) -> Result<(), Error> {
         self.signal(nix::sys::signal::Signal::SIGCONT)
     }
 
-    fn signal(&self, sig: nix::sys::signal::Signal) -> Result<(), LocalError> {
-        let child =
-            self.child.as_ref().ok_or_else(|| LocalError::Cluster(format!("node {} is not running", self.id)))?;
+    fn signal(&self, sig: nix::sys::signal::Signal) -> Result<(), Error> {
+        let child = self.child.as_ref().ok_or_else(|| Error::Cluster(format!("node {} is not running", self.id)))?;
         let pid = i32::try_from(child.id()).map_err(cluster_err)?;
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).map_err(cluster_err)
     }
@@ -382,12 +367,12 @@ impl LocalNode {
     }
 
     /// A channel to it, as the harness (node 0).
-    pub fn channel(&self) -> Result<AuthChannel, LocalError> {
+    pub fn channel(&self) -> Result<AuthChannel, Error> {
         self.security.channel(&self.addr)
     }
 
     /// A node-admin client, as the harness (node 0).
-    pub async fn admin(&self) -> Result<NodeAdminClient<AuthChannel>, LocalError> {
+    pub async fn admin(&self) -> Result<NodeAdminClient<AuthChannel>, Error> {
         Ok(NodeAdminClient::new(self.channel()?))
     }
 
@@ -407,7 +392,7 @@ impl Drop for LocalNode {
 /// `n` loopback addresses with ports free right now, for nodes that must know each
 /// other's addresses before they start (seeds). Another process could take one before
 /// the node binds it; the node then fails to start with a clear error.
-pub fn free_addrs(n: usize) -> Result<Vec<String>, LocalError> {
+pub fn free_addrs(n: usize) -> Result<Vec<String>, Error> {
     let listeners = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0")).collect::<Result<Vec<_>, _>>();
     let listeners = listeners.map_err(cluster_err)?;
     listeners.iter().map(|l| l.local_addr().map(|a| a.to_string()).map_err(cluster_err)).collect()
@@ -423,7 +408,7 @@ pub fn membership(members: &[(u64, &str)]) -> pb::Membership {
 
 /// Opens `partition` on every node (replica id = `base` + node id), initialized by the
 /// first node with all of them as voters.
-pub async fn open_partition(nodes: &[&LocalNode], partition: u64, base: u64) -> Result<(), LocalError> {
+pub async fn open_partition(nodes: &[&LocalNode], partition: u64, base: u64) -> Result<(), Error> {
     let members: Vec<(u64, &str)> = nodes.iter().map(|n| (base + n.id, n.addr.as_str())).collect();
     for (i, n) in nodes.iter().enumerate() {
         let initial = (i == 0).then(|| membership(&members));
@@ -439,7 +424,7 @@ pub async fn open_partition(nodes: &[&LocalNode], partition: u64, base: u64) -> 
 /// Waits (polling every 20 ms, up to `timeout`) until a live node reports itself primary of
 /// `partition`; returns that replica's id. When more than one does (a deposed primary that
 /// has not heard of the new term yet), the one with the highest term wins.
-pub async fn primary(nodes: &[&LocalNode], partition: u64, timeout: Duration) -> Result<u64, LocalError> {
+pub async fn primary(nodes: &[&LocalNode], partition: u64, timeout: Duration) -> Result<u64, Error> {
     let deadline = Instant::now() + timeout;
     loop {
         let mut best: Option<(u64, u64)> = None;
@@ -455,7 +440,7 @@ pub async fn primary(nodes: &[&LocalNode], partition: u64, timeout: Duration) ->
             return Ok(replica);
         }
         if Instant::now() >= deadline {
-            return Err(LocalError::Cluster(format!("partition {partition} has no primary after {timeout:?}")));
+            return Err(Error::Cluster(format!("partition {partition} has no primary after {timeout:?}")));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -472,7 +457,7 @@ pub fn start_managed(
     durable: bool,
     security: &Security,
     extra: impl Fn(u64) -> Vec<String>,
-) -> Result<Vec<LocalNode>, LocalError> {
+) -> Result<Vec<LocalNode>, Error> {
     let seeds = addrs[..addrs.len().min(3)].join(",");
     let mut nodes = Vec::new();
     for (i, addr) in addrs.iter().enumerate() {
@@ -493,9 +478,3 @@ pub fn start_managed(
 }
 
 pub use weft_client::routing::ready_service;
-
-impl From<weft_client::routing::RoutingError> for LocalError {
-    fn from(e: weft_client::routing::RoutingError) -> Self {
-        LocalError::Cluster(e.to_string())
-    }
-}

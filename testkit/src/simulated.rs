@@ -44,6 +44,7 @@ use weft_proto::v1 as pb;
 use weft_security::ClientSecurity;
 use weft_security::net::{Acceptor, BoxStream, Network, SharedNetwork};
 
+use crate::Error;
 use crate::chaos::{self, Recorder, SERVICE, TABLE};
 use crate::linearize::{Anomaly, Op, OpKind, Outcome};
 
@@ -108,22 +109,6 @@ pub struct SimulatedReport {
     pub replay: String,
 }
 
-/// Why a simulated run could not be carried out.
-#[derive(Debug, thiserror::Error)]
-pub enum SimulatedError {
-    /// The configuration cannot run.
-    #[error("bad simulated chaos configuration: {0}")]
-    Config(&'static str),
-    /// The simulation failed (a host's software returned an error, or time ran out).
-    #[error("simulation seed {seed}: {reason}")]
-    Sim {
-        /// The seed.
-        seed: u64,
-        /// What happened.
-        reason: String,
-    },
-}
-
 /// weft's network seam over turmoil: listening on the host's port, dialing by host
 /// address. The listener reports the host's own address (turmoil binds the unspecified
 /// one), so the node advertises an address its peers can dial.
@@ -181,14 +166,14 @@ fn name(i: u64) -> String {
 /// One node's software: a weft node on the simulated network, serving until crashed.
 async fn node(i: u64, seeds: Vec<String>) -> turmoil::Result {
     let network: SharedNetwork = Arc::new(TurmoilNet { host: Some(name(i)) });
-    let config = weft_node::node::NodeConfig {
+    let config = weft_node::NodeConfig {
         id: i,
         listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), PORT),
         raft: Default::default(),
         transport: Default::default(),
         limits: Default::default(),
         storage: Default::default(),
-        cluster: weft_node::manager::ClusterConfig {
+        cluster: weft_node::ClusterConfig {
             seeds,
             ud: format!("ud{i}"),
             fd: format!("fd{i}"),
@@ -200,7 +185,7 @@ async fn node(i: u64, seeds: Vec<String>) -> turmoil::Result {
         security: Default::default(),
         network: Some(network),
     };
-    let node = weft_node::node::Node::bind(config).await?;
+    let node = weft_node::Node::bind(config).await?;
     node.serve(std::future::pending()).await?;
     Ok(())
 }
@@ -260,9 +245,8 @@ enum Fault {
 }
 
 /// Runs one simulated chaos schedule; returns the report and the whole history.
-pub fn run(cfg: &SimulatedConfig) -> Result<(SimulatedReport, Vec<Op>), SimulatedError> {
-    chaos::check_shape(cfg.nodes, cfg.replicas, cfg.keys, cfg.clients, cfg.partitions)
-        .map_err(SimulatedError::Config)?;
+pub fn run(cfg: &SimulatedConfig) -> Result<(SimulatedReport, Vec<Op>), Error> {
+    chaos::check_shape(cfg.nodes, cfg.replicas, cfg.keys, cfg.clients, cfg.partitions).map_err(Error::Config)?;
     // Every host runs on this thread: one seeded sequence serves them all, in the
     // simulation's own order.
     weft_security::rng::seed_thread(cfg.seed);
@@ -271,8 +255,8 @@ pub fn run(cfg: &SimulatedConfig) -> Result<(SimulatedReport, Vec<Op>), Simulate
     result
 }
 
-fn simulate(cfg: &SimulatedConfig) -> Result<(SimulatedReport, Vec<Op>), SimulatedError> {
-    let failed = |reason: String| SimulatedError::Sim { seed: cfg.seed, reason };
+fn simulate(cfg: &SimulatedConfig) -> Result<(SimulatedReport, Vec<Op>), Error> {
+    let failed = |reason: String| Error::Sim { seed: cfg.seed, reason };
     let mut sim = turmoil::Builder::new()
         .rng_seed(cfg.seed)
         .simulation_duration(Duration::from_secs_f64(cfg.seconds + 600.0))

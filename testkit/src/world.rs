@@ -31,7 +31,8 @@ use std::time::Duration;
 use weft_client::client::ClientConfig;
 use weft_security::credentials::{Credentials, Holder};
 
-use crate::local::{self, LocalError, LocalNode, Security, cluster_err};
+use crate::Error;
+use crate::local::{self, LocalNode, Security, cluster_err};
 
 pub use crate::local::{ELECTION_TIMEOUT, HEARTBEAT};
 /// How long the manager waits before it replaces the replicas of a node it cannot reach.
@@ -50,14 +51,14 @@ pub trait Cluster {
     /// Stops node `id` abruptly; its in-memory state is gone.
     fn crash(&mut self, id: u64);
     /// Starts node `id` again on its address (after a crash, or kills it first).
-    fn restart(&mut self, id: u64) -> Result<(), LocalError>;
+    fn restart(&mut self, id: u64) -> Result<(), Error>;
 
     /// Client settings as `root`.
-    fn client_config(&self) -> Result<ClientConfig, LocalError> {
+    fn client_config(&self) -> Result<ClientConfig, Error> {
         self.security().root_config()
     }
     /// Node `id`'s address.
-    fn addr(&self, id: u64) -> Result<String, LocalError> {
+    fn addr(&self, id: u64) -> Result<String, Error> {
         let at = self.ids().iter().position(|i| *i == id).ok_or_else(|| cluster_err(format!("no node {id}")))?;
         Ok(self.endpoints()[at].clone())
     }
@@ -65,7 +66,7 @@ pub trait Cluster {
 
 /// Cuts node `id`'s links to every other node, both ways, through fault injection
 /// (the nodes' clients still reach every node).
-pub async fn isolate(cluster: &impl Cluster, id: u64) -> Result<(), LocalError> {
+pub async fn isolate(cluster: &impl Cluster, id: u64) -> Result<(), Error> {
     let own = cluster.addr(id)?;
     let others: Vec<String> = cluster.endpoints().into_iter().filter(|a| *a != own).collect();
     cut_links(cluster, &own, others.clone()).await?;
@@ -76,14 +77,14 @@ pub async fn isolate(cluster: &impl Cluster, id: u64) -> Result<(), LocalError> 
 }
 
 /// Restores every node's links.
-pub async fn heal(cluster: &impl Cluster) -> Result<(), LocalError> {
+pub async fn heal(cluster: &impl Cluster) -> Result<(), Error> {
     for addr in cluster.endpoints() {
         cut_links(cluster, &addr, Vec::new()).await?;
     }
     Ok(())
 }
 
-async fn cut_links(cluster: &impl Cluster, at: &str, addrs: Vec<String>) -> Result<(), LocalError> {
+async fn cut_links(cluster: &impl Cluster, at: &str, addrs: Vec<String>) -> Result<(), Error> {
     local::cut_links(&cluster.security().root()?, at, addrs).await
 }
 
@@ -95,7 +96,7 @@ pub struct Processes {
 
 impl Processes {
     /// Starts `n` nodes from the `weft` binary at `exe`.
-    pub fn start(exe: &std::path::Path, n: usize) -> Result<Processes, LocalError> {
+    pub fn start(exe: &std::path::Path, n: usize) -> Result<Processes, Error> {
         let addrs = local::free_addrs(n)?;
         let security = Security::shared()?;
         let extra = |_| vec!["--down-grace".into(), DOWN_GRACE.as_secs_f64().to_string(), "--fault-injection".into()];
@@ -126,7 +127,7 @@ impl Cluster for Processes {
             n.kill();
         }
     }
-    fn restart(&mut self, id: u64) -> Result<(), LocalError> {
+    fn restart(&mut self, id: u64) -> Result<(), Error> {
         self.node(id).ok_or_else(|| cluster_err(format!("no node {id}")))?.restart()
     }
 }
@@ -134,7 +135,7 @@ impl Cluster for Processes {
 /// One in-process node: its configuration (to start it again) and, while it runs, the
 /// thread that owns its runtime.
 struct Resident {
-    config: weft_node::node::NodeConfig,
+    config: weft_node::NodeConfig,
     addr: String,
     running: Option<Running>,
 }
@@ -152,7 +153,7 @@ pub struct InProcess {
 
 impl InProcess {
     /// Starts `n` nodes, each on its own thread and runtime.
-    pub fn start(n: usize) -> Result<InProcess, LocalError> {
+    pub fn start(n: usize) -> Result<InProcess, Error> {
         let addrs = local::free_addrs(n)?;
         let security = Security::shared()?;
         let Security::Tls(pki) = &security else {
@@ -175,16 +176,11 @@ impl InProcess {
     }
 }
 
-fn node_config(
-    id: u64,
-    listen: SocketAddr,
-    seeds: Vec<String>,
-    creds: Arc<Credentials>,
-) -> weft_node::node::NodeConfig {
-    weft_node::node::NodeConfig {
+fn node_config(id: u64, listen: SocketAddr, seeds: Vec<String>, creds: Arc<Credentials>) -> weft_node::NodeConfig {
+    weft_node::NodeConfig {
         id,
         listen,
-        raft: weft_replica::host::RaftSettings {
+        raft: weft_replica::RaftSettings {
             heartbeat: HEARTBEAT,
             election_timeout: ELECTION_TIMEOUT,
             ..Default::default()
@@ -192,7 +188,7 @@ fn node_config(
         transport: Default::default(),
         limits: Default::default(),
         storage: Default::default(),
-        cluster: weft_node::manager::ClusterConfig {
+        cluster: weft_node::ClusterConfig {
             seeds,
             ud: format!("ud{id}"),
             fd: format!("fd{id}"),
@@ -200,7 +196,7 @@ fn node_config(
             ..Default::default()
         },
         metrics: None,
-        security: weft_node::node::NodeSecurity { tls: Some(creds), fault_injection: true, ..Default::default() },
+        security: weft_node::NodeSecurity { tls: Some(creds), fault_injection: true, ..Default::default() },
         network: None,
     }
 }
@@ -210,9 +206,9 @@ const BIND_WITHIN: Duration = Duration::from_secs(20);
 
 /// Runs one node on a thread of its own with its own runtime, until told to stop; the
 /// runtime is then shut down, dropping every task the node spawned.
-fn run(config: weft_node::node::NodeConfig) -> Result<Running, LocalError> {
+fn run(config: weft_node::NodeConfig) -> Result<Running, Error> {
     let id = config.id;
-    let fail = |reason: String| LocalError::Start { id, reason };
+    let fail = |reason: String| Error::Start { id, reason };
     let (bound_tx, bound_rx) = std::sync::mpsc::channel::<Result<SocketAddr, String>>();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
@@ -230,7 +226,7 @@ fn run(config: weft_node::node::NodeConfig) -> Result<Running, LocalError> {
                 // runtime that just stopped; binding is retried briefly.
                 let mut tries = 0;
                 let node = loop {
-                    match weft_node::node::Node::bind(config.clone()).await {
+                    match weft_node::Node::bind(config.clone()).await {
                         Ok(node) => break node,
                         Err(e) if tries < 50 => {
                             tries += 1;
@@ -282,7 +278,7 @@ impl Cluster for InProcess {
             let _ = running.thread.join();
         }
     }
-    fn restart(&mut self, id: u64) -> Result<(), LocalError> {
+    fn restart(&mut self, id: u64) -> Result<(), Error> {
         self.crash(id);
         let node = self.nodes.get_mut(&id).ok_or_else(|| cluster_err(format!("no node {id}")))?;
         node.running = Some(run(node.config.clone())?);

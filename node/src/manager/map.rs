@@ -13,8 +13,8 @@ use prost::Message;
 use tonic::Status;
 use weft_cluster_manager::model::{Capacity, Load, Node, NodeStatus};
 use weft_proto::v1 as pb;
-use weft_replica::host::Replica;
-use weft_replica::types::Commands;
+use weft_replica::Commands;
+use weft_replica::Replica;
 
 pub use weft_cluster_manager::keyspace::MAP_PARTITION;
 const MAP_TABLE: &str = "cluster";

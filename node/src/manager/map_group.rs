@@ -23,8 +23,7 @@ use openraft::ChangeMembers;
 use openraft::async_runtime::watch::WatchReceiver;
 use tonic::{Code, Status};
 use weft_proto::v1 as pb;
-use weft_replica::host::Replica;
-use weft_replica::wire;
+use weft_replica::Replica;
 
 use super::reconcile::step;
 use super::{MAP_PARTITION, Manager};
@@ -79,7 +78,7 @@ impl Manager {
             tracing::warn!(node = node.id, lost, fresh, "a seed lost its cluster-map replica; rebuilding it there");
             let open = pb::OpenReplicaRequest { partition: MAP_PARTITION, replica: fresh, mode: 0, initial: None };
             step(self.admin(&addr)?.open_replica(open)).await?;
-            let learner = leader.raft().add_learner(fresh, wire::node_of(&addr), true);
+            let learner = leader.raft().add_learner(fresh, weft_replica::node_of(&addr), true);
             tokio::time::timeout(CATCH_UP_TIMEOUT, learner)
                 .await
                 .map_err(|_| refused(format!("replica {fresh} did not catch up within {CATCH_UP_TIMEOUT:?}")))?

@@ -43,7 +43,7 @@ use tonic::Status;
 use weft_proto::v1 as pb;
 use weft_proto::v1::cluster_client::ClusterClient;
 use weft_proto::v1::node_admin_client::NodeAdminClient;
-use weft_replica::host::{Host, Replica};
+use weft_replica::{Host, Replica};
 use weft_security::AuthChannel;
 
 pub use map::MAP_PARTITION;

@@ -37,7 +37,7 @@ use weft_cluster_manager::repair;
 use weft_cluster_manager::walk::ReplicaAt;
 use weft_proto::v1 as pb;
 use weft_proto::v1::node_admin_client::NodeAdminClient;
-use weft_replica::host::Replica;
+use weft_replica::Replica;
 use weft_security::AuthChannel;
 
 use super::{Manager, clock, map};

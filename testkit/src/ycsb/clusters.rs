@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-use super::{KvConfig, KvError, KvReport, Target, Workload};
-use crate::local::{LocalError, LocalNode, Security, cluster_err, free_addrs, ready_service, start_managed};
+use super::{KvConfig, KvReport, Target, Workload};
+use crate::Error;
+use crate::local::{LocalNode, Security, cluster_err, free_addrs, ready_service, start_managed};
 use weft_client::client::ClientConfig;
 
 /// Replicas per weft partition in a local cluster (fewer when there are fewer nodes).
@@ -39,7 +40,7 @@ pub async fn start_weft(
     tls: bool,
     service: &str,
     partitions: u32,
-) -> Result<WeftCluster, LocalError> {
+) -> Result<WeftCluster, Error> {
     let addrs = free_addrs(members)?;
     let data = if durable { Some(tempfile::tempdir().map_err(cluster_err)?) } else { None };
     let security = Security::new(tls)?;
@@ -62,7 +63,7 @@ pub async fn run_weft(
     partitions: u32,
     cfg: &KvConfig,
     workloads: &[Workload],
-) -> Result<KvReport, KvError> {
+) -> Result<KvReport, Error> {
     let cluster = start_weft(exe, members, durable, tls, service, partitions).await?;
     let mode = if durable { "durable" } else { "volatile" };
     let security = if tls { "TLS" } else { "plaintext" };
@@ -83,8 +84,8 @@ mod etcd {
     use tempfile::TempDir;
     use weft_security::issue::{self, Validity};
 
-    use crate::local::{LocalError, Pki, cluster_err, free_addrs};
-    use crate::ycsb::{KvConfig, KvError, KvReport, Target, Workload};
+    use crate::local::{Pki, cluster_err, free_addrs};
+    use crate::ycsb::{KvConfig, KvReport, Target, Workload};
 
     /// Loads and runs `workloads` on a local etcd cluster started for them (TLS between
     /// members and for the client when `tls`, as weft runs); returns the report and how
@@ -96,7 +97,7 @@ mod etcd {
         tls: bool,
         cfg: &KvConfig,
         workloads: &[Workload],
-    ) -> Result<(KvReport, String), KvError> {
+    ) -> Result<(KvReport, String), Error> {
         let cluster = start_etcd(bin, members, fsync, tls).await?;
         let target = Target::etcd(&cluster.endpoints, cluster.tls_options()).await?;
         let security = if tls { "TLS" } else { "plaintext" };
@@ -146,7 +147,7 @@ mod etcd {
     /// Starts `members` etcd members from `bin` (with `tls`: client and peer TLS, client
     /// certificates required on both, certificates made by a CA of weft's) and waits until
     /// the cluster takes a write.
-    pub async fn start_etcd(bin: &Path, members: usize, fsync: bool, tls: bool) -> Result<EtcdCluster, LocalError> {
+    pub async fn start_etcd(bin: &Path, members: usize, fsync: bool, tls: bool) -> Result<EtcdCluster, Error> {
         let no_fsync_flag = !fsync && has_flag(bin, "--unsafe-no-fsync");
         let on_tmpfs = !fsync && !no_fsync_flag;
         let data = if on_tmpfs { tempfile::tempdir_in("/dev/shm") } else { tempfile::tempdir() };

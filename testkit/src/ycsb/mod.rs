@@ -36,9 +36,10 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution as _, Zipf};
 use serde::Serialize;
 
+use crate::Error;
 use crate::cluster_bench::percentile;
 
-pub use target::{Target, TargetError};
+pub use target::Target;
 
 /// YCSB's zipfian constant.
 const ZIPF_THETA: f64 = 0.99;
@@ -257,40 +258,6 @@ pub struct KvReport {
     pub workloads: Vec<WorkloadReport>,
 }
 
-/// Why a run failed.
-#[derive(Debug, thiserror::Error)]
-pub enum KvError {
-    /// The target failed while loading (every record must load).
-    #[error("loading record {n}: {source}")]
-    Load {
-        /// Record number.
-        n: u64,
-        /// The target's error.
-        source: TargetError,
-    },
-    /// Most operations of a workload failed: the target is not serving.
-    #[error("workload {workload}: {errors} of {attempts} operations failed; last: {last}")]
-    Failing {
-        /// The workload.
-        workload: &'static str,
-        /// Failed operations.
-        errors: u64,
-        /// Operations tried.
-        attempts: u64,
-        /// The last error.
-        last: String,
-    },
-    /// A client task panicked or was cancelled.
-    #[error("a client task ended abnormally: {0}")]
-    Task(String),
-    /// A local cluster could not be started.
-    #[error(transparent)]
-    Cluster(#[from] crate::local::LocalError),
-    /// The target could not be reached.
-    #[error(transparent)]
-    Target(#[from] TargetError),
-}
-
 /// A `value_size`-byte value, different per record and write.
 fn value(size: usize, n: u64, stamp: u64) -> Vec<u8> {
     let mut v = format!("{n}:{stamp}:").into_bytes();
@@ -299,7 +266,7 @@ fn value(size: usize, n: u64, stamp: u64) -> Vec<u8> {
 }
 
 /// Loads `records` records with `clients` concurrent writers.
-pub async fn load(target: &Target, cfg: &KvConfig) -> Result<f64, KvError> {
+pub async fn load(target: &Target, cfg: &KvConfig) -> Result<f64, Error> {
     let start = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let tasks: Vec<_> = (0..cfg.clients.max(1))
@@ -309,15 +276,18 @@ pub async fn load(target: &Target, cfg: &KvConfig) -> Result<f64, KvError> {
                 loop {
                     let n = next.fetch_add(1, Ordering::Relaxed);
                     if n >= records {
-                        return Ok::<(), KvError>(());
+                        return Ok::<(), Error>(());
                     }
-                    target.write(&key(n), &value(size, n, 0)).await.map_err(|source| KvError::Load { n, source })?;
+                    target
+                        .write(&key(n), &value(size, n, 0))
+                        .await
+                        .map_err(|source| Error::Load { n, source: Box::new(source) })?;
                 }
             })
         })
         .collect();
     for t in tasks {
-        t.await.map_err(|e| KvError::Task(e.to_string()))??;
+        t.await.map_err(|e| Error::Task(e.to_string()))??;
     }
     Ok(start.elapsed().as_secs_f64())
 }
@@ -350,7 +320,7 @@ pub async fn run_workload(
     cfg: &KvConfig,
     workload: Workload,
     inserted: u64,
-) -> Result<(WorkloadReport, u64), KvError> {
+) -> Result<(WorkloadReport, u64), Error> {
     let shared = Arc::new(Shared {
         started: AtomicU64::new(0),
         next_insert: AtomicU64::new(inserted),
@@ -367,7 +337,7 @@ pub async fn run_workload(
         .collect();
     let mut tallies = Vec::new();
     for t in tasks {
-        tallies.push(t.await.map_err(|e| KvError::Task(e.to_string()))?);
+        tallies.push(t.await.map_err(|e| Error::Task(e.to_string()))?);
     }
     let seconds = start.elapsed().as_secs_f64();
     let report = summarize(workload, seconds, tallies)?;
@@ -435,7 +405,7 @@ async fn client(
     tally
 }
 
-fn summarize(workload: Workload, seconds: f64, tallies: Vec<Tally>) -> Result<WorkloadReport, KvError> {
+fn summarize(workload: Workload, seconds: f64, tallies: Vec<Tally>) -> Result<WorkloadReport, Error> {
     let mut by_kind: BTreeMap<OpKind, (Vec<f64>, u64)> = BTreeMap::new();
     let (mut not_found, mut scanned, mut last) = (0, 0, None);
     for t in tallies {
@@ -471,7 +441,7 @@ fn summarize(workload: Workload, seconds: f64, tallies: Vec<Tally>) -> Result<Wo
     let ops = all.len() as u64;
     if errors > ops {
         let last = last.unwrap_or_default();
-        return Err(KvError::Failing { workload: workload.name(), errors, attempts: errors + ops, last });
+        return Err(Error::Failing { workload: workload.name(), errors, attempts: errors + ops, last });
     }
     Ok(WorkloadReport {
         workload: workload.name(),
@@ -487,7 +457,7 @@ fn summarize(workload: Workload, seconds: f64, tallies: Vec<Tally>) -> Result<Wo
 }
 
 /// Loads the records, then runs `workloads` in order against `target`.
-pub async fn run(target: &Target, name: String, cfg: &KvConfig, workloads: &[Workload]) -> Result<KvReport, KvError> {
+pub async fn run(target: &Target, name: String, cfg: &KvConfig, workloads: &[Workload]) -> Result<KvReport, Error> {
     let load_s = load(target, cfg).await?;
     tracing::info!(target = %name, load_s, records = cfg.records, "loaded");
     let mut inserted = cfg.records;

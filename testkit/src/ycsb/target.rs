@@ -8,19 +8,9 @@
 
 use std::sync::Arc;
 
-use weft_client::routing::{RoutingError, ServiceClient};
+use weft_client::routing::ServiceClient;
 
-/// A target's failure.
-#[derive(Debug, thiserror::Error)]
-pub enum TargetError {
-    /// A weft call failed.
-    #[error("weft: {0}")]
-    Weft(#[from] RoutingError),
-    /// An etcd call failed.
-    #[cfg(feature = "etcd")]
-    #[error("etcd: {0}")]
-    Etcd(#[from] etcd_client::Error),
-}
+use crate::Error;
 
 /// A store under load. Cloning is cheap; clones share connections.
 #[derive(Clone)]
@@ -43,24 +33,20 @@ impl Target {
     /// The default table of `service`, reached through any of `endpoints` (weft nodes).
     pub fn weft(endpoints: Vec<String>, service: &str, config: weft_client::client::ClientConfig) -> Target {
         let client = ServiceClient::new(endpoints, config);
-        Target::Weft {
-            client: Arc::new(client),
-            service: service.into(),
-            table: weft_node::manager::DEFAULT_TABLE.into(),
-        }
+        Target::Weft { client: Arc::new(client), service: service.into(), table: weft_node::DEFAULT_TABLE.into() }
     }
 
     /// The key space of the etcd cluster at `endpoints` (`http://host:port`, or `https://`
     /// with `tls`).
     #[cfg(feature = "etcd")]
-    pub async fn etcd(endpoints: &[String], tls: Option<etcd_client::TlsOptions>) -> Result<Target, TargetError> {
+    pub async fn etcd(endpoints: &[String], tls: Option<etcd_client::TlsOptions>) -> Result<Target, Error> {
         let options = tls.map(|t| etcd_client::ConnectOptions::new().with_tls(t));
         let client = etcd_client::Client::connect(endpoints, options).await?;
         Ok(Target::Etcd(Box::new(client.kv_client())))
     }
 
     /// Reads one record (linearizable); true if it exists.
-    pub async fn read(&self, key: &[u8]) -> Result<bool, TargetError> {
+    pub async fn read(&self, key: &[u8]) -> Result<bool, Error> {
         match self {
             Target::Weft { client, service, table } => Ok(client.get(service, table, key).await?.is_some()),
             #[cfg(feature = "etcd")]
@@ -69,7 +55,7 @@ impl Target {
     }
 
     /// Writes one record, acknowledged once a quorum has it.
-    pub async fn write(&self, key: &[u8], value: &[u8]) -> Result<(), TargetError> {
+    pub async fn write(&self, key: &[u8], value: &[u8]) -> Result<(), Error> {
         match self {
             Target::Weft { client, service, table } => {
                 client.put(service, table, key, value).await?;
@@ -84,7 +70,7 @@ impl Target {
     }
 
     /// Reads up to `len` records in key order from `from` (inclusive); returns how many.
-    pub async fn scan(&self, from: &[u8], len: usize) -> Result<usize, TargetError> {
+    pub async fn scan(&self, from: &[u8], len: usize) -> Result<usize, Error> {
         match self {
             Target::Weft { client, service, table } => Ok(client.scan_from(service, table, from, len).await?.len()),
             #[cfg(feature = "etcd")]

@@ -12,7 +12,9 @@ use plotters::prelude::*;
 use serde::Serialize;
 
 use super::clusters::{run_etcd, run_weft};
-use super::{KvConfig, KvError, KvReport, Workload};
+use super::{KvConfig, KvReport, Workload};
+
+use crate::Error;
 
 /// Everything a comparison needs.
 pub struct VersusConfig {
@@ -68,21 +70,10 @@ pub struct VersusReport {
     pub pairings: Vec<Pairing>,
 }
 
-/// Why the comparison failed.
-#[derive(Debug, thiserror::Error)]
-pub enum VersusError {
-    /// A cluster could not be started or a workload failed.
-    #[error(transparent)]
-    Kv(#[from] KvError),
-    /// The chart could not be drawn.
-    #[error("drawing the chart: {0}")]
-    Chart(String),
-}
-
 const SERVICE: &str = "ycsb";
 
 /// Runs every pairing of `cfg`.
-pub async fn versus(cfg: &VersusConfig) -> Result<VersusReport, VersusError> {
+pub async fn versus(cfg: &VersusConfig) -> Result<VersusReport, Error> {
     let mut pairings = Vec::new();
     for &durable in &cfg.durable {
         let mode = if durable { "durable" } else { "volatile" };
@@ -105,8 +96,8 @@ pub async fn versus(cfg: &VersusConfig) -> Result<VersusReport, VersusError> {
 
 /// Draws `report` as grouped bars (weft and etcd throughput per workload, the ratio above
 /// each pair), one panel per pairing, into the SVG file `path`.
-pub fn chart(report: &VersusReport, path: &Path) -> Result<(), VersusError> {
-    let err = |e: &dyn std::fmt::Display| VersusError::Chart(e.to_string());
+pub fn chart(report: &VersusReport, path: &Path) -> Result<(), Error> {
+    let err = |e: &dyn std::fmt::Display| Error::Chart(e.to_string());
     let width = 520 * report.pairings.len().max(1) as u32;
     let root = SVGBackend::new(path, (width, 420)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;

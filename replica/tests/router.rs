@@ -1,0 +1,255 @@
+//! Raft groups of several hosts in one process over the in-memory router
+//! (`weft_replica::router`), with filters that drop, duplicate, delay (reorder) and
+//! partition messages. Each test says what the group must still do under those faults:
+//! commit every write, elect around an isolated leader, catch a replica up after healing,
+//! and build a new replica from a snapshot carried through the router.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::BasicNode;
+use openraft::async_runtime::watch::WatchReceiver;
+use tokio::time::Instant;
+use weft_proto::v1 as pb;
+use weft_replica::router::{DropRate, DuplicateRate, Kind, Partition, RandomDelay, Router};
+use weft_replica::{Host, RaftSettings, Replica, Storage, TransportConfig};
+use weft_store::Limits;
+
+const PARTITION: u64 = 1;
+const TABLE: &str = "t";
+
+fn settings() -> RaftSettings {
+    RaftSettings {
+        heartbeat: Duration::from_millis(50),
+        election_timeout: Duration::from_millis(300),
+        // Small, so a replica added late needs a snapshot: the log it would need is purged.
+        snapshot_every: 40,
+        keep_behind_snapshot: 10,
+        ..RaftSettings::default()
+    }
+}
+
+fn addr(i: u64) -> String {
+    format!("node-{i}")
+}
+
+/// A host on the router at `addr(i)`.
+fn host(router: &Router, i: u64) -> Arc<Host> {
+    let transport = TransportConfig { router: Some(router.seat(addr(i))), ..TransportConfig::default() };
+    let host = Host::new(&settings(), transport, Limits::default(), Storage::default()).expect("host");
+    router.attach(addr(i), &host);
+    host
+}
+
+/// `n` hosts, each with replica `i` of the partition; the first initializes the group.
+async fn group(n: u64) -> (Router, Vec<Arc<Host>>) {
+    let router = Router::new();
+    let hosts: Vec<Arc<Host>> = (1..=n).map(|i| host(&router, i)).collect();
+    let members: BTreeMap<u64, BasicNode> = (1..=n).map(|i| (i, BasicNode { addr: addr(i) })).collect();
+    for (i, h) in hosts.iter().enumerate() {
+        let initial = (i == 0).then(|| members.clone());
+        h.open(PARTITION, i as u64 + 1, pb::LogMode::Volatile, initial).await.expect("open");
+    }
+    (router, hosts)
+}
+
+fn replica(h: &Host) -> Arc<Replica> {
+    h.get(PARTITION).expect("the partition is open")
+}
+
+/// The replica that is leader, as it says itself, among `hosts`.
+fn leader(hosts: &[Arc<Host>]) -> Option<Arc<Replica>> {
+    hosts.iter().map(|h| replica(h)).find(|r| {
+        let m = r.raft().metrics().borrow_watched().clone();
+        m.current_leader == Some(r.id()) && m.state.is_leader()
+    })
+}
+
+async fn wait_leader(hosts: &[Arc<Host>], within: Duration) -> Arc<Replica> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(l) = leader(hosts) {
+            return l;
+        }
+        assert!(Instant::now() < deadline, "no leader within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn command(kind: pb::command::Kind) -> pb::Command {
+    pb::Command { session: None, kind: Some(kind) }
+}
+
+fn put(key: &str, value: &str) -> pb::Command {
+    let put = pb::Put {
+        table: TABLE.into(),
+        key: key.as_bytes().to_vec().into(),
+        value: value.as_bytes().to_vec().into(),
+        ..Default::default()
+    };
+    command(pb::command::Kind::Batch(pb::Batch { ops: vec![pb::Op { kind: Some(pb::op::Kind::Put(put)) }] }))
+}
+
+/// Proposes `cmd` through whichever replica leads, retrying (a put of the same value is
+/// safe to repeat) until it commits with no error in its result.
+async fn write(hosts: &[Arc<Host>], cmd: pb::Command, within: Duration) {
+    let deadline = Instant::now() + within;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        if let Some(l) = leader(hosts) {
+            match tokio::time::timeout(Duration::from_secs(2), l.write(cmd.clone())).await {
+                Ok(Ok(r)) => match r.outcome {
+                    Some(pb::command_result::Outcome::Error(e)) if e.code != pb::ErrorCode::TableExists as i32 => {
+                        panic!("refused: {e:?}")
+                    }
+                    _ => return,
+                },
+                Ok(Err(e)) => last = e.to_string(),
+                Err(_) => last = "timed out".into(),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{cmd:?} not committed within {within:?}: {last}");
+}
+
+/// Waits until every host's replica has applied as far as the leader's, and returns each
+/// replica's value of every key written.
+async fn converged(hosts: &[Arc<Host>], keys: &[String], within: Duration) -> Vec<BTreeMap<String, Option<String>>> {
+    let deadline = Instant::now() + within;
+    loop {
+        let applied: Vec<Option<u64>> =
+            hosts.iter().map(|h| replica(h).state(|st| st.last_applied.map(|l| l.index))).collect();
+        let top = applied.iter().flatten().max().copied();
+        if top.is_some() && applied.iter().all(|a| *a == top) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "replicas did not converge within {within:?}: applied {applied:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    hosts
+        .iter()
+        .map(|h| {
+            replica(h).state(|st| {
+                keys.iter()
+                    .map(|k| {
+                        let v = st.store.get(TABLE, k.as_bytes()).ok().flatten();
+                        (k.clone(), v.map(|r| String::from_utf8_lossy(r.value()).into_owned()))
+                    })
+                    .collect()
+            })
+        })
+        .collect()
+}
+
+fn create_table() -> pb::Command {
+    command(pb::command::Kind::CreateTable(pb::CreateTable { table: TABLE.into() }))
+}
+
+/// Every write commits while a tenth of all messages (requests and answers) are dropped, a
+/// tenth duplicated and every one delayed by up to 15 ms (so they overtake each other); once
+/// the filters are gone every replica holds every write, and a replica added afterwards is
+/// built from a snapshot carried through the router.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_commit_through_drops_duplicates_and_reordering() {
+    let (router, mut hosts) = group(3).await;
+    wait_leader(&hosts, Duration::from_secs(10)).await;
+    write(&hosts, create_table(), Duration::from_secs(10)).await;
+
+    router.add_filter(DropRate { rate: 0.1, kinds: BTreeSet::new() });
+    router.add_filter(DuplicateRate { rate: 0.1, kinds: BTreeSet::new() });
+    router.add_filter(RandomDelay { max: Duration::from_millis(15) });
+    let keys: Vec<String> = (0..150).map(|i| format!("k{i:03}")).collect();
+    for k in &keys {
+        write(&hosts, put(k, &format!("v-{k}")), Duration::from_secs(30)).await;
+    }
+    let counts = router.counts();
+    assert!(counts.dropped > 0 && counts.duplicated > 0, "the filters did nothing: {counts:?}");
+    router.clear_filters();
+
+    let want: BTreeMap<String, Option<String>> = keys.iter().map(|k| (k.clone(), Some(format!("v-{k}")))).collect();
+    for (i, got) in converged(&hosts, &keys, Duration::from_secs(20)).await.into_iter().enumerate() {
+        assert_eq!(got, want, "replica {} differs", i + 1);
+    }
+
+    // A fourth replica joins after the log it would need was purged: it gets a snapshot.
+    let fourth = host(&router, 4);
+    fourth.open(PARTITION, 4, pb::LogMode::Volatile, None).await.expect("open the fourth");
+    let l = wait_leader(&hosts, Duration::from_secs(10)).await;
+    l.raft().add_learner(4, BasicNode { addr: addr(4) }, true).await.expect("add learner");
+    hosts.push(fourth);
+    for (i, got) in converged(&hosts, &keys, Duration::from_secs(20)).await.into_iter().enumerate() {
+        assert_eq!(got, want, "replica {} differs", i + 1);
+    }
+    let purged = l.raft().metrics().borrow_watched().purged.map(|p| p.index);
+    assert!(purged.is_some(), "the leader purged nothing: the learner was not built from a snapshot");
+}
+
+/// The leader is cut off from both followers: they elect another, writes go on through it,
+/// and once the partition heals the old leader steps down and catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_leader_is_replaced_and_catches_up_after_healing() {
+    let (router, hosts) = group(3).await;
+    let old = wait_leader(&hosts, Duration::from_secs(10)).await;
+    write(&hosts, create_table(), Duration::from_secs(10)).await;
+    write(&hosts, put("before", "1"), Duration::from_secs(10)).await;
+
+    let old_addr = addr(old.id());
+    router.add_filter(Partition::isolate(old_addr.clone()));
+    let majority: Vec<Arc<Host>> = hosts.iter().filter(|h| replica(h).id() != old.id()).cloned().collect();
+    let new = wait_leader(&majority, Duration::from_secs(10)).await;
+    assert_ne!(new.id(), old.id());
+    let keys: Vec<String> = (0..30).map(|i| format!("during{i:02}")).collect();
+    for k in &keys {
+        write(&majority, put(k, "2"), Duration::from_secs(10)).await;
+    }
+    // Cut off, the old leader has none of them.
+    let seen =
+        old.state(|st| keys.iter().filter(|k| st.store.get(TABLE, k.as_bytes()).ok().flatten().is_some()).count());
+    assert_eq!(seen, 0, "the isolated leader applied writes it cannot have committed");
+
+    router.clear_filters();
+    let mut all = keys.clone();
+    all.push("before".into());
+    for (i, got) in converged(&hosts, &all, Duration::from_secs(20)).await.into_iter().enumerate() {
+        assert!(got.values().all(Option::is_some), "replica {} lacks writes: {got:?}", i + 1);
+    }
+    let m = old.raft().metrics().borrow_watched().clone();
+    assert!(!m.state.is_leader() || m.current_leader == Some(old.id()), "{m:?}");
+}
+
+/// Answers to appends are lost while requests arrive: followers hold the entry but the
+/// leader cannot learn it is committed, so the write does not complete (its outcome is
+/// unknown to the caller); when answers flow again it commits, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_answers_leave_a_write_pending_until_they_flow_again() {
+    let (router, hosts) = group(3).await;
+    let l = wait_leader(&hosts, Duration::from_secs(10)).await;
+    write(&hosts, create_table(), Duration::from_secs(10)).await;
+
+    let answers = BTreeSet::from([Kind::Answer(weft_replica::router::AnswerTo::Append)]);
+    router.add_filter(DropRate { rate: 1.0, kinds: answers });
+    let pending = tokio::spawn({
+        let l = l.clone();
+        async move { l.write(put("k", "v")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!pending.is_finished(), "a write committed though no follower's answer arrived");
+    let followers_have_it = hosts
+        .iter()
+        .map(|h| replica(h))
+        .filter(|r| r.id() != l.id())
+        .filter(|r| {
+            r.raft().metrics().borrow_watched().last_log_index >= l.raft().metrics().borrow_watched().last_log_index
+        })
+        .count();
+    assert!(followers_have_it >= 1, "no follower received the entry");
+
+    router.clear_filters();
+    let r = tokio::time::timeout(Duration::from_secs(10), pending).await;
+    let r = r.expect("the write completes once answers flow").expect("task").expect("committed");
+    assert!(!matches!(r.outcome, Some(pb::command_result::Outcome::Error(_))), "{r:?}");
+    let got = converged(&hosts, &["k".to_string()], Duration::from_secs(10)).await;
+    assert!(got.iter().all(|m| m["k"].as_deref() == Some("v")), "{got:?}");
+}
