@@ -42,7 +42,7 @@ pub trait DiskFile: Send + Debug {
 pub trait Disk: Send + Sync + Debug {
     /// Creates `dir` and its parents, private to this user.
     fn create_dir(&self, dir: &Path) -> io::Result<()>;
-    /// The names of the files in `dir`.
+    /// The names of the entries (files and directories) in `dir`.
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// The whole of `path`.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
@@ -59,6 +59,8 @@ pub trait Disk: Send + Sync + Debug {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Deletes `path`.
     fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Deletes `dir` and everything under it (durable once `dir`'s parent is synced).
+    fn remove_all(&self, dir: &Path) -> io::Result<()>;
     /// Makes the names in `dir` durable (creations, renames, deletions).
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
 }
@@ -164,6 +166,10 @@ impl Disk for OsDisk {
 
     fn remove(&self, path: &Path) -> io::Result<()> {
         std::fs::remove_file(path)
+    }
+
+    fn remove_all(&self, dir: &Path) -> io::Result<()> {
+        std::fs::remove_dir_all(dir)
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
@@ -381,6 +387,12 @@ impl DiskFile for FaultyFile {
     }
 }
 
+/// The name of `dir`'s entry that `p` is or lies under, if any.
+fn entry_of(dir: &Path, p: &Path) -> Option<String> {
+    let entry = p.ancestors().find(|a| a.parent() == Some(dir))?;
+    entry.file_name().and_then(|n| n.to_str()).map(String::from)
+}
+
 impl Disk for FaultyDisk {
     fn create_dir(&self, dir: &Path) -> io::Result<()> {
         let mut s = self.state.lock();
@@ -394,11 +406,9 @@ impl Disk for FaultyDisk {
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
         let mut s = self.state.lock();
         s.call(None)?;
-        Ok(s.names
-            .keys()
-            .filter(|p| p.parent() == Some(dir))
-            .filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(String::from))
-            .collect())
+        let entries: std::collections::BTreeSet<String> =
+            s.names.keys().chain(s.dirs.iter()).filter_map(|p| entry_of(dir, p)).collect();
+        Ok(entries.into_iter().collect())
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
@@ -462,6 +472,15 @@ impl Disk for FaultyDisk {
         Ok(())
     }
 
+    fn remove_all(&self, dir: &Path) -> io::Result<()> {
+        let mut s = self.state.lock();
+        s.call(None)?;
+        // Inodes stay: a crash before the parent is synced brings the names back.
+        s.names.retain(|p, _| !p.starts_with(dir));
+        s.dirs.retain(|d| !d.starts_with(dir));
+        Ok(())
+    }
+
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut s = self.state.lock();
         s.call(Some(Call::SyncDir))?;
@@ -470,6 +489,16 @@ impl Disk for FaultyDisk {
             s.names.iter().filter(|(p, _)| in_dir(p)).map(|(p, i)| (p.clone(), *i)).collect();
         s.durable_names.retain(|p, _| !in_dir(p));
         s.durable_names.extend(names);
+        // A subdirectory removed whole (`remove_all`) is gone for good once its parent is
+        // synced: nothing under it comes back in a crash.
+        let s = &mut *s;
+        let (live, dirs) = (&s.names, &s.dirs);
+        s.durable_names.retain(|p, _| match p.ancestors().find(|a| a.parent() == Some(dir)) {
+            Some(child) if child != p.as_path() => {
+                live.keys().any(|n| n.starts_with(child)) || dirs.iter().any(|d| d.starts_with(child))
+            }
+            _ => true,
+        });
         Ok(())
     }
 }

@@ -263,14 +263,13 @@ impl Host {
         let io =
             |e: std::io::Error| Error::Storage { partition: 0, replica: 0, reason: format!("{}: {e}", root.display()) };
         let mut found: BTreeMap<PartitionId, ReplicaId> = BTreeMap::new();
-        let entries = match std::fs::read_dir(&root) {
-            Ok(e) => e,
+        let names = match self.disk().list(&root) {
+            Ok(names) => names,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(io(e)),
         };
-        for entry in entries {
-            let name = entry.map_err(io)?.file_name();
-            let Some((p, r)) = name.to_str().and_then(parse_replica_dir) else {
+        for name in names {
+            let Some((p, r)) = parse_replica_dir(&name) else {
                 tracing::warn!(name = ?name, "ignoring an unexpected entry in the replicas directory");
                 continue;
             };
@@ -289,6 +288,11 @@ impl Host {
             self.open(p, r, pb::LogMode::Durable, None).await?;
         }
         Ok(found.into_iter().collect())
+    }
+
+    /// The disk durable replicas are written through.
+    fn disk(&self) -> Arc<dyn crate::disk::Disk> {
+        self.storage.disk.clone().unwrap_or_else(crate::disk::os)
     }
 
     /// The shared peer channels.
@@ -322,7 +326,7 @@ impl Host {
             pb::LogMode::Durable => {
                 let dir = self.replica_dir(partition, id)?;
                 let storage = |reason: String| Error::Storage { partition, replica: id, reason };
-                let disk = self.storage.disk.clone().unwrap_or_else(crate::disk::os);
+                let disk = self.disk();
                 let (log, _) = LogStore::open_durable(disk.clone(), &dir.join("wal"), SEGMENT_BYTES)
                     .map_err(|e| storage(e.to_string()))?;
                 let sm = StateMachine::open_durable(self.limits.clone(), disk, &dir.join("checkpoints"))
@@ -375,7 +379,14 @@ impl Host {
         r.raft.shutdown().await.map_err(|e| Error::Raft(e.to_string()))?;
         if r.mode == pb::LogMode::Durable {
             let dir = self.replica_dir(partition, r.id)?;
-            std::fs::remove_dir_all(&dir).map_err(|e| Error::Storage {
+            let disk = self.disk();
+            // Removed, and the removal made durable: a crash must not bring back a replica
+            // the cluster has moved elsewhere.
+            let removed = disk.remove_all(&dir).and_then(|()| match dir.parent() {
+                Some(parent) => disk.sync_dir(parent),
+                None => Ok(()),
+            });
+            removed.map_err(|e| Error::Storage {
                 partition,
                 replica: r.id,
                 reason: format!("removing {}: {e}", dir.display()),
