@@ -62,7 +62,8 @@ struct ChaosArgs {
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Log mode of every node (`both`: a durable run, then a volatile one); durable when
-    /// not given. `--simulated` runs volatile nodes only.
+    /// not given, except with `--simulated`: volatile unless `--mode durable` (nodes on
+    /// simulated disks that lose unsynced writes in a crash).
     #[arg(long, value_enum)]
     mode: Option<ModeArg>,
     /// Concurrent clients.
@@ -445,9 +446,11 @@ fn write_history(path: &std::path::Path, history: &[weft_testkit::linearize::Op]
 
 /// `weft chaos --simulated`: one seeded run in this process.
 fn chaos_simulated(a: &ChaosArgs) -> anyhow::Result<()> {
-    if matches!(a.mode, Some(ModeArg::Durable | ModeArg::Both)) {
-        anyhow::bail!("--simulated runs volatile nodes only (the WAL's writer thread is outside the simulation)");
-    }
+    let durable = match a.mode {
+        None | Some(ModeArg::Volatile) => false,
+        Some(ModeArg::Durable) => true,
+        Some(ModeArg::Both) => anyhow::bail!("--simulated runs one mode per seed: --mode volatile or --mode durable"),
+    };
     if a.insecure {
         anyhow::bail!("--simulated nodes are always plaintext; --insecure says nothing more");
     }
@@ -457,6 +460,7 @@ fn chaos_simulated(a: &ChaosArgs) -> anyhow::Result<()> {
         nodes: a.nodes,
         clients: a.clients,
         keys: a.keys,
+        durable,
         ..Default::default()
     };
     let (report, history) = weft_testkit::simulated::run(&cfg)?;

@@ -126,6 +126,6 @@ fn simulated_chaos_replays_a_seed_across_processes() {
     assert!(ok, "stderr: {err}");
     let w: serde_json::Value = serde_json::from_str(&again).expect("one JSON document");
     assert_eq!(w["history_hash"], hash, "the same seed in another process: {v} vs {w}");
-    let (ok, _, err) = weft(&["chaos", "--simulated", "--mode", "durable"]);
-    assert!(!ok && err.contains("volatile nodes only"), "{err}");
+    let (ok, _, err) = weft(&["chaos", "--simulated", "--mode", "both"]);
+    assert!(!ok && err.contains("one mode per seed"), "{err}");
 }

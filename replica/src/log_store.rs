@@ -6,7 +6,7 @@
 //! replica id and be rebuilt from the primary (see [`crate::types`]).
 //!
 //! A **durable** log also writes every change to a [`Wal`] through one writer thread per
-//! replica. The thread takes everything queued, writes it, calls `fdatasync` once and only
+//! replica (in a seeded simulation, one task of the simulation instead). The thread takes everything queued, writes it, calls `fdatasync` once and only
 //! then fires the flush callbacks of the appends in that batch (group commit), so an entry
 //! is acknowledged to the leader only once it is on disk. Truncations, purges and the
 //! committed id are records in the same file, ordered with the appends. The vote is a
@@ -150,11 +150,26 @@ impl LogStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(source) => return Err(WalError::Io { path: vote_path, source }),
         }
-        let (tx, rx) = tokio::sync::mpsc::channel(WAL_QUEUE_MAX);
-        std::thread::Builder::new()
-            .name("weft-wal".into())
-            .spawn(move || write_loop(wal, disk, vote_path, rx))
-            .map_err(|source| WalError::Io { path: dir.to_path_buf(), source })?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel(WAL_QUEUE_MAX);
+        let mut writer = Writer { wal, disk, vote_path, failed: None };
+        if weft_security::rng::seeded() {
+            // A seeded simulation schedules everything itself: the writer is one of its
+            // tasks (its disk is in memory), and a crashed host's writer goes with it.
+            tokio::spawn(async move {
+                while let Some(first) = rx.recv().await {
+                    writer.commit(first, &mut rx);
+                }
+            });
+        } else {
+            std::thread::Builder::new()
+                .name("weft-wal".into())
+                .spawn(move || {
+                    while let Some(first) = rx.blocking_recv() {
+                        writer.commit(first, &mut rx);
+                    }
+                })
+                .map_err(|source| WalError::Io { path: dir.to_path_buf(), source })?;
+        }
         tracing::info!(
             dir = %dir.display(),
             records = recovery.records,
@@ -180,11 +195,21 @@ impl LogStore {
     }
 }
 
-/// The writer thread of a durable log: group commits until every sender is gone. After an
-/// I/O error it fails every later operation (openraft then stops the group).
-fn write_loop(mut wal: Wal, disk: Arc<dyn Disk>, vote_path: PathBuf, mut rx: tokio::sync::mpsc::Receiver<WalOp>) {
-    let mut failed: Option<String> = None;
-    while let Some(first) = rx.blocking_recv() {
+/// The writer of a durable log (its own thread, or a task in a seeded simulation): group
+/// commits until every sender is gone. After an I/O error it fails every later operation
+/// (openraft then stops the group).
+struct Writer {
+    wal: Wal,
+    disk: Arc<dyn Disk>,
+    vote_path: PathBuf,
+    failed: Option<String>,
+}
+
+impl Writer {
+    /// One group commit: `first` and whatever else is queued (up to `MAX_GROUP`), one sync,
+    /// then every waiter answered.
+    fn commit(&mut self, first: WalOp, rx: &mut tokio::sync::mpsc::Receiver<WalOp>) {
+        let Writer { wal, disk, vote_path, failed } = self;
         let mut waiters = Vec::new();
         let mut remove = None;
         let more = std::iter::from_fn(|| rx.try_recv().ok()).take(MAX_GROUP);
@@ -194,7 +219,7 @@ fn write_loop(mut wal: Wal, disk: Arc<dyn Disk>, vote_path: PathBuf, mut rx: tok
                     if failed.is_none()
                         && let Err(e) = wal.append(&payload, index)
                     {
-                        failed = Some(e.to_string());
+                        *failed = Some(e.to_string());
                     }
                 }
                 WalOp::RemoveThrough(i) => remove = Some(i),
@@ -208,7 +233,7 @@ fn write_loop(mut wal: Wal, disk: Arc<dyn Disk>, vote_path: PathBuf, mut rx: tok
         if failed.is_none()
             && let Err(e) = wal.sync()
         {
-            failed = Some(e.to_string());
+            *failed = Some(e.to_string());
         }
         if let Some(e) = &failed {
             tracing::error!(error = %e, "WAL write failed; the replica stops accepting entries");
@@ -228,7 +253,7 @@ fn write_loop(mut wal: Wal, disk: Arc<dyn Disk>, vote_path: PathBuf, mut rx: tok
                 WalOp::Vote { payload, done } => {
                     let r = match &failed {
                         Some(e) => Err(e.clone()),
-                        None => wal::write_framed(&*disk, &vote_path, &payload).map_err(|e| e.to_string()),
+                        None => wal::write_framed(&**disk, vote_path, &payload).map_err(|e| e.to_string()),
                     };
                     let _ = done.send(r);
                 }

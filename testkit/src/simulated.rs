@@ -41,6 +41,7 @@ use serde::Serialize;
 use weft_client::client::ClientConfig;
 use weft_client::routing::ServiceClient;
 use weft_proto::v1 as pb;
+use weft_replica::disk::FaultyDisk;
 use weft_security::ClientSecurity;
 use weft_security::net::{Acceptor, BoxStream, Network, SharedNetwork};
 
@@ -68,11 +69,24 @@ pub struct SimulatedConfig {
     pub partitions: u32,
     /// Replicas per partition.
     pub replicas: u32,
+    /// Durable replicas: each node writes its logs and checkpoints to an in-memory
+    /// `FaultyDisk` of its own, and a crash is a power cut (the disk keeps only what was
+    /// synced, the last write possibly torn); the node restarts from what is left.
+    pub durable: bool,
 }
 
 impl Default for SimulatedConfig {
     fn default() -> Self {
-        SimulatedConfig { seed: 1, seconds: 20.0, nodes: 5, clients: 4, keys: 8, partitions: 2, replicas: 3 }
+        SimulatedConfig {
+            seed: 1,
+            seconds: 20.0,
+            nodes: 5,
+            clients: 4,
+            keys: 8,
+            partitions: 2,
+            replicas: 3,
+            durable: false,
+        }
     }
 }
 
@@ -81,6 +95,9 @@ impl Default for SimulatedConfig {
 pub struct SimulatedReport {
     /// Always `simulated`.
     pub mode: &'static str,
+    /// Whether the replicas were durable (on simulated disks that lose unsynced writes in
+    /// a crash) or volatile.
+    pub durable: bool,
     /// The seed.
     pub seed: u64,
     /// xxh3 of the history, hex: the same seed gives the same hash.
@@ -163,8 +180,17 @@ fn name(i: u64) -> String {
     format!("n{i}")
 }
 
-/// One node's software: a weft node on the simulated network, serving until crashed.
-async fn node(i: u64, seeds: Vec<String>) -> turmoil::Result {
+/// One node's software: a weft node on the simulated network, serving until crashed; with
+/// a disk, its replicas are durable on it and a restart recovers them from it.
+async fn node(i: u64, seeds: Vec<String>, disk: Option<Arc<FaultyDisk>>) -> turmoil::Result {
+    let storage = match disk {
+        Some(disk) => weft_replica::Storage {
+            data_dir: Some(std::path::PathBuf::from(format!("/{}", name(i)))),
+            durable_by_default: true,
+            disk: Some(disk as Arc<dyn weft_replica::disk::Disk>),
+        },
+        None => Default::default(),
+    };
     let network: SharedNetwork = Arc::new(TurmoilNet { host: Some(name(i)) });
     let config = weft_node::NodeConfig {
         id: i,
@@ -172,7 +198,7 @@ async fn node(i: u64, seeds: Vec<String>) -> turmoil::Result {
         raft: Default::default(),
         transport: Default::default(),
         limits: Default::default(),
-        storage: Default::default(),
+        storage,
         cluster: weft_node::ClusterConfig {
             seeds,
             ud: format!("ud{i}"),
@@ -268,9 +294,16 @@ fn simulate(cfg: &SimulatedConfig) -> Result<(SimulatedReport, Vec<Op>), Error> 
     let names: Vec<String> = (1..=cfg.nodes).map(name).collect();
     let seeds: Vec<String> = names.iter().take(3).map(|n| format!("{}:{PORT}", sim.lookup(n.as_str()))).collect();
     let endpoints: Vec<String> = names.iter().map(|n| format!("{}:{PORT}", sim.lookup(n.as_str()))).collect();
+    // Each node's disk outlives its crashes: created here, handed to every start.
+    let disks: BTreeMap<String, Arc<FaultyDisk>> = if cfg.durable {
+        (1..=cfg.nodes).map(|i| (name(i), Arc::new(FaultyDisk::new(cfg.seed.rotate_left(8) ^ i)))).collect()
+    } else {
+        BTreeMap::new()
+    };
     for i in 1..=cfg.nodes {
         let seeds = seeds.clone();
-        sim.host(name(i).as_str(), move || node(i, seeds.clone()));
+        let disk = disks.get(&name(i)).cloned();
+        sim.host(name(i).as_str(), move || node(i, seeds.clone(), disk.clone()));
     }
     let rec = Arc::new(Recorder::new());
     sim.client("driver", driver(cfg.clone(), endpoints, rec.clone()));
@@ -321,6 +354,10 @@ fn simulate(cfg: &SimulatedConfig) -> Result<(SimulatedReport, Vec<Op>), Error> 
             let fault = match rng.random_range(0..4) {
                 0 => {
                     sim.crash(names[pick].as_str());
+                    // Durable: the crash is a power cut, and the disk loses what was not synced.
+                    if let Some(disk) = disks.get(&names[pick]) {
+                        disk.crash();
+                    }
                     Fault::Crashed(names[pick].clone())
                 }
                 1 => {
@@ -362,6 +399,7 @@ fn simulate(cfg: &SimulatedConfig) -> Result<(SimulatedReport, Vec<Op>), Error> 
     let t = chaos::Tally::of(&history);
     let report = SimulatedReport {
         mode: "simulated",
+        durable: cfg.durable,
         seed: cfg.seed,
         history_hash: format!("{:016x}", history_hash(&history)),
         ops: history.len() as u64,
@@ -375,8 +413,13 @@ fn simulate(cfg: &SimulatedConfig) -> Result<(SimulatedReport, Vec<Op>), Error> 
         anomaly: t.verdict.anomaly,
         simulated_s: sim.elapsed().as_secs_f64(),
         replay: format!(
-            "weft chaos --simulated --seed {} --seconds {} --nodes {} --clients {} --keys {}",
-            cfg.seed, cfg.seconds, cfg.nodes, cfg.clients, cfg.keys
+            "weft chaos --simulated --seed {} --seconds {} --nodes {} --clients {} --keys {}{}",
+            cfg.seed,
+            cfg.seconds,
+            cfg.nodes,
+            cfg.clients,
+            cfg.keys,
+            if cfg.durable { " --mode durable" } else { "" }
         ),
     };
     Ok((report, history))
