@@ -1,0 +1,189 @@
+//! `weft bench`: the engine, replication, rebuild, failover and YCSB benchmarks, each
+//! printing one JSON object with `--json`. The drivers are `weft-benches` (engine) and
+//! `weft_testkit` (clusters); `bench_kv` is the YCSB command.
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+
+use crate::chaos::ModeArg;
+use crate::{bench_kv, init_tracing, print_report, runtime};
+
+#[derive(Subcommand)]
+pub(crate) enum Bench {
+    /// The in-memory engine against std's BTreeMap, on the same records in the same run.
+    Engine(EngineArgs),
+    /// Write throughput and latency of one partition replicated on local node processes.
+    Replication(ReplicationArgs),
+    /// Write unavailability when the primary's process is killed under load.
+    Failover(FailoverArgs),
+    /// Time to build a new replica of an M MiB partition from a snapshot over loopback gRPC.
+    Rebuild(RebuildArgs),
+    /// YCSB workloads A-F against weft, etcd, or both side by side.
+    Kv(Box<bench_kv::KvBenchArgs>),
+}
+
+#[derive(Args)]
+pub(crate) struct RebuildArgs {
+    /// Partition size in MiB of records (100-byte values).
+    #[arg(long, default_value_t = 1024)]
+    mib: u64,
+    /// Print one JSON object and nothing else on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Nodes without TLS.
+    #[arg(long)]
+    insecure: bool,
+}
+
+/// Whether a benchmark's nodes speak TLS.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum SecurityArg {
+    /// TLS between nodes and to the client (the default, as nodes run).
+    Tls,
+    /// `--insecure` nodes, plaintext.
+    Insecure,
+    /// Plaintext, then TLS, side by side: both reports and TLS's throughput ratio.
+    Both,
+}
+
+#[derive(Args)]
+pub(crate) struct ReplicationArgs {
+    /// Replicas (one node process each).
+    #[arg(long, default_value_t = 4)]
+    replicas: u64,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Log mode: `both` runs volatile, then durable, and nests the durable figures.
+    #[arg(long, value_enum, default_value_t = ModeArg::Both)]
+    mode: ModeArg,
+    /// TLS or plaintext; `both` measures the two side by side.
+    #[arg(long, value_enum, default_value_t = SecurityArg::Tls)]
+    security: SecurityArg,
+    /// Print one JSON object and nothing else on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct FailoverArgs {
+    /// Trials (each on a fresh 4-node cluster).
+    #[arg(long, default_value_t = 5)]
+    trials: usize,
+    /// Print one JSON object and nothing else on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Nodes without TLS.
+    #[arg(long)]
+    insecure: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct EngineArgs {
+    /// Records per table.
+    #[arg(long, default_value_t = 1_000_000)]
+    records: usize,
+    /// Full repetitions; every figure is the median.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Seed for the generated records.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Print one JSON object and nothing else on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn run(b: Bench) -> anyhow::Result<()> {
+    match b {
+        Bench::Engine(a) => engine(a),
+        Bench::Kv(a) => {
+            init_tracing();
+            runtime()?.block_on(bench_kv::run(*a))
+        }
+        Bench::Replication(a) => {
+            if a.replicas == 0 || a.clients == 0 || a.seconds.is_nan() || a.seconds <= 0.0 {
+                anyhow::bail!("--replicas, --clients and --seconds must be positive");
+            }
+            use weft_testkit::cluster_bench::{Mode, replication};
+            let rt = runtime()?;
+            let one = |tls: bool| {
+                rt.block_on(async {
+                    let run = |mode| replication(a.replicas, a.clients, a.seconds, mode, tls);
+                    Ok::<_, weft_testkit::Error>(match a.mode {
+                        ModeArg::Volatile => run(Mode::Volatile).await?,
+                        ModeArg::Durable => run(Mode::Durable).await?,
+                        ModeArg::Both => {
+                            let mut r = run(Mode::Volatile).await?;
+                            r.durable = Some(Box::new(run(Mode::Durable).await?));
+                            r
+                        }
+                    })
+                })
+            };
+            match a.security {
+                SecurityArg::Tls => print_report(&one(true)?, a.json, "weft bench replication"),
+                SecurityArg::Insecure => print_report(&one(false)?, a.json, "weft bench replication"),
+                SecurityArg::Both => {
+                    let (plain, tls) = (one(false)?, one(true)?);
+                    let ratio = |t: &weft_testkit::cluster_bench::ReplicationReport,
+                                 p: &weft_testkit::cluster_bench::ReplicationReport| {
+                        (t.writes_per_s / p.writes_per_s.max(1e-9) * 1000.0).round() / 1000.0
+                    };
+                    let mut ratios = serde_json::json!({ plain.mode: ratio(&tls, &plain) });
+                    if let (Some(t), Some(p)) = (&tls.durable, &plain.durable) {
+                        ratios[p.mode] = ratio(t, p).into();
+                    }
+                    let report = serde_json::json!({
+                        "insecure": plain,
+                        "tls": tls,
+                        "tls_over_insecure_writes_per_s": ratios,
+                    });
+                    print_report(&report, a.json, "weft bench replication (insecure, then TLS)")
+                }
+            }
+        }
+        Bench::Rebuild(a) => {
+            if a.mib == 0 {
+                anyhow::bail!("--mib must be positive");
+            }
+            let report = runtime()?.block_on(weft_testkit::cluster_bench::rebuild(a.mib, !a.insecure))?;
+            print_report(&report, a.json, "weft bench rebuild")
+        }
+        Bench::Failover(a) => {
+            if a.trials == 0 {
+                anyhow::bail!("--trials must be positive");
+            }
+            let report = runtime()?.block_on(weft_testkit::cluster_bench::failover(a.trials, !a.insecure))?;
+            print_report(&report, a.json, "weft bench failover")
+        }
+    }
+}
+
+fn engine(a: EngineArgs) -> anyhow::Result<()> {
+    let cfg = weft_benches::engine::EngineConfig { records: a.records, runs: a.runs, seed: a.seed };
+    let report = weft_benches::engine::run(&cfg).context("engine benchmark")?;
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    let value = serde_json::to_value(&report)?;
+    println!("weft bench engine: {} records, median of {} runs", report.records, report.runs);
+    if let Some(obj) = value.as_object() {
+        for (k, v) in obj.iter().filter(|(k, _)| !matches!(k.as_str(), "targets" | "records" | "runs")) {
+            match v.as_f64() {
+                Some(f) => println!("  {k:<28} {f:>12.3}"),
+                None => println!("  {k:<28} {v:>12}"),
+            }
+        }
+    }
+    println!("targets (the engine's, at 1,000,000 records):");
+    for t in &report.targets {
+        let mark = if t.met { "ok  " } else { "MISS" };
+        println!("  {mark} {:<44} {:>10.3} (limit {:.3})", t.what, t.value, t.limit);
+    }
+    Ok(())
+}

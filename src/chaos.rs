@@ -1,0 +1,158 @@
+//! `weft chaos`: faults against real node processes (or, with `--simulated`, nodes in
+//! one process on turmoil's network and clock) under concurrent clients, then the
+//! linearizability check. The harness itself is `weft_testkit::chaos` and
+//! `weft_testkit::simulated`; this module parses the flags and prints the report.
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::runtime;
+
+#[derive(Args)]
+pub(crate) struct ChaosArgs {
+    /// Seconds of load and faults.
+    #[arg(long, default_value_t = 60.0)]
+    seconds: f64,
+    /// Node processes.
+    #[arg(long, default_value_t = 5)]
+    nodes: u64,
+    /// Seed of the fault schedule and the clients' choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Log mode of every node (`both`: a durable run, then a volatile one); durable when
+    /// not given, except with `--simulated`: volatile unless `--mode durable` (nodes on
+    /// simulated disks that lose unsynced writes in a crash).
+    #[arg(long, value_enum)]
+    mode: Option<ModeArg>,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Keys the clients share.
+    #[arg(long, default_value_t = 16)]
+    keys: u64,
+    /// Print one JSON object (an array with --mode both) and nothing else on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Write every operation of the history (JSON lines) to this file, for a closer look
+    /// at an anomaly than its window gives.
+    #[arg(long)]
+    history: Option<std::path::PathBuf>,
+    /// Run the nodes `--insecure` (by default they run with TLS, the clients as `root`).
+    #[arg(long)]
+    insecure: bool,
+    /// Run the nodes in this process on a simulated network and clock (turmoil), under
+    /// `--seed`: the same seed replays the same history (`history_hash`). Volatile nodes,
+    /// plaintext; `--seconds` are simulated seconds.
+    #[arg(long)]
+    simulated: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(crate) enum ModeArg {
+    Volatile,
+    Durable,
+    Both,
+}
+
+/// Writes every operation of a chaos history to `path`, one JSON object per line.
+fn write_history(path: &std::path::Path, history: &[weft_testkit::linearize::Op]) -> anyhow::Result<()> {
+    let mut out = String::new();
+    for op in history {
+        out.push_str(&serde_json::to_string(op)?);
+        out.push('\n');
+    }
+    std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))
+}
+
+/// `weft chaos --simulated`: one seeded run in this process.
+fn chaos_simulated(a: &ChaosArgs) -> anyhow::Result<()> {
+    let durable = match a.mode {
+        None | Some(ModeArg::Volatile) => false,
+        Some(ModeArg::Durable) => true,
+        Some(ModeArg::Both) => anyhow::bail!("--simulated runs one mode per seed: --mode volatile or --mode durable"),
+    };
+    if a.insecure {
+        anyhow::bail!("--simulated nodes are always plaintext; --insecure says nothing more");
+    }
+    let cfg = weft_testkit::simulated::SimulatedConfig {
+        seed: a.seed,
+        seconds: a.seconds,
+        nodes: a.nodes,
+        clients: a.clients,
+        keys: a.keys,
+        durable,
+        ..Default::default()
+    };
+    let (report, history) = weft_testkit::simulated::run(&cfg)?;
+    if let Some(path) = &a.history {
+        write_history(path, &history)?;
+    }
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    if !report.linearizable || report.lost_acked_writes > 0 {
+        anyhow::bail!(
+            "simulated chaos found a violation: linearizable {}, lost acknowledged writes {}; replay with: {}",
+            report.linearizable,
+            report.lost_acked_writes,
+            report.replay
+        );
+    }
+    Ok(())
+}
+
+pub(crate) fn run(a: ChaosArgs) -> anyhow::Result<()> {
+    if !(a.seconds.is_finite() && a.seconds > 0.0) {
+        anyhow::bail!("--seconds must be positive");
+    }
+    if a.simulated {
+        return chaos_simulated(&a);
+    }
+    let exe = std::env::current_exe().context("finding the weft binary")?;
+    let modes: &[bool] = match a.mode.unwrap_or(ModeArg::Durable) {
+        ModeArg::Durable => &[true],
+        ModeArg::Volatile => &[false],
+        ModeArg::Both => &[true, false],
+    };
+    let rt = runtime()?;
+    let mut reports = Vec::new();
+    for &durable in modes {
+        let cfg = weft_testkit::chaos::ChaosConfig {
+            seconds: a.seconds,
+            nodes: a.nodes,
+            seed: a.seed,
+            durable,
+            clients: a.clients,
+            keys: a.keys,
+            tls: !a.insecure,
+            ..weft_testkit::chaos::ChaosConfig::default()
+        };
+        let (report, history) = rt.block_on(weft_testkit::chaos::run(&exe, &cfg))?;
+        if let Some(path) = &a.history {
+            write_history(path, &history)?;
+        }
+        reports.push(report);
+    }
+    if a.json {
+        let out =
+            if reports.len() == 1 { serde_json::to_string(&reports[0])? } else { serde_json::to_string(&reports)? };
+        println!("{out}");
+    } else {
+        for r in &reports {
+            println!("{}", serde_json::to_string_pretty(r)?);
+        }
+    }
+    let bad: Vec<String> = reports
+        .iter()
+        .filter(|r| !r.linearizable || r.lost_acked_writes > 0)
+        .map(|r| {
+            format!("{} run: linearizable {}, lost acknowledged writes {}", r.mode, r.linearizable, r.lost_acked_writes)
+        })
+        .collect();
+    if !bad.is_empty() {
+        anyhow::bail!("chaos found a violation (seed {}): {}", a.seed, bad.join("; "));
+    }
+    Ok(())
+}

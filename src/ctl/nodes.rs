@@ -1,0 +1,75 @@
+//! `weft ctl drain | activate | remove-node | upgrade`: nodes joining and leaving service,
+//! and the upgrade-domain walk.
+
+use std::io::Write;
+
+use super::*;
+
+pub(super) async fn drain(cx: &Ctx, node: u64, force: bool) -> anyhow::Result<()> {
+    let req = pb::NodeRequest { node, force };
+    say(cx.cluster()?.drain(req).await.map_err(grpc)?.into_inner(), cx.json)
+}
+
+pub(super) async fn activate(cx: &Ctx, node: u64) -> anyhow::Result<()> {
+    let req = pb::NodeRequest { node, force: false };
+    say(cx.cluster()?.activate(req).await.map_err(grpc)?.into_inner(), cx.json)
+}
+
+pub(super) async fn remove(cx: &Ctx, node: u64) -> anyhow::Result<()> {
+    let req = pb::NodeRequest { node, force: false };
+    say(cx.cluster()?.remove_node(req).await.map_err(grpc)?.into_inner(), cx.json)
+}
+
+pub(super) async fn upgrade(
+    cx: &Ctx,
+    apply: bool,
+    pause: bool,
+    resume: bool,
+    abort: bool,
+    status: bool,
+    no_wait: bool,
+) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let action = if apply {
+        pb::UpgradeAction::Apply
+    } else if pause {
+        pb::UpgradeAction::Pause
+    } else if resume {
+        pb::UpgradeAction::Resume
+    } else if abort {
+        pb::UpgradeAction::Abort
+    } else if status {
+        pb::UpgradeAction::Status
+    } else {
+        pb::UpgradeAction::DryRun
+    };
+    let req = pb::UpgradeRequest { action: action as i32 };
+    let resp = cx.cluster()?.upgrade(req).await.map_err(grpc)?.into_inner();
+    if !apply || no_wait || cx.json {
+        return say(resp, cx.json);
+    }
+    for l in &resp.lines {
+        writeln!(out, "{l}")?;
+    }
+    let started = Instant::now();
+    let mut last = String::new();
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let status = pb::UpgradeRequest { action: pb::UpgradeAction::Status as i32 };
+        // The node answering may itself be restarting: ask again.
+        let Ok(mut c) = cx.cluster() else { continue };
+        let Ok(r) = c.upgrade(status).await else { continue };
+        let line = r.into_inner().lines.join("; ");
+        if line.starts_with("no upgrade walk") {
+            writeln!(out, "upgrade walk complete in {:.1} s", started.elapsed().as_secs_f64())?;
+            return Ok(());
+        }
+        if line != last {
+            writeln!(out, "[{:>6.1} s] {line}", started.elapsed().as_secs_f64())?;
+            last = line;
+        }
+        if started.elapsed() > Duration::from_secs(3600) {
+            bail!("the walk has not finished after an hour; `weft ctl upgrade --status` shows where it stands");
+        }
+    }
+}

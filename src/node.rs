@@ -1,0 +1,204 @@
+//! `weft node`: one node process, from its flags to a serving `weft::node::Node`.
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::{init_tracing, runtime};
+
+#[derive(Args)]
+pub(crate) struct NodeArgs {
+    /// Node id, 1 to 1048575: a seed's id is also its cluster-map replica's id, and the
+    /// ids above are the ones the map gives replicas.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..weft::node::FIRST_REPLICA_ID))]
+    id: u64,
+    /// Address to serve gRPC on (port 0 picks a free port; the bound address is printed).
+    #[arg(long)]
+    listen: std::net::SocketAddr,
+    /// Upgrade domain.
+    #[arg(long, default_value = "ud0", value_parser = domain_name)]
+    ud: String,
+    /// Fault domain.
+    #[arg(long, default_value = "fd0", value_parser = domain_name)]
+    fd: String,
+    /// Seed nodes (cluster manager), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    seeds: Vec<String>,
+    /// Directory for durable logs and checkpoints.
+    #[arg(long)]
+    data_dir: Option<std::path::PathBuf>,
+    /// Durable log mode (write-ahead log and checkpoints under --data-dir).
+    #[arg(long)]
+    durable: bool,
+    /// Address for Prometheus metrics.
+    #[arg(long)]
+    metrics: Option<std::net::SocketAddr>,
+    /// Seconds a silent node may go before the cluster manager marks it down and replaces
+    /// its replicas.
+    #[arg(long, default_value_t = 10.0)]
+    down_grace: f64,
+    /// Seconds between the cluster manager's own balancing rounds (0: only on command).
+    #[arg(long, default_value_t = 60.0)]
+    balance_every: f64,
+    /// Seconds a move's new replica may make no progress (log, applied index, snapshot
+    /// bytes) before the cluster manager abandons the move and plans again.
+    #[arg(long, default_value_t = 120.0)]
+    move_stall_s: f64,
+    /// Most replicas this node takes.
+    #[arg(long, default_value_t = 1000)]
+    capacity_replicas: u32,
+    /// Most engine memory (MiB) this node's replicas may hold.
+    #[arg(long, default_value_t = 65536)]
+    capacity_memory_mib: u64,
+    /// Raft heartbeat interval, milliseconds.
+    #[arg(long, default_value_t = 100)]
+    heartbeat_ms: u64,
+    /// Raft election timeout lower bound, milliseconds (upper: twice it).
+    #[arg(long, default_value_t = 400)]
+    election_timeout_ms: u64,
+    /// Log entries between snapshots.
+    #[arg(long, default_value_t = 20_000)]
+    snapshot_every: u64,
+    /// Log entries kept behind a snapshot for slow followers.
+    #[arg(long, default_value_t = 5_000)]
+    keep_behind_snapshot: u64,
+    /// Directory with ca.crt, node.crt and node.key (weft cert create-node makes them);
+    /// WEFT_CERTS_DIR when not given (and not --insecure).
+    #[arg(long)]
+    certs_dir: Option<std::path::PathBuf>,
+    /// Run without TLS or authentication: anyone who reaches a port may do anything.
+    #[arg(long)]
+    insecure: bool,
+    /// Serve fault injection (`weft.testing.v1.Faults`: operators may cut this node's
+    /// links): for `weft chaos` and tests, never for production.
+    #[arg(long)]
+    fault_injection: bool,
+    /// Client connections held at once (past it, new ones are refused); node connections
+    /// are not counted.
+    #[arg(long, default_value_t = 4096)]
+    max_client_connections: usize,
+    /// Seconds a connection may go with no request in flight before it is closed.
+    #[arg(long, default_value_t = 300.0)]
+    idle_timeout_s: f64,
+    /// Seconds a TLS handshake may take.
+    #[arg(long, default_value_t = 10.0)]
+    handshake_timeout_s: f64,
+    /// Requests one client may have in flight on this node at once.
+    #[arg(long, default_value_t = 10_000)]
+    client_in_flight_max: usize,
+    /// Seconds a unary request may take (a client's shorter deadline wins).
+    #[arg(long, default_value_t = 120.0)]
+    request_deadline_s: f64,
+}
+
+/// An upgrade or fault domain's name: placement compares them, so it must say something.
+fn domain_name(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 64 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("1 to 64 characters, no spaces".into());
+    }
+    Ok(s.to_string())
+}
+
+pub(crate) fn run(a: NodeArgs) -> anyhow::Result<()> {
+    if a.durable && a.data_dir.is_none() {
+        anyhow::bail!("--durable needs --data-dir DIR (where the write-ahead logs and checkpoints go)");
+    }
+    if !(a.down_grace.is_finite() && a.down_grace > 0.0) {
+        anyhow::bail!("--down-grace must be a positive number of seconds");
+    }
+    if !(a.balance_every.is_finite() && a.balance_every >= 0.0) {
+        anyhow::bail!("--balance-every must be a non-negative number of seconds");
+    }
+    if !(a.move_stall_s.is_finite() && a.move_stall_s > 0.0) {
+        anyhow::bail!("--move-stall-s must be a positive number of seconds");
+    }
+    let seconds = [a.idle_timeout_s, a.handshake_timeout_s, a.request_deadline_s];
+    if seconds.iter().any(|s| !(s.is_finite() && *s > 0.0))
+        || a.max_client_connections == 0
+        || a.client_in_flight_max == 0
+    {
+        anyhow::bail!("the connection and request limits must be positive");
+    }
+    let certs_dir = a
+        .certs_dir
+        .clone()
+        .or_else(|| (!a.insecure).then(|| std::env::var_os("WEFT_CERTS_DIR").map(std::path::PathBuf::from)).flatten());
+    let tls = match (&certs_dir, a.insecure) {
+        (Some(dir), false) => Some(
+            weft_security::Credentials::load(dir, weft_security::Holder::Node { id: Some(a.id) })
+                .with_context(|| format!("loading node {}'s certificates from {}", a.id, dir.display()))?,
+        ),
+        (None, true) => None,
+        (None, false) => anyhow::bail!(
+            "no certificates: give --certs-dir DIR (ca.crt, node.crt, node.key; `weft cert create-node` makes them) \
+             or --insecure to run without TLS or authentication"
+        ),
+        (Some(_), true) => anyhow::bail!("--certs-dir and --insecure exclude each other"),
+    };
+    init_tracing();
+    if tls.is_none() {
+        tracing::warn!(
+            "INSECURE: --insecure given: no TLS, no authentication; anyone who reaches {} may read, write and \
+             reconfigure the cluster",
+            a.listen
+        );
+    }
+    let config = weft::node::NodeConfig {
+        id: a.id,
+        listen: a.listen,
+        raft: weft_replica::RaftSettings {
+            heartbeat: std::time::Duration::from_millis(a.heartbeat_ms),
+            election_timeout: std::time::Duration::from_millis(a.election_timeout_ms),
+            snapshot_every: a.snapshot_every,
+            keep_behind_snapshot: a.keep_behind_snapshot,
+            ..Default::default()
+        },
+        transport: Default::default(),
+        limits: Default::default(),
+        storage: weft_replica::Storage { data_dir: a.data_dir.clone(), durable_by_default: a.durable, disk: None },
+        cluster: weft::node::ClusterConfig {
+            seeds: a.seeds.clone(),
+            ud: a.ud.clone(),
+            fd: a.fd.clone(),
+            capacity_replicas: a.capacity_replicas,
+            capacity_memory_bytes: a.capacity_memory_mib << 20,
+            down_grace: std::time::Duration::from_secs_f64(a.down_grace),
+            balance_every: (a.balance_every > 0.0).then(|| std::time::Duration::from_secs_f64(a.balance_every)),
+            move_stall: std::time::Duration::from_secs_f64(a.move_stall_s),
+            ..Default::default()
+        },
+        metrics: a.metrics,
+        security: weft::node::NodeSecurity {
+            tls,
+            connections: weft_security::server::ServerLimits {
+                handshake_timeout: std::time::Duration::from_secs_f64(a.handshake_timeout_s),
+                client_connections_max: a.max_client_connections,
+                idle_timeout: std::time::Duration::from_secs_f64(a.idle_timeout_s),
+                ..Default::default()
+            },
+            requests: weft_security::gate::GateLimits {
+                client_in_flight_max: a.client_in_flight_max,
+                request_deadline: std::time::Duration::from_secs_f64(a.request_deadline_s),
+            },
+            fault_injection: a.fault_injection,
+        },
+        network: None,
+    };
+    runtime()?.block_on(async move {
+        let node = weft::node::Node::bind(config).await.with_context(|| format!("binding {}", a.listen))?;
+        let addr = node.local_addr();
+        // The one line scripts and tests read to learn the bound address.
+        // Errors ignored: whoever started the node may have stopped reading (a node
+        // restarted in place by an upgrade walk prints this again into a closed pipe).
+        use std::io::Write;
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "weft node {} listening on {addr} (ud {}, fd {})", a.id, a.ud, a.fd);
+        let _ = out.flush();
+        tracing::info!(id = a.id, %addr, seeds = ?a.seeds, data_dir = ?a.data_dir, "node started");
+        node.serve(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .context("serving")?;
+        Ok(())
+    })
+}
