@@ -79,20 +79,21 @@ fn a_seed_with_a_crash_restart_replays_in_another_process() {
 }
 
 /// Durable nodes on simulated disks: every crash is a power cut that loses what was not
-/// synced, and the node restarts from its disk. Each seed linearizable, nothing lost.
+/// synced (of one node, or of the whole cluster at once), and the nodes restart from their
+/// disks. Each seed linearizable, nothing lost.
 #[test]
 fn durable_seeds_survive_power_cuts_and_lose_nothing() {
     sweep(1..=10, &["--mode", "durable"]);
 }
 
-/// A durable seed with a power cut replays to the same history in another process: the
-/// simulated disk's torn writes come from the seed too.
+/// A durable seed with a power cut of the whole cluster replays to the same history in
+/// another process: the simulated disks' torn writes come from the seed too.
 #[test]
 fn a_durable_seed_with_a_power_cut_replays_in_another_process() {
-    let first = simulate_with(3, &["--mode", "durable"]);
+    let first = simulate_with(5, &["--mode", "durable"]);
     assert_eq!(first["durable"], true, "{first}");
-    assert!(first["faults"]["crash_restart"].as_u64().is_some_and(|n| n > 0), "seed 3 crashes a node: {first}");
-    let second = simulate_with(3, &["--mode", "durable"]);
+    assert!(first["faults"]["power_cut_all"].as_u64().is_some_and(|n| n > 0), "seed 5 cuts every node: {first}");
+    let second = simulate_with(5, &["--mode", "durable"]);
     assert_eq!(first["history_hash"], second["history_hash"], "{first} vs {second}");
-    assert_ne!(simulate(3)["history_hash"], first["history_hash"], "the volatile run of the seed is another history");
+    assert_ne!(simulate(5)["history_hash"], first["history_hash"], "the volatile run of the seed is another history");
 }

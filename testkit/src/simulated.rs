@@ -266,6 +266,8 @@ async fn driver(cfg: SimulatedConfig, endpoints: Vec<String>, rec: Arc<Recorder>
 /// A fault in force, and what heals it.
 enum Fault {
     Crashed(String),
+    /// Every node at once (durable runs only): a power cut of the whole cluster.
+    AllCrashed,
     Cut(Vec<String>, Vec<String>),
     Held(String, String),
 }
@@ -330,6 +332,11 @@ fn simulate(cfg: &SimulatedConfig) -> Result<(SimulatedReport, Vec<Op>), Error> 
         {
             match fault {
                 Fault::Crashed(n) => sim.bounce(n.as_str()),
+                Fault::AllCrashed => {
+                    for n in &names {
+                        sim.bounce(n.as_str());
+                    }
+                }
                 Fault::Cut(a, b) => {
                     for x in a {
                         for y in b {
@@ -351,7 +358,19 @@ fn simulate(cfg: &SimulatedConfig) -> Result<(SimulatedReport, Vec<Op>), Error> 
         if active.is_none() && next_fault.is_some_and(|t| now >= t) {
             let until = now + Duration::from_millis(rng.random_range(1000..3000));
             let pick = rng.random_range(0..names.len());
-            let fault = match rng.random_range(0..4) {
+            // A durable run adds a fifth kind; a volatile run draws exactly as before (its
+            // seeds' histories are unchanged), and could not survive it anyway.
+            let kinds = if cfg.durable { 5 } else { 4 };
+            let fault = match rng.random_range(0..kinds) {
+                4 => {
+                    for n in &names {
+                        sim.crash(n.as_str());
+                        if let Some(disk) = disks.get(n) {
+                            disk.crash();
+                        }
+                    }
+                    Fault::AllCrashed
+                }
                 0 => {
                     sim.crash(names[pick].as_str());
                     // Durable: the crash is a power cut, and the disk loses what was not synced.
@@ -387,6 +406,7 @@ fn simulate(cfg: &SimulatedConfig) -> Result<(SimulatedReport, Vec<Op>), Error> 
             };
             let kind = match &fault {
                 Fault::Crashed(_) => "crash_restart",
+                Fault::AllCrashed => "power_cut_all",
                 Fault::Cut(a, _) if a.len() == 1 => "partition_one",
                 Fault::Cut(..) => "partition_halves",
                 Fault::Held(..) => "hold_link",
