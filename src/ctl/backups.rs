@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use super::*;
+use super::{Ctx, print_json};
 
 pub(super) async fn backup(cx: &Ctx, service: String, dir: PathBuf) -> anyhow::Result<()> {
     let endpoints = std::slice::from_ref(&cx.endpoint);

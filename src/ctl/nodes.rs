@@ -2,8 +2,12 @@
 //! and the upgrade-domain walk.
 
 use std::io::Write;
+use std::time::{Duration, Instant};
 
-use super::*;
+use anyhow::bail;
+use weft::proto as pb;
+
+use super::{Ctx, grpc, say};
 
 pub(super) async fn drain(cx: &Ctx, node: u64, force: bool) -> anyhow::Result<()> {
     let req = pb::NodeRequest { node, force };

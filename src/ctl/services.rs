@@ -3,7 +3,9 @@
 
 use std::io::Write;
 
-use super::*;
+use weft::proto as pb;
+
+use super::{Ctx, grpc, print_json, say, until_moves_settle};
 
 pub(super) async fn create(cx: &Ctx, name: String, partitions: u32, replicas: Option<u32>) -> anyhow::Result<()> {
     // 0 on the wire asks for the cluster's default.

@@ -2,7 +2,9 @@
 
 use std::io::Write;
 
-use super::*;
+use weft::proto as pb;
+
+use super::{Ctx, grpc, print_json, say};
 
 pub(super) async fn add(cx: &Ctx, name: String, with_token: bool) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();

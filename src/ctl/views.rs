@@ -2,7 +2,10 @@
 
 use std::io::Write;
 
-use super::*;
+use weft::node::view;
+use weft::proto as pb;
+
+use super::{Ctx, print_json};
 
 pub(super) async fn status(cx: &Ctx) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
