@@ -234,17 +234,25 @@ async fn lost_answers_leave_a_write_pending_until_they_flow_again() {
         let l = l.clone();
         async move { l.write(put("k", "v")).await }
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The entry reaches the followers (requests still flow)...
+    let leader_last = || l.raft().metrics().borrow_watched().last_log_index;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let have = hosts
+            .iter()
+            .map(|h| replica(h))
+            .filter(|r| r.id() != l.id() && r.raft().metrics().borrow_watched().last_log_index >= leader_last())
+            .count();
+        if have == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the followers did not receive the entry within 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...but without their answers the leader cannot know it is committed. Twenty
+    // heartbeat intervals later the write is still pending.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(!pending.is_finished(), "a write committed though no follower's answer arrived");
-    let followers_have_it = hosts
-        .iter()
-        .map(|h| replica(h))
-        .filter(|r| r.id() != l.id())
-        .filter(|r| {
-            r.raft().metrics().borrow_watched().last_log_index >= l.raft().metrics().borrow_watched().last_log_index
-        })
-        .count();
-    assert!(followers_have_it >= 1, "no follower received the entry");
 
     router.clear_filters();
     let r = tokio::time::timeout(Duration::from_secs(10), pending).await;
