@@ -80,10 +80,13 @@ fn a_seed_with_a_crash_restart_replays_in_another_process() {
 
 /// Durable nodes on simulated disks: every crash is a power cut that loses what was not
 /// synced (of one node, or of the whole cluster at once), and the nodes restart from their
-/// disks. Each seed linearizable, nothing lost.
+/// disks. Each seed linearizable, nothing lost. With openraft's leader restore put back
+/// on (`enable_leader_restore` in `weft_replica`'s raft settings), seeds 8 and 13 were not:
+/// after the whole-cluster power cut, the old primary resumed its term from a committed id
+/// persisted behind the acknowledgements and served a read older than one already read.
 #[test]
 fn durable_seeds_survive_power_cuts_and_lose_nothing() {
-    sweep(1..=10, &["--mode", "durable"]);
+    sweep(1..=14, &["--mode", "durable"]);
 }
 
 /// A durable seed with a power cut of the whole cluster replays to the same history in

@@ -19,6 +19,7 @@ use std::fmt::Debug;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
@@ -63,6 +64,13 @@ pub trait Disk: Send + Sync + Debug {
     fn remove_all(&self, dir: &Path) -> io::Result<()>;
     /// Makes the names in `dir` durable (creations, renames, deletions).
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// How long the next group commit's sync takes on a simulation's clock. A real disk
+    /// takes its own time inside the sync call, so it adds nothing (the default); a
+    /// simulated one says how long to wait, which opens the window a real `fdatasync`
+    /// opens between a record queued and a record durable.
+    fn sync_time(&self) -> Duration {
+        Duration::ZERO
+    }
 }
 
 /// The disk every replica writes through unless a test says otherwise.
@@ -246,6 +254,8 @@ struct State {
     failing: Vec<Call>,
     /// Calls left before every call fails (`None`: no limit).
     calls_left: Option<u64>,
+    /// The range a group commit's sync takes on a simulation's clock (`None`: no time).
+    sync_time: Option<(Duration, Duration)>,
     rng: StdRng,
 }
 
@@ -301,6 +311,7 @@ impl FaultyDisk {
                 dirs: Vec::new(),
                 failing: Vec::new(),
                 calls_left: None,
+                sync_time: None,
                 rng: StdRng::seed_from_u64(seed),
             })),
         }
@@ -313,6 +324,12 @@ impl FaultyDisk {
         if on {
             s.failing.push(call);
         }
+    }
+
+    /// Makes each group commit's sync take between `min` and `max` of simulated time (drawn
+    /// from the disk's seed), as a real disk's `fdatasync` does.
+    pub fn set_sync_time(&self, min: Duration, max: Duration) {
+        self.state.lock().sync_time = Some((min, max.max(min)));
     }
 
     /// Makes every call after the next `calls` fail, as a killed process makes none.
@@ -501,6 +518,15 @@ impl Disk for FaultyDisk {
         });
         Ok(())
     }
+
+    fn sync_time(&self) -> Duration {
+        let mut s = self.state.lock();
+        match s.sync_time {
+            None => Duration::ZERO,
+            Some((min, max)) if min == max => min,
+            Some((min, max)) => s.rng.random_range(min..=max),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -541,5 +567,21 @@ mod tests {
         assert!(disk.read(Path::new("/f")).is_err(), "every call fails once the process died");
         disk.crash();
         assert!(disk.read(Path::new("/f")).is_err(), "its name was never synced");
+    }
+
+    #[test]
+    fn a_sync_takes_the_time_its_seed_draws_within_the_range_set() {
+        assert_eq!(FaultyDisk::new(3).sync_time(), Duration::ZERO, "no time unless told");
+        assert_eq!(os().sync_time(), Duration::ZERO, "a real disk's sync takes its own time");
+        let (min, max) = (Duration::from_micros(500), Duration::from_millis(4));
+        let draws = |seed| {
+            let disk = FaultyDisk::new(seed);
+            disk.set_sync_time(min, max);
+            (0..50).map(|_| disk.sync_time()).collect::<Vec<_>>()
+        };
+        let first = draws(4);
+        assert!(first.iter().all(|t| (min..=max).contains(t)), "{first:?}");
+        assert!(first.iter().any(|t| *t != first[0]), "the times vary: {first:?}");
+        assert_eq!(first, draws(4), "one seed, one sequence");
     }
 }

@@ -79,7 +79,8 @@ impl RaftSettings {
             // the acknowledgements (`save_committed` is a hint, not synced before replying)
             // and the state machine is memory only, so a resumed primary answered
             // linearizable reads from a state that lacked writes acknowledged before a
-            // whole-cluster kill (`tests/durable.rs`; openraft documents the hazard).
+            // whole-cluster kill (`tests/durable.rs`, and durable seeds 8 and 13 of the
+            // simulation; openraft documents the hazard).
             enable_leader_restore: Some(false),
             install_snapshot_timeout: 10_000,
             ..Default::default()

@@ -155,8 +155,14 @@ impl LogStore {
         if weft_security::rng::seeded() {
             // A seeded simulation schedules everything itself: the writer is one of its
             // tasks (its disk is in memory), and a crashed host's writer goes with it.
+            // Its disk says how long a sync takes on the simulation's clock; waiting for it
+            // before the group commit lets more join the group, as a real sync does.
             tokio::spawn(async move {
                 while let Some(first) = rx.recv().await {
+                    let sync_time = writer.disk.sync_time();
+                    if !sync_time.is_zero() {
+                        tokio::time::sleep(sync_time).await;
+                    }
                     writer.commit(first, &mut rx);
                 }
             });

@@ -36,6 +36,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use weft_client::client::ClientConfig;
@@ -264,10 +265,18 @@ async fn driver(cfg: SimulatedConfig, endpoints: Vec<String>, rec: Arc<Recorder>
 }
 
 /// A fault in force, and what heals it.
+/// The range of simulated time a durable node's group-commit sync takes.
+const SYNC_TIME_MIN: Duration = Duration::from_micros(500);
+const SYNC_TIME_MAX: Duration = Duration::from_millis(4);
+/// After a whole-cluster power cut, the longest gap between two nodes coming back.
+const RESTART_GAP_MAX_MS: u64 = 400;
+
 enum Fault {
     Crashed(String),
-    /// Every node at once (durable runs only): a power cut of the whole cluster.
-    AllCrashed,
+    /// Every node at once (durable runs only): a power cut of the whole cluster. The
+    /// nodes come back one by one, in a seeded order and at the times listed, as an
+    /// operator or a supervisor brings real machines back.
+    AllCrashed(Vec<(Duration, String)>),
     Cut(Vec<String>, Vec<String>),
     Held(String, String),
 }
@@ -298,7 +307,15 @@ fn simulate(cfg: &SimulatedConfig) -> Result<(SimulatedReport, Vec<Op>), Error> 
     let endpoints: Vec<String> = names.iter().map(|n| format!("{}:{PORT}", sim.lookup(n.as_str()))).collect();
     // Each node's disk outlives its crashes: created here, handed to every start.
     let disks: BTreeMap<String, Arc<FaultyDisk>> = if cfg.durable {
-        (1..=cfg.nodes).map(|i| (name(i), Arc::new(FaultyDisk::new(cfg.seed.rotate_left(8) ^ i)))).collect()
+        (1..=cfg.nodes)
+            .map(|i| {
+                let disk = FaultyDisk::new(cfg.seed.rotate_left(8) ^ i);
+                // A sync takes time, as on a real disk: records queued behind it (the
+                // committed ids among them) are lost if the power goes meanwhile.
+                disk.set_sync_time(SYNC_TIME_MIN, SYNC_TIME_MAX);
+                (name(i), Arc::new(disk))
+            })
+            .collect()
     } else {
         BTreeMap::new()
     };
@@ -327,16 +344,24 @@ fn simulate(cfg: &SimulatedConfig) -> Result<(SimulatedReport, Vec<Op>), Error> 
             next_fault = Some(now + Duration::from_millis(rng.random_range(1000..3000)));
         }
         let Some(started) = load_started else { continue };
+        if let Some((Fault::AllCrashed(restarts), until)) = &mut active
+            && now >= *until
+        {
+            // Bring back those whose time has come; the fault lasts until the last is up.
+            while restarts.first().is_some_and(|(at, _)| now >= *at) {
+                let (_, n) = restarts.remove(0);
+                sim.bounce(n.as_str());
+            }
+            if !restarts.is_empty() {
+                continue;
+            }
+        }
         if let Some((fault, until)) = &active
             && now >= *until
         {
             match fault {
                 Fault::Crashed(n) => sim.bounce(n.as_str()),
-                Fault::AllCrashed => {
-                    for n in &names {
-                        sim.bounce(n.as_str());
-                    }
-                }
+                Fault::AllCrashed(_) => {}
                 Fault::Cut(a, b) => {
                     for x in a {
                         for y in b {
@@ -369,7 +394,18 @@ fn simulate(cfg: &SimulatedConfig) -> Result<(SimulatedReport, Vec<Op>), Error> 
                             disk.crash();
                         }
                     }
-                    Fault::AllCrashed
+                    let mut order = names.clone();
+                    order.shuffle(&mut rng);
+                    let mut at = until;
+                    let restarts = order
+                        .into_iter()
+                        .map(|n| {
+                            let restart = (at, n);
+                            at += Duration::from_millis(rng.random_range(0..RESTART_GAP_MAX_MS));
+                            restart
+                        })
+                        .collect();
+                    Fault::AllCrashed(restarts)
                 }
                 0 => {
                     sim.crash(names[pick].as_str());
@@ -406,7 +442,7 @@ fn simulate(cfg: &SimulatedConfig) -> Result<(SimulatedReport, Vec<Op>), Error> 
             };
             let kind = match &fault {
                 Fault::Crashed(_) => "crash_restart",
-                Fault::AllCrashed => "power_cut_all",
+                Fault::AllCrashed(_) => "power_cut_all",
                 Fault::Cut(a, _) if a.len() == 1 => "partition_one",
                 Fault::Cut(..) => "partition_halves",
                 Fault::Held(..) => "hold_link",
