@@ -45,6 +45,11 @@ pub(crate) struct ChaosArgs {
     /// plaintext; `--seconds` are simulated seconds.
     #[arg(long)]
     simulated: bool,
+    /// With `--simulated`: the kinds of fault to draw from, comma-separated (crash_restart,
+    /// partition_one, partition_halves, hold_link, and with `--mode durable` power_cut_all
+    /// and disk_fails); every kind the mode allows when not given.
+    #[arg(long, value_delimiter = ',', requires = "simulated")]
+    faults: Vec<weft_testkit::simulated::FaultKind>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -81,6 +86,7 @@ fn chaos_simulated(a: &ChaosArgs) -> anyhow::Result<()> {
         clients: a.clients,
         keys: a.keys,
         durable,
+        faults: a.faults.clone(),
         ..Default::default()
     };
     let (report, history) = weft_testkit::simulated::run(&cfg)?;

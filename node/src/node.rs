@@ -94,6 +94,31 @@ pub enum Error {
     /// TLS was asked for over a simulated network, which carries plaintext only.
     #[error("a simulated network carries plaintext only: start the node without TLS")]
     TlsOverSimulatedNetwork,
+    /// A replica's raft group stopped on a fatal error (its log could not be written or
+    /// synced): the node stops serving, so that a restart recovers it from its disk or,
+    /// if the disk stays broken, the cluster replaces its replicas.
+    #[error("stopping: replica of partition {partition} failed: {reason}")]
+    ReplicaFailed {
+        /// The failed replica's partition.
+        partition: u64,
+        /// What stopped its raft group.
+        reason: String,
+    },
+}
+
+/// How often a serving node looks for a replica whose raft group failed.
+const FAILED_CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// The first hosted replica whose raft group has failed, as soon as one has.
+async fn first_failed(host: &Host) -> Error {
+    let mut tick = tokio::time::interval(FAILED_CHECK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Some((partition, reason)) = host.list().iter().find_map(|r| r.failed().map(|e| (r.partition(), e))) {
+            return Error::ReplicaFailed { partition, reason };
+        }
+    }
 }
 
 /// Where a node accepts connections.
@@ -166,7 +191,10 @@ impl Node {
         &self.access.gate
     }
 
-    /// Serves until `shutdown` completes.
+    /// Serves until `shutdown` completes, or until a hosted replica fails
+    /// ([`Error::ReplicaFailed`]): a node whose disk refuses its log stops (fail-stop, as
+    /// etcd, TiKV and CockroachDB do on a failed write or sync) rather than keep a replica
+    /// that counts as live and serves nothing.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
         let max = self.host.peers().config().max_message_bytes;
         let store = pb::store_server::StoreServer::new(StoreService {
@@ -216,7 +244,7 @@ impl Node {
             Listening::Tcp(l) => weft_security::server::incoming(l, tls, Listener::Grpc, limits, self.conns.clone()),
             Listening::Net(a) => weft_security::server::incoming_net(a, limits, self.conns.clone()),
         };
-        tonic::transport::Server::builder()
+        let server = tonic::transport::Server::builder()
             .initial_stream_window_size(weft_security::client::STREAM_WINDOW_BYTES)
             .initial_connection_window_size(weft_security::client::CONNECTION_WINDOW_BYTES)
             .max_concurrent_streams(STREAMS_PER_CONNECTION_MAX)
@@ -227,9 +255,15 @@ impl Node {
             .add_service(admin)
             .add_service(raft)
             .add_service(cluster)
-            .add_optional_service(faults)
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await?;
+            .add_optional_service(faults);
+        let host = self.host.clone();
+        tokio::select! {
+            served = server.serve_with_incoming_shutdown(incoming, shutdown) => served?,
+            failed = first_failed(&host) => {
+                tracing::error!(error = %failed, "a replica failed; the node stops serving");
+                return Err(failed);
+            }
+        }
         Ok(())
     }
 }

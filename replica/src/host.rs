@@ -79,8 +79,8 @@ impl RaftSettings {
             // the acknowledgements (`save_committed` is a hint, not synced before replying)
             // and the state machine is memory only, so a resumed primary answered
             // linearizable reads from a state that lacked writes acknowledged before a
-            // whole-cluster kill (`tests/durable.rs`, and durable seeds 8 and 13 of the
-            // simulation; openraft documents the hazard).
+            // whole-cluster kill (`tests/durable.rs`, and `tests/simulation.rs`'s
+            // whole-cluster power cuts; openraft documents the hazard).
             enable_leader_restore: Some(false),
             install_snapshot_timeout: 10_000,
             ..Default::default()
@@ -121,6 +121,18 @@ fn role(state: ServerState, is_voter: bool) -> pb::Role {
 }
 
 impl Replica {
+    /// Why its raft group stopped for good, if it did: a storage error (its log or vote
+    /// could not be written or synced) or a panic. Such a replica serves nothing and cannot
+    /// recover in this process: after a failed sync the file's cached pages cannot be
+    /// trusted, so the only way back is a restart that recovers from what the disk holds.
+    /// A replica closed normally is not failed.
+    pub fn failed(&self) -> Option<String> {
+        match &self.raft.metrics().borrow_watched().running_state {
+            Ok(()) | Err(openraft::error::Fatal::Stopped) => None,
+            Err(fatal) => Some(fatal.to_string()),
+        }
+    }
+
     /// Its partition.
     pub fn partition(&self) -> PartitionId {
         self.partition

@@ -42,7 +42,7 @@ use serde::Serialize;
 use weft_client::client::ClientConfig;
 use weft_client::routing::ServiceClient;
 use weft_proto::v1 as pb;
-use weft_replica::disk::FaultyDisk;
+use weft_replica::disk::{Call, FaultyDisk};
 use weft_security::ClientSecurity;
 use weft_security::net::{Acceptor, BoxStream, Network, SharedNetwork};
 
@@ -74,6 +74,66 @@ pub struct SimulatedConfig {
     /// `FaultyDisk` of its own, and a crash is a power cut (the disk keeps only what was
     /// synced, the last write possibly torn); the node restarts from what is left.
     pub durable: bool,
+    /// The kinds of fault to draw from (empty: every kind the mode allows).
+    pub faults: Vec<FaultKind>,
+}
+
+/// A kind of fault the simulated schedule injects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    /// One node crashed and restarted (durable: a power cut of that node).
+    CrashRestart,
+    /// One node cut off from every other.
+    PartitionOne,
+    /// The nodes split in two halves.
+    PartitionHalves,
+    /// Messages from one node to another held, then released.
+    HoldLink,
+    /// Every node's power cut at once, the nodes back one by one (durable only).
+    PowerCutAll,
+    /// One node's disk refusing syncs or full, until the node dies of it (durable only).
+    DiskFails,
+}
+
+impl FaultKind {
+    /// Every kind, in the order of their names.
+    pub const ALL: [FaultKind; 6] = [
+        FaultKind::CrashRestart,
+        FaultKind::PartitionOne,
+        FaultKind::PartitionHalves,
+        FaultKind::HoldLink,
+        FaultKind::PowerCutAll,
+        FaultKind::DiskFails,
+    ];
+
+    /// Its name, as in the report's `faults` and in `--faults`.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::CrashRestart => "crash_restart",
+            FaultKind::PartitionOne => "partition_one",
+            FaultKind::PartitionHalves => "partition_halves",
+            FaultKind::HoldLink => "hold_link",
+            FaultKind::PowerCutAll => "power_cut_all",
+            FaultKind::DiskFails => "disk_fails",
+        }
+    }
+
+    /// Whether only durable nodes can meet it (a volatile cluster cannot survive a power
+    /// cut of every node; a volatile node has no disk).
+    pub fn durable_only(self) -> bool {
+        matches!(self, FaultKind::PowerCutAll | FaultKind::DiskFails)
+    }
+}
+
+impl std::str::FromStr for FaultKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        FaultKind::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = FaultKind::ALL.iter().map(|k| k.name()).collect();
+            format!("no fault kind {s:?}; the kinds are {}", names.join(", "))
+        })
+    }
 }
 
 impl Default for SimulatedConfig {
@@ -87,6 +147,7 @@ impl Default for SimulatedConfig {
             partitions: 2,
             replicas: 3,
             durable: false,
+            faults: Vec::new(),
         }
     }
 }
@@ -113,6 +174,8 @@ pub struct SimulatedReport {
     pub indeterminate: u64,
     /// Faults injected, by kind.
     pub faults: BTreeMap<String, u64>,
+    /// Times a node stopped itself because a replica failed (its disk refused the log).
+    pub node_exits: u64,
     /// The checker's verdict.
     pub linearizable: bool,
     /// Acknowledged writes the final state proves lost.
@@ -183,7 +246,11 @@ fn name(i: u64) -> String {
 
 /// One node's software: a weft node on the simulated network, serving until crashed; with
 /// a disk, its replicas are durable on it and a restart recovers them from it.
-async fn node(i: u64, seeds: Vec<String>, disk: Option<Arc<FaultyDisk>>) -> turmoil::Result {
+///
+/// A node that stops itself (a replica failed: its disk refused the log) records that it
+/// exited in `exited`; the schedule then crashes its host, so that nothing of the process
+/// runs on, as nothing runs on in a process that exited.
+async fn node(i: u64, seeds: Vec<String>, disk: Option<Arc<FaultyDisk>>, exited: Exited) -> turmoil::Result {
     let storage = match disk {
         Some(disk) => weft_replica::Storage {
             data_dir: Some(std::path::PathBuf::from(format!("/{}", name(i)))),
@@ -213,9 +280,18 @@ async fn node(i: u64, seeds: Vec<String>, disk: Option<Arc<FaultyDisk>>) -> turm
         network: Some(network),
     };
     let node = weft_node::Node::bind(config).await?;
-    node.serve(std::future::pending()).await?;
-    Ok(())
+    match node.serve(std::future::pending()).await {
+        Err(e @ weft_node::Error::ReplicaFailed { .. }) => {
+            tracing::warn!(node = i, error = %e, "the node exited");
+            exited.lock().push(name(i));
+            Ok(())
+        }
+        served => Ok(served?),
+    }
 }
+
+/// The nodes that exited by themselves since the schedule last looked.
+type Exited = Arc<parking_lot::Mutex<Vec<String>>>;
 
 fn client_config(network: &SharedNetwork) -> ClientConfig {
     ClientConfig { security: ClientSecurity::insecure().over(Some(network.clone())), ..chaos::client_config() }
@@ -277,6 +353,10 @@ enum Fault {
     /// nodes come back one by one, in a seeded order and at the times listed, as an
     /// operator or a supervisor brings real machines back.
     AllCrashed(Vec<(Duration, String)>),
+    /// One node's disk failing (durable runs only): its syncs fail, or it is full (writes,
+    /// creations and length changes fail), until the node dies of it at the fault's end
+    /// (a power cut that also clears the disk's fault); it is restarted later.
+    DiskFailing(String),
     Cut(Vec<String>, Vec<String>),
     Held(String, String),
 }
@@ -284,6 +364,9 @@ enum Fault {
 /// Runs one simulated chaos schedule; returns the report and the whole history.
 pub fn run(cfg: &SimulatedConfig) -> Result<(SimulatedReport, Vec<Op>), Error> {
     chaos::check_shape(cfg.nodes, cfg.replicas, cfg.keys, cfg.clients, cfg.partitions).map_err(Error::Config)?;
+    if cfg.faults.iter().any(|k| k.durable_only()) && !cfg.durable {
+        return Err(Error::Config("power_cut_all and disk_fails need durable nodes: add --mode durable"));
+    }
     // Every host runs on this thread: one seeded sequence serves them all, in the
     // simulation's own order.
     weft_security::rng::seed_thread(cfg.seed);
@@ -319,16 +402,22 @@ fn simulate(cfg: &SimulatedConfig) -> Result<(SimulatedReport, Vec<Op>), Error> 
     } else {
         BTreeMap::new()
     };
+    let exited = Exited::default();
     for i in 1..=cfg.nodes {
         let seeds = seeds.clone();
         let disk = disks.get(&name(i)).cloned();
-        sim.host(name(i).as_str(), move || node(i, seeds.clone(), disk.clone()));
+        let exited = exited.clone();
+        sim.host(name(i).as_str(), move || node(i, seeds.clone(), disk.clone(), exited.clone()));
     }
     let rec = Arc::new(Recorder::new());
     sim.client("driver", driver(cfg.clone(), endpoints, rec.clone()));
 
     let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0xfa17);
+    // Disk faults draw from their own sequence, so adding them left the schedule of every
+    // other fault as it was.
+    let mut disk_rng = StdRng::seed_from_u64(cfg.seed ^ 0xd15c);
     let mut faults: BTreeMap<String, u64> = BTreeMap::new();
+    let mut node_exits = 0;
     let mut active: Option<(Fault, Duration)> = None;
     let mut next_fault: Option<Duration> = None;
     let mut load_started: Option<Duration> = None;
@@ -339,6 +428,10 @@ fn simulate(cfg: &SimulatedConfig) -> Result<(SimulatedReport, Vec<Op>), Error> 
             break;
         }
         let now = sim.elapsed();
+        for n in std::mem::take(&mut *exited.lock()) {
+            sim.crash(n.as_str());
+            node_exits += 1;
+        }
         if load_started.is_none() && rec.ready.load(Ordering::Relaxed) {
             load_started = Some(now);
             next_fault = Some(now + Duration::from_millis(rng.random_range(1000..3000)));
@@ -356,12 +449,24 @@ fn simulate(cfg: &SimulatedConfig) -> Result<(SimulatedReport, Vec<Op>), Error> 
                 continue;
             }
         }
+        if let Some((Fault::DiskFailing(n), until)) = &active
+            && now >= *until
+        {
+            let n = n.clone();
+            sim.crash(n.as_str());
+            if let Some(disk) = disks.get(&n) {
+                disk.crash();
+            }
+            let back = now + Duration::from_millis(disk_rng.random_range(500..2000));
+            active = Some((Fault::Crashed(n), back));
+            continue;
+        }
         if let Some((fault, until)) = &active
             && now >= *until
         {
             match fault {
                 Fault::Crashed(n) => sim.bounce(n.as_str()),
-                Fault::AllCrashed(_) => {}
+                Fault::AllCrashed(_) | Fault::DiskFailing(_) => {}
                 Fault::Cut(a, b) => {
                     for x in a {
                         for y in b {
@@ -383,11 +488,25 @@ fn simulate(cfg: &SimulatedConfig) -> Result<(SimulatedReport, Vec<Op>), Error> 
         if active.is_none() && next_fault.is_some_and(|t| now >= t) {
             let until = now + Duration::from_millis(rng.random_range(1000..3000));
             let pick = rng.random_range(0..names.len());
-            // A durable run adds a fifth kind; a volatile run draws exactly as before (its
-            // seeds' histories are unchanged), and could not survive it anyway.
-            let kinds = if cfg.durable { 5 } else { 4 };
-            let fault = match rng.random_range(0..kinds) {
-                4 => {
+            // Unless the kinds are chosen, a durable run adds power cuts of the whole
+            // cluster to the four kinds a volatile run draws from (the volatile draws are as
+            // they always were), and half its crash-restarts become failing disks (drawn from
+            // their own sequence, so the rest of the schedule stayed as it was).
+            let kind = if cfg.faults.is_empty() {
+                let kinds = if cfg.durable { 5 } else { 4 };
+                match rng.random_range(0..kinds) {
+                    0 if cfg.durable && disk_rng.random_bool(0.5) => FaultKind::DiskFails,
+                    0 => FaultKind::CrashRestart,
+                    1 => FaultKind::PartitionOne,
+                    2 => FaultKind::PartitionHalves,
+                    3 => FaultKind::HoldLink,
+                    _ => FaultKind::PowerCutAll,
+                }
+            } else {
+                cfg.faults[rng.random_range(0..cfg.faults.len())]
+            };
+            let fault = match kind {
+                FaultKind::PowerCutAll => {
                     for n in &names {
                         sim.crash(n.as_str());
                         if let Some(disk) = disks.get(n) {
@@ -407,7 +526,21 @@ fn simulate(cfg: &SimulatedConfig) -> Result<(SimulatedReport, Vec<Op>), Error> 
                         .collect();
                     Fault::AllCrashed(restarts)
                 }
-                0 => {
+                FaultKind::DiskFails => {
+                    // Syncs refused, or a full disk (writes, creations and length changes).
+                    let calls: &[Call] = if disk_rng.random_bool(0.5) {
+                        &[Call::Sync]
+                    } else {
+                        &[Call::Write, Call::Create, Call::SetLen]
+                    };
+                    if let Some(disk) = disks.get(&names[pick]) {
+                        for call in calls {
+                            disk.fail(*call, true);
+                        }
+                    }
+                    Fault::DiskFailing(names[pick].clone())
+                }
+                FaultKind::CrashRestart => {
                     sim.crash(names[pick].as_str());
                     // Durable: the crash is a power cut, and the disk loses what was not synced.
                     if let Some(disk) = disks.get(&names[pick]) {
@@ -415,14 +548,14 @@ fn simulate(cfg: &SimulatedConfig) -> Result<(SimulatedReport, Vec<Op>), Error> 
                     }
                     Fault::Crashed(names[pick].clone())
                 }
-                1 => {
+                FaultKind::PartitionOne => {
                     let others: Vec<String> = names.iter().filter(|n| **n != names[pick]).cloned().collect();
                     for o in &others {
                         sim.partition(names[pick].as_str(), o.as_str());
                     }
                     Fault::Cut(vec![names[pick].clone()], others)
                 }
-                2 => {
+                FaultKind::PartitionHalves => {
                     let n = names.len();
                     let side = |i: usize| (i + n - pick) % n < n.div_ceil(2);
                     let a: Vec<String> = (0..n).filter(|i| side(*i)).map(|i| names[i].clone()).collect();
@@ -434,19 +567,13 @@ fn simulate(cfg: &SimulatedConfig) -> Result<(SimulatedReport, Vec<Op>), Error> 
                     }
                     Fault::Cut(a, b)
                 }
-                _ => {
+                FaultKind::HoldLink => {
                     let other = names[(pick + 1 + rng.random_range(0..names.len() - 1)) % names.len()].clone();
                     sim.hold(names[pick].as_str(), other.as_str());
                     Fault::Held(names[pick].clone(), other)
                 }
             };
-            let kind = match &fault {
-                Fault::Crashed(_) => "crash_restart",
-                Fault::AllCrashed(_) => "power_cut_all",
-                Fault::Cut(a, _) if a.len() == 1 => "partition_one",
-                Fault::Cut(..) => "partition_halves",
-                Fault::Held(..) => "hold_link",
-            };
+            let kind = kind.name();
             *faults.entry(kind.to_string()).or_default() += 1;
             active = Some((fault, until));
         }
@@ -463,19 +590,25 @@ fn simulate(cfg: &SimulatedConfig) -> Result<(SimulatedReport, Vec<Op>), Error> 
         failed: t.failed,
         indeterminate: t.indeterminate,
         faults,
+        node_exits,
         linearizable: t.verdict.linearizable() && t.final_keys == cfg.keys,
         lost_acked_writes: t.lost_acked_writes,
         undecided_keys: t.verdict.undecided,
         anomaly: t.verdict.anomaly,
         simulated_s: sim.elapsed().as_secs_f64(),
         replay: format!(
-            "weft chaos --simulated --seed {} --seconds {} --nodes {} --clients {} --keys {}{}",
+            "weft chaos --simulated --seed {} --seconds {} --nodes {} --clients {} --keys {}{}{}",
             cfg.seed,
             cfg.seconds,
             cfg.nodes,
             cfg.clients,
             cfg.keys,
-            if cfg.durable { " --mode durable" } else { "" }
+            if cfg.durable { " --mode durable" } else { "" },
+            if cfg.faults.is_empty() {
+                String::new()
+            } else {
+                format!(" --faults {}", cfg.faults.iter().map(|k| k.name()).collect::<Vec<_>>().join(","))
+            }
         ),
     };
     Ok((report, history))
