@@ -46,8 +46,9 @@ pub(crate) struct ChaosArgs {
     #[arg(long)]
     simulated: bool,
     /// With `--simulated`: the kinds of fault to draw from, comma-separated (crash_restart,
-    /// partition_one, partition_halves, hold_link, and with `--mode durable` power_cut_all
-    /// and disk_fails); every kind the mode allows when not given.
+    /// partition_one, partition_halves, hold_link, and with `--mode durable` power_cut_all,
+    /// disk_fails and upgrade_walk, the last once three quarters in); every kind the mode
+    /// allows when not given.
     #[arg(long, value_delimiter = ',', requires = "simulated")]
     faults: Vec<weft_testkit::simulated::FaultKind>,
 }

@@ -182,6 +182,7 @@ pub(crate) fn run(a: NodeArgs) -> anyhow::Result<()> {
             fault_injection: a.fault_injection,
         },
         network: None,
+        restart: Some(weft::node::RestartHook::new(reexecute)),
     };
     runtime()?.block_on(async move {
         let node = weft::node::Node::bind(config).await.with_context(|| format!("binding {}", a.listen))?;
@@ -201,4 +202,22 @@ pub(crate) fn run(a: NodeArgs) -> anyhow::Result<()> {
         .context("serving")?;
         Ok(())
     })
+}
+
+/// How `weft node` restarts itself when an upgrade walk asks: it re-executes its binary
+/// with the same arguments, so a binary replaced on disk is the upgrade. Exits if that
+/// fails (a supervisor then starts it).
+fn reexecute() {
+    use std::os::unix::process::CommandExt;
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            tracing::error!(error = %e, "finding this binary to restart it failed; exiting");
+            std::process::exit(1);
+        }
+    };
+    tracing::warn!(exe = %exe.display(), "restarting: re-executing the node binary");
+    let err = std::process::Command::new(&exe).args(std::env::args_os().skip(1)).exec();
+    tracing::error!(error = %err, "re-executing the node binary failed; exiting");
+    std::process::exit(1);
 }

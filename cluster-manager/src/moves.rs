@@ -6,7 +6,10 @@
 //! phases, in order:
 //! 1. [`Phase::Open`]: check the target node and open the new replica there. A target node
 //!    that hosts another *member* of the partition means the move was planned from a late
-//!    report: it is dropped ([`Step::Drop`]). A target opened before that its node no longer
+//!    report: it is dropped ([`Step::Drop`]). Any other replica of the partition there
+//!    (left by an earlier move, or by an incarnation the group replaced) is no member and
+//!    stands where the target must open: it is closed first ([`Step::CloseStray`]); the
+//!    stray collector never reaches it while the move is pending. A target opened before that its node no longer
 //!    hosts went with a restart of its node; the group may know its id, so it is never
 //!    opened again empty: the move gets a fresh id ([`Step::FreshId`]). Before the first
 //!    open the map records that it was opened ([`Step::Open`]'s `first`), so a retry knows.
@@ -183,6 +186,12 @@ pub enum Step {
     Record,
     /// Close this replica, which left.
     Close(ReplicaAt),
+    /// Close this replica of the partition on the target's node: it is no member, and a
+    /// node hosts one replica of a partition, so the target cannot open beside it.
+    CloseStray {
+        /// The stray's id.
+        replica: u64,
+    },
     /// The move is complete.
     Done,
 }
@@ -201,6 +210,11 @@ pub fn next(mv: &Move, phase: Phase, seen: &Seen, stall: Duration) -> (Step, Pha
                 && mv.members.iter().any(|r| r.replica == h.replica)
             {
                 return (Step::Drop { member: h.replica }, Phase::Done);
+            }
+            if let Some(h) = hosted
+                && h.replica != to.replica
+            {
+                return (Step::CloseStray { replica: h.replica }, Phase::Open);
             }
             if mv.opened && hosted.is_none_or(|h| h.replica != to.replica) {
                 return (Step::FreshId, Phase::Done);
@@ -267,27 +281,29 @@ pub fn on_failure(mv: &Move, stalled_for: Duration, stall: Duration) -> Failure 
     }
 }
 
-/// How long a move's target has gone without progress, across rounds.
+/// How long a move's target has gone without progress, across rounds. It counts per
+/// target node, not per replica id: a target that never opens gets fresh ids round after
+/// round ([`Step::FreshId`]), and a fresh id is no progress.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MoveClock {
-    replica: u64,
+    node: NodeId,
     progress: Option<Progress>,
     since: Instant,
 }
 
 impl MoveClock {
-    /// A count for target `replica` starting at `now`.
-    pub fn new(replica: u64, progress: Option<Progress>, now: Instant) -> Self {
-        MoveClock { replica, progress, since: now }
+    /// A count for a target on `node` starting at `now`.
+    pub fn new(node: NodeId, progress: Option<Progress>, now: Instant) -> Self {
+        MoveClock { node, progress, since: now }
     }
 
-    /// Notes what was seen of target `replica` at `now` and returns how long it has gone
-    /// without progress. A different `progress` (the target moved) restarts the count; so
-    /// does a different target. `None` (nothing known: the node did not answer) changes
-    /// nothing, so silence counts as no progress.
-    pub fn observe(&mut self, replica: u64, progress: Option<Progress>, now: Instant) -> Duration {
-        if self.replica != replica {
-            *self = MoveClock::new(replica, progress, now);
+    /// Notes what was seen of the target on `node` at `now` and returns how long it has
+    /// gone without progress. A different `progress` (the target moved) restarts the
+    /// count; so does a target on another node. `None` (nothing known: the node did not
+    /// answer, or the target is not open) changes nothing, so silence counts as no progress.
+    pub fn observe(&mut self, node: NodeId, progress: Option<Progress>, now: Instant) -> Duration {
+        if self.node != node {
+            *self = MoveClock::new(node, progress, now);
         } else if progress.is_some() && progress != self.progress {
             self.progress = progress;
             self.since = now;
@@ -395,8 +411,11 @@ mod tests {
         let mv = replacement();
         let (step, _) = next(&mv, Phase::Open, &seen(hosts(13, 5)), STALL);
         assert_eq!(step, Step::Drop { member: 13 });
-        // A stray replica that is no member is no reason to drop: the open replaces it.
+        // A stray replica that is no member is no reason to drop: it is closed, then the
+        // target opens.
         let (step, _) = next(&mv, Phase::Open, &seen(hosts(77, 5)), STALL);
+        assert_eq!(step, Step::CloseStray { replica: 77 });
+        let (step, _) = next(&mv, Phase::Open, &seen(Target::Hosts(None)), STALL);
         assert_eq!(step, Step::Open { first: true });
     }
 
@@ -428,13 +447,13 @@ mod tests {
     #[test]
     fn a_target_that_never_answers_is_given_up_after_the_stall_limit() {
         let t0 = Instant::now();
-        let mut clock = MoveClock::new(50, None, t0);
+        let mut clock = MoveClock::new(5, None, t0);
         let mv = replacement();
         let mut t = t0;
         let mut failures = Vec::new();
         while t < t0 + STALL * 2 {
             t += Duration::from_millis(300);
-            failures.push(on_failure(&mv, clock.observe(50, None, t), STALL));
+            failures.push(on_failure(&mv, clock.observe(5, None, t), STALL));
         }
         let first = failures.iter().position(|f| *f == Failure::Abandon).expect("given up");
         let given_up_after = Duration::from_millis(300) * (first as u32 + 1);
@@ -446,10 +465,31 @@ mod tests {
     #[test]
     fn the_stall_count_restarts_on_progress_and_on_a_new_target() {
         let t0 = Instant::now();
-        let mut c = MoveClock::new(50, Some((1, 1, 0, 0)), t0);
-        assert_eq!(c.observe(50, Some((1, 1, 0, 0)), t0 + STALL), STALL);
-        assert_eq!(c.observe(50, None, t0 + STALL * 2), STALL * 2, "silence is no progress");
-        assert_eq!(c.observe(50, Some((1, 1, 4096, 0)), t0 + STALL * 3), Duration::ZERO, "snapshot bytes count");
-        assert_eq!(c.observe(51, Some((1, 1, 4096, 0)), t0 + STALL * 4), Duration::ZERO, "a fresh id starts over");
+        let mut c = MoveClock::new(5, Some((1, 1, 0, 0)), t0);
+        assert_eq!(c.observe(5, Some((1, 1, 0, 0)), t0 + STALL), STALL);
+        assert_eq!(c.observe(5, None, t0 + STALL * 2), STALL * 2, "silence is no progress");
+        assert_eq!(c.observe(5, Some((1, 1, 4096, 0)), t0 + STALL * 3), Duration::ZERO, "snapshot bytes count");
+        assert_eq!(c.observe(6, Some((1, 1, 4096, 0)), t0 + STALL * 4), Duration::ZERO, "another node starts over");
+    }
+
+    /// Simulated chaos, durable seed 7 (an upgrade walk after power cuts): the target node
+    /// still hosted an old replica of the partition that was no member. Its open was
+    /// refused ("already has replica"), the next round saw a target that was not there
+    /// and gave it a fresh id, whose open was refused again: for as long as the run lasted,
+    /// since the stray collector skips partitions with a move pending and each fresh id
+    /// restarted the stall count. The stray is closed first now, and a fresh id is no
+    /// progress.
+    #[test]
+    fn a_stray_on_the_target_node_is_closed_and_fresh_ids_do_not_restart_the_stall() {
+        let opened = Move { opened: true, ..replacement() };
+        for mv in [replacement(), opened] {
+            let (step, then) = next(&mv, Phase::Open, &seen(hosts(77, 5)), STALL);
+            assert_eq!((step, then), (Step::CloseStray { replica: 77 }, Phase::Open), "{mv:?}");
+        }
+        let t0 = Instant::now();
+        let mut clock = MoveClock::new(5, None, t0);
+        // Round after round the target is not open: each gets a fresh id, none progresses.
+        assert_eq!(clock.observe(5, None, t0 + STALL * 2), STALL * 2);
+        assert_eq!(on_failure(&replacement(), clock.observe(5, None, t0 + STALL * 2), STALL), Failure::Abandon);
     }
 }

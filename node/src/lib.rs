@@ -29,5 +29,5 @@ mod status;
 
 pub use manager::map::FIRST_REPLICA_ID;
 pub use manager::{ClusterConfig, DEFAULT_TABLE, MAP_PARTITION, view};
-pub use node::{Error, Node, NodeConfig, NodeSecurity};
+pub use node::{Error, Node, NodeConfig, NodeSecurity, RestartHook};
 pub use session::IN_FLIGHT_MAX as SESSION_IN_FLIGHT_MAX;

@@ -61,6 +61,29 @@ pub struct NodeConfig {
     /// The network to listen and dial over; `None` is real TCP. A simulated network
     /// (`weft chaos --simulated`) carries plaintext only, so it needs `security.tls: None`.
     pub network: Option<weft_security::net::SharedNetwork>,
+    /// How the node restarts itself when an upgrade walk asks (`NodeAdmin.Restart`);
+    /// `None`: it refuses, and a walk cannot restart it.
+    pub restart: Option<RestartHook>,
+}
+
+/// How a node restarts itself when an upgrade walk asks it to: the `weft` binary
+/// re-executes itself (so a binary replaced on disk is the upgrade); a simulation
+/// restarts the node's host; a service embedding a node restarts as it restarts anything.
+/// Called once the answer to the request has left; it is not expected to return.
+#[derive(Clone)]
+pub struct RestartHook(Arc<dyn Fn() + Send + Sync>);
+
+impl RestartHook {
+    /// A hook that runs `restart`.
+    pub fn new(restart: impl Fn() + Send + Sync + 'static) -> Self {
+        RestartHook(Arc::new(restart))
+    }
+}
+
+impl std::fmt::Debug for RestartHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RestartHook")
+    }
 }
 
 /// How a node is secured.
@@ -137,6 +160,7 @@ pub struct Node {
     listener: Listening,
     metrics: Option<tokio::net::TcpListener>,
     addr: SocketAddr,
+    restart: Option<RestartHook>,
 }
 
 impl Node {
@@ -178,7 +202,8 @@ impl Node {
             Some(a) => Some(crate::metrics::bind(a).await?),
             None => None,
         };
-        Ok(Node { host, manager, access, security, conns: Arc::default(), listener, metrics, addr })
+        let restart = config.restart;
+        Ok(Node { host, manager, access, security, conns: Arc::default(), listener, metrics, addr, restart })
     }
 
     /// The address actually bound.
@@ -207,6 +232,7 @@ impl Node {
         let admin = pb::node_admin_server::NodeAdminServer::new(AdminService {
             host: self.host.clone(),
             incarnation: self.manager.incarnation(),
+            restart: self.restart.clone(),
         })
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
@@ -632,6 +658,7 @@ impl weft_proto::testing::v1::faults_server::Faults for FaultsService {
 struct AdminService {
     host: Arc<Host>,
     incarnation: u64,
+    restart: Option<RestartHook>,
 }
 
 #[tonic::async_trait]
@@ -741,15 +768,16 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
     }
 
     async fn restart(&self, _req: Request<pb::RestartRequest>) -> Result<Response<pb::RestartResponse>, Status> {
-        let exe = std::env::current_exe().map_err(|e| Status::internal(format!("finding this binary: {e}")))?;
-        tracing::warn!(exe = %exe.display(), "restart requested: re-executing the node binary");
+        let Some(hook) = self.restart.clone() else {
+            return Err(Status::failed_precondition(
+                "this node cannot restart itself (it was started without a restart hook): restart its process",
+            ));
+        };
+        tracing::warn!("restart requested");
         tokio::spawn(async move {
             // Let the answer leave first.
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            use std::os::unix::process::CommandExt;
-            let err = std::process::Command::new(&exe).args(std::env::args_os().skip(1)).exec();
-            tracing::error!(error = %err, "re-executing the node binary failed; exiting");
-            std::process::exit(1);
+            (hook.0)();
         });
         Ok(Response::new(pb::RestartResponse { incarnation: self.incarnation }))
     }

@@ -93,17 +93,21 @@ pub enum FaultKind {
     PowerCutAll,
     /// One node's disk refusing syncs or full, until the node dies of it (durable only).
     DiskFails,
+    /// An upgrade walk through every UD, once, three quarters into the load (durable only:
+    /// the cluster map must be durable); never drawn at random.
+    UpgradeWalk,
 }
 
 impl FaultKind {
     /// Every kind, in the order of their names.
-    pub const ALL: [FaultKind; 6] = [
+    pub const ALL: [FaultKind; 7] = [
         FaultKind::CrashRestart,
         FaultKind::PartitionOne,
         FaultKind::PartitionHalves,
         FaultKind::HoldLink,
         FaultKind::PowerCutAll,
         FaultKind::DiskFails,
+        FaultKind::UpgradeWalk,
     ];
 
     /// Its name, as in the report's `faults` and in `--faults`.
@@ -115,13 +119,14 @@ impl FaultKind {
             FaultKind::HoldLink => "hold_link",
             FaultKind::PowerCutAll => "power_cut_all",
             FaultKind::DiskFails => "disk_fails",
+            FaultKind::UpgradeWalk => "upgrade_walk",
         }
     }
 
     /// Whether only durable nodes can meet it (a volatile cluster cannot survive a power
     /// cut of every node; a volatile node has no disk).
     pub fn durable_only(self) -> bool {
-        matches!(self, FaultKind::PowerCutAll | FaultKind::DiskFails)
+        matches!(self, FaultKind::PowerCutAll | FaultKind::DiskFails | FaultKind::UpgradeWalk)
     }
 }
 
@@ -176,6 +181,8 @@ pub struct SimulatedReport {
     pub faults: BTreeMap<String, u64>,
     /// Times a node stopped itself because a replica failed (its disk refused the log).
     pub node_exits: u64,
+    /// Nodes restarted because the upgrade walk asked them to.
+    pub walk_restarts: u64,
     /// The checker's verdict.
     pub linearizable: bool,
     /// Acknowledged writes the final state proves lost.
@@ -248,9 +255,11 @@ fn name(i: u64) -> String {
 /// a disk, its replicas are durable on it and a restart recovers them from it.
 ///
 /// A node that stops itself (a replica failed: its disk refused the log) records that it
-/// exited in `exited`; the schedule then crashes its host, so that nothing of the process
-/// runs on, as nothing runs on in a process that exited.
-async fn node(i: u64, seeds: Vec<String>, disk: Option<Arc<FaultyDisk>>, exited: Exited) -> turmoil::Result {
+/// exited; the schedule then crashes its host, so that nothing of the process runs on, as
+/// nothing runs on in a process that exited. A node an upgrade walk asks to restart
+/// records that too; the schedule restarts its host (its disk keeps everything: a
+/// process restart is no power cut).
+async fn node(i: u64, seeds: Vec<String>, disk: Option<Arc<FaultyDisk>>, control: Arc<Control>) -> turmoil::Result {
     let storage = match disk {
         Some(disk) => weft_replica::Storage {
             data_dir: Some(std::path::PathBuf::from(format!("/{}", name(i)))),
@@ -278,20 +287,105 @@ async fn node(i: u64, seeds: Vec<String>, disk: Option<Arc<FaultyDisk>>, exited:
         metrics: None,
         security: Default::default(),
         network: Some(network),
+        restart: Some({
+            let control = control.clone();
+            weft_node::RestartHook::new(move || control.restarts.lock().push(name(i)))
+        }),
     };
     let node = weft_node::Node::bind(config).await?;
     match node.serve(std::future::pending()).await {
         Err(e @ weft_node::Error::ReplicaFailed { .. }) => {
             tracing::warn!(node = i, error = %e, "the node exited");
-            exited.lock().push(name(i));
+            control.exited.lock().push(name(i));
             Ok(())
         }
         served => Ok(served?),
     }
 }
 
-/// The nodes that exited by themselves since the schedule last looked.
-type Exited = Arc<parking_lot::Mutex<Vec<String>>>;
+/// What the nodes and the driver ask of the schedule, which alone can crash and restart
+/// hosts.
+#[derive(Default)]
+struct Control {
+    /// Nodes that exited by themselves since the schedule last looked.
+    exited: parking_lot::Mutex<Vec<String>>,
+    /// Nodes an upgrade walk asked to restart since the schedule last looked.
+    restarts: parking_lot::Mutex<Vec<String>>,
+    /// The upgrade walk, as far as it got.
+    walk: parking_lot::Mutex<WalkState>,
+}
+
+/// Where the schedule's upgrade walk is.
+#[derive(Clone, Debug, Default, PartialEq)]
+enum WalkState {
+    /// Not asked for yet.
+    #[default]
+    Waiting,
+    /// The schedule asked the driver to start it.
+    Asked,
+    /// The walk ran to its end.
+    Done,
+    /// It could not start, or did not end in time: a liveness failure.
+    Failed(String),
+}
+
+/// How long the walk may be refused before the run fails (a walk is refused while a node
+/// is down or a move is in flight, which must pass).
+const WALK_START_WITHIN: Duration = Duration::from_secs(60);
+/// How long a walk of every UD may take before the run fails.
+const WALK_WITHIN: Duration = Duration::from_secs(300);
+
+/// The driver's part of the upgrade walk: once the schedule asks, `weft ctl upgrade
+/// --apply` (retried while refused), then the map watched until the walk has ended.
+async fn walk_when_asked(endpoints: Vec<String>, config: ClientConfig, control: Arc<Control>) {
+    while *control.walk.lock() != WalkState::Asked {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let call = |i: usize| {
+        let (addr, security) = (endpoints[i % endpoints.len()].clone(), config.security.clone());
+        async move {
+            let mut c = pb::cluster_client::ClusterClient::new(crate::local::channel(&security, &addr)?);
+            let req = pb::UpgradeRequest { action: pb::UpgradeAction::Apply as i32 };
+            let answer = c.upgrade(req).await.map_err(|s| crate::local::cluster_err(s.message()))?;
+            Ok::<u64, Error>(answer.into_inner().map_version)
+        }
+    };
+    let start = tokio::time::Instant::now();
+    let mut i = 0;
+    let started_at = loop {
+        match tokio::time::timeout(Duration::from_secs(5), call(i)).await {
+            Ok(Ok(version)) => break version,
+            Ok(Err(e)) if start.elapsed() >= WALK_START_WITHIN => {
+                *control.walk.lock() =
+                    WalkState::Failed(format!("the upgrade walk was refused for {WALK_START_WITHIN:?}: {e}"));
+                return;
+            }
+            outcome => {
+                tracing::info!(?outcome, "the upgrade walk did not start; again");
+                i += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    let start = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // A node may answer with a map older than the walk: only a later one that has no
+        // walk says it ended.
+        let map = ServiceClient::fetch_map(&config, &endpoints, Duration::from_secs(5)).await;
+        if let Ok(m) = map
+            && m.version > started_at
+            && m.map.as_ref().is_some_and(|m| m.upgrade.is_none())
+        {
+            *control.walk.lock() = WalkState::Done;
+            return;
+        }
+        if start.elapsed() >= WALK_WITHIN {
+            *control.walk.lock() = WalkState::Failed(format!("the upgrade walk did not end within {WALK_WITHIN:?}"));
+            return;
+        }
+    }
+}
 
 fn client_config(network: &SharedNetwork) -> ClientConfig {
     ClientConfig { security: ClientSecurity::insecure().over(Some(network.clone())), ..chaos::client_config() }
@@ -299,9 +393,17 @@ fn client_config(network: &SharedNetwork) -> ClientConfig {
 
 /// The test driver's software: waits for the cluster, creates the service, runs the
 /// clients until told to stop, then reads every key.
-async fn driver(cfg: SimulatedConfig, endpoints: Vec<String>, rec: Arc<Recorder>) -> turmoil::Result {
+async fn driver(
+    cfg: SimulatedConfig,
+    endpoints: Vec<String>,
+    rec: Arc<Recorder>,
+    control: Arc<Control>,
+) -> turmoil::Result {
     let network: SharedNetwork = Arc::new(TurmoilNet { host: None });
     let config = client_config(&network);
+    if cfg.durable {
+        tokio::spawn(walk_when_asked(endpoints.clone(), config.clone(), control));
+    }
     // The map first, then the service; both retried until the cluster answers.
     loop {
         let created = async {
@@ -357,6 +459,8 @@ enum Fault {
     /// creations and length changes fail), until the node dies of it at the fault's end
     /// (a power cut that also clears the disk's fault); it is restarted later.
     DiskFailing(String),
+    /// The upgrade walk, until the driver says it ended.
+    Walking,
     Cut(Vec<String>, Vec<String>),
     Held(String, String),
 }
@@ -365,7 +469,7 @@ enum Fault {
 pub fn run(cfg: &SimulatedConfig) -> Result<(SimulatedReport, Vec<Op>), Error> {
     chaos::check_shape(cfg.nodes, cfg.replicas, cfg.keys, cfg.clients, cfg.partitions).map_err(Error::Config)?;
     if cfg.faults.iter().any(|k| k.durable_only()) && !cfg.durable {
-        return Err(Error::Config("power_cut_all and disk_fails need durable nodes: add --mode durable"));
+        return Err(Error::Config("power_cut_all, disk_fails and upgrade_walk need durable nodes: add --mode durable"));
     }
     // Every host runs on this thread: one seeded sequence serves them all, in the
     // simulation's own order.
@@ -402,15 +506,20 @@ fn simulate(cfg: &SimulatedConfig) -> Result<(SimulatedReport, Vec<Op>), Error> 
     } else {
         BTreeMap::new()
     };
-    let exited = Exited::default();
+    let control = Arc::new(Control::default());
     for i in 1..=cfg.nodes {
         let seeds = seeds.clone();
         let disk = disks.get(&name(i)).cloned();
-        let exited = exited.clone();
-        sim.host(name(i).as_str(), move || node(i, seeds.clone(), disk.clone(), exited.clone()));
+        let control = control.clone();
+        sim.host(name(i).as_str(), move || node(i, seeds.clone(), disk.clone(), control.clone()));
     }
     let rec = Arc::new(Recorder::new());
-    sim.client("driver", driver(cfg.clone(), endpoints, rec.clone()));
+    sim.client("driver", driver(cfg.clone(), endpoints, rec.clone(), control.clone()));
+    // A durable run walks an upgrade through every UD once, three quarters into the load
+    // (as `weft chaos` does); the other faults wait while it walks.
+    let walks = cfg.durable && (cfg.faults.is_empty() || cfg.faults.contains(&FaultKind::UpgradeWalk));
+    let drawn: Vec<FaultKind> = cfg.faults.iter().copied().filter(|k| *k != FaultKind::UpgradeWalk).collect();
+    let draws = cfg.faults.is_empty() || !drawn.is_empty();
 
     let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0xfa17);
     // Disk faults draw from their own sequence, so adding them left the schedule of every
@@ -418,6 +527,7 @@ fn simulate(cfg: &SimulatedConfig) -> Result<(SimulatedReport, Vec<Op>), Error> 
     let mut disk_rng = StdRng::seed_from_u64(cfg.seed ^ 0xd15c);
     let mut faults: BTreeMap<String, u64> = BTreeMap::new();
     let mut node_exits = 0;
+    let mut walk_restarts = 0;
     let mut active: Option<(Fault, Duration)> = None;
     let mut next_fault: Option<Duration> = None;
     let mut load_started: Option<Duration> = None;
@@ -428,15 +538,36 @@ fn simulate(cfg: &SimulatedConfig) -> Result<(SimulatedReport, Vec<Op>), Error> 
             break;
         }
         let now = sim.elapsed();
-        for n in std::mem::take(&mut *exited.lock()) {
+        for n in std::mem::take(&mut *control.exited.lock()) {
             sim.crash(n.as_str());
             node_exits += 1;
+        }
+        for n in std::mem::take(&mut *control.restarts.lock()) {
+            sim.bounce(n.as_str());
+            walk_restarts += 1;
         }
         if load_started.is_none() && rec.ready.load(Ordering::Relaxed) {
             load_started = Some(now);
             next_fault = Some(now + Duration::from_millis(rng.random_range(1000..3000)));
         }
         let Some(started) = load_started else { continue };
+        if let Some((Fault::Walking, _)) = &active {
+            let state = control.walk.lock().clone();
+            match state {
+                WalkState::Done => {
+                    active = None;
+                    next_fault = Some(now + Duration::from_millis(rng.random_range(2000..4000)));
+                }
+                WalkState::Failed(reason) => return Err(failed(reason)),
+                WalkState::Waiting | WalkState::Asked => continue,
+            }
+        }
+        if walks && active.is_none() && *control.walk.lock() == WalkState::Waiting && now >= started + load * 3 / 4 {
+            *control.walk.lock() = WalkState::Asked;
+            *faults.entry(FaultKind::UpgradeWalk.name().to_string()).or_default() += 1;
+            active = Some((Fault::Walking, Duration::MAX));
+            continue;
+        }
         if let Some((Fault::AllCrashed(restarts), until)) = &mut active
             && now >= *until
         {
@@ -466,7 +597,7 @@ fn simulate(cfg: &SimulatedConfig) -> Result<(SimulatedReport, Vec<Op>), Error> 
         {
             match fault {
                 Fault::Crashed(n) => sim.bounce(n.as_str()),
-                Fault::AllCrashed(_) | Fault::DiskFailing(_) => {}
+                Fault::AllCrashed(_) | Fault::DiskFailing(_) | Fault::Walking => {}
                 Fault::Cut(a, b) => {
                     for x in a {
                         for y in b {
@@ -480,12 +611,14 @@ fn simulate(cfg: &SimulatedConfig) -> Result<(SimulatedReport, Vec<Op>), Error> 
             next_fault = Some(now + Duration::from_millis(rng.random_range(2000..4000)));
         }
         if now >= started + load {
-            if !rec.stop.load(Ordering::Relaxed) && active.is_none() {
+            // The load ends with no fault in force and the walk (if any) walked.
+            let walked = !walks || *control.walk.lock() == WalkState::Done;
+            if !rec.stop.load(Ordering::Relaxed) && active.is_none() && walked {
                 rec.stop.store(true, Ordering::Relaxed);
             }
             continue;
         }
-        if active.is_none() && next_fault.is_some_and(|t| now >= t) {
+        if draws && active.is_none() && next_fault.is_some_and(|t| now >= t) {
             let until = now + Duration::from_millis(rng.random_range(1000..3000));
             let pick = rng.random_range(0..names.len());
             // Unless the kinds are chosen, a durable run adds power cuts of the whole
@@ -503,7 +636,7 @@ fn simulate(cfg: &SimulatedConfig) -> Result<(SimulatedReport, Vec<Op>), Error> 
                     _ => FaultKind::PowerCutAll,
                 }
             } else {
-                cfg.faults[rng.random_range(0..cfg.faults.len())]
+                drawn[rng.random_range(0..drawn.len())]
             };
             let fault = match kind {
                 FaultKind::PowerCutAll => {
@@ -567,6 +700,7 @@ fn simulate(cfg: &SimulatedConfig) -> Result<(SimulatedReport, Vec<Op>), Error> 
                     }
                     Fault::Cut(a, b)
                 }
+                FaultKind::UpgradeWalk => unreachable!("the walk is never drawn"),
                 FaultKind::HoldLink => {
                     let other = names[(pick + 1 + rng.random_range(0..names.len() - 1)) % names.len()].clone();
                     sim.hold(names[pick].as_str(), other.as_str());
@@ -591,6 +725,7 @@ fn simulate(cfg: &SimulatedConfig) -> Result<(SimulatedReport, Vec<Op>), Error> 
         indeterminate: t.indeterminate,
         faults,
         node_exits,
+        walk_restarts,
         linearizable: t.verdict.linearizable() && t.final_keys == cfg.keys,
         lost_acked_writes: t.lost_acked_writes,
         undecided_keys: t.verdict.undecided,

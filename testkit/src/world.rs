@@ -38,6 +38,28 @@ pub use crate::local::{ELECTION_TIMEOUT, HEARTBEAT};
 /// How long the manager waits before it replaces the replicas of a node it cannot reach.
 pub const DOWN_GRACE: Duration = Duration::from_secs(2);
 
+/// The cluster a test asks for, the same in both worlds.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Nodes (the first three are seeds).
+    pub nodes: usize,
+    /// How long a move's new replica may make no progress before the manager gives the
+    /// move up (`None`: the node's default; `weft node --move-stall-s`).
+    pub move_stall: Option<Duration>,
+}
+
+impl Options {
+    /// `nodes` nodes, everything else as a node starts by default.
+    pub fn nodes(nodes: usize) -> Options {
+        Options { nodes, move_stall: None }
+    }
+
+    /// Moves given up after `stall` without progress.
+    pub fn move_stall(self, stall: Duration) -> Options {
+        Options { move_stall: Some(stall), ..self }
+    }
+}
+
 /// A running cluster, whichever world it runs in.
 pub trait Cluster {
     /// `in-process` or `processes`, for messages.
@@ -84,7 +106,8 @@ pub async fn heal(cluster: &impl Cluster) -> Result<(), Error> {
     Ok(())
 }
 
-async fn cut_links(cluster: &impl Cluster, at: &str, addrs: Vec<String>) -> Result<(), Error> {
+/// Cuts node `at`'s links to the node addresses `addrs` (an empty list restores them).
+pub async fn cut_links(cluster: &impl Cluster, at: &str, addrs: Vec<String>) -> Result<(), Error> {
     local::cut_links(&cluster.security().root()?, at, addrs).await
 }
 
@@ -95,11 +118,19 @@ pub struct Processes {
 }
 
 impl Processes {
-    /// Starts `n` nodes from the `weft` binary at `exe`.
-    pub fn start(exe: &std::path::Path, n: usize) -> Result<Processes, Error> {
+    /// Starts the nodes `options` asks for from the `weft` binary at `exe`.
+    pub fn start(exe: &std::path::Path, options: &Options) -> Result<Processes, Error> {
+        let n = options.nodes;
         let addrs = local::free_addrs(n)?;
         let security = Security::shared()?;
-        let extra = |_| vec!["--down-grace".into(), DOWN_GRACE.as_secs_f64().to_string(), "--fault-injection".into()];
+        let extra = |_| {
+            let mut flags =
+                vec!["--down-grace".into(), DOWN_GRACE.as_secs_f64().to_string(), "--fault-injection".into()];
+            if let Some(stall) = options.move_stall {
+                flags.extend(["--move-stall-s".into(), stall.as_secs_f64().to_string()]);
+            }
+            flags
+        };
         let nodes = local::start_managed(exe, &addrs, n, None, false, &security, extra)?;
         Ok(Processes { nodes, security })
     }
@@ -152,9 +183,9 @@ pub struct InProcess {
 }
 
 impl InProcess {
-    /// Starts `n` nodes, each on its own thread and runtime.
-    pub fn start(n: usize) -> Result<InProcess, Error> {
-        let addrs = local::free_addrs(n)?;
+    /// Starts the nodes `options` asks for, each on its own thread and runtime.
+    pub fn start(options: &Options) -> Result<InProcess, Error> {
+        let addrs = local::free_addrs(options.nodes)?;
         let security = Security::shared()?;
         let Security::Tls(pki) = &security else {
             return Err(cluster_err("the shared security is TLS"));
@@ -165,7 +196,10 @@ impl InProcess {
             let id = i as u64 + 1;
             let listen: SocketAddr = addr.parse().map_err(cluster_err)?;
             let creds = Credentials::load(&pki.node_dir(id)?, Holder::Node { id: Some(id) }).map_err(cluster_err)?;
-            let config = node_config(id, listen, seeds.clone(), creds);
+            let mut config = node_config(id, listen, seeds.clone(), creds);
+            if let Some(stall) = options.move_stall {
+                config.cluster.move_stall = stall;
+            }
             nodes.insert(id, Resident { config, addr: addr.clone(), running: None });
         }
         let mut cluster = InProcess { nodes, security };
@@ -198,6 +232,7 @@ fn node_config(id: u64, listen: SocketAddr, seeds: Vec<String>, creds: Arc<Crede
         metrics: None,
         security: weft_node::NodeSecurity { tls: Some(creds), fault_injection: true, ..Default::default() },
         network: None,
+        restart: None,
     }
 }
 

@@ -295,7 +295,7 @@ impl Manager {
             }
             // `ABORTED` means the move is already dropped or abandoned.
             (Err(e), Some(to)) if e.code() != Code::Aborted => {
-                match moves::on_failure(&mv, self.stalled_for(pid, to.replica, None), self.cfg.move_stall) {
+                match moves::on_failure(&mv, self.stalled_for(pid, to.node, None), self.cfg.move_stall) {
                     Failure::Retry => {}
                     Failure::Abandon => return self.abandon(&m, &p, &pending, to).await,
                     Failure::KeepWaiting => return self.keep_waiting(pid, to),
@@ -306,15 +306,15 @@ impl Manager {
         done
     }
 
-    /// How long the target `replica` of `partition`'s move has gone without progress,
+    /// How long the target of `partition`'s move on `node` has gone without progress,
     /// counted across rounds ([`MoveClock`]).
-    fn stalled_for(&self, partition: u64, replica: u64, progress: Option<Progress>) -> Duration {
+    fn stalled_for(&self, partition: u64, node: u64, progress: Option<Progress>) -> Duration {
         let now = clock::now();
         let mut soft = self.soft.lock();
         soft.move_clocks
             .entry(partition)
-            .or_insert_with(|| MoveClock::new(replica, progress, now))
-            .observe(replica, progress, now)
+            .or_insert_with(|| MoveClock::new(node, progress, now))
+            .observe(node, progress, now)
     }
 
     pub(super) fn addr_of(m: &pb::ClusterMap, node: u64) -> Result<String, Status> {
@@ -418,6 +418,31 @@ impl Manager {
                     let open = pb::OpenReplicaRequest { partition: p.id, replica: to.replica, mode: 0, initial: None };
                     step(self.admin(addr)?.open_replica(open)).await?;
                 }
+                Step::CloseStray { replica } => {
+                    let Some(addr) = &to_addr else { return Err(Status::internal("no target")) };
+                    let node = mv.to.map_or(0, |t| t.node);
+                    // The map says it is no member; the group must say so too before it is
+                    // closed, or a voter the map lost track of would go.
+                    let members = self.primary_status(m, p).await.and_then(|(_, st)| st.membership);
+                    let Some(members) = members else {
+                        return Err(Status::unavailable(target("waits for a primary to confirm a stray")));
+                    };
+                    if members.nodes.contains_key(&replica) {
+                        self.amend_pending(p.id, &pending, |x, _| *x = None).await?;
+                        tracing::error!(partition = p.id, node, replica, reason = %pending.reason, "the group has a member the map does not list; the move is dropped");
+                        return Err(Status::aborted(format!(
+                            "replica {replica} of partition {} on node {node} is a member of the group but not in the map; the move ({}) was dropped",
+                            p.id, pending.reason
+                        )));
+                    }
+                    tracing::info!(
+                        partition = p.id,
+                        node,
+                        replica,
+                        "closing a replica that is no member where a move's target must open"
+                    );
+                    step(self.admin(addr)?.close_replica(pb::CloseReplicaRequest { partition: p.id, replica })).await?;
+                }
                 Step::AddLearner => {
                     let (Some(to), Some(addr)) = (mv.to, &to_addr) else { return Err(Status::internal("no target")) };
                     let learner = pb::AddLearnerRequest {
@@ -460,16 +485,28 @@ impl Manager {
                         .iter()
                         .map(|r| pb::ReplicaPlacement { node: r.node, replica: r.replica })
                         .collect();
+                    let mut written = false;
                     self.update(|m| {
                         if let Some(q) = m.partitions.get_mut(&p.id)
                             && q.pending.as_ref() == Some(&pending)
                         {
                             q.replicas = recorded.clone();
                             q.pending = None;
+                            written = true;
                         }
                         Ok(())
                     })
                     .await?;
+                    if !written {
+                        // Only this move's own steps may change its pending record; if
+                        // anything else did, the group's voters are now what the map does
+                        // not say. Loud, so that it is never taken for a finished move.
+                        tracing::error!(partition = p.id, reason = %pending.reason, ?recorded, "a move's pending record changed under it: its result is not in the map");
+                        return Err(Status::aborted(format!(
+                            "partition {}'s pending move changed while it ran; its voters {recorded:?} were not recorded",
+                            p.id
+                        )));
+                    }
                     self.soft.lock().changed.insert(p.id, clock::now());
                     tracing::info!(partition = p.id, to = ?mv.to.map(|t| t.node), leaving = ?mv.replaces.map(|o| o.node), reason = %pending.reason, "replica move done");
                 }
@@ -510,7 +547,7 @@ impl Manager {
                     Ok(Some(st)) => {
                         let progress = (st.last_log_index, st.applied_index, st.snapshot_bytes, st.snapshots_installed);
                         if st.replica == to.replica {
-                            seen.stalled_for = self.stalled_for(p.id, to.replica, Some(progress));
+                            seen.stalled_for = self.stalled_for(p.id, to.node, Some(progress));
                         }
                         Target::Hosts(Some(Hosted { replica: st.replica, progress }))
                     }

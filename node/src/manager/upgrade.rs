@@ -262,7 +262,26 @@ impl Manager {
                 self.waiting(&u, why).await?;
             }
             WalkStep::BuildStandIns(plan) => {
+                let mut built = true;
                 self.update(|m| {
+                    // The plan came from a view of a moment ago. A move planned since (a
+                    // repair) must not be overwritten: its replica may already be a voter of
+                    // the group, and losing its record would leave the map and the group
+                    // apart (seen in simulated chaos). Nor may a stand-in go to a node that
+                    // has come to host the partition. Then nothing is recorded, and the next
+                    // tick plans again from what the map says then.
+                    let stale = plan.builds.iter().any(|b| {
+                        m.partitions
+                            .get(&b.partition)
+                            .is_none_or(|p| p.pending.is_some() || p.replicas.iter().any(|r| r.node == b.to))
+                    });
+                    if stale {
+                        built = false;
+                        if let Some(x) = m.upgrade.as_mut() {
+                            x.waiting = "moves in flight to finish before stand-ins are built".into();
+                        }
+                        return Ok(());
+                    }
                     let mut stand_ins = Vec::new();
                     for b in &plan.builds {
                         let replica = m.next_replica;
@@ -292,7 +311,11 @@ impl Manager {
                     Ok(())
                 })
                 .await?;
-                tracing::info!(%ud, stand_ins = plan.builds.len(), "upgrade walk: building stand-ins");
+                if built {
+                    tracing::info!(%ud, stand_ins = plan.builds.len(), "upgrade walk: building stand-ins");
+                } else {
+                    tracing::info!(%ud, "upgrade walk: a move is in flight where stand-ins would go; planning again");
+                }
             }
             WalkStep::MovePrimaries(moves) => {
                 for (pid, from, to) in &moves {
