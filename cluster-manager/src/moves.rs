@@ -477,19 +477,15 @@ mod tests {
     /// refused ("already has replica"), the next round saw a target that was not there
     /// and gave it a fresh id, whose open was refused again: for as long as the run lasted,
     /// since the stray collector skips partitions with a move pending and each fresh id
-    /// restarted the stall count. The stray is closed first now, and a fresh id is no
-    /// progress.
+    /// restarted the stall count. The stray is closed first now; and the stall count is
+    /// kept per target node (`MoveClock` takes no replica id), so fresh ids on one node are
+    /// given up as `a_target_that_never_answers_is_given_up_after_the_stall_limit` shows.
     #[test]
-    fn a_stray_on_the_target_node_is_closed_and_fresh_ids_do_not_restart_the_stall() {
+    fn a_stray_on_the_target_node_is_closed_before_the_target_opens() {
         let opened = Move { opened: true, ..replacement() };
         for mv in [replacement(), opened] {
             let (step, then) = next(&mv, Phase::Open, &seen(hosts(77, 5)), STALL);
             assert_eq!((step, then), (Step::CloseStray { replica: 77 }, Phase::Open), "{mv:?}");
         }
-        let t0 = Instant::now();
-        let mut clock = MoveClock::new(5, None, t0);
-        // Round after round the target is not open: each gets a fresh id, none progresses.
-        assert_eq!(clock.observe(5, None, t0 + STALL * 2), STALL * 2);
-        assert_eq!(on_failure(&replacement(), clock.observe(5, None, t0 + STALL * 2), STALL), Failure::Abandon);
     }
 }
