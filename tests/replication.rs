@@ -1,24 +1,39 @@
-//! A 4-replica partition on real `weft node` processes: writes survive SIGKILL of a
-//! secondary and of the primary under load, a new learner is built by snapshot and joins,
-//! leadership moves to the replica an operator names, and stale and linearizable reads
-//! behave as documented.
+//! One partition of standalone nodes (replicas opened by the harness, no cluster
+//! manager), written once against `weft_testkit::world::Cluster` and run in both worlds
+//! (in-process nodes and `weft node` processes): writes survive a crash of a secondary and
+//! of the primary under load, a new learner is built by snapshot and joins, leadership
+//! moves to the replica an operator names, stale and linearizable reads behave as
+//! documented, session streams multiplex and hold back, defective snapshot streams are
+//! refused, and a cut-off primary serves no stale read.
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{LocalNode, open_partition, primary, wait_for};
+use common::wait_for;
 use parking_lot::Mutex;
 use weft::client::ClientConfig;
 use weft::proto as pb;
 use weft::{Client, ClientError, ReadMode};
+use weft_testkit::world::{self, Cluster};
 
 const P: u64 = 1;
 const BASE: u64 = 100;
-/// Frequent snapshots and short logs, so a new replica must be built from a snapshot.
-const SNAP: [&str; 4] = ["--snapshot-every", "100", "--keep-behind-snapshot", "10"];
+
+two_worlds!(
+    // Frequent snapshots and short logs, so a new replica must be built from a snapshot.
+    writes_survive_crashes_and_a_learner_is_built_by_snapshot: Options::standalone(5).snapshots(100, 10),
+    linearizable_reads_go_to_the_primary_and_stale_reads_do_not: Options::standalone(4),
+    calls_multiplexed_on_one_session_each_get_their_own_answer: Options::standalone(4),
+    a_session_that_reads_no_answers_is_held_back_not_buffered: Options::standalone(1),
+    corrupt_or_truncated_snapshot_streams_are_rejected_and_change_nothing: Options::standalone(1),
+    leadership_moves_on_command_under_load: Options::standalone(4),
+    heartbeats_resume_over_a_healed_link: Options::standalone(4),
+    a_cut_off_primary_with_writes_in_flight_serves_no_stale_read: Options::standalone(4),
+);
 
 /// Writes keys `prefix-i` until told to stop, recording every acknowledged write.
 fn spawn_writer(
@@ -87,26 +102,55 @@ async fn assert_all_present(client: &Client, acked: &BTreeMap<String, String>) {
     }
 }
 
-fn node_of(nodes: &[LocalNode], replica: u64) -> usize {
-    nodes.iter().position(|n| BASE + n.id == replica).expect("replica's node")
+/// Opens partition `P` on the nodes `ids` (replica id = `BASE` + node id) and waits for
+/// its primary; returns the primary's replica id.
+async fn open(c: &impl Cluster, ids: &[u64]) -> u64 {
+    world::open_partition(c, ids, P, BASE).await.expect("open partition");
+    primary(c, ids).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn writes_survive_kills_and_a_learner_is_built_by_snapshot() {
-    let mut nodes: Vec<LocalNode> = (1..=5).map(|i| common::start(i, &SNAP)).collect();
-    let group: Vec<&LocalNode> = nodes[..4].iter().collect();
-    let first_primary = open_partition(&group, P, BASE).await;
-    let endpoints: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
-    let client = Client::new(endpoints, common::harness());
+/// The primary of `P` among the running nodes of `ids`.
+async fn primary(c: &impl Cluster, ids: &[u64]) -> u64 {
+    world::primary(c, ids, P, Duration::from_secs(20)).await.expect("a primary")
+}
+
+/// A client of the nodes at `endpoints`, as the harness.
+fn client(c: &impl Cluster, endpoints: Vec<String>) -> Client {
+    Client::new(endpoints, c.client_config().expect("client settings"))
+}
+
+/// The node hosting replica `replica` of `P`.
+fn node_of(replica: u64) -> u64 {
+    replica - BASE
+}
+
+/// The address of node `id`.
+fn addr(c: &impl Cluster, id: u64) -> String {
+    c.addr(id).expect("a node's address")
+}
+
+/// Node `id`'s replica of `P`, if it answers.
+async fn status(c: &impl Cluster, id: u64) -> Option<pb::ReplicaStatus> {
+    world::status(c, id, P).await
+}
+
+/// Sets node `at`'s cut links (an empty list heals them).
+async fn cut(c: &impl Cluster, at: u64, to: Vec<String>) {
+    world::cut_links(c, &addr(c, at), to).await.expect("cut links");
+}
+
+async fn writes_survive_crashes_and_a_learner_is_built_by_snapshot(c: &mut impl Cluster) {
+    let group = [1, 2, 3, 4];
+    let first_primary = open(c, &group).await;
+    let client = client(c, c.endpoints());
     client.create_table(P, "t").await.expect("create table");
     let acked = Arc::new(Mutex::new(BTreeMap::new()));
 
-    // Kill a secondary under load.
-    let victim = nodes.iter().position(|n| n.id <= 4 && BASE + n.id != first_primary).expect("a secondary");
-    let victim_id = nodes[victim].id;
+    // Crash a secondary under load.
+    let victim = group.into_iter().find(|id| BASE + id != first_primary).expect("a secondary");
     write_for(&client, "a", &acked, async {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        nodes[victim].kill();
+        c.crash(victim);
         tokio::time::sleep(Duration::from_millis(1000)).await;
     })
     .await;
@@ -115,25 +159,18 @@ async fn writes_survive_kills_and_a_learner_is_built_by_snapshot() {
 
     // Replace the dead secondary with a learner on node 5, built by snapshot.
     let new_replica = BASE + 5;
-    nodes[4]
-        .admin()
-        .await
+    world::admin(c, 5)
         .expect("admin")
         .open_replica(pb::OpenReplicaRequest { partition: P, replica: new_replica, mode: 0, initial: None })
         .await
         .expect("open learner");
-    let leader = primary(&nodes.iter().collect::<Vec<_>>(), P).await;
-    let mut admin = nodes[node_of(&nodes, leader)].admin().await.expect("admin");
+    let leader = primary(c, &c.ids()).await;
+    let mut admin = world::admin(c, node_of(leader)).expect("admin");
     admin
-        .add_learner(pb::AddLearnerRequest {
-            partition: P,
-            replica: new_replica,
-            addr: nodes[4].addr.clone(),
-            blocking: true,
-        })
+        .add_learner(pb::AddLearnerRequest { partition: P, replica: new_replica, addr: addr(c, 5), blocking: true })
         .await
         .expect("add learner");
-    let voters: Vec<u64> = (1..=5).filter(|i| *i != victim_id).map(|i| BASE + i).collect();
+    let voters: Vec<u64> = (1..=5).filter(|i| *i != victim).map(|i| BASE + i).collect();
     admin
         .change_membership(pb::ChangeMembershipRequest { partition: P, voters, retain: false })
         .await
@@ -141,24 +178,23 @@ async fn writes_survive_kills_and_a_learner_is_built_by_snapshot() {
     // The membership change commits at a quorum of the others; the new replica learns of
     // it when the entry reaches it.
     let st = wait_for(Duration::from_secs(10), "the new replica to become a voter", || async {
-        let st = nodes[4].status(P).await?;
+        let st = status(c, 5).await?;
         (st.role == pb::Role::Secondary as i32).then_some(st)
     })
     .await;
     assert!(st.snapshots_installed >= 1, "the new replica was not built from a snapshot: {st:?}");
     assert!(st.snapshot_bytes > 0 && st.snapshot_records > 0, "no snapshot progress recorded: {st:?}");
 
-    // Kill the primary under load.
-    let doomed = node_of(&nodes, leader);
+    // Crash the primary under load.
     write_for(&client, "b", &acked, async {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        nodes[doomed].kill();
+        c.crash(node_of(leader));
         tokio::time::sleep(Duration::from_millis(2500)).await;
     })
     .await;
-    let survivors: Vec<&LocalNode> = nodes.iter().filter(|n| n.alive()).collect();
-    let new_primary = primary(&survivors, P).await;
-    assert_ne!(new_primary, leader, "the killed primary cannot still lead");
+    let survivors: Vec<u64> = c.ids().into_iter().filter(|id| c.up(*id)).collect();
+    let new_primary = primary(c, &survivors).await;
+    assert_ne!(new_primary, leader, "the crashed primary cannot still lead");
     let acked = acked.lock().clone();
     assert!(acked.len() > after_secondary + 50, "writes did not continue after the primary died");
 
@@ -166,39 +202,40 @@ async fn writes_survive_kills_and_a_learner_is_built_by_snapshot() {
 
     // Stale reads from each survivor: flagged stale, served by that replica, and converge.
     let (last_key, last_value) = acked.iter().next_back().expect("some writes");
-    for n in &survivors {
-        let c = Client::new(vec![n.addr.clone()], common::harness());
+    for id in survivors {
+        let one = client_of(c, id);
         let (rec, info) = wait_for(Duration::from_secs(10), "the survivor to apply the last write", || async {
-            let (rec, info) = c.get_with_info(P, "t", last_key.as_bytes(), ReadMode::Stale).await.ok()?;
+            let (rec, info) = one.get_with_info(P, "t", last_key.as_bytes(), ReadMode::Stale).await.ok()?;
             rec.is_some().then_some((rec, info))
         })
         .await;
         assert!(info.stale, "a stale read must say so");
-        assert_eq!(info.replica, BASE + n.id, "a stale read is served by the replica asked");
+        assert_eq!(info.replica, BASE + id, "a stale read is served by the replica asked");
         assert_eq!(rec.map(|r| r.value.to_vec()), Some(last_value.as_bytes().to_vec()));
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn linearizable_reads_go_to_the_primary_and_stale_reads_do_not() {
-    let nodes: Vec<LocalNode> = (1..=4).map(|i| common::start(i, &[])).collect();
-    let group: Vec<&LocalNode> = nodes.iter().collect();
-    let leader = open_partition(&group, P, BASE).await;
-    let all: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
-    let client = Client::new(all, common::harness());
+/// A client that knows only node `id`.
+fn client_of(c: &impl Cluster, id: u64) -> Client {
+    client(c, vec![addr(c, id)])
+}
+
+async fn linearizable_reads_go_to_the_primary_and_stale_reads_do_not(c: &mut impl Cluster) {
+    let leader = open(c, &c.ids()).await;
+    let client = client(c, c.endpoints());
     client.create_table(P, "t").await.expect("create table");
     let v = client.put(P, "t", b"k", b"v1").await.expect("put");
-    let secondary = nodes.iter().find(|n| BASE + n.id != leader).expect("a secondary");
+    let secondary = c.ids().into_iter().find(|id| BASE + id != leader).expect("a secondary");
     // A client that only knows a secondary: a linearizable read follows the primary hint.
-    let c = Client::new(vec![secondary.addr.clone()], common::harness());
-    let (rec, info) = c.get_with_info(P, "t", b"k", ReadMode::Linearizable).await.expect("linearizable read");
+    let one = client_of(c, secondary);
+    let (rec, info) = one.get_with_info(P, "t", b"k", ReadMode::Linearizable).await.expect("linearizable read");
     assert!(!info.stale);
     assert_eq!(info.replica, leader, "served by the primary");
     assert!(info.applied >= v, "a linearizable read sees the acknowledged write");
     assert_eq!(rec.map(|r| r.value.to_vec()), Some(b"v1".to_vec()));
-    let (_, info) = c.get_with_info(P, "t", b"k", ReadMode::Stale).await.expect("stale read");
+    let (_, info) = one.get_with_info(P, "t", b"k", ReadMode::Stale).await.expect("stale read");
     assert!(info.stale);
-    assert_eq!(info.replica, BASE + secondary.id);
+    assert_eq!(info.replica, BASE + secondary);
     // A refused write is a typed error and changes nothing.
     let bad = client.create_table(P, "t").await;
     assert!(matches!(bad, Err(ClientError::Refused { code: pb::ErrorCode::TableExists, .. })), "{bad:?}");
@@ -206,14 +243,16 @@ async fn linearizable_reads_go_to_the_primary_and_stale_reads_do_not() {
     assert!(matches!(missing, Err(ClientError::Refused { code: pb::ErrorCode::NoSuchTable, .. })), "{missing:?}");
 }
 
+/// A raw Store client of node `id`, as the harness.
+fn store(c: &impl Cluster, id: u64) -> pb::store_client::StoreClient<weft_security::AuthChannel> {
+    pb::store_client::StoreClient::new(c.security().channel(&addr(c, id)).expect("a channel"))
+}
+
 /// Many calls in flight on one client share one session stream per node: each gets its
 /// own answer, and a malformed call is refused alone while the stream keeps serving.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn calls_multiplexed_on_one_session_each_get_their_own_answer() {
-    let nodes: Vec<LocalNode> = (1..=4).map(|i| common::start(i, &[])).collect();
-    let group: Vec<&LocalNode> = nodes.iter().collect();
-    let leader = open_partition(&group, P, BASE).await;
-    let client = Client::new(nodes.iter().map(|n| n.addr.clone()).collect(), common::harness());
+async fn calls_multiplexed_on_one_session_each_get_their_own_answer(c: &mut impl Cluster) {
+    let leader = open(c, &c.ids()).await;
+    let client = client(c, c.endpoints());
     client.create_table(P, "t").await.expect("create table");
     let n = 400u32;
     let puts = (0..n).map(|i| {
@@ -232,8 +271,7 @@ async fn calls_multiplexed_on_one_session_each_get_their_own_answer() {
         assert_eq!(value, Some(format!("v{i}").into_bytes()), "key k{i} answered with another call's record");
     }
     // A raw session on the primary: a call without a call is refused on its own.
-    let addr = &nodes.iter().find(|n| BASE + n.id == leader).expect("the primary's node").addr;
-    let mut raw = pb::store_client::StoreClient::new(common::channel(addr));
+    let mut raw = store(c, node_of(leader));
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let header = pb::ReadHeader { partition: P, mode: pb::ReadMode::Linearizable as i32 };
     let get = pb::GetRequest { header: Some(header), table: "t".into(), key: b"k7".to_vec().into() };
@@ -265,22 +303,17 @@ async fn calls_multiplexed_on_one_session_each_get_their_own_answer() {
 /// A client that sends calls and never reads the answers is held to a bounded number of
 /// calls in flight (HTTP/2 flow control does the rest); once it reads, every call is
 /// answered. Without the bound the node would read every call and hold every answer.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_session_that_reads_no_answers_is_held_back_not_buffered() {
-    let node = common::start(1, &[]);
-    open_partition(&[&node], P, BASE).await;
-    let client = Client::new(vec![node.addr.clone()], common::harness());
+async fn a_session_that_reads_no_answers_is_held_back_not_buffered(c: &mut impl Cluster) {
+    open(c, &[1]).await;
+    let client = client(c, c.endpoints());
     client.create_table(P, "t").await.expect("create table");
     // 64 KiB answers: the transport's windows (4 MiB a stream) hold a few dozen.
     client.put(P, "t", b"big", &vec![7u8; 64 << 10]).await.expect("put");
-    let served = || async {
-        let mut admin = node.admin().await.expect("admin");
-        admin.status(pb::ReplicaStatusRequest { partition: P }).await.expect("status").into_inner().requests
-    };
+    let served = || async { status(c, 1).await.expect("status").requests };
     let before = served().await;
 
     let calls = 8 * weft::node::SESSION_IN_FLIGHT_MAX as u64;
-    let mut raw = pb::store_client::StoreClient::new(common::channel(&node.addr)).max_decoding_message_size(64 << 20);
+    let mut raw = store(c, 1).max_decoding_message_size(64 << 20);
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let sender = tokio::spawn(async move {
         for batch in 0..calls / 256 {
@@ -323,21 +356,20 @@ async fn a_session_that_reads_no_answers_is_held_back_not_buffered() {
     assert!(answers.message().await.expect("clean end").is_none());
 }
 
-/// Sends a hand-made snapshot stream to a replica's raft service.
-async fn send_snapshot(addr: &str, chunks: Vec<pb::SnapshotChunk>) -> tonic::Status {
-    let mut raft = pb::raft_client::RaftClient::new(common::channel(addr));
+/// Sends a hand-made snapshot stream to node `id`'s raft service.
+async fn send_snapshot(c: &impl Cluster, id: u64, chunks: Vec<pb::SnapshotChunk>) -> tonic::Status {
+    let mut raft = pb::raft_client::RaftClient::new(c.security().channel(&addr(c, id)).expect("a channel"));
     match raft.snapshot(tokio_stream::iter(chunks)).await {
         Ok(r) => panic!("a defective snapshot stream was accepted: {:?}", r.into_inner()),
         Err(s) => s,
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn corrupt_or_truncated_snapshot_streams_are_rejected_and_change_nothing() {
-    let node = common::start(1, &[]);
-    let leader = open_partition(&[&node], 7, 700).await;
+async fn corrupt_or_truncated_snapshot_streams_are_rejected_and_change_nothing(c: &mut impl Cluster) {
+    world::open_partition(c, &[1], 7, 700).await.expect("open partition");
+    let leader = world::primary(c, &[1], 7, Duration::from_secs(20)).await.expect("a primary");
     assert_eq!(leader, 701);
-    let client = Client::new(vec![node.addr.clone()], common::harness());
+    let client = client(c, c.endpoints());
     client.create_table(7, "t").await.expect("create table");
     client.put(7, "t", b"k", b"kept").await.expect("put");
 
@@ -374,12 +406,12 @@ async fn corrupt_or_truncated_snapshot_streams_are_rejected_and_change_nothing()
     bad.done = true;
     bad.total_crc32c = total;
     bad.total_bytes = avro.len() as u64;
-    let s = send_snapshot(&node.addr, vec![chunk(a, true), bad]).await;
+    let s = send_snapshot(c, 1, vec![chunk(a, true), bad]).await;
     assert_eq!(s.code(), tonic::Code::DataLoss, "{s:?}");
     assert!(s.message().contains("CRC32C"), "{s:?}");
 
     // 2. A stream cut short: good chunks, no last chunk.
-    let s = send_snapshot(&node.addr, vec![chunk(a, true)]).await;
+    let s = send_snapshot(c, 1, vec![chunk(a, true)]).await;
     assert_eq!(s.code(), tonic::Code::DataLoss, "{s:?}");
 
     // 3. Whole-stream totals that disagree.
@@ -387,7 +419,7 @@ async fn corrupt_or_truncated_snapshot_streams_are_rejected_and_change_nothing()
     last.done = true;
     last.total_crc32c = total ^ 1;
     last.total_bytes = avro.len() as u64;
-    let s = send_snapshot(&node.addr, vec![chunk(a, true), last]).await;
+    let s = send_snapshot(c, 1, vec![chunk(a, true), last]).await;
     assert_eq!(s.code(), tonic::Code::DataLoss, "{s:?}");
     assert!(s.message().contains("totals"), "{s:?}");
 
@@ -396,11 +428,11 @@ async fn corrupt_or_truncated_snapshot_streams_are_rejected_and_change_nothing()
     short.done = true;
     short.total_crc32c = crc32c::crc32c_append(crc32c::crc32c(a), &b[..b.len() / 2]);
     short.total_bytes = (a.len() + b.len() / 2) as u64;
-    let s = send_snapshot(&node.addr, vec![chunk(a, true), short]).await;
+    let s = send_snapshot(c, 1, vec![chunk(a, true), short]).await;
     assert_eq!(s.code(), tonic::Code::DataLoss, "{s:?}");
 
     // Nothing was installed; the replica still serves its own data and still leads.
-    let st = node.status(7).await.expect("status");
+    let st = world::status(c, 1, 7).await.expect("status");
     assert_eq!(st.snapshots_installed, 0);
     assert_eq!(st.role, pb::Role::Primary as i32);
     let got = client.get(7, "t", b"k", ReadMode::Linearizable).await.expect("read after rejected streams");
@@ -408,28 +440,24 @@ async fn corrupt_or_truncated_snapshot_streams_are_rejected_and_change_nothing()
     client.put(7, "t", b"k2", b"still writable").await.expect("write after rejected streams");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn leadership_moves_on_command_under_load() {
-    let nodes: Vec<LocalNode> = (1..=4).map(|i| common::start(i, &[])).collect();
-    let group: Vec<&LocalNode> = nodes.iter().collect();
-    let leader = open_partition(&group, P, BASE).await;
-    let client = Client::new(nodes.iter().map(|n| n.addr.clone()).collect(), common::harness());
+async fn leadership_moves_on_command_under_load(c: &mut impl Cluster) {
+    let leader = open(c, &c.ids()).await;
+    let client = client(c, c.endpoints());
     client.create_table(P, "t").await.expect("create table");
     let acked = Arc::new(Mutex::new(BTreeMap::new()));
-    let target = nodes.iter().map(|n| BASE + n.id).find(|r| *r != leader).expect("a secondary");
+    let target = c.ids().into_iter().map(|id| BASE + id).find(|r| *r != leader).expect("a secondary");
     write_for(&client, "m", &acked, async {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let mut admin = nodes[node_of(&nodes, leader)].admin().await.expect("admin");
+        let mut admin = world::admin(c, node_of(leader)).expect("admin");
         admin.transfer_leader(pb::TransferLeaderToRequest { partition: P, to: target }).await.expect("transfer leader");
-        let chosen = &nodes[node_of(&nodes, target)];
         wait_for(Duration::from_secs(10), "the chosen replica to lead", || async {
-            (chosen.status(P).await?.role == pb::Role::Primary as i32).then_some(())
+            (status(c, node_of(target)).await?.role == pb::Role::Primary as i32).then_some(())
         })
         .await;
         tokio::time::sleep(Duration::from_millis(500)).await;
     })
     .await;
-    let st = nodes[node_of(&nodes, leader)].status(P).await.expect("old primary status");
+    let st = status(c, node_of(leader)).await.expect("old primary status");
     assert_eq!(st.role, pb::Role::Secondary as i32, "the old primary follows: {st:?}");
     assert_eq!(st.leader, target);
     let acked = acked.lock().clone();
@@ -442,30 +470,23 @@ async fn leadership_moves_on_command_under_load() {
 /// and no write flows while its lease runs out. Only heartbeats can renew that lease: the
 /// next write must still commit (it once stayed refused for good, see `Backoff` in the
 /// transport).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn heartbeats_resume_over_a_healed_link() {
-    let mut nodes: Vec<LocalNode> = (1..=4).map(|i| common::start(i, &["--fault-injection"])).collect();
-    let group: Vec<&LocalNode> = nodes.iter().collect();
-    let leader = open_partition(&group, P, BASE).await;
-    let client = Client::new(nodes.iter().map(|n| n.addr.clone()).collect(), common::harness());
+async fn heartbeats_resume_over_a_healed_link(c: &mut impl Cluster) {
+    let leader = open(c, &c.ids()).await;
+    let client = client(c, c.endpoints());
     client.create_table(P, "t").await.expect("create table");
     client.put(P, "t", b"before", b"1").await.expect("put before the cut");
-    let l = node_of(&nodes, leader);
-    let followers: Vec<usize> = (0..nodes.len()).filter(|i| *i != l).collect();
+    let l = node_of(leader);
+    let followers: Vec<u64> = c.ids().into_iter().filter(|id| *id != l).collect();
     let (healed, doomed) = (followers[0], followers[1]);
-    let mut admin = common::faults(&nodes[l]);
-    admin
-        .cut_links(weft_proto::testing::v1::CutLinksRequest { addrs: vec![nodes[healed].addr.clone()] })
-        .await
-        .expect("cut");
+    cut(c, l, vec![addr(c, healed)]).await;
     // Twenty heartbeat intervals: every heartbeat to it fails and the backoff reaches its cap.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    admin.cut_links(weft_proto::testing::v1::CutLinksRequest { addrs: vec![] }).await.expect("heal");
+    cut(c, l, vec![]).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    nodes[doomed].kill();
+    c.crash(doomed);
     // Idle for several leases: nothing but heartbeats reaches the secondaries.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let st = nodes[l].status(P).await.expect("primary status");
+    let st = status(c, l).await.expect("primary status");
     assert_eq!(st.role, pb::Role::Primary as i32, "the primary is still primary: {st:?}");
     client.put(P, "t", b"after", b"2").await.expect("a write after the heal commits");
     let got = client.get(P, "t", b"after", ReadMode::Linearizable).await.expect("read");
@@ -477,18 +498,15 @@ async fn heartbeats_resume_over_a_healed_link() {
 /// take the path that waits for answers to replication messages (writes in flight,
 /// `replica/src/read_gate.rs`); none come, so it must fall back to a heartbeat round and
 /// fail, never answer from its own state.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_cut_off_primary_with_writes_in_flight_serves_no_stale_read() {
+async fn a_cut_off_primary_with_writes_in_flight_serves_no_stale_read(c: &mut impl Cluster) {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    let nodes: Vec<LocalNode> = (1..=4).map(|i| common::start(i, &["--fault-injection"])).collect();
-    let group: Vec<&LocalNode> = nodes.iter().collect();
-    let leader = open_partition(&group, P, BASE).await;
-    let old = &nodes[node_of(&nodes, leader)];
-    let everyone = Client::new(nodes.iter().map(|n| n.addr.clone()).collect(), common::harness());
+    let leader = open(c, &c.ids()).await;
+    let old = node_of(leader);
+    let everyone = client(c, c.endpoints());
     everyone.create_table(P, "t").await.expect("create table");
     everyone.put(P, "t", b"k", b"0").await.expect("first put");
-    let short = ClientConfig { deadline: Duration::from_secs(1), ..common::harness() };
-    let only_old = Client::new(vec![old.addr.clone()], short);
+    let short = ClientConfig { deadline: Duration::from_secs(1), ..c.client_config().expect("client settings") };
+    let only_old = Client::new(vec![addr(c, old)], short);
     let acked = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     // One writer through every node: its acknowledged values only grow.
@@ -546,16 +564,12 @@ async fn a_cut_off_primary_with_writes_in_flight_serves_no_stale_read() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before_cut = acked.load(Ordering::SeqCst);
     assert!(before_cut > 0, "the writer acknowledged nothing before the cut");
-    for n in &nodes {
-        let addrs = if n.id == old.id {
-            nodes.iter().filter(|m| m.id != old.id).map(|m| m.addr.clone()).collect()
-        } else {
-            vec![old.addr.clone()]
-        };
-        common::faults(n).cut_links(weft_proto::testing::v1::CutLinksRequest { addrs }).await.expect("cut");
+    let others: Vec<u64> = c.ids().into_iter().filter(|id| *id != old).collect();
+    cut(c, old, others.iter().map(|id| addr(c, *id)).collect()).await;
+    for id in &others {
+        cut(c, *id, vec![addr(c, old)]).await;
     }
-    let others: Vec<&LocalNode> = nodes.iter().filter(|n| n.id != old.id).collect();
-    let new = primary(&others, P).await;
+    let new = primary(c, &others).await;
     assert_ne!(new, leader, "a new primary among the others");
     wait_for(Duration::from_secs(10), "the new primary to acknowledge writes", || async {
         (acked.load(Ordering::SeqCst) > before_cut + 20).then_some(())
@@ -563,9 +577,7 @@ async fn a_cut_off_primary_with_writes_in_flight_serves_no_stale_read() {
     .await;
     // Reads keep hitting the cut-off primary while the new one acknowledges writes.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    for n in &nodes {
-        common::faults(n).cut_links(weft_proto::testing::v1::CutLinksRequest { addrs: vec![] }).await.expect("heal");
-    }
+    world::heal(c).await.expect("heal");
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
     writer.await.expect("writer");

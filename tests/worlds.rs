@@ -4,6 +4,9 @@
 //! for, each in a UD and FD of its own, with TLS, crash nodes abruptly and cut links
 //! through the `Faults` service.
 
+#[macro_use]
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -18,33 +21,6 @@ use weft_testkit::world::{self, Cluster};
 
 const SERVICE: &str = "worlds";
 const TABLE: &str = "default";
-
-/// Each test, in each world, on the cluster its options ask for.
-macro_rules! two_worlds {
-    ($($name:ident: $options:expr),* $(,)?) => {$(
-        mod $name {
-            use weft_testkit::world::{InProcess, Options, Processes};
-
-            #[allow(unused_imports)]
-            use std::time::Duration;
-
-            fn options() -> Options {
-                $options
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn in_process() {
-                let mut c = InProcess::start(&options()).expect("starting in-process nodes");
-                super::$name(&mut c).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn processes() {
-                let exe = std::path::Path::new(env!("CARGO_BIN_EXE_weft"));
-                let mut c = Processes::start(exe, &options()).expect("starting node processes");
-                super::$name(&mut c).await;
-            }
-        }
-    )*};
-}
 
 two_worlds!(
     a_crashed_primary_loses_no_acknowledged_write: Options::nodes(5),

@@ -378,8 +378,7 @@ impl LocalNode {
 
     /// The status of its replica of `partition`, if it answers.
     pub async fn status(&self, partition: u64) -> Option<pb::ReplicaStatus> {
-        let mut a = self.admin().await.ok()?;
-        a.status(pb::ReplicaStatusRequest { partition }).await.ok().map(|r| r.into_inner())
+        status_at(&self.security, &self.addr, partition).await
     }
 }
 
@@ -409,12 +408,24 @@ pub fn membership(members: &[(u64, &str)]) -> pb::Membership {
 /// Opens `partition` on every node (replica id = `base` + node id), initialized by the
 /// first node with all of them as voters.
 pub async fn open_partition(nodes: &[&LocalNode], partition: u64, base: u64) -> Result<(), Error> {
-    let members: Vec<(u64, &str)> = nodes.iter().map(|n| (base + n.id, n.addr.as_str())).collect();
-    for (i, n) in nodes.iter().enumerate() {
+    let Some(first) = nodes.first() else { return Ok(()) };
+    let members: Vec<(u64, &str)> = nodes.iter().map(|n| (n.id, n.addr.as_str())).collect();
+    open_partition_on(&first.security, &members, partition, base).await
+}
+
+/// Opens `partition` on the nodes `nodes` names (node id, address), replica id = `base` +
+/// node id, initialized by the first with all of them as voters; calls as the harness.
+pub async fn open_partition_on(
+    security: &Security,
+    nodes: &[(u64, &str)],
+    partition: u64,
+    base: u64,
+) -> Result<(), Error> {
+    let members: Vec<(u64, &str)> = nodes.iter().map(|(id, addr)| (base + id, *addr)).collect();
+    for (i, (id, addr)) in nodes.iter().enumerate() {
         let initial = (i == 0).then(|| membership(&members));
-        n.admin()
-            .await?
-            .open_replica(pb::OpenReplicaRequest { partition, replica: base + n.id, mode: 0, initial })
+        NodeAdminClient::new(security.channel(addr)?)
+            .open_replica(pb::OpenReplicaRequest { partition, replica: base + id, mode: 0, initial })
             .await
             .map_err(cluster_err)?;
     }
@@ -425,11 +436,23 @@ pub async fn open_partition(nodes: &[&LocalNode], partition: u64, base: u64) -> 
 /// `partition`; returns that replica's id. When more than one does (a deposed primary that
 /// has not heard of the new term yet), the one with the highest term wins.
 pub async fn primary(nodes: &[&LocalNode], partition: u64, timeout: Duration) -> Result<u64, Error> {
+    let Some(first) = nodes.first() else { return Err(cluster_err("no nodes to find a primary among")) };
+    let alive: Vec<&str> = nodes.iter().filter(|n| n.alive()).map(|n| n.addr.as_str()).collect();
+    primary_among(&first.security, &alive, partition, timeout).await
+}
+
+/// [`primary`] among the nodes at `addrs`, called as the harness.
+pub async fn primary_among(
+    security: &Security,
+    addrs: &[&str],
+    partition: u64,
+    timeout: Duration,
+) -> Result<u64, Error> {
     let deadline = Instant::now() + timeout;
     loop {
         let mut best: Option<(u64, u64)> = None;
-        for n in nodes.iter().filter(|n| n.alive()) {
-            if let Some(s) = n.status(partition).await
+        for addr in addrs {
+            if let Some(s) = status_at(security, addr, partition).await
                 && s.role == pb::Role::Primary as i32
                 && best.is_none_or(|(term, _)| s.term > term)
             {
@@ -444,6 +467,13 @@ pub async fn primary(nodes: &[&LocalNode], partition: u64, timeout: Duration) ->
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The status of the replica of `partition` on the node at `addr`, if it answers the
+/// harness.
+pub async fn status_at(security: &Security, addr: &str, partition: u64) -> Option<pb::ReplicaStatus> {
+    let mut admin = NodeAdminClient::new(security.channel(addr).ok()?);
+    admin.status(pb::ReplicaStatusRequest { partition }).await.ok().map(|r| r.into_inner())
 }
 
 /// Starts a managed cluster: node i (from 1) listens on `addrs[i - 1]` in UD `ud<i>` and

@@ -8,17 +8,22 @@
 //!   end-to-end tier.
 //!
 //! A test is written once as a function generic over [`Cluster`] and run in both
-//! (`tests/worlds.rs`). Both worlds start the same cluster: `n` nodes, node i in UD
-//! `ud<i>` and FD `fd<i>`, the first three the seeds, raft at a 50 ms heartbeat and a
-//! 300 ms election timeout, a 2 s down grace, fault injection on (links are cut through
-//! the same `weft.testing.v1.Faults` service in both worlds), clients acting as `root`.
+//! (`tests/worlds.rs`, `tests/replication.rs`). Both worlds start the same cluster: `n`
+//! nodes, node i in UD `ud<i>` and FD `fd<i>`, the first three the seeds, raft at a 50 ms
+//! heartbeat and a 300 ms election timeout, a 2 s down grace, fault injection on (links
+//! are cut through the same `weft.testing.v1.Faults` service in both worlds), clients
+//! acting as `root`. Or, with [`Options::standalone`], `n` nodes without seeds or a
+//! cluster manager, whose replicas the harness opens ([`open_partition`]) and whose
+//! clients call as the harness: the replication layer on its own.
 //!
 //! A crash is abrupt in both: a process gets SIGKILL; an in-process node's runtime stops
 //! polling it and drops every task (its replicas' memory with them), without a graceful
 //! step. A restart starts the node again on the same address, empty (volatile replicas),
 //! with a new incarnation. What the in-process world cannot show is what only a process
-//! boundary shows (argument parsing, signals, the binary's exit paths); the end-to-end
-//! tier keeps those.
+//! boundary shows (argument parsing, signals, the binary's exit paths, and what a process
+//! kill leaves on disk: an in-process crash cannot stop a durable log's writer thread
+//! mid-write, so durable crash tests stay process-only, beside the simulated tier's power
+//! cuts); the end-to-end tier keeps those.
 //!
 //! Depends on the node and client crates as any embedding would; nothing depends on it.
 
@@ -29,7 +34,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use weft_client::client::ClientConfig;
+use weft_proto::v1 as pb;
+use weft_proto::v1::node_admin_client::NodeAdminClient;
 use weft_security::credentials::{Credentials, Holder};
+use weft_security::{AuthChannel, ClientSecurity};
 
 use crate::Error;
 use crate::local::{self, LocalNode, Security, cluster_err};
@@ -46,17 +54,34 @@ pub struct Options {
     /// How long a move's new replica may make no progress before the manager gives the
     /// move up (`None`: the node's default; `weft node --move-stall-s`).
     pub move_stall: Option<Duration>,
+    /// Standalone nodes: no seeds, no map, no cluster manager; the harness opens replicas
+    /// through the node-admin service ([`open_partition`]) and clients call as the
+    /// harness (node 0), as on `weft node` without `--seeds`.
+    pub standalone: bool,
+    /// Snapshot policy: a snapshot every so many log entries, keeping so many behind it
+    /// (`None`: the node's default; `--snapshot-every`, `--keep-behind-snapshot`).
+    pub snapshots: Option<(u64, u64)>,
 }
 
 impl Options {
-    /// `nodes` nodes, everything else as a node starts by default.
+    /// `nodes` managed nodes, everything else as a node starts by default.
     pub fn nodes(nodes: usize) -> Options {
-        Options { nodes, move_stall: None }
+        Options { nodes, move_stall: None, standalone: false, snapshots: None }
+    }
+
+    /// `nodes` standalone nodes (see [`Options::standalone`]).
+    pub fn standalone(nodes: usize) -> Options {
+        Options { standalone: true, ..Options::nodes(nodes) }
     }
 
     /// Moves given up after `stall` without progress.
     pub fn move_stall(self, stall: Duration) -> Options {
         Options { move_stall: Some(stall), ..self }
+    }
+
+    /// A snapshot every `every` log entries, `keep_behind` entries kept behind it.
+    pub fn snapshots(self, every: u64, keep_behind: u64) -> Options {
+        Options { snapshots: Some((every, keep_behind)), ..self }
     }
 }
 
@@ -70,15 +95,25 @@ pub trait Cluster {
     fn endpoints(&self) -> Vec<String>;
     /// How the cluster is secured (certificates for clients and the harness).
     fn security(&self) -> &Security;
+    /// Whether its nodes are standalone ([`Options::standalone`]).
+    fn standalone(&self) -> bool;
+    /// Whether node `id` runs (it was not crashed, or was restarted since).
+    fn up(&self, id: u64) -> bool;
     /// Stops node `id` abruptly; its in-memory state is gone.
     fn crash(&mut self, id: u64);
     /// Starts node `id` again on its address (after a crash, or kills it first).
     fn restart(&mut self, id: u64) -> Result<(), Error>;
 
-    /// Client settings as `root`.
-    fn client_config(&self) -> Result<ClientConfig, Error> {
-        self.security().root_config()
+    /// How a client calls the cluster: as `root` on a managed cluster, as the harness
+    /// (node 0) on standalone nodes, which know no users.
+    fn caller(&self) -> Result<ClientSecurity, Error> {
+        if self.standalone() { self.security().harness() } else { self.security().root() }
     }
+    /// Client settings as [`Cluster::caller`].
+    fn client_config(&self) -> Result<ClientConfig, Error> {
+        Ok(ClientConfig::secured(self.caller()?))
+    }
+
     /// Node `id`'s address.
     fn addr(&self, id: u64) -> Result<String, Error> {
         let at = self.ids().iter().position(|i| *i == id).ok_or_else(|| cluster_err(format!("no node {id}")))?;
@@ -108,31 +143,66 @@ pub async fn heal(cluster: &impl Cluster) -> Result<(), Error> {
 
 /// Cuts node `at`'s links to the node addresses `addrs` (an empty list restores them).
 pub async fn cut_links(cluster: &impl Cluster, at: &str, addrs: Vec<String>) -> Result<(), Error> {
-    local::cut_links(&cluster.security().root()?, at, addrs).await
+    local::cut_links(&cluster.caller()?, at, addrs).await
+}
+
+/// A node-admin client for node `id`, as the harness (node 0).
+pub fn admin(cluster: &impl Cluster, id: u64) -> Result<NodeAdminClient<AuthChannel>, Error> {
+    Ok(NodeAdminClient::new(cluster.security().channel(&cluster.addr(id)?)?))
+}
+
+/// The status of node `id`'s replica of `partition`, if it answers.
+pub async fn status(cluster: &impl Cluster, id: u64, partition: u64) -> Option<pb::ReplicaStatus> {
+    local::status_at(cluster.security(), &cluster.addr(id).ok()?, partition).await
+}
+
+/// Opens `partition` on the nodes `ids` (replica id = `base` + node id), initialized by the
+/// first with all of them as voters (standalone nodes: [`Options::standalone`]).
+pub async fn open_partition(cluster: &impl Cluster, ids: &[u64], partition: u64, base: u64) -> Result<(), Error> {
+    let addrs = ids.iter().map(|id| cluster.addr(*id)).collect::<Result<Vec<_>, _>>()?;
+    let nodes: Vec<(u64, &str)> = ids.iter().copied().zip(addrs.iter().map(String::as_str)).collect();
+    local::open_partition_on(cluster.security(), &nodes, partition, base).await
+}
+
+/// Waits up to `timeout` until one of the running nodes among `ids` reports itself
+/// primary of `partition`; returns that replica's id (the highest term's, if several do).
+pub async fn primary(cluster: &impl Cluster, ids: &[u64], partition: u64, timeout: Duration) -> Result<u64, Error> {
+    let addrs: Vec<String> = ids.iter().filter(|id| cluster.up(**id)).filter_map(|id| cluster.addr(*id).ok()).collect();
+    let addrs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+    local::primary_among(cluster.security(), &addrs, partition, timeout).await
 }
 
 /// `weft node` processes on loopback: the end-to-end world.
 pub struct Processes {
     nodes: Vec<LocalNode>,
     security: Security,
+    standalone: bool,
 }
 
 impl Processes {
     /// Starts the nodes `options` asks for from the `weft` binary at `exe`.
     pub fn start(exe: &std::path::Path, options: &Options) -> Result<Processes, Error> {
         let n = options.nodes;
-        let addrs = local::free_addrs(n)?;
         let security = Security::shared()?;
-        let extra = |_| {
-            let mut flags =
-                vec!["--down-grace".into(), DOWN_GRACE.as_secs_f64().to_string(), "--fault-injection".into()];
+        let mut flags: Vec<String> = vec!["--fault-injection".into()];
+        if let Some((every, keep_behind)) = options.snapshots {
+            flags.extend(["--snapshot-every".into(), every.to_string()]);
+            flags.extend(["--keep-behind-snapshot".into(), keep_behind.to_string()]);
+        }
+        let nodes = if options.standalone {
+            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+            // Each binds a port of its own choosing and keeps it across restarts.
+            let start = |id| LocalNode::start_secured(exe, id, "127.0.0.1:0", &flags, &security);
+            (1..=n as u64).map(start).collect::<Result<Vec<_>, _>>()?
+        } else {
+            flags.extend(["--down-grace".into(), DOWN_GRACE.as_secs_f64().to_string()]);
             if let Some(stall) = options.move_stall {
                 flags.extend(["--move-stall-s".into(), stall.as_secs_f64().to_string()]);
             }
-            flags
+            let addrs = local::free_addrs(n)?;
+            local::start_managed(exe, &addrs, n, None, false, &security, |_| flags.clone())?
         };
-        let nodes = local::start_managed(exe, &addrs, n, None, false, &security, extra)?;
-        Ok(Processes { nodes, security })
+        Ok(Processes { nodes, security, standalone: options.standalone })
     }
 
     fn node(&mut self, id: u64) -> Option<&mut LocalNode> {
@@ -152,6 +222,12 @@ impl Cluster for Processes {
     }
     fn security(&self) -> &Security {
         &self.security
+    }
+    fn standalone(&self) -> bool {
+        self.standalone
+    }
+    fn up(&self, id: u64) -> bool {
+        self.nodes.iter().any(|n| n.id == id && n.alive())
     }
     fn crash(&mut self, id: u64) {
         if let Some(n) = self.node(id) {
@@ -180,17 +256,23 @@ struct Running {
 pub struct InProcess {
     nodes: BTreeMap<u64, Resident>,
     security: Security,
+    standalone: bool,
 }
 
 impl InProcess {
     /// Starts the nodes `options` asks for, each on its own thread and runtime.
     pub fn start(options: &Options) -> Result<InProcess, Error> {
-        let addrs = local::free_addrs(options.nodes)?;
+        // Standalone nodes need no one's address before they start: each binds a port of
+        // its own choosing and keeps it across restarts.
+        let addrs = match options.standalone {
+            true => vec!["127.0.0.1:0".to_string(); options.nodes],
+            false => local::free_addrs(options.nodes)?,
+        };
         let security = Security::shared()?;
         let Security::Tls(pki) = &security else {
             return Err(cluster_err("the shared security is TLS"));
         };
-        let seeds: Vec<String> = addrs.iter().take(3).cloned().collect();
+        let seeds: Vec<String> = if options.standalone { Vec::new() } else { addrs.iter().take(3).cloned().collect() };
         let mut nodes = BTreeMap::new();
         for (i, addr) in addrs.iter().enumerate() {
             let id = i as u64 + 1;
@@ -200,9 +282,13 @@ impl InProcess {
             if let Some(stall) = options.move_stall {
                 config.cluster.move_stall = stall;
             }
+            if let Some((every, keep_behind)) = options.snapshots {
+                config.raft.snapshot_every = every;
+                config.raft.keep_behind_snapshot = keep_behind;
+            }
             nodes.insert(id, Resident { config, addr: addr.clone(), running: None });
         }
-        let mut cluster = InProcess { nodes, security };
+        let mut cluster = InProcess { nodes, security, standalone: options.standalone };
         for id in cluster.ids() {
             cluster.restart(id)?;
         }
@@ -240,8 +326,9 @@ fn node_config(id: u64, listen: SocketAddr, seeds: Vec<String>, creds: Arc<Crede
 const BIND_WITHIN: Duration = Duration::from_secs(20);
 
 /// Runs one node on a thread of its own with its own runtime, until told to stop; the
-/// runtime is then shut down, dropping every task the node spawned.
-fn run(config: weft_node::NodeConfig) -> Result<Running, Error> {
+/// runtime is then shut down, dropping every task the node spawned. Returns the address
+/// it bound.
+fn run(config: weft_node::NodeConfig) -> Result<(Running, SocketAddr), Error> {
     let id = config.id;
     let fail = |reason: String| Error::Start { id, reason };
     let (bound_tx, bound_rx) = std::sync::mpsc::channel::<Result<SocketAddr, String>>();
@@ -288,7 +375,7 @@ fn run(config: weft_node::NodeConfig) -> Result<Running, Error> {
         })
         .map_err(|e| fail(e.to_string()))?;
     match bound_rx.recv_timeout(BIND_WITHIN) {
-        Ok(Ok(_)) => Ok(Running { stop, thread }),
+        Ok(Ok(bound)) => Ok((Running { stop, thread }, bound)),
         Ok(Err(e)) => Err(fail(e)),
         Err(e) => Err(fail(format!("did not bind within {BIND_WITHIN:?}: {e}"))),
     }
@@ -307,6 +394,12 @@ impl Cluster for InProcess {
     fn security(&self) -> &Security {
         &self.security
     }
+    fn standalone(&self) -> bool {
+        self.standalone
+    }
+    fn up(&self, id: u64) -> bool {
+        self.nodes.get(&id).is_some_and(|n| n.running.is_some())
+    }
     fn crash(&mut self, id: u64) {
         if let Some(running) = self.nodes.get_mut(&id).and_then(|n| n.running.take()) {
             let _ = running.stop.send(());
@@ -316,7 +409,10 @@ impl Cluster for InProcess {
     fn restart(&mut self, id: u64) -> Result<(), Error> {
         self.crash(id);
         let node = self.nodes.get_mut(&id).ok_or_else(|| cluster_err(format!("no node {id}")))?;
-        node.running = Some(run(node.config.clone())?);
+        let (running, bound) = run(node.config.clone())?;
+        node.config.listen = bound;
+        node.addr = bound.to_string();
+        node.running = Some(running);
         Ok(())
     }
 }

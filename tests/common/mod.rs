@@ -6,7 +6,7 @@
 //! managed cluster, as the harness's node-0 identity ([`harness`]) on standalone nodes, and
 //! `weft` CLI runs ([`weft`]) find `root`'s certificate through `WEFT_CERTS_DIR`.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_macros)]
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -165,4 +165,32 @@ pub async fn https_get(addr: &str, path: &str, security: &weft_security::ClientS
 /// The fault-injection service of a node started with `--fault-injection`, as the harness.
 pub fn faults(node: &LocalNode) -> weft_proto::testing::v1::faults_client::FaultsClient<AuthChannel> {
     weft_proto::testing::v1::faults_client::FaultsClient::new(channel(&node.addr))
+}
+
+/// Runs each named test function (generic over `weft_testkit::world::Cluster`) in both
+/// worlds, in-process and as processes, on the cluster its options ask for.
+macro_rules! two_worlds {
+    ($($name:ident: $options:expr),* $(,)?) => {$(
+        mod $name {
+            use weft_testkit::world::{InProcess, Options, Processes};
+
+            #[allow(unused_imports)]
+            use std::time::Duration;
+
+            fn options() -> Options {
+                $options
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn in_process() {
+                let mut c = InProcess::start(&options()).expect("starting in-process nodes");
+                super::$name(&mut c).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn processes() {
+                let exe = std::path::Path::new(env!("CARGO_BIN_EXE_weft"));
+                let mut c = Processes::start(exe, &options()).expect("starting node processes");
+                super::$name(&mut c).await;
+            }
+        }
+    )*};
 }
