@@ -1,4 +1,4 @@
-//! `weft bench`: the engine, replication, rebuild, failover and YCSB benchmarks, each
+//! `weft bench`: the engine, replication, rebuild, failover, density and YCSB benchmarks, each
 //! printing one JSON object with `--json`. The drivers are `weft-benches` (engine) and
 //! `weft_testkit` (clusters); `bench_kv` is the YCSB command.
 
@@ -20,6 +20,31 @@ pub(crate) enum Bench {
     Rebuild(RebuildArgs),
     /// YCSB workloads A-F against weft, etcd, or both side by side.
     Kv(Box<bench_kv::KvBenchArgs>),
+    /// What idle partitions cost: creation time, idle CPU and memory per replica, failover
+    /// of idle groups, and write throughput beside them.
+    Density(DensityArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct DensityArgs {
+    /// Node processes (at least 5).
+    #[arg(long, default_value_t = 5)]
+    nodes: usize,
+    /// Partitions of the idle service, 4 replicas each.
+    #[arg(long, default_value_t = 2500)]
+    partitions: u32,
+    /// Seconds of each idle CPU window.
+    #[arg(long, default_value_t = 30.0)]
+    idle_seconds: f64,
+    /// Seconds of each throughput run.
+    #[arg(long, default_value_t = 10.0)]
+    load_seconds: f64,
+    /// Seconds the idle service's creation may take before the run gives up.
+    #[arg(long, default_value_t = 600.0)]
+    create_within_s: f64,
+    /// Print one JSON object and nothing else on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -152,6 +177,23 @@ pub(crate) fn run(b: Bench) -> anyhow::Result<()> {
             }
             let report = runtime()?.block_on(weft_testkit::cluster_bench::rebuild(a.mib, !a.insecure))?;
             print_report(&report, a.json, "weft bench rebuild")
+        }
+        Bench::Density(a) => {
+            let positive = |s: f64| s.is_finite() && s > 0.0;
+            if a.partitions == 0 || ![a.idle_seconds, a.load_seconds, a.create_within_s].into_iter().all(positive) {
+                anyhow::bail!("--partitions, --idle-seconds, --load-seconds and --create-within-s must be positive");
+            }
+            init_tracing();
+            let config = weft_testkit::density::DensityConfig {
+                nodes: a.nodes,
+                partitions: a.partitions,
+                idle_window: std::time::Duration::from_secs_f64(a.idle_seconds),
+                load_window: std::time::Duration::from_secs_f64(a.load_seconds),
+                create_within: std::time::Duration::from_secs_f64(a.create_within_s),
+            };
+            let exe = std::env::current_exe().context("finding this binary")?;
+            let report = runtime()?.block_on(weft_testkit::density::density(&exe, &config))?;
+            print_report(&report, a.json, "weft bench density")
         }
         Bench::Failover(a) => {
             if a.trials == 0 {

@@ -17,6 +17,7 @@
 
 pub mod chaos;
 pub mod cluster_bench;
+pub mod density;
 mod error;
 pub mod linearize;
 pub mod local;

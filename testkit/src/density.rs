@@ -1,0 +1,286 @@
+//! `weft bench density`: what idle partitions cost a node. Starts `nodes` managed `weft
+//! node` processes (this binary, TLS, each node in a UD and FD of its own), a one-partition
+//! service `hot` that carries the write load, and measures, in one run:
+//!
+//! - the write throughput of `hot` (64 clients, 100-byte values) before the idle service
+//!   exists;
+//! - `create_s`: from asking for a service of `partitions` partitions x 4 replicas to every
+//!   partition having a primary in the map;
+//! - idle CPU: the node processes' user + system time (`/proc/<pid>/stat`) over a window in
+//!   which no client sends anything, as percent of one core per node, then per 1,000
+//!   replicas per node (the whole node's time, fixed costs included, so the figure is
+//!   conservative; the same window before the service exists is reported beside it);
+//! - memory: the growth of the node processes' resident set (`VmRSS`) from before the
+//!   service to after, divided by the replicas it added;
+//! - the throughput of `hot` again with the idle partitions beside it, and the ratio;
+//! - `quiesced_failover_ms`: a non-seed node is killed while idle; for each partition of
+//!   the idle service whose primary it hosted (up to 16), the time from the kill until a
+//!   write to that partition is acknowledged; the median. (The name is the CLI
+//!   contract's: groups are idle here, whether or not they quiesce.)
+//!
+//! Depends on the client and the local process harness; the node crate only through the
+//! binary it starts.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use weft_client::client::{Client, ClientConfig};
+use weft_client::routing::{ServiceClient, ready_service};
+
+use crate::Error;
+use crate::cluster_bench::percentile;
+use crate::local::{self, LocalNode, Security, cluster_err};
+
+/// The service that carries the write load.
+const HOT: &str = "hot";
+/// The service of many idle partitions.
+const IDLE: &str = "idle";
+/// Replicas of every partition.
+const REPLICAS: u32 = 4;
+/// Partitions whose failover is timed, at most.
+const FAILOVERS_MAX: usize = 16;
+/// How long an idle partition may take to accept a write after its primary's node dies
+/// before the run fails.
+const FAILOVER_WITHIN: Duration = Duration::from_secs(60);
+
+/// What `weft bench density` measures.
+#[derive(Clone, Debug)]
+pub struct DensityConfig {
+    /// Node processes.
+    pub nodes: usize,
+    /// Partitions of the idle service (4 replicas each).
+    pub partitions: u32,
+    /// Length of each idle CPU window.
+    pub idle_window: Duration,
+    /// Length of each throughput run.
+    pub load_window: Duration,
+    /// How long the service's creation may take before the benchmark gives up.
+    pub create_within: Duration,
+}
+
+/// `weft bench density` results (field names are the CLI contract's).
+#[derive(Debug, Serialize)]
+pub struct DensityReport {
+    /// Node processes.
+    pub nodes: usize,
+    /// Partitions of the idle service.
+    pub partitions: u32,
+    /// Replicas per node the idle service added (partitions x 4 / nodes).
+    pub replicas_per_node: f64,
+    /// Seconds from asking for the idle service to every partition having a primary.
+    pub create_s: f64,
+    /// Idle CPU per node, percent of one core, before the idle service existed.
+    pub baseline_idle_cpu_pct_per_node: f64,
+    /// Idle CPU per node, percent of one core, with the idle service.
+    pub idle_cpu_pct_per_node: f64,
+    /// `idle_cpu_pct_per_node` per 1,000 replicas per node.
+    pub idle_cpu_pct_per_1000_replicas: f64,
+    /// Resident memory per node before the idle service existed.
+    pub baseline_rss_bytes_per_node: f64,
+    /// Growth of the nodes' resident memory per replica the idle service added.
+    pub rss_bytes_per_replica: f64,
+    /// Median time from killing a node to the first acknowledged write of each idle
+    /// partition whose primary it hosted.
+    pub quiesced_failover_ms: f64,
+    /// Partitions whose failover was timed.
+    pub failovers_timed: usize,
+    /// Writes per second of `hot` before the idle service existed.
+    pub writes_per_s_without: f64,
+    /// Writes per second of `hot` with the idle service beside it.
+    pub writes_per_s_with: f64,
+    /// `writes_per_s_with / writes_per_s_without`.
+    pub throughput_ratio: f64,
+}
+
+/// CPU time and resident memory of one process, from `/proc`.
+#[derive(Clone, Copy, Debug, Default)]
+struct Usage {
+    cpu_s: f64,
+    rss_bytes: f64,
+}
+
+fn usage(pid: u32) -> Result<Usage, Error> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(cluster_err)?;
+    // Fields after the command name (which may hold spaces, inside parentheses): state is
+    // the first, utime the 12th, stime the 13th (fields 14 and 15 of proc(5)).
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).ok_or_else(|| cluster_err("malformed /proc stat"))?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<f64, Error> {
+        fields.get(i).and_then(|f| f.parse::<u64>().ok()).map(|t| t as f64).ok_or_else(|| cluster_err("no CPU times"))
+    };
+    let cpu_s = (ticks(11)? + ticks(12)?) / clock_ticks_per_s();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(cluster_err)?;
+    let rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or_else(|| cluster_err("no VmRSS"))?;
+    Ok(Usage { cpu_s, rss_bytes: (rss_kib * 1024) as f64 })
+}
+
+/// The unit of `/proc`'s CPU times: `USER_HZ`, part of Linux's ABI and 100 on every
+/// architecture weft builds for (what `sysconf(_SC_CLK_TCK)` answers).
+fn clock_ticks_per_s() -> f64 {
+    100.0
+}
+
+fn usages(nodes: &[LocalNode]) -> Result<Vec<Usage>, Error> {
+    nodes.iter().map(|n| usage(n.pid().ok_or_else(|| cluster_err(format!("node {} is down", n.id)))?)).collect()
+}
+
+/// Mean CPU per node over `window`, percent of one core, and mean resident memory at its
+/// end.
+async fn idle_window(nodes: &[LocalNode], window: Duration) -> Result<(f64, f64), Error> {
+    let before = usages(nodes)?;
+    let start = Instant::now();
+    tokio::time::sleep(window).await;
+    let after = usages(nodes)?;
+    let elapsed = start.elapsed().as_secs_f64();
+    let n = nodes.len() as f64;
+    let cpu: f64 = before.iter().zip(&after).map(|(b, a)| (a.cpu_s - b.cpu_s) / elapsed * 100.0).sum::<f64>() / n;
+    let rss = after.iter().map(|u| u.rss_bytes).sum::<f64>() / n;
+    Ok((cpu, rss))
+}
+
+/// Writes per second of 64 clients writing 100-byte values to `hot` for `window`.
+async fn throughput(client: &Arc<ServiceClient>, window: Duration, round: &str) -> Result<f64, Error> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..64)
+        .map(|c| {
+            let (client, stop, round) = (client.clone(), stop.clone(), round.to_string());
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("{round}-{c:02}-{n:09}");
+                    client.put(HOT, "default", key.as_bytes(), &[7u8; 100]).await.map_err(cluster_err)?;
+                    n += 1;
+                }
+                Ok::<_, Error>(n)
+            })
+        })
+        .collect();
+    tokio::time::sleep(window).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut writes = 0;
+    for t in tasks {
+        writes += t.await.map_err(cluster_err)??;
+    }
+    Ok(writes as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Runs the benchmark on node processes started from the binary at `exe`.
+pub async fn density(exe: &Path, config: &DensityConfig) -> Result<DensityReport, Error> {
+    if config.nodes < REPLICAS as usize + 1 {
+        return Err(cluster_err(format!("a density run needs at least {} nodes", REPLICAS + 1)));
+    }
+    let security = Security::new(true)?;
+    let addrs = local::free_addrs(config.nodes)?;
+    let mut nodes = local::start_managed(exe, &addrs, config.nodes, None, false, &security, |_| Vec::new())?;
+    let root: ClientConfig = security.root_config()?;
+    let ready = |service: &'static str, partitions: u32, within: Duration| {
+        let (root, addrs) = (root.clone(), addrs.clone());
+        async move {
+            ready_service(&root, &addrs, config.nodes, service, partitions, REPLICAS, within).await.map_err(cluster_err)
+        }
+    };
+    ready(HOT, 1, Duration::from_secs(60)).await?;
+    let hot = Arc::new(ServiceClient::new(addrs.clone(), root.clone()));
+    // Connections and the map cached before anything is timed.
+    hot.put(HOT, "default", b"warmup", b"v").await.map_err(cluster_err)?;
+
+    let (baseline_cpu, baseline_rss) = idle_window(&nodes, config.idle_window).await?;
+    let writes_per_s_without = throughput(&hot, config.load_window, "without").await?;
+    let rss_before = usages(&nodes)?;
+
+    let asked = Instant::now();
+    ready(IDLE, config.partitions, config.create_within).await?;
+    let create_s = asked.elapsed().as_secs_f64();
+    tracing::info!(create_s, partitions = config.partitions, "idle service created");
+
+    let (idle_cpu, _) = idle_window(&nodes, config.idle_window).await?;
+    let rss_after = usages(&nodes)?;
+    let replicas = f64::from(config.partitions) * f64::from(REPLICAS);
+    let grown: f64 = rss_before.iter().zip(&rss_after).map(|(b, a)| a.rss_bytes - b.rss_bytes).sum();
+    let replicas_per_node = replicas / config.nodes as f64;
+    let writes_per_s_with = throughput(&hot, config.load_window, "with").await?;
+
+    // Failover of idle groups: kill the non-seed node that leads the most idle partitions.
+    let map = ServiceClient::fetch_map(&root, &addrs, Duration::from_secs(10)).await.map_err(cluster_err)?;
+    let parts = map.map.as_ref().map(|m| m.partitions.clone()).unwrap_or_default();
+    let mut led: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for p in parts.values().filter(|p| p.service == IDLE) {
+        if let Some(node) = map.primaries.get(&p.id)
+            && *node > 3
+        {
+            led.entry(*node).or_default().push(p.id);
+        }
+    }
+    // A key of each partition's own slice of the hash space (a node refuses any other).
+    let key_of = |pid: u64| -> Option<Vec<u8>> {
+        let p = parts.get(&pid)?;
+        (0u64..1_000_000)
+            .map(|i| format!("failover-{i}").into_bytes())
+            .find(|k| (p.low..=p.high).contains(&weft_cluster_manager::keyspace::hash(k)))
+    };
+    let (victim, victims) = led
+        .into_iter()
+        .max_by_key(|(_, ps)| ps.len())
+        .ok_or_else(|| cluster_err("no idle partition is led by a non-seed node"))?;
+    let survivors: Vec<String> = nodes.iter().filter(|n| n.id != victim).map(|n| n.addr.clone()).collect();
+    let client = Client::new(survivors, ClientConfig { deadline: Duration::from_millis(500), ..root.clone() });
+    let timed: Vec<(u64, Vec<u8>)> =
+        victims.into_iter().take(FAILOVERS_MAX).filter_map(|pid| Some((pid, key_of(pid)?))).collect();
+    let node = nodes.iter_mut().find(|n| n.id == victim).ok_or_else(|| cluster_err("the victim node"))?;
+    let killed = Instant::now();
+    node.kill();
+    let writers: Vec<_> = timed
+        .iter()
+        .map(|(pid, key)| {
+            let (client, pid, key) = (client.clone(), *pid, key.clone());
+            tokio::spawn(async move {
+                loop {
+                    match client.put(pid, "default", &key, b"v").await {
+                        Ok(_) => return Ok(killed.elapsed().as_secs_f64() * 1e3),
+                        Err(e) if killed.elapsed() > FAILOVER_WITHIN => {
+                            return Err(cluster_err(format!(
+                                "partition {pid} acknowledged no write within {FAILOVER_WITHIN:?} of node {victim}'s \
+                                 kill: {e}"
+                            )));
+                        }
+                        Err(e) => tracing::debug!(pid, error = %e, "no write yet"),
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        })
+        .collect();
+    let mut failovers = Vec::new();
+    for w in writers {
+        failovers.push(w.await.map_err(cluster_err)??);
+    }
+    failovers.sort_by(f64::total_cmp);
+
+    let round = |x: f64, places: i32| (x * 10f64.powi(places)).round() / 10f64.powi(places);
+    Ok(DensityReport {
+        nodes: config.nodes,
+        partitions: config.partitions,
+        replicas_per_node: round(replicas_per_node, 1),
+        create_s: round(create_s, 2),
+        baseline_idle_cpu_pct_per_node: round(baseline_cpu, 2),
+        idle_cpu_pct_per_node: round(idle_cpu, 2),
+        idle_cpu_pct_per_1000_replicas: round(idle_cpu / (replicas_per_node / 1000.0), 2),
+        baseline_rss_bytes_per_node: baseline_rss.round(),
+        rss_bytes_per_replica: (grown / replicas).round(),
+        quiesced_failover_ms: round(percentile(&failovers, 0.5), 1),
+        failovers_timed: failovers.len(),
+        writes_per_s_without: round(writes_per_s_without, 0),
+        writes_per_s_with: round(writes_per_s_with, 0),
+        throughput_ratio: round(writes_per_s_with / writes_per_s_without.max(1e-9), 3),
+    })
+}

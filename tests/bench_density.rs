@@ -1,0 +1,30 @@
+//! `weft bench density` end to end: a small run on real node processes prints every
+//! figure the CLI contract names, each one measured (not a placeholder).
+
+mod common;
+
+use common::weft;
+use serde_json::Value;
+
+#[test]
+fn a_small_density_run_prints_every_figure() {
+    let args = ["bench", "density", "--partitions", "10", "--idle-seconds", "2", "--load-seconds", "1", "--json"];
+    let (ok, out, err) = weft(&args);
+    assert!(ok, "weft bench density failed: {err}");
+    let r: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("not one JSON object ({e}): {out}"));
+    assert_eq!(r["partitions"], 10, "{r}");
+    assert_eq!(r["replicas_per_node"], 8.0, "10 partitions x 4 replicas over 5 nodes: {r}");
+    let positive = |k: &str| r[k].as_f64().is_some_and(|v| v > 0.0 && v.is_finite());
+    for k in [
+        "create_s",
+        "idle_cpu_pct_per_1000_replicas",
+        "rss_bytes_per_replica",
+        "quiesced_failover_ms",
+        "throughput_ratio",
+        "writes_per_s_without",
+        "writes_per_s_with",
+    ] {
+        assert!(positive(k), "{k} is not a positive figure: {r}");
+    }
+    assert!(r["failovers_timed"].as_u64().is_some_and(|n| n >= 1), "no failover was timed: {r}");
+}
