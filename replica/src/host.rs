@@ -83,6 +83,10 @@ impl RaftSettings {
             // whole-cluster power cuts; openraft documents the hazard).
             enable_leader_restore: Some(false),
             install_snapshot_timeout: 10_000,
+            // openraft keeps six ring buffers of this many entries per group to time each
+            // log entry's stages, allocated whether or not anyone reads them; weft reads
+            // none, and a node hosts thousands of groups.
+            log_stage_capacity: Some(1),
             ..Default::default()
         }
         .validate()
