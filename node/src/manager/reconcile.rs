@@ -6,8 +6,11 @@
 //! Every tick on the manager's node:
 //! 1. nodes silent past the grace period are marked down ([`reconcile::silent`]); a seed
 //!    that lost its map replica gets a new one (`map_group`);
-//! 2. partitions not yet created, or with a move pending, get a driver task (one per
-//!    partition, at most [`MAX_OPS`] at a time);
+//! 2. partitions not yet created are created in one batch at a time ([`Manager::create_batch`]:
+//!    replicas opened and the default table made [`CREATE_CONCURRENCY`] partitions at a
+//!    time, those built meanwhile recorded in one map update, so a service of thousands of
+//!    partitions costs a few map writes, not one each); partitions with a move pending get
+//!    a driver task (one per partition, at most [`MAX_OPS`] at a time);
 //! 3. replicas an up node no longer reports are suspected ([`reconcile::suspects`]) and
 //!    replaced only once their node confirms it lost them; [`reconcile::plan_moves`] picks
 //!    replacements and moves off draining nodes, around nodes where a move stalled; each
@@ -45,6 +48,11 @@ use weft_client::client::{Client, ClientConfig, ClientError};
 
 /// Most partitions with an operation in flight at once.
 pub(super) const MAX_OPS: usize = 4;
+/// Partitions a creation batch builds at once (each: its replicas opened one by one, then
+/// its default table created through its new primary: mostly waiting on an election).
+const CREATE_CONCURRENCY: usize = 256;
+/// Partitions in one creation batch, and at most what one map update records as created.
+const CREATE_BATCH_MAX: usize = 1024;
 /// Time one node-admin step may take (a learner's catch-up has its own, longer one).
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(600);
@@ -120,9 +128,16 @@ impl Manager {
         if self.heal_map_group(leader, &m).await? {
             return Ok(());
         }
-        // 2. Operations to drive: every creation; moves, at most MAX_OPS at a time.
-        for p in m.partitions.values().filter(|p| !p.created) {
-            self.spawn_op(p.id);
+        // 2. Operations to drive: creations in batches; moves, at most MAX_OPS at a time.
+        let uncreated: Vec<pb::PartitionInfo> = m
+            .partitions
+            .values()
+            .filter(|p| !p.created && !self.ops.lock().contains(&p.id))
+            .take(CREATE_BATCH_MAX)
+            .cloned()
+            .collect();
+        if !uncreated.is_empty() {
+            self.spawn_creations(&m, uncreated);
         }
         for p in m.partitions.values().filter(|p| p.created && p.pending.is_some()) {
             if self.ops.lock().len() >= MAX_OPS {
@@ -279,12 +294,70 @@ impl Manager {
         });
     }
 
+    /// Creates `parts` (not yet created, none with an operation under way) in one task:
+    /// see [`Manager::create_batch`].
+    fn spawn_creations(self: &Arc<Self>, m: &pb::ClusterMap, parts: Vec<pb::PartitionInfo>) {
+        let ids: Vec<u64> = parts.iter().map(|p| p.id).collect();
+        self.ops.lock().extend(ids.iter().copied());
+        let (me, m) = (self.clone(), m.clone());
+        tokio::spawn(async move {
+            if let Err(e) = me.create_batch(&m, parts).await {
+                tracing::warn!(error = %e.message(), "partition creations interrupted; will retry");
+            }
+            let mut ops = me.ops.lock();
+            for id in ids {
+                ops.remove(&id);
+            }
+        });
+    }
+
+    /// Opens the replicas and creates the default table of each of `parts`,
+    /// [`CREATE_CONCURRENCY`] at a time, and records those built as created: one map update
+    /// for all that finished while the previous update was being written, so the updates
+    /// batch themselves. One that failed stays uncreated, and the next round tries it
+    /// again (every step is idempotent).
+    async fn create_batch(&self, m: &pb::ClusterMap, parts: Vec<pb::PartitionInfo>) -> Result<(), Status> {
+        use futures::StreamExt;
+        let mut built = futures::stream::iter(parts)
+            .map(|p| async move {
+                match self.create_partition(m, &p).await {
+                    Ok(()) => Some(p.id),
+                    Err(e) => {
+                        tracing::warn!(partition = p.id, error = %e.message(), "partition not created yet; will retry");
+                        None
+                    }
+                }
+            })
+            .buffer_unordered(CREATE_CONCURRENCY)
+            .filter_map(std::future::ready)
+            .ready_chunks(CREATE_BATCH_MAX);
+        while let Some(built) = built.next().await {
+            self.update(|m| {
+                for id in &built {
+                    if let Some(q) = m.partitions.get_mut(id) {
+                        q.created = true;
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+            let now = clock::now();
+            let mut soft = self.soft.lock();
+            for id in &built {
+                soft.changed.insert(*id, now);
+            }
+            tracing::info!(created = built.len(), "partitions created");
+        }
+        Ok(())
+    }
+
     async fn drive(self: &Arc<Self>, pid: u64) -> Result<(), Status> {
         let leader = self.leading().ok_or_else(|| Status::unavailable("not the cluster manager"))?;
         let Some((m, _)) = map::read(&leader).await? else { return Ok(()) };
         let Some(p) = m.partitions.get(&pid).cloned() else { return Ok(()) };
         if !p.created {
-            return self.create_partition(&m, &p).await;
+            // Creations are batched (`create_batch`); a move waits for its partition.
+            return Ok(());
         }
         let Some(pending) = p.pending.clone() else { return Ok(()) };
         let mv = move_of(&m, &p, &pending);
@@ -324,6 +397,8 @@ impl Manager {
             .ok_or_else(|| Status::not_found(format!("no node {node} in the map")))
     }
 
+    /// Opens `p`'s replicas (followers first, then the one that initializes the group) and
+    /// creates its default table; recording it as created is the caller's.
     async fn create_partition(&self, m: &pb::ClusterMap, p: &pb::PartitionInfo) -> Result<(), Status> {
         let addrs: Vec<String> = p.replicas.iter().map(|r| Self::addr_of(m, r.node)).collect::<Result<_, _>>()?;
         let members = pb::Membership {
@@ -341,15 +416,7 @@ impl Manager {
             Err(ClientError::Refused { code: pb::ErrorCode::TableExists, .. }) => {}
             Err(e) => return Err(Status::unavailable(format!("creating table {DEFAULT_TABLE}: {e}"))),
         }
-        self.update(|m| {
-            if let Some(q) = m.partitions.get_mut(&p.id) {
-                q.created = true;
-            }
-            Ok(())
-        })
-        .await?;
-        self.soft.lock().changed.insert(p.id, clock::now());
-        tracing::info!(partition = p.id, service = %p.service, index = p.index, "partition created");
+        tracing::debug!(partition = p.id, service = %p.service, index = p.index, "partition built");
         Ok(())
     }
 
