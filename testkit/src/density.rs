@@ -39,6 +39,9 @@ use crate::local::{self, LocalNode, Security, cluster_err};
 const HOT: &str = "hot";
 /// The service of many idle partitions.
 const IDLE: &str = "idle";
+/// Seeds of a cluster `local::start_managed` starts: nodes 1 to 3, which host the map's
+/// group (a kill there would time the manager's failover too).
+const SEEDS: u64 = 3;
 /// Replicas of every partition.
 const REPLICAS: u32 = 4;
 /// Partitions whose failover is timed, at most.
@@ -112,7 +115,7 @@ fn usage(pid: u32) -> Result<Usage, Error> {
     let ticks = |i: usize| -> Result<f64, Error> {
         fields.get(i).and_then(|f| f.parse::<u64>().ok()).map(|t| t as f64).ok_or_else(|| cluster_err("no CPU times"))
     };
-    let cpu_s = (ticks(11)? + ticks(12)?) / clock_ticks_per_s();
+    let cpu_s = (ticks(11)? + ticks(12)?) / CLOCK_TICKS_PER_S;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(cluster_err)?;
     let rss_kib = status
         .lines()
@@ -125,9 +128,7 @@ fn usage(pid: u32) -> Result<Usage, Error> {
 
 /// The unit of `/proc`'s CPU times: `USER_HZ`, part of Linux's ABI and 100 on every
 /// architecture weft builds for (what `sysconf(_SC_CLK_TCK)` answers).
-fn clock_ticks_per_s() -> f64 {
-    100.0
-}
+const CLOCK_TICKS_PER_S: f64 = 100.0;
 
 fn usages(nodes: &[LocalNode]) -> Result<Vec<Usage>, Error> {
     nodes.iter().map(|n| usage(n.pid().ok_or_else(|| cluster_err(format!("node {} is down", n.id)))?)).collect()
@@ -216,7 +217,7 @@ pub async fn density(exe: &Path, config: &DensityConfig) -> Result<DensityReport
     let mut led: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
     for p in parts.values().filter(|p| p.service == IDLE) {
         if let Some(node) = map.primaries.get(&p.id)
-            && *node > 3
+            && *node > SEEDS
         {
             led.entry(*node).or_default().push(p.id);
         }

@@ -129,13 +129,11 @@ impl Manager {
             return Ok(());
         }
         // 2. Operations to drive: creations in batches; moves, at most MAX_OPS at a time.
-        let uncreated: Vec<pb::PartitionInfo> = m
-            .partitions
-            .values()
-            .filter(|p| !p.created && !self.ops.lock().contains(&p.id))
-            .take(CREATE_BATCH_MAX)
-            .cloned()
-            .collect();
+        let uncreated: Vec<pb::PartitionInfo> = {
+            let ops = self.ops.lock();
+            let free = |p: &&pb::PartitionInfo| !p.created && !ops.contains(&p.id);
+            m.partitions.values().filter(free).take(CREATE_BATCH_MAX).cloned().collect()
+        };
         if !uncreated.is_empty() {
             self.spawn_creations(&m, uncreated);
         }
