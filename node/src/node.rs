@@ -237,6 +237,7 @@ impl Node {
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
         let raft = RaftService::new(self.host.clone()).into_server();
+        self.host.start_liveness(Some(self.addr.to_string()));
         let cluster = pb::cluster_server::ClusterServer::new(crate::manager::ClusterService::new(
             self.manager.clone(),
             self.access.clone(),
@@ -710,7 +711,8 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
         let req = req.into_inner();
         let r = replica_of(&self.host, req.partition)?;
         let resp = r
-            .raft()
+            .awake()
+            .await
             .add_learner(req.replica, weft_replica::node_of(&req.addr), req.blocking)
             .await
             .map_err(|e| status::write_error(req.partition, e))?;
@@ -745,8 +747,12 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
                 openraft::ChangeMembers::RemoveNodes(leftovers),
             ])
         };
-        let resp =
-            r.raft().change_membership(change, req.retain).await.map_err(|e| status::write_error(req.partition, e))?;
+        let resp = r
+            .awake()
+            .await
+            .change_membership(change, req.retain)
+            .await
+            .map_err(|e| status::write_error(req.partition, e))?;
         Ok(Response::new(pb::MembershipResponse { log_id: Some(weft_replica::log_id_to_pb(&resp.log_id)) }))
     }
 
@@ -756,7 +762,7 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
     ) -> Result<Response<pb::TransferLeaderToResponse>, Status> {
         let req = req.into_inner();
         let r = replica_of(&self.host, req.partition)?;
-        r.raft().trigger().transfer_leader(req.to).await.map_err(|e| {
+        r.awake().await.trigger().transfer_leader(req.to).await.map_err(|e| {
             Status::unavailable(format!("leader transfer of partition {} to replica {}: {e}", req.partition, req.to))
         })?;
         Ok(Response::new(pb::TransferLeaderToResponse {}))

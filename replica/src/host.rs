@@ -40,6 +40,9 @@ pub struct RaftSettings {
     pub keep_behind_snapshot: u64,
     /// Most entries in one append message.
     pub max_payload_entries: u64,
+    /// How long a group must be idle before its primary asks it to quiesce (`None`:
+    /// groups never quiesce). See `crate::quiesce`.
+    pub quiesce_after: Option<Duration>,
 }
 
 /// How far (in log entries) behind the leader a learner may be when a blocking
@@ -56,6 +59,7 @@ impl Default for RaftSettings {
             snapshot_every: 20_000,
             keep_behind_snapshot: 5_000,
             max_payload_entries: 256,
+            quiesce_after: Some(Duration::from_secs(3)),
         }
     }
 }
@@ -112,6 +116,8 @@ pub struct Replica {
     /// Client requests (reads and writes) served since it opened: the load report's
     /// request rate is this counter's change between heartbeats.
     pub(crate) requests: std::sync::atomic::AtomicU64,
+    /// Whether its timers are stopped because its group is idle.
+    pub(crate) quiet: crate::quiesce::Quiet,
 }
 
 fn role(state: ServerState, is_voter: bool) -> pb::Role {
@@ -158,11 +164,28 @@ impl Replica {
         &self.raft
     }
 
+    /// The raft group handle for a change only a primary makes (a membership change, a
+    /// leader transfer, a write or read-index round of the node's own): a quiesced primary
+    /// wakes first, as for a client's request. Counts one request.
+    pub async fn awake(&self) -> &Raft {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        self.quiet.wake(&self.raft).await;
+        &self.raft
+    }
+
+    /// Whether its group is quiesced here (its tick stopped).
+    pub fn is_quiesced(&self) -> bool {
+        self.quiet.is_quiesced()
+    }
+
     /// Replicates one client command through this replica, batched with whatever else is
     /// queued (openraft refuses it unless this replica is the primary); answers with the
     /// state machine's result. Counts one request.
     pub async fn write(&self, cmd: pb::Command) -> Result<pb::CommandResult, crate::proposer::ProposeError> {
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        // Counted before the quiet state is looked at: a quiesce racing with this write
+        // either sees the count move or is seen by the wake (`crate::quiesce`).
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        self.quiet.wake(&self.raft).await;
         self.proposer.propose(cmd).await
     }
 
@@ -176,8 +199,9 @@ impl Replica {
         linearizable: bool,
         f: impl FnOnce(&crate::state_machine::State) -> T,
     ) -> Result<Option<(T, u64)>, crate::read_gate::ReadError> {
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::SeqCst);
         if linearizable {
+            self.quiet.wake(&self.raft).await;
             self.reads.ensure().await?;
         }
         Ok(self.sm.read(|st| st.last_applied.map(|l| (f(st), l.index))))
@@ -219,6 +243,7 @@ impl Replica {
             snapshots_installed: p.installed.load(Ordering::Relaxed),
             requests: r.requests.load(Ordering::Relaxed),
             requests_per_s: 0.0,
+            quiesced: r.quiet.is_quiesced(),
         }
     }
 }
@@ -243,6 +268,10 @@ pub struct Host {
     config: Arc<Config>,
     limits: Limits,
     storage: Storage,
+    /// How long a group must be idle before it quiesces.
+    quiesce_after: Option<Duration>,
+    /// Liveness of peer nodes and the quiesce requests under way.
+    pub(crate) liveness: crate::quiesce::Liveness,
 }
 
 impl Host {
@@ -262,7 +291,27 @@ impl Host {
             config: Arc::new(settings.config()?),
             limits,
             storage,
+            quiesce_after: settings.quiesce_after,
+            liveness: crate::quiesce::Liveness::new(),
         }))
+    }
+
+    /// Starts the node's liveness loop (pings to every peer node, quiescence of idle
+    /// groups, failover of groups led from a node that went down); it ends when the host
+    /// is dropped. `own_addr`: this node's address as memberships name it (`None`: taken
+    /// from the hosted groups). Without it, groups never quiesce.
+    pub fn start_liveness(self: &Arc<Self>, own_addr: Option<String>) {
+        crate::quiesce::start(self, own_addr);
+    }
+
+    /// How long a group must be idle before it quiesces (`None`: never).
+    pub(crate) fn quiesce_after(&self) -> Option<Duration> {
+        self.quiesce_after
+    }
+
+    /// A peer's ping: notes the peer as alive and quiesces the followers it asks to.
+    pub fn ping(&self, req: pb::PingRequest) -> pb::PingResponse {
+        self.liveness.answer(self, req)
     }
 
     fn replicas_dir(&self) -> Option<PathBuf> {
@@ -363,7 +412,8 @@ impl Host {
         let proposer = crate::proposer::Proposer::start(raft.clone());
         let reads = crate::read_gate::ReadGate::start(raft.clone(), proposer.in_flight());
         let requests = std::sync::atomic::AtomicU64::new(0);
-        let replica = Arc::new(Replica { partition, id, raft, sm, mode, proposer, reads, requests });
+        let quiet = crate::quiesce::Quiet::new(Duration::from_millis(self.config.election_timeout_max));
+        let replica = Arc::new(Replica { partition, id, raft, sm, mode, proposer, reads, requests, quiet });
         let raced = {
             let mut map = self.replicas.write();
             match map.get(&partition) {
@@ -393,6 +443,9 @@ impl Host {
     /// Closes a partition's replica and drops its state.
     pub async fn close(&self, partition: PartitionId) -> Result<(), Error> {
         let r = self.replicas.write().remove(&partition).ok_or(Error::NotOpen(partition))?;
+        // A quiesced primary's followers run no election timer: wake them with a
+        // heartbeat round, so that they elect once it is gone.
+        r.quiet.wake(&r.raft).await;
         r.raft.shutdown().await.map_err(|e| Error::Raft(e.to_string()))?;
         if r.mode == pb::LogMode::Durable {
             let dir = self.replica_dir(partition, r.id)?;

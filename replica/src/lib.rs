@@ -24,6 +24,8 @@
 //!   the addressed replica.
 //! - `proposer`, `read_gate`: a primary's writes batched into entries, its
 //!   linearizable reads into read-index rounds.
+//! - `quiesce`: idle groups stop ticking; liveness per node pair stands in for their
+//!   heartbeats and elects for the groups of a node that went down.
 //! - `host`: the replicas one node process hosts.
 //! - `runtime`: openraft's tokio runtime with randomness a simulation can seed.
 //!
@@ -47,6 +49,7 @@ mod error;
 mod host;
 mod log_store;
 mod proposer;
+mod quiesce;
 mod raft_service;
 mod read_gate;
 pub mod router;

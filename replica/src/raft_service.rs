@@ -139,6 +139,14 @@ impl pb::raft_server::Raft for RaftService {
                 std::future::ready(ok)
             })
             .map(wire::append_from_pb)
+            .inspect({
+                let woken = replica.clone();
+                move |r| {
+                    if r.as_ref().is_ok_and(|r| !r.entries.is_empty()) {
+                        woken.quiet.heard(&woken.raft, true);
+                    }
+                }
+            })
             .take_while(|r| {
                 if let Err(e) = r {
                     tracing::warn!(error = %e, "undecodable append on a stream; ending it");
@@ -146,9 +154,13 @@ impl pb::raft_server::Raft for RaftService {
                 std::future::ready(r.is_ok())
             })
             .filter_map(|r| std::future::ready(r.ok()));
-        let answers = replica.raft.stream_append(input).map(|r| match r {
-            Ok(result) => Ok(wire::stream_append_result_to_pb(&result)),
-            Err(f) => Err(fatal(f)),
+        let woken = replica.clone();
+        let answers = replica.raft.stream_append(input).map(move |r| {
+            woken.quiet.heard(&woken.raft, false);
+            match r {
+                Ok(result) => Ok(wire::stream_append_result_to_pb(&result)),
+                Err(f) => Err(fatal(f)),
+            }
         });
         Ok(Response::new(Box::pin(answers)))
     }
@@ -157,8 +169,10 @@ impl pb::raft_server::Raft for RaftService {
         let req = req.into_inner();
         let replica = self.host.target(req.target)?;
         let rpc = wire::append_from_pb(req)?;
-        let resp = replica.raft.append_entries(rpc).await.map_err(fatal)?;
-        Ok(Response::new(wire::append_resp_to_pb(&resp)))
+        replica.quiet.heard(&replica.raft, !rpc.entries.is_empty());
+        let resp = replica.raft.append_entries(rpc).await;
+        replica.quiet.heard(&replica.raft, false);
+        Ok(Response::new(wire::append_resp_to_pb(&resp.map_err(fatal)?)))
     }
 
     async fn vote(&self, req: Request<pb::VoteRequest>) -> Result<Response<pb::VoteResponse>, Status> {
@@ -166,7 +180,9 @@ impl pb::raft_server::Raft for RaftService {
         let replica = self.host.target(req.target)?;
         let pre_vote = req.pre_vote;
         let rpc = wire::vote_req_from_pb(req)?;
+        replica.quiet.heard(&replica.raft, !pre_vote);
         let resp = if pre_vote { replica.raft.pre_vote(rpc).await } else { replica.raft.vote(rpc).await };
+        replica.quiet.heard(&replica.raft, false);
         Ok(Response::new(wire::vote_resp_to_pb(&resp.map_err(fatal)?)))
     }
 
@@ -233,6 +249,7 @@ impl pb::raft_server::Raft for RaftService {
         }
         let built_s = started.elapsed().as_secs_f64();
         let snapshot = openraft::Snapshot { meta, snapshot: Image::Built { store: Box::new(store), sessions } };
+        replica.quiet.heard(&replica.raft, true);
         let resp = replica.raft.install_full_snapshot(vote, snapshot).await.map_err(fatal)?;
         tracing::info!(
             target = ?first_target,
@@ -245,6 +262,10 @@ impl pb::raft_server::Raft for RaftService {
         Ok(Response::new(pb::SnapshotResponse { vote: Some(wire::vote_to_pb(&resp.vote)) }))
     }
 
+    async fn ping(&self, req: Request<pb::PingRequest>) -> Result<Response<pb::PingResponse>, Status> {
+        Ok(Response::new(self.host.ping(req.into_inner())))
+    }
+
     async fn transfer_leader(
         &self,
         req: Request<pb::TransferLeaderRequest>,
@@ -254,6 +275,7 @@ impl pb::raft_server::Raft for RaftService {
         let from = wire::vote_from_pb(req.from_leader)?;
         let last = wire::opt_log_id_from_pb(req.last_log_id)?;
         let r = TransferLeaderRequest::new(from, req.to, last);
+        replica.quiet.heard(&replica.raft, true);
         match replica.raft.handle_transfer_leader(r).await.map_err(fatal)? {
             Ok(()) => Ok(Response::new(pb::TransferLeaderResponse {})),
             Err(e) => Err(Status::failed_precondition(e.to_string())),

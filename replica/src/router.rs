@@ -59,6 +59,8 @@ pub enum Kind {
     Snapshot,
     /// A leader asking the target to take over.
     TransferLeader,
+    /// A node's liveness ping to a peer node (carrying quiesce requests).
+    Ping,
     /// The answer to a request of this kind.
     Answer(AnswerTo),
 }
@@ -74,6 +76,8 @@ pub enum AnswerTo {
     Snapshot,
     /// A leader transfer.
     TransferLeader,
+    /// A ping.
+    Ping,
 }
 
 /// One message on its way: `from` and `to` are node addresses (an answer goes from the
@@ -330,6 +334,18 @@ fn unreachable(why: String) -> Gone {
 }
 
 impl Seat {
+    /// A liveness ping from this seat's host to the host at `to`, through the filters
+    /// both ways (its partition is 0: it belongs to no group).
+    pub(crate) async fn ping(&self, to: &str, req: pb::PingRequest) -> Result<pb::PingResponse, Gone> {
+        let message = |from: &str, to: &str, kind| Message { from: from.into(), to: to.into(), partition: 0, kind };
+        self.router.pass(&message(&self.addr, to, Kind::Ping)).await?;
+        let host = self.router.inner.hosts.lock().get(to).and_then(Weak::upgrade);
+        let host = host.ok_or_else(|| unreachable(format!("no node at {to}")))?;
+        let answer = host.ping(req);
+        self.router.pass(&message(to, &self.addr, Kind::Answer(AnswerTo::Ping))).await?;
+        Ok(answer)
+    }
+
     /// openraft's network factory for `partition`'s group on this seat's host.
     pub(crate) fn factory(&self, partition: PartitionId) -> RouterFactory {
         RouterFactory { seat: self.clone(), partition }
@@ -379,7 +395,7 @@ impl RouterLink {
 
     /// Carries one request and its answer through the filters: `call` runs on the target
     /// replica (twice if the request is duplicated; the copy's answer is discarded).
-    async fn exchange<T, F, Fut>(&self, kind: Kind, answer: AnswerTo, call: F) -> Result<T, Gone>
+    async fn exchange<T, F, Fut>(&self, kind: Kind, answer: AnswerTo, news: bool, call: F) -> Result<T, Gone>
     where
         T: Send + 'static,
         F: Fn(Arc<Replica>, Limits) -> Fut,
@@ -394,7 +410,11 @@ impl RouterLink {
                 let _ = copy.await;
             });
         }
-        let out = call(replica, limits).await?;
+        // As the gRPC service does: a quiesced replica wakes on its group's news.
+        replica.quiet.heard(&replica.raft, news);
+        let out = call(replica.clone(), limits).await;
+        replica.quiet.heard(&replica.raft, false);
+        let out = out?;
         router.pass(&self.answer(answer)).await?;
         Ok(out)
     }
@@ -412,7 +432,8 @@ impl RaftNetworkV2<TypeConfig> for RouterLink {
         rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.exchange(Kind::Append, AnswerTo::Append, |r, _| {
+        let news = !rpc.entries.is_empty();
+        self.exchange(Kind::Append, AnswerTo::Append, news, |r, _| {
             let rpc = rpc.clone();
             async move { r.raft.append_entries(rpc).await.map_err(fatal) }
         })
@@ -425,7 +446,7 @@ impl RaftNetworkV2<TypeConfig> for RouterLink {
         rpc: VoteRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.exchange(Kind::Vote, AnswerTo::Vote, |r, _| {
+        self.exchange(Kind::Vote, AnswerTo::Vote, true, |r, _| {
             let rpc = rpc.clone();
             async move { r.raft.vote(rpc).await.map_err(fatal) }
         })
@@ -438,7 +459,7 @@ impl RaftNetworkV2<TypeConfig> for RouterLink {
         rpc: VoteRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.exchange(Kind::Vote, AnswerTo::Vote, |r, _| {
+        self.exchange(Kind::Vote, AnswerTo::Vote, false, |r, _| {
             let rpc = rpc.clone();
             async move { r.raft.pre_vote(rpc).await.map_err(fatal) }
         })
@@ -462,7 +483,7 @@ impl RaftNetworkV2<TypeConfig> for RouterLink {
         snapshot::encode(&store, &sessions, &mut avro).map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
         let avro = Arc::new(avro);
         let meta = snapshot.meta;
-        let install = self.exchange(Kind::Snapshot, AnswerTo::Snapshot, |r, limits| {
+        let install = self.exchange(Kind::Snapshot, AnswerTo::Snapshot, true, |r, limits| {
             let (avro, meta, vote) = (avro.clone(), meta.clone(), vote);
             async move {
                 let (store, sessions) = snapshot::decode(avro.as_slice(), limits, r.sm.progress()).map_err(fatal)?;
@@ -482,7 +503,7 @@ impl RaftNetworkV2<TypeConfig> for RouterLink {
         req: TransferLeaderRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.exchange(Kind::TransferLeader, AnswerTo::TransferLeader, |r, _| {
+        self.exchange(Kind::TransferLeader, AnswerTo::TransferLeader, true, |r, _| {
             let req = req.clone();
             async move {
                 match r.raft.handle_transfer_leader(req).await.map_err(fatal)? {

@@ -139,6 +139,11 @@ impl Peers {
         self.inner.channels.channel(addr)
     }
 
+    /// One liveness ping to the node at `addr` (`crate::quiesce`).
+    pub(crate) async fn ping(&self, addr: &str, req: pb::PingRequest) -> Result<pb::PingResponse, Status> {
+        Ok(self.raft_client(addr)?.ping(req).await?.into_inner())
+    }
+
     fn raft_client(&self, addr: &str) -> Result<RaftClient<AuthChannel>, Status> {
         let max = self.inner.config.max_message_bytes;
         Ok(RaftClient::new(self.channel(addr)?).max_decoding_message_size(max).max_encoding_message_size(max))

@@ -6,13 +6,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use openraft::BasicNode;
 use openraft::async_runtime::watch::WatchReceiver;
 use tokio::time::Instant;
 use weft_proto::v1 as pb;
-use weft_replica::router::{DropRate, DuplicateRate, Kind, Partition, RandomDelay, Router};
+use weft_replica::router::{DropRate, DuplicateRate, Filter, Kind, Message, Partition, RandomDelay, Router, Verdict};
 use weft_replica::{Host, RaftSettings, Replica, Storage, TransportConfig};
 use weft_store::Limits;
 
@@ -36,16 +37,36 @@ fn addr(i: u64) -> String {
 
 /// A host on the router at `addr(i)`.
 fn host(router: &Router, i: u64) -> Arc<Host> {
+    host_with(router, i, &settings())
+}
+
+fn host_with(router: &Router, i: u64, settings: &RaftSettings) -> Arc<Host> {
     let transport = TransportConfig { router: Some(router.seat(addr(i))), ..TransportConfig::default() };
-    let host = Host::new(&settings(), transport, Limits::default(), Storage::default()).expect("host");
+    let host = Host::new(settings, transport, Limits::default(), Storage::default()).expect("host");
     router.attach(addr(i), &host);
     host
 }
 
 /// `n` hosts, each with replica `i` of the partition; the first initializes the group.
+/// No liveness loop runs: the groups never quiesce.
 async fn group(n: u64) -> (Router, Vec<Arc<Host>>) {
+    group_with(n, &settings()).await
+}
+
+/// `n` hosts as [`group`] makes them, each running its liveness loop (pings through the
+/// router), with groups that quiesce after 300 ms idle.
+async fn quiet_group(n: u64) -> (Router, Vec<Arc<Host>>) {
+    let settings = RaftSettings { quiesce_after: Some(Duration::from_millis(300)), ..settings() };
+    let (router, hosts) = group_with(n, &settings).await;
+    for (i, h) in hosts.iter().enumerate() {
+        h.start_liveness(Some(addr(i as u64 + 1)));
+    }
+    (router, hosts)
+}
+
+async fn group_with(n: u64, settings: &RaftSettings) -> (Router, Vec<Arc<Host>>) {
     let router = Router::new();
-    let hosts: Vec<Arc<Host>> = (1..=n).map(|i| host(&router, i)).collect();
+    let hosts: Vec<Arc<Host>> = (1..=n).map(|i| host_with(&router, i, settings)).collect();
     let members: BTreeMap<u64, BasicNode> = (1..=n).map(|i| (i, BasicNode { addr: addr(i) })).collect();
     for (i, h) in hosts.iter().enumerate() {
         let initial = (i == 0).then(|| members.clone());
@@ -260,4 +281,107 @@ async fn lost_answers_leave_a_write_pending_until_they_flow_again() {
     assert!(!matches!(r.outcome, Some(pb::command_result::Outcome::Error(_))), "{r:?}");
     let got = converged(&hosts, &["k".to_string()], Duration::from_secs(10)).await;
     assert!(got.iter().all(|m| m["k"].as_deref() == Some("v")), "{got:?}");
+}
+
+/// Counts the messages of one kind that pass (and lets every one pass).
+#[derive(Debug)]
+struct Tally(Kind, Arc<AtomicU64>);
+
+impl Filter for Tally {
+    fn verdict(&self, m: &Message) -> Verdict {
+        if m.kind == self.0 {
+            self.1.fetch_add(1, Ordering::Relaxed);
+        }
+        Verdict::Deliver
+    }
+}
+
+/// Waits until every replica on `hosts` says it is quiesced.
+async fn wait_quiesced(hosts: &[Arc<Host>], within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let quiet: Vec<bool> = hosts.iter().map(|h| replica(h).is_quiesced()).collect();
+        if quiet.iter().all(|q| *q) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the group did not quiesce within {within:?}: {quiet:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn term(r: &Replica) -> u64 {
+    r.raft().metrics().borrow_watched().current_term
+}
+
+/// An idle group quiesces: its primary stops sending heartbeats (no append message passes
+/// for a second). A write wakes it and commits on every replica with no election (same
+/// primary, same term); a linearizable read on the quiesced primary is served, also with
+/// no election; and idle again, the group quiesces again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_group_quiesces_and_a_write_wakes_it_without_an_election() {
+    let (router, hosts) = quiet_group(4).await;
+    let l = wait_leader(&hosts, Duration::from_secs(10)).await;
+    write(&hosts, create_table(), Duration::from_secs(10)).await;
+    write(&hosts, put("a", "1"), Duration::from_secs(10)).await;
+    wait_quiesced(&hosts, Duration::from_secs(10)).await;
+    let before = term(&l);
+
+    let appends = Arc::new(AtomicU64::new(0));
+    router.add_filter(Tally(Kind::Append, appends.clone()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(appends.load(Ordering::Relaxed), 0, "a quiesced group sent appends (heartbeats)");
+
+    write(&hosts, put("b", "2"), Duration::from_secs(10)).await;
+    assert!(appends.load(Ordering::Relaxed) > 0, "the write went out in no append");
+    let got = converged(&hosts, &["a".to_string(), "b".to_string()], Duration::from_secs(10)).await;
+    assert!(got.iter().all(|m| m["b"].as_deref() == Some("2")), "{got:?}");
+    assert_eq!(leader(&hosts).map(|r| r.id()), Some(l.id()), "the write moved the primary");
+    assert!(hosts.iter().all(|h| term(&replica(h)) == before), "the write started an election");
+
+    wait_quiesced(&hosts, Duration::from_secs(10)).await;
+    let read = l.read(true, |st| st.store.get(TABLE, b"b").ok().flatten().map(|r| r.value().to_vec())).await;
+    let (value, _) = read.expect("the linearizable read on a quiesced primary").expect("applied");
+    assert_eq!(value.as_deref(), Some(&b"2"[..]));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(hosts.iter().all(|h| term(&replica(h)) == before), "the read started an election");
+    wait_quiesced(&hosts, Duration::from_secs(10)).await;
+}
+
+/// The primary of a quiesced group is cut off from every other node: the others learn it
+/// from the failed pings (no group heartbeat tells them) and elect a new primary within
+/// the failover time, in one round (one term up: the ranked candidates do not split the
+/// vote). The cut-off primary serves no linearizable read and commits no write meanwhile;
+/// after healing it steps down and every replica holds every write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiesced_group_whose_primary_is_cut_off_elects_another_in_one_round() {
+    let (router, hosts) = quiet_group(4).await;
+    let old = wait_leader(&hosts, Duration::from_secs(10)).await;
+    write(&hosts, create_table(), Duration::from_secs(10)).await;
+    write(&hosts, put("before", "1"), Duration::from_secs(10)).await;
+    wait_quiesced(&hosts, Duration::from_secs(10)).await;
+    let before = term(&old);
+
+    let cut = Instant::now();
+    router.add_filter(Partition::isolate(addr(old.id())));
+    let rest: Vec<Arc<Host>> = hosts.iter().filter(|h| replica(h).id() != old.id()).cloned().collect();
+    let new = wait_leader(&rest, Duration::from_secs(10)).await;
+    let took = cut.elapsed();
+    assert!(took < Duration::from_secs(3), "a new primary took {took:?}");
+    assert_eq!(term(&new), before + 1, "the election took more than one round");
+
+    let read = tokio::time::timeout(Duration::from_secs(5), old.read(true, |_| ())).await;
+    assert!(!matches!(read, Ok(Ok(_))), "the cut-off primary served a linearizable read: {read:?}");
+    let stale_write = tokio::time::timeout(Duration::from_secs(3), old.write(put("lost", "x"))).await;
+    assert!(!matches!(stale_write, Ok(Ok(_))), "the cut-off primary committed a write");
+    write(&rest, put("after", "2"), Duration::from_secs(10)).await;
+
+    router.clear_filters();
+    let keys = ["before".to_string(), "after".to_string(), "lost".to_string()];
+    let got = converged(&hosts, &keys, Duration::from_secs(20)).await;
+    for (i, m) in got.iter().enumerate() {
+        assert_eq!(m["before"].as_deref(), Some("1"), "replica {}", i + 1);
+        assert_eq!(m["after"].as_deref(), Some("2"), "replica {}", i + 1);
+        assert_eq!(m["lost"], None, "replica {} applied the cut-off primary's write", i + 1);
+    }
+    assert_eq!(leader(&hosts).map(|r| r.id()), Some(new.id()), "the old primary came back as leader");
 }

@@ -26,7 +26,8 @@ pub const FIRST_REPLICA_ID: u64 = 1 << 20;
 /// Reads the map after confirming leadership with a quorum (read index); `None` until the
 /// first manager has written it.
 pub async fn read(r: &Replica) -> Result<Option<(pb::ClusterMap, u64)>, Status> {
-    r.raft()
+    r.awake()
+        .await
         .ensure_linearizable(ReadPolicy::ReadIndex)
         .await
         .map_err(|e| Status::unavailable(format!("cluster map read: {e}")))?;
@@ -119,7 +120,8 @@ pub fn init_users(m: &mut pb::ClusterMap) -> bool {
 
 async fn propose(r: &Replica, cmd: pb::Command) -> Result<pb::CommandResult, Status> {
     let resp = r
-        .raft()
+        .awake()
+        .await
         .client_write(Commands(vec![cmd]))
         .await
         .map_err(|e| Status::unavailable(format!("cluster map write: {e}")))?;

@@ -48,7 +48,7 @@ impl Manager {
         if !stale.is_empty() {
             tracing::info!(?stale, "removing cluster-map learners an unfinished rebuild left");
             let remove = ChangeMembers::RemoveNodes(stale);
-            leader.raft().change_membership(remove, false).await.map_err(|e| refused(e.to_string()))?;
+            leader.awake().await.change_membership(remove, false).await.map_err(|e| refused(e.to_string()))?;
             return Ok(true);
         }
         for &lost in voters.iter().filter(|v| **v != leader.id()) {
@@ -78,13 +78,13 @@ impl Manager {
             tracing::warn!(node = node.id, lost, fresh, "a seed lost its cluster-map replica; rebuilding it there");
             let open = pb::OpenReplicaRequest { partition: MAP_PARTITION, replica: fresh, mode: 0, initial: None };
             step(self.admin(&addr)?.open_replica(open)).await?;
-            let learner = leader.raft().add_learner(fresh, weft_replica::node_of(&addr), true);
+            let learner = leader.awake().await.add_learner(fresh, weft_replica::node_of(&addr), true);
             tokio::time::timeout(CATCH_UP_TIMEOUT, learner)
                 .await
                 .map_err(|_| refused(format!("replica {fresh} did not catch up within {CATCH_UP_TIMEOUT:?}")))?
                 .map_err(|e| refused(e.to_string()))?;
             let next: BTreeSet<u64> = voters.iter().copied().filter(|v| *v != lost).chain([fresh]).collect();
-            leader.raft().change_membership(next, false).await.map_err(|e| refused(e.to_string()))?;
+            leader.awake().await.change_membership(next, false).await.map_err(|e| refused(e.to_string()))?;
             tracing::info!(node = node.id, lost, fresh, "cluster-map replica rebuilt");
             return Ok(true);
         }

@@ -333,7 +333,7 @@ impl Manager {
                     let to = members.nodes().find(|(_, n)| m.nodes.values().any(|x| x.addr == n.addr && x.ud != ud));
                     if let Some((id, _)) = to {
                         tracing::info!(to = id, "upgrade walk: handing the cluster manager off the UD");
-                        let _ = r.raft().trigger().transfer_leader(*id).await;
+                        let _ = r.awake().await.trigger().transfer_leader(*id).await;
                     }
                 }
             }
