@@ -1,5 +1,7 @@
 //! `weft bench density` end to end: a small run on real node processes prints every
-//! figure the CLI contract names, each one measured (not a placeholder).
+//! figure the CLI contract names, each one measured (not a placeholder); its idle groups
+//! quiesce (groups quiesce after 3 s idle; the idle window is 5 s), and the failover it
+//! times is of groups quiesced when their primary's node was killed.
 
 mod common;
 
@@ -8,7 +10,7 @@ use serde_json::Value;
 
 #[test]
 fn a_small_density_run_prints_every_figure() {
-    let args = ["bench", "density", "--partitions", "10", "--idle-seconds", "2", "--load-seconds", "1", "--json"];
+    let args = ["bench", "density", "--partitions", "10", "--idle-seconds", "5", "--load-seconds", "1", "--json"];
     let (ok, out, err) = weft(&args);
     assert!(ok, "weft bench density failed: {err}");
     let r: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("not one JSON object ({e}): {out}"));
@@ -27,4 +29,6 @@ fn a_small_density_run_prints_every_figure() {
         assert!(positive(k), "{k} is not a positive figure: {r}");
     }
     assert!(r["failovers_timed"].as_u64().is_some_and(|n| n >= 1), "no failover was timed: {r}");
+    assert!(r["quiesced_pct"].as_f64().is_some_and(|p| p >= 50.0), "most idle replicas did not quiesce: {r}");
+    assert!(r["failover_quiesced"].as_u64().is_some_and(|n| n >= 1), "no timed group was quiesced: {r}");
 }

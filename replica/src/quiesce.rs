@@ -297,24 +297,30 @@ async fn run(weak: Weak<Host>, own_addr: Option<String>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut idle: BTreeMap<PartitionId, Idle> = BTreeMap::new();
     let mut round: u32 = 0;
+    // The hosted replicas and the peer nodes, looked up again every scan.
+    let mut replicas: Vec<Arc<Replica>> = Vec::new();
+    let mut peers: BTreeSet<String> = BTreeSet::new();
     loop {
         tick.tick().await;
         let Some(host) = weak.upgrade() else { return };
         round = round.wrapping_add(1);
-        let replicas = host.list();
+        let rescan = round % SCAN_EVERY == 1;
+        if rescan {
+            replicas = host.list();
+        }
         // This node's address: from the loop's argument, or as the groups name it.
         let own = own_addr.clone().or_else(|| replicas.iter().find_map(|r| addr_of(r, r.id)));
         let Some(own) = own else { continue };
-        let peers = peer_addrs(&replicas, &own);
-        if round.is_multiple_of(SCAN_EVERY)
-            && let Some(after) = host.quiesce_after()
-        {
-            scan(&host, &replicas, &own, after, &mut idle);
+        if rescan {
+            peers = peer_addrs(&replicas, &own);
+            if let Some(after) = host.quiesce_after() {
+                scan(&host, &replicas, &own, after, &mut idle);
+            }
         }
         conclude(&host);
         transitions(&host, &replicas, &peers);
-        for addr in peers {
-            send_ping(&host, &own, addr);
+        for addr in &peers {
+            send_ping(&host, &own, addr.clone());
         }
     }
 }
@@ -331,7 +337,7 @@ fn peer_addrs(replicas: &[Arc<Replica>], own: &str) -> BTreeSet<String> {
     for r in replicas {
         let m = r.raft.metrics().borrow_watched().membership_config.clone();
         for (_, n) in m.membership().nodes() {
-            if n.addr != own {
+            if n.addr != own && !out.contains(&n.addr) {
                 out.insert(n.addr.clone());
             }
         }
@@ -402,20 +408,22 @@ fn scan(host: &Host, replicas: &[Arc<Replica>], own: &str, after: Duration, idle
     let mut proposals = host.liveness.proposals.lock();
     proposals.retain(|_, p| now.duration_since(p.at) < PROPOSAL_TTL && !p.leader.quiet.is_quiesced());
     for r in replicas {
+        if r.quiet.state.load(Ordering::SeqCst) != AWAKE {
+            continue;
+        }
         let requests = r.requests.load(Ordering::SeqCst);
-        let m = r.raft.metrics().borrow_watched().clone();
-        let seen = Idle { last_log: m.last_log_index, requests, since: now };
+        let last_log = r.raft.metrics().borrow_watched().last_log_index;
+        let seen = Idle { last_log, requests, since: now };
         let spell = idle.entry(r.partition).or_insert(seen);
         if spell.last_log != seen.last_log || spell.requests != seen.requests {
             *spell = seen;
             continue;
         }
-        if now.duration_since(spell.since) < after
-            || m.state != ServerState::Leader
-            || r.quiet.state.load(Ordering::SeqCst) != AWAKE
-            || proposals.contains_key(&r.partition)
-            || m.running_state.is_err()
-        {
+        if now.duration_since(spell.since) < after || proposals.contains_key(&r.partition) {
+            continue;
+        }
+        let m = r.raft.metrics().borrow_watched().clone();
+        if m.state != ServerState::Leader || m.running_state.is_err() {
             continue;
         }
         let Some(last) = m.last_applied else { continue };

@@ -86,6 +86,11 @@ pub struct DensityReport {
     pub baseline_rss_bytes_per_node: f64,
     /// Growth of the nodes' resident memory per replica the idle service added.
     pub rss_bytes_per_replica: f64,
+    /// Percent of every hosted replica (the idle service's, `hot`'s and the cluster map's)
+    /// quiesced at the end of the idle window.
+    pub quiesced_pct: f64,
+    /// Of the replicas whose failover is timed, those quiesced when their node was killed.
+    pub failover_quiesced: usize,
     /// Median time from killing a node to the first acknowledged write of each idle
     /// partition whose primary it hosted.
     pub quiesced_failover_ms: f64,
@@ -97,6 +102,19 @@ pub struct DensityReport {
     pub writes_per_s_with: f64,
     /// `writes_per_s_with / writes_per_s_without`.
     pub throughput_ratio: f64,
+}
+
+/// The (node, partition) of every quiesced replica, as each node lists its replicas, and
+/// the number of replicas listed.
+async fn quiesced(nodes: &[LocalNode]) -> Result<(std::collections::BTreeSet<(u64, u64)>, usize), Error> {
+    let (mut out, mut hosted) = (std::collections::BTreeSet::new(), 0);
+    for n in nodes {
+        let list = n.admin().await?.list(weft_proto::v1::ListReplicasRequest {}).await.map_err(cluster_err)?;
+        let replicas = list.into_inner().replicas;
+        hosted += replicas.len();
+        out.extend(replicas.iter().filter(|r| r.quiesced).map(|r| (n.id, r.partition)));
+    }
+    Ok((out, hosted))
 }
 
 /// CPU time and resident memory of one process, from `/proc`.
@@ -206,6 +224,8 @@ pub async fn density(exe: &Path, config: &DensityConfig) -> Result<DensityReport
 
     let (idle_cpu, _) = idle_window(&nodes, config.idle_window).await?;
     let rss_after = usages(&nodes)?;
+    let (quiet, hosted) = quiesced(&nodes).await?;
+    let quiesced_pct = 100.0 * quiet.len() as f64 / (hosted as f64).max(1.0);
     let replicas = f64::from(config.partitions) * f64::from(REPLICAS);
     let grown: f64 = rss_before.iter().zip(&rss_after).map(|(b, a)| a.rss_bytes - b.rss_bytes).sum();
     let replicas_per_node = replicas / config.nodes as f64;
@@ -237,6 +257,8 @@ pub async fn density(exe: &Path, config: &DensityConfig) -> Result<DensityReport
     let client = Client::new(survivors, ClientConfig { deadline: Duration::from_millis(500), ..root.clone() });
     let timed: Vec<(u64, Vec<u8>)> =
         victims.into_iter().take(FAILOVERS_MAX).filter_map(|pid| Some((pid, key_of(pid)?))).collect();
+    let (quiet_now, _) = quiesced(&nodes).await?;
+    let failover_quiesced = timed.iter().filter(|(pid, _)| quiet_now.contains(&(victim, *pid))).count();
     let node = nodes.iter_mut().find(|n| n.id == victim).ok_or_else(|| cluster_err("the victim node"))?;
     let killed = Instant::now();
     node.kill();
@@ -278,6 +300,8 @@ pub async fn density(exe: &Path, config: &DensityConfig) -> Result<DensityReport
         idle_cpu_pct_per_1000_replicas: round(idle_cpu / (replicas_per_node / 1000.0), 2),
         baseline_rss_bytes_per_node: baseline_rss.round(),
         rss_bytes_per_replica: (grown / replicas).round(),
+        quiesced_pct: round(quiesced_pct, 1),
+        failover_quiesced,
         quiesced_failover_ms: round(percentile(&failovers, 0.5), 1),
         failovers_timed: failovers.len(),
         writes_per_s_without: round(writes_per_s_without, 0),
