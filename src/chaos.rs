@@ -30,6 +30,11 @@ pub(crate) struct ChaosArgs {
     /// Keys the clients share.
     #[arg(long, default_value_t = 16)]
     keys: u64,
+    /// Partitions of a second service, one key each, that a sparse client touches one at
+    /// a time with pauses: most of its groups are quiesced when faults land on them, and
+    /// each operation wakes one. 0: no such service. Default 16 (8 with `--simulated`).
+    #[arg(long)]
+    idle_partitions: Option<u32>,
     /// Print one JSON object (an array with --mode both) and nothing else on stdout.
     #[arg(long)]
     json: bool,
@@ -88,6 +93,9 @@ fn chaos_simulated(a: &ChaosArgs) -> anyhow::Result<()> {
         keys: a.keys,
         durable,
         faults: a.faults.clone(),
+        idle_partitions: a
+            .idle_partitions
+            .unwrap_or(weft_testkit::simulated::SimulatedConfig::default().idle_partitions),
         ..Default::default()
     };
     let (report, history) = weft_testkit::simulated::run(&cfg)?;
@@ -134,6 +142,7 @@ pub(crate) fn run(a: ChaosArgs) -> anyhow::Result<()> {
             clients: a.clients,
             keys: a.keys,
             tls: !a.insecure,
+            idle_partitions: a.idle_partitions.unwrap_or(weft_testkit::chaos::ChaosConfig::default().idle_partitions),
             ..weft_testkit::chaos::ChaosConfig::default()
         };
         let (report, history) = rt.block_on(weft_testkit::chaos::run(&exe, &cfg))?;

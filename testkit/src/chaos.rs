@@ -63,6 +63,41 @@ use weft_security::AuthChannel;
 
 pub(crate) const SERVICE: &str = "chaos";
 pub(crate) const TABLE: &str = "default";
+/// The many-partition service most of whose groups are quiesced at any moment: one
+/// sparse client touches one of its keys at a time, with pauses, so each of its
+/// operations wakes a group that had been idle, and the faults land on quiesced groups.
+pub(crate) const IDLE_SERVICE: &str = "chaos-idle";
+/// Key ids from here on are the idle service's (the checker's keys are plain numbers).
+pub(crate) const IDLE_KEYS_FROM: u64 = 1 << 32;
+/// The sparse client's pause between operations, at least and at most: with one key per
+/// idle partition, a key waits far longer than the 3 s after which an idle group quiesces.
+const SPARSE_PAUSE_MS: (u64, u64) = (200, 2_000);
+
+/// The service a key id belongs to.
+pub(crate) fn service_of(key: u64) -> &'static str {
+    if key >= IDLE_KEYS_FROM { IDLE_SERVICE } else { SERVICE }
+}
+
+/// Which keys a client works on, and whether it pauses between operations.
+#[derive(Clone, Debug)]
+pub(crate) struct Workload {
+    /// Key ids (see [`service_of`]).
+    pub(crate) keys: std::ops::Range<u64>,
+    /// Sparse: a random pause in [`SPARSE_PAUSE_MS`] before each operation.
+    pub(crate) sparse: bool,
+}
+
+impl Workload {
+    /// The shared service's `keys` keys, back to back.
+    pub(crate) fn dense(keys: u64) -> Self {
+        Workload { keys: 0..keys, sparse: false }
+    }
+
+    /// One key per idle partition, with pauses.
+    pub(crate) fn idle(partitions: u32) -> Self {
+        Workload { keys: IDLE_KEYS_FROM..IDLE_KEYS_FROM + u64::from(partitions), sparse: true }
+    }
+}
 
 /// What a chaos run does.
 #[derive(Clone, Debug)]
@@ -86,6 +121,9 @@ pub struct ChaosConfig {
     /// TLS between the nodes and for the clients (as `root`); false starts `--insecure`
     /// nodes.
     pub tls: bool,
+    /// Partitions of the idle service ([`IDLE_SERVICE`]; 0: none), touched by one sparse
+    /// client.
+    pub idle_partitions: u32,
 }
 
 impl Default for ChaosConfig {
@@ -100,6 +138,7 @@ impl Default for ChaosConfig {
             partitions: 4,
             replicas: 4,
             tls: true,
+            idle_partitions: 16,
         }
     }
 }
@@ -113,6 +152,9 @@ pub struct ChaosReport {
     pub seed: u64,
     /// Operations invoked (final reads included).
     pub ops: u64,
+    /// Of them, operations on the idle service's keys: each woke a group that had
+    /// most likely quiesced.
+    pub idle_ops: u64,
     /// Operations with a definite answer.
     pub ok: u64,
     /// Operations that definitely did not happen (a read that got no answer, a refusal).
@@ -340,12 +382,13 @@ pub(crate) fn client_config() -> ClientConfig {
     }
 }
 
-/// One client: its own session, one operation at a time, until told to stop.
+/// One client: its own session, one operation at a time on `work`'s keys, until told to
+/// stop.
 pub(crate) async fn client(
     id: u64,
     endpoints: Vec<String>,
     config: ClientConfig,
-    keys: u64,
+    work: Workload,
     seed: u64,
     rec: Arc<Recorder>,
 ) {
@@ -354,12 +397,20 @@ pub(crate) async fn client(
     // What this client last saw of each key: the value and its record's version.
     let mut seen: HashMap<u64, Option<(u64, u64)>> = HashMap::new();
     while !rec.stop.load(Ordering::Relaxed) {
-        let key = rng.random_range(0..keys);
+        if work.sparse {
+            let ms = rng.random_range(SPARSE_PAUSE_MS.0..=SPARSE_PAUSE_MS.1);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            if rec.stop.load(Ordering::Relaxed) {
+                break;
+            }
+        }
+        let key = rng.random_range(work.keys.clone());
         let kb = key_bytes(key);
+        let service = service_of(key);
         let roll = rng.random_range(0..10);
         let call_ns = rec.now();
         let (kind, outcome) = if roll < 5 {
-            match svc.get(SERVICE, TABLE, &kb).await {
+            match svc.get(service, TABLE, &kb).await {
                 Ok(r) => {
                     let v = r.as_ref().and_then(|r| value_of(r).map(|v| (v, r.version)));
                     seen.insert(key, v);
@@ -380,7 +431,7 @@ pub(crate) async fn client(
             } else {
                 (OpKind::Write(new), None)
             };
-            let outcome = match svc.put_if(SERVICE, TABLE, &kb, &new.to_be_bytes(), condition).await {
+            let outcome = match svc.put_if(service, TABLE, &kb, &new.to_be_bytes(), condition).await {
                 Ok(version) => {
                     seen.insert(key, Some((new, version)));
                     if cas { Outcome::Cas(true) } else { Outcome::Written }
@@ -575,10 +626,25 @@ pub async fn run(exe: &Path, cfg: &ChaosConfig) -> Result<(ChaosReport, Vec<Op>)
     let req = pb::CreateServiceRequest { name: SERVICE.into(), partitions: cfg.partitions, replicas: cfg.replicas };
     c.create_service(req).await.map_err(|s| cluster_err(s.message()))?;
     cluster.wait_whole(cfg.replicas as usize, Duration::from_secs(60)).await?;
+    if cfg.idle_partitions > 0 {
+        let req = pb::CreateServiceRequest {
+            name: IDLE_SERVICE.into(),
+            partitions: cfg.idle_partitions,
+            replicas: cfg.replicas,
+        };
+        c.create_service(req).await.map_err(|s| cluster_err(s.message()))?;
+        let (n, p, r) = (cfg.nodes as usize, cfg.idle_partitions, cfg.replicas);
+        weft_client::routing::ready_service(&cluster.root, &endpoints, n, IDLE_SERVICE, p, r, Duration::from_secs(60))
+            .await
+            .map_err(cluster_err)?;
+    }
 
     let rec = Arc::new(Recorder::new());
-    let tasks: Vec<_> = (0..cfg.clients as u64)
-        .map(|id| tokio::spawn(client(id, endpoints.clone(), cluster.root.clone(), cfg.keys, cfg.seed, rec.clone())))
+    let tasks: Vec<_> = workloads(cfg.clients, cfg.keys, cfg.idle_partitions)
+        .into_iter()
+        .map(|(id, work)| {
+            tokio::spawn(client(id, endpoints.clone(), cluster.root.clone(), work, cfg.seed, rec.clone()))
+        })
         .collect();
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let until = Instant::now() + Duration::from_secs_f64(cfg.seconds);
@@ -598,7 +664,7 @@ pub async fn run(exe: &Path, cfg: &ChaosConfig) -> Result<(ChaosReport, Vec<Op>)
     let reader =
         ServiceClient::new(endpoints, ClientConfig { deadline: Duration::from_secs(20), ..cluster.root.clone() });
     let mut history = std::mem::take(&mut *rec.history.lock());
-    history.extend(read_every_key(&reader, cfg.keys, &rec).await?);
+    history.extend(read_every_key(&reader, &keys_of(cfg.keys, cfg.idle_partitions), &rec).await?);
     drop(cluster);
 
     let t = Tally::of(&history);
@@ -606,6 +672,7 @@ pub async fn run(exe: &Path, cfg: &ChaosConfig) -> Result<(ChaosReport, Vec<Op>)
         mode: if cfg.durable { "durable" } else { "volatile" },
         seed: cfg.seed,
         ops: history.len() as u64,
+        idle_ops: t.idle_ops,
         ok: t.ok,
         failed: t.failed,
         indeterminate: t.indeterminate,
@@ -622,12 +689,33 @@ pub async fn run(exe: &Path, cfg: &ChaosConfig) -> Result<(ChaosReport, Vec<Op>)
 /// The client id of the final reads, after every other operation.
 pub(crate) const FINAL_READER: u64 = u64::MAX;
 
+/// The clients of a run: `clients` on the shared service's `keys` keys, and one sparse
+/// client on the idle service's when it has partitions; by client id.
+pub(crate) fn workloads(clients: usize, keys: u64, idle_partitions: u32) -> Vec<(u64, Workload)> {
+    let mut out: Vec<(u64, Workload)> = (0..clients as u64).map(|id| (id, Workload::dense(keys))).collect();
+    if idle_partitions > 0 {
+        out.push((clients as u64, Workload::idle(idle_partitions)));
+    }
+    out
+}
+
+/// Every key id of a run: the shared service's, then the idle service's.
+pub(crate) fn keys_of(keys: u64, idle_partitions: u32) -> Vec<u64> {
+    let mut all: Vec<u64> = (0..keys).collect();
+    all.extend(Workload::idle(idle_partitions).keys);
+    all
+}
+
 /// One linearizable read of every key, as operations of [`FINAL_READER`].
-pub(crate) async fn read_every_key(reader: &ServiceClient, keys: u64, rec: &Recorder) -> Result<Vec<Op>, ClientError> {
-    let mut ops = Vec::with_capacity(keys as usize);
-    for key in 0..keys {
+pub(crate) async fn read_every_key(
+    reader: &ServiceClient,
+    keys: &[u64],
+    rec: &Recorder,
+) -> Result<Vec<Op>, ClientError> {
+    let mut ops = Vec::with_capacity(keys.len());
+    for &key in keys {
         let call_ns = rec.now();
-        let value = reader.get(SERVICE, TABLE, &key_bytes(key)).await?.as_ref().and_then(value_of);
+        let value = reader.get(service_of(key), TABLE, &key_bytes(key)).await?.as_ref().and_then(value_of);
         let outcome = Outcome::Read(value);
         ops.push(Op { client: FINAL_READER, key, kind: OpKind::Read, call_ns, return_ns: rec.now(), outcome });
     }
@@ -644,6 +732,8 @@ pub(crate) struct Tally {
     pub(crate) lost_acked_writes: u64,
     /// Keys the final reads answered.
     pub(crate) final_keys: u64,
+    /// Operations on the idle service's keys (the final reads included).
+    pub(crate) idle_ops: u64,
 }
 
 impl Tally {
@@ -667,6 +757,7 @@ impl Tally {
             indeterminate,
             lost_acked_writes: lost_acked_writes(history, &finals),
             final_keys: finals.len() as u64,
+            idle_ops: history.iter().filter(|o| o.key >= IDLE_KEYS_FROM).count() as u64,
         }
     }
 }

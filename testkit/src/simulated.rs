@@ -68,6 +68,9 @@ pub struct SimulatedConfig {
     pub keys: u64,
     /// Partitions of the service.
     pub partitions: u32,
+    /// Partitions of the idle service (`chaos`'s `IDLE_SERVICE`; 0: none), touched by one
+    /// sparse client, so faults land on quiesced groups.
+    pub idle_partitions: u32,
     /// Replicas per partition.
     pub replicas: u32,
     /// Durable replicas: each node writes its logs and checkpoints to an in-memory
@@ -150,6 +153,7 @@ impl Default for SimulatedConfig {
             clients: 4,
             keys: 8,
             partitions: 2,
+            idle_partitions: 8,
             replicas: 3,
             durable: false,
             faults: Vec::new(),
@@ -171,6 +175,9 @@ pub struct SimulatedReport {
     pub history_hash: String,
     /// Operations invoked (final reads included).
     pub ops: u64,
+    /// Of them, operations on the idle service's keys: each woke a group that had
+    /// most likely quiesced.
+    pub idle_ops: u64,
     /// Operations with a definite answer.
     pub ok: u64,
     /// Reads that got no answer.
@@ -404,31 +411,42 @@ async fn driver(
     if cfg.durable {
         tokio::spawn(walk_when_asked(endpoints.clone(), config.clone(), control));
     }
-    // The map first, then the service; both retried until the cluster answers.
-    loop {
-        let created = async {
-            let mut c = pb::cluster_client::ClusterClient::new(crate::local::channel(&config.security, &endpoints[0])?);
-            let req =
-                pb::CreateServiceRequest { name: SERVICE.into(), partitions: cfg.partitions, replicas: cfg.replicas };
-            c.create_service(req).await?;
-            Ok::<(), Box<dyn std::error::Error>>(())
-        };
-        match tokio::time::timeout(Duration::from_secs(5), created).await {
-            Ok(Ok(())) => break,
-            _ => tokio::time::sleep(Duration::from_millis(500)).await,
+    // The map first, then the services; each retried until the cluster answers (a
+    // service that already exists is refused: created by an earlier try).
+    let services = [(SERVICE, cfg.partitions), (chaos::IDLE_SERVICE, cfg.idle_partitions)];
+    for (name, partitions) in services.into_iter().filter(|(_, p)| *p > 0) {
+        loop {
+            let created = async {
+                let mut c =
+                    pb::cluster_client::ClusterClient::new(crate::local::channel(&config.security, &endpoints[0])?);
+                let req = pb::CreateServiceRequest { name: name.into(), partitions, replicas: cfg.replicas };
+                match c.create_service(req).await {
+                    Err(s) if s.code() == tonic::Code::AlreadyExists => Ok(()),
+                    other => other.map(|_| ()),
+                }?;
+                Ok::<(), Box<dyn std::error::Error>>(())
+            };
+            match tokio::time::timeout(Duration::from_secs(5), created).await {
+                Ok(Ok(())) => break,
+                _ => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
         }
     }
     // Every partition writable before the clock of the history starts to matter.
     let svc = ServiceClient::new(endpoints.clone(), config.clone());
-    for key in 0..cfg.keys {
-        while svc.get(SERVICE, TABLE, &chaos::key_bytes(key)).await.is_err() {
+    let keys = chaos::keys_of(cfg.keys, cfg.idle_partitions);
+    for &key in &keys {
+        while svc.get(chaos::service_of(key), TABLE, &chaos::key_bytes(key)).await.is_err() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
     rec.now();
     rec.ready.store(true, Ordering::Relaxed);
-    let tasks: Vec<_> = (0..cfg.clients as u64)
-        .map(|id| tokio::spawn(chaos::client(id, endpoints.clone(), config.clone(), cfg.keys, cfg.seed, rec.clone())))
+    let tasks: Vec<_> = chaos::workloads(cfg.clients, cfg.keys, cfg.idle_partitions)
+        .into_iter()
+        .map(|(id, work)| {
+            tokio::spawn(chaos::client(id, endpoints.clone(), config.clone(), work, cfg.seed, rec.clone()))
+        })
         .collect();
     for t in tasks {
         let _ = t.await;
@@ -437,7 +455,7 @@ async fn driver(
     // cluster time to rebuild what the last fault took, then read every key.
     tokio::time::sleep(Duration::from_secs(10)).await;
     let reader = ServiceClient::new(endpoints, ClientConfig { deadline: Duration::from_secs(30), ..config });
-    let finals = chaos::read_every_key(&reader, cfg.keys, &rec).await?;
+    let finals = chaos::read_every_key(&reader, &keys, &rec).await?;
     rec.history.lock().extend(finals);
     Ok(())
 }
@@ -720,24 +738,27 @@ fn simulate(cfg: &SimulatedConfig) -> Result<(SimulatedReport, Vec<Op>), Error> 
         seed: cfg.seed,
         history_hash: format!("{:016x}", history_hash(&history)),
         ops: history.len() as u64,
+        idle_ops: t.idle_ops,
         ok: t.ok,
         failed: t.failed,
         indeterminate: t.indeterminate,
         faults,
         node_exits,
         walk_restarts,
-        linearizable: t.verdict.linearizable() && t.final_keys == cfg.keys,
+        linearizable: t.verdict.linearizable()
+            && t.final_keys == chaos::keys_of(cfg.keys, cfg.idle_partitions).len() as u64,
         lost_acked_writes: t.lost_acked_writes,
         undecided_keys: t.verdict.undecided,
         anomaly: t.verdict.anomaly,
         simulated_s: sim.elapsed().as_secs_f64(),
         replay: format!(
-            "weft chaos --simulated --seed {} --seconds {} --nodes {} --clients {} --keys {}{}{}",
+            "weft chaos --simulated --seed {} --seconds {} --nodes {} --clients {} --keys {} --idle-partitions {}{}{}",
             cfg.seed,
             cfg.seconds,
             cfg.nodes,
             cfg.clients,
             cfg.keys,
+            cfg.idle_partitions,
             if cfg.durable { " --mode durable" } else { "" },
             if cfg.faults.is_empty() {
                 String::new()
