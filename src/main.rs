@@ -47,6 +47,8 @@ enum Command {
     #[command(subcommand)]
     Sim(sim::Sim),
     /// Run a node: hosts replicas and serves the Store, Raft and NodeAdmin gRPC services.
+    /// A flag given twice takes its last value (a harness's defaults, then the caller's).
+    #[command(args_override_self = true)]
     Node(node::NodeArgs),
     /// Benchmarks; each prints one JSON object with --json.
     #[command(subcommand)]

@@ -275,6 +275,7 @@ impl Node {
             .initial_stream_window_size(weft_security::client::STREAM_WINDOW_BYTES)
             .initial_connection_window_size(weft_security::client::CONNECTION_WINDOW_BYTES)
             .max_concurrent_streams(STREAMS_PER_CONNECTION_MAX)
+            .http2_max_pending_accept_reset_streams(Some(RESET_STREAMS_PENDING_MAX))
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
             .layer(self.access.gate.layer())
@@ -303,6 +304,14 @@ const CERT_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 /// heartbeats, snapshots), so this is far above what a client needs: a client's requests
 /// are bounded by the gate's per-client limit (`--client-in-flight-max`) first.
 const STREAMS_PER_CONNECTION_MAX: u32 = 16_384;
+
+/// Streams a peer may open and reset before this node accepts them, at once, before the
+/// connection is closed (h2's defence against rapid resets; its default is 20). Between
+/// two nodes hosting thousands of groups, an overloaded moment cancels more calls than
+/// that (vote rounds timing out), and closing the connection fails every group's stream
+/// on it at once: measured with `weft bench density --partitions 2500`, the closures fed
+/// elections that caused more. Still bounded: a client's streams pass the gate first.
+const RESET_STREAMS_PENDING_MAX: usize = 4_096;
 
 /// Answer bytes one session stream may hold at once (see [`crate::session::Budget`]).
 const SESSION_ANSWER_BYTES_MAX: usize = 64 << 20;

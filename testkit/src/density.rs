@@ -6,8 +6,10 @@
 //!   exists;
 //! - `create_s`: from asking for a service of `partitions` partitions x 4 replicas to every
 //!   partition having a primary in the map;
-//! - idle CPU: the node processes' user + system time (`/proc/<pid>/stat`) over a window in
-//!   which no client sends anything, as percent of one core per node, then per 1,000
+//! - `quiesce_s`: from then until 95% of the idle service's replicas are quiesced (groups quiesce
+//!   a few seconds after their last request);
+//! - idle CPU: the node processes' user + system time (`/proc/<pid>/stat`) over a window,
+//!   starting once the groups have quiesced, in which no client sends anything, as percent of one core per node, then per 1,000
 //!   replicas per node (the whole node's time, fixed costs included, so the figure is
 //!   conservative; the same window before the service exists is reported beside it);
 //! - memory: the growth of the node processes' resident set (`VmRSS`) from before the
@@ -44,6 +46,10 @@ const IDLE: &str = "idle";
 const SEEDS: u64 = 3;
 /// Replicas of every partition.
 const REPLICAS: u32 = 4;
+/// The idle window starts once this fraction of the hosted replicas is quiesced...
+const SETTLED_FRACTION: f64 = 0.95;
+/// ...or after this long.
+const SETTLE_WITHIN: Duration = Duration::from_secs(60);
 /// Partitions whose failover is timed, at most.
 const FAILOVERS_MAX: usize = 16;
 /// How long an idle partition may take to accept a write after its primary's node dies
@@ -86,8 +92,10 @@ pub struct DensityReport {
     pub baseline_rss_bytes_per_node: f64,
     /// Growth of the nodes' resident memory per replica the idle service added.
     pub rss_bytes_per_replica: f64,
-    /// Percent of every hosted replica (the idle service's, `hot`'s and the cluster map's)
-    /// quiesced at the end of the idle window.
+    /// Seconds from every partition having a primary to 95% of the idle service's
+    /// replicas quiesced (the idle window starts then; at most 60).
+    pub quiesce_s: f64,
+    /// Percent of the idle service's replicas quiesced at the end of the idle window.
     pub quiesced_pct: f64,
     /// Of the replicas whose failover is timed, those quiesced when their node was killed.
     pub failover_quiesced: usize,
@@ -200,7 +208,17 @@ pub async fn density(exe: &Path, config: &DensityConfig) -> Result<DensityReport
     }
     let security = Security::new(true)?;
     let addrs = local::free_addrs(config.nodes)?;
-    let mut nodes = local::start_managed(exe, &addrs, config.nodes, None, false, &security, |_| Vec::new())?;
+    // Room for the idle service's share, twice over (a failover's repair lands on the
+    // survivors), and the rest: the node default (1,000) is below 2,500 partitions' share.
+    let room = (u64::from(config.partitions) * u64::from(REPLICAS)).div_ceil(config.nodes as u64) * 2 + 100;
+    // The node's own raft timing (100 ms heartbeats, 400 ms election timeout), not the
+    // harness's quick test timing: the figures are what a deployed node costs.
+    let capacity = move |_| {
+        ["--capacity-replicas", &room.to_string(), "--heartbeat-ms", "100", "--election-timeout-ms", "400"]
+            .map(String::from)
+            .to_vec()
+    };
+    let mut nodes = local::start_managed(exe, &addrs, config.nodes, None, false, &security, capacity)?;
     let root: ClientConfig = security.root_config()?;
     let ready = |service: &'static str, partitions: u32, within: Duration| {
         let (root, addrs) = (root.clone(), addrs.clone());
@@ -222,10 +240,28 @@ pub async fn density(exe: &Path, config: &DensityConfig) -> Result<DensityReport
     let create_s = asked.elapsed().as_secs_f64();
     tracing::info!(create_s, partitions = config.partitions, "idle service created");
 
+    // Idle groups quiesce a few seconds after their last request: the idle window starts
+    // once most have (or after SETTLE_WITHIN), and how long that took is reported.
+    let settling = Instant::now();
+    let map = ServiceClient::fetch_map(&root, &addrs, Duration::from_secs(10)).await.map_err(cluster_err)?;
+    let parts = map.map.as_ref().map(|m| m.partitions.clone()).unwrap_or_default();
+    let idle_parts: std::collections::BTreeSet<u64> =
+        parts.values().filter(|p| p.service == IDLE).map(|p| p.id).collect();
+    let idle_replicas = f64::from(config.partitions) * f64::from(REPLICAS);
+    loop {
+        let (quiet, _) = quiesced(&nodes).await?;
+        let idle_quiet = quiet.iter().filter(|(_, p)| idle_parts.contains(p)).count();
+        if idle_quiet as f64 >= SETTLED_FRACTION * idle_replicas || settling.elapsed() > SETTLE_WITHIN {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let quiesce_s = settling.elapsed().as_secs_f64();
     let (idle_cpu, _) = idle_window(&nodes, config.idle_window).await?;
     let rss_after = usages(&nodes)?;
-    let (quiet, hosted) = quiesced(&nodes).await?;
-    let quiesced_pct = 100.0 * quiet.len() as f64 / (hosted as f64).max(1.0);
+    let (quiet, _) = quiesced(&nodes).await?;
+    let idle_quiet = quiet.iter().filter(|(_, p)| idle_parts.contains(p)).count();
+    let quiesced_pct = 100.0 * idle_quiet as f64 / idle_replicas.max(1.0);
     let replicas = f64::from(config.partitions) * f64::from(REPLICAS);
     let grown: f64 = rss_before.iter().zip(&rss_after).map(|(b, a)| a.rss_bytes - b.rss_bytes).sum();
     let replicas_per_node = replicas / config.nodes as f64;
@@ -233,7 +269,6 @@ pub async fn density(exe: &Path, config: &DensityConfig) -> Result<DensityReport
 
     // Failover of idle groups: kill the non-seed node that leads the most idle partitions.
     let map = ServiceClient::fetch_map(&root, &addrs, Duration::from_secs(10)).await.map_err(cluster_err)?;
-    let parts = map.map.as_ref().map(|m| m.partitions.clone()).unwrap_or_default();
     let mut led: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
     for p in parts.values().filter(|p| p.service == IDLE) {
         if let Some(node) = map.primaries.get(&p.id)
@@ -300,6 +335,7 @@ pub async fn density(exe: &Path, config: &DensityConfig) -> Result<DensityReport
         idle_cpu_pct_per_1000_replicas: round(idle_cpu / (replicas_per_node / 1000.0), 2),
         baseline_rss_bytes_per_node: baseline_rss.round(),
         rss_bytes_per_replica: (grown / replicas).round(),
+        quiesce_s: round(quiesce_s, 1),
         quiesced_pct: round(quiesced_pct, 1),
         failover_quiesced,
         quiesced_failover_ms: round(percentile(&failovers, 0.5), 1),
