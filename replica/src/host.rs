@@ -350,8 +350,14 @@ impl Host {
                 });
             }
         }
+        // A recovered replica holds off elections until its peers have heard this node is
+        // back (`crate::quiesce`): the primaries of quiesced groups then wake and reach it.
+        // Its groups' quiesced voters have no lease to refuse it with, so an election it
+        // started first would take the primary of a healthy group for nothing.
+        let hold = crate::quiesce::DEAD_AFTER + Duration::from_millis(2 * self.config.election_timeout_max);
         for (&p, &r) in &found {
-            self.open(p, r, pb::LogMode::Durable, None).await?;
+            let replica = self.open(p, r, pb::LogMode::Durable, None).await?;
+            replica.quiet.hold_elections(&replica.raft, hold);
         }
         Ok(found.into_iter().collect())
     }
@@ -443,9 +449,18 @@ impl Host {
     /// Closes a partition's replica and drops its state.
     pub async fn close(&self, partition: PartitionId) -> Result<(), Error> {
         let r = self.replicas.write().remove(&partition).ok_or(Error::NotOpen(partition))?;
-        // A quiesced primary's followers run no election timer: wake them with a
-        // heartbeat round, so that they elect once it is gone.
-        r.quiet.wake(&r.raft).await;
+        // A primary's followers may be quiesced (no election timer): hand the group to
+        // one of them first, so that it does not wait for a primary that is gone.
+        let m = r.raft.metrics().borrow_watched().clone();
+        if m.state == ServerState::Leader
+            && let Some(to) = m.membership_config.membership().voter_ids().find(|v| *v != r.id)
+        {
+            r.quiet.wake(&r.raft).await;
+            let handed = tokio::time::timeout(Duration::from_secs(1), r.raft.trigger().transfer_leader(to)).await;
+            if !matches!(handed, Ok(Ok(()))) {
+                tracing::warn!(partition, replica = r.id, to, "closing a primary: leader transfer not confirmed");
+            }
+        }
         r.raft.shutdown().await.map_err(|e| Error::Raft(e.to_string()))?;
         if r.mode == pb::LogMode::Durable {
             let dir = self.replica_dir(partition, r.id)?;

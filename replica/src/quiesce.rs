@@ -59,11 +59,12 @@ use crate::wire;
 
 /// How often a node pings each peer node.
 pub const PING_EVERY: Duration = Duration::from_millis(100);
-/// A peer with no answered ping for this long is down. Six pings: one slow answer on a
-/// loaded machine does not move the primaries of every group led there.
+/// A peer with no answered ping for this long is down: about three attempts (one ping
+/// at a time per peer, each given [`PING_TIMEOUT`]), so one slow answer on a loaded
+/// machine does not move the primaries of every group led there.
 pub const DEAD_AFTER: Duration = Duration::from_millis(600);
 /// How long one ping may take.
-const PING_TIMEOUT: Duration = Duration::from_millis(500);
+const PING_TIMEOUT: Duration = Duration::from_millis(200);
 /// How often (in pings) the loop looks for idle groups to quiesce.
 const SCAN_EVERY: u32 = 5;
 /// A quiesce request not agreed by every follower within this long is dropped (the group
@@ -85,11 +86,14 @@ pub(crate) struct Quiet {
     change: Mutex<Option<(Vote, Option<LogId>)>>,
     /// How long a follower woken by a message holds off elections.
     elect_hold: Duration,
+    /// Bumped by every election hold and release: a hold's timer lifts it only if no
+    /// later hold or release came since.
+    holds: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Quiet {
     pub(crate) fn new(elect_hold: Duration) -> Self {
-        Quiet { state: AtomicU8::new(AWAKE), change: Mutex::new(None), elect_hold }
+        Quiet { state: AtomicU8::new(AWAKE), change: Mutex::new(None), elect_hold, holds: Arc::default() }
     }
 
     /// Whether the replica's timers are stopped.
@@ -148,7 +152,7 @@ impl Quiet {
             raft.runtime_config().elect(false);
             raft.runtime_config().tick(true);
         }
-        hold_elections(raft.clone(), self.elect_hold);
+        self.hold_elections(raft, self.elect_hold);
     }
 
     /// Before a primary's write, linearizable read, membership change or leader transfer:
@@ -171,22 +175,43 @@ impl Quiet {
             self.state.store(WAKING, Ordering::SeqCst);
             raft.runtime_config().tick(true);
         }
+        // Awake once the round is over, or the caller gave up on it (a guard, so that a
+        // cancelled request cannot leave the replica waking for good).
+        struct Woken<'a>(&'a Quiet);
+        impl Drop for Woken<'_> {
+            fn drop(&mut self) {
+                let _g = self.0.change.lock();
+                if self.0.state.load(Ordering::SeqCst) == WAKING {
+                    self.0.state.store(AWAKE, Ordering::SeqCst);
+                }
+            }
+        }
+        let _woken = Woken(self);
         // A deposed primary fails the round; the request then fails as it would have.
         let _ = raft.ensure_linearizable(ReadPolicy::ReadIndex).await;
-        let _g = self.change.lock();
-        if self.state.load(Ordering::SeqCst) == WAKING {
-            self.state.store(AWAKE, Ordering::SeqCst);
-        }
     }
 }
 
-/// Elections stay off for `hold`, then on again.
-fn hold_elections(raft: Raft, hold: Duration) {
-    raft.runtime_config().elect(false);
-    tokio::spawn(async move {
-        tokio::time::sleep(hold).await;
+impl Quiet {
+    /// Elections stay off for `hold`, then on again, unless another hold or a release
+    /// came meanwhile (the latest one decides).
+    pub(crate) fn hold_elections(&self, raft: &Raft, hold: Duration) {
+        let generation = self.holds.fetch_add(1, Ordering::SeqCst) + 1;
+        raft.runtime_config().elect(false);
+        let (raft, holds) = (raft.clone(), self.holds.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(hold).await;
+            if holds.load(Ordering::SeqCst) == generation {
+                raft.runtime_config().elect(true);
+            }
+        });
+    }
+
+    /// Elections on at once, whatever hold is pending.
+    fn release_elections(&self, raft: &Raft) {
+        self.holds.fetch_add(1, Ordering::SeqCst);
         raft.runtime_config().elect(true);
-    });
+    }
 }
 
 /// What the node knows of one peer node.
@@ -422,6 +447,9 @@ fn scan(host: &Host, replicas: &[Arc<Replica>], own: &str, after: Duration, idle
         if now.duration_since(spell.since) < after || proposals.contains_key(&r.partition) {
             continue;
         }
+        if r.raft.metrics().borrow_watched().state != ServerState::Leader {
+            continue;
+        }
         let m = r.raft.metrics().borrow_watched().clone();
         if m.state != ServerState::Leader || m.running_state.is_err() {
             continue;
@@ -523,15 +551,26 @@ fn transitions(host: &Host, replicas: &[Arc<Replica>], peers: &BTreeSet<String>)
                 .membership()
                 .voter_ids()
                 .any(|id| m.membership_config.membership().get_node(&id).is_some_and(|n| n.addr == *addr));
-            if m.state == ServerState::Leader && has_voter_there {
-                r.quiet.wake_now(&r.raft);
+            if m.state == ServerState::Leader && has_voter_there && r.quiet.is_quiesced() {
+                // Woken with a read-index round: it renews the lease, and its heartbeat
+                // reaches the peer that came up.
+                let r = r.clone();
+                tokio::spawn(async move { r.quiet.wake(&r.raft).await });
             }
         }
     }
 }
 
-/// Groups here whose primary was on `addr` elect: the first live voter by replica id at
-/// once, the k-th after k election timeouts.
+/// A well-mixed, fixed function of a group and a replica (splitmix64's finalizer).
+fn spread(partition: PartitionId, replica: ReplicaId) -> u64 {
+    let mut z = partition.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ replica;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Groups here whose primary was on `addr` elect: the first live voter in a fixed order
+/// per group at once, the k-th after k election timeouts.
 fn failover(replicas: &[Arc<Replica>], addr: &str) {
     for r in replicas {
         let m = r.raft.metrics().borrow_watched().clone();
@@ -543,22 +582,22 @@ fn failover(replicas: &[Arc<Replica>], addr: &str) {
         if membership.get_node(&leader).is_none_or(|n| n.addr != addr) {
             continue;
         }
-        let live: Vec<ReplicaId> =
+        // Ranked by a hash of (partition, replica): the groups of a dead node spread their
+        // new primaries over the survivors instead of all going to one.
+        let mut live: Vec<ReplicaId> =
             membership.voter_ids().filter(|id| membership.get_node(id).is_some_and(|n| n.addr != addr)).collect();
+        live.sort_by_key(|id| (spread(r.partition, *id), *id));
         let Some(rank) = live.iter().position(|id| *id == r.id) else { continue };
         let raft = &r.raft;
         {
             let _g = r.quiet.change.lock();
             r.quiet.state.store(AWAKE, Ordering::SeqCst);
             if rank == 0 {
-                raft.runtime_config().elect(true);
+                r.quiet.release_elections(raft);
             } else {
-                raft.runtime_config().elect(false);
+                r.quiet.hold_elections(raft, r.quiet.elect_hold * rank as u32);
             }
             raft.runtime_config().tick(true);
-        }
-        if rank > 0 {
-            hold_elections(raft.clone(), r.quiet.elect_hold * rank as u32);
         }
     }
 }

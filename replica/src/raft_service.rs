@@ -169,9 +169,11 @@ impl pb::raft_server::Raft for RaftService {
         let req = req.into_inner();
         let replica = self.host.target(req.target)?;
         let rpc = wire::append_from_pb(req)?;
-        replica.quiet.heard(&replica.raft, !rpc.entries.is_empty());
+        let news = !rpc.entries.is_empty();
+        replica.quiet.heard(&replica.raft, news);
         let resp = replica.raft.append_entries(rpc).await;
-        replica.quiet.heard(&replica.raft, false);
+        // Again after: a quiesce that landed while the message was handled is undone.
+        replica.quiet.heard(&replica.raft, news);
         Ok(Response::new(wire::append_resp_to_pb(&resp.map_err(fatal)?)))
     }
 
@@ -182,7 +184,7 @@ impl pb::raft_server::Raft for RaftService {
         let rpc = wire::vote_req_from_pb(req)?;
         replica.quiet.heard(&replica.raft, !pre_vote);
         let resp = if pre_vote { replica.raft.pre_vote(rpc).await } else { replica.raft.vote(rpc).await };
-        replica.quiet.heard(&replica.raft, false);
+        replica.quiet.heard(&replica.raft, !pre_vote);
         Ok(Response::new(wire::vote_resp_to_pb(&resp.map_err(fatal)?)))
     }
 

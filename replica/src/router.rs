@@ -413,7 +413,7 @@ impl RouterLink {
         // As the gRPC service does: a quiesced replica wakes on its group's news.
         replica.quiet.heard(&replica.raft, news);
         let out = call(replica.clone(), limits).await;
-        replica.quiet.heard(&replica.raft, false);
+        replica.quiet.heard(&replica.raft, news);
         let out = out?;
         router.pass(&self.answer(answer)).await?;
         Ok(out)
