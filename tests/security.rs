@@ -186,7 +186,7 @@ async fn an_attacker_without_the_right_credentials_gets_nothing() {
     );
     let fake =
         pb::NodeInfo { id: 98, addr: "127.0.0.1:1".into(), ud: "ud9".into(), fd: "fd9".into(), ..Default::default() };
-    let beat = || pb::HeartbeatRequest { node: Some(fake.clone()), replicas: vec![] };
+    let beat = || pb::HeartbeatRequest { node: Some(fake.clone()), ..Default::default() };
     let mut c = pb::cluster_client::ClusterClient::new(channel(&root, &ep).unwrap());
     assert_eq!(code(c.heartbeat(beat()).await).0, Code::PermissionDenied);
     // A node's certificate speaks for that node only.

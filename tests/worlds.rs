@@ -272,7 +272,7 @@ async fn a_late_report_missing_live_replicas_gets_nothing_replaced(c: &mut impl 
     let until = Instant::now() + Duration::from_secs(5);
     while Instant::now() < until {
         for s in seeds.iter_mut() {
-            let late = pb::HeartbeatRequest { node: Some(info.clone()), replicas: Vec::new() };
+            let late = pb::HeartbeatRequest { node: Some(info.clone()), ..Default::default() };
             sent += u32::from(s.heartbeat(late).await.is_ok());
         }
         let m = map(c, &config).await;

@@ -134,6 +134,12 @@ pub fn text(ctx: &Ctx) -> String {
     );
     metric(
         "gauge",
+        "weft_node_append_streams",
+        "Raft append streams from peer nodes open here.",
+        &mut [(format!("{{node=\"{node}\"}}"), host.append_streams() as f64)].into_iter(),
+    );
+    metric(
+        "gauge",
         "weft_replica_is_primary",
         "1 when the replica is its partition's primary.",
         &mut per(|s| f64::from(u8::from(s.role == pb::Role::Primary as i32))),

@@ -218,8 +218,14 @@ impl Replica {
     /// heartbeat's to fill).
     pub fn status(&self) -> pb::ReplicaStatus {
         let r = self;
-        let m = r.raft.metrics().borrow_watched().clone();
+        // Read in place: every node reports every replica twice a second.
+        let metrics = r.raft.metrics();
+        let m = metrics.borrow_watched();
         let is_voter = m.membership_config.membership().voter_ids().any(|v| v == r.id);
+        let (state, term, leader, last_log, applied) =
+            (m.state, m.current_term, m.current_leader, m.last_log_index, m.last_applied);
+        let membership = crate::wire::membership_to_pb(m.membership_config.membership());
+        drop(m);
         let (memory, records) = r.sm.read(|st| {
             let records = st.store.table_names().filter_map(|t| st.store.count(t).ok()).sum::<usize>();
             (st.store.memory_bytes(), records)
@@ -228,13 +234,13 @@ impl Replica {
         pb::ReplicaStatus {
             partition: r.partition,
             replica: r.id,
-            role: role(m.state, is_voter) as i32,
-            term: m.current_term,
-            leader: m.current_leader.unwrap_or(0),
-            has_leader: m.current_leader.is_some(),
-            last_log_index: m.last_log_index.unwrap_or(0),
-            applied_index: m.last_applied.map_or(0, |l| l.index),
-            membership: Some(crate::wire::membership_to_pb(m.membership_config.membership())),
+            role: role(state, is_voter) as i32,
+            term,
+            leader: leader.unwrap_or(0),
+            has_leader: leader.is_some(),
+            last_log_index: last_log.unwrap_or(0),
+            applied_index: applied.map_or(0, |l| l.index),
+            membership: Some(membership),
             memory_bytes: memory as u64,
             records: records as u64,
             mode: r.mode as i32,
@@ -272,6 +278,8 @@ pub struct Host {
     quiesce_after: Option<Duration>,
     /// Liveness of peer nodes and the quiesce requests under way.
     pub(crate) liveness: crate::quiesce::Liveness,
+    /// Raft append streams from peers open here now.
+    pub(crate) append_streams: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Host {
@@ -293,6 +301,7 @@ impl Host {
             storage,
             quiesce_after: settings.quiesce_after,
             liveness: crate::quiesce::Liveness::new(),
+            append_streams: Arc::default(),
         }))
     }
 
@@ -302,6 +311,12 @@ impl Host {
     /// from the hosted groups). Without it, groups never quiesce.
     pub fn start_liveness(self: &Arc<Self>, own_addr: Option<String>) {
         crate::quiesce::start(self, own_addr);
+    }
+
+    /// Raft append streams from peer nodes open here now: one per group led elsewhere
+    /// with a replica here, while its primary replicates to it.
+    pub fn append_streams(&self) -> u64 {
+        self.append_streams.load(Ordering::Relaxed)
     }
 
     /// How long a group must be idle before it quiesces (`None`: never).
@@ -407,6 +422,7 @@ impl Host {
             }
             _ => (LogStore::volatile(), StateMachine::new(self.limits.clone())),
         };
+        let quiet = crate::quiesce::Quiet::new(Duration::from_millis(self.config.election_timeout_max));
         let raft = match &self.peers.config().router {
             Some(seat) => Raft::new(id, self.config.clone(), seat.factory(partition), log.clone(), sm.clone()).await,
             None => {
@@ -418,7 +434,6 @@ impl Host {
         let proposer = crate::proposer::Proposer::start(raft.clone());
         let reads = crate::read_gate::ReadGate::start(raft.clone(), proposer.in_flight());
         let requests = std::sync::atomic::AtomicU64::new(0);
-        let quiet = crate::quiesce::Quiet::new(Duration::from_millis(self.config.election_timeout_max));
         let replica = Arc::new(Replica { partition, id, raft, sm, mode, proposer, reads, requests, quiet });
         let raced = {
             let mut map = self.replicas.write();

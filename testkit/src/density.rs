@@ -97,6 +97,9 @@ pub struct DensityReport {
     pub quiesce_s: f64,
     /// Percent of the idle service's replicas quiesced at the end of the idle window.
     pub quiesced_pct: f64,
+    /// Raft append streams open on the nodes at the end of the idle window (a group holds
+    /// one per follower, quiesced or not).
+    pub append_streams_idle: u64,
     /// Of the replicas whose failover is timed, those quiesced when their node was killed.
     pub failover_quiesced: usize,
     /// Median time from killing a node to the first acknowledged write of each idle
@@ -113,16 +116,16 @@ pub struct DensityReport {
 }
 
 /// The (node, partition) of every quiesced replica, as each node lists its replicas, and
-/// the number of replicas listed.
-async fn quiesced(nodes: &[LocalNode]) -> Result<(std::collections::BTreeSet<(u64, u64)>, usize), Error> {
-    let (mut out, mut hosted) = (std::collections::BTreeSet::new(), 0);
+/// the raft append streams open on the nodes.
+async fn quiesced(nodes: &[LocalNode]) -> Result<(std::collections::BTreeSet<(u64, u64)>, u64), Error> {
+    let (mut out, mut streams) = (std::collections::BTreeSet::new(), 0);
     for n in nodes {
         let list = n.admin().await?.list(weft_proto::v1::ListReplicasRequest {}).await.map_err(cluster_err)?;
-        let replicas = list.into_inner().replicas;
-        hosted += replicas.len();
-        out.extend(replicas.iter().filter(|r| r.quiesced).map(|r| (n.id, r.partition)));
+        let list = list.into_inner();
+        streams += list.append_streams;
+        out.extend(list.replicas.iter().filter(|r| r.quiesced).map(|r| (n.id, r.partition)));
     }
-    Ok((out, hosted))
+    Ok((out, streams))
 }
 
 /// CPU time and resident memory of one process, from `/proc`.
@@ -259,7 +262,7 @@ pub async fn density(exe: &Path, config: &DensityConfig) -> Result<DensityReport
     let quiesce_s = settling.elapsed().as_secs_f64();
     let (idle_cpu, _) = idle_window(&nodes, config.idle_window).await?;
     let rss_after = usages(&nodes)?;
-    let (quiet, _) = quiesced(&nodes).await?;
+    let (quiet, append_streams_idle) = quiesced(&nodes).await?;
     let idle_quiet = quiet.iter().filter(|(_, p)| idle_parts.contains(p)).count();
     let quiesced_pct = 100.0 * idle_quiet as f64 / idle_replicas.max(1.0);
     let replicas = f64::from(config.partitions) * f64::from(REPLICAS);
@@ -337,6 +340,7 @@ pub async fn density(exe: &Path, config: &DensityConfig) -> Result<DensityReport
         rss_bytes_per_replica: (grown / replicas).round(),
         quiesce_s: round(quiesce_s, 1),
         quiesced_pct: round(quiesced_pct, 1),
+        append_streams_idle,
         failover_quiesced,
         quiesced_failover_ms: round(percentile(&failovers, 0.5), 1),
         failovers_timed: failovers.len(),

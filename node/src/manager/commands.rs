@@ -343,7 +343,7 @@ impl Manager {
                 }
                 let nodes = map::model(m, &reported);
                 let hosting: Vec<u64> = p.replicas.iter().map(|r| r.node).collect();
-                let bytes = map::partition_bytes(p.id, &reported);
+                let bytes = map::partition_bytes(&reported).get(&p.id).copied().unwrap_or(0);
                 let best = placement::choose(&nodes, &hosting, bytes);
                 let to = if req.to_node == 0 {
                     best.map_err(|e| Status::failed_precondition(format!("no node can take the replica: {e}")))?

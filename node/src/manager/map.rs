@@ -8,6 +8,8 @@
 //! The record's version (the raft log index that wrote it) is the map version clients use
 //! to detect a stale cache.
 
+use std::collections::BTreeMap;
+
 use openraft::raft::ReadPolicy;
 use prost::Message;
 use tonic::Status;
@@ -167,7 +169,13 @@ pub fn model(map: &pb::ClusterMap, reported: &[(u64, pb::ReplicaStatus)]) -> Vec
         .collect()
 }
 
-/// Engine bytes of one replica of `partition`, from the largest report.
-pub fn partition_bytes(partition: u64, reported: &[(u64, pb::ReplicaStatus)]) -> u64 {
-    reported.iter().filter(|(_, s)| s.partition == partition).map(|(_, s)| s.memory_bytes).max().unwrap_or(0)
+/// Engine bytes of one replica of each reported partition, from its largest report (one
+/// pass over the reports: a loop over partitions looks each up, it never scans them all).
+pub fn partition_bytes(reported: &[(u64, pb::ReplicaStatus)]) -> BTreeMap<u64, u64> {
+    let mut out: BTreeMap<u64, u64> = BTreeMap::new();
+    for (_, s) in reported {
+        let b = out.entry(s.partition).or_default();
+        *b = (*b).max(s.memory_bytes);
+    }
+    out
 }

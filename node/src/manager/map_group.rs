@@ -58,7 +58,7 @@ impl Manager {
             };
             // A report from this incarnation that lists no map replica.
             let reports_none = self.soft.lock().seen.get(&node.id).is_some_and(|s| {
-                s.incarnation == node.incarnation && !s.replicas.iter().any(|r| r.partition == MAP_PARTITION)
+                s.incarnation == node.incarnation && !s.replicas.values().any(|r| r.partition == MAP_PARTITION)
             });
             if !reports_none {
                 continue;

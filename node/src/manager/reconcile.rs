@@ -151,12 +151,16 @@ impl Manager {
         let settled: Vec<&pb::PartitionInfo> =
             m.partitions.values().filter(|p| p.created && p.pending.is_none() && !walking.contains(&p.id)).collect();
         let mut plan_input: Vec<repair::Partition> = Vec::with_capacity(settled.len());
+        // Indexed once per pass: each partition looks itself up (a scan of every report per
+        // partition cost the manager most of a core at thousands of partitions).
+        let bytes = map::partition_bytes(&reported);
+        let heard_now = heard(&self.soft.lock());
         for p in &settled {
             plan_input.push(repair::Partition {
                 id: p.id,
                 replicas: p.replicas.iter().map(|r| r.node).collect(),
-                lost: self.confirm_lost(&m, p, self.lost(p)).await,
-                bytes: map::partition_bytes(p.id, &reported),
+                lost: self.confirm_lost(&m, p, self.lost(&heard_now, p)).await,
+                bytes: bytes.get(&p.id).copied().unwrap_or(0),
             });
         }
         let budget = MAX_OPS.saturating_sub(self.ops.lock().len());
@@ -226,11 +230,12 @@ impl Manager {
 
     /// Nodes of `p` that are up and, in a report newer than the partition's last change,
     /// no longer host their replica ([`reconcile::suspects`]).
-    fn lost(&self, p: &pb::PartitionInfo) -> Vec<u64> {
-        let soft = self.soft.lock();
+    /// `heard` is [`heard`] of the manager's soft state, taken once per pass.
+    fn lost(&self, heard: &BTreeMap<u64, Heard>, p: &pb::PartitionInfo) -> Vec<u64> {
+        let settled = self.reports_settle_after(&self.soft.lock(), p.id);
         let replicas: Vec<ReplicaAt> =
             p.replicas.iter().map(|r| ReplicaAt { node: r.node, replica: r.replica }).collect();
-        reconcile::suspects(p.id, &replicas, &heard(&soft), self.reports_settle_after(&soft, p.id))
+        reconcile::suspects(p.id, &replicas, heard, settled)
     }
 
     /// Of `suspects` (nodes whose report misses their replica of `p`), those whose node
@@ -736,8 +741,14 @@ impl Manager {
     /// The node whose report says it is `partition`'s primary ([`primaries`]' rule).
     pub(super) fn primary_node(&self, partition: u64) -> Option<u64> {
         let soft = self.soft.lock();
-        let reports = soft.seen.iter().flat_map(|(node, s)| s.replicas.iter().map(move |r| (*node, r)));
+        let reports = soft.seen.iter().flat_map(|(node, s)| s.replicas.values().map(move |r| (*node, r)));
         primaries(reports.filter(|(_, r)| r.partition == partition)).get(&partition).copied()
+    }
+
+    /// [`Self::primary_node`] of every partition, in one pass over the reports.
+    pub(super) fn primary_nodes(&self) -> BTreeMap<u64, u64> {
+        let soft = self.soft.lock();
+        primaries(soft.seen.iter().flat_map(|(node, s)| s.replicas.values().map(move |r| (*node, r))))
     }
 
     /// The address of the replica that says it is `p`'s primary now (highest term wins).
@@ -830,7 +841,7 @@ impl Manager {
             let soft = self.soft.lock();
             soft.seen
                 .iter()
-                .flat_map(|(node, s)| s.replicas.iter().map(move |r| (*node, s.at, r)))
+                .flat_map(|(node, s)| s.replicas.values().map(move |r| (*node, s.at, r)))
                 .filter(|(_, at, r)| {
                     let settled = self.reports_settle_after(&soft, r.partition).is_some_and(|t| *at > t);
                     r.partition != map::MAP_PARTITION
@@ -882,7 +893,7 @@ fn heard(soft: &super::Soft) -> BTreeMap<u64, Heard> {
     soft.seen
         .iter()
         .map(|(node, s)| {
-            (*node, Heard { at: s.at, hosted: s.replicas.iter().map(|r| (r.partition, r.replica)).collect() })
+            (*node, Heard { at: s.at, hosted: s.replicas.values().map(|r| (r.partition, r.replica)).collect() })
         })
         .collect()
 }

@@ -43,20 +43,23 @@ impl Manager {
     /// The map and the nodes' reports as [`walk::next`] takes them.
     fn walk_view(&self, m: &pb::ClusterMap, reported: &[(u64, pb::ReplicaStatus)]) -> WalkView {
         let at = |r: &pb::ReplicaPlacement| ReplicaAt { node: r.node, replica: r.replica };
+        // Indexed once: a lookup per partition, not a scan of every report.
+        let bytes = map::partition_bytes(reported);
+        let primary = self.primary_nodes();
+        let mut rates: std::collections::BTreeMap<u64, f64> = Default::default();
+        for (_, s) in reported.iter().filter(|(_, s)| s.role == pb::Role::Primary as i32) {
+            *rates.entry(s.partition).or_default() += s.requests_per_s;
+        }
         let partitions = m
             .partitions
             .values()
             .map(|p| WalkPartition {
                 id: p.id,
                 replicas: p.replicas.iter().map(at).collect(),
-                primary: self.primary_node(p.id),
+                primary: primary.get(&p.id).copied(),
                 moving: !p.created || p.pending.is_some(),
-                bytes: map::partition_bytes(p.id, reported),
-                requests_per_s: reported
-                    .iter()
-                    .filter(|(_, s)| s.partition == p.id && s.role == pb::Role::Primary as i32)
-                    .map(|(_, s)| s.requests_per_s)
-                    .sum(),
+                bytes: bytes.get(&p.id).copied().unwrap_or(0),
+                requests_per_s: rates.get(&p.id).copied().unwrap_or(0.0),
             })
             .collect();
         let reports = {
@@ -66,7 +69,7 @@ impl Manager {
                 .map(|(node, seen)| {
                     let hosted = seen
                         .replicas
-                        .iter()
+                        .values()
                         .map(|r| Reported {
                             partition: r.partition,
                             replica: r.replica,
