@@ -287,6 +287,22 @@ impl pb::raft_server::Raft for RaftService {
     }
 }
 
+/// One open append stream, counted in the host's gauge until the stream is dropped.
+struct StreamCount(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl StreamCount {
+    fn open(count: &std::sync::Arc<std::sync::atomic::AtomicU64>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        StreamCount(count.clone())
+    }
+}
+
+impl Drop for StreamCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,21 +349,5 @@ mod tests {
             assert_eq!(back.count("t").unwrap(), 2_000);
             assert_eq!(back.get("t", &7u32.to_be_bytes()).unwrap().map(|r| r.value().to_vec()), Some(vec![7; 50]));
         }
-    }
-}
-
-/// One open append stream, counted in the host's gauge until the stream is dropped.
-struct StreamCount(std::sync::Arc<std::sync::atomic::AtomicU64>);
-
-impl StreamCount {
-    fn open(count: &std::sync::Arc<std::sync::atomic::AtomicU64>) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
-        StreamCount(count.clone())
-    }
-}
-
-impl Drop for StreamCount {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
