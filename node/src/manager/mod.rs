@@ -188,9 +188,9 @@ impl Reports {
         (req, self.seq, now)
     }
 
-    /// The manager answered report `seq`, saying it holds report `held_seq`.
+    /// The manager answered report `seq` (never 0), saying it holds report `held_seq`.
     fn answered(&mut self, seq: u64, held_seq: u64, statuses: BTreeMap<u64, pb::ReplicaStatus>) {
-        self.held = (held_seq != 0 && held_seq == seq).then_some((seq, statuses));
+        self.held = (held_seq == seq).then_some((seq, statuses));
     }
 }
 

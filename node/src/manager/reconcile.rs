@@ -740,9 +740,7 @@ impl Manager {
 
     /// The node whose report says it is `partition`'s primary ([`primaries`]' rule).
     pub(super) fn primary_node(&self, partition: u64) -> Option<u64> {
-        let soft = self.soft.lock();
-        let reports = soft.seen.iter().flat_map(|(node, s)| s.replicas.values().map(move |r| (*node, r)));
-        primaries(reports.filter(|(_, r)| r.partition == partition)).get(&partition).copied()
+        self.primary_nodes().get(&partition).copied()
     }
 
     /// [`Self::primary_node`] of every partition, in one pass over the reports.
