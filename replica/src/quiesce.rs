@@ -9,12 +9,16 @@
 //! - **Liveness per node pair.** Every node pings every peer node it shares a group with
 //!   ([`PING_EVERY`]); one ping per pair, however many groups they share. A peer with no
 //!   answered ping for [`DEAD_AFTER`] is down; a new incarnation in its answers means it
-//!   restarted.
+//!   restarted. A node whose own loop stalled (a saturated machine) counts no peer down
+//!   until they have had a whole window after the stall to answer, as Cassandra's failure
+//!   detector ignores its own pauses: the answers it could not take in are not the peers'.
 //! - **Quiesce in two phases.** A primary whose group has been idle for
 //!   [`crate::RaftSettings::quiesce_after`] (no request served, no entry appended; every
 //!   entry committed and applied; every voter matched up to its last log id; membership
-//!   committed, no learner; every follower's node alive) asks its followers, in the pings,
-//!   to quiesce with its vote and last log id. A follower agrees only if it holds exactly
+//!   committed, no learner; every follower's node alive) asks its followers (Raft.Ping),
+//!   to quiesce with its vote and last log id, in messages of their own beside the pings
+//!   (a liveness ping stays small and fast however many groups go idle at once, as they do
+//!   after a large service is created). A follower agrees only if it holds exactly
 //!   that vote and last log id, all applied; it stops its tick (no election timer). Once
 //!   every follower agreed, the primary stops its own tick (no heartbeats). A lost answer
 //!   only keeps the group awake.
@@ -59,17 +63,27 @@ use crate::wire;
 
 /// How often a node pings each peer node.
 pub const PING_EVERY: Duration = Duration::from_millis(100);
-/// A peer with no answered ping for this long is down: about three attempts (one ping
-/// at a time per peer, each given [`PING_TIMEOUT`]), so one slow answer on a loaded
+/// A peer with no answered ping for this long is down, so one slow answer on a loaded
 /// machine does not move the primaries of every group led there.
 pub const DEAD_AFTER: Duration = Duration::from_millis(600);
-/// How long one ping may take.
-const PING_TIMEOUT: Duration = Duration::from_millis(200);
+/// How long one liveness ping may take (one at a time per peer): a slow answer still
+/// counts if it lands inside the window.
+const PING_TIMEOUT: Duration = Duration::from_millis(500);
+/// Most quiesce requests in one message to a peer.
+const QUIESCE_BATCH_MAX: usize = 512;
+/// How long a message of quiesce requests may take. They travel apart from the liveness
+/// pings: checking hundreds of followers is real work on a busy node, and a slow answer
+/// must neither count the peer down nor be thrown away after its followers quiesced.
+const QUIESCE_TIMEOUT: Duration = Duration::from_secs(2);
+/// A liveness loop round this much later than [`PING_EVERY`] means this node itself
+/// stalled (a saturated machine): answers it could not take in meanwhile do not count
+/// its peers down until they have had another [`DEAD_AFTER`] to answer.
+const LOCAL_PAUSE: Duration = Duration::from_millis(200);
 /// How often (in pings) the loop looks for idle groups to quiesce.
 const SCAN_EVERY: u32 = 5;
 /// A quiesce request not agreed by every follower within this long is dropped (the group
 /// stays awake and is asked again once idle).
-const PROPOSAL_TTL: Duration = Duration::from_secs(2);
+const PROPOSAL_TTL: Duration = Duration::from_secs(3);
 
 const AWAKE: u8 = 0;
 const QUIESCED: u8 = 1;
@@ -223,8 +237,10 @@ struct PeerState {
     incarnation: Option<u64>,
     /// Whether it counts as up (it was answered within [`DEAD_AFTER`]).
     up: bool,
-    /// A ping to it is on its way.
+    /// A liveness ping to it is on its way.
     in_flight: bool,
+    /// A message of quiesce requests to it is on its way.
+    quiesce_in_flight: bool,
     /// It answered with a new incarnation since the loop last looked.
     restarted: bool,
 }
@@ -300,7 +316,8 @@ fn follower_quiesce(host: &Host, q: pb::QuiesceRequest) -> Option<pb::Target> {
     let vote = wire::vote_from_pb(q.vote).ok()?;
     let last = wire::opt_log_id_from_pb(q.last_log_id).ok()?;
     let agrees = {
-        let m = r.raft.metrics().borrow_watched().clone();
+        let metrics = r.raft.metrics();
+        let m = metrics.borrow_watched();
         m.running_state.is_ok()
             && m.state == ServerState::Follower
             && vote.is_committed()
@@ -325,9 +342,17 @@ async fn run(weak: Weak<Host>, own_addr: Option<String>) {
     // The hosted replicas and the peer nodes, looked up again every scan.
     let mut replicas: Vec<Arc<Replica>> = Vec::new();
     let mut peers: BTreeSet<String> = BTreeSet::new();
+    // Until when this node's own stall keeps its peers from being counted down.
+    let (mut last_round, mut grace_until) = (Instant::now(), Instant::now());
     loop {
         tick.tick().await;
         let Some(host) = weak.upgrade() else { return };
+        let now = Instant::now();
+        if now.duration_since(last_round) > PING_EVERY + LOCAL_PAUSE {
+            tracing::debug!(late_ms = now.duration_since(last_round).as_millis() as u64, "liveness loop stalled");
+            grace_until = now + DEAD_AFTER;
+        }
+        last_round = now;
         round = round.wrapping_add(1);
         let rescan = round % SCAN_EVERY == 1;
         if rescan {
@@ -343,9 +368,10 @@ async fn run(weak: Weak<Host>, own_addr: Option<String>) {
             }
         }
         conclude(&host);
-        transitions(&host, &replicas, &peers);
+        transitions(&host, &replicas, &peers, grace_until);
         for addr in &peers {
-            send_ping(&host, &own, addr.clone());
+            send_ping(&host, &own, addr.clone(), Message::Liveness);
+            send_ping(&host, &own, addr.clone(), Message::Quiesce);
         }
     }
 }
@@ -370,58 +396,92 @@ fn peer_addrs(replicas: &[Arc<Replica>], own: &str) -> BTreeSet<String> {
     out
 }
 
-/// Pings `addr` unless a ping to it is still on its way, carrying the quiesce requests
-/// waiting on its followers; records the answer.
-fn send_ping(host: &Arc<Host>, own: &str, addr: String) {
+/// What one message to a peer carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Message {
+    /// Nothing but the ping: small, answered at once, one at a time per peer.
+    Liveness,
+    /// The quiesce requests waiting on the peer's followers (at most
+    /// [`QUIESCE_BATCH_MAX`]); its answer counts as a ping's too.
+    Quiesce,
+}
+
+/// Sends `what` to `addr` unless a message of that kind to it is still on its way;
+/// records the answer.
+fn send_ping(host: &Arc<Host>, own: &str, addr: String, what: Message) {
     let live = &host.liveness;
     {
         let mut peers = live.peers.lock();
         let p = peers.entry(addr.clone()).or_default();
-        if p.in_flight {
+        let busy = match what {
+            Message::Liveness => &mut p.in_flight,
+            Message::Quiesce => &mut p.quiesce_in_flight,
+        };
+        if *busy {
             return;
         }
-        p.in_flight = true;
+        *busy = true;
     }
-    let quiesce: Vec<pb::QuiesceRequest> = live
-        .proposals
-        .lock()
-        .values()
-        .filter(|p| p.waiting.contains(&addr))
-        .flat_map(|p| {
-            let partition = p.leader.partition;
-            p.followers.get(&addr).into_iter().flatten().map(move |&replica| pb::QuiesceRequest {
-                target: Some(pb::Target { partition, replica }),
-                vote: Some(wire::vote_to_pb(&p.vote)),
-                last_log_id: wire::opt_log_id_to_pb(p.last.as_ref()),
+    let quiesce: Vec<pb::QuiesceRequest> = match what {
+        Message::Liveness => Vec::new(),
+        Message::Quiesce => live
+            .proposals
+            .lock()
+            .values()
+            .filter(|p| p.waiting.contains(&addr))
+            .flat_map(|p| {
+                let partition = p.leader.partition;
+                p.followers.get(&addr).into_iter().flatten().map(move |&replica| pb::QuiesceRequest {
+                    target: Some(pb::Target { partition, replica }),
+                    vote: Some(wire::vote_to_pb(&p.vote)),
+                    last_log_id: wire::opt_log_id_to_pb(p.last.as_ref()),
+                })
             })
-        })
-        .collect();
+            .take(QUIESCE_BATCH_MAX)
+            .collect(),
+    };
+    let done = move |live: &Liveness, addr: &str| {
+        if let Some(p) = live.peers.lock().get_mut(addr) {
+            match what {
+                Message::Liveness => p.in_flight = false,
+                Message::Quiesce => p.quiesce_in_flight = false,
+            }
+        }
+    };
+    if what == Message::Quiesce && quiesce.is_empty() {
+        done(live, &addr);
+        return;
+    }
     let req = pb::PingRequest { from: own.to_string(), incarnation: live.incarnation, quiesce };
+    let timeout = match what {
+        Message::Liveness => PING_TIMEOUT,
+        Message::Quiesce => QUIESCE_TIMEOUT,
+    };
     let weak = Arc::downgrade(host);
     let peers = host.peers().clone();
     tokio::spawn(async move {
         let answer = match &peers.config().router {
             Some(seat) => seat.ping(&addr, req).await.ok(),
-            None => tokio::time::timeout(PING_TIMEOUT, peers.ping(&addr, req)).await.ok().and_then(Result::ok),
+            None => tokio::time::timeout(timeout, peers.ping(&addr, req)).await.ok().and_then(Result::ok),
         };
         let Some(host) = weak.upgrade() else { return };
         let live = &host.liveness;
         if let Some(a) = &answer {
             live.answered(&addr, a.incarnation);
-            let agreed: BTreeSet<PartitionId> = a.quiesced.iter().map(|t| t.partition).collect();
-            let mut proposals = live.proposals.lock();
-            for (partition, p) in proposals.iter_mut() {
-                let all_here = p.followers.get(&addr).is_some_and(|ids| {
-                    ids.iter().all(|id| a.quiesced.iter().any(|t| t.partition == *partition && t.replica == *id))
-                });
-                if agreed.contains(partition) && all_here {
-                    p.waiting.remove(&addr);
+            if !a.quiesced.is_empty() {
+                let agreed: BTreeSet<(PartitionId, ReplicaId)> =
+                    a.quiesced.iter().map(|t| (t.partition, t.replica)).collect();
+                for (partition, p) in live.proposals.lock().iter_mut() {
+                    if p.followers
+                        .get(&addr)
+                        .is_some_and(|ids| ids.iter().all(|id| agreed.contains(&(*partition, *id))))
+                    {
+                        p.waiting.remove(&addr);
+                    }
                 }
             }
         }
-        if let Some(p) = live.peers.lock().get_mut(&addr) {
-            p.in_flight = false;
-        }
+        done(live, &addr);
     });
 }
 
@@ -519,14 +579,18 @@ fn conclude(host: &Host) {
 
 /// Marks peers up or down and acts on each change: groups led from a peer that went down
 /// or restarted elect; primaries here with a voter on a peer that came up or restarted wake.
-fn transitions(host: &Host, replicas: &[Arc<Replica>], peers: &BTreeSet<String>) {
+/// Before `grace_until` (this node stalled) no peer is counted down.
+fn transitions(host: &Host, replicas: &[Arc<Replica>], peers: &BTreeSet<String>, grace_until: Instant) {
     let now = Instant::now();
     let (mut down, mut up) = (Vec::new(), Vec::new());
     {
         let mut table = host.liveness.peers.lock();
-        table.retain(|addr, p| peers.contains(addr) || p.in_flight);
+        table.retain(|addr, p| peers.contains(addr) || p.in_flight || p.quiesce_in_flight);
         for (addr, p) in table.iter_mut() {
             let fresh = p.last_ok.is_some_and(|t| now.duration_since(t) < DEAD_AFTER);
+            if p.up && !fresh && !p.restarted && now < grace_until {
+                continue;
+            }
             if p.restarted {
                 p.restarted = false;
                 down.push(addr.clone());

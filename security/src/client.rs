@@ -90,6 +90,12 @@ pub type AuthChannel = InterceptedService<Channel, Auth>;
 pub const STREAM_WINDOW_BYTES: u32 = 4 << 20;
 /// HTTP/2 connection flow-control window of every channel.
 pub const CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
+/// Cancelled calls (a raft heartbeat or a ping past its timeout) a channel remembers, and
+/// for how long: a frame the server had already sent for a remembered one is dropped
+/// quietly. h2 remembers 50 for a second; a node with thousands of groups cancels more
+/// than that on a busy machine, and each frame for a forgotten one is a protocol error.
+const RESET_STREAMS_REMEMBERED: usize = 16_384;
+const RESET_STREAMS_FOR: Duration = Duration::from_secs(10);
 
 /// One lazily connected channel per node address, shared by every caller: a node's
 /// channels to its peers, a client's to the nodes. Every channel has `TCP_NODELAY`, the
@@ -132,7 +138,14 @@ impl Channels {
             .initial_stream_window_size(STREAM_WINDOW_BYTES)
             .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
             .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(5));
+            .keep_alive_timeout(Duration::from_secs(5))
+            .http2_max_concurrent_reset_streams(RESET_STREAMS_REMEMBERED)
+            .http2_reset_stream_duration(RESET_STREAMS_FOR)
+            // h2 closes a connection (GOAWAY) after 1,024 such errors over its whole life:
+            // on a long-lived channel to a server this process chose and authenticated,
+            // that limit closed every group's stream at once under load, and the groups
+            // then lost their quorum together. The server side has no such limit either.
+            .http2_max_local_error_reset_streams(None);
         let security = &self.inner.security;
         let channel = security.wrap(security.connect_lazy(endpoint, self.inner.connect_timeout));
         channels.insert(addr.to_string(), channel.clone());

@@ -99,7 +99,8 @@ where
                 continue;
             };
 
-            let timeout = Duration::from_millis(self.config.heartbeat_interval);
+            // weft patch: one election timeout, not one heartbeat interval (see WEFT-PATCH.md).
+            let timeout = Duration::from_millis(self.config.election_timeout_min);
             let option = RPCOption::new(timeout);
 
             let payload = AppendEntriesRequest {
