@@ -32,8 +32,8 @@
 //!   follower hears from them before its election timer runs out.
 //! - **Failover.** When a peer goes down (or restarts), each group here whose primary was
 //!   on it elects without waiting for a heartbeat timeout: its live voters are ranked by
-//!   replica id, the first campaigns at once and the k-th is held off for k election
-//!   timeouts, so they do not split the vote.
+//!   a hash of (partition, replica id), the first campaigns at once and the k-th is held off
+//!   for k election timeouts, so they do not split the vote.
 //!
 //! Safety does not depend on any of this: quiescence only stops timers. A quiesced primary
 //! has no lease, and weft serves no lease reads: every linearizable read is a read-index
