@@ -103,7 +103,7 @@ async fn render(
 /// The exposition text.
 pub fn text(ctx: &Ctx) -> String {
     let (host, manager) = (&ctx.host, &ctx.manager);
-    let statuses: Vec<pb::ReplicaStatus> = host.list().iter().map(|r| r.status()).collect();
+    let statuses: Vec<std::sync::Arc<pb::ReplicaStatus>> = host.list().iter().map(|r| r.status()).collect();
     let mut out = String::new();
     let mut metric = |kind: &str, name: &str, help: &str, rows: &mut dyn Iterator<Item = (String, f64)>| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");

@@ -780,7 +780,7 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
 
     async fn status(&self, req: Request<pb::ReplicaStatusRequest>) -> Result<Response<pb::ReplicaStatus>, Status> {
         let r = replica_of(&self.host, req.into_inner().partition)?;
-        Ok(Response::new(r.status()))
+        Ok(Response::new(Arc::unwrap_or_clone(r.status())))
     }
 
     async fn restart(&self, _req: Request<pb::RestartRequest>) -> Result<Response<pb::RestartResponse>, Status> {
@@ -800,7 +800,7 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
 
     async fn list(&self, _req: Request<pb::ListReplicasRequest>) -> Result<Response<pb::ListReplicasResponse>, Status> {
         Ok(Response::new(pb::ListReplicasResponse {
-            replicas: self.host.list().iter().map(|r| r.status()).collect(),
+            replicas: self.host.list().iter().map(|r| Arc::unwrap_or_clone(r.status())).collect(),
             append_streams: self.host.append_streams(),
         }))
     }

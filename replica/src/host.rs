@@ -118,6 +118,22 @@ pub struct Replica {
     pub(crate) requests: std::sync::atomic::AtomicU64,
     /// Whether its timers are stopped because its group is idle.
     pub(crate) quiet: crate::quiesce::Quiet,
+    /// Its last status and the membership it was built from: an idle replica's status is
+    /// asked for twice a second and does not change, so it is built again only when its
+    /// membership or a figure in it changed.
+    status: parking_lot::Mutex<Option<CachedStatus>>,
+}
+
+/// A replica's last status, with what it was built from that the status does not show.
+#[derive(Debug)]
+struct CachedStatus {
+    /// The log id of the membership it names.
+    membership: Option<crate::types::LogId>,
+    /// Whether that membership makes the replica a voter.
+    voter: bool,
+    /// The status without its membership: compared with cheaply.
+    bare: pb::ReplicaStatus,
+    status: Arc<pb::ReplicaStatus>,
 }
 
 fn role(state: ServerState, is_voter: bool) -> pb::Role {
@@ -215,34 +231,25 @@ impl Replica {
 
     /// What this replica reports of itself: its role, term, leader, indexes, membership,
     /// size, log mode, snapshot progress and request count (`requests_per_s` is the
-    /// heartbeat's to fill).
-    pub fn status(&self) -> pb::ReplicaStatus {
+    /// heartbeat's to fill). Shared: the same status while nothing in it changed, so a
+    /// caller can tell an unchanged replica by pointer.
+    pub fn status(&self) -> Arc<pb::ReplicaStatus> {
         let r = self;
         // Read in place: every node reports every replica twice a second.
         let metrics = r.raft.metrics();
         let m = metrics.borrow_watched();
-        let is_voter = m.membership_config.membership().voter_ids().any(|v| v == r.id);
         let (state, term, leader, last_log, applied) =
             (m.state, m.current_term, m.current_leader, m.last_log_index, m.last_applied);
-        let membership = crate::wire::membership_to_pb(m.membership_config.membership());
-        drop(m);
-        let (memory, records) = r.sm.read(|st| {
-            let records = st.store.table_names().filter_map(|t| st.store.count(t).ok()).sum::<usize>();
-            (st.store.memory_bytes(), records)
-        });
+        let membership_id = *m.membership_config.log_id();
         let p = r.sm.progress();
-        pb::ReplicaStatus {
+        let mut next = pb::ReplicaStatus {
             partition: r.partition,
             replica: r.id,
-            role: role(state, is_voter) as i32,
             term,
             leader: leader.unwrap_or(0),
             has_leader: leader.is_some(),
             last_log_index: last_log.unwrap_or(0),
             applied_index: applied.map_or(0, |l| l.index),
-            membership: Some(membership),
-            memory_bytes: memory as u64,
-            records: records as u64,
             mode: r.mode as i32,
             snapshot_bytes: p.bytes.load(Ordering::Relaxed),
             snapshot_records: p.records.load(Ordering::Relaxed),
@@ -250,7 +257,43 @@ impl Replica {
             requests: r.requests.load(Ordering::Relaxed),
             requests_per_s: 0.0,
             quiesced: r.quiet.is_quiesced(),
+            ..Default::default()
+        };
+        let mut cache = r.status.lock();
+        let last = cache.as_ref().filter(|c| c.membership == membership_id);
+        // A membership not seen before is read now, while the metrics are borrowed.
+        let (voter, fresh_membership) = match last {
+            Some(c) => (c.voter, None),
+            None => {
+                let membership = m.membership_config.membership();
+                (membership.voter_ids().any(|v| v == r.id), Some(crate::wire::membership_to_pb(membership)))
+            }
+        };
+        drop(m);
+        next.role = role(state, voter) as i32;
+        // Size and record count change only when an entry or a snapshot is applied.
+        match last.filter(|c| c.bare.applied_index == next.applied_index) {
+            Some(c) => (next.memory_bytes, next.records) = (c.bare.memory_bytes, c.bare.records),
+            None => {
+                let (memory, records) = r.sm.read(|st| {
+                    let records = st.store.table_names().filter_map(|t| st.store.count(t).ok()).sum::<usize>();
+                    (st.store.memory_bytes(), records)
+                });
+                (next.memory_bytes, next.records) = (memory as u64, records as u64);
+            }
         }
+        if let Some(c) = last.filter(|c| c.bare == next) {
+            return c.status.clone();
+        }
+        let bare = next.clone();
+        next.membership = match (fresh_membership, last) {
+            (Some(fresh), _) => Some(fresh),
+            (None, Some(c)) => c.status.membership.clone(),
+            (None, None) => None,
+        };
+        let next = Arc::new(next);
+        *cache = Some(CachedStatus { membership: membership_id, voter, bare, status: next.clone() });
+        next
     }
 }
 
@@ -434,7 +477,8 @@ impl Host {
         let proposer = crate::proposer::Proposer::start(raft.clone());
         let reads = crate::read_gate::ReadGate::start(raft.clone(), proposer.in_flight());
         let requests = std::sync::atomic::AtomicU64::new(0);
-        let replica = Arc::new(Replica { partition, id, raft, sm, mode, proposer, reads, requests, quiet });
+        let status = parking_lot::Mutex::default();
+        let replica = Arc::new(Replica { partition, id, raft, sm, mode, proposer, reads, requests, quiet, status });
         let raced = {
             let mut map = self.replicas.write();
             match map.get(&partition) {

@@ -378,16 +378,19 @@ async fn run(weak: Weak<Host>, own_addr: Option<String>) {
 
 /// Node address of replica `id` as `r`'s membership names it.
 fn addr_of(r: &Replica, id: ReplicaId) -> Option<String> {
-    let m = r.raft.metrics().borrow_watched().membership_config.clone();
-    m.membership().get_node(&id).map(|n| n.addr.clone())
+    let metrics = r.raft.metrics();
+    let m = metrics.borrow_watched();
+    m.membership_config.membership().get_node(&id).map(|n| n.addr.clone())
 }
 
 /// Every node address named in a hosted group's membership, but this node's.
 fn peer_addrs(replicas: &[Arc<Replica>], own: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for r in replicas {
-        let m = r.raft.metrics().borrow_watched().membership_config.clone();
-        for (_, n) in m.membership().nodes() {
+        // Read in place: a clone of every membership each scan cost more than the pings.
+        let metrics = r.raft.metrics();
+        let m = metrics.borrow_watched();
+        for (_, n) in m.membership_config.membership().nodes() {
             if n.addr != own && !out.contains(&n.addr) {
                 out.insert(n.addr.clone());
             }

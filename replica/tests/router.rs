@@ -325,6 +325,11 @@ async fn an_idle_group_quiesces_and_a_write_wakes_it_without_an_election() {
     write(&hosts, put("a", "1"), Duration::from_secs(10)).await;
     wait_quiesced(&hosts, Duration::from_secs(10)).await;
     let before = term(&l);
+    // A quiesced replica's status is not built again: the same one comes back.
+    let follower = hosts.iter().map(|h| replica(h)).find(|r| r.id() != l.id()).expect("a follower");
+    let idle = follower.status();
+    assert!(Arc::ptr_eq(&idle, &follower.status()), "an unchanged status was built again");
+    assert_eq!((idle.records, idle.role), (1, pb::Role::Secondary as i32), "{idle:?}");
 
     let appends = Arc::new(AtomicU64::new(0));
     router.add_filter(Tally(Kind::Append, appends.clone()));
@@ -335,6 +340,9 @@ async fn an_idle_group_quiesces_and_a_write_wakes_it_without_an_election() {
     assert!(appends.load(Ordering::Relaxed) > 0, "the write went out in no append");
     let got = converged(&hosts, &["a".to_string(), "b".to_string()], Duration::from_secs(10)).await;
     assert!(got.iter().all(|m| m["b"].as_deref() == Some("2")), "{got:?}");
+    let after = follower.status();
+    assert!(after.applied_index > idle.applied_index && after.records == 2, "a stale status after a write: {after:?}");
+    assert_eq!(after.membership, idle.membership);
     assert_eq!(leader(&hosts).map(|r| r.id()), Some(l.id()), "the write moved the primary");
     assert!(hosts.iter().all(|h| term(&replica(h)) == before), "the write started an election");
 

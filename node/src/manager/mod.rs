@@ -146,7 +146,7 @@ struct Soft {
 struct Reports {
     seq: u64,
     /// The report the manager said it holds, and the statuses it held.
-    held: Option<(u64, BTreeMap<u64, pb::ReplicaStatus>)>,
+    held: Option<(u64, BTreeMap<u64, Arc<pb::ReplicaStatus>>)>,
     /// Beats since the last full report.
     since_full: u32,
 }
@@ -159,16 +159,20 @@ impl Reports {
     fn next(
         &mut self,
         node: pb::NodeInfo,
-        replicas: Vec<pb::ReplicaStatus>,
-    ) -> (pb::HeartbeatRequest, u64, BTreeMap<u64, pb::ReplicaStatus>) {
+        replicas: Vec<Arc<pb::ReplicaStatus>>,
+    ) -> (pb::HeartbeatRequest, u64, BTreeMap<u64, Arc<pb::ReplicaStatus>>) {
         self.seq += 1;
-        let now: BTreeMap<u64, pb::ReplicaStatus> = replicas.into_iter().map(|r| (r.partition, r)).collect();
+        let now: BTreeMap<u64, Arc<pb::ReplicaStatus>> = replicas.into_iter().map(|r| (r.partition, r)).collect();
+        // A replica that did not change hands back the very status it reported last.
+        let changed = |s: &Arc<pb::ReplicaStatus>, held: &BTreeMap<u64, Arc<pb::ReplicaStatus>>| {
+            held.get(&s.partition).is_none_or(|h| !Arc::ptr_eq(h, s) && h != s)
+        };
         let req = match &self.held {
             Some((base, held)) if self.since_full < FULL_REPORT_EVERY => {
                 self.since_full += 1;
                 pb::HeartbeatRequest {
                     node: Some(node),
-                    replicas: now.values().filter(|s| held.get(&s.partition) != Some(*s)).cloned().collect(),
+                    replicas: now.values().filter(|s| changed(s, held)).map(|s| (**s).clone()).collect(),
                     seq: self.seq,
                     delta: true,
                     base: *base,
@@ -179,7 +183,7 @@ impl Reports {
                 self.since_full = 0;
                 pb::HeartbeatRequest {
                     node: Some(node),
-                    replicas: now.values().cloned().collect(),
+                    replicas: now.values().map(|s| (**s).clone()).collect(),
                     seq: self.seq,
                     ..Default::default()
                 }
@@ -189,7 +193,7 @@ impl Reports {
     }
 
     /// The manager answered report `seq` (never 0), saying it holds report `held_seq`.
-    fn answered(&mut self, seq: u64, held_seq: u64, statuses: BTreeMap<u64, pb::ReplicaStatus>) {
+    fn answered(&mut self, seq: u64, held_seq: u64, statuses: BTreeMap<u64, Arc<pb::ReplicaStatus>>) {
         self.held = (held_seq == seq).then_some((seq, statuses));
     }
 }
@@ -203,14 +207,16 @@ struct RequestRates {
 impl RequestRates {
     /// Sets `requests_per_s` on each status from the counter's change since the last
     /// call (0 for a replica seen for the first time); forgets replicas no longer listed.
-    fn fill(&mut self, replicas: &mut [pb::ReplicaStatus], now: Instant) {
+    /// A status whose rate stays 0 is left shared.
+    fn fill(&mut self, replicas: &mut [Arc<pb::ReplicaStatus>], now: Instant) {
         let mut next = BTreeMap::new();
         for r in replicas.iter_mut() {
             let key = (r.partition, r.replica);
             if let Some(&(count, at)) = self.last.get(&key) {
                 let secs = now.duration_since(at).as_secs_f64();
-                if secs > 0.0 {
-                    r.requests_per_s = r.requests.saturating_sub(count) as f64 / secs;
+                let rate = if secs > 0.0 { r.requests.saturating_sub(count) as f64 / secs } else { r.requests_per_s };
+                if rate != r.requests_per_s {
+                    Arc::make_mut(r).requests_per_s = rate;
                 }
             }
             next.insert(key, (r.requests, now));
@@ -355,7 +361,7 @@ impl Manager {
         let mut reports = Reports::default();
         loop {
             tick.tick().await;
-            let mut replicas: Vec<pb::ReplicaStatus> = self.host.list().iter().map(|r| r.status()).collect();
+            let mut replicas: Vec<Arc<pb::ReplicaStatus>> = self.host.list().iter().map(|r| r.status()).collect();
             rates.fill(&mut replicas, clock::now());
             let (req, seq, now) = reports.next(self.info(), replicas);
             let sent = match self.leading() {
@@ -568,8 +574,8 @@ impl Manager {
 mod tests {
     use super::*;
 
-    fn status(partition: u64, requests: u64) -> pb::ReplicaStatus {
-        pb::ReplicaStatus { partition, replica: partition + 100, requests, ..Default::default() }
+    fn status(partition: u64, requests: u64) -> Arc<pb::ReplicaStatus> {
+        Arc::new(pb::ReplicaStatus { partition, replica: partition + 100, requests, ..Default::default() })
     }
 
     #[test]
