@@ -13,7 +13,7 @@
 //!   draining nodes, within a budget of operations, steering clear of nodes where a move
 //!   of the same partition recently stalled ([`Stalls`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use crate::model::{Node, NodeId, NodeStatus};
@@ -26,8 +26,9 @@ use crate::walk::ReplicaAt;
 pub struct Heard {
     /// When its last heartbeat arrived.
     pub at: Instant,
-    /// The replicas it hosted then (partition, replica id).
-    pub hosted: Vec<(PartitionId, u64)>,
+    /// The replicas it hosted then (partition, replica id): a set, since every replica of
+    /// every partition is looked up in it each pass.
+    pub hosted: BTreeSet<(PartitionId, u64)>,
 }
 
 /// Of `nodes` (id, marked down already), those silent past `grace` at `now`: their last
@@ -203,7 +204,7 @@ mod tests {
     fn a_node_gets_its_grace_period_from_a_new_manager() {
         let t0 = Instant::now();
         let grace = Duration::from_secs(10);
-        let heard = BTreeMap::from([(1, Heard { at: t0, hosted: Vec::new() })]);
+        let heard = BTreeMap::from([(1, Heard { at: t0, hosted: BTreeSet::new() })]);
         let nodes = [(1, false), (2, false), (3, true)];
         // Node 2 never heard from, node 3 already down: only counted from office.
         assert_eq!(silent(nodes, &heard, t0, t0 + grace, grace), Vec::<NodeId>::new());
@@ -219,12 +220,12 @@ mod tests {
         let t0 = Instant::now();
         let replicas = [ReplicaAt { node: 1, replica: 11 }, ReplicaAt { node: 2, replica: 12 }];
         let late = BTreeMap::from([
-            (1, Heard { at: t0, hosted: vec![] }),
-            (2, Heard { at: t0 + Duration::from_secs(2), hosted: vec![(7, 12)] }),
+            (1, Heard { at: t0, hosted: BTreeSet::new() }),
+            (2, Heard { at: t0 + Duration::from_secs(2), hosted: BTreeSet::from([(7, 12)]) }),
         ]);
         assert_eq!(suspects(7, &replicas, &late, Some(t0)), Vec::<NodeId>::new(), "node 1's report predates it");
         assert_eq!(suspects(7, &replicas, &late, None), Vec::<NodeId>::new(), "nothing settled yet");
-        let fresh = BTreeMap::from([(1, Heard { at: t0 + Duration::from_secs(1), hosted: vec![(7, 99)] })]);
+        let fresh = BTreeMap::from([(1, Heard { at: t0 + Duration::from_secs(1), hosted: BTreeSet::from([(7, 99)]) })]);
         assert_eq!(suspects(7, &replicas, &fresh, Some(t0)), vec![1], "a newer report without replica 11");
     }
 

@@ -81,6 +81,16 @@ const QUIESCE_TIMEOUT: Duration = Duration::from_secs(2);
 const LOCAL_PAUSE: Duration = Duration::from_millis(200);
 /// How often (in pings) the loop looks for idle groups to quiesce.
 const SCAN_EVERY: u32 = 5;
+/// How often (in pings) the loop reads every hosted group's membership for the peer nodes
+/// to ping, unless the hosted groups changed meanwhile: at thousands of groups that read
+/// cost more than the pings. A peer named by a membership that changed in between is
+/// pinged as soon as it pings this node (it does, sharing a group): see [`INBOUND_KEEP`].
+const PEERS_EVERY: u32 = 50;
+/// A peer that pinged this node within this long is pinged back, whether or not the last
+/// read of the memberships named it; so a follower here that quiesced at the request of a
+/// primary on a node the loop had not read yet still has that node watched, and elects
+/// when it goes down.
+const INBOUND_KEEP: Duration = Duration::from_secs(5);
 /// A quiesce request not agreed by every follower within this long is dropped (the group
 /// stays awake and is asked again once idle).
 const PROPOSAL_TTL: Duration = Duration::from_secs(3);
@@ -243,6 +253,8 @@ struct PeerState {
     quiesce_in_flight: bool,
     /// It answered with a new incarnation since the loop last looked.
     restarted: bool,
+    /// When it last pinged this node.
+    pinged_us: Option<Instant>,
 }
 
 /// A primary's request to quiesce its group, waiting for its followers to agree.
@@ -292,6 +304,9 @@ impl Liveness {
     pub(crate) fn answer(&self, host: &Host, req: pb::PingRequest) -> pb::PingResponse {
         if !req.from.is_empty() {
             self.answered(&req.from, req.incarnation);
+            if let Some(p) = self.peers.lock().get_mut(&req.from) {
+                p.pinged_us = Some(Instant::now());
+            }
         }
         let quiesced = req.quiesce.into_iter().filter_map(|q| follower_quiesce(host, q)).collect();
         pb::PingResponse { incarnation: self.incarnation, quiesced }
@@ -339,9 +354,11 @@ async fn run(weak: Weak<Host>, own_addr: Option<String>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut idle: BTreeMap<PartitionId, Idle> = BTreeMap::new();
     let mut round: u32 = 0;
-    // The hosted replicas and the peer nodes, looked up again every scan.
+    // The hosted replicas, looked up again every scan, and the peer nodes their
+    // memberships name, read again when the hosted replicas changed or every PEERS_EVERY.
     let mut replicas: Vec<Arc<Replica>> = Vec::new();
     let mut peers: BTreeSet<String> = BTreeSet::new();
+    let mut peers_due = true;
     // Until when this node's own stall keeps its peers from being counted down.
     let (mut last_round, mut grace_until) = (Instant::now(), Instant::now());
     loop {
@@ -356,20 +373,25 @@ async fn run(weak: Weak<Host>, own_addr: Option<String>) {
         round = round.wrapping_add(1);
         let rescan = round % SCAN_EVERY == 1;
         if rescan {
-            replicas = host.list();
+            let listed = host.list();
+            peers_due |=
+                listed.len() != replicas.len() || listed.iter().zip(&replicas).any(|(a, b)| !Arc::ptr_eq(a, b));
+            replicas = listed;
         }
+        peers_due |= round % PEERS_EVERY == 1;
         // This node's address: from the loop's argument, or as the groups name it.
         let own = own_addr.clone().or_else(|| replicas.iter().find_map(|r| addr_of(r, r.id)));
         let Some(own) = own else { continue };
-        if rescan {
+        if peers_due {
             peers = peer_addrs(&replicas, &own);
-            if let Some(after) = host.quiesce_after() {
-                scan(&host, &replicas, &own, after, &mut idle);
-            }
+            peers_due = false;
+        }
+        if rescan && let Some(after) = host.quiesce_after() {
+            scan(&host, &replicas, &own, after, &mut idle);
         }
         conclude(&host);
-        transitions(&host, &replicas, &peers, grace_until);
-        for addr in &peers {
+        let inbound = transitions(&host, &replicas, &peers, grace_until);
+        for addr in peers.iter().chain(&inbound) {
             send_ping(&host, &own, addr.clone(), Message::Liveness);
             send_ping(&host, &own, addr.clone(), Message::Quiesce);
         }
@@ -582,13 +604,17 @@ fn conclude(host: &Host) {
 
 /// Marks peers up or down and acts on each change: groups led from a peer that went down
 /// or restarted elect; primaries here with a voter on a peer that came up or restarted wake.
-/// Before `grace_until` (this node stalled) no peer is counted down.
-fn transitions(host: &Host, replicas: &[Arc<Replica>], peers: &BTreeSet<String>, grace_until: Instant) {
+/// Before `grace_until` (this node stalled) no peer is counted down. Returns the peers
+/// that pinged this node lately and are not among `peers`, to be pinged too.
+fn transitions(host: &Host, replicas: &[Arc<Replica>], peers: &BTreeSet<String>, grace_until: Instant) -> Vec<String> {
     let now = Instant::now();
     let (mut down, mut up) = (Vec::new(), Vec::new());
+    let inbound = |p: &PeerState| p.pinged_us.is_some_and(|t| now.duration_since(t) < INBOUND_KEEP);
+    let extra;
     {
         let mut table = host.liveness.peers.lock();
-        table.retain(|addr, p| peers.contains(addr) || p.in_flight || p.quiesce_in_flight);
+        table.retain(|addr, p| peers.contains(addr) || inbound(p) || p.in_flight || p.quiesce_in_flight);
+        extra = table.iter().filter(|(a, p)| !peers.contains(*a) && inbound(p)).map(|(a, _)| a.clone()).collect();
         for (addr, p) in table.iter_mut() {
             let fresh = p.last_ok.is_some_and(|t| now.duration_since(t) < DEAD_AFTER);
             if p.up && !fresh && !p.restarted && now < grace_until {
@@ -626,6 +652,7 @@ fn transitions(host: &Host, replicas: &[Arc<Replica>], peers: &BTreeSet<String>,
             }
         }
     }
+    extra
 }
 
 /// A well-mixed, fixed function of a group and a replica (splitmix64's finalizer).

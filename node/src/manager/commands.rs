@@ -32,12 +32,13 @@ impl Manager {
     /// [`NODES_WAIT`] after this node became the manager (by then every node that is
     /// running has registered); returns the reports to place by. Past that, says how many
     /// nodes there are and how many the placement needs.
-    async fn nodes_for(&self, replicas: usize) -> Result<Vec<(u64, pb::ReplicaStatus)>, Status> {
+    async fn nodes_for(&self, replicas: usize) -> Result<Vec<(u64, Arc<pb::ReplicaStatus>)>, Status> {
         let deadline = self.soft.lock().since.unwrap_or_else(clock::now) + NODES_WAIT;
         loop {
             let leader = self.leading().ok_or_else(|| Status::unavailable("not the cluster manager"))?;
-            let (m, _) =
-                map::read(&leader).await?.ok_or_else(|| Status::unavailable("the cluster map is not written yet"))?;
+            let (m, _) = map::read(&leader, &self.decoded)
+                .await?
+                .ok_or_else(|| Status::unavailable("the cluster map is not written yet"))?;
             let reported = self.reported();
             let nodes = map::model(&m, &reported);
             let usable = nodes.iter().filter(|n| n.status == NodeStatus::Up && n.fits(0)).count();
@@ -59,13 +60,14 @@ impl Manager {
     /// The map with the reports and alarms behind it.
     pub(super) async fn get_map(&self) -> Result<pb::GetMapResponse, Status> {
         let leader = self.leading().ok_or_else(|| Status::unavailable("not the cluster manager"))?;
-        let (map, version) =
-            map::read(&leader).await?.ok_or_else(|| Status::unavailable("the cluster map is not written yet"))?;
+        let (map, version) = map::read(&leader, &self.decoded)
+            .await?
+            .ok_or_else(|| Status::unavailable("the cluster map is not written yet"))?;
         let reported = self.reported();
-        let primaries = super::reconcile::primaries(reported.iter().map(|(node, s)| (*node, s)));
-        let (reported_by, reported) = reported.into_iter().unzip();
+        let primaries = super::reconcile::primaries(reported.iter().map(|(node, s)| (*node, &**s)));
+        let (reported_by, reported) = reported.into_iter().map(|(by, s)| (by, Arc::unwrap_or_clone(s))).unzip();
         Ok(pb::GetMapResponse {
-            map: Some(map),
+            map: Some(Arc::unwrap_or_clone(map)),
             version,
             manager_node: self.id,
             reported,
@@ -267,8 +269,9 @@ impl Manager {
 
     pub(super) async fn move_primary(&self, req: pb::MovePrimaryRequest) -> Result<pb::CtlResponse, Status> {
         let leader = self.leading().ok_or_else(|| Status::unavailable("not the cluster manager"))?;
-        let (m, version) =
-            map::read(&leader).await?.ok_or_else(|| Status::unavailable("the cluster map is not written yet"))?;
+        let (m, version) = map::read(&leader, &self.decoded)
+            .await?
+            .ok_or_else(|| Status::unavailable("the cluster map is not written yet"))?;
         let p = Self::partition(&m, req.partition)?;
         let from = self.primary_node(p.id);
         let reported = self.reported();
@@ -469,8 +472,9 @@ impl Manager {
         }
         // Leader transfers need no map change: the next heartbeats report the new primaries.
         let leader = self.leading().ok_or_else(|| Status::unavailable("not the cluster manager"))?;
-        let (m, _) =
-            map::read(&leader).await?.ok_or_else(|| Status::unavailable("the cluster map is not written yet"))?;
+        let (m, _) = map::read(&leader, &self.decoded)
+            .await?
+            .ok_or_else(|| Status::unavailable("the cluster map is not written yet"))?;
         for t in &transfers {
             let (Some(p), Some(to)) = (
                 m.partitions.get(&t.partition),

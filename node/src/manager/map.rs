@@ -9,6 +9,7 @@
 //! to detect a stale cache.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use openraft::raft::ReadPolicy;
 use prost::Message;
@@ -25,32 +26,41 @@ const MAP_KEY: &[u8] = b"map";
 /// node ids, which stay below it.
 pub const FIRST_REPLICA_ID: u64 = 1 << 20;
 
+/// The last map decoded, with the record it came from: the map is read several times a
+/// second (every heartbeat, every reconcile pass) and changes rarely; decoding it at
+/// thousands of partitions was a visible share of an idle manager's CPU. Records are
+/// immutable and shared, so the same record (by pointer) is the same map.
+#[derive(Debug, Default)]
+pub struct Decoded(parking_lot::Mutex<Option<(Arc<weft_store::Record>, Arc<pb::ClusterMap>)>>);
+
 /// Reads the map after confirming leadership with a quorum (read index); `None` until the
 /// first manager has written it.
-pub async fn read(r: &Replica) -> Result<Option<(pb::ClusterMap, u64)>, Status> {
+pub async fn read(r: &Replica, decoded: &Decoded) -> Result<Option<(Arc<pb::ClusterMap>, u64)>, Status> {
     r.awake()
         .await
         .ensure_linearizable(ReadPolicy::ReadIndex)
         .await
         .map_err(|e| Status::unavailable(format!("cluster map read: {e}")))?;
-    read_applied(r)
+    read_applied(r, decoded)
 }
 
 /// The map as this replica has applied it, without a quorum round: for decisions a later
 /// conditional write re-checks anyway (is a heartbeat's node entry out of date?).
-pub fn read_applied(r: &Replica) -> Result<Option<(pb::ClusterMap, u64)>, Status> {
-    let raw = r.state(|st| match st.store.get(MAP_TABLE, MAP_KEY) {
-        Ok(rec) => rec.map(|rec| (rec.value().to_vec(), rec.version())),
-        Err(_) => None,
-    });
-    match raw {
-        None => Ok(None),
-        Some((bytes, version)) => {
-            let map = pb::ClusterMap::decode(bytes.as_slice())
-                .map_err(|e| Status::data_loss(format!("cluster map record does not decode: {e}")))?;
-            Ok(Some((map, version)))
-        }
+pub fn read_applied(r: &Replica, decoded: &Decoded) -> Result<Option<(Arc<pb::ClusterMap>, u64)>, Status> {
+    let rec = r.state(|st| st.store.get(MAP_TABLE, MAP_KEY).ok().flatten().cloned());
+    let Some(rec) = rec else { return Ok(None) };
+    let version = rec.version();
+    let mut last = decoded.0.lock();
+    if let Some((held, map)) = last.as_ref()
+        && Arc::ptr_eq(held, &rec)
+    {
+        return Ok(Some((map.clone(), version)));
     }
+    let map = pb::ClusterMap::decode(rec.value())
+        .map_err(|e| Status::data_loss(format!("cluster map record does not decode: {e}")))?;
+    let map = Arc::new(map);
+    *last = Some((rec, map.clone()));
+    Ok(Some((map, version)))
 }
 
 /// Writes `map` if the stored one is still at `version` (0: if there is none yet).
@@ -143,7 +153,7 @@ pub fn status(n: &pb::NodeInfo) -> NodeStatus {
 /// itself (placements and builds in flight), so a choice made a moment ago is counted
 /// before any node reports it; primaries, memory and request rates come from the nodes'
 /// reports.
-pub fn model(map: &pb::ClusterMap, reported: &[(u64, pb::ReplicaStatus)]) -> Vec<Node> {
+pub fn model(map: &pb::ClusterMap, reported: &[(u64, Arc<pb::ReplicaStatus>)]) -> Vec<Node> {
     map.nodes
         .values()
         .map(|n| {
@@ -171,7 +181,7 @@ pub fn model(map: &pb::ClusterMap, reported: &[(u64, pb::ReplicaStatus)]) -> Vec
 
 /// Engine bytes of one replica of each reported partition, from its largest report (one
 /// pass over the reports: a loop over partitions looks each up, it never scans them all).
-pub fn partition_bytes(reported: &[(u64, pb::ReplicaStatus)]) -> BTreeMap<u64, u64> {
+pub fn partition_bytes(reported: &[(u64, Arc<pb::ReplicaStatus>)]) -> BTreeMap<u64, u64> {
     let mut out: BTreeMap<u64, u64> = BTreeMap::new();
     for (_, s) in reported {
         let b = out.entry(s.partition).or_default();

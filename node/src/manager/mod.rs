@@ -106,7 +106,7 @@ struct Seen {
     /// The reporting process's incarnation.
     incarnation: u64,
     /// Its replicas by partition, as of report `seq`.
-    replicas: BTreeMap<u64, pb::ReplicaStatus>,
+    replicas: BTreeMap<u64, Arc<pb::ReplicaStatus>>,
     /// The report this is (a delta applies only over exactly this one).
     seq: u64,
 }
@@ -240,6 +240,8 @@ pub struct Manager {
     forward_via: Mutex<Option<String>>,
     /// Who may do what on this node, refreshed from the map (`heartbeat_loop`).
     access: Arc<crate::authz::AccessView>,
+    /// The map last decoded from the local map replica.
+    decoded: map::Decoded,
 }
 
 impl Manager {
@@ -261,6 +263,7 @@ impl Manager {
             ops: Mutex::default(),
             forward_via: Mutex::default(),
             access,
+            decoded: map::Decoded::default(),
         })
     }
 
@@ -411,7 +414,9 @@ impl Manager {
             return Ok(());
         }
         let (map, version) = match self.leading() {
-            Some(leader) => map::read_applied(&leader)?.ok_or_else(|| Status::unavailable("no map yet"))?,
+            Some(leader) => {
+                map::read_applied(&leader, &self.decoded)?.ok_or_else(|| Status::unavailable("no map yet"))?
+            }
             None => {
                 let r = service::forward(
                     self,
@@ -422,7 +427,7 @@ impl Manager {
                 )
                 .await?
                 .into_inner();
-                (r.map.unwrap_or_default(), r.version)
+                (Arc::new(r.map.unwrap_or_default()), r.version)
             }
         };
         self.access.apply(&map, version);
@@ -442,7 +447,7 @@ impl Manager {
             let held = soft.seen.get_mut(&node.id).filter(|s| s.incarnation == node.incarnation && s.seq == req.base);
             match (req.delta, held) {
                 (false, _) => {
-                    let replicas = req.replicas.into_iter().map(|r| (r.partition, r)).collect();
+                    let replicas = req.replicas.into_iter().map(|r| (r.partition, Arc::new(r))).collect();
                     let seen = Seen { at: clock::now(), incarnation: node.incarnation, replicas, seq: req.seq };
                     soft.seen.insert(node.id, seen);
                     req.seq
@@ -451,7 +456,7 @@ impl Manager {
                     for p in &req.gone {
                         seen.replicas.remove(p);
                     }
-                    seen.replicas.extend(req.replicas.into_iter().map(|r| (r.partition, r)));
+                    seen.replicas.extend(req.replicas.into_iter().map(|r| (r.partition, Arc::new(r))));
                     seen.at = clock::now();
                     seen.seq = req.seq;
                     req.seq
@@ -464,7 +469,7 @@ impl Manager {
         // Heartbeats arrive several times a second from every node: compare against the
         // applied map (no quorum round); a change goes through `update`, which reads and
         // writes under a quorum.
-        let Some((current, version)) = map::read_applied(&leader)? else {
+        let Some((current, version)) = map::read_applied(&leader, &self.decoded)? else {
             return Err(Status::unavailable("the cluster map is not written yet"));
         };
         let stale = match current.nodes.get(&node.id) {
@@ -507,8 +512,11 @@ impl Manager {
     ) -> Result<(T, u64), Status> {
         for _ in 0..8 {
             let leader = self.leading().ok_or_else(|| Status::unavailable("not the cluster manager"))?;
-            let (mut m, version) =
-                map::read(&leader).await?.ok_or_else(|| Status::unavailable("the cluster map is not written yet"))?;
+            let (m, version) = map::read(&leader, &self.decoded)
+                .await?
+                .ok_or_else(|| Status::unavailable("the cluster map is not written yet"))?;
+            // A copy to edit: the decoded map stays as read, shared with other readers.
+            let mut m = Arc::unwrap_or_clone(m);
             let answer = edit(&mut m)?;
             if let Some(v) = map::write(&leader, &m, version).await? {
                 return Ok((answer, v));
@@ -517,8 +525,9 @@ impl Manager {
         Err(Status::aborted("the cluster map kept changing underneath; try again"))
     }
 
-    /// Every replica status the up nodes last reported, with the reporting node.
-    fn reported(&self) -> Vec<(u64, pb::ReplicaStatus)> {
+    /// Every replica status the up nodes last reported, with the reporting node (shared:
+    /// a pass at thousands of partitions copied every status before).
+    fn reported(&self) -> Vec<(u64, Arc<pb::ReplicaStatus>)> {
         let soft = self.soft.lock();
         soft.seen.iter().flat_map(|(node, s)| s.replicas.values().map(move |r| (*node, r.clone()))).collect()
     }

@@ -100,7 +100,7 @@ impl Manager {
     }
 
     async fn reconcile(self: &Arc<Self>, leader: &Replica) -> Result<(), Status> {
-        let Some((m, _)) = map::read(leader).await? else {
+        let Some((m, _)) = map::read(leader, &self.decoded).await? else {
             return map::create(leader).await;
         };
         if !m.users_initialized {
@@ -359,7 +359,7 @@ impl Manager {
 
     async fn drive(self: &Arc<Self>, pid: u64) -> Result<(), Status> {
         let leader = self.leading().ok_or_else(|| Status::unavailable("not the cluster manager"))?;
-        let Some((m, _)) = map::read(&leader).await? else { return Ok(()) };
+        let Some((m, _)) = map::read(&leader, &self.decoded).await? else { return Ok(()) };
         let Some(p) = m.partitions.get(&pid).cloned() else { return Ok(()) };
         if !p.created {
             // Creations are batched (`create_batch`); a move waits for its partition.
@@ -749,7 +749,7 @@ impl Manager {
     /// [`Self::primary_node`] of every partition, in one pass over the reports.
     pub(super) fn primary_nodes(&self) -> BTreeMap<u64, u64> {
         let soft = self.soft.lock();
-        primaries(soft.seen.iter().flat_map(|(node, s)| s.replicas.values().map(move |r| (*node, r))))
+        primaries(soft.seen.iter().flat_map(|(node, s)| s.replicas.values().map(move |r| (*node, &**r))))
     }
 
     /// The address of the replica that says it is `p`'s primary now (highest term wins).

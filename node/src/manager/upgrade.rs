@@ -36,12 +36,12 @@ fn phase_name(p: i32) -> &'static str {
 
 impl Manager {
     /// Settled partitions as the walk and balance code see them.
-    pub(super) fn placed(&self, m: &pb::ClusterMap, reported: &[(u64, pb::ReplicaStatus)]) -> Vec<Placed> {
+    pub(super) fn placed(&self, m: &pb::ClusterMap, reported: &[(u64, Arc<pb::ReplicaStatus>)]) -> Vec<Placed> {
         self.walk_view(m, reported).placed()
     }
 
     /// The map and the nodes' reports as [`walk::next`] takes them.
-    fn walk_view(&self, m: &pb::ClusterMap, reported: &[(u64, pb::ReplicaStatus)]) -> WalkView {
+    fn walk_view(&self, m: &pb::ClusterMap, reported: &[(u64, Arc<pb::ReplicaStatus>)]) -> WalkView {
         let at = |r: &pb::ReplicaPlacement| ReplicaAt { node: r.node, replica: r.replica };
         // Indexed once: a lookup per partition, not a scan of every report.
         let bytes = map::partition_bytes(reported);
@@ -113,8 +113,9 @@ impl Manager {
     pub(super) async fn upgrade(self: &Arc<Self>, req: pb::UpgradeRequest) -> Result<pb::CtlResponse, Status> {
         let action = pb::UpgradeAction::try_from(req.action).map_err(|_| Status::invalid_argument("unknown action"))?;
         let leader = self.leading().ok_or_else(|| Status::unavailable("not the cluster manager"))?;
-        let (m, version) =
-            map::read(&leader).await?.ok_or_else(|| Status::unavailable("the cluster map is not written yet"))?;
+        let (m, version) = map::read(&leader, &self.decoded)
+            .await?
+            .ok_or_else(|| Status::unavailable("the cluster map is not written yet"))?;
         let reported = self.reported();
         match action {
             pb::UpgradeAction::Status => {

@@ -43,7 +43,7 @@ fn describe(g: &pb::UserGrant) -> String {
 impl Manager {
     pub(super) async fn list_users(&self) -> Result<pb::ListUsersResponse, Status> {
         let leader = self.leading().ok_or_else(|| Status::unavailable("not the cluster manager"))?;
-        let (m, _) = super::map::read(&leader)
+        let (m, _) = super::map::read(&leader, &self.decoded)
             .await?
             .ok_or_else(|| Status::unavailable("the cluster map is not written yet"))?;
         let mut users: Vec<pb::UserView> = m

@@ -112,7 +112,8 @@ fn reports(m: &pb::GetMapResponse) -> impl Iterator<Item = (u64, &pb::ReplicaSta
 /// Every node, by id, with the load the manager's decisions see ([`super::map::model`]).
 pub fn nodes(m: &pb::GetMapResponse) -> Vec<NodeView> {
     let Some(map) = &m.map else { return Vec::new() };
-    let reported: Vec<(u64, pb::ReplicaStatus)> = reports(m).map(|(by, s)| (by, s.clone())).collect();
+    let reported: Vec<(u64, std::sync::Arc<pb::ReplicaStatus>)> =
+        reports(m).map(|(by, s)| (by, std::sync::Arc::new(s.clone()))).collect();
     let mut v: Vec<NodeView> = super::map::model(map, &reported)
         .into_iter()
         .filter_map(|n| {
