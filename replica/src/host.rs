@@ -107,6 +107,10 @@ pub struct Replica {
     pub(crate) partition: PartitionId,
     pub(crate) id: ReplicaId,
     pub(crate) raft: Raft,
+    /// Its raft metrics, subscribed once: `Raft::metrics` hands out a new subscription
+    /// each call (two atomic updates on a line the raft core writes), and the node reads
+    /// every replica's metrics several times a second.
+    pub(crate) metrics: Metrics,
     pub(crate) sm: StateMachine,
     pub(crate) mode: pb::LogMode,
     /// Its write queue: client writes batched into entries.
@@ -124,6 +128,29 @@ pub struct Replica {
     status: parking_lot::Mutex<Option<CachedStatus>>,
 }
 
+/// A replica's subscription to its raft metrics.
+pub(crate) struct Metrics(
+    openraft::type_config::alias::WatchReceiverOf<
+        crate::types::TypeConfig,
+        openraft::RaftMetrics<crate::types::TypeConfig>,
+    >,
+);
+
+impl Metrics {
+    /// The latest metrics, read in place (a read lock on them while held).
+    pub(crate) fn borrow_watched(
+        &self,
+    ) -> impl std::ops::Deref<Target = openraft::RaftMetrics<crate::types::TypeConfig>> + '_ {
+        self.0.borrow_watched()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
 /// A replica's last status, with what it was built from that the status does not show.
 #[derive(Debug)]
 struct CachedStatus {
@@ -134,7 +161,17 @@ struct CachedStatus {
     /// The status without its membership: compared with cheaply.
     bare: pb::ReplicaStatus,
     status: Arc<pb::ReplicaStatus>,
+    /// The quiet spell it was built in, if any, and how many times it was handed out
+    /// again in that spell without reading the metrics.
+    spell: Option<u64>,
+    reused: u32,
 }
+
+/// How many times in a row a quiesced replica's status is handed out again without a
+/// look at its metrics (which, at thousands of replicas, was most of what reporting them
+/// cost); then it is built again all the same, a guard against any change the quiet
+/// spell does not cover.
+const STATUS_REUSE_MAX: u32 = 16;
 
 fn role(state: ServerState, is_voter: bool) -> pb::Role {
     match state {
@@ -153,7 +190,7 @@ impl Replica {
     /// trusted, so the only way back is a restart that recovers from what the disk holds.
     /// A replica closed normally is not failed.
     pub fn failed(&self) -> Option<String> {
-        match &self.raft.metrics().borrow_watched().running_state {
+        match &self.metrics.borrow_watched().running_state {
             Ok(()) | Err(openraft::error::Fatal::Stopped) => None,
             Err(fatal) => Some(fatal.to_string()),
         }
@@ -235,9 +272,21 @@ impl Replica {
     /// caller can tell an unchanged replica by pointer.
     pub fn status(&self) -> Arc<pb::ReplicaStatus> {
         let r = self;
+        let spell = r.quiet.spell();
+        let requests = r.requests.load(Ordering::Relaxed);
+        if let Some(spell) = spell {
+            let mut cache = r.status.lock();
+            if let Some(c) = cache.as_mut()
+                && c.spell == Some(spell)
+                && c.reused < STATUS_REUSE_MAX
+                && c.status.requests == requests
+            {
+                c.reused += 1;
+                return c.status.clone();
+            }
+        }
         // Read in place: every node reports every replica twice a second.
-        let metrics = r.raft.metrics();
-        let m = metrics.borrow_watched();
+        let m = r.metrics.borrow_watched();
         let (state, term, leader, last_log, applied) =
             (m.state, m.current_term, m.current_leader, m.last_log_index, m.last_applied);
         let membership_id = *m.membership_config.log_id();
@@ -254,9 +303,9 @@ impl Replica {
             snapshot_bytes: p.bytes.load(Ordering::Relaxed),
             snapshot_records: p.records.load(Ordering::Relaxed),
             snapshots_installed: p.installed.load(Ordering::Relaxed),
-            requests: r.requests.load(Ordering::Relaxed),
+            requests,
             requests_per_s: 0.0,
-            quiesced: r.quiet.is_quiesced(),
+            quiesced: spell.is_some(),
             ..Default::default()
         };
         let mut cache = r.status.lock();
@@ -282,17 +331,19 @@ impl Replica {
                 (next.memory_bytes, next.records) = (memory as u64, records as u64);
             }
         }
-        if let Some(c) = last.filter(|c| c.bare == next) {
+        let unchanged = last.is_some_and(|c| c.bare == next);
+        let kept = match (unchanged, &fresh_membership) {
+            (false, None) => last.and_then(|c| c.status.membership.clone()),
+            _ => None,
+        };
+        if unchanged && let Some(c) = cache.as_mut() {
+            (c.spell, c.reused) = (spell, 0);
             return c.status.clone();
         }
         let bare = next.clone();
-        next.membership = match (fresh_membership, last) {
-            (Some(fresh), _) => Some(fresh),
-            (None, Some(c)) => c.status.membership.clone(),
-            (None, None) => None,
-        };
+        next.membership = fresh_membership.or(kept);
         let next = Arc::new(next);
-        *cache = Some(CachedStatus { membership: membership_id, voter, bare, status: next.clone() });
+        *cache = Some(CachedStatus { membership: membership_id, voter, bare, status: next.clone(), spell, reused: 0 });
         next
     }
 }
@@ -478,7 +529,9 @@ impl Host {
         let reads = crate::read_gate::ReadGate::start(raft.clone(), proposer.in_flight());
         let requests = std::sync::atomic::AtomicU64::new(0);
         let status = parking_lot::Mutex::default();
-        let replica = Arc::new(Replica { partition, id, raft, sm, mode, proposer, reads, requests, quiet, status });
+        let metrics = Metrics(raft.metrics());
+        let replica =
+            Arc::new(Replica { partition, id, raft, metrics, sm, mode, proposer, reads, requests, quiet, status });
         let raced = {
             let mut map = self.replicas.write();
             match map.get(&partition) {
@@ -510,7 +563,7 @@ impl Host {
         let r = self.replicas.write().remove(&partition).ok_or(Error::NotOpen(partition))?;
         // A primary's followers may be quiesced (no election timer): hand the group to
         // one of them first, so that it does not wait for a primary that is gone.
-        let m = r.raft.metrics().borrow_watched().clone();
+        let m = r.metrics.borrow_watched().clone();
         if m.state == ServerState::Leader
             && let Some(to) = m.membership_config.membership().voter_ids().find(|v| *v != r.id)
         {

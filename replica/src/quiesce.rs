@@ -113,16 +113,33 @@ pub(crate) struct Quiet {
     /// Bumped by every election hold and release: a hold's timer lifts it only if no
     /// later hold or release came since.
     holds: Arc<std::sync::atomic::AtomicU64>,
+    /// Counts the quiet spells: bumped each time the replica quiesces.
+    spells: std::sync::atomic::AtomicU64,
 }
 
 impl Quiet {
     pub(crate) fn new(elect_hold: Duration) -> Self {
-        Quiet { state: AtomicU8::new(AWAKE), change: Mutex::new(None), elect_hold, holds: Arc::default() }
+        Quiet {
+            state: AtomicU8::new(AWAKE),
+            change: Mutex::new(None),
+            elect_hold,
+            holds: Arc::default(),
+            spells: Default::default(),
+        }
     }
 
     /// Whether the replica's timers are stopped.
     pub(crate) fn is_quiesced(&self) -> bool {
         self.state.load(Ordering::SeqCst) == QUIESCED
+    }
+
+    /// The quiet spell the replica is in, if it is quiesced. Within one spell its raft
+    /// state does not move: anything that would (entries, a snapshot, a vote, a heartbeat
+    /// that changes its vote or log, a write or read-index round on a primary) wakes it
+    /// first, and a later quiesce starts another spell.
+    pub(crate) fn spell(&self) -> Option<u64> {
+        let spell = self.spells.load(Ordering::SeqCst);
+        (self.state.load(Ordering::SeqCst) == QUIESCED && self.spells.load(Ordering::SeqCst) == spell).then_some(spell)
     }
 
     /// Stops the replica's tick, if it is awake, noting that it holds `at` (its vote and
@@ -132,6 +149,7 @@ impl Quiet {
         match self.state.load(Ordering::SeqCst) {
             AWAKE => {
                 *g = Some(at);
+                self.spells.fetch_add(1, Ordering::SeqCst);
                 self.state.store(QUIESCED, Ordering::SeqCst);
                 raft.runtime_config().tick(false);
                 true
@@ -331,8 +349,7 @@ fn follower_quiesce(host: &Host, q: pb::QuiesceRequest) -> Option<pb::Target> {
     let vote = wire::vote_from_pb(q.vote).ok()?;
     let last = wire::opt_log_id_from_pb(q.last_log_id).ok()?;
     let agrees = {
-        let metrics = r.raft.metrics();
-        let m = metrics.borrow_watched();
+        let m = r.metrics.borrow_watched();
         m.running_state.is_ok()
             && m.state == ServerState::Follower
             && vote.is_committed()
@@ -400,8 +417,7 @@ async fn run(weak: Weak<Host>, own_addr: Option<String>) {
 
 /// Node address of replica `id` as `r`'s membership names it.
 fn addr_of(r: &Replica, id: ReplicaId) -> Option<String> {
-    let metrics = r.raft.metrics();
-    let m = metrics.borrow_watched();
+    let m = r.metrics.borrow_watched();
     m.membership_config.membership().get_node(&id).map(|n| n.addr.clone())
 }
 
@@ -410,8 +426,7 @@ fn peer_addrs(replicas: &[Arc<Replica>], own: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for r in replicas {
         // Read in place: a clone of every membership each scan cost more than the pings.
-        let metrics = r.raft.metrics();
-        let m = metrics.borrow_watched();
+        let m = r.metrics.borrow_watched();
         for (_, n) in m.membership_config.membership().nodes() {
             if n.addr != own && !out.contains(&n.addr) {
                 out.insert(n.addr.clone());
@@ -522,7 +537,7 @@ fn scan(host: &Host, replicas: &[Arc<Replica>], own: &str, after: Duration, idle
             continue;
         }
         let requests = r.requests.load(Ordering::SeqCst);
-        let last_log = r.raft.metrics().borrow_watched().last_log_index;
+        let last_log = r.metrics.borrow_watched().last_log_index;
         let seen = Idle { last_log, requests, since: now };
         let spell = idle.entry(r.partition).or_insert(seen);
         if spell.last_log != seen.last_log || spell.requests != seen.requests {
@@ -532,10 +547,10 @@ fn scan(host: &Host, replicas: &[Arc<Replica>], own: &str, after: Duration, idle
         if now.duration_since(spell.since) < after || proposals.contains_key(&r.partition) {
             continue;
         }
-        if r.raft.metrics().borrow_watched().state != ServerState::Leader {
+        if r.metrics.borrow_watched().state != ServerState::Leader {
             continue;
         }
-        let m = r.raft.metrics().borrow_watched().clone();
+        let m = r.metrics.borrow_watched().clone();
         if m.state != ServerState::Leader || m.running_state.is_err() {
             continue;
         }
@@ -588,7 +603,7 @@ fn conclude(host: &Host) {
         }
         // A request that arrived meanwhile either saw the quiesced state (and wakes the
         // primary) or is seen here: its counter went up before it looked at the state.
-        let m = r.raft.metrics().borrow_watched().clone();
+        let m = r.metrics.borrow_watched().clone();
         let moved = r.requests.load(Ordering::SeqCst) != p.requests
             || m.last_applied != p.last
             || m.last_log_index != p.last.as_ref().map(|l| l.index)
@@ -638,7 +653,7 @@ fn transitions(host: &Host, replicas: &[Arc<Replica>], peers: &BTreeSet<String>,
     }
     for addr in &up {
         for r in replicas {
-            let m = r.raft.metrics().borrow_watched().clone();
+            let m = r.metrics.borrow_watched().clone();
             let has_voter_there = m
                 .membership_config
                 .membership()
@@ -667,7 +682,7 @@ fn spread(partition: PartitionId, replica: ReplicaId) -> u64 {
 /// per group at once, the k-th after k election timeouts.
 fn failover(replicas: &[Arc<Replica>], addr: &str) {
     for r in replicas {
-        let m = r.raft.metrics().borrow_watched().clone();
+        let m = r.metrics.borrow_watched().clone();
         if m.state == ServerState::Leader {
             continue;
         }

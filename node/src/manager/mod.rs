@@ -201,7 +201,9 @@ impl Reports {
 /// Each replica's request rate between two heartbeats, from its request counter.
 #[derive(Default)]
 struct RequestRates {
-    last: BTreeMap<(u64, u64), (u64, Instant)>,
+    /// Each replica's counter and when it was read, and the call that last saw it.
+    last: BTreeMap<(u64, u64), (u64, Instant, u64)>,
+    calls: u64,
 }
 
 impl RequestRates {
@@ -209,19 +211,22 @@ impl RequestRates {
     /// call (0 for a replica seen for the first time); forgets replicas no longer listed.
     /// A status whose rate stays 0 is left shared.
     fn fill(&mut self, replicas: &mut [Arc<pb::ReplicaStatus>], now: Instant) {
-        let mut next = BTreeMap::new();
+        // Updated in place: a map rebuilt every beat allocated thousands of entries.
+        self.calls += 1;
+        let call = self.calls;
         for r in replicas.iter_mut() {
             let key = (r.partition, r.replica);
-            if let Some(&(count, at)) = self.last.get(&key) {
-                let secs = now.duration_since(at).as_secs_f64();
-                let rate = if secs > 0.0 { r.requests.saturating_sub(count) as f64 / secs } else { r.requests_per_s };
+            let entry = self.last.entry(key).or_insert((r.requests, now, call));
+            if entry.2 != call {
+                let secs = now.duration_since(entry.1).as_secs_f64();
+                let rate = if secs > 0.0 { r.requests.saturating_sub(entry.0) as f64 / secs } else { r.requests_per_s };
                 if rate != r.requests_per_s {
                     Arc::make_mut(r).requests_per_s = rate;
                 }
+                *entry = (r.requests, now, call);
             }
-            next.insert(key, (r.requests, now));
         }
-        self.last = next;
+        self.last.retain(|_, e| e.2 == call);
     }
 }
 
