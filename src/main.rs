@@ -25,6 +25,8 @@ mod sim;
 /// mimalloc for the whole process: size classes without per-block headers keep each
 /// 64-byte tree node on one cache line and cut allocation cost (TiKV makes the same
 /// choice with jemalloc). Benchmarks' baselines run under the same allocator.
+/// (`--features system-alloc` builds with the system allocator, for heap profilers.)
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
