@@ -615,8 +615,8 @@ where
 
                     engine,
 
-                    // weft patch: 64, not 8,192 (grows on demand; see WEFT-PATCH.md).
-                    client_responders: ClientResponderQueue::with_capacity(64),
+                    // weft patch: 8, not 8,192 (grows on demand; see WEFT-PATCH.md).
+                    client_responders: ClientResponderQueue::with_capacity(8),
 
                     pending_reads: PendingReadQueue::default(),
                     pending_read_deadline_notifier: PendingReadDeadlineNotifier::spawn(tx_notify.clone()),
