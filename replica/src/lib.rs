@@ -42,6 +42,7 @@
 //! [`openraft::RaftNetworkFactory::new_client`]; so `transport` implements the
 //! per-(group, target) network directly, over one shared channel per peer address.
 
+mod append_calls;
 mod checkpoint;
 mod command;
 pub mod disk;

@@ -39,6 +39,7 @@ use weft_proto::v1 as pb;
 use weft_proto::v1::raft_client::RaftClient;
 use weft_security::AuthChannel;
 
+use crate::append_calls;
 use crate::snapshot;
 use crate::state_machine::Image;
 use crate::types::{PartitionId, ReplicaId, TypeConfig, Vote};
@@ -312,7 +313,9 @@ impl RaftNetworkV2<TypeConfig> for Link {
     type SnapshotData = Image;
 
     /// Pipelined: one gRPC stream per replication session (and per heartbeat); requests go
-    /// out as openraft produces them and answers come back in order.
+    /// out as openraft produces them and answers come back in order. A session's stream is
+    /// carried by successive calls, each closed when idle ([`append_calls`]): a quiesced
+    /// group keeps no HTTP/2 stream open.
     fn stream_append<'s, S>(
         &'s mut self,
         input: S,
@@ -331,15 +334,12 @@ impl RaftNetworkV2<TypeConfig> for Link {
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
             }
-            let failed = backoff.clone();
-            let unreachable = move |s: Status| {
-                failed.failed(Instant::now());
-                RPCError::Unreachable(Unreachable::new(&s))
-            };
-            let mut client = self.client().map_err(&unreachable)?;
             // A link cut while the stream is open ends it in both directions.
             let (peers, addr) = (self.peers.clone(), self.addr.clone());
-            let open = move || !peers.is_cut(&addr);
+            let open = {
+                let peers = peers.clone();
+                move || !peers.is_cut(&addr)
+            };
             let still_open = open.clone();
             // A request whose entries pass [`APPEND_MESSAGE_BYTES`] goes as several messages;
             // `parts` says how many answers make up each request's one result.
@@ -350,17 +350,45 @@ impl RaftNetworkV2<TypeConfig> for Link {
                 counted.lock().push_back(msgs.len());
                 futures::stream::iter(msgs)
             });
-            let mut req = Request::new(input);
-            let md = req.metadata_mut();
-            md.insert(PARTITION_KEY, target.partition.into());
-            md.insert(REPLICA_KEY, target.replica.into());
-            let answers = client.stream_append(req).await.map_err(&unreachable)?.into_inner();
-            // The target accepted the stream: the path works, whatever the answers say.
-            backoff.succeeded();
-            let answers = answers.take_while(move |_| std::future::ready(still_open())).map(move |r| match r {
-                Ok(a) => wire::stream_append_result_from_pb(a).map_err(wire_rpc_error),
-                Err(s) => Err(rpc_error(s)),
-            });
+            // The stream's calls (see `append_calls`): the first is opened here, so a target
+            // that cannot be reached fails the session at once; later ones when a message
+            // follows an idle close.
+            let addr = self.addr.clone();
+            let call = move |body: mpsc::Receiver<pb::AppendRequest>| {
+                let (peers, addr, failed) = (peers.clone(), addr.clone(), backoff.clone());
+                async move {
+                    let mut client = peers.raft_client(&addr)?;
+                    let mut req = Request::new(tokio_stream::wrappers::ReceiverStream::new(body));
+                    let md = req.metadata_mut();
+                    md.insert(PARTITION_KEY, target.partition.into());
+                    md.insert(REPLICA_KEY, target.replica.into());
+                    match client.stream_append(req).await {
+                        Ok(answers) => {
+                            // The target accepted the stream: the path works, whatever the
+                            // answers say.
+                            failed.succeeded();
+                            Ok(answers.into_inner().boxed())
+                        }
+                        Err(s) => {
+                            failed.failed(Instant::now());
+                            Err(s)
+                        }
+                    }
+                }
+            };
+            let (sender, body) = append_calls::queue();
+            let first = call(body).await.map_err(|s| RPCError::Unreachable(Unreachable::new(&s)))?;
+            let answers = append_calls::carry(
+                Box::pin(input),
+                append_calls::Call::new(sender, first),
+                call,
+                append_calls::IDLE_CLOSE,
+            );
+            let answers =
+                Box::pin(answers).take_while(move |_| std::future::ready(still_open())).map(move |r| match r {
+                    Ok(a) => wire::stream_append_result_from_pb(a).map_err(wire_rpc_error),
+                    Err(s) => Err(rpc_error(s)),
+                });
             Ok(merge_parts(answers, parts).boxed())
         })
     }

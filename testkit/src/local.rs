@@ -4,7 +4,9 @@
 //! A node is started with `--listen 127.0.0.1:0` and its bound address is read from the
 //! one line it prints; it is SIGKILLed on [`LocalNode::kill`] and on drop. Nodes run with
 //! a 50 ms heartbeat and a 300 ms election timeout; their log filter comes from
-//! `WEFT_NODE_LOG` (default `error`).
+//! `WEFT_NODE_LOG` (default `error`). `WEFT_NODE_WRAPPER`, when set, names a program
+//! that starts each node in its place, given the node's executable and arguments (a heap
+//! or CPU profiler's launcher, say); it must leave the node's stdout to the node.
 //!
 //! Nodes are secure as a real cluster's are ([`Security::Tls`]): a [`Pki`] makes the
 //! cluster's CA, a certificate directory per node, and the client certificates. The
@@ -298,7 +300,15 @@ impl LocalNode {
 
     fn spawn(exe: &Path, id: u64, listen: &str, extra: &[String]) -> Result<(Child, String), Error> {
         let fail = |reason: String| Error::Start { id, reason };
-        let mut child = Command::new(exe)
+        let mut command = match std::env::var_os("WEFT_NODE_WRAPPER") {
+            Some(wrapper) => {
+                let mut command = Command::new(wrapper);
+                command.arg(exe);
+                command
+            }
+            None => Command::new(exe),
+        };
+        let mut child = command
             .args(["node", "--id", &id.to_string(), "--listen", listen])
             .arg("--heartbeat-ms")
             .arg(HEARTBEAT.as_millis().to_string())
