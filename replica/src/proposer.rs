@@ -41,10 +41,15 @@ pub type ProposeError = RaftError<TypeConfig, ClientWriteError<TypeConfig>>;
 
 type Reply = oneshot::Sender<Result<pb::CommandResult, ProposeError>>;
 
+/// A queued write, boxed: a tokio channel allocates a block of 32 slots when it is made,
+/// and a command with its reply inline made that block about 4 KiB in every replica, idle
+/// or not (issue 20).
+type Queued = Box<(pb::Command, Reply)>;
+
 /// The write queue of one replica.
 #[derive(Clone, Debug)]
 pub struct Proposer {
-    tx: mpsc::Sender<(pb::Command, Reply)>,
+    tx: mpsc::Sender<Queued>,
     in_flight: InFlight,
 }
 
@@ -95,12 +100,12 @@ impl Proposer {
     pub async fn propose(&self, cmd: pb::Command) -> Result<pb::CommandResult, ProposeError> {
         let (reply, answer) = oneshot::channel();
         let stopped = || RaftError::Fatal(openraft::error::Fatal::Stopped);
-        self.tx.send((cmd, reply)).await.map_err(|_| stopped())?;
+        self.tx.send(Box::new((cmd, reply))).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 }
 
-async fn run(raft: Raft, mut rx: mpsc::Receiver<(pb::Command, Reply)>, in_flight: InFlight) {
+async fn run(raft: Raft, mut rx: mpsc::Receiver<Queued>, in_flight: InFlight) {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     // A command that could not join the last entry starts the next one.
     let mut held: Option<(pb::Command, Reply)> = None;
@@ -108,7 +113,7 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<(pb::Command, Reply)>, in_flight
         let first = match held.take() {
             Some(c) => c,
             None => match rx.recv().await {
-                Some(c) => c,
+                Some(c) => *c,
                 None => return,
             },
         };
@@ -118,7 +123,8 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<(pb::Command, Reply)>, in_flight
         touched.add(&first.0);
         let (mut cmds, mut replies) = (vec![first.0], vec![first.1]);
         while cmds.len() < MAX_COMMANDS && bytes < MAX_BYTES {
-            let Ok((cmd, reply)) = rx.try_recv() else { break };
+            let Ok(queued) = rx.try_recv() else { break };
+            let (cmd, reply) = *queued;
             if !touched.add(&cmd) {
                 held = Some((cmd, reply));
                 break;

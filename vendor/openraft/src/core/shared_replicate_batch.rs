@@ -1,7 +1,7 @@
 use std::sync::Arc;
 use std::sync::Mutex;
 
-use base2histogram::Histogram;
+use crate::core::runtime_stats::Histogram;
 
 /// A shared histogram for tracking replication batch sizes.
 ///
@@ -22,7 +22,7 @@ impl Default for SharedReplicateBatch {
 impl SharedReplicateBatch {
     pub(crate) fn new() -> Self {
         Self {
-            inner: Arc::new(Mutex::new(Histogram::<()>::with_log_scale(1, 1))),
+            inner: Arc::new(Mutex::new(Histogram::<()>::new())),
         }
     }
 

@@ -27,7 +27,7 @@ where C: RaftTypeConfig
 {
     pub(crate) fn new() -> Self {
         Self {
-            queue: Arc::new(Mutex::new(VecDeque::with_capacity(32))),
+            queue: Arc::new(Mutex::new(VecDeque::new())), // weft patch: grows on demand (WEFT-PATCH.md)
         }
     }
 

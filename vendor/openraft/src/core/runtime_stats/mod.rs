@@ -10,9 +10,11 @@ mod display_mode;
 #[allow(clippy::module_inception)]
 mod runtime_stats;
 mod runtime_stats_display;
+mod stat_histogram;
 
 pub mod log_stage;
 
 pub use self::display_mode::DisplayMode;
 pub use self::runtime_stats::RuntimeStats;
 pub use self::runtime_stats_display::RuntimeStatsDisplay;
+pub use self::stat_histogram::Histogram;

@@ -1,6 +1,6 @@
 use std::marker::PhantomData;
 
-use base2histogram::Histogram;
+use crate::core::runtime_stats::Histogram;
 
 use crate::Config;
 use crate::RaftTypeConfig;
@@ -130,15 +130,15 @@ where C: RaftTypeConfig
     pub(crate) fn new(config: &Config) -> Self {
         let _ = config;
         Self {
-            apply_batch: Histogram::<()>::with_log_scale(1, 1),
-            append_batch: Histogram::<()>::with_log_scale(1, 1),
-            replicate_batch: Histogram::<()>::with_log_scale(1, 1),
-            raft_msg_per_run: Histogram::<()>::with_log_scale(1, 1),
-            write_batch: Histogram::<()>::with_log_scale(1, 1),
-            raft_msg_budget: Histogram::<()>::with_log_scale(1, 1),
-            notification_budget: Histogram::<()>::with_log_scale(1, 1),
-            raft_msg_usage_permille: Histogram::<()>::with_log_scale(1, 1),
-            notification_usage_permille: Histogram::<()>::with_log_scale(1, 1),
+            apply_batch: Histogram::<()>::new(),
+            append_batch: Histogram::<()>::new(),
+            replicate_batch: Histogram::<()>::new(),
+            raft_msg_per_run: Histogram::<()>::new(),
+            write_batch: Histogram::<()>::new(),
+            raft_msg_budget: Histogram::<()>::new(),
+            notification_budget: Histogram::<()>::new(),
+            raft_msg_usage_permille: Histogram::<()>::new(),
+            notification_usage_permille: Histogram::<()>::new(),
             command_counts: vec![0; CommandName::COUNT],
             raft_msg_counts: vec![0; RaftMsgName::COUNT],
             notification_counts: vec![0; NotificationName::COUNT],

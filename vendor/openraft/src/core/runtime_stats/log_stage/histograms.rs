@@ -1,7 +1,7 @@
 use std::fmt;
 
 use base2histogram::AsciiChart;
-use base2histogram::Histogram;
+use crate::core::runtime_stats::Histogram;
 use base2histogram::PercentileStats;
 
 /// Stage-to-stage duration histograms in microseconds.
@@ -22,12 +22,12 @@ pub struct LogStageHistograms {
 impl LogStageHistograms {
     pub(crate) fn new() -> Self {
         Self {
-            proposed_to_received: Histogram::with_log_scale(1, 1),
-            received_to_submitted: Histogram::with_log_scale(1, 1),
-            submitted_to_persisted: Histogram::with_log_scale(1, 1),
-            persisted_to_committed: Histogram::with_log_scale(1, 1),
-            committed_to_applied: Histogram::with_log_scale(1, 1),
-            proposed_to_applied: Histogram::with_log_scale(1, 1),
+            proposed_to_received: Histogram::new(),
+            received_to_submitted: Histogram::new(),
+            submitted_to_persisted: Histogram::new(),
+            persisted_to_committed: Histogram::new(),
+            committed_to_applied: Histogram::new(),
+            proposed_to_applied: Histogram::new(),
         }
     }
 }
@@ -47,11 +47,11 @@ impl LogStageHistograms {
     /// Build a stacked ASCII chart of all stage-to-stage latency histograms.
     pub(crate) fn ascii_chart(&self) -> AsciiChart {
         AsciiChart::new()
-            .add("1:proposed→received", self.proposed_to_received.clone())
-            .add("2:received→submitted", self.received_to_submitted.clone())
-            .add("3:submitted→persisted", self.submitted_to_persisted.clone())
-            .add("4:persisted→committed", self.persisted_to_committed.clone())
-            .add("5:committed→applied", self.committed_to_applied.clone())
+            .add("1:proposed→received", self.proposed_to_received.to_base())
+            .add("2:received→submitted", self.received_to_submitted.to_base())
+            .add("3:submitted→persisted", self.submitted_to_persisted.to_base())
+            .add("4:persisted→committed", self.persisted_to_committed.to_base())
+            .add("5:committed→applied", self.committed_to_applied.to_base())
     }
 }
 
