@@ -2,8 +2,8 @@
 //! node` processes (this binary, TLS, each node in a UD and FD of its own), a one-partition
 //! service `hot` that carries the write load, and measures, in one run:
 //!
-//! - the write throughput of `hot` (64 clients, 100-byte values) before the idle service
-//!   exists;
+//! - the write throughput of `hot` (64 clients, 100-byte values, overwriting 64,000 keys
+//!   written once before anything is timed) before the idle service exists;
 //! - `create_s`: from asking for a service of `partitions` partitions x 4 replicas to every
 //!   partition having a primary in the map;
 //! - `quiesce_s`: from then until 95% of the idle service's replicas are quiesced (groups quiesce
@@ -39,6 +39,15 @@ use crate::local::{self, LocalNode, Security, cluster_err};
 
 /// The service that carries the write load.
 const HOT: &str = "hot";
+
+/// Writers of the load on `hot`.
+const WRITERS: usize = 64;
+
+/// Keys each writer cycles through. Both throughput runs overwrite the same keys, written
+/// once before anything is timed, so the second run does not meet a store (and a log) the
+/// first one grew: with fresh keys each run, the run beside the idle service wrote into a
+/// store several times larger and read slower for that alone.
+const KEYS_PER_WRITER: u64 = 1_000;
 /// The service of many idle partitions.
 const IDLE: &str = "idle";
 /// Seeds of a cluster `local::start_managed` starts: nodes 1 to 3, which host the map's
@@ -181,17 +190,16 @@ async fn idle_window(nodes: &[LocalNode], window: Duration) -> Result<(f64, f64)
 }
 
 /// Writes per second of 64 clients writing 100-byte values to `hot` for `window`.
-async fn throughput(client: &Arc<ServiceClient>, window: Duration, round: &str) -> Result<f64, Error> {
+async fn throughput(client: &Arc<ServiceClient>, window: Duration) -> Result<f64, Error> {
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
-    let tasks: Vec<_> = (0..64)
+    let tasks: Vec<_> = (0..WRITERS)
         .map(|c| {
-            let (client, stop, round) = (client.clone(), stop.clone(), round.to_string());
+            let (client, stop) = (client.clone(), stop.clone());
             tokio::spawn(async move {
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    let key = format!("{round}-{c:02}-{n:09}");
-                    client.put(HOT, "default", key.as_bytes(), &[7u8; 100]).await.map_err(cluster_err)?;
+                    client.put(HOT, "default", &hot_key(c, n), &[7u8; 100]).await.map_err(cluster_err)?;
                     n += 1;
                 }
                 Ok::<_, Error>(n)
@@ -205,6 +213,30 @@ async fn throughput(client: &Arc<ServiceClient>, window: Duration, round: &str) 
         writes += t.await.map_err(cluster_err)??;
     }
     Ok(writes as f64 / start.elapsed().as_secs_f64())
+}
+
+/// The `n`th key writer `c` writes (it cycles through [`KEYS_PER_WRITER`]).
+fn hot_key(c: usize, n: u64) -> Vec<u8> {
+    format!("hot-{c:02}-{:06}", n % KEYS_PER_WRITER).into_bytes()
+}
+
+/// Writes every key the throughput runs write, once.
+async fn fill(client: &Arc<ServiceClient>) -> Result<(), Error> {
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|c| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                for n in 0..KEYS_PER_WRITER {
+                    client.put(HOT, "default", &hot_key(c, n), &[7u8; 100]).await.map_err(cluster_err)?;
+                }
+                Ok::<_, Error>(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.map_err(cluster_err)??;
+    }
+    Ok(())
 }
 
 /// Runs the benchmark on node processes started from the binary at `exe`.
@@ -236,9 +268,10 @@ pub async fn density(exe: &Path, config: &DensityConfig) -> Result<DensityReport
     let hot = Arc::new(ServiceClient::new(addrs.clone(), root.clone()));
     // Connections and the map cached before anything is timed.
     hot.put(HOT, "default", b"warmup", b"v").await.map_err(cluster_err)?;
+    fill(&hot).await?;
 
     let (baseline_cpu, baseline_rss) = idle_window(&nodes, config.idle_window).await?;
-    let writes_per_s_without = throughput(&hot, config.load_window, "without").await?;
+    let writes_per_s_without = throughput(&hot, config.load_window).await?;
     let rss_before = usages(&nodes)?;
 
     let asked = Instant::now();
@@ -271,7 +304,7 @@ pub async fn density(exe: &Path, config: &DensityConfig) -> Result<DensityReport
     let replicas = f64::from(config.partitions) * f64::from(REPLICAS);
     let grown: f64 = rss_before.iter().zip(&rss_after).map(|(b, a)| a.rss_bytes - b.rss_bytes).sum();
     let replicas_per_node = replicas / config.nodes as f64;
-    let writes_per_s_with = throughput(&hot, config.load_window, "with").await?;
+    let writes_per_s_with = throughput(&hot, config.load_window).await?;
 
     // Failover of idle groups: kill the non-seed node that leads the most idle partitions.
     let map = ServiceClient::fetch_map(&root, &addrs, Duration::from_secs(10)).await.map_err(cluster_err)?;
