@@ -1,8 +1,8 @@
 //! `weft bench density` end to end: a small run on real node processes prints every
 //! figure the CLI contract names, each one measured (not a placeholder); its idle groups
 //! quiesce (groups quiesce after 3 s idle; the idle window is 5 s), and the failover it
-//! times is of groups quiesced when their primary's node was killed; the nodes count the
-//! append streams their groups hold.
+//! times is of groups quiesced when their primary's node was killed; idle groups hold no
+//! append stream open (a call closes after 2 s with nothing on it).
 
 mod common;
 
@@ -31,10 +31,12 @@ fn a_small_density_run_prints_every_figure() {
     }
     assert!(r["failovers_timed"].as_u64().is_some_and(|n| n >= 1), "no failover was timed: {r}");
     assert!(r["quiesced_pct"].as_f64().is_some_and(|p| p >= 50.0), "most idle replicas did not quiesce: {r}");
-    // Every group keeps one append stream per follower open (10 idle, 1 hot, the map's).
+    // Held open, the idle groups' streams alone would be 30 (one per follower); closed
+    // when idle, only a heartbeat's one-message stream of a group not yet quiet can be
+    // open at the instant the nodes are asked.
     assert!(
-        r["append_streams_idle"].as_u64().is_some_and(|n| n >= 30),
-        "the nodes count fewer append streams than the idle groups hold: {r}"
+        r["append_streams_idle"].as_u64().is_some_and(|n| n < 10),
+        "idle groups still hold append streams open: {r}"
     );
     assert!(r["failover_quiesced"].as_u64().is_some_and(|n| n >= 1), "no timed group was quiesced: {r}");
 }

@@ -119,7 +119,9 @@ where
                 st.done = true;
                 return Some((Err(Status::internal("append call queue refused its first message")), st));
             }
-            match (st.open)(body).await {
+            // Boxed: inline, opening a call (a whole tonic call's future) would size this
+            // stream's state for it for as long as the stream lives.
+            match Box::pin((st.open)(body)).await {
                 Ok(answers) => {
                     st.call = Some(Open { sender: Some(sender), answers, unanswered: 1, quiet_since: Instant::now() });
                 }
