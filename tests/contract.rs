@@ -70,12 +70,14 @@ async fn every_failure_a_client_acts_on_carries_its_reason() {
     let too_big = tokio::spawn(create("big", 5));
     create("s", 3).await.expect("service s created as soon as the cluster answered");
 
-    // The map names each partition's primary: no joining of parallel arrays.
+    // The map names each partition's primary: no joining of parallel arrays. A service's
+    // partitions are built after CreateService answers; one is usable (its `default` table
+    // made) once the map marks it `created`, as the routed client waits for.
     let (map, partition, primary) = wait_for(Duration::from_secs(10), "the map to name the primary", || {
         let mut cluster = cluster.clone();
         async move {
             let m = cluster.get_map(pb::GetMapRequest {}).await.ok()?.into_inner();
-            let p = m.map.as_ref()?.partitions.values().find(|p| p.service == "s")?.id;
+            let p = m.map.as_ref()?.partitions.values().find(|p| p.service == "s" && p.created)?.id;
             let node = *m.primaries.get(&p)?;
             Some((m, p, node))
         }
