@@ -23,6 +23,32 @@ pub(crate) enum Bench {
     /// What idle partitions cost: creation time, idle CPU and memory per replica, failover
     /// of idle groups, and write throughput beside them.
     Density(DensityArgs),
+    /// Change feeds: `replication`'s write load with 0, 1 and 100 watchers of the
+    /// partition; throughput ratios and the delivery lag to a watcher.
+    Watch(WatchArgs),
+    /// A key read from a service embedding `weft::Node`: in process from the local
+    /// primary, against the same read through gRPC, side by side.
+    LocalRead(crate::bench_local::LocalReadArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct WatchArgs {
+    /// Concurrent writers.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Seconds of each run.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Watcher counts, one run each, on the same cluster (the first is the baseline of
+    /// the ratios).
+    #[arg(long, value_delimiter = ',', default_value = "0,1,100")]
+    watchers: Vec<usize>,
+    /// Nodes without TLS.
+    #[arg(long)]
+    insecure: bool,
+    /// Print one JSON object and nothing else on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -195,6 +221,19 @@ pub(crate) fn run(b: Bench) -> anyhow::Result<()> {
             let report = runtime()?.block_on(weft_testkit::density::density(&exe, &config))?;
             print_report(&report, a.json, "weft bench density")
         }
+        Bench::Watch(a) => {
+            if a.clients == 0 || !(a.seconds.is_finite() && a.seconds > 0.0) || a.watchers.is_empty() {
+                anyhow::bail!("--clients and --seconds must be positive, --watchers not empty");
+            }
+            let report = runtime()?.block_on(weft_testkit::cluster_bench::watch(
+                &a.watchers,
+                a.clients,
+                a.seconds,
+                !a.insecure,
+            ))?;
+            print_report(&report, a.json, "weft bench watch")
+        }
+        Bench::LocalRead(a) => runtime()?.block_on(crate::bench_local::run(a)),
         Bench::Failover(a) => {
             if a.trials == 0 {
                 anyhow::bail!("--trials must be positive");

@@ -1,4 +1,5 @@
-//! `weft kv`: put, get, delete and scan records of a service, routed by the cluster map.
+//! `weft kv`: put, get, delete, scan and watch records of a service, routed by the
+//! cluster map.
 
 use std::io::Write;
 
@@ -60,10 +61,67 @@ enum Kv {
         #[arg(long, default_value_t = 1000)]
         limit: usize,
     },
+    /// Prints changes as they commit, one line each (`PARTITION VERSION put KEY VALUE`,
+    /// `... delete KEY`, `... table-created` or `... table-dropped`, with the table before
+    /// the key when every table is watched; with --json one JSON document per line), in
+    /// commit order per partition, until interrupted. Survives primary changes and node
+    /// restarts; a version the replicas no longer keep exits non-zero with the oldest kept.
+    Watch {
+        /// Service name.
+        #[arg(long)]
+        service: String,
+        /// Only this table's changes (every table when not given).
+        #[arg(long)]
+        table: Option<String>,
+        /// Only keys starting with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// The first version to print in each partition (0: what commits from now on).
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Exit after printing this many changes.
+        #[arg(long)]
+        count: Option<u64>,
+    },
 }
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+/// One change as `weft kv watch` prints it.
+fn change_line(partition: u64, c: &weft::proto::Change, all_tables: bool, json: bool) -> String {
+    use weft::proto::change::Kind;
+    let (op, key, value) = match &c.kind {
+        Some(Kind::Put(r)) => ("put", Some(text(&r.key)), Some(text(&r.value))),
+        Some(Kind::Delete(k)) => ("delete", Some(text(k)), None),
+        Some(Kind::TableCreated(_)) => ("table-created", None, None),
+        Some(Kind::TableDropped(_)) => ("table-dropped", None, None),
+        None => ("unknown", None, None),
+    };
+    if json {
+        // DESIGN.md's contract: key, value or deleted, version.
+        let mut v = serde_json::json!({ "partition": partition, "version": c.version, "table": c.table, "op": op });
+        if let Some(k) = &key {
+            v["key"] = k.clone().into();
+        }
+        match (&c.kind, &value) {
+            (_, Some(val)) => v["value"] = val.clone().into(),
+            (Some(Kind::Delete(_)), None) => v["deleted"] = true.into(),
+            _ => {}
+        }
+        return v.to_string();
+    }
+    let mut line = format!("{partition}\t{}\t{op}", c.version);
+    if all_tables || key.is_none() {
+        line.push('\t');
+        line.push_str(&c.table);
+    }
+    for field in [key, value].into_iter().flatten() {
+        line.push('\t');
+        line.push_str(&field);
+    }
+    line
 }
 
 pub async fn run(a: KvArgs) -> anyhow::Result<()> {
@@ -105,6 +163,30 @@ pub async fn run(a: KvArgs) -> anyhow::Result<()> {
                 writeln!(out, "{}", serde_json::json!({ "key": key, "version": version }))?;
             } else {
                 writeln!(out, "ok (version {version})")?;
+            }
+        }
+        Kv::Watch { service, table, prefix, from, count } => {
+            use futures::StreamExt;
+            let all_tables = table.is_none();
+            let options = weft::watch::WatchOptions {
+                table: table.unwrap_or_default(),
+                prefix: prefix.into_bytes(),
+                from,
+                resume: Default::default(),
+            };
+            let mut changes = c.watch(&service, &options).await.context("watch")?;
+            let mut printed = 0u64;
+            while count.is_none_or(|n| printed < n) {
+                let Some(m) = changes.next().await else { bail!("the watch ended") };
+                let m = m.context("watch")?;
+                for ch in &m.changes {
+                    if count.is_some_and(|n| printed >= n) {
+                        break;
+                    }
+                    writeln!(out, "{}", change_line(m.partition, ch, all_tables, a.json))?;
+                    printed += 1;
+                }
+                out.flush()?;
             }
         }
         Kv::Scan { target, limit } => {

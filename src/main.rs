@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bench_kv;
+mod bench_local;
 mod cert;
 mod chaos;
 mod creds;

@@ -1,4 +1,5 @@
-//! `weft node`: one node process, from its flags to a serving `weft::node::Node`.
+//! `weft node`: one node process, from its flags to a running `weft::Node` (the same
+//! node a service embeds), stopped gracefully on Ctrl-C.
 
 use anyhow::Context;
 use clap::Args;
@@ -61,6 +62,11 @@ pub(crate) struct NodeArgs {
     /// Log entries kept behind a snapshot for slow followers.
     #[arg(long, default_value_t = 5_000)]
     keep_behind_snapshot: u64,
+    /// KiB of recent committed changes each replica keeps for watchers (`weft kv watch`):
+    /// how far behind a watcher may resume or fall before it is told the versions it
+    /// needs are gone.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    watch_history_kib: u64,
     /// Directory with ca.crt, node.crt and node.key (weft cert create-node makes them);
     /// WEFT_CERTS_DIR when not given (and not --insecure).
     #[arg(long)]
@@ -88,6 +94,11 @@ pub(crate) struct NodeArgs {
     /// Seconds a unary request may take (a client's shorter deadline wins).
     #[arg(long, default_value_t = 120.0)]
     request_deadline_s: f64,
+    /// On Ctrl-C: seconds to wait until stopping loses no partition its quorum (its other
+    /// voters' nodes up); then the node hands its primaries off and stops. If stopping is
+    /// still unsafe then, it says why and keeps serving; a second Ctrl-C stops it at once.
+    #[arg(long, default_value_t = 30.0)]
+    stop_wait_s: f64,
 }
 
 /// An upgrade or fault domain's name: placement compares them, so it must say something.
@@ -111,7 +122,7 @@ pub(crate) fn run(a: NodeArgs) -> anyhow::Result<()> {
     if !(a.move_stall_s.is_finite() && a.move_stall_s > 0.0) {
         anyhow::bail!("--move-stall-s must be a positive number of seconds");
     }
-    let seconds = [a.idle_timeout_s, a.handshake_timeout_s, a.request_deadline_s];
+    let seconds = [a.idle_timeout_s, a.handshake_timeout_s, a.request_deadline_s, a.stop_wait_s];
     if seconds.iter().any(|s| !(s.is_finite() && *s > 0.0))
         || a.max_client_connections == 0
         || a.client_in_flight_max == 0
@@ -150,6 +161,7 @@ pub(crate) fn run(a: NodeArgs) -> anyhow::Result<()> {
             election_timeout: std::time::Duration::from_millis(a.election_timeout_ms),
             snapshot_every: a.snapshot_every,
             keep_behind_snapshot: a.keep_behind_snapshot,
+            watch_history_bytes: (a.watch_history_kib << 10) as usize,
             ..Default::default()
         },
         transport: Default::default(),
@@ -185,8 +197,12 @@ pub(crate) fn run(a: NodeArgs) -> anyhow::Result<()> {
         restart: Some(weft::node::RestartHook::new(reexecute)),
     };
     runtime()?.block_on(async move {
-        let node = weft::node::Node::bind(config).await.with_context(|| format!("binding {}", a.listen))?;
-        let addr = node.local_addr();
+        let node = weft::Node::from_config(config)
+            .stop_wait(std::time::Duration::from_secs_f64(a.stop_wait_s))
+            .start()
+            .await
+            .with_context(|| format!("binding {}", a.listen))?;
+        let addr = node.addr();
         // The one line scripts and tests read to learn the bound address.
         // Errors ignored: whoever started the node may have stopped reading (a node
         // restarted in place by an upgrade walk prints this again into a closed pipe).
@@ -195,7 +211,7 @@ pub(crate) fn run(a: NodeArgs) -> anyhow::Result<()> {
         let _ = writeln!(out, "weft node {} listening on {addr} (ud {}, fd {})", a.id, a.ud, a.fd);
         let _ = out.flush();
         tracing::info!(id = a.id, %addr, seeds = ?a.seeds, data_dir = ?a.data_dir, "node started");
-        node.serve(async {
+        node.run_until(|| async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await

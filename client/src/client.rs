@@ -32,7 +32,7 @@ use crate::session::Mux;
 
 /// One attempt's ways to reach a node: unary calls, and the node's session stream.
 pub(crate) struct Conn {
-    unary: StoreClient<AuthChannel>,
+    pub(crate) unary: StoreClient<AuthChannel>,
     session: Mux,
 }
 
@@ -146,6 +146,18 @@ pub enum ClientError {
         service: String,
         /// A partition not created yet.
         partition: u64,
+    },
+    /// A watch needs changes the replicas no longer keep (it asked for an old version, or
+    /// read so slowly that what it had not read was dropped): read the data afresh and
+    /// watch from the version that read reports, or from `oldest` if a gap is acceptable.
+    #[error("watch of partition {partition}: {message}")]
+    Compacted {
+        /// The partition.
+        partition: u64,
+        /// The oldest version still kept.
+        oldest: u64,
+        /// The node's message.
+        message: String,
     },
     /// The cluster refused a request or did not get ready in time
     /// ([`crate::routing::ready_service`]).
@@ -360,7 +372,13 @@ impl Client {
 
     /// Runs one call against the partition's primary (or, for stale reads, any replica),
     /// retrying as the module docs say.
-    async fn call<T, F, Fut>(&self, partition: u64, to_primary: bool, write: bool, f: F) -> Result<T, ClientError>
+    pub(crate) async fn call<T, F, Fut>(
+        &self,
+        partition: u64,
+        to_primary: bool,
+        write: bool,
+        f: F,
+    ) -> Result<T, ClientError>
     where
         F: Fn(Conn) -> Fut,
         Fut: Future<Output = Result<T, Status>>,

@@ -7,6 +7,9 @@
 //! - [`routing`]: [`routing::ServiceClient`] talks to services by key: it hashes the key
 //!   to its partition by the cluster map and calls through a [`Client`].
 //! - `session`: the client's end of `Store.Session`.
+//! - [`watch`]: the client's end of `Store.Watch`: a partition's (or, through
+//!   [`routing::ServiceClient::watch`], a service's) committed changes, resumed across
+//!   breaks.
 //!
 //! It depends on the wire types (`weft-proto`), the calling side of TLS
 //! (`weft-security`) and the key-space function, and never on the node, the replica or
@@ -15,5 +18,7 @@
 pub mod client;
 pub mod routing;
 mod session;
+pub mod watch;
 
 pub use client::{Client, ClientConfig, ClientError, ReadMode, WriteTicket};
+pub use watch::{WatchOptions, WatchStream};

@@ -33,6 +33,7 @@ use weft_proto::v1::cluster_client::ClusterClient;
 use weft_security::Channels;
 
 use crate::client::{Client, ClientConfig, ClientError, ReadMode, delete_op, put_op};
+use crate::watch::{WatchOptions, WatchStream};
 
 /// Pause before asking again when a refreshed map is still the stale one.
 const STALE_MAP_RETRY: Duration = Duration::from_millis(100);
@@ -287,6 +288,31 @@ impl ServiceClient {
         let (ticket, op) = (self.client.ticket(), delete_op(table, key));
         let (ticket, op) = (&ticket, &op);
         self.on_key(service, key, |p| async move { ticket.batch(p, vec![op.clone()]).await }).await
+    }
+
+    /// The partition of `service` whose hash range holds `key`, by the cached map
+    /// (refreshed when stale or while the service is being created).
+    pub async fn partition_of(&self, service: &str, key: &[u8]) -> Result<u64, ClientError> {
+        self.on_key(service, key, |p| async move { Ok(p) }).await
+    }
+
+    /// The cluster map as this client last fetched it (fetched now if it has none).
+    pub async fn map(&self) -> Result<Arc<pb::GetMapResponse>, ClientError> {
+        self.state(false).await
+    }
+
+    /// The cluster map fetched now.
+    pub async fn refresh_map(&self) -> Result<Arc<pb::GetMapResponse>, ClientError> {
+        self.state(true).await
+    }
+
+    /// The committed changes of every partition of `service` (once all are created),
+    /// merged as they arrive: each message is one partition's, in that partition's commit
+    /// order (see [`crate::watch`]). The partitions are those of the map when it starts.
+    pub async fn watch(&self, service: &str, options: &WatchOptions) -> Result<WatchStream, ClientError> {
+        let parts = self.on_map(|st| async move { Self::partitions(&st, service) }).await?;
+        let streams = parts.iter().map(|p| self.client.watch(p.id, options));
+        Ok(Box::pin(futures::stream::select_all(streams)))
     }
 
     /// Up to `limit` records of `table` over every partition of `service`, in key order.

@@ -15,6 +15,7 @@
 //!   `weft.v1.ErrorDetail` (not the primary, not hosted, outcome unknown...).
 //! - `metrics`: Prometheus text on `--metrics`.
 //! - `session`: the server end of `Store.Session`.
+//! - `watch`: the server end of `Store.Watch`, a partition's committed changes.
 //!
 //! It calls other nodes through `weft-client` (the manager creating a service's default
 //! table) and `weft-replica` (raft groups, their transport), and never depends on the CLI
@@ -26,6 +27,7 @@ mod metrics;
 mod node;
 mod session;
 mod status;
+mod watch;
 
 pub use manager::map::FIRST_REPLICA_ID;
 pub use manager::{ClusterConfig, DEFAULT_TABLE, MAP_PARTITION, view};

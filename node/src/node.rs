@@ -212,6 +212,12 @@ impl Node {
         self.addr
     }
 
+    /// The replicas this node hosts (a service embedding the node reads its local
+    /// primaries through them, in process).
+    pub fn host(&self) -> &Arc<Host> {
+        &self.host
+    }
+
     /// The gate in front of this node's services (its refusal counts, its users).
     pub fn gate(&self) -> &Arc<weft_security::gate::Gate> {
         &self.access.gate
@@ -254,6 +260,7 @@ impl Node {
             weft_security::credentials::watch(vec![creds.clone()], CERT_CHECK_EVERY);
         }
         self.manager.start();
+        let mut metrics = None;
         if let Some(l) = self.metrics {
             let ctx = crate::metrics::Ctx {
                 host: self.host.clone(),
@@ -263,9 +270,9 @@ impl Node {
                 tls: tls.clone(),
             };
             let limits = self.security.connections.clone();
-            tokio::spawn(async move {
+            metrics = Some(tokio::spawn(async move {
                 crate::metrics::serve(l, ctx, limits).await;
-            });
+            }));
         }
         let limits = self.security.connections.clone();
         let incoming = match self.listener {
@@ -286,16 +293,40 @@ impl Node {
             .add_service(cluster)
             .add_optional_service(faults);
         let host = self.host.clone();
-        tokio::select! {
-            served = server.serve_with_incoming_shutdown(incoming, shutdown) => served?,
+        // Stopping lets calls in flight finish, but not forever: streams (raft appends
+        // from peers, sessions, watches) never end on their own.
+        let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            shutdown.await;
+            let _ = stopping.send(());
+        };
+        let drained = async move {
+            if stopped.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(DRAIN_MAX).await;
+        };
+        let served = tokio::select! {
+            served = server.serve_with_incoming_shutdown(incoming, signal) => served.map_err(Error::from),
+            () = drained => Ok(()),
             failed = first_failed(&host) => {
                 tracing::error!(error = %failed, "a replica failed; the node stops serving");
-                return Err(failed);
+                Err(failed)
             }
+        };
+        // Nothing of the node goes on in a process that embeds it: its loops, its metrics
+        // server and its raft groups stop with it.
+        self.manager.stop();
+        if let Some(m) = metrics {
+            m.abort();
         }
-        Ok(())
+        host.shutdown().await;
+        served
     }
 }
+
+/// How long a stopping node lets calls in flight finish before it closes their connections.
+const DRAIN_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How often certificate files are checked for changes (SIGHUP reloads at once).
 const CERT_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
@@ -541,6 +572,16 @@ type BackupStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::Snap
 impl pb::store_server::Store for StoreService {
     type BackupStream = BackupStream;
     type SessionStream = SessionStream;
+    type WatchStream = crate::watch::WatchStream;
+
+    /// Served by this node's replica of the partition, whatever its role (`crate::watch`).
+    async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let principal = authz::principal(&req)?;
+        let req = req.into_inner();
+        self.access.check(&principal, req.partition, Right::Read)?;
+        let replica = replica_of(&self.host, req.partition)?;
+        Ok(Response::new(crate::watch::start(self.host.clone(), replica, req)?))
+    }
 
     async fn session(
         &self,

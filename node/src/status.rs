@@ -27,6 +27,7 @@ fn with_leader(reason: ErrorReason, f: &ForwardToLeader<TypeConfig>) -> pb::Erro
         reason: reason as i32,
         leader_id: f.leader_id.unwrap_or(0),
         leader_addr: f.leader_node.as_ref().map(|n| n.addr.clone()).unwrap_or_default(),
+        ..Default::default()
     }
 }
 

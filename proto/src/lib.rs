@@ -83,6 +83,7 @@ pub mod detail {
                 reason: ErrorReason::NotPrimary as i32,
                 leader_id: 7,
                 leader_addr: "10.0.0.7:7001".into(),
+                oldest_version: 0,
             };
             let s = status(tonic::Code::Unavailable, "not the primary", d.clone());
             assert_eq!(of(&s), Some(d));
@@ -170,6 +171,7 @@ pub mod session {
                 reason: ErrorReason::NotPrimary as i32,
                 leader_id: 103,
                 leader_addr: "127.0.0.1:7001".into(),
+                oldest_version: 0,
             };
             let mut s = crate::detail::status(Code::Unavailable, "not the primary of partition 3", detail.clone());
             s.metadata_mut().insert("x-note", "kept".parse().expect("ascii"));

@@ -43,6 +43,9 @@ pub struct RaftSettings {
     /// How long a group must be idle before its primary asks it to quiesce (`None`:
     /// groups never quiesce). See `crate::quiesce`.
     pub quiesce_after: Option<Duration>,
+    /// Bytes of recent committed changes each replica keeps for watchers (see
+    /// `crate::changes`): how far behind a watcher may resume.
+    pub watch_history_bytes: usize,
 }
 
 /// How far (in log entries) behind the leader a learner may be when a blocking
@@ -60,6 +63,7 @@ impl Default for RaftSettings {
             keep_behind_snapshot: 5_000,
             max_payload_entries: 256,
             quiesce_after: Some(Duration::from_secs(3)),
+            watch_history_bytes: crate::state_machine::HISTORY_BYTES_DEFAULT,
         }
     }
 }
@@ -260,6 +264,40 @@ impl Replica {
         Ok(self.sm.read(|st| st.last_applied.map(|l| (f(st), l.index))))
     }
 
+    /// The committed changes this replica applied at versions `from` and above (whole
+    /// entries, about `changes_max` changes at most), with the index applied so far; or
+    /// the oldest version it still keeps. See `crate::changes`.
+    pub fn changes_since(
+        &self,
+        from: u64,
+        changes_max: usize,
+    ) -> Result<(Vec<Arc<crate::changes::Applied>>, u64), crate::changes::Compacted> {
+        self.sm.read(|st| Ok((st.changes.since(from, changes_max)?, st.last_applied.map_or(0, |l| l.index))))
+    }
+
+    /// Resolves after this replica applies its next entries: create it before looking at
+    /// [`Replica::changes_since`], await it after, and nothing slips between.
+    pub fn applied(&self) -> tokio::sync::futures::Notified<'_> {
+        self.sm.applied()
+    }
+
+    /// How many voters its membership has, and how many of them sit at addresses `pred`
+    /// accepts.
+    pub fn voter_addrs(&self, pred: impl Fn(&str) -> bool) -> (usize, usize) {
+        self.sm.read(|st| {
+            let m = st.membership.membership();
+            let voters: Vec<_> = m.voter_ids().collect();
+            let matching = voters.iter().filter(|v| m.get_node(v).is_some_and(|n| pred(&n.addr))).count();
+            (voters.len(), matching)
+        })
+    }
+
+    /// Whether this replica is its group's primary now (it may learn otherwise at its next
+    /// round: a read or write through it still checks).
+    pub fn is_primary(&self) -> bool {
+        self.metrics.borrow_watched().state == ServerState::Leader
+    }
+
     /// Runs `f` on the applied state as it is now, counting no request: the node's own
     /// reads (the cluster map record, the membership).
     pub fn state<T>(&self, f: impl FnOnce(&crate::state_machine::State) -> T) -> T {
@@ -370,10 +408,14 @@ pub struct Host {
     storage: Storage,
     /// How long a group must be idle before it quiesces.
     quiesce_after: Option<Duration>,
+    /// Bytes of changes each replica keeps for watchers.
+    watch_history_bytes: usize,
     /// Liveness of peer nodes and the quiesce requests under way.
     pub(crate) liveness: crate::quiesce::Liveness,
     /// Raft append streams from peers open here now.
     pub(crate) append_streams: Arc<std::sync::atomic::AtomicU64>,
+    /// Set by [`Host::shutdown`]: the liveness loop ends.
+    pub(crate) stopped: std::sync::atomic::AtomicBool,
 }
 
 impl Host {
@@ -394,8 +436,10 @@ impl Host {
             limits,
             storage,
             quiesce_after: settings.quiesce_after,
+            watch_history_bytes: settings.watch_history_bytes,
             liveness: crate::quiesce::Liveness::new(),
             append_streams: Arc::default(),
+            stopped: Default::default(),
         }))
     }
 
@@ -516,6 +560,7 @@ impl Host {
             }
             _ => (LogStore::volatile(), StateMachine::new(self.limits.clone())),
         };
+        let sm = sm.keep_changes(self.watch_history_bytes);
         let quiet = crate::quiesce::Quiet::new(Duration::from_millis(self.config.election_timeout_max));
         let raft = match &self.peers.config().router {
             Some(seat) => Raft::new(id, self.config.clone(), seat.factory(partition), log.clone(), sm.clone()).await,
@@ -591,6 +636,49 @@ impl Host {
         }
         tracing::info!(partition, replica = r.id, "replica closed");
         Ok(())
+    }
+
+    /// Hands each local primary to another voter of its group (waking it first: its
+    /// followers may be quiesced), waiting up to `wait` for each; returns how many were
+    /// handed off. A node about to stop calls this so that its groups need no election.
+    pub async fn hand_off_primaries(&self, wait: Duration) -> usize {
+        let mut handed = 0;
+        for r in self.list() {
+            let to = {
+                let m = r.metrics.borrow_watched();
+                if m.state != ServerState::Leader {
+                    continue;
+                }
+                m.membership_config.membership().voter_ids().find(|v| *v != r.id)
+            };
+            let Some(to) = to else { continue };
+            r.quiet.wake(&r.raft).await;
+            match tokio::time::timeout(wait, r.raft.trigger().transfer_leader(to)).await {
+                Ok(Ok(())) => handed += 1,
+                _ => tracing::warn!(partition = r.partition, replica = r.id, to, "primary hand-off not confirmed"),
+            }
+        }
+        handed
+    }
+
+    /// Whether the peer node at `addr` answers this node's liveness pings (`None`: not
+    /// watched, because no hosted group has a member there). Known within about a
+    /// second of a peer stopping, long before the cluster manager marks it down.
+    pub fn peer_up(&self, addr: &str) -> Option<bool> {
+        self.liveness.peer_up(addr)
+    }
+
+    /// Stops every hosted raft group (their files stay: a durable replica reopens on the
+    /// next start) and the liveness loop: the node is going away, though its process may
+    /// not be.
+    pub async fn shutdown(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        let replicas: Vec<Arc<Replica>> = std::mem::take(&mut *self.replicas.write()).into_values().collect();
+        for r in replicas {
+            if let Err(e) = r.raft.shutdown().await {
+                tracing::debug!(partition = r.partition, error = %e, "raft group shutdown");
+            }
+        }
     }
 
     /// A partition's replica, if hosted here.

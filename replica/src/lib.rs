@@ -1,7 +1,7 @@
 //! One weft partition replica as an openraft group.
 //!
 //! The crate's surface is what the root re-exports ([`Host`] and [`Replica`], the
-//! [`RaftService`], the conversions the node's services need, [`Error`]) plus three public
+//! [`RaftService`], the conversions the node's services need, [`Error`]) plus four public
 //! modules: [`disk`] (the storage seam and its faulty twin), [`router`] (the transport's
 //! in-memory twin) and [`snapshot`] (the Avro snapshot format, which backups share). Every other module is private.
 //!
@@ -13,6 +13,7 @@
 //! - [`disk`]: the file calls the WAL and checkpoints make, on the real file system or on
 //!   a faulty in-memory twin that loses unsynced writes in a crash.
 //! - `state_machine`: applies commands to a `weft-store` engine; O(1) snapshots.
+//! - [`changes`]: each replica's recent committed changes, which watchers read.
 //! - `sessions`: exactly-once application of retried client writes.
 //! - [`snapshot`]: the Avro snapshot stream codec.
 //! - `wire`, `command`: conversions to and from the `weft.v1` protobuf messages.
@@ -43,6 +44,7 @@
 //! per-(group, target) network directly, over one shared channel per peer address.
 
 mod append_calls;
+pub mod changes;
 mod checkpoint;
 mod command;
 pub mod disk;

@@ -318,6 +318,11 @@ impl Liveness {
         self.peers.lock().get(addr).is_some_and(|p| p.up)
     }
 
+    /// Whether the peer at `addr` counts as up, if the loop watches it.
+    pub(crate) fn peer_up(&self, addr: &str) -> Option<bool> {
+        self.peers.lock().get(addr).map(|p| p.up)
+    }
+
     /// A peer's ping: notes the peer as heard and quiesces the followers it asks to.
     pub(crate) fn answer(&self, host: &Host, req: pb::PingRequest) -> pb::PingResponse {
         if !req.from.is_empty() {
@@ -381,6 +386,9 @@ async fn run(weak: Weak<Host>, own_addr: Option<String>) {
     loop {
         tick.tick().await;
         let Some(host) = weak.upgrade() else { return };
+        if host.stopped.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         let now = Instant::now();
         if now.duration_since(last_round) > PING_EVERY + LOCAL_PAUSE {
             tracing::debug!(late_ms = now.duration_since(last_round).as_millis() as u64, "liveness loop stalled");

@@ -24,6 +24,7 @@ use parking_lot::{Mutex, RwLock};
 use weft_proto::v1 as pb;
 use weft_store::{Limits, Store, StoreSnapshot};
 
+use crate::changes::{Change, History};
 use crate::checkpoint::{CheckpointError, Checkpoints, Loaded};
 use crate::command::{error_to_pb, index_from_pb, op_from_pb, record_to_pb, wire_error_to_pb};
 use crate::disk::Disk;
@@ -42,6 +43,8 @@ pub struct State {
     pub membership: StoredMembership,
     /// Client sessions.
     pub sessions: Sessions,
+    /// Recent committed changes, for watchers.
+    pub changes: History,
 }
 
 /// A raft group handle: openraft over this state machine.
@@ -72,6 +75,8 @@ struct Shared {
     current: Mutex<Option<(SnapshotMeta, StoreSnapshot, Sessions)>>,
     progress: Progress,
     checkpoints: Option<Checkpoints>,
+    /// Woken after every applied batch of entries: watchers wait on it.
+    applied: tokio::sync::Notify,
 }
 
 /// The state machine handle: cheap to clone, shared by openraft and the read path.
@@ -84,6 +89,23 @@ impl StateMachine {
     /// An empty state machine whose engine enforces `limits`.
     pub fn new(limits: Limits) -> Self {
         Self::with(Store::new(limits), None, None)
+    }
+
+    /// Keeps about `bytes` of recent changes for watchers (default
+    /// [`HISTORY_BYTES_DEFAULT`]).
+    pub fn keep_changes(self, bytes: usize) -> Self {
+        {
+            let mut st = self.shared.state.write();
+            let from = st.last_applied.map_or(0, |l| l.index);
+            st.changes = History::new(from, bytes);
+        }
+        self
+    }
+
+    /// Resolves after the next batch of entries applies (create it, then look at the
+    /// state, then await it, so no batch slips between).
+    pub fn applied(&self) -> tokio::sync::futures::Notified<'_> {
+        self.shared.applied.notified()
     }
 
     /// A durable state machine over the checkpoints in `dir`: it starts from the newest
@@ -106,13 +128,16 @@ impl StateMachine {
             Some((meta, sessions)) => (meta.last_log_id, meta.last_membership, sessions),
             None => (None, StoredMembership::default(), Sessions::default()),
         };
-        let state = State { store, last_applied, membership, sessions };
+        let from = last_applied.map_or(0, |l| l.index);
+        let state =
+            State { store, last_applied, membership, sessions, changes: History::new(from, HISTORY_BYTES_DEFAULT) };
         StateMachine {
             shared: Arc::new(Shared {
                 state: RwLock::new(state),
                 current: Mutex::new(None),
                 progress: Progress::default(),
                 checkpoints,
+                applied: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -164,8 +189,11 @@ impl StateMachine {
     }
 }
 
-/// Applies one command at log index `index`.
-fn apply_command(st: &mut State, index: u64, cmd: &pb::Command) -> pb::CommandResult {
+/// Bytes of recent changes a replica keeps for watchers unless told otherwise.
+pub const HISTORY_BYTES_DEFAULT: usize = 4 << 20;
+
+/// Applies one command at log index `index`; what it changed goes to `changes`.
+fn apply_command(st: &mut State, index: u64, cmd: &pb::Command, changes: &mut Vec<Change>) -> pb::CommandResult {
     let session = cmd.session.unwrap_or_default();
     match st.sessions.check(&session) {
         Seen::Duplicate(r) => return (*r).clone(),
@@ -188,18 +216,39 @@ fn apply_command(st: &mut State, index: u64, cmd: &pb::Command) -> pb::CommandRe
     let store = &mut st.store;
     let outcome = match &cmd.kind {
         Some(Kind::Batch(b)) => match b.ops.iter().cloned().map(op_from_pb).collect::<Result<Vec<_>, _>>() {
-            Ok(ops) => store.apply_at(&ops, index).err().map(|e| Outcome::Error(error_to_pb(&e))),
+            Ok(ops) => match store.apply_at(&ops, index) {
+                Ok(_) => {
+                    changes.extend(ops.into_iter().map(Change::of_op));
+                    None
+                }
+                Err(e) => Some(Outcome::Error(error_to_pb(&e))),
+            },
             Err(e) => Some(Outcome::Error(wire_error_to_pb(&e))),
         },
-        Some(Kind::CreateTable(t)) => store.create_table(&t.table).err().map(|e| Outcome::Error(error_to_pb(&e))),
-        Some(Kind::DropTable(t)) => store.drop_table(&t.table).err().map(|e| Outcome::Error(error_to_pb(&e))),
+        Some(Kind::CreateTable(t)) => match store.create_table(&t.table) {
+            Ok(()) => {
+                changes.push(Change::TableCreated(t.table.clone()));
+                None
+            }
+            Err(e) => Some(Outcome::Error(error_to_pb(&e))),
+        },
+        Some(Kind::DropTable(t)) => match store.drop_table(&t.table) {
+            Ok(()) => {
+                changes.push(Change::TableDropped(t.table.clone()));
+                None
+            }
+            Err(e) => Some(Outcome::Error(error_to_pb(&e))),
+        },
         Some(Kind::CreateIndex(c)) => match index_from_pb(c.index.clone()) {
             Ok(def) => store.create_index(&c.table, def).err().map(|e| Outcome::Error(error_to_pb(&e))),
             Err(e) => Some(Outcome::Error(wire_error_to_pb(&e))),
         },
         Some(Kind::DropIndex(d)) => store.drop_index(&d.table, &d.index).err().map(|e| Outcome::Error(error_to_pb(&e))),
         Some(Kind::PopMax(p)) => match store.pop_max_at(&p.table, &p.index, index) {
-            Ok(r) => r.map(|r| Outcome::Popped(record_to_pb(&r))),
+            Ok(r) => r.map(|r| {
+                changes.push(Change::Delete { table: p.table.clone(), key: r.key().to_vec() });
+                Outcome::Popped(record_to_pb(&r))
+            }),
             Err(e) => Some(Outcome::Error(error_to_pb(&e))),
         },
         None => Some(Outcome::Error(pb::CommandError {
@@ -234,7 +283,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 match &entry.payload {
                     EntryPayload::Blank => Vec::new(),
                     EntryPayload::Normal(cmds) => {
-                        cmds.0.iter().map(|c| apply_command(&mut st, entry.log_id.index, c)).collect()
+                        let mut changes = Vec::new();
+                        let results = cmds
+                            .0
+                            .iter()
+                            .map(|c| apply_command(&mut st, entry.log_id.index, c, &mut changes))
+                            .collect();
+                        st.changes.record(entry.log_id.index, changes);
+                        results
                     }
                     EntryPayload::Membership(m) => {
                         st.membership = StoredMembership::new(Some(entry.log_id), m.clone());
@@ -246,6 +302,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 r.send(result);
             }
         }
+        self.shared.applied.notify_waiters();
         Ok(())
     }
 
@@ -268,7 +325,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             st.sessions = sessions.clone();
             st.last_applied = meta.last_log_id;
             st.membership = meta.last_membership.clone();
+            st.changes.reset(meta.last_log_id.map_or(0, |l| l.index));
         }
+        self.shared.applied.notify_waiters();
         // Durable before returning: openraft purges the log behind the snapshot next.
         self.checkpoint(meta, &frozen, &sessions).await?;
         *self.shared.current.lock() = Some((meta.clone(), frozen, sessions));

@@ -288,7 +288,7 @@ pub fn access(path: &str) -> Access {
     let Some(rest) = path.strip_prefix(PACKAGE) else { return Access::Node };
     let (service, method) = rest.split_once('/').unwrap_or((rest, ""));
     match (service, method) {
-        ("Store", "Get" | "Scan" | "Query" | "TopK" | "Session") => Access::Service(Right::Read),
+        ("Store", "Get" | "Scan" | "Query" | "TopK" | "Session" | "Watch") => Access::Service(Right::Read),
         ("Store", "Put" | "Delete" | "Batch" | "Write") => Access::Service(Right::Write),
         ("Store", "Backup") => Access::Service(Right::Operate),
         ("Cluster", "GetMap") => Access::Known,
@@ -309,7 +309,11 @@ pub fn access(path: &str) -> Access {
 pub fn is_stream(path: &str) -> bool {
     matches!(
         path,
-        "/weft.v1.Store/Session" | "/weft.v1.Store/Backup" | "/weft.v1.Raft/StreamAppend" | "/weft.v1.Raft/Snapshot"
+        "/weft.v1.Store/Session"
+            | "/weft.v1.Store/Backup"
+            | "/weft.v1.Store/Watch"
+            | "/weft.v1.Raft/StreamAppend"
+            | "/weft.v1.Raft/Snapshot"
     )
 }
 

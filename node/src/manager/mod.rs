@@ -247,6 +247,8 @@ pub struct Manager {
     access: Arc<crate::authz::AccessView>,
     /// The map last decoded from the local map replica.
     decoded: map::Decoded,
+    /// Its loops, stopped with the node ([`Manager::stop`]).
+    loops: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 impl Manager {
@@ -269,7 +271,15 @@ impl Manager {
             forward_via: Mutex::default(),
             access,
             decoded: map::Decoded::default(),
+            loops: Mutex::default(),
         })
+    }
+
+    /// Stops its loops (the node stops serving; a process embedding it goes on).
+    pub fn stop(&self) {
+        for l in self.loops.lock().drain(..) {
+            l.abort();
+        }
     }
 
     /// Starts the heartbeat, bootstrap and reconcile loops; a node without seeds runs
@@ -278,14 +288,15 @@ impl Manager {
         if self.cfg.seeds.is_empty() {
             return;
         }
+        let mut loops = self.loops.lock();
         let me = self.clone();
-        tokio::spawn(async move { me.heartbeat_loop().await });
+        loops.push(tokio::spawn(async move { me.heartbeat_loop().await }).abort_handle());
         if self.cfg.seeds.first() == Some(&self.addr) {
             let me = self.clone();
-            tokio::spawn(async move { me.bootstrap_loop().await });
+            loops.push(tokio::spawn(async move { me.bootstrap_loop().await }).abort_handle());
         }
         let me = self.clone();
-        tokio::spawn(async move { me.reconcile_loop().await });
+        loops.push(tokio::spawn(async move { me.reconcile_loop().await }).abort_handle());
     }
 
     /// This node's id.

@@ -1,0 +1,262 @@
+//! The change feed of one replica: the committed changes it applied, kept for a while so
+//! that a watcher can read them in commit order and resume after a break.
+//!
+//! Every replica keeps its own history (all of them apply every committed entry), so a
+//! watch is served by whichever replica it reaches and survives a primary change: the new
+//! primary, or any follower, holds the same versions. The history is bounded in bytes
+//! ([`History::new`]); the oldest entries go first, and a watch asking for versions older
+//! than what is left is told so ([`Compacted`]) with the oldest version still kept, as
+//! etcd answers a compacted revision. A replica built from a snapshot keeps changes from
+//! the snapshot's version on only.
+//!
+//! Owns no lock and no task: the state machine holds it under its state lock and records
+//! each applied entry's changes; the node's watch streams copy entries out.
+//! An idle replica's history allocates nothing.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use weft_store::{Op, Scalar};
+
+/// One committed change.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    /// A record written.
+    Put {
+        /// Table.
+        table: String,
+        /// Key.
+        key: Vec<u8>,
+        /// Value.
+        value: Vec<u8>,
+        /// Attributes as written.
+        attrs: Vec<(String, Scalar)>,
+    },
+    /// A key deleted (reported whether or not it existed).
+    Delete {
+        /// Table.
+        table: String,
+        /// Key.
+        key: Vec<u8>,
+    },
+    /// A table created.
+    TableCreated(String),
+    /// A table dropped, with every record in it.
+    TableDropped(String),
+}
+
+impl Change {
+    /// The change an applied op made.
+    pub(crate) fn of_op(op: Op) -> Change {
+        match op {
+            Op::Put { table, key, value, attrs, .. } => Change::Put { table, key, value, attrs },
+            Op::Delete { table, key, .. } => Change::Delete { table, key },
+        }
+    }
+
+    /// Its table.
+    pub fn table(&self) -> &str {
+        match self {
+            Change::Put { table, .. } | Change::Delete { table, .. } => table,
+            Change::TableCreated(t) | Change::TableDropped(t) => t,
+        }
+    }
+
+    /// Its key, for a record change.
+    pub fn key(&self) -> Option<&[u8]> {
+        match self {
+            Change::Put { key, .. } | Change::Delete { key, .. } => Some(key),
+            Change::TableCreated(_) | Change::TableDropped(_) => None,
+        }
+    }
+
+    /// Roughly the bytes it holds (what the history's bound counts).
+    fn bytes(&self) -> usize {
+        let attrs = |a: &[(String, Scalar)]| {
+            a.iter()
+                .map(|(n, v)| {
+                    n.len()
+                        + 32
+                        + match v {
+                            Scalar::String(s) => s.len(),
+                            Scalar::Bytes(b) => b.len(),
+                            _ => 0,
+                        }
+                })
+                .sum::<usize>()
+        };
+        64 + match self {
+            Change::Put { table, key, value, attrs: a } => table.len() + key.len() + value.len() + attrs(a),
+            Change::Delete { table, key } => table.len() + key.len(),
+            Change::TableCreated(t) | Change::TableDropped(t) => t.len(),
+        }
+    }
+}
+
+/// The changes of one applied log entry: every change at one version.
+#[derive(Debug, PartialEq)]
+pub struct Applied {
+    /// The entry's log index.
+    pub version: u64,
+    /// Its changes, in the order they applied.
+    pub changes: Vec<Change>,
+}
+
+/// A watch asked for versions this replica no longer keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("changes before version {oldest} are no longer kept")]
+pub struct Compacted {
+    /// The oldest version whose changes are all still kept.
+    pub oldest: u64,
+}
+
+/// A replica's recent changes, oldest first, bounded in bytes.
+#[derive(Debug)]
+pub struct History {
+    entries: VecDeque<(Arc<Applied>, usize)>,
+    /// Every change of a version above this is kept (the version of the last entry
+    /// dropped, or the state the history started from).
+    floor: u64,
+    bytes: usize,
+    bytes_max: usize,
+}
+
+impl History {
+    /// An empty history of a replica whose state is at `version`, holding at most about
+    /// `bytes_max` bytes of changes (always at least the newest entry).
+    pub fn new(version: u64, bytes_max: usize) -> Self {
+        History { entries: VecDeque::new(), floor: version, bytes: 0, bytes_max }
+    }
+
+    /// Records an entry's changes; drops the oldest entries past the bound.
+    pub fn record(&mut self, version: u64, changes: Vec<Change>) {
+        if changes.is_empty() {
+            return;
+        }
+        let bytes = changes.iter().map(Change::bytes).sum::<usize>();
+        self.entries.push_back((Arc::new(Applied { version, changes }), bytes));
+        self.bytes += bytes;
+        while self.bytes > self.bytes_max && self.entries.len() > 1 {
+            if let Some((gone, b)) = self.entries.pop_front() {
+                self.bytes -= b;
+                self.floor = gone.version;
+            }
+        }
+    }
+
+    /// Starts again from a state at `version` (a snapshot installed): nothing before it
+    /// is known.
+    pub fn reset(&mut self, version: u64) {
+        *self = History::new(version, self.bytes_max);
+    }
+
+    /// The oldest version whose changes are all kept.
+    pub fn oldest(&self) -> u64 {
+        self.floor + 1
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The entries at versions `from` and above, in order, as many whole entries as fit
+    /// in about `changes_max` changes (at least one); empty when none has applied yet.
+    pub fn since(&self, from: u64, changes_max: usize) -> Result<Vec<Arc<Applied>>, Compacted> {
+        if from <= self.floor {
+            return Err(Compacted { oldest: self.oldest() });
+        }
+        let start = self.entries.partition_point(|(e, _)| e.version < from);
+        let mut out = Vec::new();
+        let mut n = 0;
+        for (e, _) in self.entries.range(start..) {
+            if !out.is_empty() && n + e.changes.len() > changes_max {
+                break;
+            }
+            n += e.changes.len();
+            out.push(e.clone());
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn put(key: &str, value_len: usize) -> Change {
+        Change::Put { table: "t".into(), key: key.into(), value: vec![0; value_len], attrs: Vec::new() }
+    }
+
+    #[test]
+    fn since_gives_whole_entries_from_a_version_and_refuses_what_was_dropped() {
+        let mut h = History::new(0, 10_000);
+        assert_eq!(h.since(1, 10).map(|v| v.len()), Ok(0), "nothing applied yet: nothing to give");
+        h.record(3, vec![put("a", 10), put("b", 10)]);
+        h.record(5, vec![put("c", 10)]);
+        h.record(6, Vec::new());
+        let versions = |v: Vec<Arc<Applied>>| v.iter().map(|e| e.version).collect::<Vec<_>>();
+        assert_eq!(h.since(1, 10).map(versions), Ok(vec![3, 5]));
+        assert_eq!(h.since(4, 10).map(versions), Ok(vec![5]));
+        assert_eq!(h.since(6, 10).map(versions), Ok(vec![]));
+        // At least one whole entry, even past the cap; no entry split.
+        assert_eq!(h.since(1, 1).map(versions), Ok(vec![3]));
+        assert_eq!(h.since(0, 10), Err(Compacted { oldest: 1 }));
+        // Past the byte bound the oldest go, and asking for them says where the kept start.
+        h.record(7, vec![put("d", 9_900)]);
+        assert_eq!(h.since(1, 10), Err(Compacted { oldest: 6 }));
+        assert_eq!(h.since(6, 10).map(versions), Ok(vec![7]));
+        assert_eq!(h.oldest(), 6);
+        // The newest entry stays even alone over the bound.
+        h.record(9, vec![put("e", 20_000)]);
+        assert_eq!(h.since(8, 10).map(versions), Ok(vec![9]));
+        h.reset(100);
+        assert_eq!(h.since(100, 10), Err(Compacted { oldest: 101 }));
+        assert_eq!(h.since(101, 10).map(versions), Ok(vec![]));
+    }
+
+    proptest! {
+        /// Against a model that keeps everything: what `since` gives is exactly the model's
+        /// entries from that version, or a refusal naming an oldest version above it, and
+        /// the bytes held stay within the bound plus one entry.
+        #[test]
+        fn since_matches_a_model(
+            sizes in proptest::collection::vec((1u64..4, proptest::collection::vec(0usize..400, 0..4)), 1..60),
+            from in 0u64..200,
+            bound in 200usize..3_000,
+        ) {
+            let mut h = History::new(0, bound);
+            let mut model: Vec<(u64, usize)> = Vec::new();
+            let mut version = 0;
+            let mut newest = 0;
+            for (step, values) in sizes {
+                version += step;
+                let changes: Vec<Change> = values.iter().map(|n| put("k", *n)).collect();
+                if !changes.is_empty() {
+                    model.push((version, changes.len()));
+                }
+                if !changes.is_empty() {
+                    newest = changes.iter().map(Change::bytes).sum::<usize>();
+                }
+                h.record(version, changes);
+                prop_assert!(h.bytes() <= bound.max(newest), "{} held over {}", h.bytes(), bound);
+            }
+            match h.since(from, usize::MAX) {
+                Ok(got) => {
+                    prop_assert!(from >= h.oldest());
+                    let want: Vec<(u64, usize)> = model.iter().filter(|(v, _)| *v >= from).copied().collect();
+                    let got: Vec<(u64, usize)> = got.iter().map(|e| (e.version, e.changes.len())).collect();
+                    prop_assert_eq!(got, want);
+                }
+                Err(Compacted { oldest }) => {
+                    prop_assert!(from < oldest);
+                    prop_assert_eq!(oldest, h.oldest());
+                    // Everything from `oldest` on is there.
+                    let kept = h.since(oldest, usize::MAX).map(|v| v.len()).unwrap_or(usize::MAX);
+                    prop_assert_eq!(kept, model.iter().filter(|(v, _)| *v >= oldest).count());
+                }
+            }
+        }
+    }
+}

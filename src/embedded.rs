@@ -1,0 +1,490 @@
+//! [`Node`]: a weft node inside a service's own process, as Service Fabric's Reliable
+//! Collections live inside the service that uses them.
+//!
+//! [`Node::builder`] takes what `weft node` takes (id, listen address, seeds, upgrade and
+//! fault domain, data directory, durable logs, certificates; [`NodeBuilder::configure`]
+//! for the rest) and [`NodeBuilder::start`] binds, joins the cluster and hosts replicas
+//! exactly as the `weft node` process does: `weft node` is this, started from its flags.
+//! The running [`Node`] gives the service:
+//!
+//! - [`Node::client`]: the routed client for any service, acting as this node;
+//! - [`Node::partitions`]: the partitions hosted here, each with its service and role;
+//! - [`Node::get`]: a read of a key that a local primary serves in process, with no
+//!   network hop and the same read-index round a linearizable gRPC read makes (another
+//!   node's primary is read through the client);
+//! - [`Node::watch`]: a service's committed changes as a stream (`Store.Watch`);
+//! - [`Node::roles`]: an event each time a local replica becomes or stops being primary
+//!   (Reliable Services' `OnChangeRole`), to start and stop primary-only work;
+//! - [`Node::stop`]: a graceful stop. It waits (up to [`NodeBuilder::stop_wait`]) until
+//!   stopping loses no partition its quorum (every partition hosted here keeps a majority
+//!   of its voters on other nodes that are up), hands each local primary to another voter,
+//!   then stops serving. The cluster manager then treats the node as it treats any node
+//!   gone quiet: it is marked down after its grace period and its replicas are replaced
+//!   unless it comes back first.
+//!
+//! Depends on the node server (`weft-node`), the replica host for the in-process parts and
+//! the client; the CLI depends on it, never the other way.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::{broadcast, oneshot};
+use weft_client::routing::ServiceClient;
+use weft_client::{ClientConfig, ClientError};
+use weft_node::NodeConfig;
+use weft_proto::v1 as pb;
+use weft_replica::Host;
+use weft_security::ClientSecurity;
+
+/// How often the role watcher looks at the hosted replicas' roles.
+const ROLE_POLL: Duration = Duration::from_millis(100);
+
+/// Role events a slow subscriber may fall behind by before it hears it lagged.
+const ROLE_EVENTS: usize = 1024;
+
+/// How long a graceful stop waits for each primary hand-off.
+const HAND_OFF_WAIT: Duration = Duration::from_secs(2);
+
+/// Why an embedded node did not start, read or stop.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The node's certificates could not be loaded.
+    #[error("loading node {id}'s certificates from {dir}: {reason}")]
+    Certificates {
+        /// The node id.
+        id: u64,
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Neither certificates nor `insecure` were given.
+    #[error(
+        "no certificates: give certs_dir (ca.crt, node.crt, node.key; `weft cert create-node` makes them) or insecure()"
+    )]
+    NoCertificates,
+    /// Binding or serving failed.
+    #[error(transparent)]
+    Node(#[from] weft_node::Error),
+    /// A call through the client failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// A local read failed in the engine (no such table...).
+    #[error("{0}")]
+    Engine(#[from] weft_store::StoreError),
+    /// Stopping now would leave these partitions without a quorum of voters up (the
+    /// other replicas' nodes are down); the node still runs.
+    #[error("stopping would lose the quorum of partitions {partitions:?}; the node keeps running")]
+    WouldLoseQuorum {
+        /// The partitions.
+        partitions: Vec<u64>,
+    },
+    /// The node's server task ended abnormally.
+    #[error("the node's server task failed: {0}")]
+    Task(String),
+}
+
+/// A replica's role, as [`Node::partitions`] and [`Node::roles`] give it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// It serves writes and linearizable reads.
+    Primary,
+    /// It follows a primary (a voter or a learner being built).
+    Secondary,
+}
+
+/// A replica hosted here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hosted {
+    /// Its partition.
+    pub partition: u64,
+    /// The service that partition belongs to, by the client's map (`None` for the
+    /// cluster map's own partition, or a partition the map does not name yet).
+    pub service: Option<String>,
+    /// Its replica id.
+    pub replica: u64,
+    /// Its role now.
+    pub role: Role,
+}
+
+/// A local replica became, or stopped being, primary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RoleChange {
+    /// Its partition.
+    pub partition: u64,
+    /// Its replica id.
+    pub replica: u64,
+    /// Its role from now on (`Secondary` too when the replica closed or moved away).
+    pub role: Role,
+}
+
+/// What [`Node::builder`] starts.
+pub struct NodeBuilder {
+    config: NodeConfig,
+    certs_dir: Option<PathBuf>,
+    insecure: bool,
+    stop_wait: Duration,
+}
+
+impl NodeBuilder {
+    /// Seed nodes (the cluster manager's), `host:port` each.
+    pub fn seeds(mut self, seeds: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.config.cluster.seeds = seeds.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Upgrade domain.
+    pub fn ud(mut self, ud: impl Into<String>) -> Self {
+        self.config.cluster.ud = ud.into();
+        self
+    }
+
+    /// Fault domain.
+    pub fn fd(mut self, fd: impl Into<String>) -> Self {
+        self.config.cluster.fd = fd.into();
+        self
+    }
+
+    /// Directory for durable logs and checkpoints.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.config.storage.data_dir = Some(dir.into());
+        self
+    }
+
+    /// Durable logs (write-ahead log and checkpoints under the data directory).
+    pub fn durable(mut self, durable: bool) -> Self {
+        self.config.storage.durable_by_default = durable;
+        self
+    }
+
+    /// The node's certificates: a directory with `ca.crt`, `node.crt` and `node.key`.
+    pub fn certs_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.certs_dir = Some(dir.into());
+        self
+    }
+
+    /// No TLS and no authentication: anyone who reaches the port may do anything.
+    pub fn insecure(mut self) -> Self {
+        self.insecure = true;
+        self
+    }
+
+    /// Where to serve Prometheus metrics.
+    pub fn metrics(mut self, addr: SocketAddr) -> Self {
+        self.config.metrics = Some(addr);
+        self
+    }
+
+    /// How long [`Node::stop`] waits for stopping to become safe (default 30 s).
+    pub fn stop_wait(mut self, wait: Duration) -> Self {
+        self.stop_wait = wait;
+        self
+    }
+
+    /// Any other setting `weft node` has (raft timings, limits, capacity, connection
+    /// limits, restart hook).
+    pub fn configure(mut self, f: impl FnOnce(&mut NodeConfig)) -> Self {
+        f(&mut self.config);
+        self
+    }
+
+    /// Binds, joins the cluster and serves until [`Node::stop`].
+    pub async fn start(self) -> Result<Node, NodeError> {
+        let mut config = self.config;
+        let id = config.id;
+        if config.security.tls.is_none() && !self.insecure {
+            let dir = self.certs_dir.ok_or(NodeError::NoCertificates)?;
+            let creds = weft_security::Credentials::load(&dir, weft_security::Holder::Node { id: Some(id) })
+                .map_err(|e| NodeError::Certificates { id, dir: dir.clone(), reason: e.to_string() })?;
+            config.security.tls = Some(creds);
+        }
+        let security = match &config.security.tls {
+            Some(creds) => ClientSecurity::tls(creds.clone()),
+            None => ClientSecurity::insecure(),
+        };
+        let server = weft_node::Node::bind(config).await?;
+        let addr = server.local_addr();
+        let host = server.host().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let served = tokio::spawn(server.serve(async {
+            let _ = stopped.await;
+        }));
+        let client_config = ClientConfig::secured(security);
+        let client = ServiceClient::new(vec![addr.to_string()], client_config.clone());
+        tracing::info!(id, %addr, "node started");
+        Ok(Node {
+            id,
+            addr,
+            host,
+            client,
+            client_config,
+            stop: Mutex::new(Some(stop)),
+            served: Mutex::new(Some(served)),
+            roles: OnceLock::new(),
+            stop_wait: self.stop_wait,
+        })
+    }
+}
+
+/// The server task of a running node.
+type Served = tokio::task::JoinHandle<Result<(), weft_node::Error>>;
+
+/// A running node inside this process; see the module docs. Dropping it stops it
+/// abruptly (no hand-off): stop it with [`Node::stop`].
+pub struct Node {
+    id: u64,
+    addr: SocketAddr,
+    host: Arc<Host>,
+    client: ServiceClient,
+    client_config: ClientConfig,
+    stop: Mutex<Option<oneshot::Sender<()>>>,
+    served: Mutex<Option<Served>>,
+    roles: OnceLock<broadcast::Sender<RoleChange>>,
+    stop_wait: Duration,
+}
+
+impl Node {
+    /// A node with id `id` (1 to 1048575, stable across restarts) listening on `listen`
+    /// (port 0 picks one: see [`Node::addr`]); every other setting as `weft node`'s
+    /// defaults.
+    pub fn builder(id: u64, listen: SocketAddr) -> NodeBuilder {
+        NodeBuilder {
+            config: NodeConfig {
+                id,
+                listen,
+                raft: Default::default(),
+                transport: Default::default(),
+                limits: Default::default(),
+                storage: Default::default(),
+                cluster: Default::default(),
+                metrics: None,
+                security: Default::default(),
+                network: None,
+                restart: None,
+            },
+            certs_dir: None,
+            insecure: false,
+            stop_wait: Duration::from_secs(30),
+        }
+    }
+
+    /// A builder over a whole node configuration (its TLS credentials, if any, already
+    /// loaded; none means insecure).
+    pub fn from_config(config: NodeConfig) -> NodeBuilder {
+        let insecure = config.security.tls.is_none();
+        NodeBuilder { config, certs_dir: None, insecure, stop_wait: Duration::from_secs(30) }
+    }
+
+    /// Its id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The address it serves on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The routed client, acting as this node (which may call anything).
+    pub fn client(&self) -> &ServiceClient {
+        &self.client
+    }
+
+    /// The settings of that client (this node's identity), for other clients.
+    pub fn client_config(&self) -> ClientConfig {
+        self.client_config.clone()
+    }
+
+    /// Whether the node at `addr` answers this node's liveness pings (`None`: not
+    /// watched, as no partition hosted here has a replica there). Known within about a
+    /// second, long before the cluster manager marks a node down.
+    pub fn peer_up(&self, addr: &str) -> Option<bool> {
+        self.host.peer_up(addr)
+    }
+
+    /// The partitions hosted here with their roles, in partition order.
+    pub async fn partitions(&self) -> Result<Vec<Hosted>, NodeError> {
+        let map = self.client.map().await?;
+        let service_of = |p: u64| map.map.as_ref().and_then(|m| m.partitions.get(&p)).map(|p| p.service.clone());
+        Ok(self
+            .host
+            .list()
+            .iter()
+            .map(|r| Hosted {
+                partition: r.partition(),
+                service: service_of(r.partition()),
+                replica: r.id(),
+                role: if r.is_primary() { Role::Primary } else { Role::Secondary },
+            })
+            .collect())
+    }
+
+    /// Reads `key` of `service`'s `table`, linearizably: in process when this node hosts
+    /// the key's partition's primary (a read-index round, as a gRPC read makes, without
+    /// the network hop), through the client otherwise.
+    pub async fn get(&self, service: &str, table: &str, key: &[u8]) -> Result<Option<pb::Record>, NodeError> {
+        let partition = self.client.partition_of(service, key).await?;
+        if let Some(r) = self.host.get(partition).filter(|r| r.is_primary()) {
+            let read = r.read(true, |st| st.store.get(table, key).map(|r| r.map(weft_replica::record_to_pb))).await;
+            if let Ok(Some((record, _))) = read {
+                return Ok(record?);
+            }
+            // Not (or no longer) the primary, or no quorum: the client finds the one.
+        }
+        Ok(self.client.get(service, table, key).await?)
+    }
+
+    /// The committed changes of `service` from `options` on, resumed across primary
+    /// changes and restarts (see [`weft_client::watch`]).
+    pub async fn watch(
+        &self,
+        service: &str,
+        options: &weft_client::WatchOptions,
+    ) -> Result<weft_client::WatchStream, NodeError> {
+        Ok(self.client.watch(service, options).await?)
+    }
+
+    /// Events for local replicas becoming or stopping being primary, from now on (the
+    /// current primaries are in [`Node::partitions`]). A subscriber more than 1,024
+    /// events behind hears `Lagged` and should look at [`Node::partitions`] again.
+    pub fn roles(&self) -> broadcast::Receiver<RoleChange> {
+        self.roles
+            .get_or_init(|| {
+                let (tx, _) = broadcast::channel(ROLE_EVENTS);
+                tokio::spawn(watch_roles(Arc::downgrade(&self.host), tx.clone()));
+                tx
+            })
+            .subscribe()
+    }
+
+    /// Stops gracefully (see the module docs). If stopping would still lose a
+    /// partition's quorum after [`NodeBuilder::stop_wait`], it does not stop:
+    /// [`NodeError::WouldLoseQuorum`], and the node keeps serving.
+    pub async fn stop(&self) -> Result<(), NodeError> {
+        let deadline = tokio::time::Instant::now() + self.stop_wait;
+        loop {
+            let unsafe_now = self.unsafe_partitions().await?;
+            if unsafe_now.is_empty() {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(NodeError::WouldLoseQuorum { partitions: unsafe_now });
+            }
+            tracing::info!(partitions = ?unsafe_now, "stop waits: these partitions would lose their quorum");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        self.stop_now().await
+    }
+
+    /// Hands the local primaries off and stops, whatever that does to quorums.
+    pub async fn stop_now(&self) -> Result<(), NodeError> {
+        let Some(stop) = self.stop.lock().take() else { return Ok(()) };
+        let handed = self.host.hand_off_primaries(HAND_OFF_WAIT).await;
+        tracing::info!(id = self.id, handed, "primaries handed off; stopping");
+        let _ = stop.send(());
+        let served = self.served.lock().take();
+        match served {
+            Some(served) => ended(served.await),
+            None => Ok(()),
+        }
+    }
+
+    /// Serves until the server stops on its own (a replica failed) or `signal()`
+    /// completes; then stops gracefully. While stopping is unsafe it keeps serving, and
+    /// the next `signal()` stops it at once (`weft node` runs this with Ctrl-C).
+    pub async fn run_until<F: Future<Output = ()>>(self, mut signal: impl FnMut() -> F) -> Result<(), NodeError> {
+        let Some(mut served) = self.served.lock().take() else { return Ok(()) };
+        let ended_alone = tokio::select! {
+            r = &mut served => Some(r),
+            () = signal() => None,
+        };
+        match ended_alone {
+            Some(r) => return ended(r),
+            None => *self.served.lock() = Some(served),
+        }
+        tracing::info!(id = self.id, "stopping gracefully");
+        loop {
+            let stopped = tokio::select! {
+                r = self.stop() => Some(r),
+                () = signal() => None,
+            };
+            match stopped {
+                Some(Err(NodeError::WouldLoseQuorum { partitions })) => tracing::warn!(
+                    ?partitions,
+                    "stopping now would lose these partitions' quorum: still serving (signal again to stop anyway)"
+                ),
+                Some(r) => return r,
+                None => {
+                    tracing::warn!(id = self.id, "stopping at once, safe or not");
+                    return self.stop_now().await;
+                }
+            }
+        }
+    }
+
+    /// The partitions hosted here whose quorum depends on this node: fewer than a
+    /// majority of their voters would be left on other nodes the map counts up.
+    async fn unsafe_partitions(&self) -> Result<Vec<u64>, NodeError> {
+        let map = self.client.refresh_map().await?;
+        let Some(m) = map.map.as_ref() else { return Ok(Vec::new()) };
+        // This node's liveness pings know a stopped peer within a second; the map only
+        // after the manager's grace period.
+        let map_up: BTreeMap<&str, bool> =
+            m.nodes.values().map(|n| (n.addr.as_str(), n.state == pb::NodeState::Up as i32)).collect();
+        let up = |addr: &str| self.host.peer_up(addr).unwrap_or(true) && map_up.get(addr).copied().unwrap_or(false);
+        let own = self.addr.to_string();
+        Ok(self
+            .host
+            .list()
+            .iter()
+            .filter(|r| {
+                let (voters, others_up) = r.voter_addrs(|addr| addr != own && up(addr));
+                voters > 0 && others_up <= voters / 2
+            })
+            .map(|r| r.partition())
+            .collect())
+    }
+}
+
+/// What the server task's end says.
+fn ended(r: Result<Result<(), weft_node::Error>, tokio::task::JoinError>) -> Result<(), NodeError> {
+    match r {
+        Ok(r) => Ok(r?),
+        Err(e) => Err(NodeError::Task(e.to_string())),
+    }
+}
+
+/// Emits a [`RoleChange`] whenever a hosted replica's role differs from the last look;
+/// ends when the host is gone.
+async fn watch_roles(host: std::sync::Weak<Host>, tx: broadcast::Sender<RoleChange>) {
+    let mut last: BTreeMap<u64, (u64, Role)> = BTreeMap::new();
+    let mut tick = tokio::time::interval(ROLE_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(host) = host.upgrade() else { return };
+        let now: BTreeMap<u64, (u64, Role)> = host
+            .list()
+            .iter()
+            .map(|r| (r.partition(), (r.id(), if r.is_primary() { Role::Primary } else { Role::Secondary })))
+            .collect();
+        drop(host);
+        for (p, (replica, role)) in &now {
+            let was = last.get(p).map_or(Role::Secondary, |(id, r)| if id == replica { *r } else { Role::Secondary });
+            if was != *role {
+                let _ = tx.send(RoleChange { partition: *p, replica: *replica, role: *role });
+            }
+        }
+        for (p, (replica, role)) in &last {
+            if *role == Role::Primary && now.get(p).is_none_or(|(id, _)| id != replica) {
+                let _ = tx.send(RoleChange { partition: *p, replica: *replica, role: Role::Secondary });
+            }
+        }
+        last = now;
+    }
+}
