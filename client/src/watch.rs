@@ -1,7 +1,8 @@
 //! The client's end of `Store.Watch`: a partition's committed changes as a stream that
 //! survives primary changes, node restarts and broken connections.
 //!
-//! A watch asks any replica of the partition (each keeps the same recent history) and
+//! A watch asks any replica of the partition (each keeps the same recent history; each
+//! watch starts at a node picked at random, so watchers spread over the replicas) and
 //! remembers the `through` of every message it receives. When the stream breaks (the
 //! node stopped, the replica closed, the connection failed) it opens another, on the next
 //! replica that answers, from `through + 1`: a node never splits one version's changes
@@ -87,7 +88,10 @@ async fn follow(
     loop {
         let open = {
             let req = req.clone();
-            client.call(partition, false, false, move |mut c| {
+            // Each watch starts at a node of its own, so that many watchers spread over
+            // the partition's replicas instead of all asking the same one.
+            let start = weft_security::rng::random_u64() as usize;
+            client.call_from(partition, false, false, start, move |mut c| {
                 let req = req.clone();
                 async move { Ok(c.unary.watch(req).await?.into_inner()) }
             })

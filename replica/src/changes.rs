@@ -10,87 +10,76 @@
 //! the snapshot's version on only.
 //!
 //! Owns no lock and no task: the state machine holds it under its state lock and records
-//! each applied entry's changes; the node's watch streams copy entries out.
+//! each applied entry's changes, already in their wire form (`weft.v1.Change`), so that a
+//! hundred watchers of a busy partition share one conversion; the node's watch streams
+//! copy entries out.
 //! An idle replica's history allocates nothing.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use weft_store::{Op, Scalar};
+use weft_proto::v1 as pb;
 
-/// One committed change.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Change {
-    /// A record written.
-    Put {
-        /// Table.
-        table: String,
-        /// Key.
-        key: Vec<u8>,
-        /// Value.
-        value: Vec<u8>,
-        /// Attributes as written.
-        attrs: Vec<(String, Scalar)>,
-    },
-    /// A key deleted (reported whether or not it existed).
-    Delete {
-        /// Table.
-        table: String,
-        /// Key.
-        key: Vec<u8>,
-    },
-    /// A table created.
-    TableCreated(String),
-    /// A table dropped, with every record in it.
-    TableDropped(String),
+/// One committed change, in the form a watcher receives it: built once when the entry
+/// applies, its keys and values sharing the log entry's buffers, and cloned (reference
+/// counts) for each watcher.
+pub type Change = pb::Change;
+
+/// The changes an applied batch made (`ops` as proposed, all applied), at `version`.
+pub(crate) fn of_ops<'a>(
+    version: u64,
+    ops: impl IntoIterator<Item = &'a pb::Op> + 'a,
+) -> impl Iterator<Item = Change> + 'a {
+    ops.into_iter().filter_map(move |op| {
+        use pb::change::Kind;
+        let (table, kind) = match op.kind.as_ref()? {
+            pb::op::Kind::Put(p) => (
+                p.table.clone(),
+                Kind::Put(pb::Record { key: p.key.clone(), value: p.value.clone(), attrs: p.attrs.clone(), version }),
+            ),
+            pb::op::Kind::Delete(d) => (d.table.clone(), Kind::Delete(d.key.clone())),
+        };
+        Some(Change { version, table, kind: Some(kind) })
+    })
 }
 
-impl Change {
-    /// The change an applied op made.
-    pub(crate) fn of_op(op: Op) -> Change {
-        match op {
-            Op::Put { table, key, value, attrs, .. } => Change::Put { table, key, value, attrs },
-            Op::Delete { table, key, .. } => Change::Delete { table, key },
-        }
-    }
+/// A change to a whole table (`created` or dropped) at `version`.
+pub(crate) fn of_table(version: u64, table: &str, created: bool) -> Change {
+    use pb::change::Kind;
+    let kind = if created { Kind::TableCreated(true) } else { Kind::TableDropped(true) };
+    Change { version, table: table.to_string(), kind: Some(kind) }
+}
 
-    /// Its table.
-    pub fn table(&self) -> &str {
-        match self {
-            Change::Put { table, .. } | Change::Delete { table, .. } => table,
-            Change::TableCreated(t) | Change::TableDropped(t) => t,
-        }
+/// The key a change is about, for a record change.
+pub fn key_of(c: &Change) -> Option<&[u8]> {
+    match c.kind.as_ref()? {
+        pb::change::Kind::Put(r) => Some(&r.key),
+        pb::change::Kind::Delete(k) => Some(k),
+        _ => None,
     }
+}
 
-    /// Its key, for a record change.
-    pub fn key(&self) -> Option<&[u8]> {
-        match self {
-            Change::Put { key, .. } | Change::Delete { key, .. } => Some(key),
-            Change::TableCreated(_) | Change::TableDropped(_) => None,
+/// Roughly the bytes a change holds (what the history's bound counts).
+fn bytes_of(c: &Change) -> usize {
+    let attrs = |a: &[pb::Attr]| {
+        a.iter()
+            .map(|a| {
+                a.name.len()
+                    + 32
+                    + match a.value.as_ref().and_then(|v| v.kind.as_ref()) {
+                        Some(pb::scalar::Kind::Str(s)) => s.len(),
+                        Some(pb::scalar::Kind::Bytes(b)) => b.len(),
+                        _ => 0,
+                    }
+            })
+            .sum::<usize>()
+    };
+    96 + c.table.len()
+        + match c.kind.as_ref() {
+            Some(pb::change::Kind::Put(r)) => r.key.len() + r.value.len() + attrs(&r.attrs),
+            Some(pb::change::Kind::Delete(k)) => k.len(),
+            _ => 0,
         }
-    }
-
-    /// Roughly the bytes it holds (what the history's bound counts).
-    fn bytes(&self) -> usize {
-        let attrs = |a: &[(String, Scalar)]| {
-            a.iter()
-                .map(|(n, v)| {
-                    n.len()
-                        + 32
-                        + match v {
-                            Scalar::String(s) => s.len(),
-                            Scalar::Bytes(b) => b.len(),
-                            _ => 0,
-                        }
-                })
-                .sum::<usize>()
-        };
-        64 + match self {
-            Change::Put { table, key, value, attrs: a } => table.len() + key.len() + value.len() + attrs(a),
-            Change::Delete { table, key } => table.len() + key.len(),
-            Change::TableCreated(t) | Change::TableDropped(t) => t.len(),
-        }
-    }
 }
 
 /// The changes of one applied log entry: every change at one version.
@@ -100,6 +89,8 @@ pub struct Applied {
     pub version: u64,
     /// Its changes, in the order they applied.
     pub changes: Vec<Change>,
+    /// Roughly the bytes they hold.
+    pub bytes: usize,
 }
 
 /// A watch asked for versions this replica no longer keeps.
@@ -133,8 +124,8 @@ impl History {
         if changes.is_empty() {
             return;
         }
-        let bytes = changes.iter().map(Change::bytes).sum::<usize>();
-        self.entries.push_back((Arc::new(Applied { version, changes }), bytes));
+        let bytes = changes.iter().map(bytes_of).sum::<usize>();
+        self.entries.push_back((Arc::new(Applied { version, changes, bytes }), bytes));
         self.bytes += bytes;
         while self.bytes > self.bytes_max && self.entries.len() > 1 {
             if let Some((gone, b)) = self.entries.pop_front() {
@@ -158,6 +149,11 @@ impl History {
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// The most bytes it holds (beyond one entry larger than that).
+    pub fn bytes_max(&self) -> usize {
+        self.bytes_max
     }
 
     /// The entries at versions `from` and above, in order, as many whole entries as fit
@@ -186,7 +182,9 @@ mod tests {
     use proptest::prelude::*;
 
     fn put(key: &str, value_len: usize) -> Change {
-        Change::Put { table: "t".into(), key: key.into(), value: vec![0; value_len], attrs: Vec::new() }
+        let record =
+            pb::Record { key: key.as_bytes().to_vec().into(), value: vec![0; value_len].into(), ..Default::default() };
+        Change { version: 0, table: "t".into(), kind: Some(pb::change::Kind::Put(record)) }
     }
 
     #[test]
@@ -204,7 +202,7 @@ mod tests {
         assert_eq!(h.since(1, 1).map(versions), Ok(vec![3]));
         assert_eq!(h.since(0, 10), Err(Compacted { oldest: 1 }));
         // Past the byte bound the oldest go, and asking for them says where the kept start.
-        h.record(7, vec![put("d", 9_900)]);
+        h.record(7, vec![put("d", 9_850)]);
         assert_eq!(h.since(1, 10), Err(Compacted { oldest: 6 }));
         assert_eq!(h.since(6, 10).map(versions), Ok(vec![7]));
         assert_eq!(h.oldest(), 6);
@@ -237,7 +235,7 @@ mod tests {
                     model.push((version, changes.len()));
                 }
                 if !changes.is_empty() {
-                    newest = changes.iter().map(Change::bytes).sum::<usize>();
+                    newest = changes.iter().map(bytes_of).sum::<usize>();
                 }
                 h.record(version, changes);
                 prop_assert!(h.bytes() <= bound.max(newest), "{} held over {}", h.bytes(), bound);

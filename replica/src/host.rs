@@ -275,6 +275,11 @@ impl Replica {
         self.sm.read(|st| Ok((st.changes.since(from, changes_max)?, st.last_applied.map_or(0, |l| l.index))))
     }
 
+    /// About how many bytes of changes this replica keeps for watchers.
+    pub fn changes_kept_bytes(&self) -> usize {
+        self.sm.read(|st| st.changes.bytes_max())
+    }
+
     /// Resolves after this replica applies its next entries: create it before looking at
     /// [`Replica::changes_since`], await it after, and nothing slips between.
     pub fn applied(&self) -> tokio::sync::futures::Notified<'_> {

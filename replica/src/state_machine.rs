@@ -190,7 +190,7 @@ impl StateMachine {
 }
 
 /// Bytes of recent changes a replica keeps for watchers unless told otherwise.
-pub const HISTORY_BYTES_DEFAULT: usize = 4 << 20;
+pub const HISTORY_BYTES_DEFAULT: usize = 32 << 20;
 
 /// Applies one command at log index `index`; what it changed goes to `changes`.
 fn apply_command(st: &mut State, index: u64, cmd: &pb::Command, changes: &mut Vec<Change>) -> pb::CommandResult {
@@ -218,7 +218,7 @@ fn apply_command(st: &mut State, index: u64, cmd: &pb::Command, changes: &mut Ve
         Some(Kind::Batch(b)) => match b.ops.iter().cloned().map(op_from_pb).collect::<Result<Vec<_>, _>>() {
             Ok(ops) => match store.apply_at(&ops, index) {
                 Ok(_) => {
-                    changes.extend(ops.into_iter().map(Change::of_op));
+                    changes.extend(crate::changes::of_ops(index, &b.ops));
                     None
                 }
                 Err(e) => Some(Outcome::Error(error_to_pb(&e))),
@@ -227,14 +227,14 @@ fn apply_command(st: &mut State, index: u64, cmd: &pb::Command, changes: &mut Ve
         },
         Some(Kind::CreateTable(t)) => match store.create_table(&t.table) {
             Ok(()) => {
-                changes.push(Change::TableCreated(t.table.clone()));
+                changes.push(crate::changes::of_table(index, &t.table, true));
                 None
             }
             Err(e) => Some(Outcome::Error(error_to_pb(&e))),
         },
         Some(Kind::DropTable(t)) => match store.drop_table(&t.table) {
             Ok(()) => {
-                changes.push(Change::TableDropped(t.table.clone()));
+                changes.push(crate::changes::of_table(index, &t.table, false));
                 None
             }
             Err(e) => Some(Outcome::Error(error_to_pb(&e))),
@@ -246,7 +246,11 @@ fn apply_command(st: &mut State, index: u64, cmd: &pb::Command, changes: &mut Ve
         Some(Kind::DropIndex(d)) => store.drop_index(&d.table, &d.index).err().map(|e| Outcome::Error(error_to_pb(&e))),
         Some(Kind::PopMax(p)) => match store.pop_max_at(&p.table, &p.index, index) {
             Ok(r) => r.map(|r| {
-                changes.push(Change::Delete { table: p.table.clone(), key: r.key().to_vec() });
+                changes.push(pb::Change {
+                    version: index,
+                    table: p.table.clone(),
+                    kind: Some(pb::change::Kind::Delete(r.key().to_vec().into())),
+                });
                 Outcome::Popped(record_to_pb(&r))
             }),
             Err(e) => Some(Outcome::Error(error_to_pb(&e))),

@@ -177,7 +177,7 @@ pub struct WatchRun {
     pub writes_per_s: f64,
     /// Writes per second relative to the run without watchers.
     pub ratio: f64,
-    /// Changes the first watcher received.
+    /// Changes the first watcher received (with `prefixed`, its writer's only).
     pub delivered: u64,
     /// Median time from a write's acknowledgement to the first watcher receiving it
     /// (0 when the watcher had it first), milliseconds.
@@ -197,6 +197,8 @@ pub struct WatchReport {
     pub clients: usize,
     /// Seconds of each run.
     pub seconds: f64,
+    /// Whether each watcher watched one writer's keys only.
+    pub prefixed: bool,
     /// The runs, in the order given.
     pub runs: Vec<WatchRun>,
 }
@@ -206,7 +208,17 @@ pub struct WatchReport {
 /// the run starts), on one cluster; every run overwrites the same keys. The first watcher
 /// of each run times the delivery of every write it sees against the write's
 /// acknowledgement.
-pub async fn watch(watchers: &[usize], clients: usize, seconds: f64, tls: bool) -> Result<WatchReport, Error> {
+///
+/// With `prefixed`, watcher `i` watches only the keys of writer `i % clients` (a cache per
+/// shard of the key space), so the watchers together receive about one copy of the
+/// stream (more when there are more watchers than writers) instead of one copy each.
+pub async fn watch(
+    watchers: &[usize],
+    clients: usize,
+    seconds: f64,
+    tls: bool,
+    prefixed: bool,
+) -> Result<WatchReport, Error> {
     use futures::StreamExt;
     let Cluster { procs: _procs, client, _data, _security } = cluster(4, Mode::Volatile, tls).await?;
     let value = vec![7u8; 100];
@@ -219,8 +231,9 @@ pub async fn watch(watchers: &[usize], clients: usize, seconds: f64, tls: bool) 
         let stop = Arc::new(AtomicBool::new(false));
         let run = format!("{}", runs.len());
         let mut streams = Vec::new();
-        for _ in 0..n {
-            let mut s = client.watch(P, &Default::default());
+        for i in 0..n {
+            let prefix = if prefixed { format!("{run}-{:04}-", i % clients).into_bytes() } else { Vec::new() };
+            let mut s = client.watch(P, &weft_client::WatchOptions { prefix, ..Default::default() });
             // The first message says where the stream starts: the watch is in place.
             match s.next().await {
                 Some(Ok(_)) => streams.push(s),
@@ -308,7 +321,7 @@ pub async fn watch(watchers: &[usize], clients: usize, seconds: f64, tls: bool) 
             lag_p99_ms: percentile(&lag, 0.99),
         });
     }
-    Ok(WatchReport { tls, replicas: 4, clients, seconds, runs })
+    Ok(WatchReport { tls, replicas: 4, clients, seconds, prefixed, runs })
 }
 
 /// `weft bench failover` results.
