@@ -158,8 +158,15 @@ async fn main() -> anyhow::Result<()> {
     // Where a real service starts and stops its primary-only work.
     let mut changes = app.node.roles();
     tokio::spawn(async move {
-        while let Ok(c) = changes.recv().await {
-            tracing::info!(partition = c.partition, role = ?c.role, "role changed");
+        loop {
+            match changes.recv().await {
+                Ok(c) => tracing::info!(partition = c.partition, role = ?c.role, "role changed"),
+                // Behind: look at the roles afresh (a real service would resync here).
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "role events missed")
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
         }
     });
     tokio::spawn(ensure_service(app.clone(), args.seeds.len()));
@@ -174,6 +181,11 @@ async fn main() -> anyhow::Result<()> {
     let http = tokio::spawn(async move { axum::serve(listener, router).await });
     tokio::signal::ctrl_c().await?;
     http.abort();
-    app.node.stop().await?;
+    // Gracefully while that loses no quorum; at once otherwise (a supervisor stopping
+    // the process expects it to go).
+    if let Err(e) = app.node.stop().await {
+        tracing::warn!(error = %e, "stopping at once");
+        app.node.stop_now().await?;
+    }
     Ok(())
 }

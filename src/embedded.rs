@@ -13,12 +13,16 @@
 //!   network hop and the same read-index round a linearizable gRPC read makes (another
 //!   node's primary is read through the client);
 //! - [`Node::watch`]: a service's committed changes as a stream (`Store.Watch`);
-//! - [`Node::roles`]: an event each time a local replica becomes or stops being primary
-//!   (Reliable Services' `OnChangeRole`), to start and stop primary-only work;
+//! - [`Node::roles`]: events as local replicas become or stop being primary (Reliable
+//!   Services' `OnChangeRole`), to start and stop primary-only work. Roles are looked at
+//!   every 100 ms: a primary lost and regained within one look is not reported, and the
+//!   first subscriber hears the primaries of that moment as events;
 //! - [`Node::stop`]: a graceful stop. It waits (up to [`NodeBuilder::stop_wait`]) until
-//!   stopping loses no partition its quorum (every partition hosted here keeps a majority
-//!   of its voters on other nodes that are up), hands each local primary to another voter,
-//!   then stops serving. The cluster manager then treats the node as it treats any node
+//!   stopping loses no partition its quorum (every partition hosted here with more than
+//!   one voter keeps a majority of them on other nodes that answer this node's liveness
+//!   pings), hands each local primary to another voter that is up and waits until it
+//!   leads, then stops serving. Nothing coordinates two nodes stopped at the same moment
+//!   (each sees the other up for about a second): stop nodes one at a time. The cluster manager then treats the node as it treats any node
 //!   gone quiet: it is marked down after its grace period and its replicas are replaced
 //!   unless it comes back first.
 //!
@@ -32,7 +36,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::{broadcast, oneshot, watch};
 use weft_client::routing::ServiceClient;
 use weft_client::{ClientConfig, ClientError};
 use weft_node::NodeConfig;
@@ -84,9 +88,9 @@ pub enum NodeError {
         /// The partitions.
         partitions: Vec<u64>,
     },
-    /// The node's server task ended abnormally.
-    #[error("the node's server task failed: {0}")]
-    Task(String),
+    /// The node stopped serving on its own (a replica's raft group failed).
+    #[error("the node stopped serving: {0}")]
+    Stopped(String),
 }
 
 /// A replica's role, as [`Node::partitions`] and [`Node::roles`] give it.
@@ -211,9 +215,13 @@ impl NodeBuilder {
         let addr = server.local_addr();
         let host = server.host().clone();
         let (stop, stopped) = oneshot::channel::<()>();
-        let served = tokio::spawn(server.serve(async {
-            let _ = stopped.await;
-        }));
+        let (ended_tx, ended) = watch::channel(None);
+        tokio::spawn(async move {
+            let r = server.serve(async {
+                let _ = stopped.await;
+            });
+            let _ = ended_tx.send(Some(r.await.map_err(|e| e.to_string())));
+        });
         let client_config = ClientConfig::secured(security);
         let client = ServiceClient::new(vec![addr.to_string()], client_config.clone());
         tracing::info!(id, %addr, "node started");
@@ -224,15 +232,15 @@ impl NodeBuilder {
             client,
             client_config,
             stop: Mutex::new(Some(stop)),
-            served: Mutex::new(Some(served)),
+            ended,
             roles: OnceLock::new(),
             stop_wait: self.stop_wait,
         })
     }
 }
 
-/// The server task of a running node.
-type Served = tokio::task::JoinHandle<Result<(), weft_node::Error>>;
+/// How the server ended, once it has: `Err` with why it stopped on its own.
+type Ended = watch::Receiver<Option<Result<(), String>>>;
 
 /// A running node inside this process; see the module docs. Dropping it stops it
 /// abruptly (no hand-off): stop it with [`Node::stop`].
@@ -243,7 +251,7 @@ pub struct Node {
     client: ServiceClient,
     client_config: ClientConfig,
     stop: Mutex<Option<oneshot::Sender<()>>>,
-    served: Mutex<Option<Served>>,
+    ended: Ended,
     roles: OnceLock<broadcast::Sender<RoleChange>>,
     stop_wait: Duration,
 }
@@ -368,7 +376,7 @@ impl Node {
     pub async fn stop(&self) -> Result<(), NodeError> {
         let deadline = tokio::time::Instant::now() + self.stop_wait;
         loop {
-            let unsafe_now = self.unsafe_partitions().await?;
+            let unsafe_now = self.unsafe_partitions();
             if unsafe_now.is_empty() {
                 break;
             }
@@ -381,31 +389,41 @@ impl Node {
         self.stop_now().await
     }
 
-    /// Hands the local primaries off and stops, whatever that does to quorums.
+    /// Hands the local primaries off and stops, whatever that does to quorums; returns
+    /// once the server has stopped (at once if it already has).
     pub async fn stop_now(&self) -> Result<(), NodeError> {
-        let Some(stop) = self.stop.lock().take() else { return Ok(()) };
-        let handed = self.host.hand_off_primaries(HAND_OFF_WAIT).await;
-        tracing::info!(id = self.id, handed, "primaries handed off; stopping");
-        let _ = stop.send(());
-        let served = self.served.lock().take();
-        match served {
-            Some(served) => ended(served.await),
-            None => Ok(()),
+        let stop = self.stop.lock().take();
+        if let Some(stop) = stop {
+            let handed = self.host.hand_off_primaries(HAND_OFF_WAIT).await;
+            tracing::info!(id = self.id, handed, "primaries handed off; stopping");
+            let _ = stop.send(());
+        }
+        self.until_ended().await
+    }
+
+    /// Waits until the server has stopped; how it ended.
+    async fn until_ended(&self) -> Result<(), NodeError> {
+        let mut ended = self.ended.clone();
+        let outcome = match ended.wait_for(Option::is_some).await {
+            Ok(v) => v.clone(),
+            // The server task is gone without a word: it panicked.
+            Err(_) => Some(Err("the node's server task ended without an answer".into())),
+        };
+        match outcome {
+            Some(Err(e)) => Err(NodeError::Stopped(e)),
+            _ => Ok(()),
         }
     }
 
     /// Serves until the server stops on its own (a replica failed) or `signal()`
-    /// completes; then stops gracefully. While stopping is unsafe it keeps serving, and
-    /// the next `signal()` stops it at once (`weft node` runs this with Ctrl-C).
+    /// completes; then stops gracefully, retrying while stopping would lose a quorum
+    /// (it keeps serving meanwhile, and says which partitions hold it up) until it is
+    /// safe or `signal()` completes again, which stops it at once. `weft node` runs this
+    /// with Ctrl-C.
     pub async fn run_until<F: Future<Output = ()>>(self, mut signal: impl FnMut() -> F) -> Result<(), NodeError> {
-        let Some(mut served) = self.served.lock().take() else { return Ok(()) };
-        let ended_alone = tokio::select! {
-            r = &mut served => Some(r),
-            () = signal() => None,
-        };
-        match ended_alone {
-            Some(r) => return ended(r),
-            None => *self.served.lock() = Some(served),
+        tokio::select! {
+            r = self.until_ended() => return r,
+            () = signal() => {}
         }
         tracing::info!(id = self.id, "stopping gracefully");
         loop {
@@ -414,11 +432,15 @@ impl Node {
                 () = signal() => None,
             };
             match stopped {
+                Some(Ok(())) => return Ok(()),
                 Some(Err(NodeError::WouldLoseQuorum { partitions })) => tracing::warn!(
                     ?partitions,
                     "stopping now would lose these partitions' quorum: still serving (signal again to stop anyway)"
                 ),
-                Some(r) => return r,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "stopping gracefully failed; stopping at once");
+                    return self.stop_now().await;
+                }
                 None => {
                     tracing::warn!(id = self.id, "stopping at once, safe or not");
                     return self.stop_now().await;
@@ -427,35 +449,22 @@ impl Node {
         }
     }
 
-    /// The partitions hosted here whose quorum depends on this node: fewer than a
-    /// majority of their voters would be left on other nodes the map counts up.
-    async fn unsafe_partitions(&self) -> Result<Vec<u64>, NodeError> {
-        let map = self.client.refresh_map().await?;
-        let Some(m) = map.map.as_ref() else { return Ok(Vec::new()) };
-        // This node's liveness pings know a stopped peer within a second; the map only
-        // after the manager's grace period.
-        let map_up: BTreeMap<&str, bool> =
-            m.nodes.values().map(|n| (n.addr.as_str(), n.state == pb::NodeState::Up as i32)).collect();
-        let up = |addr: &str| self.host.peer_up(addr).unwrap_or(true) && map_up.get(addr).copied().unwrap_or(false);
+    /// The partitions hosted here whose quorum depends on this node: with more than one
+    /// voter, fewer than a majority of them would be left on other nodes that answer this
+    /// node's liveness pings (which know a stopped peer within about a second; a peer not
+    /// heard from yet counts as down). A single voter's partition cannot be kept by any
+    /// wait, so it does not hold a stop up.
+    fn unsafe_partitions(&self) -> Vec<u64> {
         let own = self.addr.to_string();
-        Ok(self
-            .host
+        self.host
             .list()
             .iter()
             .filter(|r| {
-                let (voters, others_up) = r.voter_addrs(|addr| addr != own && up(addr));
-                voters > 0 && others_up <= voters / 2
+                let (voters, others_up) = r.voter_addrs(|addr| addr != own && self.host.peer_up(addr).unwrap_or(false));
+                voters > 1 && others_up <= voters / 2
             })
             .map(|r| r.partition())
-            .collect())
-    }
-}
-
-/// What the server task's end says.
-fn ended(r: Result<Result<(), weft_node::Error>, tokio::task::JoinError>) -> Result<(), NodeError> {
-    match r {
-        Ok(r) => Ok(r?),
-        Err(e) => Err(NodeError::Task(e.to_string())),
+            .collect()
     }
 }
 

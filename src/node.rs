@@ -96,7 +96,8 @@ pub(crate) struct NodeArgs {
     request_deadline_s: f64,
     /// On Ctrl-C: seconds to wait until stopping loses no partition its quorum (its other
     /// voters' nodes up); then the node hands its primaries off and stops. If stopping is
-    /// still unsafe then, it says why and keeps serving; a second Ctrl-C stops it at once.
+    /// still unsafe then, it says which partitions hold it up, keeps serving and tries
+    /// again (stopping once it is safe); a second Ctrl-C stops it at once.
     #[arg(long, default_value_t = 30.0)]
     stop_wait_s: f64,
 }

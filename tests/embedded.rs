@@ -7,6 +7,8 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::wait_for;
@@ -72,19 +74,22 @@ async fn an_embedded_node_serves_reads_in_process_hears_roles_and_stops_graceful
             .collect();
         assert_eq!(hosted, first.keys().copied().collect(), "node {} hosts both partitions", n.id());
     }
-    // Each node heard its own primaries become primary.
+    // Each node hears its own primaries become primary (roles are looked at every 100 ms).
     for (i, rx) in roles.iter_mut().enumerate() {
         let id = i as u64 + 1;
         let mine: BTreeSet<u64> = first.iter().filter(|(_, n)| **n == id).map(|(p, _)| *p).collect();
         let mut heard = BTreeSet::new();
-        while let Ok(RoleChange { partition, role, .. }) = rx.try_recv() {
+        while !mine.is_subset(&heard) {
+            let event = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+            let Ok(Ok(RoleChange { partition, role, .. })) = event else {
+                panic!("node {id} heard {heard:?} become primary; it leads {mine:?}");
+            };
             if role == Role::Primary {
                 heard.insert(partition);
             } else {
                 heard.remove(&partition);
             }
         }
-        assert!(mine.is_subset(&heard), "node {id} heard {heard:?} become primary; it leads {mine:?}");
     }
 
     // Writes through one node's client, reads through every node (a local primary in
@@ -108,12 +113,33 @@ async fn an_embedded_node_serves_reads_in_process_hears_roles_and_stops_graceful
     // it became primary), and writes go on through the others.
     let (&led, &leader) = first.iter().next().expect("a partition");
     let leaving = nodes.remove(nodes.iter().position(|n| n.id() == leader).expect("the leader"));
+    // Writes go on through the stop, each acknowledged.
+    let others: Vec<String> = nodes.iter().map(|n| n.addr().to_string()).collect();
+    let writing = Arc::new(AtomicBool::new(true));
+    let writer = tokio::spawn({
+        let writing = writing.clone();
+        async move {
+            let client = weft::routing::ServiceClient::new(others, common::root());
+            let mut n = 0u32;
+            while writing.load(Ordering::SeqCst) {
+                client
+                    .put(SERVICE, "default", format!("during{n}").as_bytes(), b"x")
+                    .await
+                    .expect("a write during the stop");
+                n += 1;
+            }
+            n
+        }
+    });
     leaving.stop().await.expect("a graceful stop");
     let heir = wait_for(Duration::from_secs(5), "another node to take the primary", || async {
         primaries(&nodes.iter().collect::<Vec<_>>()).await.get(&led).copied()
     })
     .await;
     assert_ne!(heir, leader);
+    writing.store(false, Ordering::SeqCst);
+    let written = writer.await.expect("the writer");
+    assert!(written > 0, "writes were acknowledged while the node stopped");
     for i in 40..60 {
         nodes[0]
             .client()

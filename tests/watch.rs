@@ -27,6 +27,8 @@ const SERVICE: &str = "w";
 struct Seen {
     changes: BTreeMap<u64, Vec<pb::Change>>,
     through: BTreeMap<u64, u64>,
+    /// The replica that last served each partition's stream.
+    serving: BTreeMap<u64, u64>,
 }
 
 /// Reads `stream` into `seen` until it ends or fails (returned).
@@ -40,6 +42,7 @@ fn collect(
                 Ok(m) => {
                     let mut s = seen.lock();
                     let last = s.through.insert(m.partition, m.through);
+                    s.serving.insert(m.partition, m.replica);
                     assert!(last.is_none_or(|t| m.through >= t), "through went back: {last:?} -> {}", m.through);
                     if let Some(first) = m.changes.first() {
                         assert!(last.is_none_or(|t| first.version > t), "a change at or before the last through");
@@ -133,15 +136,22 @@ async fn a_watcher_sees_every_acknowledged_write_once_in_order_across_a_primary_
     let resume: BTreeMap<u64, u64> = seen_b.lock().through.iter().map(|(p, t)| (*p, t + 1)).collect();
     assert_eq!(resume.len(), 2, "B heard from both partitions: {resume:?}");
 
-    // Kill the node of a partition's primary, and write on.
-    let part = ServiceClient::fetch_map(&config, &addrs, Duration::from_secs(5))
-        .await
-        .expect("map")
-        .map
-        .expect("map")
-        .services[SERVICE]
-        .partition_ids[0];
-    let victim = primary_node(&addrs, part).await.expect("a primary");
+    // Kill the node of a partition's primary, and write on. A partition whose primary also
+    // serves watcher A is picked when there is one, so that A's stream breaks too.
+    let map = ServiceClient::fetch_map(&config, &addrs, Duration::from_secs(5)).await.expect("map");
+    let m = map.map.as_ref().expect("map");
+    let node_of =
+        |p: u64, replica: u64| m.partitions[&p].replicas.iter().find(|r| r.replica == replica).map(|r| r.node);
+    let parts = m.services[SERVICE].partition_ids.clone();
+    let serving_a = seen_a.lock().serving.clone();
+    let mut victims = Vec::new();
+    for p in &parts {
+        let primary = primary_node(&addrs, *p).await.expect("a primary");
+        let breaks_a = serving_a.get(p).and_then(|r| node_of(*p, *r)) == Some(primary);
+        victims.push((!breaks_a, primary));
+    }
+    victims.sort();
+    let victim = victims[0].1;
     nodes[victim as usize - 1].kill();
     for i in 150..300 {
         write(i, &mut acked, &mut maybe).await;

@@ -31,6 +31,10 @@ use crate::client::{Client, ClientError};
 /// Messages a watch holds for its reader before it stops reading from the node.
 const QUEUE: usize = 16;
 
+/// How many endpoints in a row may answer `COMPACTED` to a watch being opened before it
+/// gives up (each the next endpoint after the last).
+const COMPACTED_TRIES: u32 = 8;
+
 /// Longest pause between attempts to reopen a broken watch.
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
@@ -41,7 +45,9 @@ pub struct WatchOptions {
     pub table: String,
     /// Only keys starting with these bytes; empty for every key.
     pub prefix: Vec<u8>,
-    /// The first version to deliver; 0: what commits from now on.
+    /// The first version to deliver; 0: what commits once the watch is in place (the
+    /// stream's first message, which carries no change, says from which version: writes
+    /// made before it arrives may or may not be included).
     pub from: u64,
     /// Per partition, the first version to deliver instead of `from` (a watcher resuming
     /// a whole service gives each partition's last `through + 1`).
@@ -85,12 +91,15 @@ async fn follow(
 ) -> Option<ClientError> {
     let partition = req.partition;
     let mut backoff = Duration::from_millis(20);
+    // Each watch starts at a node of its own, so that many watchers spread over the
+    // partition's replicas instead of all asking the same one.
+    let mut start = weft_security::rng::random_u64() as usize;
+    // Replicas that answered, when the stream opened, that they no longer keep the
+    // versions asked for: one rebuilt from a snapshot may lack what the others hold.
+    let mut compacted_at_open = 0;
     loop {
         let open = {
             let req = req.clone();
-            // Each watch starts at a node of its own, so that many watchers spread over
-            // the partition's replicas instead of all asking the same one.
-            let start = weft_security::rng::random_u64() as usize;
             client.call_from(partition, false, false, start, move |mut c| {
                 let req = req.clone();
                 async move { Ok(c.unary.watch(req).await?.into_inner()) }
@@ -98,6 +107,13 @@ async fn follow(
         };
         let mut stream = match open.await {
             Ok(s) => s,
+            Err(ClientError::Rpc(s))
+                if detail::reason_of(&s) == ErrorReason::Compacted && compacted_at_open < COMPACTED_TRIES =>
+            {
+                compacted_at_open += 1;
+                start = start.wrapping_add(1);
+                continue;
+            }
             Err(ClientError::Rpc(s)) => return Some(ended(partition, s)),
             Err(e @ ClientError::NoEndpoints) => return Some(e),
             Err(e) => {
@@ -111,6 +127,7 @@ async fn follow(
             match stream.message().await {
                 Ok(Some(m)) => {
                     backoff = Duration::from_millis(20);
+                    compacted_at_open = 0;
                     // From here on a resume asks for what comes after this message.
                     req.from_version = m.through + 1;
                     tx.send(Ok(m)).await.ok()?;

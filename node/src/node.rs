@@ -325,7 +325,10 @@ impl Node {
     }
 }
 
-/// How long a stopping node lets calls in flight finish before it closes their connections.
+/// How long a stopping node waits for calls in flight to finish. After it, `serve` returns
+/// whatever is still open: tonic runs each connection in a task of its own, so a stream
+/// whose peer keeps it open may linger until the peer lets go, but the node's replicas
+/// are shut down (and open no more) either way.
 const DRAIN_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How often certificate files are checked for changes (SIGHUP reloads at once).

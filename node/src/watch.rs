@@ -27,6 +27,9 @@ use weft_proto::v1 as pb;
 use weft_replica::changes::{Applied, Change, Compacted, key_of};
 use weft_replica::{Host, Replica};
 
+/// How long the message that ends a watch waits for room in its queue.
+const END_WAIT: Duration = Duration::from_secs(30);
+
 /// Messages queued for one watcher.
 const QUEUE: usize = 8;
 
@@ -64,14 +67,17 @@ impl Filter {
 /// Starts a watch of `replica`'s partition: refuses at once a version already dropped.
 pub(crate) fn start(host: Arc<Host>, replica: Arc<Replica>, req: pb::WatchRequest) -> Result<WatchStream, Status> {
     let partition = replica.partition();
-    let (_, applied) = replica.changes_since(u64::MAX, 0).map_err(|c| compacted(partition, c, false))?;
+    let (_, applied, generation) = replica.changes_since(u64::MAX, 0).map_err(|c| compacted(partition, c, false))?;
     let from = if req.from_version == 0 { applied + 1 } else { req.from_version };
     replica.changes_since(from, 0).map_err(|c| compacted(partition, c, false))?;
     let filter = Filter { table: req.table, prefix: req.prefix.to_vec() };
     let (tx, rx) = mpsc::channel(QUEUE);
     tokio::spawn(async move {
-        if let Some(end) = pump(&host, &replica, filter, from, &tx).await {
-            let _ = tx.send(Err(end)).await;
+        let end = pump(&host, &replica, filter, (from, generation), &tx).await;
+        // Nothing of the replica is held while the end waits for room.
+        drop((host, replica));
+        if let Some(end) = end {
+            let _ = tokio::time::timeout(END_WAIT, tx.send(Err(end))).await;
         }
     });
     Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
@@ -83,7 +89,7 @@ async fn pump(
     host: &Host,
     replica: &Arc<Replica>,
     filter: Filter,
-    mut next: u64,
+    (mut next, generation): (u64, u64),
     tx: &mpsc::Sender<Result<pb::WatchResponse, Status>>,
 ) -> Option<Status> {
     let partition = replica.partition();
@@ -99,22 +105,37 @@ async fn pump(
         let applied_next = replica.applied();
         tokio::pin!(applied_next);
         applied_next.as_mut().enable();
-        if !host.get(partition).is_some_and(|r| Arc::ptr_eq(&r, replica)) {
-            return Some(Status::unavailable(format!(
-                "the replica of partition {partition} serving this watch closed: resume from version {} on another \
-                 replica",
-                reported + 1
-            )));
+        if !serves(host, replica) {
+            return Some(closed(partition, reported + 1));
         }
         let (entries, applied) = match replica.changes_since(next, CHANGES_PER_MESSAGE) {
-            Ok(got) => got,
+            Ok((entries, applied, _)) => (entries, applied),
+            // The replica installed a snapshot: its history restarted, others may hold
+            // what this watch needs.
+            Err(c) if c.generation != generation => {
+                return Some(Status::unavailable(format!(
+                    "the replica of partition {partition} serving this watch was rebuilt from a snapshot: resume from \
+                     version {} on another replica",
+                    reported + 1
+                )));
+            }
             Err(c) => return Some(compacted(partition, c, true)),
         };
         let through = entries.last().map_or(applied, |e| e.version).max(next - 1);
         next = through + 1;
         let changes: Vec<pb::Change> = entries.iter().flat_map(|e| to_pb(e, &filter)).collect();
         if !changes.is_empty() || (through > reported && last_sent.elapsed() >= PROGRESS_EVERY) {
-            tx.send(Ok(message(changes, through))).await.ok()?;
+            // Waiting for room, it still looks whether its replica serves: a watcher that
+            // stays connected but stops reading must not keep a closed replica alive.
+            let room = loop {
+                tokio::select! {
+                    room = tx.reserve() => break room.ok()?,
+                    () = tokio::time::sleep(PROGRESS_EVERY) => if !serves(host, replica) {
+                        return Some(closed(partition, reported + 1));
+                    },
+                }
+            };
+            room.send(Ok(message(changes, through)));
             reported = through;
             last_sent = tokio::time::Instant::now();
         }
@@ -136,6 +157,18 @@ async fn pump(
             }
         }
     }
+}
+
+/// Whether `replica` is still the one its host serves its partition with.
+fn serves(host: &Host, replica: &Arc<Replica>) -> bool {
+    host.get(replica.partition()).is_some_and(|r| Arc::ptr_eq(&r, replica))
+}
+
+/// The end of a watch whose replica closed (`UNAVAILABLE`): resume elsewhere.
+fn closed(partition: u64, from: u64) -> Status {
+    Status::unavailable(format!(
+        "the replica of partition {partition} serving this watch closed: resume from version {from} on another replica"
+    ))
 }
 
 /// One entry's changes that pass `filter` (clones that share the entry's buffers).

@@ -13,7 +13,8 @@
 //! each applied entry's changes, already in their wire form (`weft.v1.Change`), so that a
 //! hundred watchers of a busy partition share one conversion; the node's watch streams
 //! copy entries out.
-//! An idle replica's history allocates nothing.
+//! The history of a replica never written to allocates nothing; one that was written keeps
+//! its last changes up to the bound (per replica: nothing bounds a node's total yet).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -99,6 +100,8 @@ pub struct Applied {
 pub struct Compacted {
     /// The oldest version whose changes are all still kept.
     pub oldest: u64,
+    /// The history's generation (see [`History::generation`]).
+    pub generation: u64,
 }
 
 /// A replica's recent changes, oldest first, bounded in bytes.
@@ -110,13 +113,15 @@ pub struct History {
     floor: u64,
     bytes: usize,
     bytes_max: usize,
+    /// How many times it started again from a snapshot.
+    generation: u64,
 }
 
 impl History {
     /// An empty history of a replica whose state is at `version`, holding at most about
     /// `bytes_max` bytes of changes (always at least the newest entry).
     pub fn new(version: u64, bytes_max: usize) -> Self {
-        History { entries: VecDeque::new(), floor: version, bytes: 0, bytes_max }
+        History { entries: VecDeque::new(), floor: version, bytes: 0, bytes_max, generation: 0 }
     }
 
     /// Records an entry's changes; drops the oldest entries past the bound.
@@ -138,7 +143,16 @@ impl History {
     /// Starts again from a state at `version` (a snapshot installed): nothing before it
     /// is known.
     pub fn reset(&mut self, version: u64) {
+        let generation = self.generation + 1;
         *self = History::new(version, self.bytes_max);
+        self.generation = generation;
+    }
+
+    /// How many times it started again from a snapshot: a watch that finds versions gone
+    /// in a later generation than it started in did not fall behind; its replica's
+    /// history was replaced (other replicas may still hold what it needs).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The oldest version whose changes are all kept.
@@ -160,7 +174,7 @@ impl History {
     /// in about `changes_max` changes (at least one); empty when none has applied yet.
     pub fn since(&self, from: u64, changes_max: usize) -> Result<Vec<Arc<Applied>>, Compacted> {
         if from <= self.floor {
-            return Err(Compacted { oldest: self.oldest() });
+            return Err(Compacted { oldest: self.oldest(), generation: self.generation });
         }
         let start = self.entries.partition_point(|(e, _)| e.version < from);
         let mut out = Vec::new();
@@ -200,17 +214,17 @@ mod tests {
         assert_eq!(h.since(6, 10).map(versions), Ok(vec![]));
         // At least one whole entry, even past the cap; no entry split.
         assert_eq!(h.since(1, 1).map(versions), Ok(vec![3]));
-        assert_eq!(h.since(0, 10), Err(Compacted { oldest: 1 }));
+        assert_eq!(h.since(0, 10), Err(Compacted { oldest: 1, generation: 0 }));
         // Past the byte bound the oldest go, and asking for them says where the kept start.
         h.record(7, vec![put("d", 9_850)]);
-        assert_eq!(h.since(1, 10), Err(Compacted { oldest: 6 }));
+        assert_eq!(h.since(1, 10), Err(Compacted { oldest: 6, generation: 0 }));
         assert_eq!(h.since(6, 10).map(versions), Ok(vec![7]));
         assert_eq!(h.oldest(), 6);
         // The newest entry stays even alone over the bound.
         h.record(9, vec![put("e", 20_000)]);
         assert_eq!(h.since(8, 10).map(versions), Ok(vec![9]));
         h.reset(100);
-        assert_eq!(h.since(100, 10), Err(Compacted { oldest: 101 }));
+        assert_eq!(h.since(100, 10), Err(Compacted { oldest: 101, generation: 1 }));
         assert_eq!(h.since(101, 10).map(versions), Ok(vec![]));
     }
 
@@ -247,7 +261,7 @@ mod tests {
                     let got: Vec<(u64, usize)> = got.iter().map(|e| (e.version, e.changes.len())).collect();
                     prop_assert_eq!(got, want);
                 }
-                Err(Compacted { oldest }) => {
+                Err(Compacted { oldest, .. }) => {
                     prop_assert!(from < oldest);
                     prop_assert_eq!(oldest, h.oldest());
                     // Everything from `oldest` on is there.

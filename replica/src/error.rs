@@ -29,6 +29,9 @@ pub enum Error {
     /// A durable replica was asked of a node without a data directory.
     #[error("durable log mode needs the node to run with --data-dir")]
     NoDataDir,
+    /// The node is stopping: it opens no replica.
+    #[error("this node is stopping")]
+    Stopping,
     /// A durable replica's files could not be opened or recovered.
     #[error("partition {partition} replica {replica}: {reason}")]
     Storage {
@@ -63,6 +66,7 @@ impl From<Error> for Status {
             Error::AlreadyOpen { .. } => Status::already_exists(e.to_string()),
             Error::NotOpen(_) => Status::not_found(e.to_string()),
             Error::NoDataDir => Status::failed_precondition(e.to_string()),
+            Error::Stopping => Status::unavailable(e.to_string()),
             Error::Storage { .. } => Status::data_loss(e.to_string()),
             Error::SnapshotMalformed(_) | Error::SnapshotAvro(_) | Error::SnapshotRejected(_) => {
                 Status::invalid_argument(e.to_string())

@@ -265,14 +265,18 @@ impl Replica {
     }
 
     /// The committed changes this replica applied at versions `from` and above (whole
-    /// entries, about `changes_max` changes at most), with the index applied so far; or
-    /// the oldest version it still keeps. See `crate::changes`.
+    /// entries, about `changes_max` changes at most), with the index applied so far and
+    /// its history's generation; or the oldest version it still keeps. See
+    /// `crate::changes`.
     pub fn changes_since(
         &self,
         from: u64,
         changes_max: usize,
-    ) -> Result<(Vec<Arc<crate::changes::Applied>>, u64), crate::changes::Compacted> {
-        self.sm.read(|st| Ok((st.changes.since(from, changes_max)?, st.last_applied.map_or(0, |l| l.index))))
+    ) -> Result<(Vec<Arc<crate::changes::Applied>>, u64, u64), crate::changes::Compacted> {
+        self.sm.read(|st| {
+            let entries = st.changes.since(from, changes_max)?;
+            Ok((entries, st.last_applied.map_or(0, |l| l.index), st.changes.generation()))
+        })
     }
 
     /// About how many bytes of changes this replica keeps for watchers.
@@ -544,6 +548,9 @@ impl Host {
         mode: pb::LogMode,
         initial: Option<BTreeMap<ReplicaId, BasicNode>>,
     ) -> Result<Arc<Replica>, Error> {
+        if self.stopped.load(Ordering::SeqCst) {
+            return Err(Error::Stopping);
+        }
         let mode = match mode {
             pb::LogMode::NodeDefault if self.storage.durable_by_default => pb::LogMode::Durable,
             pb::LogMode::NodeDefault => pb::LogMode::Volatile,
@@ -643,9 +650,10 @@ impl Host {
         Ok(())
     }
 
-    /// Hands each local primary to another voter of its group (waking it first: its
-    /// followers may be quiesced), waiting up to `wait` for each; returns how many were
-    /// handed off. A node about to stop calls this so that its groups need no election.
+    /// Hands each local primary to another voter of its group on a node that answers
+    /// liveness pings (waking the group first: its followers may be quiesced), and waits
+    /// up to `wait` for each until this replica no longer leads; returns how many moved.
+    /// A node about to stop calls this so that its groups need no election.
     pub async fn hand_off_primaries(&self, wait: Duration) -> usize {
         let mut handed = 0;
         for r in self.list() {
@@ -654,13 +662,29 @@ impl Host {
                 if m.state != ServerState::Leader {
                     continue;
                 }
-                m.membership_config.membership().voter_ids().find(|v| *v != r.id)
+                let membership = m.membership_config.membership();
+                let up = |v: &ReplicaId| {
+                    membership.get_node(v).is_some_and(|n| self.liveness.peer_up(&n.addr).unwrap_or(false))
+                };
+                membership.voter_ids().find(|v| *v != r.id && up(v))
             };
-            let Some(to) = to else { continue };
+            let Some(to) = to else {
+                tracing::warn!(partition = r.partition, replica = r.id, "no voter up to hand the primary to");
+                continue;
+            };
             r.quiet.wake(&r.raft).await;
-            match tokio::time::timeout(wait, r.raft.trigger().transfer_leader(to)).await {
-                Ok(Ok(())) => handed += 1,
-                _ => tracing::warn!(partition = r.partition, replica = r.id, to, "primary hand-off not confirmed"),
+            // The trigger only queues the transfer: what counts is this replica no longer
+            // leading.
+            let _ = r.raft.trigger().transfer_leader(to).await;
+            let moved = tokio::time::timeout(wait, async {
+                while r.metrics.borrow_watched().state == ServerState::Leader {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+            .await;
+            match moved {
+                Ok(()) => handed += 1,
+                Err(_) => tracing::warn!(partition = r.partition, replica = r.id, to, "primary hand-off not confirmed"),
             }
         }
         handed
