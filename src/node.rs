@@ -1,5 +1,5 @@
 //! `weft node`: one node process, from its flags to a running `weft::Node` (the same
-//! node a service embeds), stopped gracefully on Ctrl-C.
+//! node a service embeds), stopped gracefully on Ctrl-C or SIGTERM.
 
 use anyhow::Context;
 use clap::Args;
@@ -94,10 +94,10 @@ pub(crate) struct NodeArgs {
     /// Seconds a unary request may take (a client's shorter deadline wins).
     #[arg(long, default_value_t = 120.0)]
     request_deadline_s: f64,
-    /// On Ctrl-C: seconds to wait until stopping loses no partition its quorum (its other
+    /// On Ctrl-C or SIGTERM: seconds to wait until stopping loses no partition its quorum (its other
     /// voters' nodes up); then the node hands its primaries off and stops. If stopping is
     /// still unsafe then, it says which partitions hold it up, keeps serving and tries
-    /// again (stopping once it is safe); a second Ctrl-C stops it at once.
+    /// again (stopping once it is safe); a second signal stops it at once.
     #[arg(long, default_value_t = 30.0)]
     stop_wait_s: f64,
 }
@@ -204,6 +204,9 @@ pub(crate) fn run(a: NodeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {}", a.listen))?;
         let addr = node.addr();
+        // Caught from before the node says it listens: a signal right after that line
+        // must find the handler in place.
+        let signals = stop_signals();
         // The one line scripts and tests read to learn the bound address.
         // Errors ignored: whoever started the node may have stopped reading (a node
         // restarted in place by an upgrade walk prints this again into a closed pipe).
@@ -212,13 +215,42 @@ pub(crate) fn run(a: NodeArgs) -> anyhow::Result<()> {
         let _ = writeln!(out, "weft node {} listening on {addr} (ud {}, fd {})", a.id, a.ud, a.fd);
         let _ = out.flush();
         tracing::info!(id = a.id, %addr, seeds = ?a.seeds, data_dir = ?a.data_dir, "node started");
-        node.run_until(|| async {
-            let _ = tokio::signal::ctrl_c().await;
+        node.run_until(|| {
+            let signals = signals.clone();
+            async move { signals.notified().await }
         })
         .await
         .context("serving")?;
         Ok(())
     })
+}
+
+/// Ctrl-C (SIGINT) and SIGTERM (what `docker stop`, Kubernetes and systemd send), each
+/// one a permit of the returned `Notify`: the first stops the node gracefully, a second
+/// at once.
+fn stop_signals() -> std::sync::Arc<tokio::sync::Notify> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let notify = std::sync::Arc::new(tokio::sync::Notify::new());
+    let term = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    let n = notify.clone();
+    tokio::spawn(async move {
+        let (mut term, mut interrupt) = match (term, interrupt) {
+            (Ok(t), Ok(i)) => (t, i),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "signals cannot be caught; the node stops only when killed");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+            n.notify_one();
+        }
+    });
+    notify
 }
 
 /// How `weft node` restarts itself when an upgrade walk asks: it re-executes its binary

@@ -129,3 +129,36 @@ fn simulated_chaos_replays_a_seed_across_processes() {
     let (ok, _, err) = weft(&["chaos", "--simulated", "--mode", "both"]);
     assert!(!ok && err.contains("one mode per seed"), "{err}");
 }
+
+/// SIGTERM (what `docker stop`, Kubernetes and systemd send) stops a node gracefully: it
+/// exits with status 0 once it has stopped serving, rather than dying of the signal.
+#[test]
+fn sigterm_stops_a_node_gracefully() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["node", "--id", "1", "--listen", "127.0.0.1:0", "--insecure"])
+        .env("WEFT_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start weft node");
+    let mut line = String::new();
+    let stdout = child.stdout.take().expect("stdout");
+    std::io::BufReader::new(stdout).read_line(&mut line).expect("the listening line");
+    assert!(line.contains("listening on"), "{line}");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("a pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("its status") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the node did not stop within 20 s of SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "a graceful stop exits 0, not by the signal: {status:?}");
+}
