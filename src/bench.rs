@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 
 use crate::chaos::ModeArg;
 use crate::{bench_kv, init_tracing, print_report, runtime};
+use weft_testkit::watch_bench;
 
 #[derive(Subcommand)]
 pub(crate) enum Bench {
@@ -46,12 +47,51 @@ pub(crate) struct WatchArgs {
     /// Each watcher watches one writer's keys (a prefix) instead of the whole partition.
     #[arg(long)]
     prefixed: bool,
-    /// Nodes without TLS.
+    /// Nodes (and etcd members) without TLS.
     #[arg(long)]
     insecure: bool,
+    /// The store: weft, etcd (built with `--features etcd`), or both side by side.
+    #[arg(long, value_enum, default_value_t = WatchTarget::Weft)]
+    target: WatchTarget,
+    /// The etcd binary for `--target etcd|both`.
+    #[arg(long, default_value = "etcd")]
+    etcd_bin: std::path::PathBuf,
     /// Print one JSON object and nothing else on stdout.
     #[arg(long)]
     json: bool,
+}
+
+/// The store `weft bench watch` loads.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum WatchTarget {
+    /// Local weft nodes.
+    Weft,
+    /// A local etcd cluster of as many members.
+    Etcd,
+    /// Both, one after the other, with each store's ratios side by side.
+    Both,
+}
+
+/// Both stores' reports, and per watcher count each store's write rate as a fraction of
+/// its own rate in the first run, side by side.
+fn watch_versus(reports: &[watch_bench::WatchReport]) -> serde_json::Value {
+    let kept: Vec<serde_json::Value> = reports
+        .first()
+        .map(|r| r.runs.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, run)| {
+            let mut row = serde_json::json!({ "watchers": run.watchers });
+            for r in reports {
+                if let Some(x) = r.runs.get(i) {
+                    row[r.store] = serde_json::json!((x.ratio * 1000.0).round() / 1000.0);
+                }
+            }
+            row
+        })
+        .collect();
+    serde_json::json!({ "kept": kept, "reports": reports })
 }
 
 #[derive(Args)]
@@ -228,14 +268,31 @@ pub(crate) fn run(b: Bench) -> anyhow::Result<()> {
             if a.clients == 0 || !(a.seconds.is_finite() && a.seconds > 0.0) || a.watchers.is_empty() {
                 anyhow::bail!("--clients and --seconds must be positive, --watchers not empty");
             }
-            let report = runtime()?.block_on(weft_testkit::cluster_bench::watch(
-                &a.watchers,
-                a.clients,
-                a.seconds,
-                !a.insecure,
-                a.prefixed,
-            ))?;
-            print_report(&report, a.json, "weft bench watch")
+            if a.target != WatchTarget::Weft && !cfg!(feature = "etcd") {
+                anyhow::bail!(bench_kv::NO_ETCD);
+            }
+            let config = |store| weft_testkit::watch_bench::WatchConfig {
+                store,
+                watchers: a.watchers.clone(),
+                clients: a.clients,
+                seconds: a.seconds,
+                tls: !a.insecure,
+                prefixed: a.prefixed,
+            };
+            let mut reports = Vec::new();
+            let rt = runtime()?;
+            if a.target != WatchTarget::Etcd {
+                reports.push(rt.block_on(weft_testkit::watch_bench::watch(&config(watch_bench::Store::Weft)))?);
+            }
+            #[cfg(feature = "etcd")]
+            if a.target != WatchTarget::Weft {
+                let store = watch_bench::Store::Etcd(a.etcd_bin.clone());
+                reports.push(rt.block_on(weft_testkit::watch_bench::watch(&config(store)))?);
+            }
+            match reports.as_slice() {
+                [one] => print_report(one, a.json, "weft bench watch"),
+                _ => print_report(&watch_versus(&reports), a.json, "weft bench watch (weft and etcd)"),
+            }
         }
         Bench::LocalRead(a) => runtime()?.block_on(crate::bench_local::run(a)),
         Bench::Failover(a) => {

@@ -94,7 +94,8 @@ pub struct KvBenchArgs {
     creds: crate::creds::ClientArgs,
 }
 
-const NO_ETCD: &str = "this weft was built without etcd support: benches/vs-etcd.sh builds it with --features etcd";
+pub(crate) const NO_ETCD: &str =
+    "this weft was built without etcd support: benches/vs-etcd.sh builds it with --features etcd";
 
 pub async fn run(a: KvBenchArgs) -> anyhow::Result<()> {
     if a.records == 0 || a.operations == 0 || a.clients == 0 || a.value_size == 0 || a.members == 0 {

@@ -60,6 +60,9 @@ struct Filter {
 
 impl Filter {
     fn passes(&self, c: &Change) -> bool {
+        if self.table.is_empty() && self.prefix.is_empty() {
+            return true;
+        }
         (self.table.is_empty() || c.table == self.table) && key_of(c).is_none_or(|k| k.starts_with(&self.prefix))
     }
 }

@@ -24,7 +24,7 @@ fn start(id: u64, extra: &[&str], security: &Security) -> Result<LocalNode, Erro
     LocalNode::start_secured(&exe, id, "127.0.0.1:0", extra, security)
 }
 
-const P: u64 = 1;
+pub(crate) const P: u64 = 1;
 
 /// Log mode of a benchmark cluster (and of the walked nodes in `weft sim upgrade --log`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -47,17 +47,17 @@ impl Mode {
 
 /// A benchmark cluster: its nodes, a client, and (durable mode) the data directories,
 /// deleted on drop.
-struct Cluster {
-    procs: Vec<LocalNode>,
-    client: Client,
-    _data: Option<tempfile::TempDir>,
-    _security: Security,
+pub(crate) struct Cluster {
+    pub(crate) procs: Vec<LocalNode>,
+    pub(crate) client: Client,
+    pub(crate) _data: Option<tempfile::TempDir>,
+    pub(crate) _security: Security,
 }
 
 /// Starts `n` nodes (TLS unless `tls` is false) and one partition replicated on all of
 /// them; waits for a primary. The client acts as the harness (node 0): standalone nodes
 /// have no map, so no users.
-async fn cluster(n: u64, mode: Mode, tls: bool) -> Result<Cluster, Error> {
+pub(crate) async fn cluster(n: u64, mode: Mode, tls: bool) -> Result<Cluster, Error> {
     let security = Security::new(tls)?;
     let data = match mode {
         Mode::Volatile => None,
@@ -166,162 +166,6 @@ pub async fn replication(
         p99_ms: percentile(&lat, 0.99),
         durable: None,
     })
-}
-
-/// One load run of `weft bench watch`: the write load with `watchers` watchers.
-#[derive(Debug, Serialize)]
-pub struct WatchRun {
-    /// Watchers of the partition during the run.
-    pub watchers: usize,
-    /// Acknowledged writes per second.
-    pub writes_per_s: f64,
-    /// Writes per second relative to the run without watchers.
-    pub ratio: f64,
-    /// Changes the first watcher received (with `prefixed`, its writer's only).
-    pub delivered: u64,
-    /// Median time from a write's acknowledgement to the first watcher receiving it
-    /// (0 when the watcher had it first), milliseconds.
-    pub lag_p50_ms: f64,
-    /// 99th percentile of that lag.
-    pub lag_p99_ms: f64,
-}
-
-/// `weft bench watch` results.
-#[derive(Debug, Serialize)]
-pub struct WatchReport {
-    /// Whether the nodes and the client spoke TLS.
-    pub tls: bool,
-    /// Replicas in the partition.
-    pub replicas: u64,
-    /// Concurrent writers.
-    pub clients: usize,
-    /// Seconds of each run.
-    pub seconds: f64,
-    /// Whether each watcher watched one writer's keys only.
-    pub prefixed: bool,
-    /// The runs, in the order given.
-    pub runs: Vec<WatchRun>,
-}
-
-/// `weft bench replication`'s write load on a 4-way partition, once per entry of
-/// `watchers` with that many watchers of the partition (each its own stream, from when
-/// the run starts), on one cluster; every run overwrites the same keys. The first watcher
-/// of each run times the delivery of every write it sees against the write's
-/// acknowledgement.
-///
-/// With `prefixed`, watcher `i` watches only the keys of writer `i % clients` (a cache per
-/// shard of the key space), so the watchers together receive about one copy of the
-/// stream (more when there are more watchers than writers) instead of one copy each.
-pub async fn watch(
-    watchers: &[usize],
-    clients: usize,
-    seconds: f64,
-    tls: bool,
-    prefixed: bool,
-) -> Result<WatchReport, Error> {
-    use futures::StreamExt;
-    let Cluster { procs: _procs, client, _data, _security } = cluster(4, Mode::Volatile, tls).await?;
-    let value = vec![7u8; 100];
-    client.put(P, "bench", b"warmup", &value).await.map_err(cluster_err)?;
-    let mut runs: Vec<WatchRun> = Vec::new();
-    for &n in watchers {
-        // Key -> when its first write was acknowledged, and when the first watcher got it.
-        let acked: Arc<Mutex<BTreeMap<Vec<u8>, Instant>>> = Arc::default();
-        let seen: Arc<Mutex<BTreeMap<Vec<u8>, Instant>>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let run = format!("{}", runs.len());
-        let mut streams = Vec::new();
-        for i in 0..n {
-            let prefix = if prefixed { format!("{run}-{:04}-", i % clients).into_bytes() } else { Vec::new() };
-            let mut s = client.watch(P, &weft_client::WatchOptions { prefix, ..Default::default() });
-            // The first message says where the stream starts: the watch is in place.
-            match s.next().await {
-                Some(Ok(_)) => streams.push(s),
-                Some(Err(e)) => return Err(cluster_err(e)),
-                None => return Err(cluster_err("a watch ended before it started")),
-            }
-        }
-        let readers: Vec<_> = streams
-            .into_iter()
-            .enumerate()
-            .map(|(i, mut s)| {
-                let (seen, stop, run) = (seen.clone(), stop.clone(), run.clone());
-                tokio::spawn(async move {
-                    let mut delivered = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
-                        let next = tokio::time::timeout(Duration::from_millis(200), s.next()).await;
-                        let m = match next {
-                            Err(_) => continue,
-                            Ok(Some(m)) => m.map_err(cluster_err)?,
-                            Ok(None) => return Err(cluster_err("a watch ended")),
-                        };
-                        delivered += m.changes.len() as u64;
-                        if i == 0 {
-                            let now = Instant::now();
-                            let mut seen = seen.lock();
-                            for c in &m.changes {
-                                if let Some(pb::change::Kind::Put(r)) = &c.kind
-                                    && r.key.starts_with(run.as_bytes())
-                                {
-                                    seen.entry(r.key.to_vec()).or_insert(now);
-                                }
-                            }
-                        }
-                    }
-                    Ok::<_, Error>(delivered)
-                })
-            })
-            .collect();
-        let start = Instant::now();
-        let writers: Vec<_> = (0..clients)
-            .map(|c| {
-                let (client, stop, value, acked, run) =
-                    (client.clone(), stop.clone(), value.clone(), acked.clone(), run.clone());
-                tokio::spawn(async move {
-                    let mut i = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
-                        let key = format!("{run}-{c:04}-{:04}", i % 1000);
-                        client.put(P, "bench", key.as_bytes(), &value).await.map_err(cluster_err)?;
-                        acked.lock().entry(key.into_bytes()).or_insert_with(Instant::now);
-                        i += 1;
-                    }
-                    Ok::<_, Error>(i)
-                })
-            })
-            .collect();
-        tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
-        stop.store(true, Ordering::Relaxed);
-        let mut writes = 0;
-        for w in writers {
-            writes += w.await.map_err(cluster_err)??;
-        }
-        let elapsed = start.elapsed().as_secs_f64();
-        let mut delivered = 0;
-        for (i, r) in readers.into_iter().enumerate() {
-            let d = r.await.map_err(cluster_err)??;
-            if i == 0 {
-                delivered = d;
-            }
-        }
-        // Each key's first write: its first acknowledgement against its first delivery.
-        let (acked, seen) = (acked.lock(), seen.lock());
-        let mut lag: Vec<f64> = acked
-            .iter()
-            .filter_map(|(k, at)| seen.get(k).map(|got| got.saturating_duration_since(*at).as_secs_f64() * 1e3))
-            .collect();
-        lag.sort_by(f64::total_cmp);
-        let writes_per_s = writes as f64 / elapsed;
-        let base = runs.first().map_or(writes_per_s, |r| r.writes_per_s);
-        runs.push(WatchRun {
-            watchers: n,
-            writes_per_s,
-            ratio: writes_per_s / base,
-            delivered,
-            lag_p50_ms: percentile(&lag, 0.5),
-            lag_p99_ms: percentile(&lag, 0.99),
-        });
-    }
-    Ok(WatchReport { tls, replicas: 4, clients, seconds, prefixed, runs })
 }
 
 /// `weft bench failover` results.

@@ -22,6 +22,7 @@ mod error;
 pub mod linearize;
 pub mod local;
 pub mod simulated;
+pub mod watch_bench;
 pub mod world;
 pub mod ycsb;
 

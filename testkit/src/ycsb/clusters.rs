@@ -84,6 +84,7 @@ mod etcd {
     use tempfile::TempDir;
     use weft_security::issue::{self, Validity};
 
+    use crate::Error;
     use crate::local::{Pki, cluster_err, free_addrs};
     use crate::ycsb::{KvConfig, KvReport, Target, Workload};
 
@@ -125,6 +126,11 @@ mod etcd {
                     .ca_certificate(etcd_client::Certificate::from_pem(ca))
                     .identity(etcd_client::Identity::from_pem(cert, key))
             })
+        }
+
+        /// The members' process ids.
+        pub fn pids(&self) -> Vec<u32> {
+            self.children.iter().map(Child::id).collect()
         }
     }
 
