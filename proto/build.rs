@@ -12,6 +12,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ];
     println!("cargo:rerun-if-changed=proto");
     let fds = protox::compile(files, ["proto"])?;
+    // The descriptors themselves, for gRPC server reflection.
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out.join("weft_descriptors.bin"), prost::Message::encode_to_vec(&fds))?;
     // Map fields are BTreeMaps: whoever iterates one (the cluster manager walks the map's
     // nodes and partitions) sees the same order in every process and every run, which a
     // simulation replaying a seed needs.

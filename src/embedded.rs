@@ -214,6 +214,7 @@ impl NodeBuilder {
         let server = weft_node::Node::bind(config).await?;
         let addr = server.local_addr();
         let host = server.host().clone();
+        let health = server.health().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let (ended_tx, ended) = watch::channel(None);
         tokio::spawn(async move {
@@ -235,6 +236,7 @@ impl NodeBuilder {
             ended,
             roles: OnceLock::new(),
             stop_wait: self.stop_wait,
+            health,
         })
     }
 }
@@ -254,6 +256,7 @@ pub struct Node {
     ended: Ended,
     roles: OnceLock<broadcast::Sender<RoleChange>>,
     stop_wait: Duration,
+    health: Arc<weft_node::Health>,
 }
 
 impl Node {
@@ -389,11 +392,19 @@ impl Node {
         self.stop_now().await
     }
 
+    /// Whether the node is ready to serve (what the gRPC health protocol and `/readyz`
+    /// answer): `Ok`, or why not.
+    pub fn ready(&self) -> Result<(), String> {
+        self.health.ready()
+    }
+
     /// Hands the local primaries off and stops, whatever that does to quorums; returns
     /// once the server has stopped (at once if it already has).
     pub async fn stop_now(&self) -> Result<(), NodeError> {
         let stop = self.stop.lock().take();
         if let Some(stop) = stop {
+            // Balancers and probes see the node not ready before its primaries move.
+            self.health.stopping().await;
             let handed = self.host.hand_off_primaries(HAND_OFF_WAIT).await;
             tracing::info!(id = self.id, handed, "primaries handed off; stopping");
             let _ = stop.send(());

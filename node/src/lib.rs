@@ -1,7 +1,7 @@
 //! weft's node: what one `weft node` process runs.
 //!
-//! The crate's surface is what the root re-exports: [`Node`] with its [`NodeConfig`] and
-//! [`Error`], the manager's [`ClusterConfig`], the map's constants and [`view`] (the
+//! The crate's surface is what the root re-exports: [`Node`] with its [`NodeConfig`],
+//! [`Error`] and [`Health`], the manager's [`ClusterConfig`], the map's constants and [`view`] (the
 //! cluster map as tables, which `weft ctl` and the harness print). Every module is private.
 //!
 //! - `node`: the server: one port serving the client `Store`, the internal `Raft` and
@@ -13,7 +13,8 @@
 //! - `authz`: per-service rights from the cluster map's users and grants.
 //! - `status`: the statuses the node answers with, each failure's code and
 //!   `weft.v1.ErrorDetail` (not the primary, not hosted, outcome unknown...).
-//! - `metrics`: Prometheus text on `--metrics`.
+//! - `health`: whether the node is ready, for the gRPC health protocol and `/readyz`.
+//! - `metrics`: Prometheus text, `/readyz` and `/livez` on `--metrics`.
 //! - `session`: the server end of `Store.Session`.
 //! - `watch`: the server end of `Store.Watch`, a partition's committed changes.
 //!
@@ -22,6 +23,7 @@
 //! or the test harness.
 
 mod authz;
+mod health;
 mod manager;
 mod metrics;
 mod node;
@@ -29,6 +31,7 @@ mod session;
 mod status;
 mod watch;
 
+pub use health::Health;
 pub use manager::map::FIRST_REPLICA_ID;
 pub use manager::{ClusterConfig, DEFAULT_TABLE, MAP_PARTITION, view};
 pub use node::{Error, Node, NodeConfig, NodeSecurity, RestartHook};

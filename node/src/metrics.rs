@@ -1,4 +1,5 @@
-//! Prometheus text exposition on `--metrics HOST:PORT` (`GET /metrics`).
+//! Prometheus text exposition on `--metrics HOST:PORT` (`GET /metrics`), and the node's
+//! `/readyz` and `/livez` (answered to anyone: see [`crate::health`]).
 //!
 //! Per replica: role, term, last log and applied indexes, engine memory and records,
 //! snapshot bytes received. Per node: replicas and primaries hosted. On the cluster
@@ -38,6 +39,8 @@ pub struct Ctx {
     /// The node's credentials (the HTTP port serves TLS with the same certificate); `None`
     /// is `--insecure`.
     pub tls: Option<Arc<Credentials>>,
+    /// Whether the node is ready (`/readyz`).
+    pub health: Arc<crate::health::Health>,
 }
 
 /// Serves `/metrics` on `listener` for as long as the process runs: over TLS with the node's
@@ -50,7 +53,11 @@ pub async fn serve(listener: tokio::net::TcpListener, ctx: Ctx, limits: ServerLi
     while let Some(conn) = futures::StreamExt::next(&mut incoming).await {
         let Ok(conn) = conn else { continue };
         let (peer, state) = (conn.info().peer.clone(), conn.info().state.clone());
-        let app = Router::new().route("/metrics", get(render)).with_state((ctx.clone(), peer, state));
+        let app = Router::new()
+            .route("/metrics", get(render))
+            .route("/readyz", get(readyz))
+            .route("/livez", get(livez))
+            .with_state((ctx.clone(), peer, state));
         tokio::spawn(async move {
             let svc = hyper_util::service::TowerToHyperService::new(app);
             let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
@@ -64,6 +71,20 @@ pub async fn serve(listener: tokio::net::TcpListener, ctx: Ctx, limits: ServerLi
 /// Binds the metrics listener (so a taken port fails the node's start, not later).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await
+}
+
+/// `200 ok` when the node is ready, else `503` and why not; to anyone (see
+/// [`crate::health`]).
+async fn readyz(State((ctx, _, _)): State<(Ctx, Peer, Arc<ConnState>)>) -> (axum::http::StatusCode, String) {
+    match ctx.health.ready() {
+        Ok(()) => (axum::http::StatusCode::OK, "ok\n".into()),
+        Err(why) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+    }
+}
+
+/// `200 ok` while the process serves; to anyone.
+async fn livez() -> &'static str {
+    "ok\n"
 }
 
 /// Whether this connection's peer (and the request's token) may read the metrics.

@@ -117,6 +117,9 @@ pub enum Error {
     /// TLS was asked for over a simulated network, which carries plaintext only.
     #[error("a simulated network carries plaintext only: start the node without TLS")]
     TlsOverSimulatedNetwork,
+    /// The API's descriptors could not be served for reflection (a build defect).
+    #[error("server reflection: {0}")]
+    Reflection(String),
     /// A replica's raft group stopped on a fatal error (its log could not be written or
     /// synced): the node stops serving, so that a restart recovers it from its disk or,
     /// if the disk stays broken, the cluster replaces its replicas.
@@ -162,6 +165,7 @@ pub struct Node {
     metrics: Option<tokio::net::TcpListener>,
     addr: SocketAddr,
     restart: Option<RestartHook>,
+    health: Arc<crate::health::Health>,
 }
 
 impl Node {
@@ -204,7 +208,8 @@ impl Node {
             None => None,
         };
         let restart = config.restart;
-        Ok(Node { host, manager, access, security, conns: Arc::default(), listener, metrics, addr, restart })
+        let health = crate::health::Health::new(host.clone(), manager.clone());
+        Ok(Node { host, manager, access, security, conns: Arc::default(), listener, metrics, addr, restart, health })
     }
 
     /// The address actually bound.
@@ -216,6 +221,12 @@ impl Node {
     /// primaries through them, in process).
     pub fn host(&self) -> &Arc<Host> {
         &self.host
+    }
+
+    /// Whether the node is ready (see [`crate::Health`]); a process embedding the node
+    /// marks it stopping before it hands its primaries off.
+    pub fn health(&self) -> &Arc<crate::health::Health> {
+        &self.health
     }
 
     /// The gate in front of this node's services (its refusal counts, its users).
@@ -260,6 +271,10 @@ impl Node {
             weft_security::credentials::watch(vec![creds.clone()], CERT_CHECK_EVERY);
         }
         self.manager.start();
+        let (reporter, health) = tonic_health::server::health_reporter();
+        crate::health::set_all(&reporter, tonic_health::ServingStatus::NotServing).await;
+        let reporting = tokio::spawn(self.health.clone().report(reporter));
+        let reflection = reflection()?;
         let mut metrics = None;
         if let Some(l) = self.metrics {
             let ctx = crate::metrics::Ctx {
@@ -268,6 +283,7 @@ impl Node {
                 gate: self.access.gate.clone(),
                 conns: self.conns.clone(),
                 tls: tls.clone(),
+                health: self.health.clone(),
             };
             let limits = self.security.connections.clone();
             metrics = Some(tokio::spawn(async move {
@@ -291,13 +307,18 @@ impl Node {
             .add_service(admin)
             .add_service(raft)
             .add_service(cluster)
+            .add_service(health)
+            .add_service(reflection.0)
+            .add_service(reflection.1)
             .add_optional_service(faults);
         let host = self.host.clone();
         // Stopping lets calls in flight finish, but not forever: streams (raft appends
         // from peers, sessions, watches) never end on their own.
         let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+        let node_health = self.health.clone();
         let signal = async move {
             shutdown.await;
+            node_health.stopping().await;
             let _ = stopping.send(());
         };
         let drained = async move {
@@ -317,12 +338,45 @@ impl Node {
         // Nothing of the node goes on in a process that embeds it: its loops, its metrics
         // server and its raft groups stop with it.
         self.manager.stop();
+        reporting.abort();
         if let Some(m) = metrics {
             m.abort();
         }
         host.shutdown().await;
         served
     }
+}
+
+/// gRPC server reflection, v1 and v1alpha (grpcurl asks for v1, older tools for
+/// v1alpha): every message of weft's API, and the client-facing services listed (the
+/// internal `Raft` and `NodeAdmin` answer only nodes, and fault injection is for tests).
+#[allow(clippy::type_complexity)]
+fn reflection() -> Result<
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
+    Error,
+> {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(weft_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("weft.v1.Store")
+            .with_service_name("weft.v1.Cluster")
+            .with_service_name("grpc.health.v1.Health")
+    };
+    let v1 = builder()
+        .with_service_name("grpc.reflection.v1.ServerReflection")
+        .build_v1()
+        .map_err(|e| Error::Reflection(e.to_string()))?;
+    let v1alpha = builder()
+        .with_service_name("grpc.reflection.v1alpha.ServerReflection")
+        .build_v1alpha()
+        .map_err(|e| Error::Reflection(e.to_string()))?;
+    Ok((v1, v1alpha))
 }
 
 /// How long a stopping node waits for calls in flight to finish. After it, `serve` returns

@@ -13,6 +13,10 @@
 /// read whole.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
+/// The encoded `FileDescriptorSet` of every `.proto` file here (`weft.v1` and
+/// `weft.testing.v1`), which a node's gRPC server reflection serves.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/weft_descriptors.bin"));
+
 /// Generated messages and services of package `weft.v1`.
 pub mod v1 {
     tonic::include_proto!("weft.v1");

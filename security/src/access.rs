@@ -7,6 +7,10 @@
 //! cluster-wide `operator`; commands about one service (create or delete it, move one of its
 //! partitions, back it up) need `operator` on that service or cluster-wide.
 //!
+//! Any known user (a certificate or token of this cluster, whatever its grants) may ask the
+//! standard gRPC health protocol and server reflection: health checkers and `grpcurl`
+//! need no role, and what they learn (serving or not, the API's schema) is public.
+//!
 //! Nodes hold the internal `node` role, which only a node certificate gives: it may call
 //! everything, and it alone may call the internal services (`Raft`, `NodeAdmin`, the
 //! heartbeat). A node that forwards a client's call has checked the client first.
@@ -279,6 +283,15 @@ const TESTING: &str = "/weft.testing.v1.";
 /// What calling `path` (`/weft.v1.Store/Put`) needs. Anything not listed needs a node:
 /// a method added later is closed to clients until it is listed here.
 pub fn access(path: &str) -> Access {
+    if matches!(
+        path,
+        "/grpc.health.v1.Health/Check"
+            | "/grpc.health.v1.Health/Watch"
+            | "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+            | "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+    ) {
+        return Access::Known;
+    }
     if let Some(rest) = path.strip_prefix(TESTING) {
         return match rest.split_once('/') {
             Some(("Faults", _)) => Access::Cluster(Right::Operate),
@@ -314,6 +327,9 @@ pub fn is_stream(path: &str) -> bool {
             | "/weft.v1.Store/Watch"
             | "/weft.v1.Raft/StreamAppend"
             | "/weft.v1.Raft/Snapshot"
+            | "/grpc.health.v1.Health/Watch"
+            | "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+            | "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
     )
 }
 
@@ -382,6 +398,9 @@ mod tests {
         assert_eq!(access("/weft.testing.v1.Faults/CutLinks"), Access::Cluster(Right::Operate));
         assert_eq!(access("/weft.v1.Faults/CutLinks"), Access::Node, "fault injection is not in the API package");
         assert_eq!(access("/weft.v1.Cluster/GetMap"), Access::Known);
+        assert_eq!(access("/grpc.health.v1.Health/Check"), Access::Known);
+        assert_eq!(access("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"), Access::Known);
+        assert_eq!(access("/grpc.health.v1.Health/Other"), Access::Node, "only the protocol's methods are open");
     }
 
     #[test]

@@ -249,6 +249,9 @@ pub struct Manager {
     decoded: map::Decoded,
     /// Its loops, stopped with the node ([`Manager::stop`]).
     loops: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// The cluster manager has answered a heartbeat of this node's, and the node has read
+    /// the map since (see [`Manager::reached`]).
+    reached: std::sync::atomic::AtomicBool,
 }
 
 impl Manager {
@@ -272,6 +275,7 @@ impl Manager {
             access,
             decoded: map::Decoded::default(),
             loops: Mutex::default(),
+            reached: Default::default(),
         })
     }
 
@@ -307,6 +311,16 @@ impl Manager {
     /// The standing alarms when this node is the cluster manager.
     pub fn manager_alarms(&self) -> Option<Vec<String>> {
         self.leading().map(|_| self.alarms())
+    }
+
+    /// `Ok` once this node has reached the cluster: the manager answered one of its
+    /// heartbeats and the node has read the map (always, for a standalone node); else why
+    /// not. Stays `Ok` after that (`crate::health` says why).
+    pub(crate) fn reached(&self) -> Result<(), String> {
+        if self.cfg.seeds.is_empty() || self.reached.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
+        Err("this node has not reached the cluster manager and read the cluster map yet".into())
     }
 
     /// This process's incarnation (random per start).
@@ -402,8 +416,14 @@ impl Manager {
             }
             let sent = match sent {
                 Ok(r) => {
-                    if let Err(e) = self.refresh_access(r.map_version).await {
-                        tracing::debug!(error = %e.message(), "reading the cluster map's users failed; next beat");
+                    match self.refresh_access(r.map_version).await {
+                        Err(e) => {
+                            tracing::debug!(error = %e.message(), "reading the cluster map's users failed; next beat");
+                        }
+                        Ok(()) if self.access.version() != 0 => {
+                            self.reached.store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Ok(()) => {}
                     }
                     Ok(())
                 }
