@@ -42,7 +42,7 @@ struct Cli {
 enum Command {
     /// A local cluster on loopback: 5 nodes in 5 upgrade domains and a demo service.
     Playground(playground::PlaygroundArgs),
-    /// Operator commands: status, nodes, services, partitions, moves, drains.
+    /// Operator commands: status, nodes, services, partitions, replica moves, drains, upgrades, users.
     Ctl(ctl::CtlArgs),
     /// Put, get, delete and scan a service's records.
     Kv(kv::KvArgs),

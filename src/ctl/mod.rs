@@ -51,8 +51,10 @@ enum Ctl {
     },
     /// Creates a service of P partitions with R replicas each.
     CreateService {
+        /// The service's name: 1 to 64 letters, digits, '-', '_' or '.'.
         name: String,
-        #[arg(long)]
+        /// Partitions: the key hash space is split evenly among them, one raft group each.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         partitions: u32,
         /// Replicas per partition (default: the cluster's, 4).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
