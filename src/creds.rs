@@ -48,3 +48,22 @@ impl ClientArgs {
         Ok(ClientConfig::secured(self.security()?))
     }
 }
+
+/// How long [`reachable`] waits for a TCP connection.
+const REACH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Fails at once, saying so, when nothing accepts a TCP connection at `endpoint`: a
+/// wrong or stopped endpoint would otherwise cost a call's whole retry deadline before it
+/// said anything.
+pub async fn reachable(endpoint: &str) -> anyhow::Result<()> {
+    match tokio::time::timeout(REACH_WAIT, tokio::net::TcpStream::connect(endpoint)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => {
+            anyhow::bail!("cannot connect to {endpoint}: {e} (is a weft node listening there? see --endpoint)")
+        }
+        Err(_) => anyhow::bail!(
+            "cannot connect to {endpoint}: no answer within {}s (is a weft node listening there? see --endpoint)",
+            REACH_WAIT.as_secs()
+        ),
+    }
+}

@@ -12,7 +12,9 @@ pub struct KvArgs {
     /// Any node of the cluster.
     #[arg(long, global = true, default_value = "127.0.0.1:7100")]
     endpoint: String,
-    /// Print one JSON document and nothing else on stdout.
+    /// Print one JSON document and nothing else on stdout. Keys and values are text when
+    /// their bytes are UTF-8; otherwise they are `key_base64` / `value_base64` (standard
+    /// base64) instead. Text output escapes bytes that are not UTF-8 (`\xff`).
     #[arg(long, global = true)]
     json: bool,
     #[command(flatten)]
@@ -85,16 +87,40 @@ enum Kv {
     },
 }
 
+/// Bytes as text: as they are when they are UTF-8, else with every byte outside printable
+/// ASCII escaped (`\xff`), so that nothing is replaced silently.
 fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    match std::str::from_utf8(b) {
+        Ok(s) => s.to_string(),
+        Err(_) => b.escape_ascii().to_string(),
+    }
+}
+
+/// Sets a key or value on a JSON object: `name` holds the text when the bytes are UTF-8;
+/// otherwise `name_base64` holds them in standard base64 and `name` is absent, so a reader
+/// never gets altered bytes.
+fn set_bytes(v: &mut serde_json::Value, name: &str, b: &[u8]) {
+    use base64::Engine;
+    match std::str::from_utf8(b) {
+        Ok(s) => v[name] = s.into(),
+        Err(_) => v[format!("{name}_base64")] = base64::engine::general_purpose::STANDARD.encode(b).into(),
+    }
+}
+
+/// A record as `--json` prints it: key, value (see [`set_bytes`]) and version.
+fn record_json(r: &weft::proto::Record) -> serde_json::Value {
+    let mut v = serde_json::json!({ "version": r.version });
+    set_bytes(&mut v, "key", &r.key);
+    set_bytes(&mut v, "value", &r.value);
+    v
 }
 
 /// One change as `weft kv watch` prints it.
 fn change_line(partition: u64, c: &weft::proto::Change, all_tables: bool, json: bool) -> String {
     use weft::proto::change::Kind;
-    let (op, key, value) = match &c.kind {
-        Some(Kind::Put(r)) => ("put", Some(text(&r.key)), Some(text(&r.value))),
-        Some(Kind::Delete(k)) => ("delete", Some(text(k)), None),
+    let (op, key, value): (_, Option<&[u8]>, Option<&[u8]>) = match &c.kind {
+        Some(Kind::Put(r)) => ("put", Some(&r.key), Some(&r.value)),
+        Some(Kind::Delete(k)) => ("delete", Some(k), None),
         Some(Kind::TableCreated(_)) => ("table-created", None, None),
         Some(Kind::TableDropped(_)) => ("table-dropped", None, None),
         None => ("unknown", None, None),
@@ -102,16 +128,17 @@ fn change_line(partition: u64, c: &weft::proto::Change, all_tables: bool, json: 
     if json {
         // DESIGN.md's contract: key, value or deleted, version.
         let mut v = serde_json::json!({ "partition": partition, "version": c.version, "table": c.table, "op": op });
-        if let Some(k) = &key {
-            v["key"] = k.clone().into();
+        if let Some(k) = key {
+            set_bytes(&mut v, "key", k);
         }
-        match (&c.kind, &value) {
-            (_, Some(val)) => v["value"] = val.clone().into(),
+        match (&c.kind, value) {
+            (_, Some(val)) => set_bytes(&mut v, "value", val),
             (Some(Kind::Delete(_)), None) => v["deleted"] = true.into(),
             _ => {}
         }
         return v.to_string();
     }
+    let (key, value) = (key.map(text), value.map(text));
     let mut line = format!("{partition}\t{}\t{op}", c.version);
     if all_tables || key.is_none() {
         line.push('\t');
@@ -125,6 +152,7 @@ fn change_line(partition: u64, c: &weft::proto::Change, all_tables: bool, json: 
 }
 
 pub async fn run(a: KvArgs) -> anyhow::Result<()> {
+    crate::creds::reachable(&a.endpoint).await?;
     let c = ServiceClient::new(vec![a.endpoint.clone()], a.creds.config()?);
     let mut out = std::io::stdout().lock();
     match a.cmd {
@@ -150,8 +178,7 @@ pub async fn run(a: KvArgs) -> anyhow::Result<()> {
                 bail!("not found: {key}");
             };
             if a.json {
-                let v = serde_json::json!({ "key": text(&r.key), "value": text(&r.value), "version": r.version });
-                writeln!(out, "{v}")?;
+                writeln!(out, "{}", record_json(&r))?;
             } else {
                 out.write_all(&r.value)?;
                 writeln!(out)?;
@@ -192,10 +219,7 @@ pub async fn run(a: KvArgs) -> anyhow::Result<()> {
         Kv::Scan { target, limit } => {
             let records = c.scan(&target.service, &target.table, limit).await.context("scan")?;
             if a.json {
-                let v: Vec<_> = records
-                    .iter()
-                    .map(|r| serde_json::json!({ "key": text(&r.key), "value": text(&r.value), "version": r.version }))
-                    .collect();
+                let v: Vec<_> = records.iter().map(record_json).collect();
                 writeln!(out, "{}", serde_json::Value::Array(v))?;
             } else {
                 for r in &records {

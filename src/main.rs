@@ -34,9 +34,26 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(name = "weft", version, about = "A partitioned, replicated, in-memory stateful store")]
 struct Cli {
+    /// Log lines (on stderr) as text, or as one JSON object each for a log collector. The
+    /// level and targets come from WEFT_LOG, else RUST_LOG (EnvFilter syntax, e.g.
+    /// `info,weft_replica=debug`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "WEFT_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line: timestamp, level, target, fields and the spans around it.
+    Json,
+}
+
+/// The format `init_tracing` uses, set once from the command line.
+static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
 
 #[derive(Subcommand)]
 enum Command {
@@ -92,6 +109,7 @@ fn one_line(e: &anyhow::Error) -> String {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    let _ = LOG_FORMAT.set(cli.log_format);
     match cli.command {
         Command::Node(a) => node::run(a),
         Command::Playground(a) => {
@@ -129,10 +147,16 @@ fn print_report(report: &impl serde::Serialize, json: bool, title: &str) -> anyh
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("warn,weft=info,weft_replica=info,openraft::core::heartbeat=error")
-    });
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("warn,weft=info,weft_replica=info,openraft::core::heartbeat=error")
+        });
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match LOG_FORMAT.get().copied().unwrap_or(LogFormat::Text) {
+        LogFormat::Text => fmt.try_init(),
+        LogFormat::Json => fmt.json().with_current_span(true).with_span_list(true).try_init(),
+    };
 }
 
 #[cfg(test)]

@@ -131,16 +131,17 @@ fn simulated_chaos_replays_a_seed_across_processes() {
 }
 
 /// SIGTERM (what `docker stop`, Kubernetes and systemd send) stops a node gracefully: it
-/// exits with status 0 once it has stopped serving, rather than dying of the signal.
+/// exits with status 0 once it has stopped serving, rather than dying of the signal. With
+/// `--log-format json` every log line is one JSON object, and they say so.
 #[test]
-fn sigterm_stops_a_node_gracefully() {
-    use std::io::BufRead;
+fn sigterm_stops_a_node_gracefully_and_json_logs_say_so() {
+    use std::io::{BufRead, Read};
     use std::process::{Command, Stdio};
     let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
-        .args(["node", "--id", "1", "--listen", "127.0.0.1:0", "--insecure"])
-        .env("WEFT_LOG", "error")
+        .args(["node", "--id", "1", "--listen", "127.0.0.1:0", "--insecure", "--log-format", "json"])
+        .env("WEFT_LOG", "info")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("start weft node");
     let mut line = String::new();
@@ -161,4 +162,26 @@ fn sigterm_stops_a_node_gracefully() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
     assert!(status.success(), "a graceful stop exits 0, not by the signal: {status:?}");
+    let mut logs = String::new();
+    child.stderr.take().expect("stderr").read_to_string(&mut logs).expect("the logs");
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("a log line that is not JSON ({e}): {l}")))
+        .collect();
+    let said = |what: &str| lines.iter().any(|l| l["level"] == "INFO" && l["fields"]["message"] == what);
+    assert!(said("ready") && said("stopping gracefully"), "{logs}");
+}
+
+/// A wrong or stopped endpoint is named at once, not after a call's retry deadline.
+#[test]
+fn a_wrong_endpoint_is_named_at_once() {
+    let free = common::free_addrs(1).remove(0);
+    for args in
+        [vec!["ctl", "--endpoint", &free, "status"], vec!["kv", "--endpoint", &free, "get", "--service", "demo", "k"]]
+    {
+        let started = std::time::Instant::now();
+        let (ok, _, err) = weft(&args);
+        assert!(!ok && err.contains(&format!("cannot connect to {free}")) && err.contains("--endpoint"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "took {:?}", started.elapsed());
+    }
 }

@@ -182,6 +182,17 @@ async fn operator_story_placement_drain_moves_and_node_loss() {
         weft_with_input(&["kv", "--endpoint", &addrs[1], "put", "--service", "t", "stdin-key"], b"from stdin");
     assert!(ok, "{out} {err}");
     acked.insert("stdin-key".into(), "from stdin".into());
+    // A value that is not UTF-8 comes back whole: base64 in JSON, escaped in text.
+    let (ok, out, err) =
+        weft_with_input(&["kv", "--endpoint", &addrs[1], "put", "--service", "t", "binary-key"], &[0xff, b'a', 0x00]);
+    assert!(ok, "{out} {err}");
+    let (ok, out, err) = weft(&["kv", "--endpoint", &addrs[0], "--json", "get", "--service", "t", "binary-key"]);
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
+    assert!(ok && v["key"] == "binary-key" && v["value_base64"] == "/2EA" && v.get("value").is_none(), "{v}");
+    let (ok, out, _) = weft(&["kv", "--endpoint", &addrs[0], "scan", "--service", "t"]);
+    assert!(ok && out.contains("binary-key\t\\xffa\\x00\n"), "{out}");
+    let (ok, out, err) = weft(&["kv", "--endpoint", &addrs[0], "delete", "--service", "t", "binary-key"]);
+    assert!(ok, "{out} {err}");
     let big = vec![b'x'; 2 << 20];
     let (ok, _, err) = weft_with_input(&["kv", "--endpoint", &addrs[1], "put", "--service", "t", "big"], &big);
     assert!(!ok && err.contains("over the limit"), "{err}");

@@ -40,6 +40,13 @@ async fn a_node_that_has_not_reached_its_cluster_is_live_but_not_ready() {
     let mut health = HealthClient::new(common::channel(&node.addr));
     assert_eq!(check(&mut health, "").await.expect("check"), ServingStatus::NotServing);
     assert_eq!(check(&mut health, "weft.v1.Store").await.expect("check"), ServingStatus::NotServing);
+    // A gRPC client pointed at the metrics port is told which port it reached.
+    let asked = std::time::Instant::now();
+    let (ok, _, err) = common::weft(&["ctl", "--endpoint", &metrics, "status"]);
+    assert!(!ok && err.contains("metrics port") && err.contains("not its gRPC port"), "{err}");
+    assert!(asked.elapsed() < Duration::from_secs(3), "said at once, not retried: {:?}", asked.elapsed());
+    let other = https_get(&metrics, "/nothing", &anyone).await;
+    assert!(other.starts_with("HTTP/1.0 404") && other.contains("/metrics, /readyz and /livez"), "{other}");
 }
 
 /// A cluster's node says SERVING once it has reached the map, to any known caller and

@@ -140,7 +140,8 @@ impl ServiceClient {
         loop {
             let mut last = String::from("no endpoints");
             // A TLS handshake refused for a certificate (this client's CA does not vouch for
-            // the node's, or the node refused this client's) will not go better on a retry.
+            // the node's, or the node refused this client's), or an endpoint that does not
+            // serve the map at all, will not go better on a retry.
             let mut refused = false;
             for e in endpoints {
                 let answer = async {
@@ -155,6 +156,9 @@ impl ServiceClient {
                     Ok(Err(s)) => {
                         last = format!("{e}: {}", crate::client::status_text(&s));
                         refused |= last.contains("peer certificate") || last.contains("alert");
+                        // Not a weft node's gRPC port (its metrics port, another server):
+                        // it will not start serving the map on a retry.
+                        refused |= s.code() == Code::Unimplemented;
                     }
                     Err(_) => last = format!("{e}: no answer in 5 s"),
                 }

@@ -57,6 +57,7 @@ pub async fn serve(listener: tokio::net::TcpListener, ctx: Ctx, limits: ServerLi
             .route("/metrics", get(render))
             .route("/readyz", get(readyz))
             .route("/livez", get(livez))
+            .fallback(not_here)
             .with_state((ctx.clone(), peer, state));
         tokio::spawn(async move {
             let svc = hyper_util::service::TowerToHyperService::new(app);
@@ -85,6 +86,26 @@ async fn readyz(State((ctx, _, _)): State<(Ctx, Peer, Arc<ConnState>)>) -> (axum
 /// `200 ok` while the process serves; to anyone.
 async fn livez() -> &'static str {
     "ok\n"
+}
+
+/// Any other request. A gRPC call (a client pointed at this port instead of the node's
+/// gRPC port) gets a gRPC answer saying so, rather than an HTTP 404 its library would
+/// report as a protocol mapping; anything else gets a 404 naming what this port serves.
+async fn not_here(headers: axum::http::HeaderMap) -> axum::response::Response {
+    use axum::http::header::CONTENT_TYPE;
+    use axum::response::IntoResponse;
+    let grpc =
+        headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/grpc"));
+    if grpc {
+        let status = (tonic::Code::Unimplemented as i32).to_string();
+        let message = "this is a weft node's metrics port (HTTP: /metrics, /readyz, /livez), not its gRPC port";
+        return (
+            [(CONTENT_TYPE.as_str(), "application/grpc"), ("grpc-status", status.as_str()), ("grpc-message", message)],
+            (),
+        )
+            .into_response();
+    }
+    (axum::http::StatusCode::NOT_FOUND, "not found: this port serves /metrics, /readyz and /livez\n").into_response()
 }
 
 /// Whether this connection's peer (and the request's token) may read the metrics.

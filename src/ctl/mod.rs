@@ -271,6 +271,10 @@ impl Ctx {
 
 pub async fn run(a: CtlArgs) -> anyhow::Result<()> {
     let cx = Ctx { config: a.creds.config()?, endpoint: a.endpoint, json: a.json };
+    // Listing a backup directory is the one command that needs no cluster.
+    if !matches!(a.cmd, Ctl::Backups { .. }) {
+        crate::creds::reachable(&cx.endpoint).await?;
+    }
     match a.cmd {
         Ctl::Status => views::status(&cx).await,
         Ctl::Nodes => views::nodes(&cx).await,
