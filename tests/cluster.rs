@@ -293,6 +293,12 @@ async fn operator_story_placement_drain_moves_and_node_loss() {
     let plan = ctl_json(&ep, &["rebalance", "--dry-run"]);
     let plan_text = plan["lines"].to_string();
     assert!(plan_text.contains("-> node 6"), "the plan fills the new node: {plan}");
+    // The same plan as fields: moves fill node 6, and the predicted imbalance is lower.
+    let moves = plan["moves"].as_array().expect("moves as fields");
+    assert!(moves.iter().any(|m| m["to"] == 6) && moves.iter().all(|m| m["partition"].is_u64()), "{plan}");
+    let (before, after) =
+        (plan["imbalance_before"].as_f64().unwrap_or(0.0), plan["imbalance_after"].as_f64().unwrap_or(f64::MAX));
+    assert!(after < before && plan["started"] == false, "{plan}");
     assert!(partitions(&ep).iter().all(|p| !nodes_of(p).contains(&6)), "a dry run moves nothing");
     let (ok, out, err) = weft(&["ctl", "--endpoint", &ep, "rebalance"]);
     assert!(ok && out.contains("done"), "rebalance: {out} {err}");

@@ -222,7 +222,27 @@ fn grpc(s: tonic::Status) -> anyhow::Error {
 
 fn say(resp: pb::CtlResponse, json: bool) -> anyhow::Result<()> {
     if json {
-        return print_json(&serde_json::json!({ "lines": resp.lines, "map_version": resp.map_version }));
+        let mut v = serde_json::json!({ "lines": resp.lines, "map_version": resp.map_version });
+        if let Some(p) = &resp.rebalance {
+            let moves: Vec<_> = p
+                .moves
+                .iter()
+                .map(|m| serde_json::json!({ "partition": m.partition, "from": m.from, "to": m.to, "bytes": m.bytes }))
+                .collect();
+            let transfers: Vec<_> = p
+                .transfers
+                .iter()
+                .map(|t| serde_json::json!({ "partition": t.partition, "from": t.from, "to": t.to }))
+                .collect();
+            v["imbalance_before"] = p.imbalance_before.into();
+            v["imbalance_after"] = p.imbalance_after.into();
+            v["threshold"] = p.threshold.into();
+            v["moves"] = moves.into();
+            v["primary_load_ratio"] = p.primary_load_ratio.into();
+            v["primary_transfers"] = transfers.into();
+            v["started"] = p.started.into();
+        }
+        return print_json(&v);
     }
     let mut out = std::io::stdout().lock();
     for l in resp.lines {

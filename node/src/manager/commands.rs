@@ -23,7 +23,7 @@ const REPLICAS_MAX: u32 = 9;
 const NODES_WAIT: Duration = Duration::from_secs(10);
 
 fn lines(v: Vec<String>, map_version: u64) -> pb::CtlResponse {
-    pb::CtlResponse { lines: v, map_version }
+    pb::CtlResponse { lines: v, map_version, ..Default::default() }
 }
 
 impl Manager {
@@ -405,7 +405,7 @@ impl Manager {
         }
         let max_moves = if req.max_moves == 0 { 16 } else { req.max_moves as usize };
         let reported = self.reported();
-        let ((out, planned, transfers), version) = self
+        let ((out, plan, planned, transfers), version) = self
             .update(|m| {
                 let nodes = map::model(m, &reported);
                 let placed = self.placed(m, &reported);
@@ -449,8 +449,28 @@ impl Manager {
                 for t in &transfers {
                     out.push(format!("  partition {}: primary node {} -> node {}", t.partition, t.from, t.to));
                 }
+                let plan = pb::RebalancePlan {
+                    imbalance_before: before,
+                    imbalance_after: balance::imbalance(&after),
+                    threshold,
+                    moves: moves
+                        .iter()
+                        .map(|mv| pb::PlannedMove {
+                            partition: mv.partition,
+                            from: mv.from,
+                            to: mv.to,
+                            bytes: mv.bytes,
+                        })
+                        .collect(),
+                    primary_load_ratio: if load_ratio > 1.0 { load_ratio } else { 0.0 },
+                    transfers: transfers
+                        .iter()
+                        .map(|t| pb::PlannedTransfer { partition: t.partition, from: t.from, to: t.to })
+                        .collect(),
+                    started: !req.dry_run,
+                };
                 if req.dry_run {
-                    return Ok((out, Vec::new(), Vec::new()));
+                    return Ok((out, plan, Vec::new(), Vec::new()));
                 }
                 for mv in &moves {
                     let replica = m.next_replica;
@@ -464,7 +484,7 @@ impl Manager {
                         });
                     }
                 }
-                Ok((out, moves.iter().map(|mv| mv.partition).collect(), transfers))
+                Ok((out, plan, moves.iter().map(|mv| mv.partition).collect(), transfers))
             })
             .await?;
         if !planned.is_empty() || !transfers.is_empty() {
@@ -486,6 +506,6 @@ impl Manager {
                 tracing::warn!(partition = p.id, error = %e.message(), "primary move for balance failed");
             }
         }
-        Ok(lines(out, version))
+        Ok(pb::CtlResponse { rebalance: Some(plan), ..lines(out, version) })
     }
 }

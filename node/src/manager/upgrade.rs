@@ -120,7 +120,7 @@ impl Manager {
         match action {
             pb::UpgradeAction::Status => {
                 let line = m.upgrade.as_ref().map_or("no upgrade walk in flight".to_string(), Self::describe);
-                Ok(pb::CtlResponse { lines: vec![line], map_version: version })
+                Ok(pb::CtlResponse { lines: vec![line], map_version: version, ..Default::default() })
             }
             pb::UpgradeAction::DryRun | pb::UpgradeAction::Apply => {
                 if let Some(u) = &m.upgrade {
@@ -161,7 +161,7 @@ impl Manager {
                 }
                 if action == pb::UpgradeAction::DryRun {
                     lines.extend(refusals.iter().map(|r| format!("would refuse: {r}")));
-                    return Ok(pb::CtlResponse { lines, map_version: version });
+                    return Ok(pb::CtlResponse { lines, map_version: version, ..Default::default() });
                 }
                 if let Some(n) = m.nodes.values().find(|n| n.state == pb::NodeState::Down as i32) {
                     refusals.push(format!("node {} is down; a walk needs every node up", n.id));
@@ -195,7 +195,7 @@ impl Manager {
                     .await?;
                 tracing::info!(uds = ?uds, "upgrade walk started");
                 lines.push(format!("upgrade walk started over {} UDs", uds.len()));
-                Ok(pb::CtlResponse { lines, map_version: version })
+                Ok(pb::CtlResponse { lines, map_version: version, ..Default::default() })
             }
             pb::UpgradeAction::Pause | pb::UpgradeAction::Resume => {
                 let paused = action == pb::UpgradeAction::Pause;
@@ -210,7 +210,7 @@ impl Manager {
                     })
                     .await?;
                 tracing::info!(paused, "upgrade walk paused or resumed");
-                Ok(pb::CtlResponse { lines: vec![line], map_version: version })
+                Ok(pb::CtlResponse { lines: vec![line], map_version: version, ..Default::default() })
             }
             pb::UpgradeAction::Abort => {
                 let (n, version) = self
@@ -224,6 +224,7 @@ impl Manager {
                 Ok(pb::CtlResponse {
                     lines: vec![format!("upgrade walk aborted; {n} stand-in replicas stay as extra replicas")],
                     map_version: version,
+                    ..Default::default()
                 })
             }
         }

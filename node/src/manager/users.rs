@@ -102,6 +102,7 @@ impl Manager {
         Ok(pb::CtlResponse {
             lines: vec![format!("user {} removed: its certificate and token are refused from now on", req.name)],
             map_version: version,
+            ..Default::default()
         })
     }
 
@@ -128,7 +129,7 @@ impl Manager {
             })
             .await?;
         tracing::info!(user = %req.user, role = %req.role, service = %req.service, give, "grant changed");
-        Ok(pb::CtlResponse { lines: vec![line], map_version: version })
+        Ok(pb::CtlResponse { lines: vec![line], map_version: version, ..Default::default() })
     }
 }
 
