@@ -199,7 +199,10 @@ async fn operator_story_placement_drain_moves_and_node_loss() {
 
     // Drain node 5: everything leaves it; activate lets it fill again. Draining a second
     // node would leave 3 nodes for 4 replicas: refused with the reason.
-    ctl_json(&ep, &["drain", "5"]);
+    let drained = ctl_json(&ep, &["drain", "5", "--wait"]);
+    assert_eq!(drained["drained"], true, "{drained}");
+    // --wait returned only once node 5 held nothing.
+    assert!(partitions(&ep).iter().all(|p| !nodes_of(p).contains(&5)), "{drained}");
     let (ok, _, err) = weft(&["ctl", "--endpoint", &ep, "drain", "4"]);
     assert!(!ok && err.contains("leaves 3 nodes"), "{err}");
     wait_healthy(&ep, "node 5 drained", |ps| ps.iter().all(|p| !nodes_of(p).contains(&5))).await;

@@ -135,6 +135,10 @@ enum Ctl {
         /// Drain even when the other nodes cannot take every replica.
         #[arg(long)]
         force: bool,
+        /// Follow the drain: say how many replicas the node still holds as they leave, and
+        /// return once it holds none (with --json, one document at the end).
+        #[arg(long)]
+        wait: bool,
     },
     /// Lets a drained node take replicas again.
     Activate { node: u64 },
@@ -309,7 +313,7 @@ pub async fn run(a: CtlArgs) -> anyhow::Result<()> {
         Ctl::Rebalance { dry_run, threshold, max_moves, no_wait } => {
             services::rebalance(&cx, dry_run, threshold, max_moves, no_wait).await
         }
-        Ctl::Drain { node, force } => nodes::drain(&cx, node, force).await,
+        Ctl::Drain { node, force, wait } => nodes::drain(&cx, node, force, wait).await,
         Ctl::Activate { node } => nodes::activate(&cx, node).await,
         Ctl::RemoveNode { node } => nodes::remove(&cx, node).await,
         Ctl::Upgrade { apply, dry_run: _, pause, resume, abort, status, no_wait } => {

@@ -7,11 +7,35 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use weft::proto as pb;
 
-use super::{Ctx, grpc, say};
+use super::{Ctx, grpc, print_json, say, until_moves_settle};
 
-pub(super) async fn drain(cx: &Ctx, node: u64, force: bool) -> anyhow::Result<()> {
+pub(super) async fn drain(cx: &Ctx, node: u64, force: bool, wait: bool) -> anyhow::Result<()> {
     let req = pb::NodeRequest { node, force };
-    say(cx.cluster()?.drain(req).await.map_err(grpc)?.into_inner(), cx.json)
+    let resp = cx.cluster()?.drain(req).await.map_err(grpc)?.into_inner();
+    if !wait {
+        return say(resp, cx.json);
+    }
+    if !cx.json {
+        say(resp.clone(), false)?;
+    }
+    // Replicas still on the node, said each time the count changes.
+    let last = std::cell::Cell::new(usize::MAX);
+    let json = cx.json;
+    let ((), secs) = until_moves_settle(cx, |ps| {
+        let left = ps.iter().filter(|p| p.replicas.iter().any(|r| r.node == node)).count();
+        if left != last.replace(left) && !json {
+            println!("node {node}: {left} replicas left");
+        }
+        (left == 0 && ps.iter().all(|p| p.moving.is_none())).then_some(())
+    })
+    .await?;
+    if cx.json {
+        return print_json(&serde_json::json!({
+            "lines": resp.lines, "map_version": resp.map_version, "node": node, "drained": true, "seconds": secs,
+        }));
+    }
+    println!("node {node} drained in {secs:.1} s");
+    Ok(())
 }
 
 pub(super) async fn activate(cx: &Ctx, node: u64) -> anyhow::Result<()> {
