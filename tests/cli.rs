@@ -169,7 +169,8 @@ fn sigterm_stops_a_node_gracefully_and_json_logs_say_so() {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("a log line that is not JSON ({e}): {l}")))
         .collect();
     let said = |what: &str| lines.iter().any(|l| l["level"] == "INFO" && l["fields"]["message"] == what);
-    assert!(said("ready") && said("stopping gracefully"), "{logs}");
+    // ("ready" may not be logged at all: the signal can come before the first health look.)
+    assert!(said("node started") && said("stopping gracefully"), "{logs}");
 }
 
 /// A wrong or stopped endpoint is named at once, not after a call's retry deadline.
