@@ -44,8 +44,9 @@ use crate::manager::Manager;
 /// How often the gRPC health statuses are brought up to date.
 const REPORT_EVERY: Duration = Duration::from_millis(250);
 
-/// The gRPC service names the health protocol answers for, besides `""`.
-const SERVICES: [&str; 2] = ["weft.v1.Store", "weft.v1.Cluster"];
+/// The client-facing gRPC services: the health protocol answers for them (besides `""`)
+/// and server reflection lists them.
+pub(crate) const SERVICES: [&str; 2] = ["weft.v1.Store", "weft.v1.Cluster"];
 
 /// One node's readiness inputs, and the loop that publishes them.
 pub struct Health {

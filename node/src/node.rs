@@ -361,12 +361,11 @@ fn reflection() -> Result<
     Error,
 > {
     let builder = || {
-        tonic_reflection::server::Builder::configure()
+        let b = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(weft_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .with_service_name("weft.v1.Store")
-            .with_service_name("weft.v1.Cluster")
-            .with_service_name("grpc.health.v1.Health")
+            .with_service_name("grpc.health.v1.Health");
+        crate::health::SERVICES.iter().fold(b, |b, s| b.with_service_name(*s))
     };
     let v1 = builder()
         .with_service_name("grpc.reflection.v1.ServerReflection")
