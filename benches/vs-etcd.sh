@@ -24,16 +24,7 @@ need_packages=()
 command -v etcd >/dev/null 2>&1 || need_packages+=(etcd-server)
 command -v protoc >/dev/null 2>&1 || need_packages+=(protobuf-compiler)
 [ -f /usr/include/google/protobuf/descriptor.proto ] || need_packages+=(libprotobuf-dev)
-if [ ${#need_packages[@]} -gt 0 ]; then
-    sudo=""
-    if [ "$(id -u)" -ne 0 ]; then
-        command -v sudo >/dev/null 2>&1 || { log "need root or sudo to install: ${need_packages[*]}"; exit 1; }
-        sudo="sudo"
-    fi
-    log "installing ${need_packages[*]} from Debian's packages"
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_packages[@]}" >&2
-fi
+deploy/apt-install.sh "${need_packages[@]}"
 log "$(etcd --version | head -1)"
 
 log "building weft with etcd support (cargo build --release --features etcd)"

@@ -155,12 +155,36 @@ async fn operator_story_placement_drain_moves_and_node_loss() {
     let (ok, _, err) = weft(&["ctl", "--endpoint", &ep, "upgrade", "--apply"]);
     assert!(!ok && err.contains("volatile"), "a walk that would lose the map's replicas is refused: {err}");
 
-    // Node 1's metrics show its replicas.
+    // Node 1's metrics show its replicas, and the requests it answered: a map read and
+    // a refused create-service through it (forwarded to the manager or not, node 1
+    // answered them).
+    let (ok, _, _) = weft(&["ctl", "--endpoint", &addrs[0], "nodes"]);
+    assert!(ok);
+    let (ok, _, _) =
+        weft(&["ctl", "--endpoint", &addrs[0], "create-service", "u", "--partitions", "1", "--replicas", "6"]);
+    assert!(!ok);
     let text = scrape(&metrics).await;
     assert!(text.starts_with("HTTP/1.") && text.contains(" 200 "), "{text}");
     assert!(text.contains("weft_node_replicas{node=\"1\"}"), "{text}");
-    assert!(text.contains("weft_replica_applied_index{node=\"1\",partition="), "{text}");
+    assert!(text.contains("weft_replica_applied_index{partition="), "{text}");
     assert!(text.contains("# TYPE weft_replica_requests_total counter"), "{text}");
+    let value = |prefix: &str| -> f64 {
+        text.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+    };
+    assert!(
+        value("weft_request_duration_seconds_count{method=\"GetMap\",service=\"weft.v1.Cluster\",node=\"1\"}") >= 1.0,
+        "{text}"
+    );
+    let refused_create = text.lines().any(|l| {
+        l.starts_with("weft_requests_total{code=\"")
+            && l.contains("method=\"CreateService\"")
+            && !l.contains("code=\"OK\"")
+    });
+    assert!(refused_create, "the refused create-service is counted with its code: {text}");
+    // The process's memory (not only the engine's), the build, the manager's view.
+    assert!(value("process_resident_memory_bytes{node=\"1\"}") > 1e6, "{text}");
+    assert!(text.contains("weft_build_info{version=\""), "{text}");
+    assert!(text.contains("# TYPE weft_cluster_manager gauge"), "{text}");
 
     // Writes routed by key through any node; reads through the CLI.
     let client = ServiceClient::new(vec![addrs[4].clone()], common::root());

@@ -233,7 +233,7 @@ async fn an_attacker_without_the_right_credentials_gets_nothing() {
     assert!(scraped.starts_with("HTTP/1.0 200") && scraped.contains("weft_node_replicas"), "{scraped}");
     let refused = scraped
         .lines()
-        .find(|l| l.starts_with("weft_node_refused_requests_total{node=\"1\",code=\"unauthenticated\"}"));
+        .find(|l| l.starts_with("weft_node_refused_requests_total{code=\"unauthenticated\",node=\"1\"}"));
     let n: f64 = refused.and_then(|l| l.split_whitespace().last()?.parse().ok()).expect("the refusal counter");
     assert!(n >= 4.0, "refusals are counted: {refused:?}");
 

@@ -14,7 +14,9 @@
 //! - `status`: the statuses the node answers with, each failure's code and
 //!   `weft.v1.ErrorDetail` (not the primary, not hosted, outcome unknown...).
 //! - `health`: whether the node is ready, for the gRPC health protocol and `/readyz`.
-//! - `metrics`: Prometheus text, `/readyz` and `/livez` on `--metrics`.
+//! - `telemetry`: the node's Prometheus registry: requests, replicas, snapshots, the
+//!   node, and the cluster manager's figures.
+//! - `metrics`: the metrics port (`--metrics`): `/metrics`, `/readyz` and `/livez`.
 //! - `session`: the server end of `Store.Session`.
 //! - `watch`: the server end of `Store.Watch`, a partition's committed changes.
 //!
@@ -29,6 +31,7 @@ mod metrics;
 mod node;
 mod session;
 mod status;
+mod telemetry;
 mod watch;
 
 pub use health::Health;

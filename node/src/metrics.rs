@@ -1,13 +1,7 @@
-//! Prometheus text exposition on `--metrics HOST:PORT` (`GET /metrics`), and the node's
-//! `/readyz` and `/livez` (answered to anyone: see [`crate::health`]).
-//!
-//! Per replica: role, term, last log and applied indexes, engine memory and records,
-//! snapshot bytes received. Per node: replicas and primaries hosted. On the cluster
-//! manager's node: standing alarms, and quorum-lost alarms on their own so an alert rule
-//! can fire on `weft_cluster_quorum_lost > 0`. Request rates and latencies are not
-//! exported yet.
+//! The metrics port, `--metrics HOST:PORT`: `GET /metrics` (what [`crate::telemetry`]
+//! gathers, as Prometheus text) to the cluster's nodes and users, and `/readyz` and
+//! `/livez` to anyone (see [`crate::health`]).
 
-use std::fmt::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -16,31 +10,23 @@ use std::sync::atomic::Ordering;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
-use weft_proto::v1 as pb;
-use weft_replica::Host;
 use weft_security::Identity;
 use weft_security::credentials::Credentials;
 use weft_security::gate::Gate;
 use weft_security::server::{ConnState, ConnStats, Listener, Peer, ServerLimits};
 
-use crate::manager::Manager;
-
 /// What the metrics port reads, and how it is secured.
 #[derive(Clone)]
 pub struct Ctx {
-    /// The node's replicas.
-    pub host: Arc<Host>,
-    /// The node's cluster-manager role.
-    pub manager: Arc<Manager>,
     /// The gRPC port's gate: its refusals, and the users a scraper's certificate must name.
     pub gate: Arc<Gate>,
-    /// The gRPC port's connections.
-    pub conns: Arc<ConnStats>,
     /// The node's credentials (the HTTP port serves TLS with the same certificate); `None`
     /// is `--insecure`.
     pub tls: Option<Arc<Credentials>>,
     /// Whether the node is ready (`/readyz`).
     pub health: Arc<crate::health::Health>,
+    /// The node's metrics.
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 /// Serves `/metrics` on `listener` for as long as the process runs: over TLS with the node's
@@ -139,148 +125,5 @@ async fn render(
         ctx.gate.refusals.unauthenticated.fetch_add(1, Ordering::Relaxed);
         return Err((axum::http::StatusCode::UNAUTHORIZED, why));
     }
-    Ok(text(&ctx))
-}
-
-/// The exposition text.
-pub fn text(ctx: &Ctx) -> String {
-    let (host, manager) = (&ctx.host, &ctx.manager);
-    let statuses: Vec<std::sync::Arc<pb::ReplicaStatus>> = host.list().iter().map(|r| r.status()).collect();
-    let mut out = String::new();
-    let mut metric = |kind: &str, name: &str, help: &str, rows: &mut dyn Iterator<Item = (String, f64)>| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, v) in rows {
-            let _ = writeln!(out, "{name}{labels} {v}");
-        }
-    };
-    let node = manager.node_id();
-    let per = |f: fn(&pb::ReplicaStatus) -> f64| {
-        let v: Vec<(String, f64)> = statuses
-            .iter()
-            .map(|s| (format!("{{node=\"{node}\",partition=\"{}\",replica=\"{}\"}}", s.partition, s.replica), f(s)))
-            .collect();
-        v.into_iter()
-    };
-    let primaries = statuses.iter().filter(|s| s.role == pb::Role::Primary as i32).count();
-    metric(
-        "gauge",
-        "weft_node_replicas",
-        "Replicas this node hosts.",
-        &mut [(format!("{{node=\"{node}\"}}"), statuses.len() as f64)].into_iter(),
-    );
-    metric(
-        "gauge",
-        "weft_node_primaries",
-        "Primaries this node hosts.",
-        &mut [(format!("{{node=\"{node}\"}}"), primaries as f64)].into_iter(),
-    );
-    metric(
-        "gauge",
-        "weft_node_append_streams",
-        "Raft append streams from peer nodes open here.",
-        &mut [(format!("{{node=\"{node}\"}}"), host.append_streams() as f64)].into_iter(),
-    );
-    metric(
-        "gauge",
-        "weft_replica_is_primary",
-        "1 when the replica is its partition's primary.",
-        &mut per(|s| f64::from(u8::from(s.role == pb::Role::Primary as i32))),
-    );
-    metric("gauge", "weft_replica_term", "Raft term.", &mut per(|s| s.term as f64));
-    metric("gauge", "weft_replica_last_log_index", "Last log index.", &mut per(|s| s.last_log_index as f64));
-    metric("gauge", "weft_replica_applied_index", "Last applied log index.", &mut per(|s| s.applied_index as f64));
-    metric("gauge", "weft_replica_memory_bytes", "Engine memory of the replica.", &mut per(|s| s.memory_bytes as f64));
-    metric("gauge", "weft_replica_records", "Records in the replica.", &mut per(|s| s.records as f64));
-    metric(
-        "gauge",
-        "weft_replica_snapshot_bytes",
-        "Snapshot bytes received in the current or last install.",
-        &mut per(|s| s.snapshot_bytes as f64),
-    );
-    metric(
-        "counter",
-        "weft_replica_requests_total",
-        "Client requests (reads and writes) the replica has served since it opened.",
-        &mut per(|s| s.requests as f64),
-    );
-    if let Some(alarms) = manager.manager_alarms() {
-        let quorum = alarms.iter().filter(|a| a.starts_with("QUORUM LOST")).count();
-        metric(
-            "gauge",
-            "weft_cluster_alarms",
-            "Standing cluster alarms (on the manager's node).",
-            &mut [(String::new(), alarms.len() as f64)].into_iter(),
-        );
-        metric(
-            "gauge",
-            "weft_cluster_quorum_lost",
-            "Partitions that lost their write quorum.",
-            &mut [(String::new(), quorum as f64)].into_iter(),
-        );
-    }
-    let n = |v: u64| [(format!("{{node=\"{node}\"}}"), v as f64)].into_iter();
-    let r = &ctx.gate.refusals;
-    let refusals = [
-        ("unauthenticated", r.unauthenticated.load(Ordering::Relaxed)),
-        ("permission_denied", r.permission_denied.load(Ordering::Relaxed)),
-        ("resource_exhausted", r.resource_exhausted.load(Ordering::Relaxed)),
-        ("deadline_exceeded", r.deadline_exceeded.load(Ordering::Relaxed)),
-    ];
-    metric(
-        "counter",
-        "weft_node_refused_requests_total",
-        "Requests refused before any service saw them, by gRPC code.",
-        &mut refusals.iter().map(|(code, v)| (format!("{{node=\"{node}\",code=\"{code}\"}}"), *v as f64)),
-    );
-    let c = &ctx.conns;
-    metric(
-        "gauge",
-        "weft_node_connections",
-        "Open connections on the gRPC port, by peer kind.",
-        &mut [
-            ("client", c.client_connections.load(Ordering::Relaxed) as f64),
-            ("node", c.node_connections.load(Ordering::Relaxed) as f64),
-        ]
-        .into_iter()
-        .map(|(kind, v)| (format!("{{node=\"{node}\",peer=\"{kind}\"}}"), v)),
-    );
-    metric(
-        "counter",
-        "weft_node_tls_handshakes_failed_total",
-        "TLS handshakes refused: no, foreign or expired certificate, timeout, garbage.",
-        &mut n(c.handshakes_failed.load(Ordering::Relaxed)),
-    );
-    metric(
-        "counter",
-        "weft_node_connections_refused_total",
-        "Connections closed on arrival or served only to refuse (over the connection limits, plaintext).",
-        &mut n(c.connections_dropped.load(Ordering::Relaxed)
-            + c.connections_over_limit.load(Ordering::Relaxed)
-            + c.plaintext_connections.load(Ordering::Relaxed)),
-    );
-    metric(
-        "counter",
-        "weft_node_idle_connections_closed_total",
-        "Connections closed after no request for the idle timeout.",
-        &mut n(c.idle_closed.load(Ordering::Relaxed)),
-    );
-    if let Some(creds) = &ctx.tls {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-        let cur = creds.current();
-        metric(
-            "gauge",
-            "weft_node_certificate_expiry_seconds",
-            "Seconds until the node's certificate (cert=\"node\") or its CA (cert=\"ca\") expires.",
-            &mut [("node", cur.not_after_unix - now), ("ca", cur.ca_not_after_unix - now)]
-                .into_iter()
-                .map(|(which, v)| (format!("{{node=\"{node}\",cert=\"{which}\"}}"), v as f64)),
-        );
-    }
-    metric(
-        "gauge",
-        "weft_node_insecure",
-        "1 when the node runs --insecure (no TLS, no authentication).",
-        &mut n(u64::from(ctx.tls.is_none())),
-    );
-    out
+    Ok(ctx.telemetry.render())
 }

@@ -120,6 +120,9 @@ pub enum Error {
     /// The API's descriptors could not be served for reflection (a build defect).
     #[error("server reflection: {0}")]
     Reflection(String),
+    /// The metrics registry refused a series (a build defect: two with one name).
+    #[error("metrics registry: {0}")]
+    Metrics(String),
     /// A replica's raft group stopped on a fatal error (its log could not be written or
     /// synced): the node stops serving, so that a restart recovers it from its disk or,
     /// if the disk stays broken, the cluster replaces its replicas.
@@ -275,15 +278,25 @@ impl Node {
         crate::health::set_all(&reporter, tonic_health::ServingStatus::NotServing).await;
         let reporting = tokio::spawn(self.health.clone().report(reporter));
         let reflection = reflection()?;
-        let mut metrics = None;
-        if let Some(l) = self.metrics {
-            let ctx = crate::metrics::Ctx {
+        let telemetry = crate::telemetry::Telemetry::new(
+            self.manager.node_id(),
+            crate::telemetry::Sources {
                 host: self.host.clone(),
                 manager: self.manager.clone(),
                 gate: self.access.gate.clone(),
                 conns: self.conns.clone(),
                 tls: tls.clone(),
                 health: self.health.clone(),
+            },
+        )
+        .map_err(|e| Error::Metrics(e.to_string()))?;
+        let mut metrics = None;
+        if let Some(l) = self.metrics {
+            let ctx = crate::metrics::Ctx {
+                gate: self.access.gate.clone(),
+                tls: tls.clone(),
+                health: self.health.clone(),
+                telemetry: telemetry.clone(),
             };
             let limits = self.security.connections.clone();
             metrics = Some(tokio::spawn(async move {
@@ -302,6 +315,8 @@ impl Node {
             .http2_max_pending_accept_reset_streams(Some(RESET_STREAMS_PENDING_MAX))
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+            // Outermost first: every request is counted, the gate's refusals too.
+            .layer(telemetry.requests().layer())
             .layer(self.access.gate.layer())
             .add_service(store)
             .add_service(admin)

@@ -126,6 +126,9 @@ pub struct Replica {
     pub(crate) requests: std::sync::atomic::AtomicU64,
     /// Whether its timers are stopped because its group is idle.
     pub(crate) quiet: crate::quiesce::Quiet,
+    /// What its raft core reports beyond `metrics` (committed and purged indexes, times
+    /// it became primary) and its read-index rounds.
+    pub(crate) figures: Arc<crate::stats::RaftFigures>,
     /// Its last status and the membership it was built from: an idle replica's status is
     /// asked for twice a second and does not change, so it is built again only when its
     /// membership or a figure in it changed.
@@ -228,6 +231,17 @@ impl Replica {
         self.requests.fetch_add(1, Ordering::SeqCst);
         self.quiet.wake(&self.raft).await;
         &self.raft
+    }
+
+    /// What its raft core reports beyond [`Replica::status`]: committed and purged
+    /// indexes, the times it became primary, its read-index rounds.
+    pub fn figures(&self) -> &crate::stats::RaftFigures {
+        &self.figures
+    }
+
+    /// Log entries of its writes being committed now (at most a few: writes are batched).
+    pub fn proposals_in_flight(&self) -> usize {
+        self.proposer.in_flight().count()
     }
 
     /// Whether its group is quiesced here (its tick stopped).
@@ -582,13 +596,27 @@ impl Host {
             }
         }
         .map_err(|e| Error::Raft(e.to_string()))?;
+        let figures = Arc::new(crate::stats::RaftFigures::default());
+        raft.set_metrics_recorder(Some(figures.clone())).await.map_err(|e| Error::Raft(e.to_string()))?;
         let proposer = crate::proposer::Proposer::start(raft.clone());
-        let reads = crate::read_gate::ReadGate::start(raft.clone(), proposer.in_flight());
+        let reads = crate::read_gate::ReadGate::start(raft.clone(), proposer.in_flight(), figures.clone());
         let requests = std::sync::atomic::AtomicU64::new(0);
         let status = parking_lot::Mutex::default();
         let metrics = Metrics(raft.metrics());
-        let replica =
-            Arc::new(Replica { partition, id, raft, metrics, sm, mode, proposer, reads, requests, quiet, status });
+        let replica = Arc::new(Replica {
+            partition,
+            id,
+            raft,
+            metrics,
+            sm,
+            mode,
+            proposer,
+            reads,
+            requests,
+            quiet,
+            status,
+            figures,
+        });
         let raced = {
             let mut map = self.replicas.write();
             match map.get(&partition) {

@@ -60,6 +60,7 @@ mod runtime;
 mod sessions;
 pub mod snapshot;
 mod state_machine;
+pub mod stats;
 mod transport;
 mod types;
 mod wal;

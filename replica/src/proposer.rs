@@ -64,6 +64,11 @@ impl InFlight {
     pub fn any(&self) -> bool {
         self.0.load(Ordering::Acquire) > 0
     }
+
+    /// How many entries are being committed.
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
 }
 
 /// Counts one entry in flight until dropped.

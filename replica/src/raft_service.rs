@@ -200,6 +200,8 @@ impl pb::raft_server::Raft for RaftService {
             .map_err(|_| Status::deadline_exceeded(format!("no snapshot chunk in {SNAPSHOT_CHUNK_WAIT:?}")))??
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
         let started = Instant::now();
+        let stats = self.host.peers().snapshots().clone();
+        let transfer = stats.start(crate::stats::Direction::Receive);
         let first_target = first.target;
         let replica = self.host.target(first.target)?;
         let vote = wire::vote_from_pb(first.vote)?;
@@ -225,6 +227,7 @@ impl pb::raft_server::Raft for RaftService {
         let checked: Result<(), Status> = async {
             while let Some(c) = chunk.take() {
                 let done = check.check(&c).map_err(Status::data_loss)?;
+                stats.received_bytes(c.data.len() as u64);
                 progress_sm.progress().bytes.store(check.bytes(), Ordering::Relaxed);
                 // The decoder thread may have stopped on a defect; that is then reported
                 // through its result below.
@@ -255,6 +258,7 @@ impl pb::raft_server::Raft for RaftService {
         let snapshot = openraft::Snapshot { meta, snapshot: Image::Built { store: Box::new(store), sessions } };
         replica.quiet.heard(&replica.raft, true);
         let resp = replica.raft.install_full_snapshot(vote, snapshot).await.map_err(fatal)?;
+        transfer.ok();
         tracing::info!(
             target = ?first_target,
             bytes = check.bytes(),

@@ -19,6 +19,7 @@
 //! heartbeat rounds had cost more CPU than the writes' own replication. No lease and no
 //! clock bound are assumed either way.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::LinearizerOption;
@@ -28,6 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::proposer::InFlight;
 use crate::state_machine::Raft;
+use crate::stats::RaftFigures;
 use crate::types::TypeConfig;
 
 /// How long a round that waits for the writes' replication messages may wait before it
@@ -54,9 +56,9 @@ pub struct ReadGate {
 impl ReadGate {
     /// Starts the gate task of `raft`, whose proposer has `writes` in flight; it ends when
     /// every handle is dropped.
-    pub fn start(raft: Raft, writes: InFlight) -> Self {
+    pub fn start(raft: Raft, writes: InFlight, figures: Arc<RaftFigures>) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE_MAX);
-        tokio::spawn(run(raft, rx, writes));
+        tokio::spawn(run(raft, rx, writes, figures));
         ReadGate { tx }
     }
 
@@ -70,12 +72,13 @@ impl ReadGate {
     }
 }
 
-async fn run(raft: Raft, mut rx: mpsc::Receiver<Reply>, writes: InFlight) {
+async fn run(raft: Raft, mut rx: mpsc::Receiver<Reply>, writes: InFlight, figures: Arc<RaftFigures>) {
     while let Some(first) = rx.recv().await {
         let mut waiting = vec![first];
         while let Ok(more) = rx.try_recv() {
             waiting.push(more);
         }
+        figures.read_rounds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if writes.any() {
             // Sends nothing of its own: the next batch need not wait for this one.
             let raft = raft.clone();

@@ -99,6 +99,8 @@ struct PeersInner {
     /// Addresses whose links fault injection has cut (see [`Peers::cut_links`]).
     cut: Mutex<std::collections::BTreeSet<String>>,
     config: TransportConfig,
+    /// Snapshots sent from and installed on this node.
+    snapshots: crate::stats::SnapshotStats,
 }
 
 /// One channel per peer node, shared by every group.
@@ -111,7 +113,19 @@ impl Peers {
     /// No channels yet; they connect lazily on first use.
     pub fn new(config: TransportConfig) -> Self {
         let channels = weft_security::Channels::new(config.security.clone(), config.connect_timeout);
-        Peers { inner: Arc::new(PeersInner { channels, cut: Mutex::default(), config }) }
+        Peers {
+            inner: Arc::new(PeersInner {
+                channels,
+                cut: Mutex::default(),
+                config,
+                snapshots: crate::stats::SnapshotStats::default(),
+            }),
+        }
+    }
+
+    /// Snapshots sent from and installed on this node.
+    pub fn snapshots(&self) -> &crate::stats::SnapshotStats {
+        &self.inner.snapshots
     }
 
     /// The transport settings.
@@ -427,6 +441,8 @@ impl RaftNetworkV2<TypeConfig> for Link {
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let started = Instant::now();
+        let stats = self.peers.snapshots().clone();
+        let transfer = stats.start(crate::stats::Direction::Send);
         let Image::Frozen { store, sessions } = snapshot.snapshot else {
             let e = io::Error::other("only a frozen engine snapshot can be sent");
             return Err(StreamingError::Network(NetworkError::new(&e)));
@@ -439,7 +455,11 @@ impl RaftNetworkV2<TypeConfig> for Link {
         };
         let (rx, encoder) = stream_snapshot(header, store, sessions, self.peers.config().snapshot_chunk_bytes);
         let mut client = self.client().map_err(streaming_error)?;
-        let call = client.snapshot(Request::new(tokio_stream::wrappers::ReceiverStream::new(rx)));
+        let chunks = tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), move |c| {
+            stats.sent_bytes(c.data.len());
+            c
+        });
+        let call = client.snapshot(Request::new(chunks));
         let resp = tokio::select! {
             r = call => r.map_err(|s| {
                 tracing::warn!(target = ?self.target, status = %s, "snapshot stream failed");
@@ -456,6 +476,7 @@ impl RaftNetworkV2<TypeConfig> for Link {
         }
         let vote =
             wire::vote_from_pb(resp.into_inner().vote).map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        transfer.ok();
         Ok(SnapshotResponse::new(vote))
     }
 

@@ -8,14 +8,7 @@ cd "$(dirname "$0")/../.."
 log() { printf 'py-setup: %s\n' "$*" >&2; }
 
 if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
-    sudo=""
-    if [ "$(id -u)" -ne 0 ]; then
-        command -v sudo >/dev/null 2>&1 || { log "need root or sudo to install python3-venv"; exit 1; }
-        sudo="sudo"
-    fi
-    log "installing python3 and python3-venv from Debian's packages"
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 python3-venv >&2
+    deploy/apt-install.sh python3 python3-venv
 fi
 
 venv="${CARGO_TARGET_DIR:-target}/py-venv"

@@ -24,6 +24,7 @@
 
 pub mod clock;
 mod commands;
+mod gauges;
 pub mod map;
 mod map_group;
 mod reconcile;
@@ -252,6 +253,8 @@ pub struct Manager {
     /// The cluster manager has answered a heartbeat of this node's, and the node has read
     /// the map since (see [`Manager::reached`]).
     reached: std::sync::atomic::AtomicBool,
+    /// Replica moves this node finished as the cluster manager.
+    moves_done: std::sync::atomic::AtomicU64,
 }
 
 impl Manager {
@@ -276,6 +279,7 @@ impl Manager {
             decoded: map::Decoded::default(),
             loops: Mutex::default(),
             reached: Default::default(),
+            moves_done: Default::default(),
         })
     }
 
@@ -306,11 +310,6 @@ impl Manager {
     /// This node's id.
     pub fn node_id(&self) -> u64 {
         self.id
-    }
-
-    /// The standing alarms when this node is the cluster manager.
-    pub fn manager_alarms(&self) -> Option<Vec<String>> {
-        self.leading().map(|_| self.alarms())
     }
 
     /// `Ok` once this node has reached the cluster: the manager answered one of its

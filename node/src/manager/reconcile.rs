@@ -371,6 +371,7 @@ impl Manager {
         match (&done, mv.to) {
             (Ok(()), _) => {
                 self.soft.lock().move_clocks.remove(&pid);
+                self.moves_done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             // `ABORTED` means the move is already dropped or abandoned.
             (Err(e), Some(to)) if e.code() != Code::Aborted => {
