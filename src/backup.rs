@@ -100,6 +100,10 @@ impl Manifest {
     }
 }
 
+/// How far a backup or restore is: partitions done of the total, and bytes (backup) or
+/// records (restore) so far. Called after each partition.
+pub type OnProgress<'a> = &'a (dyn Fn(usize, usize, u64) + Sync);
+
 /// Backs up `service` into a new directory under `dir`, named after the service and the
 /// time; returns that directory and its manifest.
 pub async fn backup(
@@ -107,6 +111,7 @@ pub async fn backup(
     endpoints: &[String],
     service: &str,
     dir: &Path,
+    progress: OnProgress<'_>,
 ) -> Result<(PathBuf, Manifest), BackupError> {
     let created_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     let map = ServiceClient::fetch_map(config, endpoints, config.deadline).await?;
@@ -148,6 +153,7 @@ pub async fn backup(
             bytes: check.bytes(),
             crc32c: check.crc32c(),
         });
+        progress(files.len(), parts.len(), files.iter().map(|f| f.bytes).sum());
     }
     let manifest = Manifest { service: service.into(), created_unix_ms, map_version: map.version, partitions: files };
     let path = out.join(MANIFEST);
@@ -215,6 +221,7 @@ pub async fn restore(
     backup: &Path,
     service: &str,
     replicas: u32,
+    progress: OnProgress<'_>,
 ) -> Result<Restored, BackupError> {
     let manifest = read_manifest(backup)?;
     // Every file is checked before anything is made.
@@ -252,8 +259,8 @@ pub async fn restore(
             })?;
         let path = backup.join(&p.file);
         let file = fs::File::open(&path).map_err(io_err(&path))?;
-        let progress = weft_replica::snapshot::Progress::default();
-        let (store, _) = weft_replica::snapshot::decode(std::io::BufReader::new(file), Default::default(), &progress)
+        let decoding = weft_replica::snapshot::Progress::default();
+        let (store, _) = weft_replica::snapshot::decode(std::io::BufReader::new(file), Default::default(), &decoding)
             .map_err(|e| BackupError::Corrupt(format!("{}: {e}", path.display())))?;
         let snap = store.snapshot();
         for table in snap.tables() {
@@ -296,6 +303,7 @@ pub async fn restore(
             }
         }
         done.partitions += 1;
+        progress(done.partitions as usize, manifest.partitions.len(), done.records);
     }
     Ok(done)
 }

@@ -244,7 +244,16 @@ pub(crate) fn run(b: Bench) -> anyhow::Result<()> {
             if a.mib == 0 {
                 anyhow::bail!("--mib must be positive");
             }
-            let report = runtime()?.block_on(weft_testkit::cluster_bench::rebuild(a.mib, !a.insecure))?;
+            let bar = match a.json {
+                true => crate::progress::Progress::new("rebuild", "records", 0, true),
+                false => crate::progress::Progress::bar_only("rebuild", "records", 0),
+            };
+            let on = |done: u64, total: u64| {
+                bar.set_total(total);
+                bar.set(done, "");
+            };
+            let report = runtime()?.block_on(weft_testkit::cluster_bench::rebuild(a.mib, !a.insecure, &on))?;
+            bar.finish("");
             print_report(&report, a.json, "weft bench rebuild")
         }
         Bench::Density(a) => {

@@ -21,6 +21,7 @@ mod ctl;
 mod kv;
 mod node;
 mod playground;
+mod progress;
 mod sim;
 
 /// mimalloc for the whole process: size classes without per-block headers keep each

@@ -186,3 +186,106 @@ fn a_wrong_endpoint_is_named_at_once() {
         assert!(started.elapsed() < std::time::Duration::from_secs(5), "took {:?}", started.elapsed());
     }
 }
+
+/// One write followed across nodes in JSON logs: the node that takes it logs a span with its
+/// partition, session and sequence number, and every replica logs "write applied" with the
+/// same three, so a log collector can join them (at debug level for weft's crates).
+#[test]
+fn one_write_can_be_followed_across_nodes_in_json_logs() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().expect("a directory for the logs");
+    let addrs = common::free_addrs(3);
+    let seeds = addrs.join(",");
+    let mut nodes: Vec<std::process::Child> = (1..=3usize)
+        .map(|i| {
+            let log = std::fs::File::create(dir.path().join(format!("node-{i}.log"))).expect("a log file");
+            let (ud, fd) = (format!("ud{i}"), format!("fd{i}"));
+            Command::new(env!("CARGO_BIN_EXE_weft"))
+                .args(["node", "--id", &i.to_string(), "--listen", &addrs[i - 1], "--insecure", "--seeds", &seeds])
+                .args(["--ud", &ud, "--fd", &fd, "--log-format", "json"])
+                .env("WEFT_LOG", "warn,weft_node=debug,weft_replica=debug")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start weft node")
+        })
+        .collect();
+    let ep = addrs[0].clone();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut created = false;
+    while !created && std::time::Instant::now() < deadline {
+        created = common::weft_plain(&[
+            "ctl",
+            "--endpoint",
+            &ep,
+            "create-service",
+            "s",
+            "--partitions",
+            "1",
+            "--replicas",
+            "3",
+        ])
+        .0;
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(created, "the service was created");
+    let mut put = false;
+    while !put && std::time::Instant::now() < deadline {
+        put = common::weft_plain(&["kv", "--endpoint", &ep, "put", "--service", "s", "followed", "v"]).0;
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(put, "the write was acknowledged");
+    // Every replica applies it (the write waited for a quorum, the third may lag a moment).
+    let applied_lines = || -> Vec<(usize, serde_json::Value)> {
+        (1..=3)
+            .flat_map(|i| {
+                let text = std::fs::read_to_string(dir.path().join(format!("node-{i}.log"))).unwrap_or_default();
+                text.lines()
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .filter(|v| v["fields"]["message"] == "write applied")
+                    .map(move |v| (i, v))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    // The user's write is the last applied with a session on the partition's primary.
+    let mut followed = None;
+    while followed.is_none() && std::time::Instant::now() < deadline {
+        let lines = applied_lines();
+        // The write's span, on the node that took it, names its partition, session and seq.
+        let spans: Vec<(u64, u64, u64)> = (1..=3)
+            .flat_map(|i| {
+                let text = std::fs::read_to_string(dir.path().join(format!("node-{i}.log"))).unwrap_or_default();
+                text.lines()
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .filter_map(|v| {
+                        let s = v["spans"].as_array()?.iter().find(|s| s["name"] == "write")?.clone();
+                        Some((s["partition"].as_u64()?, s["session"].as_u64()?, s["seq"].as_u64()?))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for (partition, session, seq) in spans {
+            let on: std::collections::BTreeSet<usize> = lines
+                .iter()
+                .filter(|(_, v)| {
+                    v["fields"]["partition"] == partition
+                        && v["fields"]["session"] == session
+                        && v["fields"]["seq"] == seq
+                })
+                .map(|(i, _)| *i)
+                .collect();
+            if on.len() == 3 {
+                followed = Some((partition, session, seq));
+            }
+        }
+        if followed.is_none() {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+    for n in &mut nodes {
+        let _ = n.kill();
+        let _ = n.wait();
+    }
+    assert!(followed.is_some(), "a write span whose session and seq every replica's log names");
+}

@@ -14,7 +14,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::{LocalNode, free_addrs, wait_for, weft, weft_with_input};
+use common::{LocalNode, ctl_json, free_addrs, wait_for, weft, weft_with_input};
 use serde_json::Value;
 use weft::routing::ServiceClient;
 
@@ -46,14 +46,6 @@ fn start_node(i: u64, addr: &str, seeds: &str, more: &[&str]) -> LocalNode {
 /// `GET /metrics` over HTTPS as `root`.
 async fn scrape(addr: &str) -> String {
     common::https_get(addr, "/metrics", &common::root().security).await
-}
-
-fn ctl_json(endpoint: &str, args: &[&str]) -> Value {
-    let mut all = vec!["ctl", "--endpoint", endpoint, "--json"];
-    all.extend_from_slice(args);
-    let (ok, out, err) = weft(&all);
-    assert!(ok, "weft {all:?} failed: {err}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("weft {all:?} printed no JSON ({e}): {out}"))
 }
 
 fn partitions(endpoint: &str) -> Vec<Value> {

@@ -46,7 +46,10 @@ async fn a_node_that_has_not_reached_its_cluster_is_live_but_not_ready() {
     assert!(!ok && err.contains("metrics port") && err.contains("not its gRPC port"), "{err}");
     assert!(asked.elapsed() < Duration::from_secs(3), "said at once, not retried: {:?}", asked.elapsed());
     let other = https_get(&metrics, "/nothing", &anyone).await;
-    assert!(other.starts_with("HTTP/1.0 404") && other.contains("/metrics, /readyz and /livez"), "{other}");
+    assert!(
+        other.starts_with("HTTP/1.0 404") && other.contains("/metrics, /readyz, /livez and the cluster explorer"),
+        "{other}"
+    );
 }
 
 /// A cluster's node says SERVING once it has reached the map, to any known caller and

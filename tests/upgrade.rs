@@ -60,6 +60,17 @@ async fn upgrade_walk_restarts_every_node_while_writes_continue() {
     for ud in 1..=5 {
         assert!(plan["lines"].to_string().contains(&format!("UD ud{ud}:")), "{plan}");
     }
+    // ... and as fields: one entry per UD in walk order, each stand-in with its nodes.
+    let uds: Vec<&str> = plan["uds"].as_array().expect("uds").iter().filter_map(|u| u["ud"].as_str()).collect();
+    assert_eq!(uds, ["ud1", "ud2", "ud3", "ud4", "ud5"], "{plan}");
+    assert_eq!(plan["started"], false, "{plan}");
+    assert!(plan["refusals"].as_array().is_some_and(|r| r.is_empty()), "{plan}");
+    for u in plan["uds"].as_array().expect("uds") {
+        assert!(u["peak_ratio"].as_f64().is_some_and(|r| r >= 1.0), "{u}");
+        for b in u["stand_ins"].as_array().expect("stand-ins") {
+            assert!(b["to"] != b["stands_in_for"] && b["partition"].as_u64().is_some(), "{b}");
+        }
+    }
 
     // A client writes without pause through the whole walk.
     let stop = Arc::new(AtomicBool::new(false));

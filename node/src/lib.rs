@@ -16,6 +16,7 @@
 //! - `health`: whether the node is ready, for the gRPC health protocol and `/readyz`.
 //! - `telemetry`: the node's Prometheus registry: requests, replicas, snapshots, the
 //!   node, and the cluster manager's figures.
+//! - `explorer`: the cluster explorer, a read-only web page on the metrics port.
 //! - `metrics`: the metrics port (`--metrics`): `/metrics`, `/readyz` and `/livez`.
 //! - `session`: the server end of `Store.Session`.
 //! - `watch`: the server end of `Store.Watch`, a partition's committed changes.
@@ -25,6 +26,7 @@
 //! or the test harness.
 
 mod authz;
+mod explorer;
 mod health;
 mod manager;
 mod metrics;

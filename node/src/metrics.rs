@@ -1,6 +1,7 @@
 //! The metrics port, `--metrics HOST:PORT`: `GET /metrics` (what [`crate::telemetry`]
-//! gathers, as Prometheus text) to the cluster's nodes and users, and `/readyz` and
-//! `/livez` to anyone (see [`crate::health`]).
+//! gathers, as Prometheus text) and `/api/cluster` (the cluster explorer's data, see
+//! [`crate::explorer`]) to the cluster's nodes and users; the explorer's page (`/`), and
+//! `/readyz` and `/livez` to anyone (see [`crate::health`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,6 +28,10 @@ pub struct Ctx {
     pub health: Arc<crate::health::Health>,
     /// The node's metrics.
     pub telemetry: Arc<crate::telemetry::Telemetry>,
+    /// The cluster service, for the explorer's data (the map as `GetMap` reads it).
+    pub cluster: Arc<crate::manager::ClusterService>,
+    /// This node's id.
+    pub node: u64,
 }
 
 /// Serves `/metrics` on `listener` for as long as the process runs: over TLS with the node's
@@ -41,6 +46,11 @@ pub async fn serve(listener: tokio::net::TcpListener, ctx: Ctx, limits: ServerLi
         let (peer, state) = (conn.info().peer.clone(), conn.info().state.clone());
         let app = Router::new()
             .route("/metrics", get(render))
+            .route("/", get(page))
+            .route("/explorer", get(page))
+            .route("/explorer.js", get(script))
+            .route("/explorer.css", get(style))
+            .route("/api/cluster", get(api_cluster))
             .route("/readyz", get(readyz))
             .route("/livez", get(livez))
             .fallback(not_here)
@@ -91,7 +101,11 @@ async fn not_here(headers: axum::http::HeaderMap) -> axum::response::Response {
         )
             .into_response();
     }
-    (axum::http::StatusCode::NOT_FOUND, "not found: this port serves /metrics, /readyz and /livez\n").into_response()
+    (
+        axum::http::StatusCode::NOT_FOUND,
+        "not found: this port serves /metrics, /readyz, /livez and the cluster explorer (/)\n",
+    )
+        .into_response()
 }
 
 /// Whether this connection's peer (and the request's token) may read the metrics.
@@ -112,6 +126,78 @@ fn allowed(ctx: &Ctx, peer: &Peer, headers: &axum::http::HeaderMap) -> Result<()
         Peer::Tls(None) => Err("present a client certificate of this cluster, or a user's bearer token\n"),
         Peer::Plaintext => Err("this port serves only TLS (https): use the cluster's CA and a client certificate\n"),
     }
+}
+
+type Answer = (axum::http::StatusCode, [(axum::http::HeaderName, &'static str); 4], String);
+
+/// A static answer with the headers the explorer's parts share: nothing from elsewhere
+/// (no external script, style, font or frame), never framed, never sniffed.
+fn explorer_answer(content_type: &'static str, body: &str) -> Answer {
+    use axum::http::header;
+    (
+        axum::http::StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, content_type),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body.to_string(),
+    )
+}
+
+/// The explorer's page: to anyone over TLS (it holds no data; its data is guarded).
+async fn page(
+    State((_, peer, _)): State<(Ctx, Peer, Arc<ConnState>)>,
+) -> Result<Answer, (axum::http::StatusCode, &'static str)> {
+    plain_refused(&peer)?;
+    Ok(explorer_answer("text/html; charset=utf-8", crate::explorer::PAGE))
+}
+
+async fn script(
+    State((_, peer, _)): State<(Ctx, Peer, Arc<ConnState>)>,
+) -> Result<Answer, (axum::http::StatusCode, &'static str)> {
+    plain_refused(&peer)?;
+    Ok(explorer_answer("text/javascript; charset=utf-8", crate::explorer::SCRIPT))
+}
+
+async fn style(
+    State((_, peer, _)): State<(Ctx, Peer, Arc<ConnState>)>,
+) -> Result<Answer, (axum::http::StatusCode, &'static str)> {
+    plain_refused(&peer)?;
+    Ok(explorer_answer("text/css; charset=utf-8", crate::explorer::STYLE))
+}
+
+/// A plaintext request to a TLS port is told to use https.
+fn plain_refused(peer: &Peer) -> Result<(), (axum::http::StatusCode, &'static str)> {
+    match peer {
+        Peer::Plaintext => Err((
+            axum::http::StatusCode::UNAUTHORIZED,
+            "this port serves only TLS (https): use the cluster's CA and a client certificate\n",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The explorer's data, guarded as `/metrics` is.
+async fn api_cluster(
+    State((ctx, peer, state)): State<(Ctx, Peer, Arc<ConnState>)>,
+    headers: axum::http::HeaderMap,
+) -> Result<Answer, (axum::http::StatusCode, String)> {
+    let _in_flight = state.begin();
+    if let Err(why) = allowed(&ctx, &peer, &headers) {
+        ctx.gate.refusals.unauthenticated.fetch_add(1, Ordering::Relaxed);
+        return Err((axum::http::StatusCode::UNAUTHORIZED, why.to_string()));
+    }
+    let doc = crate::explorer::cluster(&ctx.cluster, ctx.node)
+        .await
+        .map_err(|s| (axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("{}\n", s.message())))?;
+    let body = serde_json::to_string(&doc)
+        .map_err(|e| (axum::http::StatusCode::INTERNAL_SERVER_ERROR, format!("encoding the cluster: {e}\n")))?;
+    Ok(explorer_answer("application/json", &body))
 }
 
 async fn render(

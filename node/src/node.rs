@@ -297,6 +297,8 @@ impl Node {
                 tls: tls.clone(),
                 health: self.health.clone(),
                 telemetry: telemetry.clone(),
+                cluster: Arc::new(crate::manager::ClusterService::new(self.manager.clone(), self.access.clone())),
+                node: self.manager.node_id(),
             };
             let limits = self.security.connections.clone();
             metrics = Some(tokio::spawn(async move {
@@ -537,7 +539,14 @@ impl StoreService {
         if let Some(s) = cmd.session.as_mut() {
             s.client_id = authz::session_id(principal, s.client_id);
         }
-        let result = replica.write(cmd).await.map_err(|e| status::write_error(partition, e))?;
+        // The write's span: its partition, session and sequence number, which every
+        // replica's "write applied" line repeats (`weft_replica`'s state machine).
+        let (session, seq) = cmd.session.as_ref().map_or((0, 0), |s| (s.client_id, s.seq));
+        let span = tracing::debug_span!("write", partition, session, seq);
+        let result = tracing::Instrument::instrument(replica.write(cmd), span.clone())
+            .await
+            .map_err(|e| status::write_error(partition, e))?;
+        span.in_scope(|| tracing::debug!(version = result.version, "write answered"));
         Ok(pb::WriteResponse { result: Some(result) })
     }
 
@@ -556,8 +565,8 @@ impl StoreService {
             .map_err(|_| Status::invalid_argument(format!("unknown read mode {}", header.mode)))?;
         let replica = replica_of(&self.host, header.partition)?;
         let stale = mode == pb::ReadMode::Stale;
-        let (answer, applied) = replica
-            .read(!stale, |st| read(&st.store))
+        let span = tracing::debug_span!("read", partition = header.partition, stale);
+        let (answer, applied) = tracing::Instrument::instrument(replica.read(!stale, |st| read(&st.store)), span)
             .await
             .map_err(|e| status::read_index_error(header.partition, e))?
             .ok_or_else(|| status::not_ready(header.partition, replica.id()))?;

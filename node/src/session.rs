@@ -94,24 +94,30 @@ where
                         };
                         let (a, tx, bytes) = (answer(call), tx.clone(), bytes.clone());
                         let deadline = budget.call_deadline;
-                        tokio::spawn(async move {
-                            let a = tokio::time::timeout(deadline, a).await.unwrap_or_else(|_| {
-                                let late = Status::deadline_exceeded(format!(
-                                    "the call took longer than its {deadline:?} deadline"
-                                ));
-                                pb::session_answer::Answer::Error(status_to_pb(&late))
-                            });
-                            let answer = pb::SessionAnswer { id, answer: Some(a) };
-                            let (mut reserved, size) = (reserved, answer.encoded_len().min(max));
-                            let held = reserved.num_permits();
-                            if size < held {
-                                drop(reserved.split(held - size));
-                            } else if size > held {
-                                let Some(more) = reserve(&bytes, size - held, max).await else { return };
-                                reserved.merge(more);
-                            }
-                            let _ = tx.send((answer, (permit, reserved)));
-                        });
+                        // The call's span (its id in the session); a write's own span inside
+                        // adds its partition, session and sequence number.
+                        let span = tracing::debug_span!("session_call", call = id);
+                        tokio::spawn(tracing::Instrument::instrument(
+                            async move {
+                                let a = tokio::time::timeout(deadline, a).await.unwrap_or_else(|_| {
+                                    let late = Status::deadline_exceeded(format!(
+                                        "the call took longer than its {deadline:?} deadline"
+                                    ));
+                                    pb::session_answer::Answer::Error(status_to_pb(&late))
+                                });
+                                let answer = pb::SessionAnswer { id, answer: Some(a) };
+                                let (mut reserved, size) = (reserved, answer.encoded_len().min(max));
+                                let held = reserved.num_permits();
+                                if size < held {
+                                    drop(reserved.split(held - size));
+                                } else if size > held {
+                                    let Some(more) = reserve(&bytes, size - held, max).await else { return };
+                                    reserved.merge(more);
+                                }
+                                let _ = tx.send((answer, (permit, reserved)));
+                            },
+                            span,
+                        ));
                     }
                 }
                 Ok(None) => break,

@@ -586,7 +586,7 @@ impl Host {
             }
             _ => (LogStore::volatile(), StateMachine::new(self.limits.clone())),
         };
-        let sm = sm.keep_changes(self.watch_history_bytes);
+        let sm = sm.keep_changes(self.watch_history_bytes).of_partition(partition);
         let quiet = crate::quiesce::Quiet::new(Duration::from_millis(self.config.election_timeout_max));
         let raft = match &self.peers.config().router {
             Some(seat) => Raft::new(id, self.config.clone(), seat.factory(partition), log.clone(), sm.clone()).await,

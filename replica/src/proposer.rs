@@ -140,23 +140,29 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Queued>, in_flight: InFlight) {
         }
         let raft = raft.clone();
         let flying = Flying::start(&in_flight);
-        tokio::spawn(async move {
-            let outcome = raft.client_write(Commands(cmds)).await;
-            drop(flying);
-            drop(slot);
-            match outcome {
-                Ok(resp) => {
-                    for (reply, result) in replies.into_iter().zip(resp.data) {
-                        let _ = reply.send(Ok(result));
+        // One raft round: the entry's commands, their sessions and sequence numbers on
+        // the "write applied" lines of every replica.
+        let span = tracing::debug_span!("raft_write", commands = cmds.len(), bytes);
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let outcome = raft.client_write(Commands(cmds)).await;
+                drop(flying);
+                drop(slot);
+                match outcome {
+                    Ok(resp) => {
+                        for (reply, result) in replies.into_iter().zip(resp.data) {
+                            let _ = reply.send(Ok(result));
+                        }
+                    }
+                    Err(e) => {
+                        for reply in replies {
+                            let _ = reply.send(Err(e.clone()));
+                        }
                     }
                 }
-                Err(e) => {
-                    for reply in replies {
-                        let _ = reply.send(Err(e.clone()));
-                    }
-                }
-            }
-        });
+            },
+            span,
+        ));
     }
 }
 

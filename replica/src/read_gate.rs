@@ -79,14 +79,19 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Reply>, writes: InFlight, figure
             waiting.push(more);
         }
         figures.read_rounds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if writes.any() {
+        let piggyback = writes.any();
+        let span = tracing::debug_span!("read_index_round", reads = waiting.len(), piggyback);
+        if piggyback {
             // Sends nothing of its own: the next batch need not wait for this one.
             let raft = raft.clone();
-            tokio::spawn(async move { answer(waiting, round(&raft, true).await) });
+            tokio::spawn(tracing::Instrument::instrument(
+                async move { answer(waiting, round(&raft, true).await) },
+                span,
+            ));
         } else {
             // Boxed: inline, the round's future would make this task's own about 3 KiB in
             // every replica, most of which never serve a read (issue 20).
-            answer(waiting, Box::pin(round(&raft, false)).await);
+            answer(waiting, tracing::Instrument::instrument(Box::pin(round(&raft, false)), span).await);
         }
     }
 }

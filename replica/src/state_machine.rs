@@ -77,6 +77,8 @@ struct Shared {
     checkpoints: Option<Checkpoints>,
     /// Woken after every applied batch of entries: watchers wait on it.
     applied: tokio::sync::Notify,
+    /// The partition it belongs to, for its log lines ([`StateMachine::of_partition`]).
+    partition: std::sync::atomic::AtomicU64,
 }
 
 /// The state machine handle: cheap to clone, shared by openraft and the read path.
@@ -89,6 +91,14 @@ impl StateMachine {
     /// An empty state machine whose engine enforces `limits`.
     pub fn new(limits: Limits) -> Self {
         Self::with(Store::new(limits), None, None)
+    }
+
+    /// Names its partition in what it logs: each write it applies is a debug line with its
+    /// partition, log index, session and sequence number, on every replica, so one write
+    /// can be followed from the node that took it to every node that applied it.
+    pub fn of_partition(self, partition: u64) -> Self {
+        self.shared.partition.store(partition, std::sync::atomic::Ordering::Relaxed);
+        self
     }
 
     /// Keeps about `bytes` of recent changes for watchers (default
@@ -138,6 +148,7 @@ impl StateMachine {
                 progress: Progress::default(),
                 checkpoints,
                 applied: tokio::sync::Notify::new(),
+                partition: Default::default(),
             }),
         }
     }
@@ -291,7 +302,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         let results = cmds
                             .0
                             .iter()
-                            .map(|c| apply_command(&mut st, entry.log_id.index, c, &mut changes))
+                            .map(|c| {
+                                let r = apply_command(&mut st, entry.log_id.index, c, &mut changes);
+                                if let Some(s) = &c.session {
+                                    tracing::debug!(
+                                        partition = self.shared.partition.load(std::sync::atomic::Ordering::Relaxed),
+                                        index = entry.log_id.index,
+                                        session = s.client_id,
+                                        seq = s.seq,
+                                        "write applied"
+                                    );
+                                }
+                                r
+                            })
                             .collect();
                         st.changes.record(entry.log_id.index, changes);
                         results

@@ -7,7 +7,12 @@ use super::{Ctx, print_json};
 
 pub(super) async fn backup(cx: &Ctx, service: String, dir: PathBuf) -> anyhow::Result<()> {
     let endpoints = std::slice::from_ref(&cx.endpoint);
-    let (path, m) = weft::backup::backup(&cx.config, endpoints, &service, &dir).await?;
+    let bar = crate::progress::Progress::new(format!("backup of {service}"), "partitions", 0, cx.json);
+    let on = |done: usize, total: usize, bytes: u64| {
+        bar.set_total(total as u64);
+        bar.set(done as u64, &format!("{bytes} bytes"));
+    };
+    let (path, m) = weft::backup::backup(&cx.config, endpoints, &service, &dir, &on).await?;
     if cx.json {
         print_json(&serde_json::json!({ "path": path, "manifest": m }))?;
     } else {
@@ -54,7 +59,12 @@ pub(super) async fn list(cx: &Ctx, dir: PathBuf) -> anyhow::Result<()> {
 
 pub(super) async fn restore(cx: &Ctx, backup: PathBuf, service: String, replicas: Option<u32>) -> anyhow::Result<()> {
     let endpoints = std::slice::from_ref(&cx.endpoint);
-    let r = weft::backup::restore(&cx.config, endpoints, &backup, &service, replicas.unwrap_or(0)).await?;
+    let bar = crate::progress::Progress::new(format!("restore into {service}"), "partitions", 0, cx.json);
+    let on = |done: usize, total: usize, records: u64| {
+        bar.set_total(total as u64);
+        bar.set(done as u64, &format!("{records} records"));
+    };
+    let r = weft::backup::restore(&cx.config, endpoints, &backup, &service, replicas.unwrap_or(0), &on).await?;
     if cx.json {
         print_json(&r)?;
     } else {

@@ -246,6 +246,38 @@ fn say(resp: pb::CtlResponse, json: bool) -> anyhow::Result<()> {
             v["primary_transfers"] = transfers.into();
             v["started"] = p.started.into();
         }
+        if let Some(p) = &resp.upgrade_plan {
+            let uds: Vec<_> = p
+                .uds
+                .iter()
+                .map(|u| {
+                    let builds: Vec<_> = u
+                        .builds
+                        .iter()
+                        .map(|b| {
+                            serde_json::json!({
+                                "partition": b.partition, "to": b.to, "stands_in_for": b.stands_in_for, "bytes": b.bytes,
+                            })
+                        })
+                        .collect();
+                    serde_json::json!({
+                        "ud": u.ud, "primary_moves": u.primary_moves, "stand_ins": builds, "blocked": u.blocked,
+                        "quorum_at_risk": u.quorum_at_risk, "peak_replicas_per_node": u.peak_replicas_per_node,
+                        "peak_ratio": u.peak_ratio,
+                    })
+                })
+                .collect();
+            v["baseline_replicas_per_node"] = p.baseline_replicas_per_node.into();
+            v["uds"] = uds.into();
+            v["refusals"] = p.refusals.clone().into();
+            v["started"] = p.started.into();
+        }
+        if let Some(w) = &resp.upgrade_walk {
+            v["walk"] = serde_json::json!({
+                "uds": w.uds, "walked": w.walked, "phase": w.phase, "paused": w.paused, "waiting": w.waiting,
+                "stand_ins": w.stand_ins,
+            });
+        }
         return print_json(&v);
     }
     let mut out = std::io::stdout().lock();

@@ -18,14 +18,15 @@ pub(super) async fn drain(cx: &Ctx, node: u64, force: bool, wait: bool) -> anyho
     if !cx.json {
         say(resp.clone(), false)?;
     }
-    // Replicas still on the node, said each time the count changes.
-    let last = std::cell::Cell::new(usize::MAX);
-    let json = cx.json;
+    // Replicas moved off the node out of those it held when the drain began.
+    let progress = crate::progress::Progress::new(format!("draining node {node}"), "replicas moved", 0, cx.json);
+    let first = std::cell::Cell::new(None::<usize>);
     let ((), secs) = until_moves_settle(cx, |ps| {
         let left = ps.iter().filter(|p| p.replicas.iter().any(|r| r.node == node)).count();
-        if left != last.replace(left) && !json {
-            println!("node {node}: {left} replicas left");
-        }
+        let total = first.get().unwrap_or(left);
+        first.set(Some(total));
+        progress.set_total(total as u64);
+        progress.set(total.saturating_sub(left) as u64, &format!("{left} replicas left on node {node}"));
         (left == 0 && ps.iter().all(|p| p.moving.is_none())).then_some(())
     })
     .await?;
@@ -34,7 +35,7 @@ pub(super) async fn drain(cx: &Ctx, node: u64, force: bool, wait: bool) -> anyho
             "lines": resp.lines, "map_version": resp.map_version, "node": node, "drained": true, "seconds": secs,
         }));
     }
-    println!("node {node} drained in {secs:.1} s");
+    progress.finish(&format!("node {node} drained in {secs:.1} s"));
     Ok(())
 }
 
@@ -79,23 +80,22 @@ pub(super) async fn upgrade(
     for l in &resp.lines {
         writeln!(out, "{l}")?;
     }
+    drop(out);
     let started = Instant::now();
-    let mut last = String::new();
+    let uds = resp.upgrade_plan.as_ref().map_or(0, |p| p.uds.len() as u64);
+    let progress = crate::progress::Progress::new("upgrade walk", "UDs walked", uds, false);
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let status = pb::UpgradeRequest { action: pb::UpgradeAction::Status as i32 };
         // The node answering may itself be restarting: ask again.
         let Ok(mut c) = cx.cluster() else { continue };
         let Ok(r) = c.upgrade(status).await else { continue };
-        let line = r.into_inner().lines.join("; ");
-        if line.starts_with("no upgrade walk") {
-            writeln!(out, "upgrade walk complete in {:.1} s", started.elapsed().as_secs_f64())?;
+        let r = r.into_inner();
+        let Some(walk) = r.upgrade_walk else {
+            progress.finish(&format!("upgrade walk complete in {:.1} s", started.elapsed().as_secs_f64()));
             return Ok(());
-        }
-        if line != last {
-            writeln!(out, "[{:>6.1} s] {line}", started.elapsed().as_secs_f64())?;
-            last = line;
-        }
+        };
+        progress.set(u64::from(walk.walked), &r.lines.join("; "));
         if started.elapsed() > Duration::from_secs(3600) {
             bail!("the walk has not finished after an hour; `weft ctl upgrade --status` shows where it stands");
         }

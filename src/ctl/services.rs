@@ -76,7 +76,17 @@ pub(super) async fn rebalance(
     for l in &resp.lines {
         writeln!(out, "{l}")?;
     }
-    let ((), secs) = until_moves_settle(cx, |ps| ps.iter().all(|p| p.moving.is_none()).then_some(())).await?;
-    writeln!(out, "done in {secs:.1} s")?;
+    drop(out);
+    // The planned moves that finished (primary transfers take no time worth showing).
+    let planned: Vec<u64> = resp.rebalance.iter().flat_map(|p| p.moves.iter().map(|m| m.partition)).collect();
+    let progress = crate::progress::Progress::new("rebalance", "moves done", planned.len() as u64, false);
+    let ((), secs) = until_moves_settle(cx, |ps| {
+        let moving: Vec<u64> = ps.iter().filter(|p| p.moving.is_some()).map(|p| p.id).collect();
+        let done = planned.iter().filter(|p| !moving.contains(p)).count();
+        progress.set(done as u64, &format!("{} moves in flight", moving.len()));
+        moving.is_empty().then_some(())
+    })
+    .await?;
+    progress.finish(&format!("done in {secs:.1} s"));
     Ok(())
 }

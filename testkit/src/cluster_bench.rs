@@ -279,7 +279,9 @@ fn rebuild_record(i: u64) -> (Vec<u8>, Vec<u8>) {
 
 /// Loads about `mib` MiB of records into a single-replica partition, then builds a second
 /// replica from a snapshot over loopback gRPC and times it.
-pub async fn rebuild(mib: u64, tls: bool) -> Result<RebuildReport, Error> {
+/// `progress(records, total)` hears how many records the new replica has decoded, every
+/// 100 ms while it is built.
+pub async fn rebuild(mib: u64, tls: bool, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<RebuildReport, Error> {
     let snap = ["--snapshot-every", "50", "--keep-behind-snapshot", "5"];
     let security = Security::new(tls)?;
     let (a, b) = (start(1, &snap, &security)?, start(2, &snap, &security)?);
@@ -306,11 +308,22 @@ pub async fn rebuild(mib: u64, tls: bool) -> Result<RebuildReport, Error> {
         .await
         .map_err(cluster_err)?;
     let t = Instant::now();
-    a.admin()
-        .await?
-        .add_learner(pb::AddLearnerRequest { partition: P, replica: 102, addr: b.addr.clone(), blocking: true })
-        .await
-        .map_err(cluster_err)?;
+    let mut admin = a.admin().await?;
+    let adding =
+        admin.add_learner(pb::AddLearnerRequest { partition: P, replica: 102, addr: b.addr.clone(), blocking: true });
+    let mut watcher = b.admin().await?;
+    let watching = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if let Ok(st) = watcher.status(pb::ReplicaStatusRequest { partition: P }).await {
+                progress(st.into_inner().snapshot_records, records);
+            }
+        }
+    };
+    tokio::select! {
+        added = adding => { added.map_err(cluster_err)?; }
+        () = watching => {}
+    }
     // add_learner returns once the lag is under openraft's replication_lag_threshold; the
     // rebuild ends when the learner has applied everything the leader had.
     let target = a.admin().await?.status(pb::ReplicaStatusRequest { partition: P }).await.map_err(cluster_err)?;
@@ -329,6 +342,7 @@ pub async fn rebuild(mib: u64, tls: bool) -> Result<RebuildReport, Error> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     let rebuild_s = t.elapsed().as_secs_f64();
+    progress(st.records, records);
     if st.snapshots_installed == 0 {
         return Err(Error::Cluster(format!("the new replica caught up from the log, not a snapshot: {st:?}")));
     }

@@ -87,6 +87,16 @@ pub fn weft(args: &[&str]) -> (bool, String, String) {
     weft_with_input(args, &[])
 }
 
+/// `weft ctl --endpoint ENDPOINT --json ARGS...`, parsed; panics naming the command if it
+/// fails or prints no JSON.
+pub fn ctl_json(endpoint: &str, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["ctl", "--endpoint", endpoint, "--json"];
+    all.extend_from_slice(args);
+    let (ok, out, err) = weft(&all);
+    assert!(ok, "weft {all:?} failed: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("weft {all:?} printed no JSON ({e}): {out}"))
+}
+
 /// [`weft`] with `input` on its standard input.
 pub fn weft_with_input(args: &[&str], input: &[u8]) -> (bool, String, String) {
     run_weft(args, input, Some(&certs_dir()))

@@ -99,6 +99,7 @@ impl Manager {
         }
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn reconcile(self: &Arc<Self>, leader: &Replica) -> Result<(), Status> {
         let Some((m, _)) = map::read(leader, &self.decoded).await? else {
             return map::create(leader).await;
@@ -357,6 +358,8 @@ impl Manager {
         Ok(())
     }
 
+    /// Drives `pid`'s move one step (its log lines carry the partition: the span).
+    #[tracing::instrument(level = "info", name = "move", skip(self), fields(partition = pid))]
     async fn drive(self: &Arc<Self>, pid: u64) -> Result<(), Status> {
         let leader = self.leading().ok_or_else(|| Status::unavailable("not the cluster manager"))?;
         let Some((m, _)) = map::read(&leader, &self.decoded).await? else { return Ok(()) };

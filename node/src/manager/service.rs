@@ -94,6 +94,16 @@ impl ClusterService {
         ClusterService { mgr, access }
     }
 
+    /// The map as `weft ctl` reads it (without users), asked of the manager as this node:
+    /// for the node's own pages (`crate::explorer`).
+    pub async fn map_for_viewing(&self) -> Result<pb::GetMapResponse, Status> {
+        use pb::cluster_server::Cluster;
+        let mut req = Request::new(pb::GetMapRequest::default());
+        req.extensions_mut().insert(weft_security::Principal::Node(self.mgr.id));
+        let r = self.get_map(req).await?.into_inner();
+        Ok(super::users::without_users(r))
+    }
+
     /// `Ok` when the caller is an operator of `service` (or cluster-wide).
     fn operator_of<T>(&self, req: &Request<T>, service: &str) -> Result<(), Status> {
         crate::authz::principal(req)?.require(weft_security::Right::Operate, Some(service))

@@ -25,6 +25,18 @@ use weft_proto::v1 as pb;
 
 use super::{MAP_PARTITION, Manager, map};
 
+/// The walk in flight as fields (`weft ctl upgrade --json`).
+pub(super) fn walk_fields(u: &pb::UpgradeState) -> pb::UpgradeWalk {
+    pb::UpgradeWalk {
+        uds: u.uds.clone(),
+        walked: u.index.min(u.uds.len() as u32),
+        phase: phase_name(u.phase).into(),
+        paused: u.paused,
+        waiting: u.waiting.clone(),
+        stand_ins: u.stand_ins.len() as u32,
+    }
+}
+
 fn phase_name(p: i32) -> &'static str {
     match pb::UpgradePhase::try_from(p) {
         Ok(pb::UpgradePhase::Prepare) => "prepare (primaries off, stand-ins built)",
@@ -120,7 +132,12 @@ impl Manager {
         match action {
             pb::UpgradeAction::Status => {
                 let line = m.upgrade.as_ref().map_or("no upgrade walk in flight".to_string(), Self::describe);
-                Ok(pb::CtlResponse { lines: vec![line], map_version: version, ..Default::default() })
+                Ok(pb::CtlResponse {
+                    lines: vec![line],
+                    map_version: version,
+                    upgrade_walk: m.upgrade.as_ref().map(walk_fields),
+                    ..Default::default()
+                })
             }
             pb::UpgradeAction::DryRun | pb::UpgradeAction::Apply => {
                 if let Some(u) = &m.upgrade {
@@ -134,8 +151,27 @@ impl Manager {
                 let baseline = nodes.iter().map(|n| n.load.replicas).max().unwrap_or(0);
                 let mut lines = vec![format!("baseline: at most {baseline} replicas per node")];
                 let mut refusals = Vec::new();
+                let mut fields = pb::UpgradePlan { baseline_replicas_per_node: baseline, ..Default::default() };
                 for ud in Self::uds(&m) {
                     let plan = walk::plan_ud(&nodes, &placed, &ud);
+                    fields.uds.push(pb::UdPlan {
+                        ud: ud.clone(),
+                        primary_moves: plan.primary_moves.len() as u32,
+                        builds: plan
+                            .builds
+                            .iter()
+                            .map(|b| pb::StandInBuild {
+                                partition: b.partition,
+                                to: b.to,
+                                stands_in_for: b.stands_in_for,
+                                bytes: b.bytes,
+                            })
+                            .collect(),
+                        blocked: plan.blocked.len() as u32,
+                        quorum_at_risk: plan.quorum_at_risk.len() as u32,
+                        peak_replicas_per_node: plan.peak_replicas_per_node,
+                        peak_ratio: f64::from(plan.peak_replicas_per_node) / f64::from(baseline.max(1)),
+                    });
                     lines.push(format!(
                         "UD {ud}: {} primary moves, {} stand-ins to build, {} blocked, {} partitions with quorum at risk, \
                          peak {} replicas per live node ({:.2}x)",
@@ -161,7 +197,13 @@ impl Manager {
                 }
                 if action == pb::UpgradeAction::DryRun {
                     lines.extend(refusals.iter().map(|r| format!("would refuse: {r}")));
-                    return Ok(pb::CtlResponse { lines, map_version: version, ..Default::default() });
+                    fields.refusals = refusals;
+                    return Ok(pb::CtlResponse {
+                        lines,
+                        map_version: version,
+                        upgrade_plan: Some(fields),
+                        ..Default::default()
+                    });
                 }
                 if let Some(n) = m.nodes.values().find(|n| n.state == pb::NodeState::Down as i32) {
                     refusals.push(format!("node {} is down; a walk needs every node up", n.id));
@@ -195,7 +237,8 @@ impl Manager {
                     .await?;
                 tracing::info!(uds = ?uds, "upgrade walk started");
                 lines.push(format!("upgrade walk started over {} UDs", uds.len()));
-                Ok(pb::CtlResponse { lines, map_version: version, ..Default::default() })
+                fields.started = true;
+                Ok(pb::CtlResponse { lines, map_version: version, upgrade_plan: Some(fields), ..Default::default() })
             }
             pb::UpgradeAction::Pause | pb::UpgradeAction::Resume => {
                 let paused = action == pb::UpgradeAction::Pause;
@@ -206,11 +249,17 @@ impl Manager {
                             .as_mut()
                             .ok_or_else(|| Status::failed_precondition("no upgrade walk in flight"))?;
                         u.paused = paused;
-                        Ok(Self::describe(u))
+                        Ok((Self::describe(u), walk_fields(u)))
                     })
                     .await?;
                 tracing::info!(paused, "upgrade walk paused or resumed");
-                Ok(pb::CtlResponse { lines: vec![line], map_version: version, ..Default::default() })
+                let (line, walk) = line;
+                Ok(pb::CtlResponse {
+                    lines: vec![line],
+                    map_version: version,
+                    upgrade_walk: Some(walk),
+                    ..Default::default()
+                })
             }
             pb::UpgradeAction::Abort => {
                 let (n, version) = self

@@ -19,7 +19,7 @@ pub struct NodeView {
     pub state: String,
     /// Replicas the map places on it, builds in flight included.
     pub replicas: usize,
-    /// Primaries it reports, the cluster map's included.
+    /// Primaries it reports, the cluster map's included (none when it is down).
     pub primaries: usize,
     /// The role of its replica of the cluster map (`primary`: it is the cluster manager),
     /// empty when it hosts none.
@@ -118,6 +118,8 @@ pub fn nodes(m: &pb::GetMapResponse) -> Vec<NodeView> {
         .into_iter()
         .filter_map(|n| {
             let info = map.nodes.get(&n.id)?;
+            // A down node's last reports say what it led before it went silent, not now.
+            let down = info.state == pb::NodeState::Down as i32;
             Some(NodeView {
                 id: n.id,
                 addr: info.addr.clone(),
@@ -125,7 +127,7 @@ pub fn nodes(m: &pb::GetMapResponse) -> Vec<NodeView> {
                 fd: n.fd,
                 state: state_name(info.state).into(),
                 replicas: n.load.replicas as usize,
-                primaries: n.load.primaries as usize,
+                primaries: if down { 0 } else { n.load.primaries as usize },
                 map_role: reported
                     .iter()
                     .find(|(by, s)| *by == n.id && s.partition == super::map::MAP_PARTITION)
@@ -196,4 +198,81 @@ pub fn partitions(m: &pb::GetMapResponse, service: Option<&str>) -> Vec<Partitio
         .collect::<Vec<_>>();
     v.sort_by_key(|p| p.id);
     v
+}
+
+/// The upgrade walk in flight.
+#[derive(Debug, Serialize)]
+pub struct UpgradeView {
+    /// The UDs in walk order.
+    pub uds: Vec<String>,
+    /// UDs walked already (the one being walked is `uds[walked]`).
+    pub walked: usize,
+    /// What the walk does in the current UD.
+    pub phase: String,
+    /// Paused by an operator.
+    pub paused: bool,
+    /// What it waits for, if anything.
+    pub waiting: String,
+    /// Partitions with a stand-in replica outside the walked UD.
+    pub stand_ins: usize,
+}
+
+/// The upgrade walk in flight, if any.
+pub fn upgrade(m: &pb::GetMapResponse) -> Option<UpgradeView> {
+    let u = super::upgrade::walk_fields(m.map.as_ref()?.upgrade.as_ref()?);
+    Some(UpgradeView {
+        uds: u.uds,
+        walked: u.walked as usize,
+        phase: u.phase,
+        paused: u.paused,
+        waiting: u.waiting,
+        stand_ins: u.stand_ins as usize,
+    })
+}
+
+/// A replica being built: a move's target catching up.
+#[derive(Debug, Serialize)]
+pub struct RebuildView {
+    /// Partition.
+    pub partition: u64,
+    /// Its service.
+    pub service: String,
+    /// The node building it.
+    pub node: u64,
+    /// Why (the move's reason).
+    pub reason: String,
+    /// Snapshot bytes and records it received so far, from its last report.
+    pub snapshot_bytes: u64,
+    /// Snapshot records it decoded so far.
+    pub snapshot_records: u64,
+    /// Its applied index, and its partition primary's last log index (caught up when
+    /// equal), from the last reports.
+    pub applied_index: u64,
+    /// The primary's last log index.
+    pub primary_last_log_index: u64,
+}
+
+/// Every replica being built now.
+pub fn rebuilds(m: &pb::GetMapResponse) -> Vec<RebuildView> {
+    let Some(map) = &m.map else { return Vec::new() };
+    let status = |node: u64, partition: u64| reports(m).find(|(by, s)| *by == node && s.partition == partition);
+    map.partitions
+        .values()
+        .filter_map(|p| {
+            let mv = p.pending.as_ref()?;
+            let to = mv.to.as_ref()?;
+            let own = status(to.node, p.id).map(|(_, s)| s);
+            let primary = m.primaries.get(&p.id).and_then(|n| status(*n, p.id)).map(|(_, s)| s);
+            Some(RebuildView {
+                partition: p.id,
+                service: p.service.clone(),
+                node: to.node,
+                reason: mv.reason.clone(),
+                snapshot_bytes: own.map_or(0, |s| s.snapshot_bytes),
+                snapshot_records: own.map_or(0, |s| s.snapshot_records),
+                applied_index: own.map_or(0, |s| s.applied_index),
+                primary_last_log_index: primary.map_or(0, |s| s.last_log_index),
+            })
+        })
+        .collect()
 }

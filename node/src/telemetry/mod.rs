@@ -354,3 +354,22 @@ fn cluster(f: &mut Families, manager: &Manager) {
         g.upgrade_partitions_waiting as f64,
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The largest term the wire accepts (`weft_replica`'s `TERM_MAX`, 2^48) prints as the
+    /// integer it is, not in exponent form or rounded (the old exposition printed 2^64-1 as
+    /// 18446744073709552000).
+    #[test]
+    fn large_counts_print_as_exact_integers() {
+        let mut f = Families::default();
+        let term = 1u64 << 48;
+        f.gauge("weft_replica_term", "Raft term.", [(vec![("partition", "7".to_string())], term as f64)]);
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&f.0, &mut out).expect("encode");
+        let text = String::from_utf8(out).expect("utf-8");
+        assert!(text.contains(&format!("weft_replica_term{{partition=\"7\"}} {term}\n")), "{text}");
+    }
+}
