@@ -190,6 +190,9 @@ impl pb::raft_server::Raft for RaftService {
         Ok(Response::new(wire::vote_resp_to_pb(&resp.map_err(fatal)?)))
     }
 
+    /// A snapshot received and installed: its span names the target replica once the
+    /// first chunk says which.
+    #[tracing::instrument(level = "info", name = "snapshot_receive", skip_all, fields(target = tracing::field::Empty))]
     async fn snapshot(
         &self,
         req: Request<Streaming<pb::SnapshotChunk>>,
@@ -203,6 +206,7 @@ impl pb::raft_server::Raft for RaftService {
         let stats = self.host.peers().snapshots().clone();
         let transfer = stats.start(crate::stats::Direction::Receive);
         let first_target = first.target;
+        tracing::Span::current().record("target", tracing::field::debug(&first_target));
         let replica = self.host.target(first.target)?;
         let vote = wire::vote_from_pb(first.vote)?;
         let meta = wire::snapshot_meta_from_pb(wire::need(first.meta.clone(), "snapshot meta")?)?;

@@ -433,6 +433,7 @@ impl RaftNetworkV2<TypeConfig> for Link {
         self.vote_rpc(rpc, option, true).await
     }
 
+    #[tracing::instrument(level = "info", name = "snapshot_send", skip_all, fields(target = ?self.target))]
     async fn full_snapshot(
         &mut self,
         vote: Vote,
