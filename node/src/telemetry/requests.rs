@@ -94,17 +94,6 @@ static KNOWN: LazyLock<BTreeSet<String>> = LazyLock::new(|| {
     known
 });
 
-/// `(service, method)` labels for a request path: `("weft.v1.Store", "Get")`, or
-/// `("unknown", "unknown")` for a path no service declares.
-fn labels(path: &str) -> (&str, &str) {
-    if KNOWN.contains(path)
-        && let Some((service, method)) = path.trim_start_matches('/').split_once('/')
-    {
-        return (service, method);
-    }
-    ("unknown", "unknown")
-}
-
 /// A gRPC status code's canonical name (`OK`, `UNAVAILABLE`...).
 fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code::*;
@@ -148,7 +137,7 @@ struct Pending {
 
 impl Pending {
     fn new(metrics: &RequestMetrics, path: &str) -> Self {
-        let (service, method) = static_labels(path);
+        let (service, method) = labels(path);
         let stream = weft_security::access::is_stream(path);
         if stream {
             metrics.streams.with_label_values(&[service, method]).inc();
@@ -179,12 +168,11 @@ impl Drop for Pending {
     }
 }
 
-/// `(service, method)` of a known path as `'static` strings (the set lives for the process).
-fn static_labels(path: &str) -> (&'static str, &'static str) {
-    match KNOWN.get(path) {
-        Some(p) => labels(p),
-        None => ("unknown", "unknown"),
-    }
+/// `(service, method)` labels for a request path, borrowed from the set of known paths
+/// (which lives for the process): `("weft.v1.Store", "Get")`, or `("unknown", "unknown")`
+/// for a path no service declares. One lookup per request.
+fn labels(path: &str) -> (&'static str, &'static str) {
+    KNOWN.get(path).and_then(|p| p.trim_start_matches('/').split_once('/')).unwrap_or(("unknown", "unknown"))
 }
 
 /// The tower layer.
