@@ -30,6 +30,9 @@ pub(crate) enum Bench {
     /// A key read from a service embedding `weft::Node`: in process from the local
     /// primary, against the same read through gRPC, side by side.
     LocalRead(crate::bench_local::LocalReadArgs),
+    /// Full and incremental backup and restore throughput for a partition of --mib MiB,
+    /// and the write throughput the service keeps while full backups run.
+    Backup(crate::bench_backup::BackupBenchArgs),
 }
 
 #[derive(Args)]
@@ -197,6 +200,10 @@ pub(crate) fn run(b: Bench) -> anyhow::Result<()> {
         Bench::Kv(a) => {
             init_tracing();
             runtime()?.block_on(bench_kv::run(*a))
+        }
+        Bench::Backup(a) => {
+            init_tracing();
+            runtime()?.block_on(crate::bench_backup::run(a))
         }
         Bench::Replication(a) => {
             if a.replicas == 0 || a.clients == 0 || a.seconds.is_nan() || a.seconds <= 0.0 {

@@ -12,6 +12,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_backup;
 mod bench_kv;
 mod bench_local;
 mod cert;

@@ -14,7 +14,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::{LocalNode, ctl_json, free_addrs, wait_for, weft, weft_with_input};
+use common::{LocalNode, ctl_json, free_addrs, wait_for, wait_up, weft, weft_with_input};
 use serde_json::Value;
 use weft::routing::ServiceClient;
 
@@ -87,15 +87,6 @@ async fn wait_healthy(endpoint: &str, what: &str, extra: impl Fn(&[Value]) -> bo
 }
 
 /// Waits until `n` nodes are up, as `ctl nodes` shows them.
-async fn wait_up(ep: &str, n: usize) {
-    wait_for(Duration::from_secs(30), &format!("{n} nodes up"), || async {
-        let (ok, out, _) = weft(&["ctl", "--endpoint", ep, "--json", "nodes"]);
-        let v: Value = if ok { serde_json::from_str(&out).ok()? } else { return None };
-        (v.as_array()?.iter().filter(|n| n["state"] == "up").count() == n).then_some(())
-    })
-    .await;
-}
-
 /// Waits until node `id` is up, as `ctl nodes` shows it.
 async fn wait_node_up(ep: &str, id: u64) {
     wait_for(Duration::from_secs(30), &format!("node {id} up"), || async {
@@ -458,14 +449,17 @@ async fn rebalance_spreads_hot_primaries() {
     // Backup and restore: the service's records come back in a new service.
     let dir = tempfile::tempdir().expect("temp dir");
     let dir_s = dir.path().to_str().expect("utf-8 path");
-    let backed = ctl_json(&ep, &["backup", "t", "--dir", dir_s]);
-    let path = backed["path"].as_str().expect("backup path").to_string();
+    let backed = ctl_json(&ep, &["backup", "t", "--to", dir_s]);
+    let id = backed["manifest"]["id"].as_str().expect("backup id").to_string();
+    let path = dir.path().join("t").join(&id).to_str().expect("utf-8 path").to_string();
     assert_eq!(backed["manifest"]["partitions"].as_array().map(Vec::len), Some(10), "{backed}");
-    let listed = ctl_json(&ep, &["backups", "--dir", dir_s]);
-    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
-    let (ok, _, err) = weft(&["ctl", "--endpoint", &ep, "restore", &path, "--service", "t"]);
+    assert_eq!(backed["manifest"]["kind"], "full", "the first backup is full: {backed}");
+    let listed = ctl_json(&ep, &["backups", "--from", dir_s]);
+    assert_eq!(listed["backups"].as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(listed["backups"][0]["state"], "complete", "{listed}");
+    let (ok, _, err) = weft(&["ctl", "--endpoint", &ep, "restore", "--from", &path, "--service", "t"]);
     assert!(!ok && err.contains("exists"), "a restore over a live service is refused: {err}");
-    let restored = ctl_json(&ep, &["restore", &path, "--service", "r"]);
+    let restored = ctl_json(&ep, &["restore", "--from", &path, "--service", "r"]);
     assert_eq!(restored["records"], keys.len(), "{restored}");
     assert_eq!(restored["tables"], 10, "one table per partition: {restored}");
     let c = ServiceClient::new(vec![addrs[1].clone()], common::root());
@@ -482,10 +476,10 @@ async fn rebalance_spreads_hot_primaries() {
     let at = bytes.len() / 2;
     bytes[at] ^= 0x40;
     std::fs::write(&part, bytes).expect("write part");
-    let (ok, _, err) = weft(&["ctl", "--endpoint", &ep, "restore", &path, "--service", "r2"]);
-    assert!(!ok && err.contains("CRC32C"), "a corrupt backup is refused: {err}");
+    let (ok, _, err) = weft(&["ctl", "--endpoint", &ep, "restore", "--from", &path, "--service", "r2"]);
+    assert!(!ok && err.contains("CRC32C") && err.contains("part-0.avro"), "a corrupt backup is refused: {err}");
     let services = ctl_json(&ep, &["services"]);
-    assert!(!services.to_string().contains("\"r2\""), "nothing was made: {services}");
+    assert!(!services.to_string().contains("\"r2\""), "nothing half-restored is left: {services}");
 }
 
 /// A move's target node restarts (volatile, so empty) while the target replica is being

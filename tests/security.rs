@@ -208,7 +208,7 @@ async fn an_attacker_without_the_right_credentials_gets_nothing() {
         assert_eq!(code_, Code::PermissionDenied, "{why}");
         assert!(why.contains("cluster map"), "{why}");
         assert_eq!(code(store.get(get0()).await).0, Code::PermissionDenied);
-        let backup = store.backup(pb::BackupRequest { partition: 0 }).await;
+        let backup = store.backup(pb::BackupRequest { partition: 0, since: 0 }).await;
         assert_eq!(backup.err().map(|s| s.code()), Some(Code::PermissionDenied));
     }
 

@@ -555,11 +555,13 @@ impl Client {
         self.batch(partition, vec![delete_op(table, key)]).await
     }
 
-    /// A consistent snapshot of `partition` from its primary, as a stream of checksummed
-    /// chunks (see [`weft_replica::ChunkCheck`]).
-    pub async fn backup(&self, partition: u64) -> Result<tonic::Streaming<pb::SnapshotChunk>, ClientError> {
+    /// A consistent snapshot of `partition` from its primary (`since` 0), or the changes
+    /// committed after log index `since`, as a stream of checksummed chunks (see
+    /// `weft_replica::ChunkCheck`); the first chunk's meta names the log index it holds
+    /// everything up to. Changes no longer kept: `ClientError::Rpc` with `OUT_OF_RANGE`.
+    pub async fn backup(&self, partition: u64, since: u64) -> Result<tonic::Streaming<pb::SnapshotChunk>, ClientError> {
         self.call(partition, true, false, |mut c| async move {
-            Ok(c.unary.backup(pb::BackupRequest { partition }).await?.into_inner())
+            Ok(c.unary.backup(pb::BackupRequest { partition, since }).await?.into_inner())
         })
         .await
     }

@@ -645,6 +645,67 @@ impl StoreService {
     }
 }
 
+/// An incremental backup's changes file: what `replica` applied after `since` up to
+/// `through` (the index `snapshot` holds), and the schema at `through`; `OUT_OF_RANGE`
+/// when its change history no longer reaches back to `since`.
+fn backup_changes(
+    replica: &weft_replica::Replica,
+    partition: u64,
+    since: u64,
+    through: u64,
+    snapshot: &weft_store::StoreSnapshot,
+) -> Result<Vec<u8>, Status> {
+    if since > through {
+        return Err(Status::out_of_range(format!(
+            "partition {partition} has applied up to {through}, before the backup's {since}: another partition's backup"
+        )));
+    }
+    let mut changes = Vec::new();
+    let mut from = since + 1;
+    let mut generation = None;
+    'read: while from <= through {
+        let (entries, _, gen_now) =
+            replica.changes_since(from, 4096).map_err(|c| crate::watch::compacted(partition, c, false))?;
+        if *generation.get_or_insert(gen_now) != gen_now {
+            return Err(Status::out_of_range(format!(
+                "partition {partition}'s replica was rebuilt while its changes were read; take a full backup"
+            )));
+        }
+        if entries.is_empty() {
+            break;
+        }
+        for e in entries {
+            if e.version > through {
+                break 'read;
+            }
+            changes.extend(e.changes.iter().cloned());
+            from = e.version + 1;
+        }
+    }
+    let schema = pb::BackupSchema {
+        tables: snapshot
+            .tables()
+            .iter()
+            .map(|t| pb::BackupTable {
+                name: t.name().to_string(),
+                indexes: t
+                    .index_defs()
+                    .map(|d| pb::IndexDef {
+                        name: d.name.clone(),
+                        attr: d.attr.clone(),
+                        kind: match d.kind {
+                            weft_store::IndexKind::Ordered => pb::IndexKind::Ordered as i32,
+                            weft_store::IndexKind::MaxHeap => pb::IndexKind::MaxHeap as i32,
+                        },
+                    })
+                    .collect(),
+            })
+            .collect(),
+    };
+    let header = pb::BackupChangesHeader { format: weft_backup::format::FORMAT, partition, after: since, through };
+    Ok(weft_backup::format::encode_changes(header, &changes, schema))
+}
+
 /// The chunk stream a backup answers with.
 type BackupStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::SnapshotChunk, Status>> + Send>>;
 
@@ -677,15 +738,33 @@ impl pb::store_server::Store for StoreService {
 
     /// The primary, after a read-index round (so it holds everything acknowledged), takes
     /// an O(1) engine snapshot and streams it as a snapshot transfer would, without client
-    /// sessions: they mean nothing to a restored service.
+    /// sessions: they mean nothing to a restored service. With `since`, it streams the
+    /// changes it applied after that index up to the same point instead (an incremental
+    /// backup, `weft_backup::format`), or answers `OUT_OF_RANGE` when it no longer keeps
+    /// them all. The first chunk's meta names the index either holds everything up to.
     async fn backup(&self, req: Request<pb::BackupRequest>) -> Result<Response<BackupStream>, Status> {
         let principal = authz::principal(&req)?;
-        let partition = req.into_inner().partition;
+        let pb::BackupRequest { partition, since } = req.into_inner();
         let header = Some(pb::ReadHeader { partition, mode: pb::ReadMode::Linearizable as i32 });
-        let (snapshot, _) = self.read(&principal, Right::Operate, header, |s| Ok(s.snapshot())).await?;
+        let (snapshot, info) = self.read(&principal, Right::Operate, header, |s| Ok(s.snapshot())).await?;
+        let through = info.map_or(0, |i| i.applied);
         let chunk_bytes = self.host.peers().config().snapshot_chunk_bytes;
-        let (rx, encoder) =
-            weft_replica::stream_snapshot(pb::SnapshotChunk::default(), snapshot, Default::default(), chunk_bytes);
+        let first = pb::SnapshotChunk {
+            meta: Some(pb::SnapshotMeta {
+                last_log_id: Some(pb::LogId { leader_id: None, index: through }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        if since > 0 {
+            let replica = replica_of(&self.host, partition)?;
+            let data = backup_changes(&replica, partition, since, through, &snapshot)?;
+            tracing::info!(partition, since, through, bytes = data.len(), "incremental backup streamed");
+            let rx = weft_replica::stream_bytes(first, &data, chunk_bytes);
+            let stream = futures::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), Ok);
+            return Ok(Response::new(Box::pin(stream)));
+        }
+        let (rx, encoder) = weft_replica::stream_snapshot(first, snapshot, Default::default(), chunk_bytes);
         // A failed encoder ends the stream without its last chunk, which the reader rejects.
         tokio::spawn(async move {
             match encoder.await {

@@ -180,7 +180,7 @@ fn to_pb<'a>(e: &'a Applied, filter: &'a Filter) -> impl Iterator<Item = pb::Cha
 }
 
 /// `OUT_OF_RANGE`/`COMPACTED` with the oldest version kept.
-fn compacted(partition: u64, c: Compacted, fell_behind: bool) -> Status {
+pub(crate) fn compacted(partition: u64, c: Compacted, fell_behind: bool) -> Status {
     let message = if fell_behind {
         format!(
             "the watcher of partition {partition} read too slowly: changes it had not read yet were dropped (the oldest \

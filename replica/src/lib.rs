@@ -66,12 +66,12 @@ mod types;
 mod wal;
 mod wire;
 
-pub use command::{op_from_pb, record_to_pb, scalar_from_pb, scalar_to_pb};
+pub use command::{index_from_pb, op_from_pb, record_to_pb, scalar_from_pb, scalar_to_pb};
 pub use error::Error;
 pub use host::{Host, RaftSettings, Replica, Storage};
 pub use proposer::ProposeError;
 pub use raft_service::RaftService;
 pub use read_gate::ReadError;
-pub use transport::{ChunkCheck, TransportConfig, stream_snapshot};
+pub use transport::{ChunkCheck, TransportConfig, stream_bytes, stream_snapshot};
 pub use types::{Commands, PartitionId, ReplicaId, TypeConfig};
 pub use wire::{log_id_to_pb, membership_from_pb, node_of};

@@ -529,6 +529,18 @@ pub fn stream_snapshot(
     (rx, encoder)
 }
 
+/// Cuts `data` (already encoded, such as an incremental backup's changes file) into the
+/// same checksummed chunks as [`stream_snapshot`], the first carrying `header`'s fields.
+pub fn stream_bytes(header: pb::SnapshotChunk, data: &[u8], chunk_bytes: usize) -> mpsc::Receiver<pb::SnapshotChunk> {
+    let chunks = data.len() / chunk_bytes.max(1) + 2;
+    let (tx, rx) = mpsc::channel(chunks);
+    let mut out = ChunkWriter::new(tx, header, chunk_bytes);
+    out.inline = true;
+    // The channel holds every chunk, so queueing never fails while `rx` lives.
+    let _ = out.write_all(data).and_then(|()| out.finish());
+    rx
+}
+
 /// Most chunks one snapshot stream holds in a seeded simulation, where the whole stream is
 /// queued at once (simulated partitions are small).
 pub(crate) const SIMULATED_CHUNKS_MAX: usize = 1 << 16;

@@ -305,9 +305,10 @@ pub fn access(path: &str) -> Access {
         ("Store", "Put" | "Delete" | "Batch" | "Write") => Access::Service(Right::Write),
         ("Store", "Backup") => Access::Service(Right::Operate),
         ("Cluster", "GetMap") => Access::Known,
-        ("Cluster", "CreateService" | "DeleteService" | "MovePrimary" | "MoveSecondary") => {
-            Access::Service(Right::Operate)
-        }
+        (
+            "Cluster",
+            "CreateService" | "DeleteService" | "MovePrimary" | "MoveSecondary" | "ScheduleBackup" | "ResetPartition",
+        ) => Access::Service(Right::Operate),
         (
             "Cluster",
             "Drain" | "Activate" | "RemoveNode" | "Rebalance" | "Upgrade" | "ListUsers" | "AddUser" | "RemoveUser"
@@ -392,7 +393,8 @@ mod tests {
         ] {
             assert_eq!(access(&format!("/weft.v1.Cluster/{m}")), Access::Cluster(Right::Operate), "{m}");
         }
-        for m in ["CreateService", "DeleteService", "MovePrimary", "MoveSecondary"] {
+        for m in ["CreateService", "DeleteService", "MovePrimary", "MoveSecondary", "ScheduleBackup", "ResetPartition"]
+        {
             assert_eq!(access(&format!("/weft.v1.Cluster/{m}")), Access::Service(Right::Operate), "{m}");
         }
         assert_eq!(access("/weft.testing.v1.Faults/CutLinks"), Access::Cluster(Right::Operate));

@@ -146,19 +146,22 @@ enum Ctl {
     /// cluster needs (drain it, or wait for a down node's replicas to be replaced), while
     /// it is a seed, and while it still heartbeats.
     RemoveNode { node: u64 },
-    /// Backs up a service: each partition's snapshot, from its primary, into a new
-    /// directory under --dir (one Avro file per partition and a manifest).
-    Backup {
-        service: String,
-        /// Where backups are kept.
-        #[arg(long)]
-        dir: std::path::PathBuf,
-    },
-    /// Lists the backups under --dir.
+    /// Backs a service up now into a location (a directory, file:///..., s3://bucket/prefix,
+    /// az://container/prefix, gs://bucket/prefix; credentials from the AWS_*, AZURE_* or
+    /// GOOGLE_* variables): each partition's snapshot, or its changes since the location's
+    /// last backup of the service, from its primary. `backup schedule` has the cluster
+    /// manager do it on a period.
+    Backup(backups::BackupCmd),
+    /// A service's backups: its schedule and last run from the cluster, and what its
+    /// location holds (time, log index, size, state). --from lists any location, even one
+    /// no cluster knows.
     Backups {
-        /// Where backups are kept.
+        /// The service.
         #[arg(long)]
-        dir: std::path::PathBuf,
+        service: Option<String>,
+        /// The location to list (default: the service's schedule's).
+        #[arg(long)]
+        from: Option<String>,
     },
     /// Users of the cluster: add (with a bearer token if asked), remove, list.
     #[command(subcommand)]
@@ -181,14 +184,24 @@ enum Ctl {
         #[arg(long)]
         service: Option<String>,
     },
-    /// Restores a backup (a directory `ctl backup` made) into a new service.
+    /// Restores a backup: into a new service (--service NEW), or in place into partition P
+    /// of the backed-up service after it lost every replica (--partition P). --from names a
+    /// location, a service's directory in it, or one backup; the newest complete backup
+    /// is taken, or the newest at or before --at.
     Restore {
-        /// The backup's directory.
-        backup: std::path::PathBuf,
-        /// The new service's name.
+        /// Where the backup is.
         #[arg(long)]
-        service: String,
-        /// Replicas per partition (default: the cluster's, 4).
+        from: String,
+        /// The new service's name.
+        #[arg(long, conflicts_with = "partition", required_unless_present = "partition")]
+        service: Option<String>,
+        /// The partition (its index in the service) to restore in place.
+        #[arg(long)]
+        partition: Option<u32>,
+        /// The newest backup at or before this time (RFC 3339, or milliseconds since 1970).
+        #[arg(long)]
+        at: Option<String>,
+        /// Replicas per partition of the new service (default: the cluster's, 4).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         replicas: Option<u32>,
     },
@@ -327,8 +340,8 @@ impl Ctx {
 
 pub async fn run(a: CtlArgs) -> anyhow::Result<()> {
     let cx = Ctx { config: a.creds.config()?, endpoint: a.endpoint, json: a.json };
-    // Listing a backup directory is the one command that needs no cluster.
-    if !matches!(a.cmd, Ctl::Backups { .. }) {
+    // Listing a backup location is the one command that needs no cluster.
+    if !matches!(a.cmd, Ctl::Backups { from: Some(_), .. }) {
         crate::creds::reachable(&cx.endpoint).await?;
     }
     match a.cmd {
@@ -351,9 +364,11 @@ pub async fn run(a: CtlArgs) -> anyhow::Result<()> {
         Ctl::Upgrade { apply, dry_run: _, pause, resume, abort, status, no_wait } => {
             nodes::upgrade(&cx, apply, pause, resume, abort, status, no_wait).await
         }
-        Ctl::Backup { service, dir } => backups::backup(&cx, service, dir).await,
-        Ctl::Backups { dir } => backups::list(&cx, dir).await,
-        Ctl::Restore { backup, service, replicas } => backups::restore(&cx, backup, service, replicas).await,
+        Ctl::Backup(cmd) => backups::backup(&cx, cmd).await,
+        Ctl::Backups { service, from } => backups::list(&cx, service, from).await,
+        Ctl::Restore { from, service, partition, at, replicas } => {
+            backups::restore(&cx, from, service, partition, at, replicas).await
+        }
         Ctl::User(UserCmd::Add { name, with_token }) => users::add(&cx, name, with_token).await,
         Ctl::User(UserCmd::Remove { name }) => users::remove(&cx, name).await,
         Ctl::User(UserCmd::List) => users::list(&cx).await,

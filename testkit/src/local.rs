@@ -250,6 +250,8 @@ pub struct LocalNode {
     child: Option<Child>,
     exe: PathBuf,
     extra: Vec<String>,
+    /// Variables set in its environment (kept across restarts).
+    env: Vec<(String, String)>,
     /// How the harness calls it.
     security: Security,
 }
@@ -277,10 +279,32 @@ impl LocalNode {
         extra: &[&str],
         security: &Security,
     ) -> Result<LocalNode, Error> {
+        Self::start_with_env(exe, id, listen, extra, security, &[])
+    }
+
+    /// [`LocalNode::start_secured`] with `env` set in the node's environment, now and at
+    /// every restart (a backup location's credentials, say).
+    pub fn start_with_env(
+        exe: &Path,
+        id: u64,
+        listen: &str,
+        extra: &[&str],
+        security: &Security,
+        env: &[(&str, &str)],
+    ) -> Result<LocalNode, Error> {
         let mut flags = security.node_flags(id)?;
         flags.extend(extra.iter().map(|s| s.to_string()));
-        let (child, addr) = Self::spawn(exe, id, listen, &flags)?;
-        Ok(LocalNode { id, addr, child: Some(child), exe: exe.to_path_buf(), extra: flags, security: security.clone() })
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let (child, addr) = Self::spawn(exe, id, listen, &flags, &env)?;
+        Ok(LocalNode {
+            id,
+            addr,
+            child: Some(child),
+            exe: exe.to_path_buf(),
+            extra: flags,
+            env,
+            security: security.clone(),
+        })
     }
 
     /// How it is secured.
@@ -292,13 +316,19 @@ impl LocalNode {
     /// flags (so a durable node finds its data directory again).
     pub fn restart(&mut self) -> Result<(), Error> {
         self.kill();
-        let (child, addr) = Self::spawn(&self.exe, self.id, &self.addr, &self.extra)?;
+        let (child, addr) = Self::spawn(&self.exe, self.id, &self.addr, &self.extra, &self.env)?;
         debug_assert_eq!(addr, self.addr);
         self.child = Some(child);
         Ok(())
     }
 
-    fn spawn(exe: &Path, id: u64, listen: &str, extra: &[String]) -> Result<(Child, String), Error> {
+    fn spawn(
+        exe: &Path,
+        id: u64,
+        listen: &str,
+        extra: &[String],
+        env: &[(String, String)],
+    ) -> Result<(Child, String), Error> {
         let fail = |reason: String| Error::Start { id, reason };
         let mut command = match std::env::var_os("WEFT_NODE_WRAPPER") {
             Some(wrapper) => {
@@ -320,6 +350,7 @@ impl LocalNode {
             .env_remove("WEFT_CERTS_DIR")
             .env_remove("WEFT_USER")
             .env_remove("WEFT_TOKEN")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -82,6 +82,16 @@ pub fn free_addrs(n: usize) -> Vec<String> {
     weft_testkit::local::free_addrs(n).expect("free loopback ports")
 }
 
+/// Waits until `ep`'s `ctl nodes` shows `n` nodes up.
+pub async fn wait_up(ep: &str, n: usize) {
+    wait_for(Duration::from_secs(60), &format!("{n} nodes up"), || async {
+        let (ok, out, _) = weft(&["ctl", "--endpoint", ep, "--json", "nodes"]);
+        let v: serde_json::Value = if ok { serde_json::from_str(&out).ok()? } else { return None };
+        (v.as_array()?.iter().filter(|n| n["state"] == "up").count() == n).then_some(())
+    })
+    .await;
+}
+
 /// Runs the `weft` binary with `args`; returns (success, stdout, stderr).
 pub fn weft(args: &[&str]) -> (bool, String, String) {
     weft_with_input(args, &[])
@@ -108,10 +118,25 @@ pub fn weft_plain(args: &[&str]) -> (bool, String, String) {
     run_weft(args, &[], None)
 }
 
+/// [`weft`] with `env` set in its environment.
+pub fn weft_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    run_weft_env(args, &[], Some(&certs_dir()), env)
+}
+
 fn run_weft(args: &[&str], input: &[u8], certs: Option<&std::path::Path>) -> (bool, String, String) {
+    run_weft_env(args, input, certs, &[])
+}
+
+fn run_weft_env(
+    args: &[&str],
+    input: &[u8],
+    certs: Option<&std::path::Path>,
+    env: &[(&str, &str)],
+) -> (bool, String, String) {
     use std::io::Write;
     use std::process::{Command, Stdio};
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
+    cmd.envs(env.iter().copied());
     match certs {
         Some(dir) => cmd.env("WEFT_CERTS_DIR", dir),
         None => cmd.env_remove("WEFT_CERTS_DIR"),

@@ -13,6 +13,10 @@ fi
 
 venv="${CARGO_TARGET_DIR:-target}/py-venv"
 stamp="$venv/requirements.txt"
+# Tests run in parallel and each may call this: one makes the environment, the others wait.
+mkdir -p "$(dirname "$venv")"
+exec 9>"$venv.lock"
+flock 9
 if ! cmp -s tests/py/requirements.txt "$stamp" 2>/dev/null; then
     log "creating $venv"
     rm -rf "$venv"

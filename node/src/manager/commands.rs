@@ -22,7 +22,7 @@ const REPLICAS_MAX: u32 = 9;
 /// before all its nodes have registered).
 const NODES_WAIT: Duration = Duration::from_secs(10);
 
-fn lines(v: Vec<String>, map_version: u64) -> pb::CtlResponse {
+pub(super) fn lines(v: Vec<String>, map_version: u64) -> pb::CtlResponse {
     pb::CtlResponse { lines: v, map_version, ..Default::default() }
 }
 

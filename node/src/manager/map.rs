@@ -108,6 +108,7 @@ pub async fn create(r: &Replica) -> Result<(), Status> {
     }
     let mut empty = pb::ClusterMap { next_partition: 1, next_replica: FIRST_REPLICA_ID, ..Default::default() };
     init_users(&mut empty);
+    init_cluster_id(&mut empty);
     write(r, &empty, 0).await?;
     Ok(())
 }
@@ -127,6 +128,19 @@ pub fn init_users(m: &mut pb::ClusterMap) -> bool {
         grants: vec![pb::UserGrant { role: weft_security::Role::Operator.name().into(), service: String::new() }],
     });
     m.users_initialized = true;
+    true
+}
+
+/// Gives the map its random cluster id, once; returns whether it changed the map (a map
+/// made before ids existed gets one the first time a manager reads it).
+pub fn init_cluster_id(m: &mut pb::ClusterMap) -> bool {
+    if !m.cluster_id.is_empty() {
+        return false;
+    }
+    // The operating system's randomness, never a simulation's seeded stream: the id names
+    // the cluster to backups and nothing in a run depends on it, so drawing it from the
+    // seed would shift every later draw of a simulated run for no behaviour of its own.
+    m.cluster_id = format!("{:032x}", rand::random::<u128>());
     true
 }
 

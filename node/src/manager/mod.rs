@@ -22,6 +22,7 @@
 //! Known gap, stated rather than hidden: a seed that never comes back leaves the map group
 //! one replica short until the seed list is changed on every node (no command does that).
 
+mod backups;
 pub mod clock;
 mod commands;
 mod gauges;
@@ -255,6 +256,8 @@ pub struct Manager {
     reached: std::sync::atomic::AtomicBool,
     /// Replica moves this node finished as the cluster manager.
     moves_done: std::sync::atomic::AtomicU64,
+    /// Services whose scheduled backup this node is running (`backups`).
+    backups_running: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl Manager {
@@ -280,6 +283,7 @@ impl Manager {
             loops: Mutex::default(),
             reached: Default::default(),
             moves_done: Default::default(),
+            backups_running: Arc::default(),
         })
     }
 

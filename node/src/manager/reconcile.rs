@@ -104,10 +104,12 @@ impl Manager {
         let Some((m, _)) = map::read(leader, &self.decoded).await? else {
             return map::create(leader).await;
         };
-        if !m.users_initialized {
-            self.update(|m| Ok(map::init_users(m))).await?;
+        if !m.users_initialized || m.cluster_id.is_empty() {
+            self.update(|m| Ok(map::init_users(m) | map::init_cluster_id(m))).await?;
             return Ok(());
         }
+        // 0. Scheduled backups that are due start now and run beside the rest.
+        self.start_due_backups(&m);
         // 1. Liveness.
         let now = clock::now();
         let silent = {

@@ -254,4 +254,21 @@ impl pb::cluster_server::Cluster for ClusterService {
     async fn revoke(&self, req: Request<pb::GrantRequest>) -> Result<Response<pb::CtlResponse>, Status> {
         routed!(self, req, revoke, |m| self.mgr.grant(m, false))
     }
+
+    async fn schedule_backup(
+        &self,
+        req: Request<pb::ScheduleBackupRequest>,
+    ) -> Result<Response<pb::CtlResponse>, Status> {
+        let service = req.get_ref().schedule.as_ref().map(|s| s.service.clone()).unwrap_or_default();
+        self.operator_of(&req, &service)?;
+        routed!(self, req, schedule_backup, |m| self.mgr.schedule_backup(m))
+    }
+
+    async fn reset_partition(
+        &self,
+        req: Request<pb::ResetPartitionRequest>,
+    ) -> Result<Response<pb::CtlResponse>, Status> {
+        self.operator_of_partition(&req, req.get_ref().partition)?;
+        routed!(self, req, reset_partition, |m: pb::ResetPartitionRequest| self.mgr.reset_partition(m.partition))
+    }
 }
