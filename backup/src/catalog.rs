@@ -87,12 +87,16 @@ pub struct Retention {
     pub keep: u32,
     /// Every complete backup younger than this many milliseconds (0: none by age).
     pub keep_for_ms: u64,
+    /// An incomplete backup is deleted only once it started this long ago (a run still
+    /// writing is never deleted under it: the schedule's run limit).
+    pub abandoned_after_ms: u64,
 }
 
 /// The ids of `service`'s backups that `retention` lets go at `now_ms`: complete backups
-/// neither kept nor needed by a kept one's chain, and incomplete ones older than the
-/// newest complete backup (a newer one may still be being written). With neither count
-/// nor age set, nothing goes.
+/// neither kept nor needed by a kept one's chain (the newest is always kept), and
+/// incomplete ones that started before the newest complete backup and longer ago than
+/// `abandoned_after_ms` (a run may still be writing a younger one). A directory whose
+/// name is not a backup id is never touched. With neither count nor age set, nothing goes.
 pub fn expired(all: &[Listed], retention: Retention, now_ms: u64) -> Vec<String> {
     if retention.keep == 0 && retention.keep_for_ms == 0 {
         return Vec::new();
@@ -100,7 +104,7 @@ pub fn expired(all: &[Listed], retention: Retention, now_ms: u64) -> Vec<String>
     let complete: Vec<&Manifest> = all.iter().filter_map(|l| l.manifest.as_ref()).collect();
     let mut kept: BTreeSet<&str> = BTreeSet::new();
     for (i, m) in complete.iter().rev().enumerate() {
-        let by_count = (i as u32) < retention.keep;
+        let by_count = i == 0 || (i as u32) < retention.keep;
         let by_age = retention.keep_for_ms > 0 && now_ms.saturating_sub(m.created_unix_ms) < retention.keep_for_ms;
         if by_count || by_age {
             kept.insert(&m.id);
@@ -122,7 +126,9 @@ pub fn expired(all: &[Listed], retention: Retention, now_ms: u64) -> Vec<String>
     all.iter()
         .filter(|l| match &l.manifest {
             Some(m) => !needed.contains(m.id.as_str()),
-            None => l.created_unix_ms() < newest_complete,
+            None => format::id_time(&l.id).is_some_and(|started| {
+                started < newest_complete && now_ms.saturating_sub(started) >= retention.abandoned_after_ms
+            }),
         })
         .map(|l| l.id.clone())
         .collect()
@@ -159,6 +165,7 @@ mod tests {
         let entry = PartitionEntry {
             index: 0,
             partition: 1,
+            incarnation: 0,
             low: 0,
             high: u64::MAX,
             kind,
@@ -198,11 +205,13 @@ mod tests {
             backup(5, Some(4)),
             backup(6, Some(5)),
         ];
-        let keep = |keep, keep_for_ms, now| ids(expired(&all, Retention { keep, keep_for_ms }, now));
+        let keep =
+            |keep, keep_for_ms, now| ids(expired(&all, Retention { keep, keep_for_ms, abandoned_after_ms: 0 }, now));
         assert_eq!(keep(1, 0, 100), [1, 2, 3], "6 needs 5 and 4");
         assert_eq!(keep(4, 0, 100), Vec::<u64>::new(), "3 needs 2 and 1");
         assert_eq!(keep(0, 0, 100), Vec::<u64>::new(), "no retention keeps everything");
         assert_eq!(keep(0, 3, 7), [1, 2, 3], "younger than 3 ms at 7: 5 and 6, which need 4");
+        assert_eq!(keep(0, 1, 100), [1, 2, 3], "none young enough: the newest stays all the same");
         assert_eq!(keep(1, 10, 7), Vec::<u64>::new(), "either rule keeps");
     }
 
@@ -225,6 +234,14 @@ mod tests {
         };
         all.insert(1, stale);
         all.push(running);
-        assert_eq!(ids(expired(&all, Retention { keep: 1, keep_for_ms: 0 }, 10)), [1, 2]);
+        assert_eq!(ids(expired(&all, Retention { keep: 1, keep_for_ms: 0, abandoned_after_ms: 0 }, 10)), [1, 2]);
+        let young = Retention { keep: 1, keep_for_ms: 0, abandoned_after_ms: 9 };
+        assert_eq!(ids(expired(&all, young, 10)), [1], "2 started 8 ms ago: it may still be written");
+        let mut foreign = all.clone();
+        foreign.insert(
+            0,
+            Listed { service: "s".into(), id: "notes".into(), state: "incomplete", bytes: 1, manifest: None },
+        );
+        assert_eq!(ids(expired(&foreign, Retention { keep: 1, keep_for_ms: 0, abandoned_after_ms: 0 }, 10)), [1, 2]);
     }
 }

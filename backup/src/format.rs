@@ -51,6 +51,10 @@ pub struct PartitionEntry {
     pub index: u32,
     /// The partition's id in the cluster it was taken from.
     pub partition: u64,
+    /// The partition's incarnation (raised when it is reset): changes chain only onto a
+    /// backup of the same incarnation, whose log they continue.
+    #[serde(default)]
+    pub incarnation: u64,
     /// Inclusive hash range, low end.
     pub low: u64,
     /// Inclusive hash range, high end.
@@ -136,6 +140,15 @@ pub fn dir(service: &str, id: &str) -> String {
 /// a random suffix.
 pub fn new_id(created_unix_ms: u64) -> String {
     format!("{created_unix_ms:015}-{:04x}", rand::random::<u16>())
+}
+
+/// The start time a backup id names, if `id` is one (15 digits, `-`, 4 hex digits).
+pub fn id_time(id: &str) -> Option<u64> {
+    let (time, suffix) = id.split_once('-')?;
+    let digits = |s: &str, n: usize, hex: bool| {
+        s.len() == n && s.chars().all(|c| if hex { c.is_ascii_hexdigit() } else { c.is_ascii_digit() })
+    };
+    (digits(time, 15, false) && digits(suffix, 4, true)).then(|| time.parse().ok()).flatten()
 }
 
 /// The file name of a partition's entry.
@@ -249,9 +262,12 @@ mod tests {
     }
 
     #[test]
-    fn ids_sort_by_time() {
+    fn ids_sort_by_time_and_name_it() {
         let (a, b) = (new_id(999), new_id(1_000_000_000_000));
         assert!(a < b, "{a} {b}");
         assert_eq!(a.len(), 20);
+        assert_eq!(id_time(&a), Some(999));
+        assert_eq!(id_time("notes"), None);
+        assert_eq!(id_time("000000000000999-zzzz"), None);
     }
 }

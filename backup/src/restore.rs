@@ -154,6 +154,12 @@ pub async fn choose(url: &str, at_unix_ms: Option<u64>) -> Result<Chosen, Backup
         let mut cur = entry.clone();
         while cur.kind == Kind::Changes {
             let prev_id = cur.previous.clone().unwrap_or_default();
+            if links.iter().any(|(id, _)| *id == prev_id) {
+                return Err(BackupError::Corrupt(format!(
+                    "partition {}'s chain comes back to backup {prev_id}: a manifest names the wrong previous backup",
+                    entry.index
+                )));
+            }
             let prev = complete.get(&prev_id).ok_or_else(|| {
                 BackupError::Missing(format!(
                     "partition {}'s changes build on backup {prev_id} of {service}, which is missing or incomplete in {root}",
@@ -164,7 +170,11 @@ pub async fn choose(url: &str, at_unix_ms: Option<u64>) -> Result<Chosen, Backup
                 prev.partitions.get(entry.index as usize).cloned().ok_or_else(|| {
                     BackupError::Corrupt(format!("backup {prev_id} has no partition {}", entry.index))
                 })?;
-            if link.through != cur.after || link.low != cur.low || link.high != cur.high {
+            if link.through != cur.after
+                || link.low != cur.low
+                || link.high != cur.high
+                || link.incarnation != cur.incarnation
+            {
                 return Err(BackupError::Corrupt(format!(
                     "partition {}: backup {prev_id} holds it through log index {}, but the next link starts after {}",
                     entry.index, link.through, cur.after
@@ -353,54 +363,66 @@ pub async fn restore(
         let channels = Channels::new(config.security.clone(), Duration::from_secs(5));
         ClusterClient::new(channels.channel(endpoint).map_err(ClientError::Rpc)?)
     };
-    let (service, which): (String, Vec<u32>) =
-        match target {
-            Target::NewService { name, replicas } => {
-                if map.map.as_ref().is_some_and(|mm| mm.services.contains_key(name)) {
-                    return Err(BackupError::Refused(format!("service {name} exists: restore into a new name")));
-                }
-                let up = map
-                    .map
-                    .as_ref()
-                    .map_or(0, |mm| mm.nodes.values().filter(|n| n.state == pb::NodeState::Up as i32).count());
-                let count = u32::try_from(m.partitions.len())
-                    .map_err(|_| BackupError::Refused("too many partitions".into()))?;
-                weft_client::routing::ready_service(config, endpoints, up, name, count, *replicas, READY_WITHIN)
-                    .await
-                    .map_err(|e| BackupError::Refused(e.to_string()))?;
-                (name.clone(), (0..count).collect())
+    let (service, which): (String, Vec<u32>) = match target {
+        Target::NewService { name, replicas } => {
+            if map.map.as_ref().is_some_and(|mm| mm.services.contains_key(name)) {
+                return Err(BackupError::Refused(format!("service {name} exists: restore into a new name")));
             }
-            Target::Partition { index } => {
-                let mm = map.map.as_ref().ok_or_else(|| ClientError::NoMap("empty answer".into()))?;
-                let s = mm.services.get(&m.service).ok_or_else(|| {
-                    BackupError::Refused(format!(
-                        "the backup is of service {}, which this cluster does not have: restore it with --service",
-                        m.service
-                    ))
-                })?;
-                let p = s
-                    .partition_ids
-                    .iter()
-                    .filter_map(|id| mm.partitions.get(id))
-                    .find(|p| p.index == *index)
-                    .ok_or_else(|| BackupError::Refused(format!("service {} has no partition {index}", m.service)))?;
-                let e = m.partitions.get(*index as usize).ok_or_else(|| {
-                    BackupError::Refused(format!("the backup of {} has no partition {index}", m.service))
-                })?;
-                if e.low != p.low || e.high != p.high {
-                    return Err(BackupError::Refused(format!(
-                        "partition {index} of {} covers another hash range than the backup's: a service of that name \
+            let up = map
+                .map
+                .as_ref()
+                .map_or(0, |mm| mm.nodes.values().filter(|n| n.state == pb::NodeState::Up as i32).count());
+            let count =
+                u32::try_from(m.partitions.len()).map_err(|_| BackupError::Refused("too many partitions".into()))?;
+            weft_client::routing::ready_service(config, endpoints, up, name, count, *replicas, READY_WITHIN)
+                .await
+                .map_err(|e| BackupError::Refused(e.to_string()))?;
+            (name.clone(), (0..count).collect())
+        }
+        Target::Partition { index } => {
+            let mm = map.map.as_ref().ok_or_else(|| ClientError::NoMap("empty answer".into()))?;
+            let s = mm.services.get(&m.service).ok_or_else(|| {
+                BackupError::Refused(format!(
+                    "the backup is of service {}, which this cluster does not have: restore it with --service",
+                    m.service
+                ))
+            })?;
+            let p = s
+                .partition_ids
+                .iter()
+                .filter_map(|id| mm.partitions.get(id))
+                .find(|p| p.index == *index)
+                .ok_or_else(|| BackupError::Refused(format!("service {} has no partition {index}", m.service)))?;
+            let e = m
+                .partitions
+                .get(*index as usize)
+                .ok_or_else(|| BackupError::Refused(format!("the backup of {} has no partition {index}", m.service)))?;
+            if e.low != p.low || e.high != p.high {
+                return Err(BackupError::Refused(format!(
+                    "partition {index} of {} covers another hash range than the backup's: a service of that name \
                      with another partition count",
-                        m.service
-                    )));
-                }
-                cluster.clone().reset_partition(pb::ResetPartitionRequest { partition: p.id }).await.map_err(|s| {
-                    BackupError::Refused(format!("partition {index} of {}: {}", m.service, s.message()))
-                })?;
-                wait_ready(config, endpoints, p.id).await?;
-                (m.service.clone(), vec![*index])
+                    m.service
+                )));
             }
-        };
+            // A manager that took over moments ago answers UNAVAILABLE until it has
+            // heard every node: asked again for a while.
+            let deadline = Instant::now() + READY_WITHIN;
+            loop {
+                match cluster.clone().reset_partition(pb::ResetPartitionRequest { partition: p.id }).await {
+                    Ok(_) => break,
+                    Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    Err(s) => {
+                        let why = format!("partition {index} of {}: {}", m.service, s.message());
+                        return Err(BackupError::Refused(why));
+                    }
+                }
+            }
+            wait_ready(config, endpoints, p.id).await?;
+            (m.service.clone(), vec![*index])
+        }
+    };
     let written = write_all(config, endpoints, chosen, &service, &which, progress).await;
     match (written, target) {
         (Ok(r), _) => Ok(r),

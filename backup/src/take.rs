@@ -185,6 +185,7 @@ async fn partition(
     Ok(PartitionEntry {
         index: p.index,
         partition: p.id,
+        incarnation: p.incarnation,
         low: p.low,
         high: p.high,
         kind,

@@ -758,7 +758,11 @@ impl pb::store_server::Store for StoreService {
         };
         if since > 0 {
             let replica = replica_of(&self.host, partition)?;
-            let data = backup_changes(&replica, partition, since, through, &snapshot)?;
+            // Copying and encoding up to the history's 32 MiB: off the runtime's threads.
+            let data =
+                tokio::task::spawn_blocking(move || backup_changes(&replica, partition, since, through, &snapshot))
+                    .await
+                    .map_err(|e| Status::internal(format!("backup encoder failed: {e}")))??;
             tracing::info!(partition, since, through, bytes = data.len(), "incremental backup streamed");
             let rx = weft_replica::stream_bytes(first, &data, chunk_bytes);
             let stream = futures::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), Ok);

@@ -305,14 +305,13 @@ pub fn access(path: &str) -> Access {
         ("Store", "Put" | "Delete" | "Batch" | "Write") => Access::Service(Right::Write),
         ("Store", "Backup") => Access::Service(Right::Operate),
         ("Cluster", "GetMap") => Access::Known,
-        (
-            "Cluster",
-            "CreateService" | "DeleteService" | "MovePrimary" | "MoveSecondary" | "ScheduleBackup" | "ResetPartition",
-        ) => Access::Service(Right::Operate),
+        ("Cluster", "CreateService" | "DeleteService" | "MovePrimary" | "MoveSecondary" | "ResetPartition") => {
+            Access::Service(Right::Operate)
+        }
         (
             "Cluster",
             "Drain" | "Activate" | "RemoveNode" | "Rebalance" | "Upgrade" | "ListUsers" | "AddUser" | "RemoveUser"
-            | "Grant" | "Revoke",
+            | "Grant" | "Revoke" | "ScheduleBackup",
         ) => Access::Cluster(Right::Operate),
         _ => Access::Node,
     }
@@ -390,11 +389,11 @@ mod tests {
             "RemoveUser",
             "Grant",
             "Revoke",
+            "ScheduleBackup",
         ] {
             assert_eq!(access(&format!("/weft.v1.Cluster/{m}")), Access::Cluster(Right::Operate), "{m}");
         }
-        for m in ["CreateService", "DeleteService", "MovePrimary", "MoveSecondary", "ScheduleBackup", "ResetPartition"]
-        {
+        for m in ["CreateService", "DeleteService", "MovePrimary", "MoveSecondary", "ResetPartition"] {
             assert_eq!(access(&format!("/weft.v1.Cluster/{m}")), Access::Service(Right::Operate), "{m}");
         }
         assert_eq!(access("/weft.testing.v1.Faults/CutLinks"), Access::Cluster(Right::Operate));

@@ -16,6 +16,7 @@
 //! environment, and a local directory must be the same directory on all of them (a shared
 //! mount) for the backups to stay in one place across manager changes.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +28,12 @@ use super::{Manager, map};
 
 /// The least time a run is given before it is abandoned (see `run_backup`).
 const RUN_MIN: Duration = Duration::from_secs(600);
+
+/// How long a run of `s` may take: twice its period, and [`RUN_MIN`] at least. Retention
+/// deletes an incomplete backup only once it is older than this.
+fn run_limit(s: &pb::BackupSchedule) -> Duration {
+    Duration::from_millis(s.every_ms.saturating_mul(2)).max(RUN_MIN)
+}
 
 /// The shortest period a schedule may have.
 const EVERY_MIN_MS: u64 = 1_000;
@@ -91,10 +98,13 @@ impl Manager {
             if !due || !self.backups_running.lock().insert(s.service.clone()) {
                 continue;
             }
+            let (running, service) = (self.backups_running.clone(), s.service.clone());
             let (me, s) = (self.clone(), s.clone());
+            let run = tokio::spawn(async move { me.run_backup(s).await });
+            // Cleared however the run ends, a panic included.
             tokio::spawn(async move {
-                me.run_backup(s.clone()).await;
-                me.backups_running.lock().remove(&s.service);
+                let _ = run.await;
+                running.lock().remove(&service);
             });
         }
     }
@@ -120,13 +130,16 @@ impl Manager {
         }
         let span = tracing::info_span!("scheduled_backup", service = %s.service);
         // A run that hangs (a stream that stalls without failing) must not stop the
-        // schedule for good: it is given up after twice its period, or RUN_MIN.
-        let limit = Duration::from_millis(s.every_ms.saturating_mul(2)).max(RUN_MIN);
-        let result =
-            match tokio::time::timeout(limit, tracing::Instrument::instrument(self.take_backup(&s), span)).await {
-                Ok(r) => r,
-                Err(_) => Err(format!("the run took longer than {limit:?} and was given up")),
-            };
+        // schedule for good: it is given up after its limit. A manager that loses its role
+        // gives its run up too, so that the next manager's run never overlaps it for long.
+        let limit = run_limit(&s);
+        let take = tracing::Instrument::instrument(self.take_backup(&s), span);
+        let result = tokio::select! {
+            r = tokio::time::timeout(limit, take) => {
+                r.unwrap_or_else(|_| Err(format!("the run took longer than {limit:?} and was given up")))
+            }
+            () = self.deposed() => Err("this node stopped being the cluster manager during the run".into()),
+        };
         let done = weft_backup::take::now_ms();
         match &result {
             Ok(id) => tracing::info!(service = %s.service, id, ms = done - started, "scheduled backup done"),
@@ -155,6 +168,18 @@ impl Manager {
         }
     }
 
+    /// Returns once this node is no longer the cluster manager of the reign it is in now
+    /// (never, while it is).
+    async fn deposed(&self) {
+        let term = self.soft.lock().term;
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if self.leading().is_none() || self.soft.lock().term != term {
+                return;
+            }
+        }
+    }
+
     /// Takes one backup of `s.service` into `s.url` and applies retention; the backup's id.
     async fn take_backup(&self, s: &pb::BackupSchedule) -> Result<String, String> {
         let leader = self.leading().ok_or("this node stopped being the cluster manager")?;
@@ -171,29 +196,55 @@ impl Manager {
         let manifest = weft_backup::take::take(&client, &m, version, &s.service, &loc, opts, &|_, _, _| {})
             .await
             .map_err(|e| e.to_string())?;
-        let retention = weft_backup::Retention { keep: s.keep, keep_for_ms: s.keep_for_ms };
+        let retention = weft_backup::Retention {
+            keep: s.keep,
+            keep_for_ms: s.keep_for_ms,
+            abandoned_after_ms: run_limit(s).as_millis() as u64,
+        };
         weft_backup::catalog::apply_retention(&loc, &s.service, retention, weft_backup::take::now_ms())
             .await
             .map_err(|e| format!("backup {} taken; retention failed: {e}", manifest.id))?;
         Ok(manifest.id)
     }
 
-    /// Gives partition `id`, which lost every replica, new and empty replicas.
+    /// Gives partition `id`, which lost every replica, new and empty replicas (a new group,
+    /// one incarnation up). Refused unless every node the map places a replica on is down
+    /// or has reported, during this manager's reign, that it no longer hosts the partition;
+    /// and refused for a while after this node became the manager, until every live node
+    /// has had time to report.
     pub(super) async fn reset_partition(&self, id: u64) -> Result<pb::CtlResponse, Status> {
+        let (since, seen): (Option<std::time::Instant>, BTreeMap<u64, bool>) = {
+            let soft = self.soft.lock();
+            let seen = soft.seen.iter().map(|(node, s)| (*node, s.replicas.contains_key(&id))).collect();
+            (soft.since, seen)
+        };
+        if since.is_none_or(|t| t.elapsed() < self.cfg.down_grace) {
+            return Err(Status::unavailable(
+                "the cluster manager took over moments ago and has not heard every node yet: try again in a few seconds",
+            ));
+        }
         let reported = self.reported();
-        let live: Vec<u64> = reported.iter().filter(|(_, s)| s.partition == id).map(|(node, _)| *node).collect();
         let (line, version) = self
             .update(|m| {
                 let p = m.partitions.get(&id).ok_or_else(|| Status::not_found(format!("no partition {id}")))?;
                 if !p.created || p.pending.is_some() {
                     return Err(Status::failed_precondition(format!("partition {id} is being created or moved")));
                 }
-                let up = |node: &u64| m.nodes.get(node).is_some_and(|n| n.state == pb::NodeState::Up as i32);
-                let hosting: Vec<u64> = live.iter().copied().filter(|n| up(n)).collect();
-                if !hosting.is_empty() {
+                let down = |node: &u64| m.nodes.get(node).is_none_or(|n| n.state == pb::NodeState::Down as i32);
+                // Live nodes hosting it, by their reports; and placed nodes not heard from.
+                let hosting: Vec<u64> =
+                    seen.iter().filter(|(node, hosts)| **hosts && !down(node)).map(|(node, _)| *node).collect();
+                let silent: Vec<u64> =
+                    p.replicas.iter().map(|r| r.node).filter(|n| !down(n) && !seen.contains_key(n)).collect();
+                if !hosting.is_empty() || !silent.is_empty() {
                     return Err(Status::failed_precondition(format!(
-                        "partition {id} still has replicas on nodes {hosting:?}: only a partition that lost every \
-                         replica is reset (its data would be discarded)"
+                        "partition {id} still has replicas on nodes {hosting:?}{}: only a partition that lost every \
+                         replica is reset (its data would be discarded)",
+                        if silent.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (and nodes {silent:?} have not reported)")
+                        }
                     )));
                 }
                 let count = p.replicas.len().max(1);
@@ -212,6 +263,7 @@ impl Manager {
                     .map(|(node, replica)| pb::ReplicaPlacement { node: *node, replica })
                     .collect();
                 p.created = false;
+                p.incarnation += 1;
                 Ok(format!("partition {id} reset: new, empty replicas on nodes {placed:?}"))
             })
             .await?;

@@ -133,6 +133,7 @@ impl Manager {
                                 .collect(),
                             created: false,
                             pending: None,
+                            incarnation: 0,
                         },
                     );
                     out.push(format!("  partition {id} ({name}/{index}) on nodes {placed:?}"));
