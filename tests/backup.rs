@@ -353,7 +353,10 @@ async fn backups_keep_running_while_the_manager_and_a_primary_are_killed() {
     assert!(listed["schedule"]["runs"].as_u64() >= Some(3), "{listed}");
     eprintln!("backups {} and {} taken across the kills", after_manager["id"], after_primary["id"]);
 
-    // What they hold restores: everything acknowledged before the last one started.
+    // What they hold restores: everything acknowledged before the last one started. The
+    // new service is placed once the dead node is marked down (a replica placed on it
+    // would never open).
+    wait_up(&ep, 4).await;
     let started = after_primary["created_unix_ms"].as_u64().expect("created");
     let r = ctl_env(&ep, &env, &["restore", "--from", &format!("{url}/s"), "--service", "copy"]);
     assert_eq!(r["backup"], after_primary["id"], "{r}");
