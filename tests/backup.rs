@@ -13,20 +13,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{ctl_json, free_addrs, wait_for, wait_up, weft, weft_env};
+use common::{ctl_json, free_addrs, python, wait_for, wait_up, weft, weft_env};
 use serde_json::Value;
 use weft::routing::ServiceClient;
 use weft_testkit::local::{LocalNode, Security};
 
 const GRACE: &str = "2";
 const BUCKET: &str = "weft";
-
-/// The Python environment's interpreter (`tests/py/setup.sh` makes it once).
-fn python() -> String {
-    let out = Command::new("bash").arg("tests/py/setup.sh").output().expect("run tests/py/setup.sh");
-    assert!(out.status.success(), "tests/py/setup.sh failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// A moto S3 server on a free port, with bucket [`BUCKET`]; killed when dropped.
 struct S3 {

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{free_addrs, https_get, wait_for};
+use common::{free_addrs, https_get, python, wait_for};
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -149,11 +149,4 @@ async fn health_and_reflection_answer_standard_clients() {
     let next = next.expect("the stream carries the status before it ends").expect("a status");
     assert_eq!(next.status(), ServingStatus::NotServing);
     nodes[2].kill();
-}
-
-/// The Python environment's interpreter (`tests/py/setup.sh` makes it once).
-fn python() -> String {
-    let out = std::process::Command::new("bash").arg("tests/py/setup.sh").output().expect("run tests/py/setup.sh");
-    assert!(out.status.success(), "tests/py/setup.sh failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }

@@ -496,12 +496,7 @@ async fn write_all(
                 Err(e) => return Err(e.into()),
             }
             for def in table.index_defs() {
-                let kind = match def.kind {
-                    weft_store::IndexKind::Ordered => pb::IndexKind::Ordered,
-                    weft_store::IndexKind::MaxHeap => pb::IndexKind::MaxHeap,
-                };
-                let index = pb::IndexDef { name: def.name.clone(), attr: def.attr.clone(), kind: kind as i32 };
-                match client.create_index(target.id, table.name(), index).await {
+                match client.create_index(target.id, table.name(), weft_replica::index_to_pb(def)).await {
                     Ok(_) | Err(ClientError::Refused { code: pb::ErrorCode::IndexExists, .. }) => {}
                     Err(e) => return Err(e.into()),
                 }
@@ -510,23 +505,12 @@ async fn write_all(
             let mut batches = Vec::new();
             let (mut batch, mut bytes) = (Vec::with_capacity(BATCH_RECORDS), 0usize);
             for r in table.records() {
-                let attrs = r
-                    .attrs()
-                    .iter()
-                    .map(|a| pb::Attr { name: a.name().into(), value: Some(weft_replica::scalar_to_pb(a.value())) })
-                    .collect();
                 bytes += r.key().len() + r.value().len();
                 done.bytes += (r.key().len() + r.value().len()) as u64;
                 done.records += 1;
-                batch.push(pb::Op {
-                    kind: Some(pb::op::Kind::Put(pb::Put {
-                        table: table.name().into(),
-                        key: r.key().to_vec().into(),
-                        value: r.value().to_vec().into(),
-                        attrs,
-                        condition: None,
-                    })),
-                });
+                let pb::Record { key, value, attrs, .. } = weft_replica::record_to_pb(r);
+                let put = pb::Put { table: table.name().into(), key, value, attrs, condition: None };
+                batch.push(pb::Op { kind: Some(pb::op::Kind::Put(put)) });
                 if batch.len() == BATCH_RECORDS || bytes >= BATCH_BYTES {
                     batches.push(std::mem::take(&mut batch));
                     bytes = 0;

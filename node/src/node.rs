@@ -688,17 +688,7 @@ fn backup_changes(
             .iter()
             .map(|t| pb::BackupTable {
                 name: t.name().to_string(),
-                indexes: t
-                    .index_defs()
-                    .map(|d| pb::IndexDef {
-                        name: d.name.clone(),
-                        attr: d.attr.clone(),
-                        kind: match d.kind {
-                            weft_store::IndexKind::Ordered => pb::IndexKind::Ordered as i32,
-                            weft_store::IndexKind::MaxHeap => pb::IndexKind::MaxHeap as i32,
-                        },
-                    })
-                    .collect(),
+                indexes: t.index_defs().map(weft_replica::index_to_pb).collect(),
             })
             .collect(),
     };

@@ -76,6 +76,15 @@ pub fn index_from_pb(d: Option<pb::IndexDef>) -> Result<IndexDef, WireError> {
     }
 }
 
+/// Index definition to wire.
+pub fn index_to_pb(d: &IndexDef) -> pb::IndexDef {
+    let kind = match d.kind {
+        weft_store::IndexKind::Ordered => pb::IndexKind::Ordered,
+        weft_store::IndexKind::MaxHeap => pb::IndexKind::MaxHeap,
+    };
+    pb::IndexDef { name: d.name.clone(), attr: d.attr.clone(), kind: kind as i32 }
+}
+
 /// Record to wire.
 pub fn record_to_pb(r: &Arc<Record>) -> pb::Record {
     pb::Record {

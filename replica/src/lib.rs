@@ -66,7 +66,7 @@ mod types;
 mod wal;
 mod wire;
 
-pub use command::{index_from_pb, op_from_pb, record_to_pb, scalar_from_pb, scalar_to_pb};
+pub use command::{index_from_pb, index_to_pb, op_from_pb, record_to_pb, scalar_from_pb, scalar_to_pb};
 pub use error::Error;
 pub use host::{Host, RaftSettings, Replica, Storage};
 pub use proposer::ProposeError;

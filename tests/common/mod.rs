@@ -82,6 +82,13 @@ pub fn free_addrs(n: usize) -> Vec<String> {
     weft_testkit::local::free_addrs(n).expect("free loopback ports")
 }
 
+/// The Python environment's interpreter (`tests/py/setup.sh` makes it once).
+pub fn python() -> String {
+    let out = std::process::Command::new("bash").arg("tests/py/setup.sh").output().expect("run tests/py/setup.sh");
+    assert!(out.status.success(), "tests/py/setup.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// Waits until `ep`'s `ctl nodes` shows `n` nodes up.
 pub async fn wait_up(ep: &str, n: usize) {
     wait_for(Duration::from_secs(60), &format!("{n} nodes up"), || async {
