@@ -56,6 +56,19 @@ pub(crate) struct ChaosArgs {
     /// allows when not given.
     #[arg(long, value_delimiter = ',', requires = "simulated")]
     faults: Vec<weft_testkit::simulated::FaultKind>,
+    /// Work on the containers of this compose file's cluster, already up (`deploy/chaos.sh`
+    /// brings it up): kills, pauses, link cuts and latency on real hosts and networks.
+    /// `--mode` must say the cluster's log mode (volatile or durable).
+    #[arg(long, value_name = "COMPOSE_FILE", conflicts_with = "simulated")]
+    compose: Option<std::path::PathBuf>,
+    /// With `--compose`: the nodes' published gRPC ports, node 1 first (default
+    /// 127.0.0.1:7100 and up, one per node).
+    #[arg(long, value_delimiter = ',', requires = "compose")]
+    endpoints: Vec<String>,
+    /// With `--compose`: the cluster's certificates (the CA with its key, root's client
+    /// certificate), as `deploy/up.sh` made them.
+    #[arg(long, env = "WEFT_CERTS_DIR", requires = "compose")]
+    certs_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -131,6 +144,24 @@ pub(crate) fn run(a: ChaosArgs) -> anyhow::Result<()> {
         ModeArg::Volatile => &[false],
         ModeArg::Both => &[true, false],
     };
+    let compose = match &a.compose {
+        None => None,
+        Some(file) => {
+            if matches!(a.mode, None | Some(ModeArg::Both)) {
+                anyhow::bail!("--compose needs --mode volatile or --mode durable: the cluster's own log mode");
+            }
+            if a.insecure {
+                anyhow::bail!("--compose clusters run with TLS; --insecure does not apply");
+            }
+            let certs_dir = a.certs_dir.clone().context("--compose needs --certs-dir (or WEFT_CERTS_DIR)")?;
+            let endpoints = if a.endpoints.is_empty() {
+                (0..a.nodes).map(|i| format!("127.0.0.1:{}", 7100 + i)).collect()
+            } else {
+                a.endpoints.clone()
+            };
+            Some(weft_testkit::chaos::ComposeTarget { compose_file: file.clone(), certs_dir, endpoints })
+        }
+    };
     let rt = runtime()?;
     let mut reports = Vec::new();
     for &durable in modes {
@@ -143,6 +174,7 @@ pub(crate) fn run(a: ChaosArgs) -> anyhow::Result<()> {
             keys: a.keys,
             tls: !a.insecure,
             idle_partitions: a.idle_partitions.unwrap_or(weft_testkit::chaos::ChaosConfig::default().idle_partitions),
+            compose: compose.clone(),
             ..weft_testkit::chaos::ChaosConfig::default()
         };
         let (report, history) = rt.block_on(weft_testkit::chaos::run(&exe, &cfg))?;

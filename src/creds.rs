@@ -25,6 +25,11 @@ pub struct ClientArgs {
 }
 
 impl ClientArgs {
+    /// The certificate directory given, if any.
+    pub fn certs_dir(&self) -> Option<&std::path::Path> {
+        self.certs_dir.as_deref()
+    }
+
     /// The client security these flags describe.
     pub fn security(&self) -> anyhow::Result<ClientSecurity> {
         let Some(dir) = &self.certs_dir else {

@@ -178,6 +178,20 @@ impl NodeBuilder {
         self
     }
 
+    /// The address peers and clients dial, when it is not the one listened on: a host
+    /// name, where the node listens on `0.0.0.0` (containers). Seeds name nodes by it.
+    pub fn advertise(mut self, addr: impl Into<String>) -> Self {
+        self.config.cluster.advertise = Some(addr.into());
+        self
+    }
+
+    /// The address clients outside the nodes' network dial (a published port); see
+    /// `NodeInfo.client_addr` in docs/api.md.
+    pub fn advertise_client(mut self, addr: impl Into<String>) -> Self {
+        self.config.cluster.advertise_client = Some(addr.into());
+        self
+    }
+
     /// Where to serve Prometheus metrics.
     pub fn metrics(mut self, addr: SocketAddr) -> Self {
         self.config.metrics = Some(addr);
@@ -213,6 +227,7 @@ impl NodeBuilder {
         };
         let server = weft_node::Node::bind(config).await?;
         let addr = server.local_addr();
+        let advertised = server.advertised().to_string();
         let host = server.host().clone();
         let health = server.health().clone();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -224,11 +239,12 @@ impl NodeBuilder {
             let _ = ended_tx.send(Some(r.await.map_err(|e| e.to_string())));
         });
         let client_config = ClientConfig::secured(security);
-        let client = ServiceClient::new(vec![addr.to_string()], client_config.clone());
-        tracing::info!(id, %addr, "node started");
+        let client = ServiceClient::new(vec![advertised.clone()], client_config.clone());
+        tracing::info!(id, %addr, %advertised, "node started");
         Ok(Node {
             id,
             addr,
+            advertised,
             host,
             client,
             client_config,
@@ -249,6 +265,8 @@ type Ended = watch::Receiver<Option<Result<(), String>>>;
 pub struct Node {
     id: u64,
     addr: SocketAddr,
+    /// The address peers and clients dial (see [`NodeBuilder::advertise`]).
+    advertised: String,
     host: Arc<Host>,
     client: ServiceClient,
     client_config: ClientConfig,
@@ -299,6 +317,11 @@ impl Node {
     /// The address it serves on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address peers and clients dial ([`NodeBuilder::advertise`], else [`Node::addr`]).
+    pub fn advertised(&self) -> &str {
+        &self.advertised
     }
 
     /// The routed client, acting as this node (which may call anything).
@@ -466,12 +489,13 @@ impl Node {
     /// heard from yet counts as down). A single voter's partition cannot be kept by any
     /// wait, so it does not hold a stop up.
     fn unsafe_partitions(&self) -> Vec<u64> {
-        let own = self.addr.to_string();
+        let own = &self.advertised;
         self.host
             .list()
             .iter()
             .filter(|r| {
-                let (voters, others_up) = r.voter_addrs(|addr| addr != own && self.host.peer_up(addr).unwrap_or(false));
+                let (voters, others_up) =
+                    r.voter_addrs(|addr| addr != own.as_str() && self.host.peer_up(addr).unwrap_or(false));
                 voters > 1 && others_up <= voters / 2
             })
             .map(|r| r.partition())

@@ -19,6 +19,7 @@ mod cert;
 mod chaos;
 mod creds;
 mod ctl;
+mod health;
 mod kv;
 mod node;
 mod playground;
@@ -81,6 +82,11 @@ enum Command {
     /// Certificates: a cluster CA, node and client certificates, and what a directory holds.
     #[command(subcommand)]
     Cert(cert::Cert),
+    /// Asks a node the gRPC health question (a container's health check); exits 0 only
+    /// when it answers SERVING.
+    Health(health::HealthArgs),
+    /// Prints this binary's version.
+    Version,
 }
 
 fn main() -> ExitCode {
@@ -119,6 +125,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime()?.block_on(playground::run(a))
         }
         Command::Ctl(a) => runtime()?.block_on(ctl::run(a)),
+        Command::Health(a) => {
+            if runtime()?.block_on(health::run(a))? {
+                Ok(())
+            } else {
+                anyhow::bail!("not serving")
+            }
+        }
+        Command::Version => {
+            use std::io::Write;
+            let _ = writeln!(std::io::stdout(), "weft {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
         Command::Kv(a) => runtime()?.block_on(kv::run(a)),
         Command::Sim(s) => sim::run(s),
         Command::Cert(c) => cert::run(c),

@@ -10,16 +10,29 @@ use crate::{init_tracing, runtime};
 pub(crate) struct NodeArgs {
     /// Node id, 1 to 1048575: a seed's id is also its cluster-map replica's id, and the
     /// ids above are the ones the map gives replicas.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..weft::node::FIRST_REPLICA_ID))]
-    id: u64,
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..weft::node::FIRST_REPLICA_ID), required_unless_present = "id_from_hostname")]
+    id: Option<u64>,
+    /// Take the id from the host name's trailing ordinal plus one (`weft-0` is node 1), as a
+    /// Kubernetes StatefulSet names its pods.
+    #[arg(long, conflicts_with = "id")]
+    id_from_hostname: bool,
     /// Address to serve gRPC on (port 0 picks a free port; the bound address is printed).
     #[arg(long)]
     listen: std::net::SocketAddr,
-    /// Upgrade domain.
-    #[arg(long, default_value = "ud0", value_parser = domain_name)]
+    /// The address peers and clients dial, when it is not --listen's: a host name where
+    /// the node listens on 0.0.0.0 (containers, Kubernetes). Resolved at each connection;
+    /// --seeds name seed nodes by it.
+    #[arg(long, value_name = "HOST:PORT", value_parser = host_port)]
+    advertise: Option<String>,
+    /// The address clients outside the nodes' network dial, e.g. a port a container
+    /// publishes on its host; clients that reach the cluster through one use them all.
+    #[arg(long, value_name = "HOST:PORT", value_parser = host_port)]
+    advertise_client: Option<String>,
+    /// Upgrade domain (WEFT_UD: in Kubernetes, the pod's zone label).
+    #[arg(long, env = "WEFT_UD", default_value = "ud0", value_parser = domain_name)]
     ud: String,
-    /// Fault domain.
-    #[arg(long, default_value = "fd0", value_parser = domain_name)]
+    /// Fault domain (WEFT_FD: in Kubernetes, the node the pod runs on).
+    #[arg(long, env = "WEFT_FD", default_value = "fd0", value_parser = domain_name)]
     fd: String,
     /// Seed nodes (cluster manager), comma-separated.
     #[arg(long, value_delimiter = ',')]
@@ -27,8 +40,9 @@ pub(crate) struct NodeArgs {
     /// Directory for durable logs and checkpoints.
     #[arg(long)]
     data_dir: Option<std::path::PathBuf>,
-    /// Durable log mode (write-ahead log and checkpoints under --data-dir).
-    #[arg(long)]
+    /// Durable log mode (write-ahead log and checkpoints under --data-dir); WEFT_DURABLE
+    /// (true or false) sets it from the environment, as a container's compose file does.
+    #[arg(long, env = "WEFT_DURABLE")]
     durable: bool,
     /// Address for Prometheus metrics.
     #[arg(long)]
@@ -102,6 +116,16 @@ pub(crate) struct NodeArgs {
     stop_wait_s: f64,
 }
 
+/// `HOST:PORT`, a host being a name or an address (`[v6]:port` for IPv6).
+fn host_port(s: &str) -> Result<String, String> {
+    let (host, port) = s.rsplit_once(':').ok_or("HOST:PORT")?;
+    port.parse::<u16>().ok().filter(|p| *p != 0).ok_or("the port must be 1 to 65535")?;
+    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/') {
+        return Err("HOST:PORT, the host a name or an address".into());
+    }
+    Ok(s.to_string())
+}
+
 /// An upgrade or fault domain's name: placement compares them, so it must say something.
 fn domain_name(s: &str) -> Result<String, String> {
     if s.is_empty() || s.len() > 64 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -110,7 +134,25 @@ fn domain_name(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
-pub(crate) fn run(a: NodeArgs) -> anyhow::Result<()> {
+/// The node id a StatefulSet pod's host name gives: its trailing ordinal plus one.
+fn id_from_hostname(hostname: &str) -> anyhow::Result<u64> {
+    let ordinal = hostname.rsplit_once('-').map(|(_, n)| n).unwrap_or_default();
+    let id = ordinal.parse::<u64>().ok().and_then(|n| n.checked_add(1)).filter(|id| *id < weft::node::FIRST_REPLICA_ID);
+    id.with_context(|| format!("--id-from-hostname: host name {hostname:?} does not end in -ORDINAL"))
+}
+
+pub(crate) fn run(mut a: NodeArgs) -> anyhow::Result<()> {
+    let id = match a.id {
+        Some(id) => id,
+        None => {
+            let host = std::env::var("HOSTNAME")
+                .ok()
+                .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+                .unwrap_or_default();
+            id_from_hostname(host.trim())?
+        }
+    };
+    a.id = Some(id);
     if a.durable && a.data_dir.is_none() {
         anyhow::bail!("--durable needs --data-dir DIR (where the write-ahead logs and checkpoints go)");
     }
@@ -122,6 +164,12 @@ pub(crate) fn run(a: NodeArgs) -> anyhow::Result<()> {
     }
     if !(a.move_stall_s.is_finite() && a.move_stall_s > 0.0) {
         anyhow::bail!("--move-stall-s must be a positive number of seconds");
+    }
+    if a.listen.ip().is_unspecified() && a.advertise.is_none() && !a.seeds.is_empty() {
+        anyhow::bail!(
+            "--listen {} needs --advertise HOST:PORT: the address peers and clients dial (this node's host name)",
+            a.listen
+        );
     }
     let seconds = [a.idle_timeout_s, a.handshake_timeout_s, a.request_deadline_s, a.stop_wait_s];
     if seconds.iter().any(|s| !(s.is_finite() && *s > 0.0))
@@ -136,8 +184,8 @@ pub(crate) fn run(a: NodeArgs) -> anyhow::Result<()> {
         .or_else(|| (!a.insecure).then(|| std::env::var_os("WEFT_CERTS_DIR").map(std::path::PathBuf::from)).flatten());
     let tls = match (&certs_dir, a.insecure) {
         (Some(dir), false) => Some(
-            weft_security::Credentials::load(dir, weft_security::Holder::Node { id: Some(a.id) })
-                .with_context(|| format!("loading node {}'s certificates from {}", a.id, dir.display()))?,
+            weft_security::Credentials::load(dir, weft_security::Holder::Node { id: Some(id) })
+                .with_context(|| format!("loading node {id}'s certificates from {}", dir.display()))?,
         ),
         (None, true) => None,
         (None, false) => anyhow::bail!(
@@ -155,7 +203,7 @@ pub(crate) fn run(a: NodeArgs) -> anyhow::Result<()> {
         );
     }
     let config = weft::node::NodeConfig {
-        id: a.id,
+        id,
         listen: a.listen,
         raft: weft_replica::RaftSettings {
             heartbeat: std::time::Duration::from_millis(a.heartbeat_ms),
@@ -177,6 +225,8 @@ pub(crate) fn run(a: NodeArgs) -> anyhow::Result<()> {
             down_grace: std::time::Duration::from_secs_f64(a.down_grace),
             balance_every: (a.balance_every > 0.0).then(|| std::time::Duration::from_secs_f64(a.balance_every)),
             move_stall: std::time::Duration::from_secs_f64(a.move_stall_s),
+            advertise: a.advertise.clone(),
+            advertise_client: a.advertise_client.clone(),
             ..Default::default()
         },
         metrics: a.metrics,
@@ -212,9 +262,9 @@ pub(crate) fn run(a: NodeArgs) -> anyhow::Result<()> {
         // restarted in place by an upgrade walk prints this again into a closed pipe).
         use std::io::Write;
         let mut out = std::io::stdout();
-        let _ = writeln!(out, "weft node {} listening on {addr} (ud {}, fd {})", a.id, a.ud, a.fd);
+        let _ = writeln!(out, "weft node {id} listening on {addr} (ud {}, fd {})", a.ud, a.fd);
         let _ = out.flush();
-        tracing::info!(id = a.id, %addr, seeds = ?a.seeds, data_dir = ?a.data_dir, "node started");
+        tracing::info!(id, %addr, advertised = %node.advertised(), seeds = ?a.seeds, data_dir = ?a.data_dir, "node started");
         node.run_until(|| {
             let signals = signals.clone();
             async move { signals.notified().await }
@@ -269,4 +319,18 @@ fn reexecute() {
     let err = std::process::Command::new(&exe).args(std::env::args_os().skip(1)).exec();
     tracing::error!(error = %err, "re-executing the node binary failed; exiting");
     std::process::exit(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::id_from_hostname;
+
+    #[test]
+    fn a_statefulset_pod_s_ordinal_gives_its_id() {
+        assert_eq!(id_from_hostname("weft-0").unwrap(), 1);
+        assert_eq!(id_from_hostname("my-weft-12").unwrap(), 13);
+        assert!(id_from_hostname("weft").is_err());
+        assert!(id_from_hostname("weft-x").is_err());
+        assert!(id_from_hostname("").is_err());
+    }
 }

@@ -168,6 +168,9 @@ pub enum ClientError {
 struct Inner {
     /// Replaced whole by [`Client::set_endpoints`]; each attempt reads the current list.
     endpoints: RwLock<Arc<Vec<String>>>,
+    /// Node addresses as peers know them (a leader hint's) to the ones this client dials,
+    /// for a client outside the nodes' network ([`Client::set_aliases`]).
+    aliases: RwLock<Arc<BTreeMap<String, String>>>,
     /// One lazily connected channel per node, the same way nodes reach their peers.
     channels: Channels,
     primaries: Mutex<BTreeMap<u64, String>>,
@@ -350,6 +353,7 @@ impl Client {
         Client {
             inner: Arc::new(Inner {
                 endpoints: RwLock::new(Arc::new(endpoints)),
+                aliases: RwLock::default(),
                 channels: Channels::new(config.security.clone(), Duration::from_secs(1)),
                 primaries: Mutex::default(),
                 sessions: Mutex::default(),
@@ -463,7 +467,9 @@ impl Client {
                         self.inner.primaries.lock().remove(&partition);
                         return Err(ClientError::NotHosted { partition });
                     }
-                    let hint = leader_hint(&s).filter(|h| dead.as_ref() != Some(h));
+                    let hint = leader_hint(&s)
+                        .map(|h| self.inner.aliases.read().get(&h).cloned().unwrap_or(h))
+                        .filter(|h| dead.as_ref() != Some(h));
                     if hint.is_none() {
                         dead = Some(addr.clone());
                     }
@@ -507,6 +513,13 @@ impl Client {
     /// at their next attempt. The session and cached primaries stay.
     pub fn set_endpoints(&self, endpoints: Vec<String>) {
         *self.inner.endpoints.write() = Arc::new(endpoints);
+    }
+
+    /// Replaces the address translation applied to primaries' addresses that nodes name
+    /// in their answers: for a client outside the nodes' network, each node's peer address
+    /// to the client address it dials instead (`NodeInfo.client_addr`).
+    pub fn set_aliases(&self, aliases: BTreeMap<String, String>) {
+        *self.inner.aliases.write() = Arc::new(aliases);
     }
 
     /// Applies one command to a partition, exactly once. Returns the command's result;

@@ -100,6 +100,21 @@ pub async fn ready_service(
     }
 }
 
+/// Whether this client is outside the nodes' network: it reached the cluster through an
+/// address the map gives as some node's `client_addr` (a port published by a container),
+/// not as its `addr`. Such a client dials every node by its `client_addr` (those without
+/// one by `addr`), as Kafka's clients pick the listener they bootstrapped through.
+fn outside(map: &pb::GetMapResponse, endpoints: &[String]) -> bool {
+    let nodes = || map.map.iter().flat_map(|m| m.nodes.values());
+    nodes().any(|n| !n.client_addr.is_empty() && endpoints.contains(&n.client_addr))
+        && !nodes().any(|n| endpoints.contains(&n.addr))
+}
+
+/// The address a client dials node `n` by (see [`outside`]).
+fn dial_addr(n: &pb::NodeInfo, outside: bool) -> String {
+    if outside && !n.client_addr.is_empty() { n.client_addr.clone() } else { n.addr.clone() }
+}
+
 /// A client addressing services by name and keys, routed by the cluster map.
 pub struct ServiceClient {
     endpoints: Vec<String>,
@@ -177,18 +192,25 @@ impl ServiceClient {
         }
         let mut endpoints = self.endpoints.clone();
         if let Some(c) = self.cached.lock().clone() {
-            endpoints.extend(c.map.iter().flat_map(|m| m.nodes.values().map(|n| n.addr.clone())));
+            let outside = outside(&c, &self.endpoints);
+            endpoints.extend(c.map.iter().flat_map(|m| m.nodes.values().map(|n| dial_addr(n, outside))));
         }
         let map = Self::fetch_map_with(self.client.channels(), &endpoints, self.config.deadline).await?;
+        let outside = outside(&map, &self.endpoints);
         // Nodes the map calls down are left out: a stale-map answer needs every node the
         // client asks to say it hosts no replica or not to answer (`ClientError::NotHosted`).
         let all = || map.map.iter().flat_map(|m| m.nodes.values());
         let mut nodes: Vec<String> =
-            all().filter(|n| n.state != pb::NodeState::Down as i32).map(|n| n.addr.clone()).collect();
+            all().filter(|n| n.state != pb::NodeState::Down as i32).map(|n| dial_addr(n, outside)).collect();
         if nodes.is_empty() {
-            nodes = all().map(|n| n.addr.clone()).collect();
+            nodes = all().map(|n| dial_addr(n, outside)).collect();
         }
         self.client.set_endpoints(nodes);
+        self.client.set_aliases(if outside {
+            all().filter(|n| !n.client_addr.is_empty()).map(|n| (n.addr.clone(), n.client_addr.clone())).collect()
+        } else {
+            Default::default()
+        });
         let cached = Arc::new(map);
         *self.cached.lock() = Some(cached.clone());
         Ok(cached)

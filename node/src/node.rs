@@ -167,6 +167,8 @@ pub struct Node {
     listener: Listening,
     metrics: Option<tokio::net::TcpListener>,
     addr: SocketAddr,
+    /// The address peers and clients dial (`ClusterConfig::advertise`, else `addr`).
+    advertised: String,
     restart: Option<RestartHook>,
     health: Arc<crate::health::Health>,
 }
@@ -205,19 +207,39 @@ impl Node {
         let access = AccessView::new(gate, config.cluster.seeds.is_empty());
         let mut cluster = config.cluster;
         cluster.insecure = security.tls.is_none();
-        let manager = crate::manager::Manager::new(host.clone(), config.id, addr.to_string(), cluster, access.clone());
+        let advertised = cluster.advertise.clone().unwrap_or_else(|| addr.to_string());
+        let manager =
+            crate::manager::Manager::new(host.clone(), config.id, advertised.clone(), cluster, access.clone());
         let metrics = match config.metrics {
             Some(a) => Some(crate::metrics::bind(a).await?),
             None => None,
         };
         let restart = config.restart;
         let health = crate::health::Health::new(host.clone(), manager.clone());
-        Ok(Node { host, manager, access, security, conns: Arc::default(), listener, metrics, addr, restart, health })
+        Ok(Node {
+            host,
+            manager,
+            access,
+            security,
+            conns: Arc::default(),
+            listener,
+            metrics,
+            addr,
+            advertised,
+            restart,
+            health,
+        })
     }
 
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address peers and clients dial: `--advertise`, else the bound address. Seeds
+    /// name nodes by it, and replicas' raft memberships hold it.
+    pub fn advertised(&self) -> &str {
+        &self.advertised
     }
 
     /// The replicas this node hosts (a service embedding the node reads its local
@@ -258,7 +280,7 @@ impl Node {
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
         let raft = RaftService::new(self.host.clone()).into_server();
-        self.host.start_liveness(Some(self.addr.to_string()));
+        self.host.start_liveness(Some(self.advertised.clone()));
         let cluster = pb::cluster_server::ClusterServer::new(crate::manager::ClusterService::new(
             self.manager.clone(),
             self.access.clone(),

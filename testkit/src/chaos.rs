@@ -54,8 +54,9 @@ use serde::Serialize;
 use weft_proto::v1 as pb;
 
 use crate::Error;
+use crate::docker::Containers;
 use crate::linearize::{self, Anomaly, Op, OpKind, Outcome};
-use crate::local::{LocalNode, Security, channel, cluster_err, free_addrs, start_managed};
+use crate::local::{LocalNode, Pki, Security, channel, cluster_err, free_addrs, start_managed, status_at};
 use weft_client::client::{ClientConfig, ClientError};
 use weft_client::routing::ServiceClient;
 use weft_node::{MAP_PARTITION, view};
@@ -124,6 +125,21 @@ pub struct ChaosConfig {
     /// Partitions of the idle service ([`IDLE_SERVICE`]; 0: none), touched by one sparse
     /// client.
     pub idle_partitions: u32,
+    /// Run against a compose cluster's containers instead of starting node processes.
+    pub compose: Option<ComposeTarget>,
+}
+
+/// A compose cluster already up (`deploy/up.sh`), whose containers the faults work on
+/// ([`crate::docker`]). Its nodes' durability is the compose file's; `nodes` must match.
+#[derive(Clone, Debug)]
+pub struct ComposeTarget {
+    /// `deploy/compose.yaml`.
+    pub compose_file: PathBuf,
+    /// The certificates `deploy/up.sh` made: the CA (with its key, for the harness's own
+    /// certificate) and root's client certificate.
+    pub certs_dir: PathBuf,
+    /// The nodes' published gRPC ports, node 1 first.
+    pub endpoints: Vec<String>,
 }
 
 impl Default for ChaosConfig {
@@ -139,6 +155,7 @@ impl Default for ChaosConfig {
             replicas: 4,
             tls: true,
             idle_partitions: 16,
+            compose: None,
         }
     }
 }
@@ -189,14 +206,25 @@ pub struct FaultEvent {
     pub whole_ns: u64,
 }
 
+/// The nodes the faults work on.
+enum Fleet {
+    /// `weft node` processes started by the run.
+    Local(Vec<LocalNode>),
+    /// A compose cluster's containers.
+    Docker(Containers),
+}
+
 struct Cluster {
-    nodes: Vec<LocalNode>,
+    fleet: Fleet,
     endpoints: Vec<String>,
     seeds: usize,
     /// How the clients and the schedule call the nodes: as `root`, an operator.
     root: ClientConfig,
-    /// The certificates (removed after the nodes are killed, when the cluster drops).
-    _security: Security,
+    /// The certificates (a run's own are removed after the nodes are killed, when the
+    /// cluster drops).
+    security: Security,
+    /// Latency and loss can be injected (containers on a kernel with netem).
+    netem: bool,
 }
 
 impl Cluster {
@@ -208,7 +236,71 @@ impl Cluster {
         let extra = |_| vec!["--down-grace".into(), "2".into(), "--fault-injection".into()];
         let nodes = start_managed(exe, &addrs, addrs.len(), data, data.is_some(), &security, extra)?;
         let root = ClientConfig { security: security.root()?, ..client_config() };
-        Ok(Cluster { nodes, endpoints: addrs, seeds, root, _security: security })
+        Ok(Cluster { fleet: Fleet::Local(nodes), endpoints: addrs, seeds, root, security, netem: false })
+    }
+
+    /// The compose cluster `target` names, already up.
+    async fn attach(cfg: &ChaosConfig, target: &ComposeTarget) -> Result<Cluster, Error> {
+        if target.endpoints.len() as u64 != cfg.nodes {
+            return Err(Error::Config("--nodes must match the compose cluster's node count"));
+        }
+        let security = Security::Tls(Arc::new(Pki::open_or_create(&target.certs_dir)?));
+        let root = ClientConfig { security: security.root()?, ..client_config() };
+        let containers = Containers::new(&target.compose_file, target.endpoints.len());
+        containers.cuts_available().await?;
+        let netem = containers.netem_available().await;
+        if !netem {
+            tracing::warn!("latency and loss are not injected: tc netem does not work here");
+        }
+        let seeds = target.endpoints.len().min(3);
+        Ok(Cluster {
+            fleet: Fleet::Docker(containers),
+            endpoints: target.endpoints.clone(),
+            seeds,
+            root,
+            security,
+            netem,
+        })
+    }
+
+    fn len(&self) -> usize {
+        match &self.fleet {
+            Fleet::Local(n) => n.len(),
+            Fleet::Docker(c) => c.len(),
+        }
+    }
+
+    /// SIGKILLs node `i` (0-based).
+    async fn kill(&mut self, i: usize) -> Result<(), Error> {
+        match &mut self.fleet {
+            Fleet::Local(n) => {
+                n[i].kill();
+                Ok(())
+            }
+            Fleet::Docker(c) => c.kill(i).await,
+        }
+    }
+
+    /// Starts node `i` again after [`Cluster::kill`], on its data.
+    async fn restart(&mut self, i: usize) -> Result<(), Error> {
+        match &mut self.fleet {
+            Fleet::Local(n) => n[i].restart(),
+            Fleet::Docker(c) => c.start(i).await,
+        }
+    }
+
+    async fn pause(&self, i: usize) -> Result<(), Error> {
+        match &self.fleet {
+            Fleet::Local(n) => n[i].pause(),
+            Fleet::Docker(c) => c.pause(i).await,
+        }
+    }
+
+    async fn resume(&self, i: usize) -> Result<(), Error> {
+        match &self.fleet {
+            Fleet::Local(n) => n[i].resume(),
+            Fleet::Docker(c) => c.resume(i).await,
+        }
     }
 
     /// Waits until every node is up in the map and every partition of the service is
@@ -243,7 +335,7 @@ impl Cluster {
                     .map(|p| p.id)
                     .collect();
                 let map_group = self.map_group_whole().await;
-                if nodes.len() == self.nodes.len()
+                if nodes.len() == self.len()
                     && down.is_empty()
                     && !parts.is_empty()
                     && broken.is_empty()
@@ -268,12 +360,15 @@ impl Cluster {
     /// Whether every seed hosts a voter of the cluster map's group, the group has one
     /// voter per seed and is in no joint configuration; else what is missing.
     async fn map_group_whole(&self) -> Result<(), String> {
-        for seed in &self.nodes[..self.seeds] {
-            let s = seed.status(MAP_PARTITION).await.ok_or(format!("seed {} hosts no map replica", seed.id))?;
+        for (i, addr) in self.endpoints[..self.seeds].iter().enumerate() {
+            let seed = i + 1;
+            let s = status_at(&self.security, addr, MAP_PARTITION)
+                .await
+                .ok_or(format!("seed {seed} hosts no map replica"))?;
             let configs = s.membership.map(|m| m.configs).unwrap_or_default();
             let whole = configs.len() == 1 && configs[0].ids.len() == self.seeds && configs[0].ids.contains(&s.replica);
             if !whole {
-                return Err(format!("seed {}'s map replica {} sees voters {configs:?}", seed.id, s.replica));
+                return Err(format!("seed {seed}'s map replica {} sees voters {configs:?}", s.replica));
             }
         }
         Ok(())
@@ -309,12 +404,19 @@ impl Cluster {
     /// Cuts the links between nodes that `reach` says cannot talk (indexes into the node
     /// list, both directions decided by the caller); `reach = |_, _| true` heals.
     async fn cut(&self, reach: impl Fn(usize, usize) -> bool) -> Result<(), Error> {
-        for (i, node) in self.nodes.iter().enumerate() {
-            let addrs: Vec<String> =
-                (0..self.nodes.len()).filter(|&j| j != i && !reach(i, j)).map(|j| self.endpoints[j].clone()).collect();
-            crate::local::cut_links(&self.root.security, &node.addr, addrs).await?;
+        match &self.fleet {
+            Fleet::Local(nodes) => {
+                for (i, node) in nodes.iter().enumerate() {
+                    let addrs: Vec<String> = (0..nodes.len())
+                        .filter(|&j| j != i && !reach(i, j))
+                        .map(|j| self.endpoints[j].clone())
+                        .collect();
+                    crate::local::cut_links(&self.root.security, &node.addr, addrs).await?;
+                }
+                Ok(())
+            }
+            Fleet::Docker(c) => c.cut(reach).await,
         }
-        Ok(())
     }
 
     /// Sends one operator command through node `via`; false if it was refused or failed.
@@ -464,7 +566,8 @@ async fn faults(
     let mut walked = !cfg.durable;
     let half = Instant::now() + (until - Instant::now()) / 2;
     let three_quarters = Instant::now() + (until - Instant::now()) * 3 / 4;
-    let n = cluster.nodes.len();
+    let n = cluster.len();
+    let docker = matches!(cluster.fleet, Fleet::Docker(_));
     // The whole-cluster restart and the walk happen in every durable run, past `until`
     // if the faults before them took the time, within a bound.
     let overtime = until + Duration::from_secs(180);
@@ -487,7 +590,9 @@ async fn faults(
         } else if !walked && Instant::now() >= three_quarters {
             "upgrade_walk"
         } else {
-            match rng.random_range(0..10) {
+            // Containers add latency and loss (draw 10) where the kernel allows it.
+            match rng.random_range(0..if cluster.netem { 11 } else { 10 }) {
+                10 => "netem",
                 0 | 1 => "kill",
                 2 => "kill_primary",
                 3 => "move_primary",
@@ -510,17 +615,28 @@ async fn faults(
                 }
                 tracing::info!(node = victim + 1, kind, "fault");
                 target = victim as u64 + 1;
-                cluster.nodes[victim].kill();
+                cluster.kill(victim).await?;
                 tokio::time::sleep(Duration::from_millis(rng.random_range(500..2000))).await;
-                cluster.nodes[victim].restart()?;
+                cluster.restart(victim).await?;
             }
             "pause" => {
                 let victim = rng.random_range(0..n);
                 tracing::info!(node = victim + 1, "fault: pause");
                 target = victim as u64 + 1;
-                cluster.nodes[victim].pause()?;
+                cluster.pause(victim).await?;
                 tokio::time::sleep(Duration::from_millis(rng.random_range(1000..2500))).await;
-                cluster.nodes[victim].resume()?;
+                cluster.resume(victim).await?;
+            }
+            "netem" => {
+                let victim = rng.random_range(0..n);
+                let shape = (rng.random_range(20..150), rng.random_range(0..50), rng.random_range(1..10));
+                tracing::info!(node = victim + 1, ?shape, "fault: latency and loss");
+                target = victim as u64 + 1;
+                if let Fleet::Docker(c) = &cluster.fleet {
+                    c.netem(victim, Some(shape)).await?;
+                    tokio::time::sleep(Duration::from_millis(rng.random_range(2000..5000))).await;
+                    c.netem(victim, None).await?;
+                }
             }
             "move_primary" | "move_secondary" => {
                 let Some((partition, _, from)) = cluster.partition(rng.random_range(0..64)).await else { continue };
@@ -553,6 +669,19 @@ async fn faults(
                 }
                 tokio::time::sleep(Duration::from_millis(rng.random_range(2000..4000))).await;
                 cluster.cut(|_, _| true).await?;
+            }
+            "upgrade_walk" if docker => {
+                // What a rolling update does: each node's container, UD by UD, stopped
+                // gracefully and replaced by a new one on the same volume; the next only
+                // once the cluster is whole again.
+                tracing::info!("fault: rolling replacement of every container");
+                walked = true;
+                for i in 0..n {
+                    if let Fleet::Docker(c) = &cluster.fleet {
+                        c.replace(i, 45).await?;
+                    }
+                    cluster.wait_whole(cfg.replicas as usize, Duration::from_secs(120)).await?;
+                }
             }
             "upgrade_walk" => {
                 tracing::info!("fault: upgrade walk");
@@ -587,12 +716,12 @@ async fn faults(
             }
             _ => {
                 tracing::info!("fault: whole-cluster restart");
-                for node in &mut cluster.nodes {
-                    node.kill();
+                for i in 0..n {
+                    cluster.kill(i).await?;
                 }
                 tokio::time::sleep(Duration::from_millis(rng.random_range(200..1000))).await;
-                for node in &mut cluster.nodes {
-                    node.restart()?;
+                for i in 0..n {
+                    cluster.restart(i).await?;
                 }
             }
         }
@@ -608,7 +737,10 @@ pub async fn run(exe: &Path, cfg: &ChaosConfig) -> Result<(ChaosReport, Vec<Op>)
     check_shape(cfg.nodes, cfg.replicas, cfg.keys, cfg.clients, cfg.partitions).map_err(Error::Config)?;
     let temp = tempfile::tempdir().map_err(cluster_err)?;
     let data: Option<PathBuf> = cfg.durable.then(|| temp.path().to_path_buf());
-    let mut cluster = Cluster::start(exe, cfg, data.as_deref())?;
+    let mut cluster = match &cfg.compose {
+        None => Cluster::start(exe, cfg, data.as_deref())?,
+        Some(target) => Cluster::attach(cfg, target).await?,
+    };
     let endpoints = cluster.endpoints.clone();
     // Every node registered, then the service, then every partition whole.
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -18,6 +18,7 @@
 pub mod chaos;
 pub mod cluster_bench;
 pub mod density;
+pub mod docker;
 mod error;
 pub mod linearize;
 pub mod local;

@@ -80,6 +80,13 @@ pub struct ClusterConfig {
     pub move_stall: Duration,
     /// The node runs `--insecure` (reported in its heartbeats, shown by `weft ctl status`).
     pub insecure: bool,
+    /// The address peers and clients dial, when it is not the bound one (`--advertise`):
+    /// a host name in containers, where the node listens on `0.0.0.0`. Names are resolved
+    /// at each connection, so a peer whose address changes is found again.
+    pub advertise: Option<String>,
+    /// The address clients outside the nodes' network dial (`--advertise-client`: a
+    /// published port), carried in the map as `NodeInfo.client_addr`.
+    pub advertise_client: Option<String>,
 }
 
 impl Default for ClusterConfig {
@@ -97,6 +104,8 @@ impl Default for ClusterConfig {
             balance_threshold: 1.5,
             move_stall: Duration::from_secs(120),
             insecure: false,
+            advertise: None,
+            advertise_client: None,
         }
     }
 }
@@ -343,6 +352,7 @@ impl Manager {
             incarnation: self.incarnation,
             drained: false,
             insecure: self.cfg.insecure,
+            client_addr: self.cfg.advertise_client.clone().unwrap_or_default(),
         }
     }
 
@@ -515,6 +525,7 @@ impl Manager {
             None => true,
             Some(n) => {
                 n.addr != node.addr
+                    || n.client_addr != node.client_addr
                     || n.ud != node.ud
                     || n.fd != node.fd
                     || n.capacity_replicas != node.capacity_replicas
