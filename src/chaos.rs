@@ -66,8 +66,8 @@ pub(crate) struct ChaosArgs {
     #[arg(long, value_delimiter = ',', requires = "compose")]
     endpoints: Vec<String>,
     /// With `--compose`: the cluster's certificates (the CA with its key, root's client
-    /// certificate), as `deploy/up.sh` made them.
-    #[arg(long, env = "WEFT_CERTS_DIR", requires = "compose")]
+    /// certificate), as `deploy/up.sh` made them. (Read only with `--compose`.)
+    #[arg(long, env = "WEFT_CERTS_DIR")]
     certs_dir: Option<std::path::PathBuf>,
 }
 

@@ -22,22 +22,37 @@ pub struct ClientArgs {
     /// ca.crt).
     #[arg(long, global = true, env = "WEFT_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Present the node certificate of --certs-dir instead of a user's: for commands a
+    /// node's own container runs (its health check, its pre-stop hand-off). node.crt, or
+    /// where a directory holds several nodes' (node-N.crt), this host's (N from the host
+    /// name, a StatefulSet pod's ordinal plus one).
+    #[arg(long, global = true, conflicts_with = "token")]
+    as_node: bool,
 }
 
 impl ClientArgs {
     /// The certificate directory given, if any.
-    pub fn certs_dir(&self) -> Option<&std::path::Path> {
-        self.certs_dir.as_deref()
-    }
-
     /// The client security these flags describe.
     pub fn security(&self) -> anyhow::Result<ClientSecurity> {
         let Some(dir) = &self.certs_dir else {
+            if self.as_node {
+                anyhow::bail!("--as-node needs --certs-dir (or WEFT_CERTS_DIR) with the node's certificate");
+            }
             if self.token.is_some() {
                 anyhow::bail!("a token needs --certs-dir (or WEFT_CERTS_DIR) for ca.crt, to verify the nodes");
             }
             return Ok(ClientSecurity::insecure());
         };
+        if self.as_node {
+            let id = if dir.join("node.crt").exists() {
+                None
+            } else {
+                Some(crate::node::id_from_hostname(&crate::node::hostname())?)
+            };
+            let creds = Credentials::load(dir, Holder::Node { id })
+                .with_context(|| format!("loading this node's certificate from {}", dir.display()))?;
+            return Ok(ClientSecurity::tls(creds));
+        }
         let user = if self.token.is_some() { None } else { Some(self.user.clone()) };
         let creds = Credentials::load(dir, Holder::Client { user })
             .with_context(|| format!("loading client credentials from {}", dir.display()))?;

@@ -4,15 +4,13 @@
 //! answers anything else or cannot be asked, printing the answer or why.
 //!
 //! The caller must be known to the node (health answers any authenticated caller, see
-//! `weft_node::health`): a client certificate as for `weft kv`, or, with `--as-node`, the
-//! node certificate in the same directory, so a node's container checks itself with the
+//! `weft_node::health`): a client certificate as for `weft kv`, or, with `--as-node`
+//! (`crate::creds`), the node certificate, so a node's container checks itself with the
 //! files it already has.
 
-use anyhow::Context;
 use clap::Args;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
-use weft_security::{ClientSecurity, Credentials, Holder};
 
 use crate::creds::ClientArgs;
 
@@ -25,10 +23,6 @@ pub(crate) struct HealthArgs {
     /// `weft.v1.Cluster` are the client-facing ones.
     #[arg(long, default_value = "")]
     service: String,
-    /// Present the node certificate (node.crt/node.key of --certs-dir) instead of a
-    /// client's: a node's own health check.
-    #[arg(long)]
-    as_node: bool,
     /// Seconds to wait for the answer.
     #[arg(long, default_value_t = 3.0)]
     timeout_s: f64,
@@ -41,14 +35,7 @@ pub(crate) async fn run(a: HealthArgs) -> anyhow::Result<bool> {
     if !(a.timeout_s.is_finite() && a.timeout_s > 0.0) {
         anyhow::bail!("--timeout-s must be a positive number of seconds");
     }
-    let security = match (a.as_node, a.creds.certs_dir()) {
-        (true, Some(dir)) => ClientSecurity::tls(
-            Credentials::load(dir, Holder::Node { id: None })
-                .with_context(|| format!("loading the node certificate from {}", dir.display()))?,
-        ),
-        (true, None) => anyhow::bail!("--as-node needs --certs-dir (or WEFT_CERTS_DIR) with node.crt and node.key"),
-        (false, _) => a.creds.security()?,
-    };
+    let security = a.creds.security()?;
     let wait = std::time::Duration::from_secs_f64(a.timeout_s);
     let channels = weft_security::Channels::new(security, wait);
     let mut client = HealthClient::new(channels.channel(&a.endpoint).map_err(|s| anyhow::anyhow!("{}", s.message()))?);

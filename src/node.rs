@@ -28,11 +28,12 @@ pub(crate) struct NodeArgs {
     /// publishes on its host; clients that reach the cluster through one use them all.
     #[arg(long, value_name = "HOST:PORT", value_parser = host_port)]
     advertise_client: Option<String>,
-    /// Upgrade domain (WEFT_UD: in Kubernetes, the pod's zone label).
-    #[arg(long, env = "WEFT_UD", default_value = "ud0", value_parser = domain_name)]
+    /// Upgrade domain (WEFT_UD: in Kubernetes, the pod's zone label; empty, as from a
+    /// missing label, is ud0).
+    #[arg(long, env = "WEFT_UD", default_value = "ud0", value_parser = |s: &str| domain_name(s, "ud0"))]
     ud: String,
-    /// Fault domain (WEFT_FD: in Kubernetes, the node the pod runs on).
-    #[arg(long, env = "WEFT_FD", default_value = "fd0", value_parser = domain_name)]
+    /// Fault domain (WEFT_FD: in Kubernetes, the node the pod runs on; empty is fd0).
+    #[arg(long, env = "WEFT_FD", default_value = "fd0", value_parser = |s: &str| domain_name(s, "fd0"))]
     fd: String,
     /// Seed nodes (cluster manager), comma-separated.
     #[arg(long, value_delimiter = ',')]
@@ -127,15 +128,26 @@ fn host_port(s: &str) -> Result<String, String> {
 }
 
 /// An upgrade or fault domain's name: placement compares them, so it must say something.
-fn domain_name(s: &str) -> Result<String, String> {
-    if s.is_empty() || s.len() > 64 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+/// Empty is `default`: a domain taken from a label a Kubernetes node lacks (one zone) is
+/// the default one, not a node that will not start.
+fn domain_name(s: &str, default: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Ok(default.to_string());
+    }
+    if s.len() > 64 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err("1 to 64 characters, no spaces".into());
     }
     Ok(s.to_string())
 }
 
+/// This host's name: HOSTNAME (Docker and Kubernetes set it), else /etc/hostname.
+pub(crate) fn hostname() -> String {
+    let name = std::env::var("HOSTNAME").ok().or_else(|| std::fs::read_to_string("/etc/hostname").ok());
+    name.unwrap_or_default().trim().to_string()
+}
+
 /// The node id a StatefulSet pod's host name gives: its trailing ordinal plus one.
-fn id_from_hostname(hostname: &str) -> anyhow::Result<u64> {
+pub(crate) fn id_from_hostname(hostname: &str) -> anyhow::Result<u64> {
     let ordinal = hostname.rsplit_once('-').map(|(_, n)| n).unwrap_or_default();
     let id = ordinal.parse::<u64>().ok().and_then(|n| n.checked_add(1)).filter(|id| *id < weft::node::FIRST_REPLICA_ID);
     id.with_context(|| format!("--id-from-hostname: host name {hostname:?} does not end in -ORDINAL"))
@@ -144,13 +156,7 @@ fn id_from_hostname(hostname: &str) -> anyhow::Result<u64> {
 pub(crate) fn run(mut a: NodeArgs) -> anyhow::Result<()> {
     let id = match a.id {
         Some(id) => id,
-        None => {
-            let host = std::env::var("HOSTNAME")
-                .ok()
-                .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-                .unwrap_or_default();
-            id_from_hostname(host.trim())?
-        }
+        None => id_from_hostname(&hostname())?,
     };
     a.id = Some(id);
     if a.durable && a.data_dir.is_none() {

@@ -7,8 +7,9 @@
 //! rolling replacement of every container) must stay linearizable and lose no acknowledged
 //! write; then, on the cluster it leaves, the host's `weft kv`, `weft ctl` and
 //! `weft health` reach the nodes through their published ports, the image runs
-//! `weft version` and `weft node --help`, and a node given a new address on the network
-//! is found again by name by its peers.
+//! `weft version` and `weft node --help`, a node's container hands its primaries off with
+//! its own certificate (`weft ctl handoff --as-node`, Kubernetes' pre-stop hook), and a
+//! node given a new address on the network is found again by name by its peers.
 //!
 //! Needs Docker and docker-compose, as CI's machine has; `WEFT_SKIP_DOCKER=1` skips it
 //! (saying so) on a machine without them, and nothing else does.
@@ -18,6 +19,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use weft_testkit::local::{Pki, Security, status_at};
+
+mod common;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -152,6 +155,36 @@ fn a_compose_cluster_survives_faults_on_its_containers_and_serves_the_host() {
         assert_eq!(status, "healthy");
     }
 
+    // A node's container hands its primaries off as a pre-stop hook would, presenting its
+    // own node certificate (no user's is in the container).
+    let (ok, out, err) = run(
+        "docker",
+        &[
+            "exec",
+            "weft2",
+            "/usr/local/bin/weft",
+            "ctl",
+            "--endpoint=weft2:7000",
+            "--certs-dir=/certs",
+            "--as-node",
+            "handoff",
+            "2",
+        ],
+    );
+    assert!(ok && out.contains("node 2 holds no primary"), "handoff: {out} {err}");
+    let (ok, out, err) = weft(&["ctl", "--endpoint", "127.0.0.1:7100", "--json", "partitions"]);
+    assert!(ok, "{err}");
+    let parts: serde_json::Value = serde_json::from_str(&out).expect("partitions --json");
+    let led_by_2: Vec<&serde_json::Value> = parts
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .filter(|p| {
+            p["replicas"].as_array().is_some_and(|rs| rs.iter().any(|r| r["node"] == 2 && r["role"] == "primary"))
+        })
+        .collect();
+    assert!(led_by_2.is_empty(), "node 2 still leads {led_by_2:?}");
+
     // Node 4 moves to a new address; its peers find it by name. Its durable replicas come
     // back and catch up with writes made while it was away and after it returned, which
     // only appends from primaries elsewhere (which dial "weft4:7000") can bring.
@@ -207,5 +240,66 @@ fn a_compose_cluster_survives_faults_on_its_containers_and_serves_the_host() {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         });
+    }
+}
+
+/// `deploy/k8s/` holds what Kubernetes 1.35's schemas accept (strictly: no field they do
+/// not know), the Secret `make-certs.sh` prints included; and every flag the pods run
+/// `weft` with is one the binary has.
+#[test]
+fn the_kubernetes_manifests_validate_and_name_real_flags() {
+    // The tests' Python environment (`tests/py/setup.sh`) holds the validator.
+    let python = common::python();
+    let validator = PathBuf::from(&python).with_file_name("kubernetes-validate");
+    let manifests = repo().join("deploy/k8s/weft.yaml");
+    let (ok, out, err) = run(&validator, &["--strict", manifests.to_str().expect("path")]);
+    assert!(ok, "deploy/k8s/weft.yaml does not validate:\n{out}{err}");
+    for kind in ["service/weft-peers", "service/weft", "poddisruptionbudget/weft", "statefulset/weft"] {
+        assert!(
+            err.contains(&format!("passed for resource {kind}"))
+                || out.contains(&format!("passed for resource {kind}")),
+            "{kind} not checked: {out}{err}"
+        );
+    }
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = Command::new(repo().join("deploy/k8s/make-certs.sh"))
+        .args(["--namespace", "weft", "--out", dir.path().join("certs").to_str().expect("path")])
+        .env("WEFT_BIN", env!("CARGO_BIN_EXE_weft"))
+        .output()
+        .expect("make-certs.sh");
+    assert!(secret.status.success(), "make-certs.sh: {}", String::from_utf8_lossy(&secret.stderr));
+    let secret_file = dir.path().join("secret.yaml");
+    std::fs::write(&secret_file, &secret.stdout).expect("write");
+    let (ok, out, err) = run(&validator, &["--strict", secret_file.to_str().expect("path")]);
+    assert!(ok && (out + &err).contains("passed for resource secret/weft-certs"), "the Secret does not validate");
+    // Node 3's certificate is weft-2's, valid for its peer name.
+    let listed = weft(&["cert", "list", "--json", dir.path().join("certs/node-3").to_str().expect("path")]);
+    assert!(listed.0 && listed.1.contains("weft-2.weft-peers.weft.svc.cluster.local"), "node 3's names: {}", listed.1);
+
+    // The flags the StatefulSet's container and its pre-stop hook pass exist.
+    let dump = "import json, sys, yaml; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))";
+    let (ok, out, err) = run(&python, &["-c", dump, manifests.to_str().expect("path")]);
+    assert!(ok, "{err}");
+    let docs: serde_json::Value = serde_json::from_str(&out).expect("manifests as JSON");
+    let set = docs.as_array().expect("docs").iter().find(|d| d["kind"] == "StatefulSet").expect("a StatefulSet");
+    let container = &set["spec"]["template"]["spec"]["containers"][0];
+    let flags = |argv: &serde_json::Value| -> Vec<String> {
+        argv.as_array()
+            .expect("argv")
+            .iter()
+            .filter_map(|a| a.as_str())
+            .filter(|a| a.starts_with("--"))
+            .map(|a| a.split('=').next().unwrap_or(a).to_string())
+            .collect()
+    };
+    let node_help = weft(&["node", "--help"]).1;
+    for f in flags(&container["args"]) {
+        assert!(node_help.contains(&f), "weft node has no {f}");
+    }
+    let pre_stop = &container["lifecycle"]["preStop"]["exec"]["command"];
+    let handoff_help = weft(&["ctl", "handoff", "--help"]).1;
+    for f in flags(pre_stop) {
+        assert!(handoff_help.contains(&f), "weft ctl handoff has no {f}");
     }
 }

@@ -191,8 +191,16 @@ pub fn watch(all: Vec<Arc<Credentials>>, every: Duration) {
     });
 }
 
-fn holder_files(holder: &Holder) -> Option<(String, String)> {
+/// The certificate and key files `holder` presents. A node's are `node.crt`/`node.key`;
+/// where those are absent, a directory shared by several nodes (a Kubernetes Secret
+/// mounted in every pod of a StatefulSet) may hold `node-N.crt`/`node-N.key` for each.
+fn holder_files(dir: &Path, holder: &Holder) -> Option<(String, String)> {
     match holder {
+        Holder::Node { id: Some(id) }
+            if !dir.join(NODE_CERT).exists() && dir.join(format!("node-{id}.crt")).exists() =>
+        {
+            Some((format!("node-{id}.crt"), format!("node-{id}.key")))
+        }
         Holder::Node { .. } => Some((NODE_CERT.into(), NODE_KEY.into())),
         Holder::Client { user: Some(u) } => Some((files::client_cert(u), files::client_key(u))),
         Holder::Client { user: None } => None,
@@ -201,7 +209,7 @@ fn holder_files(holder: &Holder) -> Option<(String, String)> {
 
 fn stamps(dir: &Path, holder: &Holder) -> Stamp {
     let mut names = vec![CA_CERT.to_string()];
-    if let Some((c, k)) = holder_files(holder) {
+    if let Some((c, k)) = holder_files(dir, holder) {
         names.extend([c, k]);
     }
     names.iter().map(|n| std::fs::metadata(dir.join(n)).and_then(|m| m.modified()).ok()).collect()
@@ -229,7 +237,7 @@ fn read(dir: &Path, holder: &Holder) -> Result<Loaded, Error> {
         .with_safe_default_protocol_versions()
         .map_err(tls)?
         .with_root_certificates(roots.clone());
-    let Some((cert_name, key_name)) = holder_files(holder) else {
+    let Some((cert_name, key_name)) = holder_files(dir, holder) else {
         let mut client = client_builder.with_no_client_auth();
         client.alpn_protocols = vec![b"h2".to_vec()];
         return Ok(Loaded {
@@ -303,6 +311,25 @@ mod tests {
         files::write_cert(&dir.join(CA_CERT), &ca.cert_pem).unwrap();
         let n = ca.node(id, &["127.0.0.1".into()], Validity::days(1)).unwrap();
         issue::write_pair(dir, NODE_CERT, NODE_KEY, &n, true).unwrap();
+    }
+
+    /// A directory shared by several nodes (one Secret in every pod) holds node-N.crt/.key
+    /// for each: every node presents its own, and a node with no file of its own is told
+    /// so.
+    #[test]
+    fn a_shared_directory_gives_each_node_its_own_certificate() {
+        let t = tempfile::tempdir().unwrap();
+        let (ca, _) = Ca::create(Validity::days(1)).unwrap();
+        files::write_cert(&t.path().join(CA_CERT), &ca.cert_pem).unwrap();
+        for id in [1, 2] {
+            let n = ca.node(id, &["127.0.0.1".into()], Validity::days(1)).unwrap();
+            issue::write_pair(t.path(), &format!("node-{id}.crt"), &format!("node-{id}.key"), &n, true).unwrap();
+        }
+        for id in [1, 2] {
+            let c = Credentials::load(t.path(), Holder::Node { id: Some(id) }).unwrap();
+            assert_eq!(c.current().identity, Some(crate::identity::Identity::Node(id)), "node {id}");
+        }
+        assert!(Credentials::load(t.path(), Holder::Node { id: Some(3) }).is_err());
     }
 
     /// SIGHUP reloads at once, whatever the file poll's period: with the poll an hour

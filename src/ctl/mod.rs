@@ -140,6 +140,19 @@ enum Ctl {
         #[arg(long)]
         wait: bool,
     },
+    /// Hands every primary on a node to another of its partition's replicas and waits until
+    /// it holds none, keeping its replicas: what a node about to stop for a moment needs
+    /// (a Kubernetes pre-stop hook, a rolling update). With --this-host, the node the host
+    /// name gives (a StatefulSet pod's ordinal plus one).
+    Handoff {
+        #[arg(required_unless_present = "this_host")]
+        node: Option<u64>,
+        #[arg(long, conflicts_with = "node")]
+        this_host: bool,
+        /// Seconds to wait for the primaries to leave.
+        #[arg(long, default_value_t = 30.0)]
+        wait_s: f64,
+    },
     /// Lets a drained node take replicas again.
     Activate { node: u64 },
     /// Forgets a node that is gone for good: refused while it still hosts a replica the
@@ -360,6 +373,13 @@ pub async fn run(a: CtlArgs) -> anyhow::Result<()> {
         }
         Ctl::Drain { node, force, wait } => nodes::drain(&cx, node, force, wait).await,
         Ctl::Activate { node } => nodes::activate(&cx, node).await,
+        Ctl::Handoff { node, this_host: _, wait_s } => {
+            let node = match node {
+                Some(n) => n,
+                None => crate::node::id_from_hostname(&crate::node::hostname())?,
+            };
+            nodes::handoff(&cx, node, wait_s).await
+        }
         Ctl::RemoveNode { node } => nodes::remove(&cx, node).await,
         Ctl::Upgrade { apply, dry_run: _, pause, resume, abort, status, no_wait } => {
             nodes::upgrade(&cx, apply, pause, resume, abort, status, no_wait).await

@@ -1,5 +1,5 @@
-//! `weft ctl drain | activate | remove-node | upgrade`: nodes joining and leaving service,
-//! and the upgrade-domain walk.
+//! `weft ctl drain | handoff | activate | remove-node | upgrade`: nodes joining and leaving
+//! service, primaries handed off before a stop, and the upgrade-domain walk.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use weft::proto as pb;
 
-use super::{Ctx, grpc, print_json, say, until_moves_settle};
+use super::{Ctx, grpc, print_json, say, until_moves_settle, view};
 
 pub(super) async fn drain(cx: &Ctx, node: u64, force: bool, wait: bool) -> anyhow::Result<()> {
     let req = pb::NodeRequest { node, force };
@@ -37,6 +37,48 @@ pub(super) async fn drain(cx: &Ctx, node: u64, force: bool, wait: bool) -> anyho
     }
     progress.finish(&format!("node {node} drained in {secs:.1} s"));
     Ok(())
+}
+
+pub(super) async fn handoff(cx: &Ctx, node: u64, wait_s: f64) -> anyhow::Result<()> {
+    if !(wait_s.is_finite() && wait_s > 0.0) {
+        bail!("--wait-s must be a positive number of seconds");
+    }
+    let deadline = Instant::now() + Duration::from_secs_f64(wait_s);
+    // When each partition was last asked: the manager moves its primary and the map shows
+    // it within a round; one still led here 3 s later (refused, or led again after an
+    // election) is asked again.
+    let mut asked: std::collections::BTreeMap<u64, Instant> = Default::default();
+    loop {
+        let m = cx.map().await?;
+        let led: Vec<u64> = view::partitions(&m, None)
+            .iter()
+            .filter(|p| p.replicas.iter().any(|r| r.node == node && r.role == "primary"))
+            .map(|p| p.id)
+            .collect();
+        if led.is_empty() {
+            if cx.json {
+                return print_json(
+                    &serde_json::json!({ "node": node, "handed_off": asked.len(), "primaries_left": 0 }),
+                );
+            }
+            writeln!(std::io::stdout(), "node {node} holds no primary ({} handed off)", asked.len())?;
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("node {node} still leads partitions {led:?} after {wait_s} s");
+        }
+        for p in &led {
+            if asked.get(p).is_some_and(|at| at.elapsed() < Duration::from_secs(3)) {
+                continue;
+            }
+            asked.insert(*p, Instant::now());
+            let req = pb::MovePrimaryRequest { partition: *p, to_node: 0, force: false };
+            if let Err(s) = cx.cluster()?.move_primary(req).await {
+                tracing::info!(partition = p, error = %s.message(), "hand-off refused for now; asked again");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 pub(super) async fn activate(cx: &Ctx, node: u64) -> anyhow::Result<()> {

@@ -29,6 +29,15 @@
 //!   `--fault-injection`), both directions; clients still reach every node,
 //!   so a cut-off primary that kept answering would show up as a stale read.
 //!
+//! With [`ChaosConfig::compose`] the nodes are a compose cluster's containers instead
+//! (`deploy/chaos.sh`, [`crate::docker`]), and the same schedule lands on real hosts:
+//! `kill` is `docker kill` and `docker start`, `pause` is `docker pause`, the partitions cut
+//! links with iptables inside each container's network namespace (the host's clients still
+//! reach every node), `netem` (drawn only where the kernel has it) adds 20 to 150 ms of
+//! delay and 1 to 9% loss to one node for 2 to 5 s, and `upgrade_walk` replaces every
+//! container in turn (stopped gracefully, a new one started on its volume), waiting for
+//! the cluster to be whole after each.
+//!
 //! After each fault heals, the schedule waits until the cluster manager reports every
 //! partition whole again (all replicas up, one primary, no move in flight): in volatile
 //! mode a restarted node comes back empty and its replicas are rebuilt, and a second loss
