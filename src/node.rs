@@ -28,13 +28,14 @@ pub(crate) struct NodeArgs {
     /// publishes on its host; clients that reach the cluster through one use them all.
     #[arg(long, value_name = "HOST:PORT", value_parser = host_port)]
     advertise_client: Option<String>,
-    /// Upgrade domain (WEFT_UD: in Kubernetes, the pod's zone label; empty, as from a
-    /// missing label, is ud0).
-    #[arg(long, env = "WEFT_UD", default_value = "ud0", value_parser = |s: &str| domain_name(s, "ud0"))]
-    ud: String,
-    /// Fault domain (WEFT_FD: in Kubernetes, the node the pod runs on; empty is fd0).
-    #[arg(long, env = "WEFT_FD", default_value = "fd0", value_parser = |s: &str| domain_name(s, "fd0"))]
-    fd: String,
+    /// Upgrade domain [default: WEFT_UD, else ud0]. In Kubernetes WEFT_UD comes from the
+    /// pod's zone label; set but empty (the label missing) it is ud0.
+    #[arg(long, value_parser = domain_name)]
+    ud: Option<String>,
+    /// Fault domain [default: WEFT_FD, else fd0]. In Kubernetes WEFT_FD is the machine the
+    /// pod runs on; set but empty it is fd0.
+    #[arg(long, value_parser = domain_name)]
+    fd: Option<String>,
     /// Seed nodes (cluster manager), comma-separated.
     #[arg(long, value_delimiter = ',')]
     seeds: Vec<String>,
@@ -128,16 +129,23 @@ fn host_port(s: &str) -> Result<String, String> {
 }
 
 /// An upgrade or fault domain's name: placement compares them, so it must say something.
-/// Empty is `default`: a domain taken from a label a Kubernetes node lacks (one zone) is
-/// the default one, not a node that will not start.
-fn domain_name(s: &str, default: &str) -> Result<String, String> {
-    if s.is_empty() {
-        return Ok(default.to_string());
-    }
-    if s.len() > 64 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+fn domain_name(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 64 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err("1 to 64 characters, no spaces".into());
     }
     Ok(s.to_string())
+}
+
+/// A domain: the flag, else the environment variable `var` unless empty (a Kubernetes
+/// label the machine lacks, as a single-zone cluster's), else `default`.
+fn domain(flag: Option<String>, var: &str, default: &str) -> anyhow::Result<String> {
+    match flag {
+        Some(d) => Ok(d),
+        None => match std::env::var(var) {
+            Ok(v) if !v.is_empty() => domain_name(&v).map_err(|e| anyhow::anyhow!("{var}={v:?}: {e}")),
+            _ => Ok(default.to_string()),
+        },
+    }
 }
 
 /// This host's name: HOSTNAME (Docker and Kubernetes set it), else /etc/hostname.
@@ -159,6 +167,7 @@ pub(crate) fn run(mut a: NodeArgs) -> anyhow::Result<()> {
         None => id_from_hostname(&hostname())?,
     };
     a.id = Some(id);
+    let (ud, fd) = (domain(a.ud.take(), "WEFT_UD", "ud0")?, domain(a.fd.take(), "WEFT_FD", "fd0")?);
     if a.durable && a.data_dir.is_none() {
         anyhow::bail!("--durable needs --data-dir DIR (where the write-ahead logs and checkpoints go)");
     }
@@ -224,8 +233,8 @@ pub(crate) fn run(mut a: NodeArgs) -> anyhow::Result<()> {
         storage: weft_replica::Storage { data_dir: a.data_dir.clone(), durable_by_default: a.durable, disk: None },
         cluster: weft::node::ClusterConfig {
             seeds: a.seeds.clone(),
-            ud: a.ud.clone(),
-            fd: a.fd.clone(),
+            ud: ud.clone(),
+            fd: fd.clone(),
             capacity_replicas: a.capacity_replicas,
             capacity_memory_bytes: a.capacity_memory_mib << 20,
             down_grace: std::time::Duration::from_secs_f64(a.down_grace),
@@ -268,7 +277,7 @@ pub(crate) fn run(mut a: NodeArgs) -> anyhow::Result<()> {
         // restarted in place by an upgrade walk prints this again into a closed pipe).
         use std::io::Write;
         let mut out = std::io::stdout();
-        let _ = writeln!(out, "weft node {id} listening on {addr} (ud {}, fd {})", a.ud, a.fd);
+        let _ = writeln!(out, "weft node {id} listening on {addr} (ud {ud}, fd {fd})");
         let _ = out.flush();
         tracing::info!(id, %addr, advertised = %node.advertised(), seeds = ?a.seeds, data_dir = ?a.data_dir, "node started");
         node.run_until(|| {
