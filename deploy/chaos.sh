@@ -57,7 +57,14 @@ for m in $modes; do
     flag=""
     [ "$m" = volatile ] && flag="--volatile"
     # A node silent for 2 s is replaced (the local chaos runs' setting): faults come fast.
-    eval "$(WEFT_DOWN_GRACE=2 "$here/up.sh" $flag --bin "$bin")"
+    if ! env_line="$(WEFT_DOWN_GRACE=2 "$here/up.sh" $flag --bin "$bin")"; then
+        echo "chaos.sh: the $m cluster did not come up; its containers and their last log lines:" >&2
+        docker-compose -f "$here/compose.yaml" ps >&2 || true
+        docker-compose -f "$here/compose.yaml" logs --tail=20 >&2 || true
+        "$here/down.sh" || true
+        exit 1
+    fi
+    eval "$env_line"
     out="$("$bin" chaos --compose "$here/compose.yaml" --mode "$m" --seconds "$seconds" --seed "$seed" $json)" || status=$?
     outs+=("$out")
     if [ "$keep" -eq 0 ]; then

@@ -185,9 +185,10 @@ fn a_compose_cluster_survives_faults_on_its_containers_and_serves_the_host() {
         .collect();
     assert!(led_by_2.is_empty(), "node 2 still leads {led_by_2:?}");
 
-    // Node 4 moves to a new address; its peers find it by name. Its durable replicas come
-    // back and catch up with writes made while it was away and after it returned, which
-    // only appends from primaries elsewhere (which dial "weft4:7000") can bring.
+    // Node 4 moves to a new address; its peers find it by name. (Its old replicas were
+    // replaced while it was away: the cluster runs with a 2 s down grace.) A service of 5
+    // replicas per partition then has one on node 4 in every partition, each opened there
+    // by the manager and caught up by its primary on another node: both dial "weft4:7000".
     let before = ip_of("weft4");
     docker(&["stop", "--time=45", "weft4"]);
     docker(&["network", "disconnect", "deploy_weft", "weft4"]);
@@ -196,34 +197,48 @@ fn a_compose_cluster_survives_faults_on_its_containers_and_serves_the_host() {
     let after = ip_of("weft4");
     assert_ne!(before, after, "node 4 kept its address");
     assert_eq!(after, "10.231.0.200");
+    wait(Duration::from_secs(60), "node 4 up again", || {
+        let (ok, out, _) = weft(&["ctl", "--endpoint", "127.0.0.1:7100", "--json", "nodes"]);
+        let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+        (ok && v.as_array()?.iter().any(|n| n["id"] == 4 && n["state"] == "up")).then_some(())
+    });
+    let (ok, _, err) = weft(&[
+        "ctl",
+        "--endpoint",
+        "127.0.0.1:7100",
+        "create-service",
+        "moved",
+        "--partitions",
+        "2",
+        "--replicas",
+        "5",
+    ]);
+    assert!(ok, "create-service moved: {err}");
     for i in 0..20 {
-        let value = format!("v{i}");
-        wait(Duration::from_secs(30), "a write while node 4 moves", || {
-            weft(&["kv", "--endpoint", "127.0.0.1:7100", "put", "--service", "hosts", &format!("m{i}"), &value])
-                .0
-                .then_some(())
+        let (key, value) = (format!("m{i}"), format!("v{i}"));
+        wait(Duration::from_secs(30), "a write to the service on every node", || {
+            weft(&["kv", "--endpoint", "127.0.0.1:7100", "put", "--service", "moved", &key, &value]).0.then_some(())
         });
     }
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let security = Security::Tls(std::sync::Arc::new(Pki::open_or_create(&certs()).expect("deploy/certs")));
-    let map = wait(Duration::from_secs(60), "node 4 up again", || {
-        let (ok, out, _) = weft(&["ctl", "--endpoint", "127.0.0.1:7100", "--json", "partitions", "--service", "hosts"]);
+    let map = wait(Duration::from_secs(60), "every replica of `moved` serving", || {
+        let (ok, out, _) = weft(&["ctl", "--endpoint", "127.0.0.1:7100", "--json", "partitions", "--service", "moved"]);
         let v: serde_json::Value = serde_json::from_str(&out).ok()?;
         let parts = v.as_array()?.clone();
         let whole = ok
+            && parts.len() == 2
             && parts.iter().all(|p| {
                 let replicas = p["replicas"].as_array().cloned().unwrap_or_default();
-                replicas.len() == 4
-                    && replicas.iter().any(|r| r["node"] == 4)
-                    && replicas.iter().all(|r| r["role"] == "primary" || r["role"] == "secondary")
+                replicas.len() == 5 && replicas.iter().all(|r| r["role"] == "primary" || r["role"] == "secondary")
             });
         whole.then_some(parts)
     });
-    // Every partition's replica on node 4 applies what its primary has committed.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let security = Security::Tls(std::sync::Arc::new(Pki::open_or_create(&certs()).expect("deploy/certs")));
     for p in &map {
         let partition = p["id"].as_u64().expect("partition id");
-        let primary =
-            p["replicas"].as_array().expect("replicas").iter().find(|r| r["role"] == "primary").expect("primary");
+        let replicas = p["replicas"].as_array().expect("replicas");
+        assert!(replicas.iter().any(|r| r["node"] == 4), "partition {partition} has no replica on node 4: {p}");
+        let primary = replicas.iter().find(|r| r["role"] == "primary").expect("primary");
         let primary_ep = format!("127.0.0.1:{}", 7099 + primary["node"].as_u64().expect("node"));
         rt.block_on(async {
             let target = status_at(&security, &primary_ep, partition).await.expect("primary's status").last_log_index;
