@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use weft_testkit::docker::Containers;
 use weft_testkit::local::{Pki, Security, status_at};
 
 mod common;
@@ -69,10 +70,6 @@ fn wait<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T 
         assert!(Instant::now() < deadline, "{what} did not happen within {within:?}");
         std::thread::sleep(Duration::from_millis(500));
     }
-}
-
-fn ip_of(container: &str) -> String {
-    docker(&["inspect", "--format={{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", container])
 }
 
 #[test]
@@ -189,12 +186,12 @@ fn a_compose_cluster_survives_faults_on_its_containers_and_serves_the_host() {
     // replaced while it was away: the cluster runs with a 2 s down grace.) A service of 5
     // replicas per partition then has one on node 4 in every partition, each opened there
     // by the manager and caught up by its primary on another node: both dial "weft4:7000".
-    let before = ip_of("weft4");
+    let before = Containers::ip(3).expect("node 4 runs");
     docker(&["stop", "--time=45", "weft4"]);
     docker(&["network", "disconnect", "deploy_weft", "weft4"]);
     docker(&["network", "connect", "--ip", "10.231.0.200", "deploy_weft", "weft4"]);
     docker(&["start", "weft4"]);
-    let after = ip_of("weft4");
+    let after = Containers::ip(3).expect("node 4 runs again");
     assert_ne!(before, after, "node 4 kept its address");
     assert_eq!(after, "10.231.0.200");
     wait(Duration::from_secs(60), "node 4 up again", || {

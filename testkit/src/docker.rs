@@ -120,7 +120,7 @@ impl Containers {
     }
 
     /// Node `i`'s address on the compose network (`None`: not running).
-    fn ip(i: usize) -> Option<String> {
+    pub fn ip(i: usize) -> Option<String> {
         let format = "--format={{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}";
         let ips = run("docker", &["inspect", format, &Self::name(i)]).ok()?;
         ips.split_whitespace().next().map(str::to_string)
