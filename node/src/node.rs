@@ -186,7 +186,10 @@ impl Node {
             None => ClientSecurity::insecure(),
         }
         .over(config.network.clone());
-        let host = Host::new(&config.raft, transport, config.limits.clone(), config.storage.clone())?;
+        // The map is one record rewritten whole: its group keeps a short log and no history.
+        let mut raft = config.raft.clone();
+        raft.single_record_partitions.insert(crate::MAP_PARTITION);
+        let host = Host::new(&raft, transport, config.limits.clone(), config.storage.clone())?;
         let recovered = host.recover().await?;
         if !recovered.is_empty() {
             tracing::info!(?recovered, "durable replicas reopened from disk");

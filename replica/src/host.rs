@@ -6,7 +6,7 @@
 //! state, so it is the same incarnation (a volatile replica never comes back; it is
 //! rebuilt under a new id). Closing a durable replica deletes its directory.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,7 +46,23 @@ pub struct RaftSettings {
     /// Bytes of recent committed changes each replica keeps for watchers (see
     /// `crate::changes`): how far behind a watcher may resume.
     pub watch_history_bytes: usize,
+    /// Groups whose store holds one small record rewritten whole on every change (the
+    /// cluster map): each entry of their log is a full copy of it. They snapshot every
+    /// [`SINGLE_RECORD_SNAPSHOT_EVERY`] entries, keep [`SINGLE_RECORD_KEEP_BEHIND`] behind a
+    /// snapshot, and keep no history of changes beyond the newest (the Store API never
+    /// reaches them, so nothing watches them). With the node-wide log and history bounds,
+    /// a seed held up to 20,000 entries and 32 MiB of history, each a copy of a map that
+    /// grows with the cluster: about 35 KB per partition of a 2,500-partition service, on
+    /// every seed (`weft bench density`'s `rss_grown_bytes_by_node`).
+    pub single_record_partitions: BTreeSet<PartitionId>,
 }
+
+/// Log entries between snapshots of a [`RaftSettings::single_record_partitions`] group:
+/// its snapshot is the one record (an O(1) engine snapshot to take, small to send).
+pub const SINGLE_RECORD_SNAPSHOT_EVERY: u64 = 64;
+/// Log entries a [`RaftSettings::single_record_partitions`] group keeps behind its snapshot
+/// (a follower further behind receives the snapshot, as small as an entry).
+pub const SINGLE_RECORD_KEEP_BEHIND: u64 = 16;
 
 /// How far (in log entries) behind the leader a learner may be when a blocking
 /// add-learner returns (the map group's rebuild and `weft bench rebuild` use one).
@@ -64,11 +80,22 @@ impl Default for RaftSettings {
             max_payload_entries: 256,
             quiesce_after: Some(Duration::from_secs(3)),
             watch_history_bytes: crate::state_machine::HISTORY_BYTES_DEFAULT,
+            single_record_partitions: BTreeSet::new(),
         }
     }
 }
 
 impl RaftSettings {
+    /// The raft configuration of a [`RaftSettings::single_record_partitions`] group.
+    fn single_record_config(&self) -> Result<Config, Error> {
+        RaftSettings {
+            snapshot_every: SINGLE_RECORD_SNAPSHOT_EVERY,
+            keep_behind_snapshot: SINGLE_RECORD_KEEP_BEHIND,
+            ..self.clone()
+        }
+        .config()
+    }
+
     fn config(&self) -> Result<Config, Error> {
         let min = self.election_timeout.as_millis() as u64;
         Config {
@@ -427,6 +454,8 @@ pub struct Host {
     replicas: RwLock<BTreeMap<PartitionId, Arc<Replica>>>,
     peers: Peers,
     config: Arc<Config>,
+    /// The groups of [`RaftSettings::single_record_partitions`] and their configuration.
+    single_record: (BTreeSet<PartitionId>, Arc<Config>),
     limits: Limits,
     storage: Storage,
     /// How long a group must be idle before it quiesces.
@@ -456,6 +485,7 @@ impl Host {
             replicas: RwLock::default(),
             peers: Peers::new(transport),
             config: Arc::new(settings.config()?),
+            single_record: (settings.single_record_partitions.clone(), Arc::new(settings.single_record_config()?)),
             limits,
             storage,
             quiesce_after: settings.quiesce_after,
@@ -586,13 +616,17 @@ impl Host {
             }
             _ => (LogStore::volatile(), StateMachine::new(self.limits.clone())),
         };
-        let sm = sm.keep_changes(self.watch_history_bytes).of_partition(partition);
+        let (config, history) = match self.single_record.0.contains(&partition) {
+            true => (self.single_record.1.clone(), 0),
+            false => (self.config.clone(), self.watch_history_bytes),
+        };
+        let sm = sm.keep_changes(history).of_partition(partition);
         let quiet = crate::quiesce::Quiet::new(Duration::from_millis(self.config.election_timeout_max));
         let raft = match &self.peers.config().router {
-            Some(seat) => Raft::new(id, self.config.clone(), seat.factory(partition), log.clone(), sm.clone()).await,
+            Some(seat) => Raft::new(id, config, seat.factory(partition), log.clone(), sm.clone()).await,
             None => {
                 let network = GroupNetworkFactory::new(self.peers.clone(), partition);
-                Raft::new(id, self.config.clone(), network, log.clone(), sm.clone()).await
+                Raft::new(id, config, network, log.clone(), sm.clone()).await
             }
         }
         .map_err(|e| Error::Raft(e.to_string()))?;

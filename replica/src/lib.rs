@@ -68,7 +68,7 @@ mod wire;
 
 pub use command::{index_from_pb, index_to_pb, op_from_pb, record_to_pb, scalar_from_pb, scalar_to_pb};
 pub use error::Error;
-pub use host::{Host, RaftSettings, Replica, Storage};
+pub use host::{Host, RaftSettings, Replica, SINGLE_RECORD_KEEP_BEHIND, SINGLE_RECORD_SNAPSHOT_EVERY, Storage};
 pub use proposer::ProposeError;
 pub use raft_service::RaftService;
 pub use read_gate::ReadError;

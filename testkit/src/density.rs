@@ -104,6 +104,9 @@ pub struct DensityReport {
     pub baseline_rss_bytes_per_node: f64,
     /// Growth of the nodes' resident memory per replica the idle service added.
     pub rss_bytes_per_replica: f64,
+    /// Growth of each node's resident memory (node 1 first): the seeds (1 to 3) also hold
+    /// the cluster map's group and the manager's state, which grow with the partitions.
+    pub rss_grown_bytes_by_node: Vec<f64>,
     /// Seconds from every partition having a primary to 95% of the idle service's
     /// replicas quiesced (the idle window starts then; at most 60).
     pub quiesce_s: f64,
@@ -302,7 +305,8 @@ pub async fn density(exe: &Path, config: &DensityConfig) -> Result<DensityReport
     let idle_quiet = quiet.iter().filter(|(_, p)| idle_parts.contains(p)).count();
     let quiesced_pct = 100.0 * idle_quiet as f64 / idle_replicas.max(1.0);
     let replicas = f64::from(config.partitions) * f64::from(REPLICAS);
-    let grown: f64 = rss_before.iter().zip(&rss_after).map(|(b, a)| a.rss_bytes - b.rss_bytes).sum();
+    let grown_by_node: Vec<f64> = rss_before.iter().zip(&rss_after).map(|(b, a)| a.rss_bytes - b.rss_bytes).collect();
+    let grown: f64 = grown_by_node.iter().sum();
     let replicas_per_node = replicas / config.nodes as f64;
     let writes_per_s_with = throughput(&hot, config.load_window).await?;
 
@@ -374,6 +378,7 @@ pub async fn density(exe: &Path, config: &DensityConfig) -> Result<DensityReport
         idle_cpu_pct_per_1000_replicas: round(idle_cpu / (replicas_per_node / 1000.0), 2),
         baseline_rss_bytes_per_node: baseline_rss.round(),
         rss_bytes_per_replica: (grown / replicas).round(),
+        rss_grown_bytes_by_node: grown_by_node.iter().map(|g| g.round()).collect(),
         quiesce_s: round(quiesce_s, 1),
         quiesced_pct: round(quiesced_pct, 1),
         append_streams_idle,
