@@ -108,7 +108,7 @@ pub(crate) struct DensityArgs {
     /// Seconds of each idle CPU window.
     #[arg(long, default_value_t = 30.0)]
     idle_seconds: f64,
-    /// Seconds of each throughput run.
+    /// Seconds of each throughput run (three before the idle service exists, three beside it; the medians are compared).
     #[arg(long, default_value_t = 10.0)]
     load_seconds: f64,
     /// Seconds the idle service's creation may take before the run gives up.

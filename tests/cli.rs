@@ -101,6 +101,58 @@ fn sim_upgrade_json_has_every_field_and_careful_keeps_quorum() {
 }
 
 #[test]
+fn sim_compare_prints_both_policies_at_both_speeds_and_rules_switch_off() {
+    // The command's own cluster (100 nodes, 1,000 partitions), as the README quotes it.
+    let (ok, out, err) = weft(&["sim", "compare", "--json"]);
+    assert!(ok, "stderr: {err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
+    let rows = v["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 8, "{v}");
+    for row in rows {
+        for field in [
+            "replicas",
+            "uds",
+            "rebuild_mb_per_s",
+            "replica_records_peak_ratio",
+            "replicas_per_node_peak_ratio",
+            "builds",
+            "bytes_copied",
+            "quorum_loss_events",
+            "walk_s",
+        ] {
+            assert!(row[field].is_number(), "{field} missing: {row}");
+        }
+        assert_eq!(row["uds"], 5, "{row}");
+        match row["policy"].as_str() {
+            Some("careful") => assert_eq!(row["quorum_loss_events"], 0, "weft's walk keeps quorum: {row}"),
+            Some("classic") => assert!(
+                row["replica_records_peak_ratio"].as_f64().is_some_and(|r| r > 2.0),
+                "kept records of dropped replicas: {row}"
+            ),
+            other => panic!("policy {other:?}: {row}"),
+        }
+    }
+    let speeds: std::collections::BTreeSet<String> = rows.iter().map(|r| r["rebuild_mb_per_s"].to_string()).collect();
+    let counts: std::collections::BTreeSet<String> = rows.iter().map(|r| r["replicas"].to_string()).collect();
+    assert_eq!((speeds.len(), counts.len()), (2, 2), "{v}");
+    assert!(speeds.contains("3.4"), "the reference's speed: {speeds:?}");
+
+    // A rule turned off changes the walk: without kept records there is no spike.
+    let args = ["sim", "upgrade", "--nodes", "20", "--partitions", "100", "--replicas", "5", "--policy", "classic"];
+    let (ok, out, err) = weft(&[&args[..], &["--rebuild-mbps", "1000000", "--json"]].concat());
+    assert!(ok, "stderr: {err}");
+    let on: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let (ok, out, err) =
+        weft(&[&args[..], &["--rebuild-mbps", "1000000", "--without", "keep-dropped-records", "--json"]].concat());
+    assert!(ok, "stderr: {err}");
+    let off: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert!(on["replica_records_peak_ratio"].as_f64().is_some_and(|r| r >= 3.0), "{on}");
+    assert!(off["replica_records_peak_ratio"].as_f64().is_some_and(|r| r < 1.5), "{off}");
+    let (ok, _, err) = weft(&[&args[..], &["--without", "no-such-rule"]].concat());
+    assert!(!ok && err.contains("no-such-rule"), "a clear refusal: {err}");
+}
+
+#[test]
 fn a_playground_too_small_for_its_replicas_is_refused_before_starting() {
     let (ok, _, err) = weft(&["playground", "--nodes", "2", "--base-port", "7950"]);
     assert!(!ok);

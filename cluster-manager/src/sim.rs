@@ -22,28 +22,31 @@
 //!   quorum), the walk stops there, as the live walk waits for room: `refused_at` names
 //!   that UD and `blocked_stand_ins` counts what did not fit. So a careful walk never loses
 //!   quorum; it is refused instead.
-//! - [`Policy::Classic`] (the reference case's platform, as its account describes it): the
-//!   UD goes down at once and the walk moves on to the next UD as soon as this one is back,
-//!   without waiting for builds. A replica down longer than `restart_wait_s` is replaced
-//!   by a build placed by the same placement code (with as many replicas as UDs it doubles
-//!   up in a UD still to be walked, whose walk later takes both down and the move cascades).
-//!   With a durable log, a replaced replica that comes back is a standby: it holds memory until
-//!   `standby_keep_s` passes and is not part of the partition's quorum, but when another
-//!   replica of its partition goes down it is brought back (caught up, no copy) instead of
-//!   a new build. With a volatile log (weft's default) a walked node comes back empty:
-//!   its replaced replicas are gone and the others are replaced at once. A build whose
-//!   target node goes down is lost and placed again.
+//! - [`Policy::Classic`] (the platform the reference case ran on, Service Fabric as of
+//!   2016): five rules read from its sources, each switchable ([`ClassicRules`]; the model
+//!   and its citations are in `classic.rs` and `docs/cluster.md`). In short: the UD goes
+//!   down at once; volatile replicas are replaced at once, persisted ones after
+//!   `restart_wait_s`; replacements double up in a UD still to be walked when every other
+//!   UD holds one; when the UD is back, each replaced replica is placed back on its
+//!   original node and the temporary dropped, and layouts that break "maximum difference"
+//!   are moved; the next UD goes down without waiting for volatile builds; dropped
+//!   replicas keep their records for `dropped_keep_s`.
 //!
 //! Reported: `peak_replicas_per_node` (the most replicas, counting builds and standbys, on
 //! any up node at any moment), `baseline_replicas_per_node` (the most before the walk),
-//! their ratio, `moves` (replica builds started), `quorum_loss_events` (times a partition
+//! their ratio, replica records (peak over baseline: what the reference's chart counted),
+//! `moves` (replica builds started) and the bytes they copied, partition-minutes below a
+//! quorum, `quorum_loss_events` (times a partition
 //! fell below a write quorum of live, caught-up replicas), `quorum_at_risk_events` (times
 //! one fell to exactly a quorum: one more failure stops its writes) and `walk_s`.
 //! The same placement and walk code the live manager runs decides every move; only the
 //! clock and the copying are simulated.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+mod classic;
+
+use std::collections::BTreeMap;
+
+pub use classic::ClassicRules;
 
 use crate::model::{Capacity, Load, Node, NodeId, NodeStatus};
 use crate::placement::{self, count_replica, place_partition, uncount_replica};
@@ -55,7 +58,7 @@ use crate::walk::{self, Phase, Placed, ReplicaAt, Reported, StandIn, Walk, WalkP
 pub enum Policy {
     /// Build stand-ins first, wait for them, then take the UD down (weft).
     Careful,
-    /// Take the UD down, replace replicas after a timeout, never wait (the reference case).
+    /// The reference case's platform, rule by rule ([`ClassicRules`], `classic.rs`).
     Classic,
 }
 
@@ -85,6 +88,11 @@ pub struct SimConfig {
     /// Whether a restarted node keeps its replicas (durable log) or comes back empty
     /// (volatile: the in-memory replicas are gone and must be replaced).
     pub durable: bool,
+    /// Classic: which of the reference platform's rules apply.
+    pub classic: ClassicRules,
+    /// Classic: how long a dropped replica's record is kept (rule 5; the failover manager
+    /// kept them for days).
+    pub dropped_keep_s: f64,
 }
 
 impl Default for SimConfig {
@@ -101,6 +109,8 @@ impl Default for SimConfig {
             restart_wait_s: 60.0,
             standby_keep_s: 3600.0,
             durable: false,
+            classic: ClassicRules::default(),
+            dropped_keep_s: 3.0 * 86_400.0,
         }
     }
 }
@@ -114,12 +124,24 @@ pub struct SimReport {
     pub baseline_replicas_per_node: u32,
     /// Peak over baseline.
     pub peak_density_ratio: f64,
+    /// Replica records of the service before the walk (partitions x replicas).
+    pub replica_records_baseline: u64,
+    /// Most replica records at any moment: live, in build, down, and (classic, rule 5)
+    /// dropped but kept. The careful walk keeps no record of a removed replica.
+    pub replica_records_peak: u64,
+    /// Peak over baseline.
+    pub replica_records_peak_ratio: f64,
     /// Replica builds started.
     pub moves: u64,
+    /// Bytes the builds copied: finished ones whole, abandoned ones as far as they got (a
+    /// replica that catches up in place copies none).
+    pub bytes_copied: u64,
     /// Primary moves (careful: before each UD goes down).
     pub primary_moves: u64,
     /// Times a partition fell below a write quorum of live replicas.
     pub quorum_loss_events: u64,
+    /// Minutes partitions spent below a write quorum, summed over partitions.
+    pub quorum_loss_partition_minutes: f64,
     /// Times a partition fell to exactly a write quorum.
     pub quorum_at_risk_events: u64,
     /// Simulated seconds from the first UD down to the end of the last build.
@@ -179,12 +201,50 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, placement::PlacementError> {
     let build_s = cfg.partition_bytes as f64 / cfg.rebuild_bytes_per_s.max(1.0);
     let mut report = match cfg.policy {
         Policy::Careful => careful(nodes, parts, &uds, cfg, build_s),
-        Policy::Classic => Classic::new(nodes, parts, cfg, build_s).run(&uds),
+        Policy::Classic => classic::Classic::new(nodes, parts, &uds, cfg, build_s).run(),
     };
+    report.replica_records_baseline = cfg.partitions * cfg.replicas as u64;
+    report.replica_records_peak = report.replica_records_peak.max(report.replica_records_baseline);
+    report.replica_records_peak_ratio =
+        report.replica_records_peak as f64 / report.replica_records_baseline.max(1) as f64;
     report.baseline_replicas_per_node = baseline;
     report.peak_replicas_per_node = report.peak_replicas_per_node.max(baseline);
     report.peak_density_ratio = f64::from(report.peak_replicas_per_node) / f64::from(baseline.max(1));
     Ok(report)
+}
+
+/// The reference's rebuild speed: 4 GB in 20 minutes, 3.4 MB/s as its account rounds it.
+pub const REFERENCE_REBUILD_BYTES_PER_S: f64 = 3.4e6;
+
+/// One row of [`compare`]: a walk under one policy, replica count and rebuild speed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CompareRow {
+    /// The policy.
+    pub policy: Policy,
+    /// Replicas per partition.
+    pub replicas: usize,
+    /// Upgrade domains.
+    pub uds: u64,
+    /// Rebuild speed of one build.
+    pub rebuild_bytes_per_s: f64,
+    /// What the walk did.
+    pub report: SimReport,
+}
+
+/// The comparison the project stands on: R = 5 and R = 4 over `base.uds` UDs, under
+/// [`Policy::Classic`] and [`Policy::Careful`], at each of `rebuild_rates`, everything else
+/// as in `base` (which should be volatile: the reference's partitions were in memory).
+pub fn compare(base: &SimConfig, rebuild_rates: &[f64]) -> Result<Vec<CompareRow>, placement::PlacementError> {
+    let mut rows = Vec::new();
+    for &rate in rebuild_rates {
+        for replicas in [5, 4] {
+            for policy in [Policy::Classic, Policy::Careful] {
+                let cfg = SimConfig { replicas, policy, rebuild_bytes_per_s: rate, ..base.clone() };
+                rows.push(CompareRow { policy, replicas, uds: cfg.uds, rebuild_bytes_per_s: rate, report: run(&cfg)? });
+            }
+        }
+    }
+    Ok(rows)
 }
 
 fn empty_report() -> SimReport {
@@ -192,7 +252,12 @@ fn empty_report() -> SimReport {
         peak_replicas_per_node: 0,
         baseline_replicas_per_node: 0,
         peak_density_ratio: 1.0,
+        replica_records_baseline: 0,
+        replica_records_peak: 0,
+        replica_records_peak_ratio: 1.0,
         moves: 0,
+        bytes_copied: 0,
+        quorum_loss_partition_minutes: 0.0,
         primary_moves: 0,
         quorum_loss_events: 0,
         quorum_at_risk_events: 0,
@@ -242,8 +307,11 @@ fn careful(nodes: Vec<Node>, parts: Vec<Placed>, uds: &[String], cfg: &SimConfig
                 }
                 r.walk_s += f64::from(per_node.values().copied().max().unwrap_or(0)) * build_s;
                 r.moves += plan.builds.len() as u64;
+                r.bytes_copied += plan.builds.iter().map(|b| b.bytes).sum::<u64>();
                 r.peak_replicas_per_node = r.peak_replicas_per_node.max(plan.peak_replicas_per_node);
                 w.stand_ins = plan.builds.iter().filter_map(|b| sim.build(b)).collect();
+                let records = sim.parts.iter().map(|p| p.replicas.len() as u64).sum::<u64>();
+                r.replica_records_peak = r.replica_records_peak.max(records);
                 w.planned = true;
             }
             WalkStep::MovePrimaries(moves) => {
@@ -409,306 +477,6 @@ fn doubled(nodes: &[Node], replicas: impl Iterator<Item = NodeId>) -> bool {
     uds.len() < all
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum State {
-    /// Caught up and in the configuration.
-    Active,
-    /// On a down node, still in the configuration.
-    Down,
-    /// Being built; in the configuration once done.
-    Building,
-    /// Replaced while down, back on an up node, outside the configuration.
-    Standby,
-}
-
-#[derive(Clone, Debug)]
-struct Rep {
-    partition: usize,
-    node: NodeId,
-    state: State,
-    /// Down: since when. Standby: until when.
-    at: f64,
-    /// Whether a replacement has been started for this (down) replica.
-    replaced: bool,
-    /// Builds: the generation, so a lost build's completion event is ignored.
-    epoch: u64,
-    alive: bool,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Event {
-    UdDown(usize),
-    UdUp(usize),
-    Check,
-    BuildDone(usize, u64),
-    StandbyExpires(usize),
-}
-
-struct Classic<'a> {
-    cfg: &'a SimConfig,
-    build_s: f64,
-    nodes: Vec<Node>,
-    parts: Vec<Placed>,
-    reps: Vec<Rep>,
-    free_at: BTreeMap<NodeId, f64>,
-    queue: BinaryHeap<Reverse<(u64, Event)>>,
-    now: f64,
-    epoch: u64,
-    below: Vec<bool>,
-    at_risk: Vec<bool>,
-    report: SimReport,
-}
-
-fn ms(t: f64) -> u64 {
-    (t * 1000.0).round() as u64
-}
-
-impl<'a> Classic<'a> {
-    fn new(nodes: Vec<Node>, parts: Vec<Placed>, cfg: &'a SimConfig, build_s: f64) -> Self {
-        let reps = parts
-            .iter()
-            .enumerate()
-            .flat_map(|(i, p)| {
-                p.replicas.iter().map(move |n| Rep {
-                    partition: i,
-                    node: *n,
-                    state: State::Active,
-                    at: 0.0,
-                    replaced: false,
-                    epoch: 0,
-                    alive: true,
-                })
-            })
-            .collect();
-        let n = parts.len();
-        Classic {
-            cfg,
-            build_s,
-            nodes,
-            parts,
-            reps,
-            free_at: BTreeMap::new(),
-            queue: BinaryHeap::new(),
-            now: 0.0,
-            epoch: 0,
-            below: vec![false; n],
-            at_risk: vec![false; n],
-            report: empty_report(),
-        }
-    }
-
-    fn at(&mut self, t: f64, e: Event) {
-        self.queue.push(Reverse((ms(t), e)));
-    }
-
-    fn node_up(&self, id: NodeId) -> bool {
-        self.nodes.iter().any(|n| n.id == id && n.status == NodeStatus::Up)
-    }
-
-    fn run(mut self, uds: &[String]) -> SimReport {
-        self.at(0.0, Event::UdDown(0));
-        while let Some(Reverse((t, e))) = self.queue.pop() {
-            self.now = t as f64 / 1000.0;
-            match e {
-                Event::UdDown(u) => {
-                    let ud = &uds[u];
-                    let now = self.now;
-                    for n in self.nodes.iter_mut().filter(|n| n.ud == *ud) {
-                        n.status = NodeStatus::Down;
-                    }
-                    let down: Vec<NodeId> = self.nodes.iter().filter(|n| n.ud == *ud).map(|n| n.id).collect();
-                    let mut went_down = Vec::new();
-                    for (i, r) in self.reps.iter_mut().enumerate().filter(|(_, r)| r.alive && down.contains(&r.node)) {
-                        match r.state {
-                            State::Active => {
-                                r.state = State::Down;
-                                r.at = now;
-                                went_down.push(i);
-                            }
-                            // A build on a node going down is lost; a standby there is gone.
-                            State::Building | State::Standby => r.alive = false,
-                            State::Down => {}
-                        }
-                    }
-                    // A standby of the partition on an up node is brought back instead of
-                    // building anew (what standbys are kept for).
-                    for i in went_down {
-                        let p = self.reps[i].partition;
-                        let standby = (0..self.reps.len()).find(|j| {
-                            let r = &self.reps[*j];
-                            r.alive && r.partition == p && r.state == State::Standby && !down.contains(&r.node)
-                        });
-                        if let Some(j) = standby {
-                            self.reps[j].state = State::Active;
-                            self.reps[i].replaced = true;
-                        }
-                    }
-                    self.at(now + self.cfg.upgrade_s, Event::UdUp(u));
-                    self.at(now + self.cfg.restart_wait_s, Event::Check);
-                }
-                Event::UdUp(u) => {
-                    let ud = &uds[u];
-                    let now = self.now;
-                    for n in self.nodes.iter_mut().filter(|n| n.ud == *ud) {
-                        n.status = NodeStatus::Up;
-                    }
-                    self.report.walk_s = self.report.walk_s.max(now);
-                    let up: Vec<NodeId> = self.nodes.iter().filter(|n| n.ud == *ud).map(|n| n.id).collect();
-                    let keep = self.cfg.standby_keep_s;
-                    let mut expiring = Vec::new();
-                    for (i, r) in self.reps.iter_mut().enumerate() {
-                        if r.alive && r.state == State::Down && up.contains(&r.node) {
-                            if !self.cfg.durable {
-                                // Volatile: the node came back empty. A replaced replica is
-                                // simply gone; one not yet replaced is replaced now.
-                                if r.replaced {
-                                    r.alive = false;
-                                } else {
-                                    r.at = f64::NEG_INFINITY;
-                                }
-                            } else if r.replaced && keep <= 0.0 {
-                                r.alive = false;
-                            } else if r.replaced {
-                                r.state = State::Standby;
-                                r.at = now + keep;
-                                expiring.push(i);
-                            } else {
-                                r.state = State::Active;
-                            }
-                        }
-                    }
-                    for i in expiring {
-                        self.at(now + keep, Event::StandbyExpires(i));
-                    }
-                    if u + 1 < uds.len() {
-                        self.at(now, Event::UdDown(u + 1));
-                    }
-                }
-                Event::Check => {}
-                Event::BuildDone(i, epoch) => {
-                    if self.reps[i].alive && self.reps[i].epoch == epoch && self.reps[i].state == State::Building {
-                        self.reps[i].state = State::Active;
-                        self.report.walk_s = self.report.walk_s.max(self.now);
-                    }
-                }
-                Event::StandbyExpires(i) => {
-                    if self.reps[i].state == State::Standby {
-                        self.reps[i].alive = false;
-                    }
-                }
-            }
-            self.replace();
-            self.observe();
-        }
-        self.report.doubled_partitions = (0..self.parts.len())
-            .filter(|p| {
-                let members = self.reps.iter().filter(|r| r.alive && r.partition == *p && r.state != State::Standby);
-                doubled(&self.nodes, members.map(|r| r.node))
-            })
-            .count() as u64;
-        self.report
-    }
-
-    /// Replaces replicas down past the restart wait, one build per missing replica.
-    fn replace(&mut self) {
-        let wait = self.cfg.restart_wait_s;
-        let now = self.now;
-        let due: Vec<usize> = (0..self.reps.len())
-            .filter(|i| {
-                let r = &self.reps[*i];
-                r.alive && r.state == State::Down && !r.replaced && now - r.at >= wait - 1e-9
-            })
-            .collect();
-        for i in due {
-            let pidx = self.reps[i].partition;
-            // In the configuration: active, building, down-not-yet-replaced.
-            let configured = self
-                .reps
-                .iter()
-                .filter(|r| r.alive && r.partition == pidx)
-                .filter(|r| {
-                    matches!(r.state, State::Active | State::Building) || (r.state == State::Down && !r.replaced)
-                })
-                .count();
-            self.reps[i].replaced = true;
-            if self.node_up(self.reps[i].node) {
-                // A volatile replica lost in a restart: nothing is left of it.
-                self.reps[i].alive = false;
-            }
-            if configured > self.cfg.replicas {
-                continue;
-            }
-            // Standbys are outside the replica set: they do not count for domain spread,
-            // but their nodes cannot take a second replica of the partition.
-            let of_partition = || self.reps.iter().filter(|r| r.alive && r.partition == pidx);
-            let hosting: Vec<NodeId> = of_partition().filter(|r| r.state != State::Standby).map(|r| r.node).collect();
-            let standby_nodes: Vec<NodeId> =
-                of_partition().filter(|r| r.state == State::Standby).map(|r| r.node).collect();
-            let view = placement::closed_to_new(&self.view(), |n| standby_nodes.contains(&n.id));
-            let bytes = self.parts[pidx].bytes;
-            let Ok(to) = placement::choose(&view, &hosting, bytes) else { continue };
-            let start = self.free_at.get(&to).copied().unwrap_or(0.0).max(now);
-            let done = start + self.build_s;
-            self.free_at.insert(to, done);
-            self.epoch += 1;
-            let epoch = self.epoch;
-            self.reps.push(Rep {
-                partition: pidx,
-                node: to,
-                state: State::Building,
-                at: now,
-                replaced: false,
-                epoch,
-                alive: true,
-            });
-            let idx = self.reps.len() - 1;
-            self.at(done, Event::BuildDone(idx, epoch));
-            self.report.moves += 1;
-        }
-    }
-
-    /// The nodes with their current replica counts (builds and standbys included).
-    fn view(&self) -> Vec<Node> {
-        let mut counts: BTreeMap<NodeId, u32> = BTreeMap::new();
-        for r in self.reps.iter().filter(|r| r.alive && r.state != State::Down) {
-            *counts.entry(r.node).or_default() += 1;
-        }
-        self.nodes
-            .iter()
-            .cloned()
-            .map(|mut n| {
-                n.load.replicas = counts.get(&n.id).copied().unwrap_or(0);
-                n
-            })
-            .collect()
-    }
-
-    fn observe(&mut self) {
-        let view = self.view();
-        let peak = view.iter().filter(|n| n.status == NodeStatus::Up).map(|n| n.load.replicas).max().unwrap_or(0);
-        self.report.peak_replicas_per_node = self.report.peak_replicas_per_node.max(peak);
-        let q = quorum(self.cfg.replicas);
-        let mut live = vec![0usize; self.parts.len()];
-        for r in self.reps.iter().filter(|r| r.alive && r.state == State::Active) {
-            if self.node_up(r.node) {
-                live[r.partition] += 1;
-            }
-        }
-        for (p, l) in live.into_iter().enumerate() {
-            let below = l < q;
-            if below && !self.below[p] {
-                self.report.quorum_loss_events += 1;
-            }
-            self.below[p] = below;
-            let risk = l == q;
-            if risk && !self.at_risk[p] {
-                self.report.quorum_at_risk_events += 1;
-            }
-            self.at_risk[p] = risk;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -744,19 +512,96 @@ mod tests {
     }
 
     #[test]
-    fn classic_never_waits_for_builds_and_slow_builds_cost_quorum() {
-        let fast = SimConfig { rebuild_bytes_per_s: 1e12, ..cfg(5, Policy::Classic) };
-        let r = run(&fast).expect("sim");
-        assert_eq!(r.walk_s, 5.0 * fast.upgrade_s, "one upgrade time per UD, nothing else: {r:?}");
-        assert_eq!(r.quorum_loss_events, 0, "{r:?}");
-        assert!(r.moves >= 100, "every partition had a replica replaced at least once: {r:?}");
-        // Builds slower than the walk: with standbys gone (no keep), replacements are
-        // still copying when the next UD goes down.
-        let slow = SimConfig { rebuild_bytes_per_s: 1e6, standby_keep_s: 0.0, ..cfg(5, Policy::Classic) };
+    fn a_volatile_classic_walk_goes_on_during_builds_and_slow_builds_cost_quorum() {
+        let slow =
+            SimConfig { rebuild_bytes_per_s: REFERENCE_REBUILD_BYTES_PER_S, durable: false, ..cfg(5, Policy::Classic) };
         let r = run(&slow).expect("sim");
-        assert!(r.quorum_loss_events > 0, "{r:?}");
+        // Rule 4: the walk does not wait for volatile builds, so UDs go down while the
+        // previous ones' replacements are still copying.
+        assert!(r.quorum_loss_events > 0 && r.quorum_loss_partition_minutes > 0.0, "{r:?}");
+        let no_rule_4 = SimConfig {
+            classic: ClassicRules { next_ud_during_volatile_builds: false, ..ClassicRules::default() },
+            ..slow.clone()
+        };
+        let waited = run(&no_rule_4).expect("sim");
+        assert_eq!(waited.quorum_loss_events, 0, "waiting for builds keeps quorum: {waited:?}");
+        assert!(waited.walk_s > r.walk_s, "and takes longer: {waited:?} vs {r:?}");
         let careful = run(&SimConfig { policy: Policy::Careful, ..slow }).expect("sim");
-        assert_eq!(careful.quorum_loss_events, 0, "waiting for builds keeps quorum at any speed: {careful:?}");
+        assert_eq!(careful.quorum_loss_events, 0, "the careful walk keeps quorum at any speed: {careful:?}");
+    }
+
+    #[test]
+    fn kept_records_of_dropped_replicas_make_the_classic_replica_count_spike() {
+        let fast = SimConfig { rebuild_bytes_per_s: 1e12, durable: false, ..cfg(5, Policy::Classic) };
+        let r = run(&fast).expect("sim");
+        // Every walked replica leaves two dropped records (the original its node came back
+        // without, and the temporary the restore replaced), each replica is walked once:
+        // 5 live + 10 kept per partition, plus what max-difference moves add.
+        assert_eq!(r.quorum_loss_events, 0, "builds outrun the walk: {r:?}");
+        assert!(r.replica_records_peak_ratio >= 3.0, "{r:?}");
+        assert_eq!(r.doubled_partitions, 0, "the layout is restored: {r:?}");
+        // Rule 3 costs a second build per walked replica.
+        assert!(r.moves >= 2 * 5 * 100, "{r:?}");
+        let forget = ClassicRules { keep_dropped_records: false, ..ClassicRules::default() };
+        let f = run(&SimConfig { classic: forget, ..fast.clone() }).expect("sim");
+        assert!(f.replica_records_peak_ratio < 1.5, "without rule 5 the count barely moves: {f:?}");
+        // Without restoring locations, no second build; max difference still moves the
+        // doubled replicas back, one build each.
+        let stay = ClassicRules { restore_after_upgrade: false, ..ClassicRules::default() };
+        let s = run(&SimConfig { classic: stay, ..fast.clone() }).expect("sim");
+        assert!(s.moves < r.moves, "{s:?} vs {r:?}");
+        assert_eq!(s.doubled_partitions, 0, "{s:?}");
+        // Without either, replacements stay doubled up.
+        let neither = ClassicRules { restore_after_upgrade: false, max_difference: false, ..ClassicRules::default() };
+        let n = run(&SimConfig { classic: neither, ..fast }).expect("sim");
+        assert!(n.doubled_partitions > 0 && n.moves < s.moves, "{n:?} vs {s:?}");
+    }
+
+    #[test]
+    fn persisted_replicas_wait_before_they_are_replaced_and_the_walk_waits_for_builds() {
+        let durable = SimConfig { rebuild_bytes_per_s: 1e6, ..cfg(5, Policy::Classic) };
+        // A 300 s upgrade outlasts the 60 s wait: every walked replica is replaced, then
+        // catches up in place when its node is back, and its temporary is dropped.
+        let r = run(&durable).expect("sim");
+        assert_eq!(r.quorum_loss_events, 0, "{r:?}");
+        assert_eq!(r.moves, 5 * 100, "{r:?}");
+        // Rule 3: the replicas back in place, the temporaries still copying are dropped,
+        // having copied a fraction of a replica each (240 s of a 4,295 s copy).
+        assert!(r.bytes_copied < r.moves * durable.partition_bytes / 10, "{r:?}");
+        assert_eq!((r.walk_s, r.doubled_partitions), (5.0 * durable.upgrade_s, 0), "{r:?}");
+        // Without rule 3 the temporaries are kept and the walk waits for them (persisted).
+        let keep = ClassicRules { restore_after_upgrade: false, ..ClassicRules::default() };
+        let k = run(&SimConfig { classic: keep, ..durable.clone() }).expect("sim");
+        assert!(k.walk_s > 5.0 * durable.partition_bytes as f64 / 1e6, "the walk waited for persisted builds: {k:?}");
+        assert_eq!(k.quorum_loss_events, 0, "{k:?}");
+        // An upgrade shorter than the wait replaces nothing.
+        let quick = run(&SimConfig { upgrade_s: 30.0, ..durable.clone() }).expect("sim");
+        assert_eq!((quick.moves, quick.bytes_copied), (0, 0), "{quick:?}");
+        assert_eq!(quick.walk_s, 5.0 * 30.0, "{quick:?}");
+        // Rule 1 off: volatile replicas wait too, so a short upgrade of a volatile walk
+        // rebuilds each replica in place once its node is back (it came back empty).
+        let wait_all = ClassicRules { volatile_replaced_at_once: false, ..ClassicRules::default() };
+        let v = run(&SimConfig { upgrade_s: 30.0, durable: false, classic: wait_all, ..durable }).expect("sim");
+        assert_eq!(v.moves, 5 * 100, "one build in place per walked replica: {v:?}");
+        assert_eq!(v.doubled_partitions, 0, "{v:?}");
+    }
+
+    #[test]
+    fn the_comparison_has_both_policies_replica_counts_and_speeds() {
+        let base = SimConfig { nodes: 20, partitions: 50, ..SimConfig::default() };
+        let rows = compare(&base, &[REFERENCE_REBUILD_BYTES_PER_S, 150e6]).expect("sim");
+        assert_eq!(rows.len(), 8);
+        for (policy, replicas, rate) in
+            [(Policy::Classic, 5, 150e6), (Policy::Careful, 4, REFERENCE_REBUILD_BYTES_PER_S)]
+        {
+            let row =
+                rows.iter().find(|r| r.policy == policy && r.replicas == replicas && r.rebuild_bytes_per_s == rate);
+            let row = row.expect("row");
+            let alone = run(&SimConfig { policy, replicas, rebuild_bytes_per_s: rate, ..base.clone() }).expect("sim");
+            assert_eq!(row.report, alone, "a row is the walk run alone");
+        }
+        let careful = rows.iter().filter(|r| r.policy == Policy::Careful);
+        assert!(careful.clone().all(|r| r.report.quorum_loss_events == 0), "{rows:?}");
     }
 
     #[test]
