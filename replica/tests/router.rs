@@ -393,3 +393,67 @@ async fn a_quiesced_group_whose_primary_is_cut_off_elects_another_in_one_round()
     }
     assert_eq!(leader(&hosts).map(|r| r.id()), Some(new.id()), "the old primary came back as leader");
 }
+
+/// A group named in `single_record_partitions` (the cluster map's) snapshots every 64
+/// entries, keeps 16 behind, and keeps only its newest change for watchers; a group beside
+/// it with the node-wide settings keeps every entry and every change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_record_group_keeps_a_short_log_and_no_history() {
+    const OTHER: u64 = 2;
+    let settings = RaftSettings {
+        snapshot_every: 20_000,
+        keep_behind_snapshot: 5_000,
+        single_record_partitions: [PARTITION].into(),
+        ..settings()
+    };
+    let (_router, hosts) = group_with(3, &settings).await;
+    let members: BTreeMap<u64, BasicNode> = (1..=3).map(|i| (10 + i, BasicNode { addr: addr(i) })).collect();
+    for (i, h) in hosts.iter().enumerate() {
+        let initial = (i == 0).then(|| members.clone());
+        h.open(OTHER, 11 + i as u64, pb::LogMode::Volatile, initial).await.expect("open the other group");
+    }
+    wait_leader(&hosts, Duration::from_secs(10)).await;
+    write(&hosts, create_table(), Duration::from_secs(10)).await;
+    // The whole record rewritten 300 times, as the manager rewrites the map.
+    for i in 0..300 {
+        write(&hosts, put("map", &format!("version {i:04} {}", "x".repeat(512))), Duration::from_secs(10)).await;
+    }
+    let l = wait_leader(&hosts, Duration::from_secs(10)).await;
+    let m = l.raft().metrics().borrow_watched().clone();
+    let last = m.last_log_index.unwrap_or(0);
+    let snapshot = m.snapshot.map_or(0, |s| s.index);
+    let purged = m.purged.map_or(0, |p| p.index);
+    assert!(last >= 300, "{m:?}");
+    assert!(snapshot + weft_replica::SINGLE_RECORD_SNAPSHOT_EVERY > last, "a snapshot every 64 entries: {m:?}");
+    assert!(purged + 2 * weft_replica::SINGLE_RECORD_SNAPSHOT_EVERY > last, "the log behind it purged: {m:?}");
+    // Only the newest change is kept for a watcher.
+    let oldest = match l.changes_since(1, usize::MAX) {
+        Err(weft_replica::changes::Compacted { oldest, .. }) => oldest,
+        Ok((entries, _, _)) => panic!("{} entries of history kept", entries.len()),
+    };
+    assert!(oldest >= last.saturating_sub(1), "history kept from {oldest} of {last}");
+
+    // The other group, with the node-wide settings, keeps its log and its history.
+    let others: Vec<Arc<Replica>> = hosts.iter().filter_map(|h| h.get(OTHER)).collect();
+    assert_eq!(others.len(), 3);
+    let leading = || others.iter().find(|r| r.raft().metrics().borrow_watched().state.is_leader()).cloned();
+    let cmds = std::iter::once(create_table()).chain((0..100).map(|i| put("map", &format!("version {i:04}"))));
+    for c in cmds {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // A put of the same value is safe to repeat; a repeated create answers "exists".
+        loop {
+            if let Some(o) = leading()
+                && o.write(c.clone()).await.is_ok()
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the other group took no write");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let o = leading().expect("the other group's leader");
+    let m = o.raft().metrics().borrow_watched().clone();
+    assert_eq!((m.snapshot, m.purged), (None, None), "{m:?}");
+    let (entries, _, _) = o.changes_since(1, usize::MAX).expect("the whole history");
+    assert!(entries.len() >= 100, "{} entries of history", entries.len());
+}
