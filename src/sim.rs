@@ -32,6 +32,10 @@ pub(crate) struct SimCompareArgs {
     /// weft's rebuild speed, MB/s (`weft bench rebuild`'s median in the README).
     #[arg(long, default_value_t = 151.0)]
     weft_rebuild_mbps: f64,
+    /// Builds a node runs at once, each at the row's speed (how many the reference ran is
+    /// not known; the model's default is one).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    builds_per_node: u32,
     /// Seconds a UD's nodes are down for their upgrade.
     #[arg(long, default_value_t = 300.0)]
     upgrade_s: f64,
@@ -64,6 +68,9 @@ pub(crate) struct SimUpgradeArgs {
     /// Rebuild speed of one build, MB/s.
     #[arg(long, default_value_t = 40.0)]
     rebuild_mbps: f64,
+    /// Builds a node runs at once, each at --rebuild-mbps.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    builds_per_node: u32,
     /// Seconds a UD's nodes are down for their upgrade.
     #[arg(long, default_value_t = 300.0)]
     upgrade_s: f64,
@@ -129,6 +136,7 @@ fn compare(a: SimCompareArgs) -> anyhow::Result<()> {
         partition_bytes: a.partition_mib << 20,
         upgrade_s: a.upgrade_s,
         durable: false,
+        builds_per_node: a.builds_per_node,
         ..SimConfig::default()
     };
     let started = std::time::Instant::now();
@@ -167,6 +175,7 @@ fn compare(a: SimCompareArgs) -> anyhow::Result<()> {
         "partitions": a.partitions,
         "partition_mib": a.partition_mib,
         "upgrade_s": a.upgrade_s,
+        "builds_per_node": a.builds_per_node,
         "log": "volatile",
         "classic_rules": {
             "volatile_replaced_at_once": rules.volatile_replaced_at_once,
@@ -183,8 +192,9 @@ fn compare(a: SimCompareArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "weft sim compare: {} nodes, {} partitions of {} MiB, {} UDs, {} s per UD upgrade, volatile replicas ({} ms)",
-        a.nodes, a.partitions, a.partition_mib, a.uds, a.upgrade_s, wall_ms
+        "weft sim compare: {} nodes, {} partitions of {} MiB, {} UDs, {} s per UD upgrade, {} build(s) per node at \
+         once, volatile replicas ({} ms)",
+        a.nodes, a.partitions, a.partition_mib, a.uds, a.upgrade_s, a.builds_per_node, wall_ms
     );
     println!(
         "{:<8} {:>2} {:>8} {:>14} {:>14} {:>7} {:>9} {:>11} {:>12} {:>8} {:>8}",
@@ -241,6 +251,7 @@ fn upgrade(a: SimUpgradeArgs) -> anyhow::Result<()> {
         policy,
         partition_bytes: a.partition_mib << 20,
         rebuild_bytes_per_s: a.rebuild_mbps * 1e6,
+        builds_per_node: a.builds_per_node,
         upgrade_s: a.upgrade_s,
         restart_wait_s: a.restart_wait_s,
         standby_keep_s: a.standby_keep_s,

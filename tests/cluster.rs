@@ -470,6 +470,26 @@ async fn rebalance_spreads_hot_primaries() {
     let copy = pairs(c.scan("r", "default", 10_000).await.expect("scan r"));
     assert_eq!(original.len(), keys.len());
     assert_eq!(copy, original, "the restored service holds exactly what was backed up");
+    // On a pipe, progress is counted in the backup's bytes, up to the files' total.
+    let total: u64 = backed["manifest"]["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .map(|p| p["bytes"].as_u64().expect("bytes"))
+        .sum();
+    let (ok, out, err) = weft(&["ctl", "--endpoint", &ep, "restore", "--from", &path, "--service", "r3"]);
+    assert!(ok, "{err}");
+    let done: Vec<u64> = out
+        .lines()
+        .filter_map(|l| l.split_once(": ")?.1.split_once(" backup bytes")?.0.split_once('/'))
+        .map(|(d, t)| {
+            assert_eq!(t.parse::<u64>().ok(), Some(total), "every line names the total: {out}");
+            d.parse().expect("bytes done")
+        })
+        .collect();
+    assert!(done.len() >= 3 && done.windows(2).all(|w| w[0] <= w[1]), "rising byte counts: {out}");
+    assert_eq!((done.first(), done.last()), (Some(&0), Some(&total)), "{out}");
+    assert!(out.contains("10/10 partitions"), "{out}");
     // A file that no longer matches its manifest is refused before anything is made.
     let part = std::path::Path::new(&path).join("part-0.avro");
     let mut bytes = std::fs::read(&part).expect("read part");

@@ -49,9 +49,27 @@ pub enum BackupError {
     Refused(String),
 }
 
-/// How far a backup or restore is: partitions done of the total, and bytes so far. Called
-/// after each partition.
+/// How far a backup is: partitions done of the total, and bytes so far. Called after each
+/// partition.
 pub type OnProgress<'a> = &'a (dyn Fn(usize, usize, u64) + Sync);
+
+/// How far a restore is, in the backup's bytes: called after every batch it writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RestoreProgress {
+    /// Partitions written whole.
+    pub partitions_done: usize,
+    /// Partitions to write.
+    pub partitions: usize,
+    /// Bytes of the backup's files (every link of each partition's chain) written so far:
+    /// whole for a partition done, in proportion to the records written for the one under
+    /// way.
+    pub bytes_done: u64,
+    /// Bytes of the backup's files the restore reads, every link included.
+    pub bytes: u64,
+}
+
+/// Called with a restore's progress.
+pub type OnRestoreProgress<'a> = &'a (dyn Fn(RestoreProgress) + Sync);
 
 /// Parses a time for `--at`: RFC 3339 (`2026-12-04T10:00:00Z`) or milliseconds since the
 /// Unix epoch.

@@ -32,7 +32,7 @@ use weft_store::Store;
 use crate::catalog::{self};
 use crate::format::{self, Kind, Manifest, PartitionEntry};
 use crate::location::Location;
-use crate::{BackupError, OnProgress};
+use crate::{BackupError, OnRestoreProgress, RestoreProgress};
 
 /// Records per write batch.
 const BATCH_RECORDS: usize = 1000;
@@ -354,7 +354,7 @@ pub async fn restore(
     endpoints: &[String],
     chosen: &Chosen,
     target: &Target,
-    progress: OnProgress<'_>,
+    progress: OnRestoreProgress<'_>,
 ) -> Result<Restored, BackupError> {
     let m = &chosen.manifest;
     let map = ServiceClient::fetch_map(config, endpoints, config.deadline).await?;
@@ -459,7 +459,7 @@ async fn write_all(
     chosen: &Chosen,
     service: &str,
     which: &[u32],
-    progress: OnProgress<'_>,
+    progress: OnRestoreProgress<'_>,
 ) -> Result<Restored, BackupError> {
     let m = &chosen.manifest;
     let map = ServiceClient::fetch_map(config, endpoints, config.deadline).await?;
@@ -475,8 +475,20 @@ async fn write_all(
         records: 0,
         bytes: 0,
     };
+    // Progress counts the files' bytes: known before anything is read, so a bar has its
+    // total and an ETA from the start.
+    let chain_bytes =
+        |index: u32| chosen.chains.get(index as usize).map_or(0, |c| c.iter().map(|(_, e)| e.bytes).sum::<u64>());
+    let mut shown = RestoreProgress {
+        partitions_done: 0,
+        partitions: which.len(),
+        bytes_done: 0,
+        bytes: which.iter().map(|i| chain_bytes(*i)).sum(),
+    };
+    progress(shown);
     for &index in which {
         let e = &m.partitions[index as usize];
+        let (before, file_bytes) = (shown.bytes_done, chain_bytes(index));
         let target = mm
             .services
             .get(service)
@@ -489,6 +501,9 @@ async fn write_all(
             })?;
         let store = build(chosen, index as usize).await?;
         let snap = store.snapshot();
+        // Records of the partition, and how many are written: the share of its files done.
+        let records: u64 = snap.tables().iter().map(|t| t.len() as u64).sum();
+        let mut written = 0u64;
         for table in snap.tables() {
             // A new partition starts with its default table, empty: that one is reused.
             match client.create_table(target.id, table.name()).await {
@@ -521,14 +536,22 @@ async fn write_all(
             }
             let client = &client;
             let mut writes = futures::stream::iter(batches)
-                .map(|b| async move { client.batch(target.id, b).await })
+                .map(|b| async move {
+                    let n = b.len() as u64;
+                    client.batch(target.id, b).await.map(|_| n)
+                })
                 .buffer_unordered(BATCHES_IN_FLIGHT);
             while let Some(w) = writes.next().await {
-                w?;
+                written += w?;
+                let share = file_bytes as f64 * written as f64 / records.max(1) as f64;
+                shown.bytes_done = before + (share as u64).min(file_bytes);
+                progress(shown);
             }
         }
         done.partitions += 1;
-        progress(done.partitions as usize, which.len(), done.bytes);
+        shown.partitions_done += 1;
+        shown.bytes_done = before + file_bytes;
+        progress(shown);
     }
     Ok(done)
 }

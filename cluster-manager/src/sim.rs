@@ -3,8 +3,8 @@
 //! A cluster of `nodes` nodes round-robin over `uds` upgrade domains (one fault domain per
 //! UD) holds `partitions` partitions of `replicas` replicas, placed by
 //! [`placement::place_partition`]. A walk takes each UD down in turn for `upgrade_s`. A
-//! rebuild copies `partition_bytes` at `rebuild_bytes_per_s`; each node builds one replica
-//! at a time (queued builds wait). Two policies:
+//! rebuild copies `partition_bytes` at `rebuild_bytes_per_s`; each node runs
+//! `builds_per_node` builds at a time (one by default; queued builds wait). Two policies:
 //!
 //! - [`Policy::Careful`] (weft's walk, the default): the live manager's own state machine,
 //!   [`walk::next`], decides every step; the simulator only carries each out on its clock.
@@ -79,6 +79,10 @@ pub struct SimConfig {
     pub partition_bytes: u64,
     /// Rebuild speed of one build.
     pub rebuild_bytes_per_s: f64,
+    /// Builds a node runs at once, each at `rebuild_bytes_per_s` (1 by default: the model's
+    /// assumption, not a measured limit of weft or of the reference, whose number is not
+    /// known).
+    pub builds_per_node: u32,
     /// Time a UD's nodes are down for their upgrade.
     pub upgrade_s: f64,
     /// Classic: how long a replica may be down before it is replaced.
@@ -105,6 +109,7 @@ impl Default for SimConfig {
             policy: Policy::Careful,
             partition_bytes: 4 << 30,
             rebuild_bytes_per_s: 40e6,
+            builds_per_node: 1,
             upgrade_s: 300.0,
             restart_wait_s: 60.0,
             standby_keep_s: 3600.0,
@@ -300,12 +305,14 @@ fn careful(nodes: Vec<Node>, parts: Vec<Placed>, uds: &[String], cfg: &SimConfig
             }
             WalkStep::HandOffManager => unreachable_in_sim(&mut r, &ud),
             WalkStep::BuildStandIns(plan) => {
-                // Each node builds one replica at a time: the step lasts as long as the busiest.
+                // Each node builds `builds_per_node` replicas at a time: the step lasts as
+                // long as the busiest node's queue.
                 let mut per_node: BTreeMap<NodeId, u32> = BTreeMap::new();
                 for b in &plan.builds {
                     *per_node.entry(b.to).or_default() += 1;
                 }
-                r.walk_s += f64::from(per_node.values().copied().max().unwrap_or(0)) * build_s;
+                let busiest = per_node.values().copied().max().unwrap_or(0);
+                r.walk_s += f64::from(busiest.div_ceil(cfg.builds_per_node.max(1))) * build_s;
                 r.moves += plan.builds.len() as u64;
                 r.bytes_copied += plan.builds.iter().map(|b| b.bytes).sum::<u64>();
                 r.peak_replicas_per_node = r.peak_replicas_per_node.max(plan.peak_replicas_per_node);
@@ -584,6 +591,20 @@ mod tests {
         let v = run(&SimConfig { upgrade_s: 30.0, durable: false, classic: wait_all, ..durable }).expect("sim");
         assert_eq!(v.moves, 5 * 100, "one build in place per walked replica: {v:?}");
         assert_eq!(v.doubled_partitions, 0, "{v:?}");
+    }
+
+    #[test]
+    fn more_builds_at_once_shorten_the_queues_not_the_work() {
+        let slow =
+            SimConfig { rebuild_bytes_per_s: REFERENCE_REBUILD_BYTES_PER_S, durable: false, ..cfg(5, Policy::Classic) };
+        let one = run(&slow).expect("sim");
+        let eight = run(&SimConfig { builds_per_node: 8, ..slow.clone() }).expect("sim");
+        assert!(eight.quorum_loss_partition_minutes < one.quorum_loss_partition_minutes, "{eight:?} vs {one:?}");
+        let careful = SimConfig { policy: Policy::Careful, ..slow };
+        let c1 = run(&careful).expect("sim");
+        let c8 = run(&SimConfig { builds_per_node: 8, ..careful }).expect("sim");
+        assert!(c8.walk_s < c1.walk_s, "{c8:?} vs {c1:?}");
+        assert_eq!((c8.moves, c8.bytes_copied), (c1.moves, c1.bytes_copied), "the same builds");
     }
 
     #[test]

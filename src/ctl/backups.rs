@@ -226,10 +226,10 @@ pub(super) async fn restore(
         _ => bail!("restore --service NEW or --partition P"),
     };
     let endpoints = std::slice::from_ref(&cx.endpoint);
-    let bar = crate::progress::Progress::new(format!("restore of {}", chosen.manifest.id), "partitions", 0, cx.json);
-    let on = |done: usize, total: usize, bytes: u64| {
-        bar.set_total(total as u64);
-        bar.set(done as u64, &format!("{bytes} bytes"));
+    let bar = crate::progress::Progress::new(format!("restore of {}", chosen.manifest.id), "backup bytes", 0, cx.json);
+    let on = |p: b::RestoreProgress| {
+        bar.set_total(p.bytes);
+        bar.set(p.bytes_done, &format!("{}/{} partitions", p.partitions_done, p.partitions));
     };
     let r = b::restore::restore(&cx.config, endpoints, &chosen, &target, &on).await?;
     if cx.json {

@@ -144,8 +144,8 @@ pub(super) struct Classic<'a> {
     of_part: Vec<Vec<usize>>,
     /// Each node's UD.
     ud_of: BTreeMap<NodeId, String>,
-    /// When each node's build queue is free (one build at a time per node).
-    free_at: BTreeMap<NodeId, f64>,
+    /// When each of a node's build slots is free ([`SimConfig::builds_per_node`] each).
+    free_at: BTreeMap<NodeId, Vec<f64>>,
     queue: BinaryHeap<Reverse<(u64, Event)>>,
     now: f64,
     epoch: u64,
@@ -245,9 +245,14 @@ impl<'a> Classic<'a> {
 
     /// Starts a build of partition `p` on `to`; returns its record.
     fn build(&mut self, p: usize, to: NodeId, replaces: Option<usize>, then: Then) -> usize {
-        let start = self.free_at.get(&to).copied().unwrap_or(0.0).max(self.now);
+        let slots = self.free_at.entry(to).or_insert_with(|| vec![0.0; self.cfg.builds_per_node.max(1) as usize]);
+        // The slot that frees first takes the build.
+        let (slot, free) = slots.iter().copied().enumerate().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap_or((0, 0.0));
+        let start = free.max(self.now);
         let done = start + self.build_s;
-        self.free_at.insert(to, done);
+        if let Some(s) = slots.get_mut(slot) {
+            *s = done;
+        }
         self.epoch += 1;
         let epoch = self.epoch;
         self.reps.push(Rep {
