@@ -164,6 +164,7 @@ fn compare(a: SimCompareArgs) -> anyhow::Result<()> {
                 "quorum_loss_events": r.quorum_loss_events,
                 "quorum_loss_partition_minutes": round(r.quorum_loss_partition_minutes, 0),
                 "doubled_partitions": r.doubled_partitions,
+                "partitions_short_at_end": r.partitions_short_at_end,
                 "walk_s": r.walk_s.round(),
                 "refused_at": r.refused_at,
             })
@@ -287,6 +288,7 @@ fn upgrade(a: SimUpgradeArgs) -> anyhow::Result<()> {
         "quorum_at_risk_events": r.quorum_at_risk_events,
         "walk_s": r.walk_s.round(),
         "doubled_partitions": r.doubled_partitions,
+        "partitions_short_at_end": r.partitions_short_at_end,
         "refused_at": r.refused_at,
         "blocked_stand_ins": r.blocked_stand_ins,
         "log": a.log.name(),

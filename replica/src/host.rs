@@ -53,7 +53,9 @@ pub struct RaftSettings {
     /// reaches them, so nothing watches them). With the node-wide log and history bounds,
     /// a seed held up to 20,000 entries and 32 MiB of history, each a copy of a map that
     /// grows with the cluster: about 35 KB per partition of a 2,500-partition service, on
-    /// every seed (`weft bench density`'s `rss_grown_bytes_by_node`).
+    /// every seed (`weft bench density`'s `rss_grown_bytes_by_node`). For these groups the
+    /// two constants replace `snapshot_every` and `keep_behind_snapshot` (`--snapshot-every`
+    /// and `--keep-behind-snapshot` do not reach them).
     pub single_record_partitions: BTreeSet<PartitionId>,
 }
 

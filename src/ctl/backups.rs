@@ -227,9 +227,20 @@ pub(super) async fn restore(
     };
     let endpoints = std::slice::from_ref(&cx.endpoint);
     let bar = crate::progress::Progress::new(format!("restore of {}", chosen.manifest.id), "backup bytes", 0, cx.json);
+    // Called after every batch: shown when a partition is done or another 1% of the
+    // bytes is, so a large restore on a pipe prints about a hundred lines, not one a batch.
+    let shown = std::sync::Mutex::new(None::<b::RestoreProgress>);
     let on = |p: b::RestoreProgress| {
-        bar.set_total(p.bytes);
-        bar.set(p.bytes_done, &format!("{}/{} partitions", p.partitions_done, p.partitions));
+        let mut last = shown.lock().unwrap_or_else(|e| e.into_inner());
+        let step = (p.bytes / 100).max(1);
+        let due = last.is_none_or(|l| {
+            l.partitions_done != p.partitions_done || p.bytes_done >= l.bytes_done.saturating_add(step)
+        });
+        if due {
+            *last = Some(p);
+            bar.set_total(p.bytes);
+            bar.set(p.bytes_done, &format!("{}/{} partitions", p.partitions_done, p.partitions));
+        }
     };
     let r = b::restore::restore(&cx.config, endpoints, &chosen, &target, &on).await?;
     if cx.json {

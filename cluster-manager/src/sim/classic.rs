@@ -81,9 +81,20 @@ enum State {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Then {
     Nothing,
-    /// Drop this record (a restore drops the temporary; a max-difference move drops the
-    /// replica it moves away from).
-    Drop(usize),
+    /// A restore (rule 3): drop this record, the temporary it supersedes.
+    Restore(usize),
+    /// A max-difference move (rule 2): drop this record, the replica it moves away from.
+    Move(usize),
+}
+
+impl Then {
+    /// The record this build drops when it is done.
+    fn drops(self) -> Option<usize> {
+        match self {
+            Then::Nothing => None,
+            Then::Restore(j) | Then::Move(j) => Some(j),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -100,6 +111,8 @@ struct Rep {
     then: Then,
     /// Builds: the generation, so a lost build's completion is ignored.
     epoch: u64,
+    /// Builds: the node's build slot it holds, and when it finishes there.
+    slot: (usize, f64),
     /// Whether the record exists at all (a dropped record past its keep is gone).
     alive: bool,
 }
@@ -123,10 +136,12 @@ impl Rep {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Event {
-    UdDown(usize),
-    UdUp(usize),
-    Check,
+    // In this order within one millisecond: a build that finishes as its node goes down is
+    // done, and a UD is back before the next one goes down.
     BuildDone(usize, u64),
+    UdUp(usize),
+    UdDown(usize),
+    Check,
     StandbyExpires(usize),
     RecordExpires(usize),
 }
@@ -178,6 +193,7 @@ impl<'a> Classic<'a> {
                     replaces: None,
                     then: Then::Nothing,
                     epoch: 0,
+                    slot: (0, 0.0),
                     alive: true,
                 })
             })
@@ -230,10 +246,19 @@ impl<'a> Classic<'a> {
             return;
         }
         if r.state == State::Building {
-            // What an abandoned build copied so far.
+            // What an abandoned build copied so far; its slot frees now (or, not started
+            // yet, when the build before it ends) unless another build queued behind it.
             let done = ((self.now - r.at) / self.build_s.max(1e-9)).clamp(0.0, 1.0);
             self.report.bytes_copied += (self.parts[r.partition].bytes as f64 * done) as u64;
+            let (slot, until) = r.slot;
+            let free = r.at.max(self.now);
+            if let Some(s) = self.free_at.get_mut(&r.node).and_then(|slots| slots.get_mut(slot))
+                && *s == until
+            {
+                *s = free;
+            }
         }
+        let r = &mut self.reps[i];
         if self.rules.keep_dropped_records {
             r.state = State::Dropped;
             let until = self.now + self.cfg.dropped_keep_s;
@@ -264,6 +289,7 @@ impl<'a> Classic<'a> {
             replaces,
             then,
             epoch,
+            slot: (slot, done),
             alive: true,
         });
         let i = self.reps.len() - 1;
@@ -294,10 +320,18 @@ impl<'a> Classic<'a> {
             self.advance();
             self.observe();
         }
-        let end = self.now;
+        // A partition still below a quorum when nothing is left to happen never recovers:
+        // its minutes count up to the walk's end, and it counts as short.
+        let end = self.report.walk_s;
         for since in self.below_since.iter().flatten() {
-            self.report.quorum_loss_partition_minutes += (end - since) / 60.0;
+            self.report.quorum_loss_partition_minutes += (end - since).max(0.0) / 60.0;
         }
+        self.report.partitions_short_at_end = (0..self.parts.len())
+            .filter(|p| {
+                let active = self.counted(*p).into_iter().filter(|i| self.reps[*i].state == State::Active).count();
+                active < self.cfg.replicas
+            })
+            .count() as u64;
         self.report.doubled_partitions = (0..self.parts.len())
             .filter(|p| {
                 let members = self.of_part[*p].iter().map(|i| &self.reps[*i]).filter(|r| r.configured());
@@ -320,8 +354,11 @@ impl<'a> Classic<'a> {
                 self.reps[i].state = State::Active;
                 self.report.bytes_copied += self.parts[self.reps[i].partition].bytes;
                 self.report.walk_s = self.report.walk_s.max(self.now);
-                if let Then::Drop(j) = self.reps[i].then {
+                let then = self.reps[i].then;
+                if let Some(j) = then.drops() {
                     self.drop_rep(j);
+                }
+                if matches!(then, Then::Move(_)) {
                     self.moving[self.reps[i].partition] = false;
                 }
             }
@@ -363,7 +400,7 @@ impl<'a> Classic<'a> {
                     if let Some(orig) = r.replaces {
                         self.reps[orig].replaced_by = None;
                     }
-                    if r.then != Then::Nothing {
+                    if matches!(r.then, Then::Move(_)) {
                         self.moving[r.partition] = false;
                     }
                     self.drop_rep(i);
@@ -411,7 +448,7 @@ impl<'a> Classic<'a> {
                 self.drop_rep(i);
                 match temp {
                     Some(t) if self.rules.restore_after_upgrade => {
-                        self.build(r.partition, r.node, None, Then::Drop(t));
+                        self.build(r.partition, r.node, None, Then::Restore(t));
                     }
                     Some(_) => {}
                     // Not replaced yet (the wait outlasted the upgrade): built again here.
@@ -473,7 +510,7 @@ impl<'a> Classic<'a> {
         let mut view = self.view();
         for i in due {
             let p = self.reps[i].partition;
-            let configured = self.of_part[p].iter().filter(|j| self.reps[**j].configured()).count();
+            let configured = self.counted(p).len();
             // Past its full count (a replacement of an earlier down replica already counts).
             if configured > self.cfg.replicas {
                 continue;
@@ -487,8 +524,8 @@ impl<'a> Classic<'a> {
         }
     }
 
-    /// A partition with more replicas than its count drops one from its fullest UD (as the
-    /// platform's balancer drops extras). Rule 2: a partition whose UDs differ by more than
+    /// A partition with fewer replicas than its count and none down builds one; one with
+    /// more drops one from its fullest UD (as the platform's balancer drops extras). Rule 2: a partition whose UDs differ by more than
     /// one replica moves one from the fullest UD into the emptiest (built first, then the
     /// other dropped). Only into up nodes, and one move per partition at a time.
     fn settle_layout(&mut self) {
@@ -498,17 +535,35 @@ impl<'a> Classic<'a> {
                 continue;
             }
             let mut per_ud: BTreeMap<&str, Vec<usize>> = self.uds.iter().map(|u| (u.as_str(), Vec::new())).collect();
-            for &i in self.of_part[p].iter().filter(|i| self.reps[**i].configured()) {
+            for i in self.counted(p) {
                 if let Some(ud) = self.ud_of.get(&self.reps[i].node) {
                     per_ud.entry(ud.as_str()).or_default().push(i);
                 }
             }
+            let total: usize = per_ud.values().map(Vec::len).sum();
+            // Fewer than its count with nothing down to wait for (a restore or an in-place
+            // build lost with its node): the failover manager builds one more.
+            if total < self.cfg.replicas {
+                let hosting = self.hosting(p);
+                let bytes = self.parts[p].bytes;
+                let all = view.get_or_insert_with(|| self.view());
+                if let Ok(to) = placement::choose(all, &hosting, bytes) {
+                    placement::count_replica(all, to, bytes);
+                    self.build(p, to, None, Then::Nothing);
+                }
+                continue;
+            }
             let Some(most) = per_ud.values().max_by_key(|v| v.len()) else { continue };
-            // The replica to move away: an active one (not one in build) of the fullest UD.
-            let Some(&from) = most.iter().rev().find(|i| self.reps[**i].state == State::Active) else { continue };
-            // More replicas than the partition's count (a restore dropped a temporary that
-            // had itself been replaced while down): the extra one in the fullest UD goes.
-            if per_ud.values().map(Vec::len).sum::<usize>() > self.cfg.replicas {
+            // The replica to move away: an active one (not one in build) of the fullest UD,
+            // a temporary replacement before an original.
+            let active = || most.iter().copied().filter(|i| self.reps[*i].state == State::Active);
+            let Some(from) = active().find(|i| self.reps[*i].replaces.is_some()).or_else(|| active().next_back()) else {
+                continue;
+            };
+            // More replicas than the partition's count, none of them on its way out (a
+            // temporary replaced while down, then superseded by a restore that dropped
+            // it, leaves its own replacement): the extra one goes.
+            if total > self.cfg.replicas {
                 self.drop_rep(from);
                 continue;
             }
@@ -525,8 +580,21 @@ impl<'a> Classic<'a> {
             };
             placement::count_replica(all, to, bytes);
             self.moving[p] = true;
-            self.build(p, to, None, Then::Drop(from));
+            self.build(p, to, None, Then::Move(from));
         }
+    }
+
+    /// The records that count toward partition `p`'s replicas and layout: in its
+    /// configuration and not on their way out (a restore or a move under way drops them
+    /// when it is built).
+    fn counted(&self, p: usize) -> Vec<usize> {
+        let leaving: Vec<usize> = self.of_part[p]
+            .iter()
+            .map(|i| &self.reps[*i])
+            .filter(|r| r.alive && r.state == State::Building)
+            .filter_map(|r| r.then.drops())
+            .collect();
+        self.of_part[p].iter().copied().filter(|i| self.reps[*i].configured() && !leaving.contains(i)).collect()
     }
 
     /// Nodes holding a record of partition `p` other than a dropped one: no second
