@@ -557,7 +557,8 @@ impl<'a> Classic<'a> {
             // The replica to move away: an active one (not one in build) of the fullest UD,
             // a temporary replacement before an original.
             let active = || most.iter().copied().filter(|i| self.reps[*i].state == State::Active);
-            let Some(from) = active().find(|i| self.reps[*i].replaces.is_some()).or_else(|| active().next_back()) else {
+            let Some(from) = active().find(|i| self.reps[*i].replaces.is_some()).or_else(|| active().next_back())
+            else {
                 continue;
             };
             // More replicas than the partition's count, none of them on its way out (a
