@@ -21,7 +21,6 @@ fn a_small_density_run_prints_every_figure() {
     for k in [
         "create_s",
         "idle_cpu_pct_per_1000_replicas",
-        "rss_bytes_per_replica",
         "quiesced_failover_ms",
         "throughput_ratio",
         "writes_per_s_without",
@@ -29,6 +28,14 @@ fn a_small_density_run_prints_every_figure() {
     ] {
         assert!(positive(k), "{k} is not a positive figure: {r}");
     }
+    // Measured, but not asserted positive at this size: 8 replicas per node grow the
+    // resident set by well under a megabyte, less than it gives back on its own in the
+    // seconds after a load (seen: -3.3 MB on a node). The 2,500-partition run grows each
+    // node by about 100 MB, and there the figure means something.
+    assert!(r["rss_bytes_per_replica"].as_f64().is_some_and(f64::is_finite), "{r}");
+    let runs =
+        |k: &str| r[k].as_array().map_or(0, |a| a.iter().filter(|x| x.as_f64().is_some_and(|w| w > 0.0)).count());
+    assert_eq!((runs("writes_per_s_runs_without"), runs("writes_per_s_runs_with")), (7, 7), "every run reported: {r}");
     assert!(r["failovers_timed"].as_u64().is_some_and(|n| n >= 1), "no failover was timed: {r}");
     assert!(r["quiesced_pct"].as_f64().is_some_and(|p| p >= 50.0), "most idle replicas did not quiesce: {r}");
     // Held open, the idle groups' streams alone would be 30 (one per follower); closed
