@@ -230,7 +230,11 @@ pub(crate) fn run(mut a: NodeArgs) -> anyhow::Result<()> {
         },
         transport: Default::default(),
         limits: Default::default(),
-        storage: weft_replica::Storage { data_dir: a.data_dir.clone(), durable_by_default: a.durable, disk: None },
+        storage: weft_replica::Storage {
+            data_dir: a.data_dir.clone(),
+            durable_by_default: a.durable,
+            ..Default::default()
+        },
         cluster: weft::node::ClusterConfig {
             seeds: a.seeds.clone(),
             ud: ud.clone(),

@@ -13,6 +13,36 @@ pub(crate) enum Sim {
     /// platform's rules (`classic`) and weft's walk (`careful`), at the reference's rebuild
     /// speed and weft's, volatile replicas (as the reference's were).
     Compare(SimCompareArgs),
+    /// A real upgrade walk on local nodes beside the simulator's prediction of it: the
+    /// same cluster (placement, primaries, sizes, the walk's measured rebuild rate and
+    /// restart time), the same decision code; builds, moves and walk time compared.
+    Validate(SimValidateArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct SimValidateArgs {
+    /// Partitions of the walked service (4 replicas each, over 5 nodes in 5 UDs).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=200))]
+    partitions: u32,
+    /// MiB written into each partition.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    mib: u64,
+    /// Which log modes to walk: `volatile`, `durable`, or both (one cluster each).
+    #[arg(long, value_enum, default_value_t = LogsArg::Both)]
+    log: LogsArg,
+    /// Seconds a walk may take before the run fails.
+    #[arg(long, default_value_t = 600.0)]
+    walk_within_s: f64,
+    /// Print one JSON object and nothing else on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogsArg {
+    Volatile,
+    Durable,
+    Both,
 }
 
 #[derive(Args)]
@@ -117,7 +147,133 @@ pub(crate) fn run(s: Sim) -> anyhow::Result<()> {
     match s {
         Sim::Upgrade(a) => upgrade(a),
         Sim::Compare(a) => compare(a),
+        Sim::Validate(a) => validate(a),
     }
+}
+
+/// Relative difference: `simulated / real - 1` (0 when both are 0).
+fn relative_error(simulated: f64, real: f64) -> f64 {
+    if real > 0.0 {
+        simulated / real - 1.0
+    } else if simulated > 0.0 {
+        f64::INFINITY
+    } else {
+        0.0
+    }
+}
+
+fn validate(a: SimValidateArgs) -> anyhow::Result<()> {
+    use weft_cluster_manager::sim::{SimConfig, run_from};
+    if !(a.walk_within_s.is_finite() && a.walk_within_s > 0.0) {
+        anyhow::bail!("--walk-within-s must be positive");
+    }
+    crate::init_tracing();
+    let exe = std::env::current_exe().context("finding this binary")?;
+    let modes: &[bool] = match a.log {
+        LogsArg::Volatile => &[false],
+        LogsArg::Durable => &[true],
+        LogsArg::Both => &[false, true],
+    };
+    let round = |x: f64, places: i32| (x * 10f64.powi(places)).round() / 10f64.powi(places);
+    let rt = crate::runtime()?;
+    let mut runs = Vec::new();
+    let (mut builds_equal, mut moves_equal, mut worst_error) = (true, true, 0.0f64);
+    for &durable in modes {
+        let log = if durable { "durable" } else { "volatile" };
+        let config = weft_testkit::sim_validate::ValidateConfig {
+            partitions: a.partitions,
+            mib: a.mib,
+            durable,
+            walk_within: std::time::Duration::from_secs_f64(a.walk_within_s),
+        };
+        let quiet = a.json;
+        let say = |line: &str| {
+            if !quiet {
+                eprintln!("weft sim validate ({log}): {line}");
+            }
+        };
+        let real = rt.block_on(weft_testkit::sim_validate::real_walk(&exe, &config, &say))?;
+        // The live manager has no cap per node (only its cluster-wide one, which the
+        // simulator applies by default); a UD's restart takes what the real one took.
+        let cfg = SimConfig {
+            replicas: 4,
+            partition_bytes: real.partition_bytes,
+            rebuild_bytes_per_s: real.rebuild_bytes_per_s,
+            builds_per_node: u32::MAX,
+            upgrade_s: real.restart_s_per_ud,
+            durable,
+            ..SimConfig::default()
+        };
+        let sim = run_from(&cfg, real.nodes.clone(), real.parts.clone(), real.map_group.clone());
+        let t = &real.totals;
+        let builds_match = sim.moves == t.builds;
+        let moves_match = sim.primary_moves == t.primary_moves && sim.removals == t.removals;
+        let error = relative_error(sim.walk_s, real.walk_s);
+        builds_equal &= builds_match;
+        moves_equal &= moves_match;
+        if error.abs() > worst_error.abs() || worst_error == 0.0 {
+            worst_error = error;
+        }
+        runs.push(serde_json::json!({
+            "log": log,
+            "partitions": real.parts.len(),
+            "partition_bytes": real.partition_bytes,
+            "rebuild_mb_per_s": round(real.rebuild_bytes_per_s / 1e6, 1),
+            "rate_moves_s": real.rate_moves_s.iter().map(|s| round(*s, 2)).collect::<Vec<_>>(),
+            "restart_s_per_ud": round(real.restart_s_per_ud, 2),
+            "real": {
+                "builds": t.builds,
+                "primary_moves": t.primary_moves,
+                "removals": t.removals,
+                "walk_s": round(real.walk_s, 1),
+            },
+            "simulated": {
+                "builds": sim.moves,
+                "primary_moves": sim.primary_moves,
+                "removals": sim.removals,
+                "walk_s": round(sim.walk_s, 1),
+                "refused_at": sim.refused_at,
+                "quorum_loss_events": sim.quorum_loss_events,
+            },
+            "builds_equal": builds_match,
+            "moves_equal": moves_match,
+            "walk_time_error": round(error, 3),
+        }));
+    }
+    let report = serde_json::json!({
+        "runs": runs,
+        "builds_equal": builds_equal,
+        "moves_equal": moves_equal,
+        "walk_time_error": round(worst_error, 3),
+    });
+    if a.json {
+        println!("{report}");
+        return Ok(());
+    }
+    println!("weft sim validate: {} partitions x 4 replicas of {} MiB, 5 nodes in 5 UDs", a.partitions, a.mib);
+    println!(
+        "{:<9} {:>9} {:>7} {:>15} {:>15} {:>15} {:>17} {:>7}",
+        "log", "MB/s", "restart", "builds r/s", "primaries r/s", "removals r/s", "walk s real/sim", "error"
+    );
+    for r in &runs {
+        let pair = |k: &str| format!("{}/{}", r["real"][k], r["simulated"][k]);
+        println!(
+            "{:<9} {:>9} {:>7} {:>15} {:>15} {:>15} {:>17} {:>7}",
+            r["log"].as_str().unwrap_or(""),
+            r["rebuild_mb_per_s"],
+            r["restart_s_per_ud"],
+            pair("builds"),
+            pair("primary_moves"),
+            pair("removals"),
+            pair("walk_s"),
+            format!("{:+.0}%", r["walk_time_error"].as_f64().unwrap_or(0.0) * 100.0),
+        );
+    }
+    println!(
+        "builds equal: {builds_equal}; moves equal: {moves_equal}; walk time error (worst): {:+.0}%",
+        worst_error * 100.0
+    );
+    Ok(())
 }
 
 fn compare(a: SimCompareArgs) -> anyhow::Result<()> {

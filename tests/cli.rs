@@ -100,6 +100,37 @@ fn sim_upgrade_json_has_every_field_and_careful_keeps_quorum() {
     assert!(err.contains("no node can take"), "a clear reason: {err}");
 }
 
+/// A real walk on five local nodes, volatile and durable, beside the simulator's walk of
+/// the same cluster: the stand-ins built and the replicas removed are the decision code's
+/// and match exactly; primary moves and walk time are printed beside each other (the real
+/// cluster's elections, which the simulator does not model, can move a primary the walk
+/// then moves again, and times on this shared machine are not asserted).
+#[test]
+fn sim_validate_walks_real_nodes_beside_the_simulator() {
+    let (ok, out, err) = weft(&["sim", "validate", "--partitions", "4", "--mib", "4", "--json"]);
+    assert!(ok, "stderr: {err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
+    let runs = v["runs"].as_array().expect("runs");
+    let logs: Vec<&str> = runs.iter().filter_map(|r| r["log"].as_str()).collect();
+    assert_eq!(logs, ["volatile", "durable"], "{v}");
+    for r in runs {
+        // Every replica of every UD gets a stand-in: 4 partitions x 4 replicas, each UD once.
+        let builds = r["real"]["builds"].as_u64().expect("builds");
+        assert!(builds >= 16, "{r}");
+        assert_eq!(r["real"]["builds"], r["simulated"]["builds"], "{r}");
+        assert_eq!(r["real"]["removals"], r["simulated"]["removals"], "{r}");
+        assert_eq!(r["real"]["removals"], builds, "each stand-in or its original is removed: {r}");
+        assert!(r["real"]["primary_moves"].is_u64() && r["simulated"]["primary_moves"].is_u64(), "{r}");
+        let (real, sim) = (r["real"]["walk_s"].as_f64(), r["simulated"]["walk_s"].as_f64());
+        assert!(real.is_some_and(|s| s > 0.0) && sim.is_some_and(|s| s > 0.0), "{r}");
+        assert!(r["walk_time_error"].is_number() && r["rebuild_mb_per_s"].as_f64().is_some_and(|x| x > 0.0), "{r}");
+        assert_eq!(r["simulated"]["refused_at"], serde_json::Value::Null, "{r}");
+    }
+    // Durable: the placement is put back, so the second UD's builds are the first's kind.
+    assert_eq!(v["builds_equal"], true, "{v}");
+    assert!(v["moves_equal"].is_boolean() && v["walk_time_error"].is_number(), "{v}");
+}
+
 #[test]
 fn sim_compare_prints_both_policies_at_both_speeds_and_rules_switch_off() {
     // The command's own cluster (100 nodes, 1,000 partitions), as the README quotes it.

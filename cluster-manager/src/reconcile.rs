@@ -21,6 +21,14 @@ use crate::placement;
 use crate::repair::{self, Action, PartitionId};
 use crate::walk::ReplicaAt;
 
+/// How often the live manager takes a round: liveness, operations, repairs, one step of an
+/// upgrade walk (`weft sim` charges each walk step one round).
+pub const ROUND_EVERY: Duration = Duration::from_millis(300);
+
+/// Replica moves (builds, removals, repairs) the live manager drives at once, cluster-wide
+/// (`weft sim` schedules a walk's builds and removals under the same cap).
+pub const MOVES_AT_ONCE: usize = 4;
+
 /// What a node last told the manager.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Heard {

@@ -50,6 +50,7 @@ pub use classic::ClassicRules;
 
 use crate::model::{Capacity, Load, Node, NodeId, NodeStatus};
 use crate::placement::{self, count_replica, place_partition, uncount_replica};
+use crate::reconcile;
 use crate::repair::quorum;
 use crate::walk::{self, Phase, Placed, ReplicaAt, Reported, StandIn, Walk, WalkPartition, WalkStep, WalkView};
 
@@ -97,6 +98,13 @@ pub struct SimConfig {
     /// Classic: how long a dropped replica's record is kept (rule 5; the failover manager
     /// kept them for days).
     pub dropped_keep_s: f64,
+    /// Careful: replica moves (builds and removals) under way at once, cluster-wide; 0 for
+    /// no cap. The live manager's [`reconcile::MOVES_AT_ONCE`] by default.
+    pub moves_at_once: usize,
+    /// Careful: how long one walk step takes beyond its copying and restarts: the live
+    /// manager takes a step a round ([`reconcile::ROUND_EVERY`], the default), and a
+    /// removal (a move with nothing to copy) takes a round.
+    pub round_s: f64,
 }
 
 impl Default for SimConfig {
@@ -116,6 +124,8 @@ impl Default for SimConfig {
             durable: false,
             classic: ClassicRules::default(),
             dropped_keep_s: 3.0 * 86_400.0,
+            moves_at_once: reconcile::MOVES_AT_ONCE,
+            round_s: reconcile::ROUND_EVERY.as_secs_f64(),
         }
     }
 }
@@ -138,6 +148,9 @@ pub struct SimReport {
     pub replica_records_peak_ratio: f64,
     /// Replica builds started.
     pub moves: u64,
+    /// Careful: replicas removed after a UD came back (stand-ins whose original caught up,
+    /// or originals a volatile restart lost).
+    pub removals: u64,
     /// Bytes the builds copied: finished ones whole, abandoned ones as far as they got (a
     /// replica that catches up in place copies none).
     pub bytes_copied: u64,
@@ -199,26 +212,78 @@ pub fn initial_cluster(
     Ok((ns, ps))
 }
 
-/// Runs the walk.
+/// Runs the walk on the cluster `cfg` describes ([`initial_cluster`]).
 pub fn run(cfg: &SimConfig) -> Result<SimReport, placement::PlacementError> {
     let (nodes, parts) = initial_cluster(cfg.nodes, cfg.uds, cfg.replicas, cfg.partitions, |_| cfg.partition_bytes)?;
+    Ok(run_from(cfg, nodes, parts, None))
+}
+
+/// The cluster map's group, where a live cluster has one: the node of its primary (the
+/// manager) and its members' nodes in the order the live handoff looks through them (by
+/// replica id). The walk moves the manager off a UD last, to the first member outside it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapGroup {
+    /// The manager's node.
+    pub primary: NodeId,
+    /// Members' nodes, by replica id.
+    pub members: Vec<NodeId>,
+}
+
+/// Runs the walk on a given cluster: `nodes` with their loads and `parts` with their
+/// replicas, primaries and sizes (a live cluster's, as `weft sim validate` reads it);
+/// `cfg`'s cluster shape (`nodes`, `uds`, `partitions`, `partition_bytes`) is not used
+/// but for the classic policy's build time, which is per `partition_bytes`. UDs are
+/// walked in name order, as the live walk does. With `manager`, the careful walk hands
+/// the manager off as the live one does (its primary counts in its node's load, as the
+/// live view counts it).
+pub fn run_from(cfg: &SimConfig, nodes: Vec<Node>, parts: Vec<Placed>, manager: Option<MapGroup>) -> SimReport {
     let baseline = nodes.iter().map(|n| n.load.replicas).max().unwrap_or(0);
+    let records: u64 = parts.iter().map(|p| p.replicas.len() as u64).sum();
     let mut uds: Vec<String> = nodes.iter().map(|n| n.ud.clone()).collect();
     uds.sort();
     uds.dedup();
     let build_s = cfg.partition_bytes as f64 / cfg.rebuild_bytes_per_s.max(1.0);
     let mut report = match cfg.policy {
-        Policy::Careful => careful(nodes, parts, &uds, cfg, build_s),
+        Policy::Careful => careful(nodes, parts, manager, &uds, cfg),
         Policy::Classic => classic::Classic::new(nodes, parts, &uds, cfg, build_s).run(),
     };
-    report.replica_records_baseline = cfg.partitions * cfg.replicas as u64;
+    report.replica_records_baseline = records;
     report.replica_records_peak = report.replica_records_peak.max(report.replica_records_baseline);
     report.replica_records_peak_ratio =
         report.replica_records_peak as f64 / report.replica_records_baseline.max(1) as f64;
     report.baseline_replicas_per_node = baseline;
     report.peak_replicas_per_node = report.peak_replicas_per_node.max(baseline);
     report.peak_density_ratio = f64::from(report.peak_replicas_per_node) / f64::from(baseline.max(1));
-    Ok(report)
+    report
+}
+
+/// How long `moves` take, in order, each `(node, seconds)`: one starts as soon as fewer
+/// than `at_once` run cluster-wide (0: no cap) and fewer than `per_node` on its node, and
+/// a waiting move may start ahead of one its node holds back, as the live manager starts
+/// any pending move that fits. Returns the time the last one ends.
+fn makespan(moves: &[(NodeId, f64)], per_node: u32, at_once: usize) -> f64 {
+    let (per_node, at_once) = (per_node.max(1) as usize, if at_once == 0 { usize::MAX } else { at_once });
+    let mut waiting: Vec<(NodeId, f64)> = moves.to_vec();
+    let mut running: Vec<(f64, NodeId)> = Vec::new();
+    let (mut now, mut end) = (0.0f64, 0.0f64);
+    while !waiting.is_empty() || !running.is_empty() {
+        let mut i = 0;
+        while i < waiting.len() && running.len() < at_once {
+            let (node, secs) = waiting[i];
+            if running.iter().filter(|(_, n)| *n == node).count() < per_node {
+                running.push((now + secs, node));
+                end = end.max(now + secs);
+                waiting.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        // Time goes to the next end; everything ending then frees its place.
+        let Some(next) = running.iter().map(|(t, _)| *t).min_by(f64::total_cmp) else { break };
+        now = next;
+        running.retain(|(t, _)| *t > now);
+    }
+    end
 }
 
 /// The reference's rebuild speed: 4 GB in 20 minutes, 3.4 MB/s as its account rounds it.
@@ -264,6 +329,7 @@ fn empty_report() -> SimReport {
         replica_records_peak: 0,
         replica_records_peak_ratio: 1.0,
         moves: 0,
+        removals: 0,
         bytes_copied: 0,
         quorum_loss_partition_minutes: 0.0,
         primary_moves: 0,
@@ -278,10 +344,21 @@ fn empty_report() -> SimReport {
 }
 
 /// The careful walk: [`walk::next`] decides every step, exactly as it does for the live
-/// manager; this executes each step at once on the simulated cluster and clock (a build
-/// takes `build_s` per build queued on its node, a restart `upgrade_s`).
-fn careful(nodes: Vec<Node>, parts: Vec<Placed>, uds: &[String], cfg: &SimConfig, build_s: f64) -> SimReport {
+/// manager; this executes each step on the simulated cluster and clock. Each step takes a
+/// round (`round_s`); the builds and removals are moves, scheduled under `moves_at_once`
+/// cluster-wide and `builds_per_node` per node ([`makespan`]), a build copying its
+/// replica's bytes at `rebuild_bytes_per_s` (a rate measured as a whole move takes, so
+/// that it includes the move's own steps), a removal taking a round; a restart takes
+/// `upgrade_s`.
+fn careful(
+    nodes: Vec<Node>,
+    parts: Vec<Placed>,
+    manager: Option<MapGroup>,
+    uds: &[String],
+    cfg: &SimConfig,
+) -> SimReport {
     let mut sim = Careful::new(nodes, parts);
+    sim.manager = manager;
     let mut r = empty_report();
     let q = quorum(cfg.replicas);
     let mut w = Walk {
@@ -294,7 +371,11 @@ fn careful(nodes: Vec<Node>, parts: Vec<Placed>, uds: &[String], cfg: &SimConfig
     };
     loop {
         let ud = w.uds.get(w.index).cloned().unwrap_or_default();
-        match walk::next(&w, &sim.view()) {
+        let step = walk::next(&w, &sim.view());
+        if !matches!(step, WalkStep::Finish | WalkStep::Blocked(_) | WalkStep::Wait(_)) {
+            r.walk_s += cfg.round_s;
+        }
+        match step {
             WalkStep::Finish => break,
             WalkStep::Blocked(plan) => {
                 // The live walk waits here for room: the walk is refused.
@@ -307,16 +388,22 @@ fn careful(nodes: Vec<Node>, parts: Vec<Placed>, uds: &[String], cfg: &SimConfig
                 r.refused_at = Some(format!("{ud}: {why}"));
                 break;
             }
-            WalkStep::HandOffManager => unreachable_in_sim(&mut r, &ud),
-            WalkStep::BuildStandIns(plan) => {
-                // Each node builds `builds_per_node` replicas at a time: the step lasts as
-                // long as the busiest node's queue.
-                let mut per_node: BTreeMap<NodeId, u32> = BTreeMap::new();
-                for b in &plan.builds {
-                    *per_node.entry(b.to).or_default() += 1;
+            WalkStep::HandOffManager => {
+                if !sim.hand_off_manager(&ud) {
+                    r.refused_at = Some(format!("{ud}: no member of the map's group outside it to take the manager"));
+                    break;
                 }
-                let busiest = per_node.values().copied().max().unwrap_or(0);
-                r.walk_s += f64::from(busiest.div_ceil(cfg.builds_per_node.max(1))) * build_s;
+            }
+            WalkStep::BuildStandIns(plan) => {
+                // Builds in the order the live manager starts them (by partition).
+                let mut builds: Vec<(u64, NodeId, f64)> = plan
+                    .builds
+                    .iter()
+                    .map(|b| (b.partition, b.to, b.bytes as f64 / cfg.rebuild_bytes_per_s.max(1.0)))
+                    .collect();
+                builds.sort_by_key(|b| b.0);
+                let builds: Vec<(NodeId, f64)> = builds.into_iter().map(|(_, n, s)| (n, s)).collect();
+                r.walk_s += makespan(&builds, cfg.builds_per_node, cfg.moves_at_once);
                 r.moves += plan.builds.len() as u64;
                 r.bytes_copied += plan.builds.iter().map(|b| b.bytes).sum::<u64>();
                 r.peak_replicas_per_node = r.peak_replicas_per_node.max(plan.peak_replicas_per_node);
@@ -344,6 +431,9 @@ fn careful(nodes: Vec<Node>, parts: Vec<Placed>, uds: &[String], cfg: &SimConfig
             }
             WalkStep::Recovered => w.phase = Phase::Recover,
             WalkStep::Remove(removals) => {
+                r.removals += removals.len() as u64;
+                let moves: Vec<(NodeId, f64)> = removals.iter().map(|x| (x.replica.node, cfg.round_s)).collect();
+                r.walk_s += makespan(&moves, u32::MAX, cfg.moves_at_once);
                 for x in &removals {
                     sim.remove(x.partition, x.replica);
                 }
@@ -368,11 +458,6 @@ fn careful(nodes: Vec<Node>, parts: Vec<Placed>, uds: &[String], cfg: &SimConfig
     r
 }
 
-/// The simulator has no manager node, so [`walk::next`] never asks it to hand one off.
-fn unreachable_in_sim(r: &mut SimReport, ud: &str) {
-    r.refused_at = Some(format!("{ud}: the walk asked to move a manager the simulator does not have"));
-}
-
 /// The cluster a careful walk runs on: placements with replica ids, loads, incarnations,
 /// and the replicas a volatile restart took.
 struct Careful {
@@ -382,6 +467,8 @@ struct Careful {
     /// Replicas whose node came back without them (partition, replica id).
     lost: Vec<(u64, u64)>,
     next_replica: u64,
+    /// The map's group, when the cluster has one the walk must hand off.
+    manager: Option<MapGroup>,
 }
 
 impl Careful {
@@ -406,7 +493,7 @@ impl Careful {
             })
             .collect();
         let incarnations = nodes.iter().map(|n| (n.id, 1)).collect();
-        Careful { nodes, parts, incarnations, lost: Vec::new(), next_replica }
+        Careful { nodes, parts, incarnations, lost: Vec::new(), next_replica, manager: None }
     }
 
     fn view(&self) -> WalkView {
@@ -425,8 +512,27 @@ impl Careful {
             incarnations: self.incarnations.clone(),
             partitions: self.parts.clone(),
             reports,
-            manager: None,
+            manager: self.manager.as_ref().map(|m| m.primary),
         }
+    }
+
+    /// Moves the manager to the first member of its group outside `ud`, as the live walk
+    /// does; false when there is none.
+    fn hand_off_manager(&mut self, ud: &str) -> bool {
+        let Some(m) = self.manager.as_mut() else { return false };
+        let Some(to) = m.members.iter().copied().find(|n| !self.nodes.iter().any(|x| x.id == *n && x.ud == ud)) else {
+            return false;
+        };
+        let from = std::mem::replace(&mut m.primary, to);
+        for n in self.nodes.iter_mut() {
+            if n.id == from {
+                n.load.primaries = n.load.primaries.saturating_sub(1);
+            }
+            if n.id == to {
+                n.load.primaries += 1;
+            }
+        }
+        true
     }
 
     fn in_ud(&self, node: NodeId, ud: &str) -> bool {
@@ -515,6 +621,40 @@ mod tests {
         assert!(five.moves > four.moves, "{five:?} vs {four:?}");
         let durable = run(&cfg(5, Policy::Careful)).expect("sim");
         assert_eq!(durable.doubled_partitions, 0, "durable walks put the placement back: {durable:?}");
+    }
+
+    #[test]
+    fn moves_wait_for_a_place_cluster_wide_and_on_their_node() {
+        let spread: Vec<(NodeId, f64)> = (0..8).map(|i| (i % 4 + 1, 1.0)).collect();
+        assert_eq!(makespan(&spread, 1, 4), 2.0, "8 builds over 4 nodes, 4 at once");
+        assert_eq!(makespan(&spread, 1, 0), 2.0, "no cap: each node's two in a row");
+        assert_eq!(makespan(&spread, 2, 0), 1.0, "two at once per node: all at once");
+        assert_eq!(makespan(&spread, 1, 2), 4.0, "two at once cluster-wide");
+        let one_node: Vec<(NodeId, f64)> = (0..3).map(|_| (7, 1.0)).collect();
+        assert_eq!(makespan(&one_node, 1, 4), 3.0, "one node builds one at a time");
+        // A move held back by its node does not hold back one behind it that fits.
+        assert_eq!(makespan(&[(1, 2.0), (1, 2.0), (2, 1.0)], 1, 2), 4.0);
+        assert_eq!(makespan(&[], 1, 4), 0.0);
+    }
+
+    #[test]
+    fn a_walk_from_a_given_cluster_is_the_walk_run_makes_of_it() {
+        let c = SimConfig { durable: false, ..cfg(4, Policy::Careful) };
+        let (nodes, parts) =
+            initial_cluster(c.nodes, c.uds, c.replicas, c.partitions, |_| c.partition_bytes).expect("placed");
+        assert_eq!(run_from(&c, nodes.clone(), parts.clone(), None), run(&c).expect("sim"));
+        // The manager on node 1 (UD ud0) moves to the next member outside the UD walked.
+        let group = MapGroup { primary: 1, members: vec![1, 2, 3] };
+        let with = run_from(&c, nodes, parts, Some(group));
+        assert_eq!((with.refused_at.as_deref(), with.moves), (None, run(&c).expect("sim").moves), "{with:?}");
+        let r = run(&c).expect("sim");
+        // Volatile: every walked replica's original is removed once its node is back.
+        assert_eq!(r.removals, r.moves, "{r:?}");
+        // The live manager's cap (4 moves at once) and a round per step: slower than
+        // one build per node at once with no cap and no rounds.
+        let free = run(&SimConfig { moves_at_once: 0, round_s: 0.0, ..c.clone() }).expect("sim");
+        assert!(r.walk_s > free.walk_s, "{r:?} vs {free:?}");
+        assert_eq!((r.moves, r.removals), (free.moves, free.removals), "timing changes no decision");
     }
 
     #[test]
@@ -612,7 +752,9 @@ mod tests {
         let one = run(&slow).expect("sim");
         let eight = run(&SimConfig { builds_per_node: 8, ..slow.clone() }).expect("sim");
         assert!(eight.quorum_loss_partition_minutes < one.quorum_loss_partition_minutes, "{eight:?} vs {one:?}");
-        let careful = SimConfig { policy: Policy::Careful, ..slow };
+        // With no cluster-wide cap: under the live manager's 4 at once, 20 nodes never
+        // have two builds each under way.
+        let careful = SimConfig { policy: Policy::Careful, moves_at_once: 0, ..slow };
         let c1 = run(&careful).expect("sim");
         let c8 = run(&SimConfig { builds_per_node: 8, ..careful }).expect("sim");
         assert!(c8.walk_s < c1.walk_s, "{c8:?} vs {c1:?}");

@@ -189,7 +189,9 @@ impl Node {
         // The map is one record rewritten whole: its group keeps a short log and no history.
         let mut raft = config.raft.clone();
         raft.single_record_partitions.insert(crate::MAP_PARTITION);
-        let host = Host::new(&raft, transport, config.limits.clone(), config.storage.clone())?;
+        let mut storage = config.storage.clone();
+        storage.durable_with_data_dir.insert(crate::MAP_PARTITION);
+        let host = Host::new(&raft, transport, config.limits.clone(), storage)?;
         let recovered = host.recover().await?;
         if !recovered.is_empty() {
             tracing::info!(?recovered, "durable replicas reopened from disk");

@@ -445,6 +445,11 @@ pub struct Storage {
     pub data_dir: Option<PathBuf>,
     /// Whether replicas opened with the node-default mode are durable.
     pub durable_by_default: bool,
+    /// Partitions opened durable, when asked for the node-default mode, whenever there is
+    /// a data directory, whatever `durable_by_default` says: the node names the cluster
+    /// map's group here, so a node that keeps its data in memory but has a data directory
+    /// keeps the map across a restart (an upgrade walk restarts every seed).
+    pub durable_with_data_dir: BTreeSet<PartitionId>,
     /// The disk durable replicas' logs and checkpoints are written through (`None`: the
     /// real file system; tests pass a [`crate::disk::FaultyDisk`]).
     pub disk: Option<Arc<dyn crate::disk::Disk>>,
@@ -599,6 +604,11 @@ impl Host {
         }
         let mode = match mode {
             pb::LogMode::NodeDefault if self.storage.durable_by_default => pb::LogMode::Durable,
+            pb::LogMode::NodeDefault
+                if self.storage.data_dir.is_some() && self.storage.durable_with_data_dir.contains(&partition) =>
+            {
+                pb::LogMode::Durable
+            }
             pb::LogMode::NodeDefault => pb::LogMode::Volatile,
             m => m,
         };

@@ -25,6 +25,7 @@ fn host(disk: &Arc<FaultyDisk>) -> Arc<Host> {
         data_dir: Some(PathBuf::from("/data")),
         durable_by_default: true,
         disk: Some(disk.clone() as Arc<dyn Disk>),
+        ..Default::default()
     };
     let raft = RaftSettings {
         heartbeat: Duration::from_millis(50),

@@ -22,6 +22,7 @@ pub mod docker;
 mod error;
 pub mod linearize;
 pub mod local;
+pub mod sim_validate;
 pub mod simulated;
 pub mod watch_bench;
 pub mod world;

@@ -272,6 +272,7 @@ async fn node(i: u64, seeds: Vec<String>, disk: Option<Arc<FaultyDisk>>, control
             data_dir: Some(std::path::PathBuf::from(format!("/{}", name(i)))),
             durable_by_default: true,
             disk: Some(disk as Arc<dyn weft_replica::disk::Disk>),
+            ..Default::default()
         },
         None => Default::default(),
     };

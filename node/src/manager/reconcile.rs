@@ -47,7 +47,7 @@ use super::{Manager, clock, map};
 use weft_client::client::{Client, ClientConfig, ClientError};
 
 /// Most partitions with an operation in flight at once.
-pub(super) const MAX_OPS: usize = 4;
+pub(super) const MAX_OPS: usize = reconcile::MOVES_AT_ONCE;
 /// Partitions a creation batch builds at once (each: its replicas opened one by one, then
 /// its default table created through its new primary: mostly waiting on an election).
 /// Every group being built is awake (heartbeats, ticks) until it quiesces: at 2,500
@@ -87,7 +87,7 @@ pub const DEFAULT_TABLE: &str = "default";
 
 impl Manager {
     pub(super) async fn reconcile_loop(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(Duration::from_millis(300));
+        let mut tick = tokio::time::interval(reconcile::ROUND_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;

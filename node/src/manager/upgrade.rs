@@ -214,7 +214,8 @@ impl Manager {
                 if reported.iter().any(|(_, s)| s.partition == MAP_PARTITION && s.mode != pb::LogMode::Durable as i32) {
                     refusals.push(
                         "the cluster map's replicas are volatile: a restarted seed would lose its map replica \
-                         (run the seeds with --durable)"
+                         (run the seeds with --durable, or with a --data-dir: the map's replicas are durable wherever \
+                         there is one)"
                             .into(),
                     );
                 }
@@ -230,6 +231,11 @@ impl Manager {
                         m.upgrade = Some(pb::UpgradeState {
                             uds: uds.clone(),
                             phase: pb::UpgradePhase::Prepare as i32,
+                            totals: Some(pb::UpgradeTotals {
+                                started_unix_ms: unix_ms(),
+                                uds: uds.len() as u32,
+                                ..Default::default()
+                            }),
                             ..Default::default()
                         });
                         Ok(())
@@ -304,11 +310,14 @@ impl Manager {
         match step {
             WalkStep::Finish => {
                 self.update(|m| {
-                    m.upgrade = None;
+                    if let Some(mut totals) = m.upgrade.take().and_then(|u| u.totals) {
+                        totals.finished_unix_ms = unix_ms();
+                        m.last_upgrade = Some(totals);
+                    }
                     Ok(())
                 })
                 .await?;
-                tracing::info!("upgrade walk complete");
+                tracing::info!(totals = ?m.upgrade.as_ref().and_then(|u| u.totals.as_ref()), "upgrade walk complete");
             }
             WalkStep::Wait(why) => self.waiting(&u, why).await?,
             WalkStep::Blocked(plan) => {
@@ -358,6 +367,7 @@ impl Manager {
                         });
                     }
                     if let Some(x) = m.upgrade.as_mut() {
+                        x.totals.get_or_insert_default().builds += stand_ins.len() as u64;
                         x.stand_ins = stand_ins;
                         x.planned = true;
                         x.waiting = "stand-ins to catch up".into();
@@ -372,6 +382,22 @@ impl Manager {
                 }
             }
             WalkStep::MovePrimaries(moves) => {
+                let fresh: Vec<u64> =
+                    moves.iter().map(|(pid, _, _)| *pid).filter(|pid| !u.primaries_moved.contains(pid)).collect();
+                if !fresh.is_empty() {
+                    let moved: Vec<(u64, u64, u64)> = moves.iter().map(|(p, f, t)| (*p, *f, t.node)).collect();
+                    tracing::info!(%ud, moves = ?moved, "upgrade walk: primaries leave the UD (partition, from, to)");
+                    self.update(|m| {
+                        if let Some(x) = m.upgrade.as_mut() {
+                            let new: Vec<u64> =
+                                fresh.iter().copied().filter(|p| !x.primaries_moved.contains(p)).collect();
+                            x.totals.get_or_insert_default().primary_moves += new.len() as u64;
+                            x.primaries_moved.extend(new);
+                        }
+                        Ok(())
+                    })
+                    .await?;
+                }
                 for (pid, from, to) in &moves {
                     let Some(p) = m.partitions.get(pid) else { continue };
                     if let Err(e) = self.transfer_primary(m, p, to.replica).await {
@@ -395,6 +421,7 @@ impl Manager {
                 self.update(|m| {
                     if let Some(x) = m.upgrade.as_mut() {
                         x.phase = pb::UpgradePhase::Restart as i32;
+                        x.restart_started_unix_ms = unix_ms();
                         x.incarnations = incarnations.iter().map(|(k, v)| (*k, *v)).collect();
                         x.waiting = "nodes to restart".into();
                     }
@@ -418,6 +445,9 @@ impl Manager {
                     if let Some(x) = m.upgrade.as_mut() {
                         x.phase = pb::UpgradePhase::Recover as i32;
                         x.waiting = "replicas to catch up".into();
+                        let took = unix_ms().saturating_sub(x.restart_started_unix_ms);
+                        x.totals.get_or_insert_default().restart_ms += took;
+                        x.restart_started_unix_ms = 0;
                     }
                     Ok(())
                 })
@@ -426,6 +456,7 @@ impl Manager {
             }
             WalkStep::Remove(removals) => {
                 self.update(|m| {
+                    let mut removed = 0;
                     for x in &removals {
                         let reason = if x.original_lost {
                             "upgrade: original lost in the restart, removed"
@@ -442,9 +473,11 @@ impl Manager {
                                 reason: reason.into(),
                                 opened: false,
                             });
+                            removed += 1;
                         }
                     }
                     if let Some(u) = m.upgrade.as_mut() {
+                        u.totals.get_or_insert_default().removals += removed;
                         u.stand_ins.retain(|s| !removals.iter().any(|x| x.partition == s.partition));
                     }
                     Ok(())
@@ -460,6 +493,7 @@ impl Manager {
                         x.stand_ins.clear();
                         x.incarnations.clear();
                         x.waiting.clear();
+                        x.primaries_moved.clear();
                     }
                     Ok(())
                 })
@@ -498,4 +532,10 @@ fn walk_of(u: &pb::UpgradeState) -> Result<Walk, Status> {
             .collect(),
         incarnations: u.incarnations.iter().map(|(k, v)| (*k, *v)).collect(),
     })
+}
+
+/// Milliseconds since the Unix epoch by this node's clock (0 before it): the walk's
+/// totals are read by people and tools outside, so they carry wall-clock times.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

@@ -276,3 +276,43 @@ pub fn rebuilds(m: &pb::GetMapResponse) -> Vec<RebuildView> {
         })
         .collect()
 }
+
+/// The cluster as the upgrade walk's decision code sees it, from a `GetMap` answer: the
+/// nodes with their loads ([`super::map::model`], as the live manager builds them) and each
+/// settled partition with a known primary, its replicas' nodes and engine bytes. `weft sim
+/// validate` gives it to the simulator, so the simulated walk starts where the real one did.
+pub fn walk_input(
+    m: &pb::GetMapResponse,
+) -> (Vec<weft_cluster_manager::model::Node>, Vec<weft_cluster_manager::walk::Placed>) {
+    let Some(map) = &m.map else { return Default::default() };
+    let reported: Vec<(u64, std::sync::Arc<pb::ReplicaStatus>)> =
+        reports(m).map(|(by, s)| (by, std::sync::Arc::new(s.clone()))).collect();
+    let bytes = super::map::partition_bytes(&reported);
+    let parts = map
+        .partitions
+        .values()
+        .filter(|p| p.created && p.pending.is_none())
+        .filter_map(|p| {
+            Some(weft_cluster_manager::walk::Placed {
+                id: p.id,
+                replicas: p.replicas.iter().map(|r| r.node).collect(),
+                primary: *m.primaries.get(&p.id)?,
+                bytes: bytes.get(&p.id).copied().unwrap_or(0),
+                requests_per_s: 0.0,
+            })
+        })
+        .collect();
+    (super::map::model(map, &reported), parts)
+}
+
+/// The cluster map's group from a `GetMap` answer, as the simulator hands the manager off:
+/// the manager's node and the group's members' nodes by replica id, as they reported.
+pub fn map_group(m: &pb::GetMapResponse) -> Option<weft_cluster_manager::sim::MapGroup> {
+    let mut members: Vec<(u64, u64)> =
+        reports(m).filter(|(_, s)| s.partition == super::MAP_PARTITION).map(|(node, s)| (s.replica, node)).collect();
+    members.sort_unstable();
+    (m.manager_node != 0).then(|| weft_cluster_manager::sim::MapGroup {
+        primary: m.manager_node,
+        members: members.into_iter().map(|(_, node)| node).collect(),
+    })
+}
