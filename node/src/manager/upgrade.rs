@@ -23,7 +23,7 @@ use weft_cluster_manager::walk::{
 };
 use weft_proto::v1 as pb;
 
-use super::{MAP_PARTITION, Manager, map};
+use super::{MAP_PARTITION, Manager, clock, map};
 
 /// The walk in flight as fields (`weft ctl upgrade --json`).
 pub(super) fn walk_fields(u: &pb::UpgradeState) -> pb::UpgradeWalk {
@@ -232,7 +232,7 @@ impl Manager {
                             uds: uds.clone(),
                             phase: pb::UpgradePhase::Prepare as i32,
                             totals: Some(pb::UpgradeTotals {
-                                started_unix_ms: unix_ms(),
+                                started_unix_ms: clock::unix_ms(),
                                 uds: uds.len() as u32,
                                 ..Default::default()
                             }),
@@ -311,7 +311,7 @@ impl Manager {
             WalkStep::Finish => {
                 self.update(|m| {
                     if let Some(mut totals) = m.upgrade.take().and_then(|u| u.totals) {
-                        totals.finished_unix_ms = unix_ms();
+                        totals.finished_unix_ms = clock::unix_ms();
                         m.last_upgrade = Some(totals);
                     }
                     Ok(())
@@ -421,7 +421,7 @@ impl Manager {
                 self.update(|m| {
                     if let Some(x) = m.upgrade.as_mut() {
                         x.phase = pb::UpgradePhase::Restart as i32;
-                        x.restart_started_unix_ms = unix_ms();
+                        x.restart_started_unix_ms = clock::unix_ms();
                         x.incarnations = incarnations.iter().map(|(k, v)| (*k, *v)).collect();
                         x.waiting = "nodes to restart".into();
                     }
@@ -445,7 +445,7 @@ impl Manager {
                     if let Some(x) = m.upgrade.as_mut() {
                         x.phase = pb::UpgradePhase::Recover as i32;
                         x.waiting = "replicas to catch up".into();
-                        let took = unix_ms().saturating_sub(x.restart_started_unix_ms);
+                        let took = clock::unix_ms().saturating_sub(x.restart_started_unix_ms);
                         x.totals.get_or_insert_default().restart_ms += took;
                         x.restart_started_unix_ms = 0;
                     }
@@ -532,10 +532,4 @@ fn walk_of(u: &pb::UpgradeState) -> Result<Walk, Status> {
             .collect(),
         incarnations: u.incarnations.iter().map(|(k, v)| (*k, *v)).collect(),
     })
-}
-
-/// Milliseconds since the Unix epoch by this node's clock (0 before it): the walk's
-/// totals are read by people and tools outside, so they carry wall-clock times.
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
