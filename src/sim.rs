@@ -66,6 +66,10 @@ pub(crate) struct SimCompareArgs {
     /// not known; the model's default is one).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     builds_per_node: u32,
+    /// Careful: replica moves under way at once, cluster-wide (0: no cap; the live
+    /// manager's cap is 4).
+    #[arg(long, default_value_t = weft_cluster_manager::reconcile::MOVES_AT_ONCE)]
+    moves_at_once: usize,
     /// Seconds a UD's nodes are down for their upgrade.
     #[arg(long, default_value_t = 300.0)]
     upgrade_s: f64,
@@ -101,6 +105,10 @@ pub(crate) struct SimUpgradeArgs {
     /// Builds a node runs at once, each at --rebuild-mbps.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     builds_per_node: u32,
+    /// Careful: replica moves under way at once, cluster-wide (0: no cap; the live
+    /// manager's cap is 4).
+    #[arg(long, default_value_t = weft_cluster_manager::reconcile::MOVES_AT_ONCE)]
+    moves_at_once: usize,
     /// Seconds a UD's nodes are down for their upgrade.
     #[arg(long, default_value_t = 300.0)]
     upgrade_s: f64,
@@ -293,6 +301,7 @@ fn compare(a: SimCompareArgs) -> anyhow::Result<()> {
         upgrade_s: a.upgrade_s,
         durable: false,
         builds_per_node: a.builds_per_node,
+        moves_at_once: a.moves_at_once,
         ..SimConfig::default()
     };
     let started = std::time::Instant::now();
@@ -333,6 +342,7 @@ fn compare(a: SimCompareArgs) -> anyhow::Result<()> {
         "partition_mib": a.partition_mib,
         "upgrade_s": a.upgrade_s,
         "builds_per_node": a.builds_per_node,
+        "moves_at_once": a.moves_at_once,
         "log": "volatile",
         "classic_rules": {
             "volatile_replaced_at_once": rules.volatile_replaced_at_once,
@@ -350,8 +360,8 @@ fn compare(a: SimCompareArgs) -> anyhow::Result<()> {
     }
     println!(
         "weft sim compare: {} nodes, {} partitions of {} MiB, {} UDs, {} s per UD upgrade, {} build(s) per node at \
-         once, volatile replicas ({} ms)",
-        a.nodes, a.partitions, a.partition_mib, a.uds, a.upgrade_s, a.builds_per_node, wall_ms
+         once, {} moves at once (careful; 0: no cap), volatile replicas ({} ms)",
+        a.nodes, a.partitions, a.partition_mib, a.uds, a.upgrade_s, a.builds_per_node, a.moves_at_once, wall_ms
     );
     println!(
         "{:<8} {:>2} {:>8} {:>14} {:>14} {:>7} {:>9} {:>11} {:>12} {:>8} {:>8}",
@@ -409,6 +419,7 @@ fn upgrade(a: SimUpgradeArgs) -> anyhow::Result<()> {
         partition_bytes: a.partition_mib << 20,
         rebuild_bytes_per_s: a.rebuild_mbps * 1e6,
         builds_per_node: a.builds_per_node,
+        moves_at_once: a.moves_at_once,
         upgrade_s: a.upgrade_s,
         restart_wait_s: a.restart_wait_s,
         standby_keep_s: a.standby_keep_s,
