@@ -102,9 +102,9 @@ fn sim_upgrade_json_has_every_field_and_careful_keeps_quorum() {
 
 /// A real walk on five local nodes, volatile and durable, beside the simulator's walk of
 /// the same cluster: the stand-ins built and the replicas removed are the decision code's
-/// and match exactly; primary moves and walk time are printed beside each other (the real
-/// cluster's elections, which the simulator does not model, can move a primary the walk
-/// then moves again, and times on this shared machine are not asserted).
+/// and match exactly; primary moves and walk time are printed beside each other, not
+/// asserted (an election on a loaded machine, which the simulator does not model, can move
+/// a primary the walk then moves again; times on this shared machine are not asserted).
 #[test]
 fn sim_validate_walks_real_nodes_beside_the_simulator() {
     let (ok, out, err) = weft(&["sim", "validate", "--partitions", "4", "--mib", "4", "--json"]);

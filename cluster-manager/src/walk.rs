@@ -317,6 +317,17 @@ pub fn next(walk: &Walk, view: &WalkView) -> WalkStep {
             if building > 0 {
                 return WalkStep::Wait(format!("{} to catch up", count(building, "stand-in", "stand-ins")));
             }
+            // A primary not known (a manager that just took over has no reports yet, or a
+            // group is electing) may be in the UD: restarting it then would cost the group
+            // an election the walk meant to spare it.
+            let unknown = view
+                .partitions
+                .iter()
+                .filter(|p| p.primary.is_none() && p.replicas.iter().any(|r| in_ud(r.node)))
+                .count();
+            if unknown > 0 {
+                return WalkStep::Wait(format!("{} to be known", count(unknown, "primary", "primaries")));
+            }
             let mut leads: BTreeMap<NodeId, u32> = view.nodes.iter().map(|n| (n.id, n.load.primaries)).collect();
             let mut moves = Vec::new();
             for p in &view.partitions {
@@ -537,6 +548,10 @@ mod tests {
         }
         let WalkStep::MovePrimaries(moves) = next(&w, &v) else { panic!("expected a primary move") };
         assert_eq!(moves, vec![(0, 1, ReplicaAt { node: 3, replica: 3 })], "fewest leads among originals");
+        // Between reports nobody knows where it went: the walk waits rather than restart
+        // a node that may lead it again.
+        v.partitions[0].primary = None;
+        assert_eq!(next(&w, &v), WalkStep::Wait("1 primary to be known".into()));
         // The primary left; the manager is still on node 1.
         v.partitions[0].primary = Some(3);
         assert_eq!(next(&w, &v), WalkStep::HandOffManager);

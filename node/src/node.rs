@@ -993,6 +993,23 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
     ) -> Result<Response<pb::TransferLeaderToResponse>, Status> {
         let req = req.into_inner();
         let r = replica_of(&self.host, req.partition)?;
+        // A transfer to the primary itself would stall it: openraft marks the group as
+        // transferring (no heartbeats, no writes) and sends the order to every voter but
+        // itself, so nobody campaigns until an election timeout elects whoever fires
+        // first. A manager retrying a move off a UD against half-second-old reports asked
+        // exactly that of the primary its first transfer made, and the walk's primary ended
+        // up elsewhere. Already the target: done. Not the primary: refused, so the caller
+        // tries the next replica.
+        if !r.is_primary() {
+            return Err(Status::unavailable(format!(
+                "replica {} of partition {} is not its primary; a leader transfer goes to the primary",
+                r.id(),
+                req.partition
+            )));
+        }
+        if req.to == r.id() {
+            return Ok(Response::new(pb::TransferLeaderToResponse {}));
+        }
         r.awake().await.trigger().transfer_leader(req.to).await.map_err(|e| {
             Status::unavailable(format!("leader transfer of partition {} to replica {}: {e}", req.partition, req.to))
         })?;
