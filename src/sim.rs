@@ -219,7 +219,7 @@ fn validate(a: SimValidateArgs) -> anyhow::Result<()> {
         let error = relative_error(sim.walk_s, real.walk_s);
         builds_equal &= builds_match;
         moves_equal &= moves_match;
-        if error.abs() > worst_error.abs() || worst_error == 0.0 {
+        if error.abs() > worst_error.abs() {
             worst_error = error;
         }
         runs.push(serde_json::json!({

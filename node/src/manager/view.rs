@@ -109,11 +109,15 @@ fn reports(m: &pb::GetMapResponse) -> impl Iterator<Item = (u64, &pb::ReplicaSta
     m.reported_by.iter().copied().zip(m.reported.iter())
 }
 
+/// The reports as the manager's `map` functions take them (reporting node, status).
+fn shared_reports(m: &pb::GetMapResponse) -> Vec<(u64, std::sync::Arc<pb::ReplicaStatus>)> {
+    reports(m).map(|(by, s)| (by, std::sync::Arc::new(s.clone()))).collect()
+}
+
 /// Every node, by id, with the load the manager's decisions see ([`super::map::model`]).
 pub fn nodes(m: &pb::GetMapResponse) -> Vec<NodeView> {
     let Some(map) = &m.map else { return Vec::new() };
-    let reported: Vec<(u64, std::sync::Arc<pb::ReplicaStatus>)> =
-        reports(m).map(|(by, s)| (by, std::sync::Arc::new(s.clone()))).collect();
+    let reported = shared_reports(m);
     let mut v: Vec<NodeView> = super::map::model(map, &reported)
         .into_iter()
         .filter_map(|n| {
@@ -285,8 +289,7 @@ pub fn walk_input(
     m: &pb::GetMapResponse,
 ) -> (Vec<weft_cluster_manager::model::Node>, Vec<weft_cluster_manager::walk::Placed>) {
     let Some(map) = &m.map else { return Default::default() };
-    let reported: Vec<(u64, std::sync::Arc<pb::ReplicaStatus>)> =
-        reports(m).map(|(by, s)| (by, std::sync::Arc::new(s.clone()))).collect();
+    let reported = shared_reports(m);
     let bytes = super::map::partition_bytes(&reported);
     let parts = map
         .partitions
