@@ -393,6 +393,36 @@ async fn damaged_backups_are_refused_and_a_lost_partition_is_restored_in_place()
     let latest = ctl_json(&ep, &["restore", "--from", &url, "--service", "latest"]);
     assert_eq!(latest["backup"], incr_id, "{latest}");
     assert_eq!(latest["records"], 299, "200 + 100 - the deleted one: {latest}");
+    // Installed, not written again: every replica holds the state at the chain's last log
+    // index (the first opened from it, the others got it from the first as a raft
+    // snapshot), each record keeps the version it was written at, and the next write
+    // versions above them all.
+    let through = incr["manifest"]["partitions"][0]["through"].as_u64().expect("through");
+    let restored = ctl_json(&ep, &["partitions", "--service", "latest"]);
+    let p = restored.as_array().and_then(|a| a.first()).cloned().expect("a partition");
+    let pid = p["id"].as_u64().expect("id");
+    let placed: Vec<u64> =
+        p["replicas"].as_array().expect("replicas").iter().filter_map(|r| r["node"].as_u64()).collect();
+    assert_eq!(placed.len(), 4, "{p}");
+    for node in placed {
+        let n = &nodes[node as usize - 1];
+        wait_for(Duration::from_secs(30), "every replica holds the restored state", || async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let s = n.status(pid).await?;
+            (s.records == 299 && s.snapshots_installed >= 1 && s.applied_index >= through).then_some(())
+        })
+        .await;
+    }
+    c.refresh_map().await.expect("the map naming the restored service");
+    let mut highest = 0;
+    for key in [b"a1".as_slice(), b"a199", b"b0", b"b99"] {
+        let was = c.get("one", "default", key).await.expect("get").expect("in one");
+        let now = c.get("latest", "default", key).await.expect("get").expect("restored");
+        assert_eq!((now.version, &now.value), (was.version, &was.value), "{key:?} as it was written");
+        highest = highest.max(was.version);
+    }
+    let next = c.put("latest", "default", b"after", b"x").await.expect("a write after the restore");
+    assert!(next > highest.max(through), "the next write versions {next}, above {highest} and {through}");
 
     // Damage: each is refused with its reason, and no service is left behind.
     let svc_dir = dir.path().join("one");

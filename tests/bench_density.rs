@@ -24,6 +24,8 @@ fn a_small_density_run_prints_every_figure() {
         "quiesced_failover_ms",
         "throughput_ratio",
         "writes_per_s_without",
+        "writes_per_s_without_before",
+        "writes_per_s_without_after",
         "writes_per_s_with",
     ] {
         assert!(positive(k), "{k} is not a positive figure: {r}");
@@ -35,7 +37,11 @@ fn a_small_density_run_prints_every_figure() {
     assert!(r["rss_bytes_per_replica"].as_f64().is_some_and(f64::is_finite), "{r}");
     let runs =
         |k: &str| r[k].as_array().map_or(0, |a| a.iter().filter(|x| x.as_f64().is_some_and(|w| w > 0.0)).count());
-    assert_eq!((runs("writes_per_s_runs_without"), runs("writes_per_s_runs_with")), (7, 7), "every run reported: {r}");
+    assert_eq!(
+        (runs("writes_per_s_runs_without"), runs("writes_per_s_runs_with")),
+        (8, 8),
+        "every run reported, half the runs without the idle service before it, half after: {r}"
+    );
     assert!(r["failovers_timed"].as_u64().is_some_and(|n| n >= 1), "no failover was timed: {r}");
     assert!(r["quiesced_pct"].as_f64().is_some_and(|p| p >= 50.0), "most idle replicas did not quiesce: {r}");
     // Held open, the idle groups' streams alone would be 30 (one per follower); closed

@@ -64,7 +64,7 @@ async fn every_failure_a_client_acts_on_carries_its_reason() {
     .await;
     let create = |name: &str, replicas| {
         let mut cluster = cluster.clone();
-        let req = pb::CreateServiceRequest { name: name.into(), partitions: 1, replicas };
+        let req = pb::CreateServiceRequest { name: name.into(), partitions: 1, replicas, restoring: false };
         async move { cluster.create_service(req).await }
     };
     let too_big = tokio::spawn(create("big", 5));
@@ -177,7 +177,7 @@ async fn a_replica_being_built_refuses_stale_reads_until_it_has_state() {
 
     let mut admin = nodes[1].admin().await.expect("admin");
     admin
-        .open_replica(pb::OpenReplicaRequest { partition: P, replica: 102, mode: 0, initial: None })
+        .open_replica(pb::OpenReplicaRequest { partition: P, replica: 102, mode: 0, initial: None, staged: false })
         .await
         .expect("open an empty replica");
     let stale = pb::GetRequest {

@@ -161,7 +161,13 @@ async fn writes_survive_crashes_and_a_learner_is_built_by_snapshot(c: &mut impl 
     let new_replica = BASE + 5;
     world::admin(c, 5)
         .expect("admin")
-        .open_replica(pb::OpenReplicaRequest { partition: P, replica: new_replica, mode: 0, initial: None })
+        .open_replica(pb::OpenReplicaRequest {
+            partition: P,
+            replica: new_replica,
+            mode: 0,
+            initial: None,
+            staged: false,
+        })
         .await
         .expect("open learner");
     let leader = primary(c, &c.ids()).await;

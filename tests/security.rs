@@ -123,7 +123,7 @@ async fn an_attacker_without_the_right_credentials_gets_nothing() {
     let dir = common::certs_dir();
     let root = common::root().security;
     let delete = || pb::DeleteServiceRequest { name: "s".into() };
-    let create = || pb::CreateServiceRequest { name: "evil".into(), partitions: 1, replicas: 0 };
+    let create = || pb::CreateServiceRequest { name: "evil".into(), partitions: 1, replicas: 0, restoring: false };
 
     // Plaintext: every call refused, saying what is needed.
     let plain = ClientSecurity::insecure();
@@ -181,7 +181,7 @@ async fn an_attacker_without_the_right_credentials_gets_nothing() {
     let mut admin = pb::node_admin_client::NodeAdminClient::new(channel(&root, &ep).unwrap());
     assert_eq!(code(admin.restart(pb::RestartRequest {}).await).0, Code::PermissionDenied);
     assert_eq!(
-        code(admin.close_replica(pb::CloseReplicaRequest { partition: 1, replica: 0 }).await).0,
+        code(admin.close_replica(pb::CloseReplicaRequest { partition: 1, replica: 0, partition_gone: false }).await).0,
         Code::PermissionDenied
     );
     let fake =
@@ -767,7 +767,7 @@ async fn a_node_of_another_ca_receives_no_entry_and_no_snapshot() {
     let outsider = LocalNode::start_secured(exe(), 2, "127.0.0.1:0", &[], &other).expect("the outsider");
     let mut theirs = outsider.admin().await.expect("the outsider's own harness");
     theirs
-        .open_replica(pb::OpenReplicaRequest { partition: P, replica: 902, mode: 0, initial: None })
+        .open_replica(pb::OpenReplicaRequest { partition: P, replica: 902, mode: 0, initial: None, staged: false })
         .await
         .expect("open");
     let mut ours = node.admin().await.expect("admin");

@@ -75,7 +75,7 @@ pub async fn ready_service(
         let endpoint = endpoints.first().ok_or_else(|| ClientError::NoMap("no endpoints".into()))?;
         let channels = Channels::new(config.security.clone(), Duration::from_secs(2));
         let channel = channels.channel(endpoint).map_err(|s| ClientError::Cluster(s.message().to_string()))?;
-        let req = pb::CreateServiceRequest { name: service.into(), partitions, replicas };
+        let req = pb::CreateServiceRequest { name: service.into(), partitions, replicas, restoring: false };
         ClusterClient::new(channel)
             .create_service(req)
             .await
@@ -108,6 +108,13 @@ fn outside(map: &pb::GetMapResponse, endpoints: &[String]) -> bool {
     let nodes = || map.map.iter().flat_map(|m| m.nodes.values());
     nodes().any(|n| !n.client_addr.is_empty() && endpoints.contains(&n.client_addr))
         && !nodes().any(|n| endpoints.contains(&n.addr))
+}
+
+/// The address a client that reached the cluster through `endpoints` dials node `node` by
+/// (its `client_addr` from outside the nodes' network, its `addr` from inside).
+pub fn node_addr(map: &pb::GetMapResponse, endpoints: &[String], node: u64) -> Option<String> {
+    let n = map.map.as_ref()?.nodes.get(&node)?;
+    Some(dial_addr(n, outside(map, endpoints)))
 }
 
 /// The address a client dials node `n` by (see [`outside`]).

@@ -29,6 +29,8 @@ struct Part {
     service: String,
     low: u64,
     high: u64,
+    /// A partition waiting for its restored state: the (node, replica) that opens from it.
+    restoring: Option<(u64, u64)>,
 }
 
 /// The node's access view.
@@ -63,7 +65,10 @@ impl AccessView {
         let parts = map
             .partitions
             .values()
-            .map(|p| (p.id, Part { service: p.service.clone(), low: p.low, high: p.high }))
+            .map(|p| {
+                let restoring = p.replicas.first().filter(|_| p.restoring && !p.created).map(|r| (r.node, r.replica));
+                (p.id, Part { service: p.service.clone(), low: p.low, high: p.high, restoring })
+            })
             .collect();
         *self.parts.write() = Arc::new(parts);
         self.version.store(version, Ordering::Release);
@@ -93,6 +98,12 @@ impl AccessView {
                 "this node's cluster map does not name partition {partition} yet; try again"
             ))),
         }
+    }
+
+    /// The (node, replica) that opens from the restored state of `partition`, while the map
+    /// shows it waiting for one (`PartitionInfo.restoring`).
+    pub fn restoring(&self, partition: u64) -> Option<(u64, u64)> {
+        self.parts.read().get(&partition).and_then(|p| p.restoring)
     }
 
     /// The service a partition belongs to, if the map names it.

@@ -274,6 +274,7 @@ impl Node {
             host: self.host.clone(),
             access: self.access.clone(),
             session_bytes: session_budget(self.host.limits(), self.security.requests.request_deadline),
+            node: self.manager.node_id(),
         })
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
@@ -476,6 +477,8 @@ struct StoreService {
     host: Arc<Host>,
     access: Arc<AccessView>,
     session_bytes: crate::session::Budget,
+    /// This node's id (a restored state is staged only on the node the map names).
+    node: u64,
 }
 
 /// Why a write is refused before it is proposed, as the state machine would refuse it: a
@@ -759,6 +762,52 @@ impl pb::store_server::Store for StoreService {
     /// changes it applied after that index up to the same point instead (an incremental
     /// backup, `weft_backup::format`), or answers `OUT_OF_RANGE` when it no longer keeps
     /// them all. The first chunk's meta names the index either holds everything up to.
+    /// Decodes the restored state of a partition being restored and keeps it for the
+    /// replica the map says opens from it ([`Host::stage`]); the cluster manager then opens
+    /// that replica from it (store.proto's `StageRestore`).
+    async fn stage_restore(
+        &self,
+        req: Request<tonic::Streaming<pb::SnapshotChunk>>,
+    ) -> Result<Response<pb::StageRestoreResponse>, Status> {
+        let principal = authz::principal(&req)?;
+        let mut stream = req.into_inner();
+        let first = weft_replica::first_chunk(&mut stream).await?;
+        let pb::Target { partition, replica } =
+            first.target.ok_or_else(|| Status::invalid_argument("a restored state names its replica (target)"))?;
+        self.access.check(&principal, partition, Right::Operate)?;
+        match self.access.restoring(partition) {
+            Some((node, r)) if node == self.node && r == replica => {}
+            Some((node, r)) => {
+                return Err(Status::failed_precondition(format!(
+                    "partition {partition} opens from its restored state as replica {r} on node {node}, not replica \
+                     {replica} on node {}",
+                    self.node
+                )));
+            }
+            None => {
+                return Err(Status::unavailable(format!(
+                    "this node's cluster map does not show partition {partition} waiting for a restore; try again"
+                )));
+            }
+        }
+        if self.host.get(partition).is_some() {
+            return Err(Status::failed_precondition(format!(
+                "partition {partition} already has a replica open on node {}: its group has started",
+                self.node
+            )));
+        }
+        let index = first.meta.as_ref().and_then(|m| m.last_log_id.as_ref()).map_or(0, |l| l.index);
+        let progress = Arc::new(weft_replica::snapshot::Progress::default());
+        let limits = self.host.limits().clone();
+        let (store, _, bytes, received_s) =
+            weft_replica::decode_stream(first, &mut stream, limits, progress.clone(), |_| {}).await?;
+        let records = progress.records.load(std::sync::atomic::Ordering::Relaxed);
+        let tables: Vec<String> = store.table_names().map(String::from).collect();
+        let index = self.host.stage(partition, replica, index, store);
+        tracing::info!(partition, replica, bytes, records, index, received_s, "restored state received");
+        Ok(Response::new(pb::StageRestoreResponse { bytes, records, index, tables }))
+    }
+
     async fn backup(&self, req: Request<pb::BackupRequest>) -> Result<Response<BackupStream>, Status> {
         let principal = authz::principal(&req)?;
         let pb::BackupRequest { partition, since } = req.into_inner();
@@ -909,7 +958,12 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
                 Some(voters)
             }
         };
-        self.host.open(req.partition, req.replica, mode, initial).await?;
+        // Its own task: a caller that gives up (a timeout) does not cut an open in half, which
+        // for a replica opening from a restored state would drop that state unused.
+        let host = self.host.clone();
+        tokio::spawn(async move { host.open(req.partition, req.replica, mode, initial, req.staged).await })
+            .await
+            .map_err(|e| Status::internal(format!("opening the replica: {e}")))??;
         Ok(Response::new(pb::OpenReplicaResponse {}))
     }
 
@@ -931,7 +985,7 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
                 _ => {}
             }
         }
-        self.host.close(req.partition).await?;
+        self.host.close(req.partition, !req.partition_gone).await?;
         Ok(Response::new(pb::CloseReplicaResponse {}))
     }
 

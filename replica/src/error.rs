@@ -29,6 +29,14 @@ pub enum Error {
     /// A durable replica was asked of a node without a data directory.
     #[error("durable log mode needs the node to run with --data-dir")]
     NoDataDir,
+    /// A replica was to open from a staged state ([`crate::Host::stage`]) that is not here.
+    #[error("partition {partition} replica {replica}: no restored state is staged for it on this node")]
+    NotStaged {
+        /// Partition.
+        partition: PartitionId,
+        /// Replica.
+        replica: ReplicaId,
+    },
     /// The node is stopping: it opens no replica.
     #[error("this node is stopping")]
     Stopping,
@@ -65,7 +73,7 @@ impl From<Error> for Status {
         match e {
             Error::AlreadyOpen { .. } => Status::already_exists(e.to_string()),
             Error::NotOpen(_) => Status::not_found(e.to_string()),
-            Error::NoDataDir => Status::failed_precondition(e.to_string()),
+            Error::NoDataDir | Error::NotStaged { .. } => Status::failed_precondition(e.to_string()),
             Error::Stopping => Status::unavailable(e.to_string()),
             Error::Storage { .. } => Status::data_loss(e.to_string()),
             Error::SnapshotMalformed(_) | Error::SnapshotAvro(_) | Error::SnapshotRejected(_) => {

@@ -16,14 +16,15 @@ use std::sync::atomic::Ordering;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
 use parking_lot::RwLock;
+use tokio::time::Instant;
 use tonic::Status;
 use weft_proto::v1 as pb;
-use weft_store::Limits;
+use weft_store::{Limits, Store};
 
 use crate::error::Error;
 use crate::log_store::{LogStore, SEGMENT_BYTES};
 use crate::state_machine::Raft;
-use crate::state_machine::StateMachine;
+use crate::state_machine::{Image, StateMachine};
 use crate::transport::{GroupNetworkFactory, Peers, TransportConfig};
 use crate::types::{PartitionId, ReplicaId};
 
@@ -475,7 +476,22 @@ pub struct Host {
     pub(crate) append_streams: Arc<std::sync::atomic::AtomicU64>,
     /// Set by [`Host::shutdown`]: the liveness loop ends.
     pub(crate) stopped: std::sync::atomic::AtomicBool,
+    /// Restored states waiting for their replica to open ([`Host::stage`]).
+    staged: parking_lot::Mutex<BTreeMap<(PartitionId, ReplicaId), Staged>>,
 }
+
+/// A restored state kept for a replica that has not opened yet.
+#[derive(Debug)]
+struct Staged {
+    /// The log index the group starts at.
+    index: u64,
+    store: Store,
+    at: Instant,
+}
+
+/// How long a staged state waits for its replica to open before a later staging drops it
+/// (a restore that failed part way leaves it behind).
+const STAGED_KEEP: Duration = Duration::from_secs(30 * 60);
 
 impl Host {
     /// A host with no replicas.
@@ -498,6 +514,7 @@ impl Host {
             quiesce_after: settings.quiesce_after,
             watch_history_bytes: settings.watch_history_bytes,
             liveness: crate::quiesce::Liveness::new(),
+            staged: parking_lot::Mutex::default(),
             append_streams: Arc::default(),
             stopped: Default::default(),
         }))
@@ -569,7 +586,7 @@ impl Host {
         // started first would take the primary of a healthy group for nothing.
         let hold = crate::quiesce::DEAD_AFTER + Duration::from_millis(2 * self.config.election_timeout_max);
         for (&p, &r) in &found {
-            let replica = self.open(p, r, pb::LogMode::Durable, None).await?;
+            let replica = self.open(p, r, pb::LogMode::Durable, None, false).await?;
             replica.quiet.hold_elections(&replica.raft, hold);
         }
         Ok(found.into_iter().collect())
@@ -590,14 +607,32 @@ impl Host {
         &self.limits
     }
 
+    /// Keeps `store` for replica `id` of `partition` until it opens from it ([`Host::open`]
+    /// with `staged`), its group then starting at log index `index` (or the store's own
+    /// version, if higher: the group's next write must version above every record). Drops
+    /// what was staged more than [`STAGED_KEEP`] ago. Answers the index.
+    pub fn stage(&self, partition: PartitionId, id: ReplicaId, index: u64, store: Store) -> u64 {
+        let index = index.max(store.version());
+        let now = Instant::now();
+        let mut staged = self.staged.lock();
+        staged.retain(|_, s| now.duration_since(s.at) < STAGED_KEEP);
+        staged.insert((partition, id), Staged { index, store, at: now });
+        tracing::info!(partition, replica = id, index, "restored state staged");
+        index
+    }
+
     /// Opens a replica. With `initial`, it also initializes the group with those voters
-    /// (replica id to node address). Opening the same (partition, replica) again is a no-op.
+    /// (replica id to node address), empty, or, with `staged`, from the state staged for it
+    /// ([`Host::stage`]): the group starts at the staged index with that state as its
+    /// snapshot, which raft then sends to the other voters as it would to any follower
+    /// behind its log. Opening the same (partition, replica) again is a no-op.
     pub async fn open(
         &self,
         partition: PartitionId,
         id: ReplicaId,
         mode: pb::LogMode,
         initial: Option<BTreeMap<ReplicaId, BasicNode>>,
+        staged: bool,
     ) -> Result<Arc<Replica>, Error> {
         if self.stopped.load(Ordering::SeqCst) {
             return Err(Error::Stopping);
@@ -633,6 +668,36 @@ impl Host {
             false => (self.config.clone(), self.watch_history_bytes),
         };
         let sm = sm.keep_changes(history).of_partition(partition);
+        let from_staged = match (&initial, staged) {
+            (Some(members), true) => {
+                let s =
+                    self.staged.lock().remove(&(partition, id)).ok_or(Error::NotStaged { partition, replica: id })?;
+                Some((members.clone(), s))
+            }
+            (None, true) => {
+                return Err(Error::Raft("a replica opens from a staged state only to start its group".into()));
+            }
+            (_, false) => None,
+        };
+        if let Some((members, s)) = from_staged {
+            // What `initialize` would write at index 0, at the staged index instead: the
+            // membership and the state, as a snapshot every voter agrees on.
+            let log_id =
+                crate::types::LogId { leader_id: crate::types::LeaderId { term: 0, node_id: id }, index: s.index };
+            let voters: BTreeSet<ReplicaId> = members.keys().copied().collect();
+            let membership =
+                openraft::Membership::new(vec![voters], members).map_err(|e| Error::Raft(e.to_string()))?;
+            let meta = crate::types::SnapshotMeta {
+                last_log_id: Some(log_id),
+                last_membership: openraft::StoredMembership::new(Some(log_id), membership),
+            };
+            let image = Image::Built { store: Box::new(s.store), sessions: Default::default() };
+            let mut installer = sm.clone();
+            openraft::storage::RaftStateMachine::install_snapshot(&mut installer, &meta, image)
+                .await
+                .map_err(|e| Error::Storage { partition, replica: id, reason: e.to_string() })?;
+            tracing::info!(partition, replica = id, index = s.index, "replica starts from a restored state");
+        }
         let quiet = crate::quiesce::Quiet::new(Duration::from_millis(self.config.election_timeout_max));
         let raft = match &self.peers.config().router {
             Some(seat) => Raft::new(id, config, seat.factory(partition), log.clone(), sm.clone()).await,
@@ -677,7 +742,7 @@ impl Host {
             let _ = replica.raft.shutdown().await;
             return Err(Error::AlreadyOpen { partition, existing });
         }
-        if let Some(members) = initial {
+        if let Some(members) = initial.filter(|_| !staged) {
             match replica.raft.initialize(members).await {
                 Ok(()) => {}
                 // Already initialized (a retried open): fine.
@@ -689,13 +754,16 @@ impl Host {
         Ok(replica)
     }
 
-    /// Closes a partition's replica and drops its state.
-    pub async fn close(&self, partition: PartitionId) -> Result<(), Error> {
+    /// Closes a partition's replica and drops its state. With `hand_off`, a primary first
+    /// hands the group to another voter; without, it closes at once (the whole group is
+    /// going: its partition is gone from the map).
+    pub async fn close(&self, partition: PartitionId, hand_off: bool) -> Result<(), Error> {
         let r = self.replicas.write().remove(&partition).ok_or(Error::NotOpen(partition))?;
         // A primary's followers may be quiesced (no election timer): hand the group to
         // one of them first, so that it does not wait for a primary that is gone.
         let m = r.metrics.borrow_watched().clone();
-        if m.state == ServerState::Leader
+        if hand_off
+            && m.state == ServerState::Leader
             && let Some(to) = m.membership_config.membership().voter_ids().find(|v| *v != r.id)
         {
             r.quiet.wake(&r.raft).await;

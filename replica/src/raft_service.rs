@@ -198,10 +198,7 @@ impl pb::raft_server::Raft for RaftService {
         req: Request<Streaming<pb::SnapshotChunk>>,
     ) -> Result<Response<pb::SnapshotResponse>, Status> {
         let mut stream = req.into_inner();
-        let first = tokio::time::timeout(SNAPSHOT_CHUNK_WAIT, stream.message())
-            .await
-            .map_err(|_| Status::deadline_exceeded(format!("no snapshot chunk in {SNAPSHOT_CHUNK_WAIT:?}")))??
-            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        let first = first_chunk(&mut stream).await?;
         let started = Instant::now();
         let stats = self.host.peers().snapshots().clone();
         let transfer = stats.start(crate::stats::Direction::Receive);
@@ -210,54 +207,10 @@ impl pb::raft_server::Raft for RaftService {
         let replica = self.host.target(first.target)?;
         let vote = wire::vote_from_pb(first.vote)?;
         let meta = wire::snapshot_meta_from_pb(wire::need(first.meta.clone(), "snapshot meta")?)?;
-        let progress_sm = replica.sm.clone();
-        progress_sm.progress().bytes.store(0, Ordering::Relaxed);
-        progress_sm.progress().records.store(0, Ordering::Relaxed);
-        let inline = weft_security::rng::seeded();
-        let capacity = if inline { crate::transport::SIMULATED_CHUNKS_MAX } else { SNAPSHOT_CHUNKS_IN_FLIGHT };
-        let (tx, rx) = mpsc::channel::<Bytes>(capacity);
         let limits = self.host.limits().clone();
-        let decoder_sm = replica.sm.clone();
-        let reader = ChunkReader { rx, cur: Bytes::new(), inline };
-        let decoder = if inline {
-            Decoding::Inline(reader)
-        } else {
-            let limits = limits.clone();
-            let sm = decoder_sm.clone();
-            Decoding::Thread(tokio::task::spawn_blocking(move || snapshot::decode(reader, limits, sm.progress())))
-        };
-        let mut check = ChunkCheck::default();
-        let mut chunk = Some(first);
-        let checked: Result<(), Status> = async {
-            while let Some(c) = chunk.take() {
-                let done = check.check(&c).map_err(Status::data_loss)?;
-                stats.received_bytes(c.data.len() as u64);
-                progress_sm.progress().bytes.store(check.bytes(), Ordering::Relaxed);
-                // The decoder thread may have stopped on a defect; that is then reported
-                // through its result below.
-                let sent = tx.send(c.data).await.is_ok();
-                if !sent || done {
-                    break;
-                }
-                chunk = tokio::time::timeout(SNAPSHOT_CHUNK_WAIT, stream.message()).await.map_err(|_| {
-                    Status::deadline_exceeded(format!("no snapshot chunk in {SNAPSHOT_CHUNK_WAIT:?}"))
-                })??;
-            }
-            Ok(())
-        }
-        .await;
-        drop(tx);
-        let received_s = started.elapsed().as_secs_f64();
-        let decoded = match decoder {
-            Decoding::Thread(h) => h.await.map_err(|e| Status::internal(format!("snapshot decoder: {e}")))?,
-            Decoding::Inline(reader) => snapshot::decode(reader, limits, decoder_sm.progress()),
-        };
-        checked?;
-        // A decoder that stopped early explains a stream that stopped early.
-        let (store, sessions) = decoded.map_err(|e| Status::data_loss(e.to_string()))?;
-        if !check.is_done() {
-            return Err(Status::data_loss("snapshot stream ended before its last chunk"));
-        }
+        let (store, sessions, bytes, received_s) =
+            decode_stream(first, &mut stream, limits, replica.sm.progress_handle(), |n| stats.received_bytes(n as u64))
+                .await?;
         let built_s = started.elapsed().as_secs_f64();
         let snapshot = openraft::Snapshot { meta, snapshot: Image::Built { store: Box::new(store), sessions } };
         replica.quiet.heard(&replica.raft, true);
@@ -265,7 +218,7 @@ impl pb::raft_server::Raft for RaftService {
         transfer.ok();
         tracing::info!(
             target = ?first_target,
-            bytes = check.bytes(),
+            bytes,
             received_s,
             built_s,
             installed_s = started.elapsed().as_secs_f64(),
@@ -309,6 +262,73 @@ impl Drop for StreamCount {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// The first chunk of a snapshot stream (it names the target, the vote and the meta).
+pub async fn first_chunk(stream: &mut Streaming<pb::SnapshotChunk>) -> Result<pb::SnapshotChunk, Status> {
+    tokio::time::timeout(SNAPSHOT_CHUNK_WAIT, stream.message())
+        .await
+        .map_err(|_| Status::deadline_exceeded(format!("no snapshot chunk in {SNAPSHOT_CHUNK_WAIT:?}")))??
+        .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))
+}
+
+/// Receives a snapshot stream from `first` on, checking every chunk ([`ChunkCheck`]) while
+/// a decoder thread builds the engine from the bytes ([`ChunkReader`]); `on_chunk` hears
+/// each chunk's size. Answers the built state, the bytes received and the seconds the
+/// receiving took; only a stream whose totals and end marker check out is answered.
+pub async fn decode_stream(
+    first: pb::SnapshotChunk,
+    stream: &mut Streaming<pb::SnapshotChunk>,
+    limits: weft_store::Limits,
+    progress: Arc<snapshot::Progress>,
+    mut on_chunk: impl FnMut(usize),
+) -> Result<(weft_store::Store, crate::sessions::Sessions, u64, f64), Status> {
+    let started = Instant::now();
+    progress.bytes.store(0, Ordering::Relaxed);
+    progress.records.store(0, Ordering::Relaxed);
+    let inline = weft_security::rng::seeded();
+    let capacity = if inline { crate::transport::SIMULATED_CHUNKS_MAX } else { SNAPSHOT_CHUNKS_IN_FLIGHT };
+    let (tx, rx) = mpsc::channel::<Bytes>(capacity);
+    let reader = ChunkReader { rx, cur: Bytes::new(), inline };
+    let decoder = if inline {
+        Decoding::Inline(reader)
+    } else {
+        let (limits, progress) = (limits.clone(), progress.clone());
+        Decoding::Thread(tokio::task::spawn_blocking(move || snapshot::decode(reader, limits, &progress)))
+    };
+    let mut check = ChunkCheck::default();
+    let mut chunk = Some(first);
+    let checked: Result<(), Status> = async {
+        while let Some(c) = chunk.take() {
+            let done = check.check(&c).map_err(Status::data_loss)?;
+            on_chunk(c.data.len());
+            progress.bytes.store(check.bytes(), Ordering::Relaxed);
+            // The decoder thread may have stopped on a defect; that is then reported
+            // through its result below.
+            let sent = tx.send(c.data).await.is_ok();
+            if !sent || done {
+                break;
+            }
+            chunk = tokio::time::timeout(SNAPSHOT_CHUNK_WAIT, stream.message())
+                .await
+                .map_err(|_| Status::deadline_exceeded(format!("no snapshot chunk in {SNAPSHOT_CHUNK_WAIT:?}")))??;
+        }
+        Ok(())
+    }
+    .await;
+    drop(tx);
+    let received_s = started.elapsed().as_secs_f64();
+    let decoded = match decoder {
+        Decoding::Thread(h) => h.await.map_err(|e| Status::internal(format!("snapshot decoder: {e}")))?,
+        Decoding::Inline(reader) => snapshot::decode(reader, limits, &progress),
+    };
+    checked?;
+    // A decoder that stopped early explains a stream that stopped early.
+    let (store, sessions) = decoded.map_err(|e| Status::data_loss(e.to_string()))?;
+    if !check.is_done() {
+        return Err(Status::data_loss("snapshot stream ended before its last chunk"));
+    }
+    Ok((store, sessions, check.bytes(), received_s))
 }
 
 #[cfg(test)]

@@ -73,7 +73,7 @@ pub enum Image {
 struct Shared {
     state: RwLock<State>,
     current: Mutex<Option<(SnapshotMeta, StoreSnapshot, Sessions)>>,
-    progress: Progress,
+    progress: Arc<Progress>,
     checkpoints: Option<Checkpoints>,
     /// Woken after every applied batch of entries: watchers wait on it.
     applied: tokio::sync::Notify,
@@ -145,7 +145,7 @@ impl StateMachine {
             shared: Arc::new(Shared {
                 state: RwLock::new(state),
                 current: Mutex::new(None),
-                progress: Progress::default(),
+                progress: Arc::default(),
                 checkpoints,
                 applied: tokio::sync::Notify::new(),
                 partition: Default::default(),
@@ -191,6 +191,11 @@ impl StateMachine {
     /// Snapshot transfer progress.
     pub fn progress(&self) -> &Progress {
         &self.shared.progress
+    }
+
+    /// Snapshot transfer progress, as a handle a decoder thread can own.
+    pub fn progress_handle(&self) -> Arc<Progress> {
+        self.shared.progress.clone()
     }
 
     fn take_snapshot(&self) -> (SnapshotMeta, StoreSnapshot, Sessions) {

@@ -73,7 +73,7 @@ async fn a_host_started_again_on_its_disk_recovers_its_replicas_and_their_writes
     let disk = Arc::new(FaultyDisk::new(5));
     let first = host(&disk);
     let members = BTreeMap::from([(REPLICA, BasicNode { addr: "solo".into() })]);
-    let r = first.open(PARTITION, REPLICA, pb::LogMode::NodeDefault, Some(members)).await.expect("open");
+    let r = first.open(PARTITION, REPLICA, pb::LogMode::NodeDefault, Some(members), false).await.expect("open");
     assert_eq!(r.mode(), pb::LogMode::Durable);
     wait_leader(&r).await;
     r.write(command(pb::command::Kind::CreateTable(pb::CreateTable { table: TABLE.into() }))).await.expect("table");
@@ -95,7 +95,7 @@ async fn a_host_started_again_on_its_disk_recovers_its_replicas_and_their_writes
     assert_eq!(present(&r, &keys), keys.len(), "acknowledged writes were lost");
 
     // Closed: its files are gone, durably: after a power cut nothing is recovered.
-    second.close(PARTITION).await.expect("close");
+    second.close(PARTITION, true).await.expect("close");
     stop(second).await;
     disk.crash();
     let third = host(&disk);

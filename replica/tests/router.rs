@@ -70,7 +70,7 @@ async fn group_with(n: u64, settings: &RaftSettings) -> (Router, Vec<Arc<Host>>)
     let members: BTreeMap<u64, BasicNode> = (1..=n).map(|i| (i, BasicNode { addr: addr(i) })).collect();
     for (i, h) in hosts.iter().enumerate() {
         let initial = (i == 0).then(|| members.clone());
-        h.open(PARTITION, i as u64 + 1, pb::LogMode::Volatile, initial).await.expect("open");
+        h.open(PARTITION, i as u64 + 1, pb::LogMode::Volatile, initial, false).await.expect("open");
     }
     (router, hosts)
 }
@@ -196,7 +196,7 @@ async fn writes_commit_through_drops_duplicates_and_reordering() {
 
     // A fourth replica joins after the log it would need was purged: it gets a snapshot.
     let fourth = host(&router, 4);
-    fourth.open(PARTITION, 4, pb::LogMode::Volatile, None).await.expect("open the fourth");
+    fourth.open(PARTITION, 4, pb::LogMode::Volatile, None, false).await.expect("open the fourth");
     let l = wait_leader(&hosts, Duration::from_secs(10)).await;
     l.raft().add_learner(4, BasicNode { addr: addr(4) }, true).await.expect("add learner");
     hosts.push(fourth);
@@ -410,7 +410,7 @@ async fn a_single_record_group_keeps_a_short_log_and_no_history() {
     let members: BTreeMap<u64, BasicNode> = (1..=3).map(|i| (10 + i, BasicNode { addr: addr(i) })).collect();
     for (i, h) in hosts.iter().enumerate() {
         let initial = (i == 0).then(|| members.clone());
-        h.open(OTHER, 11 + i as u64, pb::LogMode::Volatile, initial).await.expect("open the other group");
+        h.open(OTHER, 11 + i as u64, pb::LogMode::Volatile, initial, false).await.expect("open the other group");
     }
     wait_leader(&hosts, Duration::from_secs(10)).await;
     write(&hosts, create_table(), Duration::from_secs(10)).await;
@@ -456,4 +456,64 @@ async fn a_single_record_group_keeps_a_short_log_and_no_history() {
     assert_eq!((m.snapshot, m.purged), (None, None), "{m:?}");
     let (entries, _, _) = o.changes_since(1, usize::MAX).expect("the whole history");
     assert!(entries.len() >= 100, "{} entries of history", entries.len());
+}
+
+/// A group started from a staged state (a restore): the first replica opens from it at log
+/// index 1,000 with every voter in its membership, the others open empty; they elect it,
+/// get the state as a raft snapshot, hold every record at the version it had, and the next
+/// write commits above that index. Opening from a state not staged is refused, and the
+/// state is taken once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_starts_from_a_staged_state_at_its_index() {
+    const INDEX: u64 = 1_000;
+    let router = Router::new();
+    let hosts: Vec<Arc<Host>> = (1..=3).map(|i| host(&router, i)).collect();
+    let members: BTreeMap<u64, BasicNode> = (1..=3).map(|i| (i, BasicNode { addr: addr(i) })).collect();
+    let mut state = weft_store::Store::new(Limits::default());
+    state.create_table(TABLE).expect("table");
+    let keys: Vec<String> = (0..50).map(|i| format!("r{i:02}")).collect();
+    for (i, k) in keys.iter().enumerate() {
+        let op = weft_store::Op::Put {
+            table: TABLE.into(),
+            key: k.as_bytes().to_vec(),
+            value: format!("v-{k}").into_bytes(),
+            attrs: Vec::new(),
+            condition: weft_store::Condition::None,
+        };
+        state.apply_at(&[op], 500 + i as u64).expect("put");
+    }
+    let first = &hosts[0];
+    let refused = first.open(PARTITION, 1, pb::LogMode::Volatile, Some(members.clone()), true).await;
+    assert!(refused.is_err(), "nothing staged: the replica does not open");
+    assert_eq!(first.stage(PARTITION, 1, INDEX, state), INDEX);
+    for (i, h) in hosts.iter().enumerate() {
+        let (initial, staged) = if i == 0 { (Some(members.clone()), true) } else { (None, false) };
+        h.open(PARTITION, i as u64 + 1, pb::LogMode::Volatile, initial, staged).await.expect("open");
+    }
+    let l = wait_leader(&hosts, Duration::from_secs(10)).await;
+    assert_eq!(l.id(), 1, "the only voter with a log leads");
+    write(&hosts, put("after", "x"), Duration::from_secs(10)).await;
+    let mut all = keys.clone();
+    all.push("after".into());
+    let want: BTreeMap<String, Option<String>> =
+        all.iter().map(|k| (k.clone(), Some(if k == "after" { "x".into() } else { format!("v-{k}") }))).collect();
+    for (i, got) in converged(&hosts, &all, Duration::from_secs(10)).await.into_iter().enumerate() {
+        assert_eq!(got, want, "replica {} differs", i + 1);
+    }
+    for h in &hosts {
+        let r = replica(h);
+        let (applied, versions) = r.state(|st| {
+            let v: Vec<u64> = keys
+                .iter()
+                .filter_map(|k| st.store.get(TABLE, k.as_bytes()).ok().flatten().map(|rec| rec.version()))
+                .collect();
+            (st.last_applied.map(|l| l.index), v)
+        });
+        assert!(applied.is_some_and(|a| a > INDEX), "replica {} applied {applied:?}, not past {INDEX}", r.id());
+        assert_eq!(versions, (500..550).collect::<Vec<u64>>(), "replica {} keeps the staged versions", r.id());
+    }
+    // The state was taken: opening it again elsewhere finds nothing.
+    let other = host(&router, 9);
+    let again = other.open(PARTITION, 1, pb::LogMode::Volatile, Some(members), true).await;
+    assert!(again.is_err(), "a staged state is used once");
 }

@@ -303,7 +303,7 @@ pub fn access(path: &str) -> Access {
     match (service, method) {
         ("Store", "Get" | "Scan" | "Query" | "TopK" | "Session" | "Watch") => Access::Service(Right::Read),
         ("Store", "Put" | "Delete" | "Batch" | "Write") => Access::Service(Right::Write),
-        ("Store", "Backup") => Access::Service(Right::Operate),
+        ("Store", "Backup" | "StageRestore") => Access::Service(Right::Operate),
         ("Cluster", "GetMap") => Access::Known,
         ("Cluster", "CreateService" | "DeleteService" | "MovePrimary" | "MoveSecondary" | "ResetPartition") => {
             Access::Service(Right::Operate)
@@ -324,6 +324,7 @@ pub fn is_stream(path: &str) -> bool {
         path,
         "/weft.v1.Store/Session"
             | "/weft.v1.Store/Backup"
+            | "/weft.v1.Store/StageRestore"
             | "/weft.v1.Store/Watch"
             | "/weft.v1.Raft/StreamAppend"
             | "/weft.v1.Raft/Snapshot"
@@ -378,6 +379,7 @@ mod tests {
         }
         assert_eq!(access("/weft.v1.Store/Put"), Access::Service(Right::Write));
         assert_eq!(access("/weft.v1.Store/Get"), Access::Service(Right::Read));
+        assert_eq!(access("/weft.v1.Store/StageRestore"), Access::Service(Right::Operate));
         for m in [
             "Drain",
             "Activate",

@@ -9,7 +9,7 @@ use super::{Ctx, grpc, print_json, say, until_moves_settle};
 
 pub(super) async fn create(cx: &Ctx, name: String, partitions: u32, replicas: Option<u32>) -> anyhow::Result<()> {
     // 0 on the wire asks for the cluster's default.
-    let req = pb::CreateServiceRequest { name, partitions, replicas: replicas.unwrap_or(0) };
+    let req = pb::CreateServiceRequest { name, partitions, replicas: replicas.unwrap_or(0), restoring: false };
     say(cx.cluster()?.create_service(req).await.map_err(grpc)?.into_inner(), cx.json)
 }
 

@@ -764,7 +764,12 @@ pub async fn run(exe: &Path, cfg: &ChaosConfig) -> Result<(ChaosReport, Vec<Op>)
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let mut c = pb::cluster_client::ClusterClient::new(channel(&cluster.root.security, &endpoints[0])?);
-    let req = pb::CreateServiceRequest { name: SERVICE.into(), partitions: cfg.partitions, replicas: cfg.replicas };
+    let req = pb::CreateServiceRequest {
+        name: SERVICE.into(),
+        partitions: cfg.partitions,
+        replicas: cfg.replicas,
+        restoring: false,
+    };
     c.create_service(req).await.map_err(|s| cluster_err(s.message()))?;
     cluster.wait_whole(cfg.replicas as usize, Duration::from_secs(60)).await?;
     if cfg.idle_partitions > 0 {
@@ -772,6 +777,7 @@ pub async fn run(exe: &Path, cfg: &ChaosConfig) -> Result<(ChaosReport, Vec<Op>)
             name: IDLE_SERVICE.into(),
             partitions: cfg.idle_partitions,
             replicas: cfg.replicas,
+            restoring: false,
         };
         c.create_service(req).await.map_err(|s| cluster_err(s.message()))?;
         let (n, p, r) = (cfg.nodes as usize, cfg.idle_partitions, cfg.replicas);

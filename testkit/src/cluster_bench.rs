@@ -304,7 +304,7 @@ pub async fn rebuild(mib: u64, tls: bool, progress: &(dyn Fn(u64, u64) + Sync)) 
     }
     b.admin()
         .await?
-        .open_replica(pb::OpenReplicaRequest { partition: P, replica: 102, mode: 0, initial: None })
+        .open_replica(pb::OpenReplicaRequest { partition: P, replica: 102, mode: 0, initial: None, staged: false })
         .await
         .map_err(cluster_err)?;
     let t = Instant::now();

@@ -14,13 +14,17 @@
 //!   conservative; the same window before the service exists is reported beside it);
 //! - memory: the growth of the node processes' resident set (`VmRSS`) from before the
 //!   service to after, divided by the replicas it added;
-//! - the throughput of `hot` again with the idle partitions beside it, and the ratio (each
-//!   side the median of seven runs after one that warms up and is not counted, every
-//!   counted run reported);
-//! - `quiesced_failover_ms`: a non-seed node is killed while idle; for each partition of
-//!   the idle service whose primary it hosted (up to 16), the time from the kill until a
-//!   write to that partition is acknowledged; the median. (The name is the CLI
-//!   contract's: groups are idle here, whether or not they quiesce.)
+//! - the throughput of `hot` again with the idle partitions beside it, then once more after
+//!   the idle service is deleted, and the ratio: the median of the eight runs with it over
+//!   the median of the eight without it, four before it existed and four after it was
+//!   deleted (each stretch after one run that warms up and is not counted, every counted run
+//!   reported). Runs without the service on both sides of those with it cancel a drift of
+//!   the shared machine's speed over the minutes between them;
+//! - `quiesced_failover_ms`: the idle service is created again and, once its groups have
+//!   quiesced, a non-seed node is killed; for each partition of the idle service whose
+//!   primary it hosted (up to 16), the time from the kill until a write to that partition is
+//!   acknowledged; the median. (The name is the CLI contract's: groups are idle here,
+//!   whether or not they quiesce.)
 //!
 //! Depends on the client and the local process harness; the node crate only through the
 //! binary it starts.
@@ -34,6 +38,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use weft_client::client::{Client, ClientConfig};
 use weft_client::routing::{ServiceClient, ready_service};
+use weft_proto::v1 as pb;
+use weft_proto::v1::cluster_client::ClusterClient;
 
 use crate::Error;
 use crate::cluster_bench::percentile;
@@ -124,13 +130,17 @@ pub struct DensityReport {
     pub quiesced_failover_ms: f64,
     /// Partitions whose failover was timed.
     pub failovers_timed: usize,
-    /// Writes per second of `hot` before the idle service existed (median of
-    /// [`LOAD_RUNS`] runs).
+    /// Writes per second of `hot` without the idle service (median of [`LOAD_RUNS`] runs,
+    /// half before it existed, half after it was deleted).
     pub writes_per_s_without: f64,
+    /// The median of the runs before the idle service existed...
+    pub writes_per_s_without_before: f64,
+    /// ...and of those after it was deleted (apart, they show the machine's drift).
+    pub writes_per_s_without_after: f64,
     /// Writes per second of `hot` with the idle service beside it (median of
     /// [`LOAD_RUNS`] runs).
     pub writes_per_s_with: f64,
-    /// Every run without the idle service, in the order run.
+    /// Every run without the idle service, in the order run (before it, then after it).
     pub writes_per_s_runs_without: Vec<f64>,
     /// Every run with it.
     pub writes_per_s_runs_with: Vec<f64>,
@@ -143,12 +153,48 @@ pub struct DensityReport {
 async fn quiesced(nodes: &[LocalNode]) -> Result<(std::collections::BTreeSet<(u64, u64)>, u64), Error> {
     let (mut out, mut streams) = (std::collections::BTreeSet::new(), 0);
     for n in nodes {
-        let list = n.admin().await?.list(weft_proto::v1::ListReplicasRequest {}).await.map_err(cluster_err)?;
+        let list = n.admin().await?.list(pb::ListReplicasRequest {}).await.map_err(cluster_err)?;
         let list = list.into_inner();
         streams += list.append_streams;
         out.extend(list.replicas.iter().filter(|r| r.quiesced).map(|r| (n.id, r.partition)));
     }
     Ok((out, streams))
+}
+
+/// The (node, partition) of every replica the nodes list.
+async fn hosted(nodes: &[LocalNode]) -> Result<std::collections::BTreeSet<(u64, u64)>, Error> {
+    let mut out = std::collections::BTreeSet::new();
+    for n in nodes {
+        let list = n.admin().await?.list(pb::ListReplicasRequest {}).await.map_err(cluster_err)?;
+        out.extend(list.into_inner().replicas.iter().map(|r| (n.id, r.partition)));
+    }
+    Ok(out)
+}
+
+/// Waits until every replica of the idle service is quiesced (or [`SETTLE_WITHIN`] passed):
+/// idle groups quiesce a few seconds after their last request. Answers the map's
+/// partitions, the idle service's, and the seconds it waited.
+async fn settle(
+    root: &ClientConfig,
+    addrs: &[String],
+    nodes: &[LocalNode],
+    idle_replicas: f64,
+) -> Result<(BTreeMap<u64, pb::PartitionInfo>, std::collections::BTreeSet<u64>, f64), Error> {
+    let settling = Instant::now();
+    let map = ServiceClient::fetch_map(root, addrs, Duration::from_secs(10)).await.map_err(cluster_err)?;
+    let parts: BTreeMap<u64, pb::PartitionInfo> =
+        map.map.as_ref().map(|m| m.partitions.clone().into_iter().collect()).unwrap_or_default();
+    let idle_parts: std::collections::BTreeSet<u64> =
+        parts.values().filter(|p| p.service == IDLE).map(|p| p.id).collect();
+    loop {
+        let (quiet, _) = quiesced(nodes).await?;
+        let idle_quiet = quiet.iter().filter(|(_, p)| idle_parts.contains(p)).count();
+        if idle_quiet as f64 >= SETTLED_FRACTION * idle_replicas || settling.elapsed() > SETTLE_WITHIN {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok((parts, idle_parts, settling.elapsed().as_secs_f64()))
 }
 
 /// CPU time and resident memory of one process, from `/proc`.
@@ -200,29 +246,34 @@ async fn idle_window(nodes: &[LocalNode], window: Duration) -> Result<(f64, f64)
     Ok((cpu, rss))
 }
 
-/// Writes per second of 64 clients writing 100-byte values to `hot` for `window`.
-/// Throughput runs on each side of the comparison; the median is reported, so runs that
+/// Counted throughput runs with the idle service beside `hot`, and without it: half before
+/// the service exists, half after it is deleted. Each side's median is reported, so runs that
 /// the shared machine slowed do not decide the ratio. Sixteen 10 s runs in a row with one
 /// idle partition (nothing else changing) ranged from 22,380 to 28,609 writes/s, and
 /// medians of three on each side gave ratios from 0.90 to 1.05: that spread, not the idle
-/// groups, decided most earlier figures. Every run is reported beside the medians.
-const LOAD_RUNS: usize = 7;
+/// groups, decided most earlier figures. With seven runs all before and seven all after,
+/// one run's sides were 28,888 and 25,044 writes/s (0.867) while the three others were
+/// 0.93 to 1.02: minutes apart, the machine's speed drifts, and splitting the side without
+/// the service around the side with it cancels that. Every run is reported.
+const LOAD_RUNS: usize = 8;
 
-/// The median writes per second of [`LOAD_RUNS`] runs of `window` each, and every run in
-/// the order run. Logs each run's node CPU and how many replicas were quiesced after it.
-async fn median_throughput(
+/// `runs` runs of `window` each, in the order run, after one that warms up and is not
+/// counted. Logs each run's node CPU and how many replicas were quiesced after it.
+async fn load_runs(
     client: &Arc<ServiceClient>,
     nodes: &[LocalNode],
     window: Duration,
-) -> Result<(f64, Vec<f64>), Error> {
+    runs: usize,
+    side: &'static str,
+) -> Result<Vec<f64>, Error> {
     // One run first, not counted: after a minute without writes (the creation and the idle
     // windows), the first runs beside the idle service were 10% slower than the last ones
     // (24,476 and 23,985 writes/s rising to 27,571), while the side without it, which
-    // follows the fill, was steady from its first run. Both sides warm up the same way.
+    // follows the fill, was steady from its first run. Every stretch warms up the same way.
     let warm = throughput(client, window).await?;
-    tracing::info!(writes_per_s = warm.round(), "load run (warm-up, not counted)");
-    let mut runs = Vec::with_capacity(LOAD_RUNS);
-    for _ in 0..LOAD_RUNS {
+    tracing::info!(side, writes_per_s = warm.round(), "load run (warm-up, not counted)");
+    let mut out = Vec::with_capacity(runs);
+    for _ in 0..runs {
         let before = usages(nodes)?;
         let me = usage(std::process::id())?;
         let t = Instant::now();
@@ -234,12 +285,17 @@ async fn median_throughput(
             before.iter().zip(&after).map(|(b, a)| ((a.cpu_s - b.cpu_s) / secs * 100.0).round()).collect();
         let (quiet, _) = quiesced(nodes).await?;
         let bench_cpu_pct = ((me_after.cpu_s - me.cpu_s) / secs * 100.0).round();
-        tracing::info!(writes_per_s = w.round(), cpu_pct_by_node = ?cpu, bench_cpu_pct, quiesced = quiet.len(), "load run");
-        runs.push(w.round());
+        tracing::info!(side, writes_per_s = w.round(), cpu_pct_by_node = ?cpu, bench_cpu_pct, quiesced = quiet.len(), "load run");
+        out.push(w.round());
     }
-    let mut sorted = runs.clone();
+    Ok(out)
+}
+
+/// The median of `runs`.
+fn median(runs: &[f64]) -> f64 {
+    let mut sorted = runs.to_vec();
     sorted.sort_by(f64::total_cmp);
-    Ok((percentile(&sorted, 0.5), runs))
+    percentile(&sorted, 0.5)
 }
 
 async fn throughput(client: &Arc<ServiceClient>, window: Duration) -> Result<f64, Error> {
@@ -322,7 +378,7 @@ pub async fn density(exe: &Path, config: &DensityConfig) -> Result<DensityReport
     hot.put(HOT, "default", b"warmup", b"v").await.map_err(cluster_err)?;
     fill(&hot).await?;
 
-    let (writes_per_s_without, runs_without) = median_throughput(&hot, &nodes, config.load_window).await?;
+    let without_before = load_runs(&hot, &nodes, config.load_window, LOAD_RUNS / 2, "without, before").await?;
     // After the load, not before: what the load's buffers held is given back during the
     // window, and a baseline taken at the load's end counted it against the idle service.
     let (baseline_cpu, baseline_rss) = idle_window(&nodes, config.idle_window).await?;
@@ -332,36 +388,41 @@ pub async fn density(exe: &Path, config: &DensityConfig) -> Result<DensityReport
     ready(IDLE, config.partitions, config.create_within).await?;
     let create_s = asked.elapsed().as_secs_f64();
     tracing::info!(create_s, partitions = config.partitions, "idle service created");
-
-    // Idle groups quiesce a few seconds after their last request: the idle window starts
-    // once all have (or after SETTLE_WITHIN), and how long that took is reported.
-    let settling = Instant::now();
-    let map = ServiceClient::fetch_map(&root, &addrs, Duration::from_secs(10)).await.map_err(cluster_err)?;
-    let parts = map.map.as_ref().map(|m| m.partitions.clone()).unwrap_or_default();
-    let idle_parts: std::collections::BTreeSet<u64> =
-        parts.values().filter(|p| p.service == IDLE).map(|p| p.id).collect();
     let idle_replicas = f64::from(config.partitions) * f64::from(REPLICAS);
-    loop {
-        let (quiet, _) = quiesced(&nodes).await?;
-        let idle_quiet = quiet.iter().filter(|(_, p)| idle_parts.contains(p)).count();
-        if idle_quiet as f64 >= SETTLED_FRACTION * idle_replicas || settling.elapsed() > SETTLE_WITHIN {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let quiesce_s = settling.elapsed().as_secs_f64();
+    let (_, idle_parts, quiesce_s) = settle(&root, &addrs, &nodes, idle_replicas).await?;
     let (idle_cpu, _) = idle_window(&nodes, config.idle_window).await?;
     let rss_after = usages(&nodes)?;
     let (quiet, append_streams_idle) = quiesced(&nodes).await?;
     let idle_quiet = quiet.iter().filter(|(_, p)| idle_parts.contains(p)).count();
     let quiesced_pct = 100.0 * idle_quiet as f64 / idle_replicas.max(1.0);
-    let replicas = f64::from(config.partitions) * f64::from(REPLICAS);
+    let replicas = idle_replicas;
     let grown_by_node: Vec<f64> = rss_before.iter().zip(&rss_after).map(|(b, a)| a.rss_bytes - b.rss_bytes).collect();
     let grown: f64 = grown_by_node.iter().sum();
     let replicas_per_node = replicas / config.nodes as f64;
-    let (writes_per_s_with, runs_with) = median_throughput(&hot, &nodes, config.load_window).await?;
+    let runs_with = load_runs(&hot, &nodes, config.load_window, LOAD_RUNS, "with").await?;
 
-    // Failover of idle groups: kill the non-seed node that leads the most idle partitions.
+    // The idle service goes, every node closes its replicas, and `hot` runs again.
+    let mut cluster = ClusterClient::new(local::channel(&security.root()?, &addrs[0])?);
+    cluster.delete_service(pb::DeleteServiceRequest { name: IDLE.into() }).await.map_err(cluster_err)?;
+    let deleting = Instant::now();
+    while hosted(&nodes).await?.iter().any(|(_, p)| idle_parts.contains(p)) {
+        if deleting.elapsed() > config.create_within {
+            return Err(cluster_err(format!(
+                "the idle service's replicas were not all closed within {:?}",
+                config.create_within
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tracing::info!(secs = deleting.elapsed().as_secs_f64(), "idle service deleted, its replicas closed");
+    let without_after = load_runs(&hot, &nodes, config.load_window, LOAD_RUNS / 2, "without, after").await?;
+    let runs_without: Vec<f64> = without_before.iter().chain(&without_after).copied().collect();
+    let (writes_per_s_without, writes_per_s_with) = (median(&runs_without), median(&runs_with));
+
+    // Failover of idle groups: the service again, quiesced, and the non-seed node that
+    // leads the most of its partitions killed.
+    ready(IDLE, config.partitions, config.create_within).await?;
+    let (parts, _, _) = settle(&root, &addrs, &nodes, idle_replicas).await?;
     let map = ServiceClient::fetch_map(&root, &addrs, Duration::from_secs(10)).await.map_err(cluster_err)?;
     let mut led: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
     for p in parts.values().filter(|p| p.service == IDLE) {
@@ -437,6 +498,8 @@ pub async fn density(exe: &Path, config: &DensityConfig) -> Result<DensityReport
         quiesced_failover_ms: round(percentile(&failovers, 0.5), 1),
         failovers_timed: failovers.len(),
         writes_per_s_without: round(writes_per_s_without, 0),
+        writes_per_s_without_before: round(median(&without_before), 0),
+        writes_per_s_without_after: round(median(&without_after), 0),
         writes_per_s_with: round(writes_per_s_with, 0),
         writes_per_s_runs_without: runs_without,
         writes_per_s_runs_with: runs_with,

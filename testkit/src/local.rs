@@ -466,7 +466,7 @@ pub async fn open_partition_on(
     for (i, (id, addr)) in nodes.iter().enumerate() {
         let initial = (i == 0).then(|| membership(&members));
         NodeAdminClient::new(security.channel(addr)?)
-            .open_replica(pb::OpenReplicaRequest { partition, replica: base + id, mode: 0, initial })
+            .open_replica(pb::OpenReplicaRequest { partition, replica: base + id, mode: 0, initial, staged: false })
             .await
             .map_err(cluster_err)?;
     }

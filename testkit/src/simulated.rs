@@ -420,7 +420,12 @@ async fn driver(
             let created = async {
                 let mut c =
                     pb::cluster_client::ClusterClient::new(crate::local::channel(&config.security, &endpoints[0])?);
-                let req = pb::CreateServiceRequest { name: name.into(), partitions, replicas: cfg.replicas };
+                let req = pb::CreateServiceRequest {
+                    name: name.into(),
+                    partitions,
+                    replicas: cfg.replicas,
+                    restoring: false,
+                };
                 match c.create_service(req).await {
                     Err(s) if s.code() == tonic::Code::AlreadyExists => Ok(()),
                     other => other.map(|_| ()),

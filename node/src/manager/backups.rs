@@ -212,7 +212,7 @@ impl Manager {
     /// or has reported, during this manager's reign, that it no longer hosts the partition;
     /// and refused for a while after this node became the manager, until every live node
     /// has had time to report.
-    pub(super) async fn reset_partition(&self, id: u64) -> Result<pb::CtlResponse, Status> {
+    pub(super) async fn reset_partition(&self, id: u64, restoring: bool) -> Result<pb::CtlResponse, Status> {
         let (since, seen): (Option<std::time::Instant>, BTreeMap<u64, bool>) = {
             let soft = self.soft.lock();
             let seen = soft.seen.iter().map(|(node, s)| (*node, s.replicas.contains_key(&id))).collect();
@@ -227,7 +227,8 @@ impl Manager {
         let (line, version) = self
             .update(|m| {
                 let p = m.partitions.get(&id).ok_or_else(|| Status::not_found(format!("no partition {id}")))?;
-                if !p.created || p.pending.is_some() {
+                // A partition waiting for a restored state that never came may be reset again.
+                if (!p.created && !p.restoring) || p.pending.is_some() {
                     return Err(Status::failed_precondition(format!("partition {id} is being created or moved")));
                 }
                 let down = |node: &u64| m.nodes.get(node).is_none_or(|n| n.state == pb::NodeState::Down as i32);
@@ -263,11 +264,17 @@ impl Manager {
                     .map(|(node, replica)| pb::ReplicaPlacement { node: *node, replica })
                     .collect();
                 p.created = false;
+                p.restoring = restoring;
                 p.incarnation += 1;
-                Ok(format!("partition {id} reset: new, empty replicas on nodes {placed:?}"))
+                Ok(match restoring {
+                    false => format!("partition {id} reset: new, empty replicas on nodes {placed:?}"),
+                    true => {
+                        format!("partition {id} reset: new replicas on nodes {placed:?}, waiting for a restored state")
+                    }
+                })
             })
             .await?;
-        tracing::warn!(partition = id, "partition reset by an operator: it starts empty");
+        tracing::warn!(partition = id, restoring, "partition reset by an operator: it starts empty or restored");
         Ok(super::commands::lines(vec![line], version))
     }
 }

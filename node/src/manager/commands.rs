@@ -134,6 +134,7 @@ impl Manager {
                             created: false,
                             pending: None,
                             incarnation: 0,
+                            restoring: req.restoring,
                         },
                     );
                     out.push(format!("  partition {id} ({name}/{index}) on nodes {placed:?}"));

@@ -76,7 +76,13 @@ impl Manager {
                 })
                 .await?;
             tracing::warn!(node = node.id, lost, fresh, "a seed lost its cluster-map replica; rebuilding it there");
-            let open = pb::OpenReplicaRequest { partition: MAP_PARTITION, replica: fresh, mode: 0, initial: None };
+            let open = pb::OpenReplicaRequest {
+                partition: MAP_PARTITION,
+                replica: fresh,
+                mode: 0,
+                initial: None,
+                staged: false,
+            };
             step(self.admin(&addr)?.open_replica(open)).await?;
             let learner = leader.awake().await.add_learner(fresh, weft_replica::node_of(&addr), true);
             tokio::time::timeout(CATCH_UP_TIMEOUT, learner)

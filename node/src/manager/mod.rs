@@ -621,7 +621,13 @@ impl Manager {
         for (id, addr) in seeds.iter().rev() {
             let initial = (*addr == self.addr).then(|| members.clone());
             self.admin(addr)?
-                .open_replica(pb::OpenReplicaRequest { partition: MAP_PARTITION, replica: *id, mode: 0, initial })
+                .open_replica(pb::OpenReplicaRequest {
+                    partition: MAP_PARTITION,
+                    replica: *id,
+                    mode: 0,
+                    initial,
+                    staged: false,
+                })
                 .await?;
         }
         tracing::info!(seeds = ?seeds, "cluster map group bootstrapped");

@@ -331,6 +331,11 @@ impl Manager {
             .map(|p| async move {
                 match self.create_partition(m, &p).await {
                     Ok(()) => Some(p.id),
+                    // A partition being restored waits for its state to be staged: expected.
+                    Err(e) if p.restoring && e.code() == Code::FailedPrecondition => {
+                        tracing::debug!(partition = p.id, error = %e.message(), "partition waits for its restored state");
+                        None
+                    }
                     Err(e) => {
                         tracing::warn!(partition = p.id, error = %e.message(), "partition not created yet; will retry");
                         None
@@ -345,6 +350,7 @@ impl Manager {
                 for id in &built {
                     if let Some(q) = m.partitions.get_mut(id) {
                         q.created = true;
+                        q.restoring = false;
                     }
                 }
                 Ok(())
@@ -410,17 +416,30 @@ impl Manager {
     }
 
     /// Opens `p`'s replicas (followers first, then the one that initializes the group) and
-    /// creates its default table; recording it as created is the caller's.
+    /// creates its default table; recording it as created is the caller's. A partition
+    /// being restored opens the first replica first, from the state a restore staged on its
+    /// node (FAILED_PRECONDITION until it has: nothing opens before), and has the tables of
+    /// that state, no default one of its own.
     async fn create_partition(&self, m: &pb::ClusterMap, p: &pb::PartitionInfo) -> Result<(), Status> {
         let addrs: Vec<String> = p.replicas.iter().map(|r| Self::addr_of(m, r.node)).collect::<Result<_, _>>()?;
         let members = pb::Membership {
             configs: vec![pb::ReplicaSet { ids: p.replicas.iter().map(|r| r.replica).collect() }],
             nodes: p.replicas.iter().zip(&addrs).map(|(r, a)| (r.replica, a.clone())).collect(),
         };
-        for (i, (r, addr)) in p.replicas.iter().zip(&addrs).enumerate().rev() {
+        let mut order: Vec<usize> = (0..p.replicas.len()).rev().collect();
+        if p.restoring {
+            order.reverse();
+        }
+        for i in order {
+            let (r, addr) = (&p.replicas[i], &addrs[i]);
             let initial = (i == 0).then(|| members.clone());
-            let req = pb::OpenReplicaRequest { partition: p.id, replica: r.replica, mode: 0, initial };
+            let staged = i == 0 && p.restoring;
+            let req = pb::OpenReplicaRequest { partition: p.id, replica: r.replica, mode: 0, initial, staged };
             step(self.admin(addr)?.open_replica(req)).await?;
+        }
+        if p.restoring {
+            tracing::debug!(partition = p.id, service = %p.service, index = p.index, "partition built from a restored state");
+            return Ok(());
         }
         let client = Client::new(addrs, ClientConfig::secured(self.host.peers().config().security.clone()));
         match client.create_table(p.id, DEFAULT_TABLE).await {
@@ -494,7 +513,13 @@ impl Manager {
                         pending.opened = true;
                         mv.opened = true;
                     }
-                    let open = pb::OpenReplicaRequest { partition: p.id, replica: to.replica, mode: 0, initial: None };
+                    let open = pb::OpenReplicaRequest {
+                        partition: p.id,
+                        replica: to.replica,
+                        mode: 0,
+                        initial: None,
+                        staged: false,
+                    };
                     step(self.admin(addr)?.open_replica(open)).await?;
                 }
                 Step::CloseStray { replica } => {
@@ -520,7 +545,12 @@ impl Manager {
                         replica,
                         "closing a replica that is no member where a move's target must open"
                     );
-                    step(self.admin(addr)?.close_replica(pb::CloseReplicaRequest { partition: p.id, replica })).await?;
+                    step(self.admin(addr)?.close_replica(pb::CloseReplicaRequest {
+                        partition: p.id,
+                        replica,
+                        partition_gone: false,
+                    }))
+                    .await?;
                 }
                 Step::AddLearner => {
                     let (Some(to), Some(addr)) = (mv.to, &to_addr) else { return Err(Status::internal("no target")) };
@@ -593,7 +623,8 @@ impl Manager {
                     if let Ok(addr) = Self::addr_of(m, old.node)
                         && let Ok(mut admin) = self.admin(&addr)
                     {
-                        let req = pb::CloseReplicaRequest { partition: p.id, replica: old.replica };
+                        let req =
+                            pb::CloseReplicaRequest { partition: p.id, replica: old.replica, partition_gone: false };
                         // Best effort: a node that is down is cleaned up when it reports again.
                         let _ = step(admin.close_replica(req)).await;
                     }
@@ -688,7 +719,12 @@ impl Manager {
             && let Ok(mut admin) = self.admin(&addr)
         {
             // Best effort: a replica left behind is closed as a stray.
-            let _ = step(admin.close_replica(pb::CloseReplicaRequest { partition: p.id, replica: to.replica })).await;
+            let _ = step(admin.close_replica(pb::CloseReplicaRequest {
+                partition: p.id,
+                replica: to.replica,
+                partition_gone: false,
+            }))
+            .await;
         }
         tracing::warn!(partition = p.id, node = to.node, replica = to.replica, ?stall, reason = %pending.reason, "a move's new replica made no progress; the move was abandoned");
         Err(Status::aborted(format!(
@@ -842,37 +878,56 @@ impl Manager {
     }
 
     /// Closes replicas that nodes report but the map does not list (a deleted service, a
-    /// replaced replica on a node that was down when it was replaced).
+    /// replaced replica on a node that was down when it was replaced), [`CLOSES_AT_ONCE`]
+    /// at a time. A replica whose partition is gone closes without handing its group on:
+    /// the whole group goes (one at a time, with each primary's hand-off waiting on
+    /// followers already closed, a deleted service of 2,500 partitions took minutes).
     async fn collect_garbage(&self, m: &pb::ClusterMap) {
-        let stray: Vec<(u64, u64, u64)> = {
+        use futures::StreamExt;
+        let stray: Vec<(u64, u64, u64, bool)> = {
             let soft = self.soft.lock();
             soft.seen
                 .iter()
                 .flat_map(|(node, s)| s.replicas.values().map(move |r| (*node, s.at, r)))
-                .filter(|(_, at, r)| {
-                    let settled = self.reports_settle_after(&soft, r.partition).is_some_and(|t| *at > t);
-                    r.partition != map::MAP_PARTITION
-                        && settled
-                        && match m.partitions.get(&r.partition) {
-                            None => r.partition < m.next_partition,
-                            Some(p) => {
-                                p.created && p.pending.is_none() && !p.replicas.iter().any(|x| x.replica == r.replica)
-                            }
+                .filter_map(|(node, at, r)| {
+                    let settled = self.reports_settle_after(&soft, r.partition).is_some_and(|t| at > t);
+                    if r.partition == map::MAP_PARTITION || !settled {
+                        return None;
+                    }
+                    let gone = match m.partitions.get(&r.partition) {
+                        None if r.partition < m.next_partition => true,
+                        None => return None,
+                        Some(p)
+                            if p.created
+                                && p.pending.is_none()
+                                && !p.replicas.iter().any(|x| x.replica == r.replica) =>
+                        {
+                            false
                         }
+                        Some(_) => return None,
+                    };
+                    Some((node, r.partition, r.replica, gone))
                 })
-                .map(|(node, _, r)| (node, r.partition, r.replica))
                 .collect()
         };
-        for (node, partition, replica) in stray {
-            let Ok(addr) = Self::addr_of(m, node) else { continue };
-            let Ok(mut admin) = self.admin(&addr) else { continue };
-            match step(admin.close_replica(pb::CloseReplicaRequest { partition, replica })).await {
-                Ok(_) => tracing::info!(node, partition, replica, "closed a replica the map no longer lists"),
-                Err(e) => tracing::debug!(node, partition, replica, error = %e.message(), "closing a stray replica"),
-            }
-        }
+        futures::stream::iter(stray)
+            .for_each_concurrent(CLOSES_AT_ONCE, |(node, partition, replica, gone)| async move {
+                let Ok(addr) = Self::addr_of(m, node) else { return };
+                let Ok(mut admin) = self.admin(&addr) else { return };
+                let req = pb::CloseReplicaRequest { partition, replica, partition_gone: gone };
+                match step(admin.close_replica(req)).await {
+                    Ok(_) => tracing::info!(node, partition, replica, gone, "closed a replica the map no longer lists"),
+                    Err(e) => {
+                        tracing::debug!(node, partition, replica, error = %e.message(), "closing a stray replica")
+                    }
+                }
+            })
+            .await;
     }
 }
+
+/// Stray replicas closed at once by [`Manager::collect_garbage`].
+const CLOSES_AT_ONCE: usize = 32;
 
 /// One node-admin call under [`STEP_TIMEOUT`].
 pub(super) async fn step<T>(call: impl Future<Output = Result<Response<T>, Status>>) -> Result<T, Status> {

@@ -269,6 +269,8 @@ impl pb::cluster_server::Cluster for ClusterService {
         req: Request<pb::ResetPartitionRequest>,
     ) -> Result<Response<pb::CtlResponse>, Status> {
         self.operator_of_partition(&req, req.get_ref().partition)?;
-        routed!(self, req, reset_partition, |m: pb::ResetPartitionRequest| self.mgr.reset_partition(m.partition))
+        routed!(self, req, reset_partition, |m: pb::ResetPartitionRequest| self
+            .mgr
+            .reset_partition(m.partition, m.restoring))
     }
 }
