@@ -8,7 +8,10 @@
 //!   client sends, built from the newest backup's chain: the full file and the increments
 //!   after it) over the wall time until the partition's primary answered a linearizable
 //!   read, so a quorum holds it; and, measured in the same run, how many times faster that
-//!   is than loading the same data through the write path (`load_s` / `restore_s`);
+//!   is than loading the same data through the write path (`load_s` / `restore_s`), and
+//!   the CPU seconds the five node processes spent on each (`restore_node_cpu_s`,
+//!   `load_node_cpu_s`): they share this machine's cores, where a real cluster gives each
+//!   node its own, so the work is the figure that carries over;
 //! - the write throughput 16 writers keep while full backups run back to back at a
 //!   schedule's pace (`--rate-mb`, 20 by default), against the same writers with no
 //!   backup, in alternating windows (median ratio of 3 pairs).
@@ -50,6 +53,7 @@ pub(crate) struct BackupBenchArgs {
 struct Report {
     records: u64,
     load_s: f64,
+    load_node_cpu_s: f64,
     full_bytes: u64,
     full_s: f64,
     full_mb_per_s: f64,
@@ -60,6 +64,7 @@ struct Report {
     restore_s: f64,
     restore_mb_per_s: f64,
     restore_speedup_over_load: f64,
+    restore_node_cpu_s: f64,
     backup_rate_mb_per_s_during_writes: u64,
     writes_per_s_without_backup: f64,
     writes_per_s_during_backup: f64,
@@ -140,7 +145,16 @@ pub(crate) async fn run(a: BackupBenchArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
     let security = Security::new(true)?;
     let addrs = free_addrs(5)?;
-    let _nodes = start_managed(&exe, &addrs, 5, None, false, &security, |_| Vec::new())?;
+    let nodes = start_managed(&exe, &addrs, 5, None, false, &security, |_| Vec::new())?;
+    // CPU seconds the node processes spent so far (all on this machine's cores).
+    let node_cpu_s = || -> anyhow::Result<f64> {
+        let mut total = 0.0;
+        for n in &nodes {
+            let pid = n.pid().ok_or_else(|| anyhow::anyhow!("node {} is down", n.id))?;
+            total += weft_testkit::density::usage(pid)?.cpu_s;
+        }
+        Ok(total)
+    };
     let config = security.root_config()?;
     ready_service(&config, &addrs, 5, SERVICE, 1, 4, Duration::from_secs(60)).await?;
     let map = weft::routing::ServiceClient::fetch_map(&config, &addrs, Duration::from_secs(5)).await?;
@@ -152,9 +166,10 @@ pub(crate) async fn run(a: BackupBenchArgs) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("no partition"))?;
     let client = Client::new(addrs.clone(), config.clone());
     let records = (a.mib << 20) / VALUE as u64;
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), node_cpu_s()?);
     load(&client, partition, 0, records, 0).await?;
     let load_s = t.elapsed().as_secs_f64();
+    let load_node_cpu_s = node_cpu_s()? - cpu;
     say(format!("loaded {records} records ({} MiB) in {load_s:.1} s", a.mib));
 
     let dir = tempfile::tempdir()?;
@@ -190,10 +205,11 @@ pub(crate) async fn run(a: BackupBenchArgs) -> anyhow::Result<()> {
     let incremental_bytes = median(incr_bytes) as u64;
 
     let chosen = b::restore::choose(loc.url(), None).await?;
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), node_cpu_s()?);
     let target = b::Target::NewService { name: "restored".into(), replicas: 4 };
     let r = b::restore::restore(&config, &addrs, &chosen, &target, &|_| {}).await?;
     let restore_s = t.elapsed().as_secs_f64();
+    let restore_node_cpu_s = node_cpu_s()? - cpu;
     say(format!("restore: {} records, {} bytes in {restore_s:.1} s", r.records, r.bytes));
     // The restored service is not needed any more: its memory would skew what follows.
     weft_testkit::local::channel(&config.security, &addrs[0])
@@ -232,6 +248,7 @@ pub(crate) async fn run(a: BackupBenchArgs) -> anyhow::Result<()> {
     let report = Report {
         records,
         load_s,
+        load_node_cpu_s: (load_node_cpu_s * 10.0).round() / 10.0,
         full_bytes,
         full_s,
         full_mb_per_s: mb(full_bytes, full_s),
@@ -242,6 +259,7 @@ pub(crate) async fn run(a: BackupBenchArgs) -> anyhow::Result<()> {
         restore_s,
         restore_mb_per_s: mb(r.bytes, restore_s),
         restore_speedup_over_load: (load_s / restore_s.max(1e-9) * 100.0).round() / 100.0,
+        restore_node_cpu_s: (restore_node_cpu_s * 10.0).round() / 10.0,
         backup_rate_mb_per_s_during_writes: a.rate_mb,
         writes_per_s_without_backup: median(without).round(),
         writes_per_s_during_backup: median(during).round(),

@@ -551,7 +551,7 @@ async fn stage_all(
         done.tables += r.tables.len() as u64;
         done.records += r.records;
         done.bytes += r.bytes;
-        tables.insert(p.id, r.tables.first().cloned());
+        tables.insert(p.id, (r.tables.first().cloned(), r.bytes));
     }
     let nodes: Vec<String> = map
         .map
@@ -560,8 +560,11 @@ async fn stage_all(
         .filter_map(|n| weft_client::routing::node_addr(map, endpoints, *n))
         .collect();
     let client = Client::new(nodes, config.clone());
-    for (id, table) in tables {
-        wait_started(config, endpoints, &client, id, table.as_deref()).await?;
+    for (id, (table, bytes)) in tables {
+        let within = Duration::from_secs_f64(bytes as f64 / QUORUM_BYTES_PER_S);
+        let t = Instant::now();
+        wait_started(config, endpoints, &client, id, table.as_deref(), within).await?;
+        tracing::info!(partition = id, secs = t.elapsed().as_secs_f64(), "restored partition on a quorum");
     }
     Ok(done)
 }
@@ -597,10 +600,12 @@ async fn stage_one(
         File(bytes::Bytes),
         Built(Store),
     }
+    let started = Instant::now();
     let state = match links.as_slice() {
         [(id, e)] if e.kind == Kind::Full => State::File(fetch(chosen, id, e).await?),
         _ => State::Built(build(chosen, index as usize).await?),
     };
+    let built_s = started.elapsed().as_secs_f64();
     let mut store = pb::store_client::StoreClient::new(channels.channel(&addr).map_err(ClientError::Rpc)?)
         .max_decoding_message_size(CHUNK_BYTES * 4)
         .max_encoding_message_size(CHUNK_BYTES * 4);
@@ -628,7 +633,19 @@ async fn stage_one(
         let sent = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
         let ((), r) = tokio::join!(forward, store.stage_restore(sent));
         match r {
-            Ok(r) => return Ok(r.into_inner()),
+            Ok(r) => {
+                let r = r.into_inner();
+                let secs = started.elapsed().as_secs_f64();
+                tracing::info!(
+                    partition = p.id,
+                    node = first.node,
+                    bytes = r.bytes,
+                    built_s,
+                    staged_s = secs,
+                    "restored state staged"
+                );
+                return Ok(r);
+            }
             // The node's map may not show the partition waiting yet.
             Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
                 tracing::debug!(partition = p.id, error = %s.message(), "staging again");
@@ -645,6 +662,10 @@ async fn stage_one(
     }
 }
 
+/// The slowest rate a restored state may reach a quorum at, beyond [`READY_WITHIN`], before
+/// the restore gives up (raft rebuilds replicas at 100 to 150 MB/s here).
+const QUORUM_BYTES_PER_S: f64 = 10e6;
+
 /// Bytes of each chunk of a staged state.
 const CHUNK_BYTES: usize = 1 << 20;
 
@@ -657,6 +678,7 @@ async fn wait_started(
     client: &Client,
     id: u64,
     table: Option<&str>,
+    within: Duration,
 ) -> Result<(), BackupError> {
     let deadline = Instant::now() + READY_WITHIN;
     loop {
@@ -673,10 +695,17 @@ async fn wait_started(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    if let Some(table) = table {
-        client.get(id, table, b"", weft_client::client::ReadMode::Linearizable).await?;
+    // The read waits for a quorum to install the state, which raft sends the followers
+    // at the rate replicas rebuild: a large partition takes longer than a client's
+    // deadline, so the read is asked again until `within` has passed.
+    let Some(table) = table else { return Ok(()) };
+    loop {
+        match client.get(id, table, b"", weft_client::client::ReadMode::Linearizable).await {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() > deadline + within => return Err(e.into()),
+            Err(e) => tracing::debug!(partition = id, error = %e, "the restored state is not on a quorum yet"),
+        }
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -199,12 +199,15 @@ async fn settle(
 
 /// CPU time and resident memory of one process, from `/proc`.
 #[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Usage {
-    pub(crate) cpu_s: f64,
-    pub(crate) rss_bytes: f64,
+pub struct Usage {
+    /// User and system CPU seconds.
+    pub cpu_s: f64,
+    /// Resident memory.
+    pub rss_bytes: f64,
 }
 
-pub(crate) fn usage(pid: u32) -> Result<Usage, Error> {
+/// The [`Usage`] of process `pid` now.
+pub fn usage(pid: u32) -> Result<Usage, Error> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(cluster_err)?;
     // Fields after the command name (which may hold spaces, inside parentheses): state is
     // the first, utime the 12th, stime the 13th (fields 14 and 15 of proc(5)).

@@ -566,9 +566,15 @@ impl Manager {
                 .await?
                 .ok_or_else(|| Status::unavailable("the cluster map is not written yet"))?;
             // A copy to edit: the decoded map stays as read, shared with other readers.
-            let mut m = Arc::unwrap_or_clone(m);
-            let answer = edit(&mut m)?;
-            if let Some(v) = map::write(&leader, &m, version).await? {
+            let mut edited = (*m).clone();
+            let answer = edit(&mut edited)?;
+            // An edit that changed nothing is not written: a write bumps the version, and
+            // every node then fetches the whole map again (with thousands of partitions, a
+            // burst of megabytes on every node each time a rebalance pass found no move).
+            if edited == *m {
+                return Ok((answer, version));
+            }
+            if let Some(v) = map::write(&leader, &edited, version).await? {
                 return Ok((answer, v));
             }
         }
