@@ -374,7 +374,9 @@ pub async fn restore(
         let endpoint = endpoints.first().ok_or(ClientError::NoEndpoints)?;
         ClusterClient::new(channels.channel(endpoint).map_err(ClientError::Rpc)?)
     };
-    let (service, which): (String, Vec<u32>) = match target {
+    // With the partition's incarnation from which its restore waits (a reset raises it, and
+    // a map read before the reset showed the one before as waiting too).
+    let (service, which, incarnation): (String, Vec<u32>, u64) = match target {
         Target::NewService { name, replicas } => {
             if map.map.as_ref().is_some_and(|mm| mm.services.contains_key(name)) {
                 return Err(BackupError::Refused(format!("service {name} exists: restore into a new name")));
@@ -392,7 +394,7 @@ pub async fn restore(
                 .create_service(req)
                 .await
                 .map_err(|s| BackupError::Refused(format!("creating service {name}: {}", s.message())))?;
-            (name.clone(), (0..count).collect())
+            (name.clone(), (0..count).collect(), 0)
         }
         Target::Partition { index } => {
             let mm = map.map.as_ref().ok_or_else(|| ClientError::NoMap("empty answer".into()))?;
@@ -435,10 +437,11 @@ pub async fn restore(
                     }
                 }
             }
-            (m.service.clone(), vec![*index])
+            (m.service.clone(), vec![*index], p.incarnation + 1)
         }
     };
-    let staged = stage_all(config, endpoints, &channels, chosen, &service, &which, progress).await;
+    let waiting = Waiting { service: &service, which: &which, incarnation };
+    let staged = stage_all(config, endpoints, &channels, chosen, &waiting, progress).await;
     match (staged, target) {
         (Ok(r), _) => Ok(r),
         (Err(e), Target::NewService { name, .. }) => {
@@ -455,24 +458,32 @@ pub async fn restore(
 /// Partitions whose states are built and sent at once.
 const STAGES_IN_FLIGHT: usize = 2;
 
-/// Stages the state of partitions `which` of `chosen` for `service`'s partitions waiting
-/// for them, then waits until each has started from it.
+/// The partitions a restore fills: `which` of `service`, waiting for their state from
+/// `incarnation` on.
+struct Waiting<'a> {
+    service: &'a str,
+    which: &'a [u32],
+    incarnation: u64,
+}
+
+/// Stages the state of the partitions `waiting` names, from `chosen`, then waits until
+/// each has started from it.
 async fn stage_all(
     config: &ClientConfig,
     endpoints: &[String],
     channels: &Channels,
     chosen: &Chosen,
-    service: &str,
-    which: &[u32],
+    waiting: &Waiting<'_>,
     progress: OnRestoreProgress<'_>,
 ) -> Result<Restored, BackupError> {
     let m = &chosen.manifest;
+    let Waiting { service, which, incarnation } = *waiting;
     // The map that names each partition waiting and the replica that opens from its state
     // (a node that answered the creation may not be the one asked for the map).
     let deadline = Instant::now() + READY_WITHIN;
     let (map, parts) = loop {
         let map = ServiceClient::fetch_map(config, endpoints, config.deadline).await?;
-        let waiting = |index: u32| -> Option<pb::PartitionInfo> {
+        let waits = |index: u32| -> Option<pb::PartitionInfo> {
             let mm = map.map.as_ref()?;
             let e = m.partitions.get(index as usize)?;
             mm.services
@@ -480,10 +491,13 @@ async fn stage_all(
                 .partition_ids
                 .iter()
                 .filter_map(|id| mm.partitions.get(id))
-                .find(|t| t.index == index && t.low == e.low && t.high == e.high && t.restoring && !t.created)
+                .find(|t| {
+                    let same = t.index == index && t.low == e.low && t.high == e.high;
+                    same && t.restoring && !t.created && t.incarnation >= incarnation
+                })
                 .cloned()
         };
-        if let Some(parts) = which.iter().map(|i| waiting(*i)).collect::<Option<Vec<_>>>() {
+        if let Some(parts) = which.iter().map(|i| waits(*i)).collect::<Option<Vec<_>>>() {
             break (map, parts);
         }
         if Instant::now() > deadline {
@@ -705,6 +719,7 @@ async fn wait_started(
             Err(e) if Instant::now() > deadline + within => return Err(e.into()),
             Err(e) => tracing::debug!(partition = id, error = %e, "the restored state is not on a quorum yet"),
         }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

@@ -797,6 +797,18 @@ impl pb::store_server::Store for StoreService {
             )));
         }
         let index = first.meta.as_ref().and_then(|m| m.last_log_id.as_ref()).map_or(0, |l| l.index);
+        if index > weft_replica::INDEX_MAX {
+            return Err(Status::invalid_argument(format!(
+                "log index {index}: above {}, refused as nonsense",
+                weft_replica::INDEX_MAX
+            )));
+        }
+        // States of restores the map no longer waits for (failed, or reset again) go.
+        let node = self.node;
+        let dropped = self.host.drop_staged(|p, r| self.access.restoring(p) == Some((node, r)));
+        if dropped > 0 {
+            tracing::info!(dropped, "dropped restored states no partition waits for");
+        }
         let progress = Arc::new(weft_replica::snapshot::Progress::default());
         let limits = self.host.limits().clone();
         let (store, _, bytes, received_s) =

@@ -207,8 +207,11 @@ struct CachedStatus {
 /// How many times in a row a quiesced replica's status is handed out again without a
 /// look at its metrics (which, at thousands of replicas, was most of what reporting them
 /// cost); then it is built again all the same, a guard against any change the quiet
-/// spell does not cover.
+/// spell does not cover. Each partition adds its own share of [`STATUS_REUSE_SPREAD`], so
+/// replicas that quiesced together are not all built again on the same report.
 const STATUS_REUSE_MAX: u32 = 16;
+/// See [`STATUS_REUSE_MAX`].
+const STATUS_REUSE_SPREAD: u64 = 16;
 
 fn role(state: ServerState, is_voter: bool) -> pb::Role {
     match state {
@@ -369,7 +372,7 @@ impl Replica {
             let mut cache = r.status.lock();
             if let Some(c) = cache.as_mut()
                 && c.spell == Some(spell)
-                && c.reused < STATUS_REUSE_MAX
+                && c.reused < STATUS_REUSE_MAX + (r.partition % STATUS_REUSE_SPREAD) as u32
                 && c.status.requests == requests
             {
                 c.reused += 1;
@@ -616,9 +619,21 @@ impl Host {
         let now = Instant::now();
         let mut staged = self.staged.lock();
         staged.retain(|_, s| now.duration_since(s.at) < STAGED_KEEP);
+        // One state per partition: a restore staged again (a new replica after a reset)
+        // replaces what an earlier one left.
+        staged.retain(|(p, _), _| *p != partition);
         staged.insert((partition, id), Staged { index, store, at: now });
         tracing::info!(partition, replica = id, index, "restored state staged");
         index
+    }
+
+    /// Drops the staged states `keep` says no (their partition is no longer waiting for
+    /// one, as the map says); answers how many went.
+    pub fn drop_staged(&self, keep: impl Fn(PartitionId, ReplicaId) -> bool) -> usize {
+        let mut staged = self.staged.lock();
+        let before = staged.len();
+        staged.retain(|(p, r), _| keep(*p, *r));
+        before - staged.len()
     }
 
     /// Opens a replica. With `initial`, it also initializes the group with those voters
@@ -650,24 +665,10 @@ impl Host {
         if let Some(r) = self.get(partition) {
             return if r.id == id { Ok(r) } else { Err(Error::AlreadyOpen { partition, existing: r.id }) };
         }
-        let (log, sm) = match mode {
-            pb::LogMode::Durable => {
-                let dir = self.replica_dir(partition, id)?;
-                let storage = |reason: String| Error::Storage { partition, replica: id, reason };
-                let disk = self.disk();
-                let (log, _) = LogStore::open_durable(disk.clone(), &dir.join("wal"), SEGMENT_BYTES)
-                    .map_err(|e| storage(e.to_string()))?;
-                let sm = StateMachine::open_durable(self.limits.clone(), disk, &dir.join("checkpoints"))
-                    .map_err(|e| storage(e.to_string()))?;
-                (log, sm)
-            }
-            _ => (LogStore::volatile(), StateMachine::new(self.limits.clone())),
-        };
-        let (config, history) = match self.single_record.0.contains(&partition) {
-            true => (self.single_record.1.clone(), 0),
-            false => (self.config.clone(), self.watch_history_bytes),
-        };
-        let sm = sm.keep_changes(history).of_partition(partition);
+        // The staged state is taken before anything touches the disk, so a replica waiting
+        // for its state leaves no directory behind (a durable node restarted then would
+        // recover an empty replica with no membership), and put back if the open fails
+        // before the state is installed.
         let from_staged = match (&initial, staged) {
             (Some(members), true) => {
                 let s =
@@ -679,14 +680,51 @@ impl Host {
             }
             (_, false) => None,
         };
+        let put_back = |s: Staged| {
+            self.staged.lock().insert((partition, id), s);
+        };
+        let opened = match mode {
+            pb::LogMode::Durable => {
+                let dir = self.replica_dir(partition, id)?;
+                let storage = |reason: String| Error::Storage { partition, replica: id, reason };
+                let disk = self.disk();
+                LogStore::open_durable(disk.clone(), &dir.join("wal"), SEGMENT_BYTES)
+                    .map_err(|e| storage(e.to_string()))
+                    .and_then(|(log, _)| {
+                        let sm = StateMachine::open_durable(self.limits.clone(), disk, &dir.join("checkpoints"))
+                            .map_err(|e| storage(e.to_string()))?;
+                        Ok((log, sm))
+                    })
+            }
+            _ => Ok((LogStore::volatile(), StateMachine::new(self.limits.clone()))),
+        };
+        let (log, sm) = match opened {
+            Ok(x) => x,
+            Err(e) => {
+                if let Some((_, s)) = from_staged {
+                    put_back(s);
+                }
+                return Err(e);
+            }
+        };
+        let (config, history) = match self.single_record.0.contains(&partition) {
+            true => (self.single_record.1.clone(), 0),
+            false => (self.config.clone(), self.watch_history_bytes),
+        };
+        let sm = sm.keep_changes(history).of_partition(partition);
         if let Some((members, s)) = from_staged {
             // What `initialize` would write at index 0, at the staged index instead: the
             // membership and the state, as a snapshot every voter agrees on.
             let log_id =
                 crate::types::LogId { leader_id: crate::types::LeaderId { term: 0, node_id: id }, index: s.index };
             let voters: BTreeSet<ReplicaId> = members.keys().copied().collect();
-            let membership =
-                openraft::Membership::new(vec![voters], members).map_err(|e| Error::Raft(e.to_string()))?;
+            let membership = match openraft::Membership::new(vec![voters], members) {
+                Ok(m) => m,
+                Err(e) => {
+                    put_back(s);
+                    return Err(Error::Raft(e.to_string()));
+                }
+            };
             let meta = crate::types::SnapshotMeta {
                 last_log_id: Some(log_id),
                 last_membership: openraft::StoredMembership::new(Some(log_id), membership),

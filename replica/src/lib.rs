@@ -74,4 +74,4 @@ pub use raft_service::{RaftService, decode_stream, first_chunk};
 pub use read_gate::ReadError;
 pub use transport::{ChunkCheck, TransportConfig, stream_bytes, stream_snapshot};
 pub use types::{Commands, PartitionId, ReplicaId, TypeConfig};
-pub use wire::{log_id_to_pb, membership_from_pb, node_of};
+pub use wire::{INDEX_MAX, log_id_to_pb, membership_from_pb, node_of};

@@ -101,3 +101,53 @@ async fn a_host_started_again_on_its_disk_recovers_its_replicas_and_their_writes
     let third = host(&disk);
     assert_eq!(third.recover().await.expect("recover"), vec![], "a closed replica came back after a power cut");
 }
+
+/// A durable replica asked to open from a restored state before it arrived is refused and
+/// leaves nothing on the disk (a node restarted while a restore waits recovers no empty
+/// replica that would block the restore); opened from the state, it starts at the staged
+/// index, and a host started again on the disk recovers it with every record, a power cut
+/// included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_opened_from_a_staged_state_is_recovered_from_its_disk() {
+    const INDEX: u64 = 700;
+    let disk = Arc::new(FaultyDisk::new(6));
+    let first = host(&disk);
+    let members = BTreeMap::from([(REPLICA, BasicNode { addr: "solo".into() })]);
+    let early = first.open(PARTITION, REPLICA, pb::LogMode::NodeDefault, Some(members.clone()), true).await;
+    assert!(early.is_err(), "nothing staged yet: refused");
+    stop(first).await;
+    let second = host(&disk);
+    assert_eq!(second.recover().await.expect("recover"), vec![], "the refused open left a replica on the disk");
+
+    let mut state = weft_store::Store::new(Limits::default());
+    state.create_table(TABLE).expect("table");
+    let keys: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
+    for (i, k) in keys.iter().enumerate() {
+        let op = weft_store::Op::Put {
+            table: TABLE.into(),
+            key: k.as_bytes().to_vec(),
+            value: b"v".to_vec(),
+            attrs: Vec::new(),
+            condition: weft_store::Condition::None,
+        };
+        state.apply_at(&[op], 100 + i as u64).expect("put");
+    }
+    second.stage(PARTITION, REPLICA, INDEX, state);
+    let r = second.open(PARTITION, REPLICA, pb::LogMode::NodeDefault, Some(members), true).await.expect("open");
+    wait_leader(&r).await;
+    r.write(put("after")).await.expect("a write after the restore");
+    let applied = r.state(|st| st.last_applied.map(|l| l.index));
+    assert!(applied.is_some_and(|a| a > INDEX), "applied {applied:?}, not past {INDEX}");
+    drop(r);
+    stop(second).await;
+    disk.crash();
+
+    let third = host(&disk);
+    assert_eq!(third.recover().await.expect("recover"), vec![(PARTITION, REPLICA)]);
+    let r = third.get(PARTITION).expect("reopened");
+    wait_leader(&r).await;
+    r.read(true, |_| ()).await.expect("read");
+    let mut all = keys.clone();
+    all.push("after".into());
+    assert_eq!(present(&r, &all), all.len(), "the restored state or the write after it was lost");
+}

@@ -331,8 +331,13 @@ impl Manager {
             .map(|p| async move {
                 match self.create_partition(m, &p).await {
                     Ok(()) => Some(p.id),
-                    // A partition being restored waits for its state to be staged: expected.
-                    Err(e) if p.restoring && e.code() == Code::FailedPrecondition => {
+                    // A partition being restored waits for its state to be staged: expected
+                    // (the node's `NotStaged`; any other refusal is worth a warning).
+                    Err(e)
+                        if p.restoring
+                            && e.code() == Code::FailedPrecondition
+                            && e.message().contains("no restored state is staged") =>
+                    {
                         tracing::debug!(partition = p.id, error = %e.message(), "partition waits for its restored state");
                         None
                     }
