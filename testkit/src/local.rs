@@ -430,12 +430,45 @@ impl Drop for LocalNode {
 }
 
 /// `n` loopback addresses with ports free right now, for nodes that must know each
-/// other's addresses before they start (seeds). Another process could take one before
-/// the node binds it; the node then fails to start with a clear error.
+/// other's addresses before they start (seeds).
+///
+/// The ports are drawn at random from below the kernel's ephemeral range
+/// (`/proc/sys/net/ipv4/ip_local_port_range`), never from it: a port the kernel hands out
+/// for `bind(0)` is also the one it hands to the next outgoing connection of any process,
+/// so a node given such a port could find it taken by some other node's client socket
+/// before it binds (CI saw exactly that). Below the range only another caller of this
+/// function can take it, and the random draw over some 20,000 ports makes that rare;
+/// the node then fails to start with a clear error. Each port is checked free by binding
+/// it, and all `n` are held until the last is chosen, so they are distinct.
 pub fn free_addrs(n: usize) -> Result<Vec<String>, Error> {
-    let listeners = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0")).collect::<Result<Vec<_>, _>>();
-    let listeners = listeners.map_err(cluster_err)?;
-    listeners.iter().map(|l| l.local_addr().map(|a| a.to_string()).map_err(cluster_err)).collect()
+    use rand::Rng;
+    const LOWEST: u16 = 10_000;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()))
+        .unwrap_or(32_768);
+    let below = if ephemeral_low > LOWEST + 1_000 { Some(LOWEST..ephemeral_low) } else { None };
+    let mut rng = rand::rng();
+    let mut held = Vec::with_capacity(n);
+    while held.len() < n {
+        let listener = match &below {
+            Some(range) => {
+                let mut tries = 0;
+                loop {
+                    let port = rng.random_range(range.clone());
+                    match std::net::TcpListener::bind(("127.0.0.1", port)) {
+                        Ok(l) => break l,
+                        Err(e) if tries >= 200 => return Err(cluster_err(e)),
+                        Err(_) => tries += 1,
+                    }
+                }
+            }
+            // No room below the ephemeral range: fall back to what the kernel gives.
+            None => std::net::TcpListener::bind("127.0.0.1:0").map_err(cluster_err)?,
+        };
+        held.push(listener);
+    }
+    held.iter().map(|l| l.local_addr().map(|a| a.to_string()).map_err(cluster_err)).collect()
 }
 
 /// A single-config membership: replica id to node address.
