@@ -6,6 +6,8 @@
 //! - [`format`]: the manifest, file names and the changes file (`docs/backup-format.md`).
 //! - [`take`]: backing a service up from its partitions' primaries.
 //! - [`catalog`]: what a location holds, and retention.
+//! - [`chain`]: a partition's changes applied to its full state (run by the node that
+//!   receives a restored state).
 //! - [`restore`]: choosing a backup (latest, or at a time), checking its chains, and
 //!   writing it back.
 //!
@@ -14,6 +16,7 @@
 //! the node or the cluster manager.
 
 pub mod catalog;
+pub mod chain;
 pub mod format;
 pub mod location;
 pub mod restore;

@@ -449,6 +449,11 @@ const RESET_STREAMS_PENDING_MAX: usize = 4_096;
 /// Answer bytes one session stream may hold at once (see [`crate::session::Budget`]).
 const SESSION_ANSWER_BYTES_MAX: usize = 64 << 20;
 
+/// Most bytes of one changes file a restore may send (`Store.StageRestore`): far above
+/// the change history (32 MiB by default) a changes file is cut from, a bound against a
+/// sender's nonsense rather than a tuning knob.
+const RESTORED_CHANGES_MAX: u64 = 1 << 30;
+
 /// The session byte budget: the largest get answer the limits allow is what a get reserves
 /// until its answer is known.
 fn session_budget(limits: &Limits, call_deadline: std::time::Duration) -> crate::session::Budget {
@@ -762,9 +767,10 @@ impl pb::store_server::Store for StoreService {
     /// changes it applied after that index up to the same point instead (an incremental
     /// backup, `weft_backup::format`), or answers `OUT_OF_RANGE` when it no longer keeps
     /// them all. The first chunk's meta names the index either holds everything up to.
-    /// Decodes the restored state of a partition being restored and keeps it for the
-    /// replica the map says opens from it ([`Host::stage`]); the cluster manager then opens
-    /// that replica from it (store.proto's `StageRestore`).
+    /// Decodes the restored state of a partition being restored, applies the changes files
+    /// sent after it ([`weft_backup::chain`]), and keeps it for the replica the map says
+    /// opens from it ([`Host::stage`]); the cluster manager then opens that replica from it
+    /// (store.proto's `StageRestore`).
     async fn stage_restore(
         &self,
         req: Request<tonic::Streaming<pb::SnapshotChunk>>,
@@ -811,12 +817,37 @@ impl pb::store_server::Store for StoreService {
         }
         let progress = Arc::new(weft_replica::snapshot::Progress::default());
         let limits = self.host.limits().clone();
-        let (store, _, bytes, received_s) =
+        let started = std::time::Instant::now();
+        let (store, _, mut bytes, received_s) =
             weft_replica::decode_stream(first, &mut stream, limits, progress.clone(), |_| {}).await?;
-        let records = progress.records.load(std::sync::atomic::Ordering::Relaxed);
+        // Then the chain's changes files, oldest first, each applied as it arrives.
+        let mut chain = weft_backup::chain::Chain::new(store, index);
+        let mut files = 0;
+        while let Some((meta, data)) = weft_replica::next_bytes(&mut stream, RESTORED_CHANGES_MAX).await? {
+            files += 1;
+            bytes += data.len() as u64;
+            let through = meta.and_then(|m| m.last_log_id).map_or(0, |l| l.index);
+            if through > weft_replica::INDEX_MAX {
+                return Err(Status::invalid_argument(format!(
+                    "changes file {files} reaches log index {through}: above {}, refused as nonsense",
+                    weft_replica::INDEX_MAX
+                )));
+            }
+            let name = format!("partition {partition}'s changes file {files}");
+            chain = tokio::task::spawn_blocking(move || chain.apply(&data, &name, through).map(|()| chain))
+                .await
+                .map_err(|e| Status::internal(format!("applying restored changes: {e}")))?
+                .map_err(|e| Status::data_loss(e.to_string()))?;
+        }
+        let (store, index) = tokio::task::spawn_blocking(move || chain.finish())
+            .await
+            .map_err(|e| Status::internal(format!("applying restored changes: {e}")))?
+            .map_err(|e| Status::data_loss(e.to_string()))?;
         let tables: Vec<String> = store.table_names().map(String::from).collect();
+        let records = tables.iter().map(|t| store.count(t).unwrap_or(0) as u64).sum();
         let index = self.host.stage(partition, replica, index, store);
-        tracing::info!(partition, replica, bytes, records, index, received_s, "restored state received");
+        let secs = started.elapsed().as_secs_f64();
+        tracing::info!(partition, replica, bytes, records, files, index, received_s, secs, "restored state received");
         Ok(Response::new(pb::StageRestoreResponse { bytes, records, index, tables }))
     }
 

@@ -70,7 +70,7 @@ pub use command::{index_from_pb, index_to_pb, op_from_pb, record_to_pb, scalar_f
 pub use error::Error;
 pub use host::{Host, RaftSettings, Replica, SINGLE_RECORD_KEEP_BEHIND, SINGLE_RECORD_SNAPSHOT_EVERY, Storage};
 pub use proposer::ProposeError;
-pub use raft_service::{RaftService, decode_stream, first_chunk};
+pub use raft_service::{RaftService, decode_stream, first_chunk, next_bytes};
 pub use read_gate::ReadError;
 pub use transport::{ChunkCheck, TransportConfig, stream_bytes, stream_snapshot};
 pub use types::{Commands, PartitionId, ReplicaId, TypeConfig};

@@ -266,10 +266,15 @@ impl Drop for StreamCount {
 
 /// The first chunk of a snapshot stream (it names the target, the vote and the meta).
 pub async fn first_chunk(stream: &mut Streaming<pb::SnapshotChunk>) -> Result<pb::SnapshotChunk, Status> {
+    next_chunk(stream).await?.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))
+}
+
+/// The next chunk on `stream`, None once the sender has closed it, waiting at most
+/// [`SNAPSHOT_CHUNK_WAIT`].
+async fn next_chunk(stream: &mut Streaming<pb::SnapshotChunk>) -> Result<Option<pb::SnapshotChunk>, Status> {
     tokio::time::timeout(SNAPSHOT_CHUNK_WAIT, stream.message())
         .await
-        .map_err(|_| Status::deadline_exceeded(format!("no snapshot chunk in {SNAPSHOT_CHUNK_WAIT:?}")))??
-        .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))
+        .map_err(|_| Status::deadline_exceeded(format!("no snapshot chunk in {SNAPSHOT_CHUNK_WAIT:?}")))?
 }
 
 /// Receives a snapshot stream from `first` on, checking every chunk ([`ChunkCheck`]) while
@@ -309,9 +314,7 @@ pub async fn decode_stream(
             if !sent || done {
                 break;
             }
-            chunk = tokio::time::timeout(SNAPSHOT_CHUNK_WAIT, stream.message())
-                .await
-                .map_err(|_| Status::deadline_exceeded(format!("no snapshot chunk in {SNAPSHOT_CHUNK_WAIT:?}")))??;
+            chunk = next_chunk(stream).await?;
         }
         Ok(())
     }
@@ -329,6 +332,30 @@ pub async fn decode_stream(
         return Err(Status::data_loss("snapshot stream ended before its last chunk"));
     }
     Ok((store, sessions, check.bytes(), received_s))
+}
+
+/// The next of the byte streams a sender sends one after another on `stream`, after a
+/// snapshot (a restored chain's changes files): its first chunk's meta and its bytes, every
+/// chunk checked as a snapshot's are ([`ChunkCheck`]). None once the sender has closed the
+/// stream; a stream longer than `max` bytes is refused.
+pub async fn next_bytes(
+    stream: &mut Streaming<pb::SnapshotChunk>,
+    max: u64,
+) -> Result<Option<(Option<pb::SnapshotMeta>, Vec<u8>)>, Status> {
+    let Some(first) = next_chunk(stream).await? else { return Ok(None) };
+    let meta = first.meta.clone();
+    let (mut check, mut data, mut chunk) = (ChunkCheck::default(), Vec::new(), first);
+    loop {
+        let done = check.check(&chunk).map_err(Status::data_loss)?;
+        if check.bytes() > max {
+            return Err(Status::invalid_argument(format!("a stream of more than {max} bytes")));
+        }
+        data.extend_from_slice(&chunk.data);
+        if done {
+            return Ok(Some((meta, data)));
+        }
+        chunk = next_chunk(stream).await?.ok_or_else(|| Status::data_loss("a stream ended before its last chunk"))?;
+    }
 }
 
 #[cfg(test)]
