@@ -38,16 +38,29 @@ impl Chain {
     }
 
     /// Applies the changes file `data` (named `name` in errors), which must follow on from
-    /// what is applied so far and, as its sender says, reach `through`.
+    /// what is applied so far and, as its sender says, reach `through`. Refused before the
+    /// state is touched when it does not decode, link or keep its versions in range; a
+    /// change the engine refuses part way leaves the state part applied, and the chain is
+    /// then to be dropped.
     pub fn apply(&mut self, data: &[u8], name: &str, through: u64) -> Result<(), BackupError> {
         let changes = format::decode_changes(data, name)?;
         let h = &changes.header;
-        if h.after != self.through || h.through != through {
+        if h.after != self.through || h.through != through || h.through < h.after {
             return Err(BackupError::Corrupt(format!(
                 "{name}: covers log indexes {}..={}, expected {}..={through}",
                 h.after + 1,
                 h.through,
                 self.through + 1,
+            )));
+        }
+        // Each change was committed at its version, a log index inside the file's range:
+        // one outside it is damage, and would start the group at a nonsense index.
+        if let Some(c) = changes.changes.iter().find(|c| c.version <= h.after || c.version > h.through) {
+            return Err(BackupError::Corrupt(format!(
+                "{name}: a change at version {}, outside its log indexes {}..={}",
+                c.version,
+                h.after + 1,
+                h.through
             )));
         }
         apply(&mut self.store, changes.changes).map_err(|why| BackupError::Corrupt(format!("{name}: {why}")))?;
@@ -181,32 +194,38 @@ mod tests {
         assert_eq!(snap.table("t").expect("t").index_defs().count(), 1);
     }
     /// A chain applies its files only in order, link by link: a file that does not follow
-    /// on from what is applied, or does not reach where its sender says, is refused and
-    /// leaves the state as it was; the group starts at the last link's index.
+    /// on from what is applied, does not reach where its sender says, or holds a change
+    /// versioned outside its range is refused before it touches the state; the group
+    /// starts at the last link's index.
     #[test]
     fn changes_files_apply_link_by_link() {
         let mut s = Store::new(Default::default());
         s.create_table("t").expect("table");
-        let file = |after: u64, through: u64, key: &str| {
+        // A changes file of one put, at `version`.
+        let file_at = |after: u64, through: u64, key: &str, version: u64| {
             let header = pb::BackupChangesHeader { format: format::FORMAT, partition: 7, after, through };
             let put = pb::Change {
-                version: through,
+                version,
                 table: "t".into(),
                 kind: Some(pb::change::Kind::Put(pb::Record {
                     key: key.as_bytes().to_vec().into(),
                     value: b"v".to_vec().into(),
                     attrs: vec![],
-                    version: through,
+                    version,
                 })),
             };
             let schema = pb::BackupSchema { tables: vec![pb::BackupTable { name: "t".into(), indexes: vec![] }] };
             format::encode_changes(header, &[put], schema)
         };
+        let file = |after: u64, through: u64, key: &str| file_at(after, through, key, through);
         let mut chain = Chain::new(s, 10);
         let gap = chain.apply(&file(12, 20, "x"), "gap", 20).expect_err("a gap is refused");
         assert!(gap.to_string().contains("covers log indexes 13..=20, expected 11..=20"), "{gap}");
         let short = chain.apply(&file(10, 15, "x"), "short", 20).expect_err("a file short of its link");
         assert!(short.to_string().contains("short"), "{short}");
+        let outside = file_at(10, 20, "x", 21);
+        let bad = chain.apply(&outside, "outside", 20).expect_err("a change outside the file's range");
+        assert!(bad.to_string().contains("a change at version 21, outside its log indexes 11..=20"), "{bad}");
         assert_eq!(chain.through(), 10, "refused files leave the chain where it was");
         chain.apply(&file(10, 20, "a"), "one", 20).expect("follows on");
         chain.apply(&file(20, 30, "b"), "two", 30).expect("follows on");

@@ -344,7 +344,7 @@ pub async fn restore(
     }
 }
 
-/// Partitions whose states are built and sent at once.
+/// Partitions whose chains are sent at once.
 const STAGES_IN_FLIGHT: usize = 2;
 
 /// The partitions a restore fills: `which` of `service`, waiting for their state from
@@ -509,6 +509,7 @@ async fn stage_one(
         files.push((e.through, fetch(chosen, id, e).await?));
     }
     let fetched_s = started.elapsed().as_secs_f64();
+    let chain_through = files.last().map_or(0, |(through, _)| *through);
     let mut store = pb::store_client::StoreClient::new(channels.channel(&addr).map_err(ClientError::Rpc)?)
         .max_decoding_message_size(CHUNK_BYTES * 4)
         .max_encoding_message_size(CHUNK_BYTES * 4);
@@ -519,8 +520,13 @@ async fn stage_one(
         let (tx, rx) = tokio::sync::mpsc::channel::<pb::SnapshotChunk>(4);
         let (files, header) = (&files, &header);
         let forward = async move {
-            for (through, data) in files {
-                let mut chunks = weft_replica::stream_bytes(header(*through), data, CHUNK_BYTES);
+            for (i, (through, data)) in files.iter().enumerate() {
+                let mut first = header(*through);
+                if i == 0 {
+                    // The node refuses a chain that ends anywhere else.
+                    first.chain_through = chain_through;
+                }
+                let mut chunks = weft_replica::stream_bytes(first, data, CHUNK_BYTES);
                 while let Some(c) = chunks.recv().await {
                     let n = c.data.len() as u64;
                     if tx.send(c).await.is_err() {
@@ -535,6 +541,13 @@ async fn stage_one(
         match r {
             Ok(r) => {
                 let r = r.into_inner();
+                if r.index < chain_through {
+                    return Err(BackupError::Refused(format!(
+                        "partition {index}'s state was staged on node {} at log index {}, short of its chain's {}: \
+                         that node does not apply changes files (an older weft?)",
+                        first.node, r.index, chain_through
+                    )));
+                }
                 let secs = started.elapsed().as_secs_f64();
                 tracing::info!(
                     partition = p.id,

@@ -680,6 +680,56 @@ impl StoreService {
     }
 }
 
+/// Receives the changes files a restore sends after a partition's full state
+/// (`Store.StageRestore`) and applies each to `chain` as it arrives, oldest first, until
+/// the sender closes the stream; the chain must then reach `want`, the index its first
+/// chunk named. Answers the chain, the files and their bytes. On a refusal the state,
+/// which may be large, is dropped on a blocking thread, not the runtime's.
+async fn receive_changes(
+    partition: u64,
+    mut chain: weft_backup::chain::Chain,
+    stream: &mut tonic::Streaming<pb::SnapshotChunk>,
+    want: u64,
+) -> Result<(weft_backup::chain::Chain, u64, u64), Status> {
+    let (mut files, mut bytes) = (0u64, 0u64);
+    let refused = loop {
+        let next = match weft_replica::next_bytes(stream, RESTORED_CHANGES_MAX).await {
+            Ok(next) => next,
+            Err(s) => break s,
+        };
+        let Some((meta, data)) = next else {
+            if chain.through() == want {
+                return Ok((chain, files, bytes));
+            }
+            break Status::data_loss(format!(
+                "the restored chain ended at log index {}, short of the {want} its first chunk names",
+                chain.through()
+            ));
+        };
+        files += 1;
+        bytes += data.len() as u64;
+        let through = meta.and_then(|m| m.last_log_id).map_or(0, |l| l.index);
+        if through > want {
+            break Status::data_loss(format!(
+                "changes file {files} reaches log index {through}, past the {want} the chain's first chunk names"
+            ));
+        }
+        let name = format!("partition {partition}'s changes file {files}");
+        let (back, applied) = tokio::task::spawn_blocking(move || {
+            let applied = chain.apply(&data, &name, through);
+            (chain, applied)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("applying restored changes: {e}")))?;
+        chain = back;
+        if let Err(e) = applied {
+            break Status::data_loss(e.to_string());
+        }
+    };
+    tokio::task::spawn_blocking(move || drop(chain));
+    Err(refused)
+}
+
 /// An incremental backup's changes file: what `replica` applied after `since` up to
 /// `through` (the index `snapshot` holds), and the schema at `through`; `OUT_OF_RANGE`
 /// when its change history no longer reaches back to `since`.
@@ -761,12 +811,6 @@ impl pb::store_server::Store for StoreService {
         Ok(Response::new(Box::pin(answers)))
     }
 
-    /// The primary, after a read-index round (so it holds everything acknowledged), takes
-    /// an O(1) engine snapshot and streams it as a snapshot transfer would, without client
-    /// sessions: they mean nothing to a restored service. With `since`, it streams the
-    /// changes it applied after that index up to the same point instead (an incremental
-    /// backup, `weft_backup::format`), or answers `OUT_OF_RANGE` when it no longer keeps
-    /// them all. The first chunk's meta names the index either holds everything up to.
     /// Decodes the restored state of a partition being restored, applies the changes files
     /// sent after it ([`weft_backup::chain`]), and keeps it for the replica the map says
     /// opens from it ([`Host::stage`]); the cluster manager then opens that replica from it
@@ -803,9 +847,11 @@ impl pb::store_server::Store for StoreService {
             )));
         }
         let index = first.meta.as_ref().and_then(|m| m.last_log_id.as_ref()).map_or(0, |l| l.index);
-        if index > weft_replica::INDEX_MAX {
+        let want = if first.chain_through == 0 { index } else { first.chain_through };
+        if index.max(want) > weft_replica::INDEX_MAX || want < index {
             return Err(Status::invalid_argument(format!(
-                "log index {index}: above {}, refused as nonsense",
+                "log indexes {index} (the full state) and {want} (the chain): above {} or out of order, refused as \
+                 nonsense",
                 weft_replica::INDEX_MAX
             )));
         }
@@ -818,31 +864,22 @@ impl pb::store_server::Store for StoreService {
         let progress = Arc::new(weft_replica::snapshot::Progress::default());
         let limits = self.host.limits().clone();
         let started = std::time::Instant::now();
-        let (store, _, mut bytes, received_s) =
+        let (store, _, bytes, received_s) =
             weft_replica::decode_stream(first, &mut stream, limits, progress.clone(), |_| {}).await?;
-        // Then the chain's changes files, oldest first, each applied as it arrives.
-        let mut chain = weft_backup::chain::Chain::new(store, index);
-        let mut files = 0;
-        while let Some((meta, data)) = weft_replica::next_bytes(&mut stream, RESTORED_CHANGES_MAX).await? {
-            files += 1;
-            bytes += data.len() as u64;
-            let through = meta.and_then(|m| m.last_log_id).map_or(0, |l| l.index);
-            if through > weft_replica::INDEX_MAX {
-                return Err(Status::invalid_argument(format!(
-                    "changes file {files} reaches log index {through}: above {}, refused as nonsense",
-                    weft_replica::INDEX_MAX
-                )));
-            }
-            let name = format!("partition {partition}'s changes file {files}");
-            chain = tokio::task::spawn_blocking(move || chain.apply(&data, &name, through).map(|()| chain))
-                .await
-                .map_err(|e| Status::internal(format!("applying restored changes: {e}")))?
-                .map_err(|e| Status::data_loss(e.to_string()))?;
-        }
+        let chain = weft_backup::chain::Chain::new(store, index);
+        let (chain, files, changes_bytes) = receive_changes(partition, chain, &mut stream, want).await?;
         let (store, index) = tokio::task::spawn_blocking(move || chain.finish())
             .await
             .map_err(|e| Status::internal(format!("applying restored changes: {e}")))?
             .map_err(|e| Status::data_loss(e.to_string()))?;
+        if index > weft_replica::INDEX_MAX {
+            tokio::task::spawn_blocking(move || drop(store));
+            return Err(Status::invalid_argument(format!(
+                "the restored state holds a record at version {index}: above {}, refused as nonsense",
+                weft_replica::INDEX_MAX
+            )));
+        }
+        let bytes = bytes + changes_bytes;
         let tables: Vec<String> = store.table_names().map(String::from).collect();
         let records = tables.iter().map(|t| store.count(t).unwrap_or(0) as u64).sum();
         let index = self.host.stage(partition, replica, index, store);
@@ -851,6 +888,12 @@ impl pb::store_server::Store for StoreService {
         Ok(Response::new(pb::StageRestoreResponse { bytes, records, index, tables }))
     }
 
+    /// The primary, after a read-index round (so it holds everything acknowledged), takes
+    /// an O(1) engine snapshot and streams it as a snapshot transfer would, without client
+    /// sessions: they mean nothing to a restored service. With `since`, it streams the
+    /// changes it applied after that index up to the same point instead (an incremental
+    /// backup, `weft_backup::format`), or answers `OUT_OF_RANGE` when it no longer keeps
+    /// them all. The first chunk's meta names the index either holds everything up to.
     async fn backup(&self, req: Request<pb::BackupRequest>) -> Result<Response<BackupStream>, Status> {
         let principal = authz::principal(&req)?;
         let pb::BackupRequest { partition, since } = req.into_inner();
