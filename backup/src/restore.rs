@@ -15,8 +15,9 @@
 //! 4. **Install** it as a snapshot through the replication path. The partitions are
 //!    created (or the one reset) waiting for their state (`PartitionInfo.restoring`) before
 //!    anything is sent: the cluster manager places their replicas but opens none. Once the
-//!    state is staged, the manager opens the first replica from it, its group starting at the backup's log index with the state as its snapshot
-//!    and the placed voters as its membership, before the other replicas, which raft builds
+//!    state is staged, the manager opens the first replica from it, its group starting at
+//!    the backup's log index with the state as its snapshot and the placed voters as its
+//!    membership, before the other replicas, which raft builds
 //!    from that snapshot as it would any follower behind its log. The restore ends when
 //!    every partition has a primary that answered a linearizable read, so a quorum holds
 //!    its state. A restore into a new service that fails part way deletes the service; a
@@ -541,13 +542,6 @@ async fn stage_one(
         match r {
             Ok(r) => {
                 let r = r.into_inner();
-                if r.index < chain_through {
-                    return Err(BackupError::Refused(format!(
-                        "partition {index}'s state was staged on node {} at log index {}, short of its chain's {}: \
-                         that node does not apply changes files (an older weft?)",
-                        first.node, r.index, chain_through
-                    )));
-                }
                 let secs = started.elapsed().as_secs_f64();
                 tracing::info!(
                     partition = p.id,

@@ -447,27 +447,22 @@ pub fn free_addrs(n: usize) -> Result<Vec<String>, Error> {
         .ok()
         .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()))
         .unwrap_or(32_768);
-    let below = if ephemeral_low > LOWEST + 1_000 { Some(LOWEST..ephemeral_low) } else { None };
     let mut rng = rand::rng();
-    let mut held = Vec::with_capacity(n);
-    while held.len() < n {
-        let listener = match &below {
-            Some(range) => {
-                let mut tries = 0;
-                loop {
-                    let port = rng.random_range(range.clone());
-                    match std::net::TcpListener::bind(("127.0.0.1", port)) {
-                        Ok(l) => break l,
-                        Err(e) if tries >= 200 => return Err(cluster_err(e)),
-                        Err(_) => tries += 1,
-                    }
-                }
+    let mut bind = || {
+        // No room below the ephemeral range: what the kernel gives.
+        if ephemeral_low <= LOWEST + 1_000 {
+            return std::net::TcpListener::bind("127.0.0.1:0");
+        }
+        let mut tried = Err(std::io::Error::other("no port tried"));
+        for _ in 0..200 {
+            tried = std::net::TcpListener::bind(("127.0.0.1", rng.random_range(LOWEST..ephemeral_low)));
+            if tried.is_ok() {
+                break;
             }
-            // No room below the ephemeral range: fall back to what the kernel gives.
-            None => std::net::TcpListener::bind("127.0.0.1:0").map_err(cluster_err)?,
-        };
-        held.push(listener);
-    }
+        }
+        tried
+    };
+    let held = (0..n).map(|_| bind()).collect::<Result<Vec<_>, _>>().map_err(cluster_err)?;
     held.iter().map(|l| l.local_addr().map(|a| a.to_string()).map_err(cluster_err)).collect()
 }
 
